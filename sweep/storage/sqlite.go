@@ -1,0 +1,767 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// Schema identifiers Optuna checks when it opens a database.
+const (
+	AlembicVersion = "v3.2.0.a"
+	SchemaVersion  = 12
+	LibraryVersion = "3.2.0"
+)
+
+// timeLayout is how Optuna's SQLAlchemy models store DATETIME columns.
+const timeLayout = "2006-01-02 15:04:05.000000"
+
+const schemaDDL = `
+CREATE TABLE IF NOT EXISTS studies (
+	study_id INTEGER NOT NULL,
+	study_name VARCHAR(512) NOT NULL,
+	PRIMARY KEY (study_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_studies_study_name ON studies (study_name);
+CREATE TABLE IF NOT EXISTS version_info (
+	version_info_id INTEGER NOT NULL,
+	schema_version INTEGER,
+	library_version VARCHAR(256),
+	PRIMARY KEY (version_info_id),
+	CHECK (version_info_id=1)
+);
+CREATE TABLE IF NOT EXISTS study_directions (
+	study_direction_id INTEGER NOT NULL,
+	direction VARCHAR(8) NOT NULL,
+	study_id INTEGER NOT NULL,
+	objective INTEGER NOT NULL,
+	PRIMARY KEY (study_direction_id),
+	UNIQUE (study_id, objective),
+	FOREIGN KEY(study_id) REFERENCES studies (study_id)
+);
+CREATE TABLE IF NOT EXISTS study_user_attributes (
+	study_user_attribute_id INTEGER NOT NULL,
+	study_id INTEGER,
+	"key" VARCHAR(512),
+	value_json TEXT,
+	PRIMARY KEY (study_user_attribute_id),
+	UNIQUE (study_id, "key"),
+	FOREIGN KEY(study_id) REFERENCES studies (study_id)
+);
+CREATE TABLE IF NOT EXISTS study_system_attributes (
+	study_system_attribute_id INTEGER NOT NULL,
+	study_id INTEGER,
+	"key" VARCHAR(512),
+	value_json TEXT,
+	PRIMARY KEY (study_system_attribute_id),
+	UNIQUE (study_id, "key"),
+	FOREIGN KEY(study_id) REFERENCES studies (study_id)
+);
+CREATE TABLE IF NOT EXISTS trials (
+	trial_id INTEGER NOT NULL,
+	number INTEGER,
+	study_id INTEGER,
+	state VARCHAR(8) NOT NULL,
+	datetime_start DATETIME,
+	datetime_complete DATETIME,
+	PRIMARY KEY (trial_id),
+	FOREIGN KEY(study_id) REFERENCES studies (study_id)
+);
+CREATE INDEX IF NOT EXISTS ix_trials_study_id ON trials (study_id);
+CREATE TABLE IF NOT EXISTS trial_user_attributes (
+	trial_user_attribute_id INTEGER NOT NULL,
+	trial_id INTEGER,
+	"key" VARCHAR(512),
+	value_json TEXT,
+	PRIMARY KEY (trial_user_attribute_id),
+	UNIQUE (trial_id, "key"),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS trial_system_attributes (
+	trial_system_attribute_id INTEGER NOT NULL,
+	trial_id INTEGER,
+	"key" VARCHAR(512),
+	value_json TEXT,
+	PRIMARY KEY (trial_system_attribute_id),
+	UNIQUE (trial_id, "key"),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS trial_params (
+	param_id INTEGER NOT NULL,
+	trial_id INTEGER,
+	param_name VARCHAR(512),
+	param_value FLOAT,
+	distribution_json TEXT,
+	PRIMARY KEY (param_id),
+	UNIQUE (trial_id, param_name),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS trial_values (
+	trial_value_id INTEGER NOT NULL,
+	trial_id INTEGER NOT NULL,
+	objective INTEGER NOT NULL,
+	value FLOAT,
+	value_type VARCHAR(7) NOT NULL,
+	PRIMARY KEY (trial_value_id),
+	UNIQUE (trial_id, objective),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS trial_intermediate_values (
+	trial_intermediate_value_id INTEGER NOT NULL,
+	trial_id INTEGER NOT NULL,
+	step INTEGER NOT NULL,
+	intermediate_value FLOAT,
+	intermediate_value_type VARCHAR(7) NOT NULL,
+	PRIMARY KEY (trial_intermediate_value_id),
+	UNIQUE (trial_id, step),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS trial_heartbeats (
+	trial_heartbeat_id INTEGER NOT NULL,
+	trial_id INTEGER NOT NULL,
+	heartbeat DATETIME NOT NULL,
+	PRIMARY KEY (trial_heartbeat_id),
+	UNIQUE (trial_id),
+	FOREIGN KEY(trial_id) REFERENCES trials (trial_id)
+);
+CREATE TABLE IF NOT EXISTS alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+`
+
+// SQLite is a Storage in one SQLite file, in Optuna's RDB schema. It is safe
+// for concurrent use by goroutines and by processes sharing the file.
+type SQLite struct {
+	db   *sql.DB
+	path string
+	now  func() time.Time
+}
+
+// Open opens the storage named by a URL. Only sqlite URLs are implemented:
+// sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
+// (and so Optuna) spells them. A bare path is taken as a SQLite file.
+func Open(rawURL string) (*SQLite, error) {
+	path, err := sqlitePath(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return OpenSQLite(path)
+}
+
+func sqlitePath(rawURL string) (string, error) {
+	if !strings.Contains(rawURL, "://") {
+		if rawURL == "" {
+			return "", errors.New("storage: empty storage URL")
+		}
+		return rawURL, nil
+	}
+	scheme, rest, _ := strings.Cut(rawURL, "://")
+	switch scheme {
+	case "sqlite":
+		if !strings.HasPrefix(rest, "/") || len(rest) < 2 {
+			return "", fmt.Errorf("storage: %q: want sqlite:///relative.db or sqlite:////absolute.db", rawURL)
+		}
+		p, err := url.PathUnescape(rest[1:])
+		if err != nil {
+			return "", fmt.Errorf("storage: %q: %w", rawURL, err)
+		}
+		return p, nil
+	case "postgresql", "postgres", "mysql":
+		return "", fmt.Errorf("storage: %q: %s storage is not implemented yet; use sqlite:///path.db", rawURL, scheme)
+	}
+	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite)", rawURL, scheme)
+}
+
+// OpenSQLite opens (creating if needed) the SQLite file at path.
+func OpenSQLite(path string) (*SQLite, error) {
+	// _txlock=immediate takes the write lock at BEGIN, so two processes never
+	// deadlock upgrading read locks; the busy timeout queues them instead.
+	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=30000&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL"
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	s := &SQLite{db: db, path: path, now: time.Now}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Path returns the database file's path.
+func (s *SQLite) Path() string { return s.path }
+
+// Close closes the database.
+func (s *SQLite) Close() error { return s.db.Close() }
+
+func (s *SQLite) init() error {
+	ctx := context.Background()
+	var version string
+	err := s.db.QueryRowContext(ctx, `SELECT version_num FROM alembic_version`).Scan(&version)
+	if err == nil {
+		if version != AlembicVersion && version != "v3.0.0.d" {
+			return fmt.Errorf("database schema is Optuna revision %s, this tool writes %s; HINT: run `optuna storage upgrade --storage sqlite:///FILE` first", version, AlembicVersion)
+		}
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(schemaDDL); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO version_info (version_info_id, schema_version, library_version) VALUES (1, ?, ?)`, SchemaVersion, LibraryVersion); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM alembic_version`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			_, err := tx.Exec(`INSERT INTO alembic_version (version_num) VALUES (?)`, AlembicVersion)
+			return err
+		}
+		return nil
+	})
+}
+
+func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *SQLite) stamp() string { return s.now().UTC().Format(timeLayout) }
+
+// CreateStudy returns the study called name, creating it with direction d
+// and userAttrs when it does not exist. An existing study with another
+// direction is an error; its user attributes are left as they are.
+func (s *SQLite) CreateStudy(ctx context.Context, name string, d Direction, userAttrs map[string]any) (Study, error) {
+	var st Study
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRow(`SELECT study_id FROM studies WHERE study_name = ?`, name).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			res, err := tx.Exec(`INSERT INTO studies (study_name) VALUES (?)`, name)
+			if err != nil {
+				return err
+			}
+			if id, err = res.LastInsertId(); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO study_directions (direction, study_id, objective) VALUES (?, ?, 0)`, d.String(), id); err != nil {
+				return err
+			}
+			for k, v := range userAttrs {
+				js, err := marshalAttr(v)
+				if err != nil {
+					return fmt.Errorf("user attr %q: %w", k, err)
+				}
+				if _, err := tx.Exec(`INSERT INTO study_user_attributes (study_id, "key", value_json) VALUES (?, ?, ?)`, id, k, js); err != nil {
+					return err
+				}
+			}
+		} else if err != nil {
+			return err
+		}
+		var err2 error
+		st, err2 = loadStudy(tx, id)
+		return err2
+	})
+	if err != nil {
+		return Study{}, fmt.Errorf("storage: create study %q: %w", name, err)
+	}
+	if st.Direction != d {
+		return st, fmt.Errorf("storage: study %q exists with direction %s, not %s", name, st.Direction, d)
+	}
+	return st, nil
+}
+
+type querier interface {
+	QueryRow(query string, args ...any) *sql.Row
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+func loadStudy(q querier, id int64) (Study, error) {
+	st := Study{ID: id, UserAttrs: map[string]any{}}
+	var dir string
+	err := q.QueryRow(`SELECT s.study_name, COALESCE(d.direction, 'MINIMIZE') FROM studies s
+		LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 WHERE s.study_id = ?`, id).Scan(&st.Name, &dir)
+	if err != nil {
+		return st, err
+	}
+	if dir == "MAXIMIZE" {
+		st.Direction = Maximize
+	}
+	rows, err := q.Query(`SELECT "key", value_json FROM study_user_attributes WHERE study_id = ?`, id)
+	if err != nil {
+		return st, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, js string
+		if err := rows.Scan(&k, &js); err != nil {
+			return st, err
+		}
+		var v any
+		if err := json.Unmarshal([]byte(js), &v); err != nil {
+			return st, fmt.Errorf("study %d user attr %q: %w", id, k, err)
+		}
+		st.UserAttrs[k] = v
+	}
+	return st, rows.Err()
+}
+
+// Studies returns every study, ordered by id.
+func (s *SQLite) Studies(ctx context.Context) ([]Study, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT study_id FROM studies ORDER BY study_id`)
+	if err != nil {
+		return nil, fmt.Errorf("storage: list studies: %w", err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := make([]Study, 0, len(ids))
+	for _, id := range ids {
+		st, err := loadStudy(s.db, id)
+		if err != nil {
+			return nil, fmt.Errorf("storage: load study %d: %w", id, err)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Trials returns every trial of a study, ordered by number.
+func (s *SQLite) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
+	// One read transaction gives a consistent snapshot across the tables.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
+	}
+	defer tx.Rollback()
+	out, err := loadTrials(tx, `t.study_id = ?`, studyID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
+	}
+	return out, nil
+}
+
+func parseTime(v sql.NullString) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	for _, layout := range []string{timeLayout, "2006-01-02 15:04:05", time.RFC3339Nano} {
+		if t, err := time.Parse(layout, v.String); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// loadTrials reads the trials matching where (over alias t) with every
+// dependent row.
+func loadTrials(q querier, where string, args ...any) ([]FrozenTrial, error) {
+	rows, err := q.Query(`SELECT t.trial_id, t.number, t.study_id, t.state, CAST(t.datetime_start AS TEXT), CAST(t.datetime_complete AS TEXT), CAST(h.heartbeat AS TEXT)
+		FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE `+where+` ORDER BY t.number, t.trial_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var trials []FrozenTrial
+	index := map[int64]int{}
+	for rows.Next() {
+		var t FrozenTrial
+		var state string
+		var start, complete, hb sql.NullString
+		if err := rows.Scan(&t.ID, &t.Number, &t.StudyID, &state, &start, &complete, &hb); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if t.State, err = ParseTrialState(state); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		t.Start, t.Complete, t.Heartbeat = parseTime(start), parseTime(complete), parseTime(hb)
+		t.Params = map[string]float64{}
+		t.Distributions = map[string]Distribution{}
+		t.Intermediate = map[int]float64{}
+		t.UserAttrs = map[string]any{}
+		t.SystemAttrs = map[string]any{}
+		index[t.ID] = len(trials)
+		trials = append(trials, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(trials) == 0 {
+		return trials, nil
+	}
+	sub := `trial_id IN (SELECT t.trial_id FROM trials t WHERE ` + where + `)`
+	// params
+	if err := eachRow(q, `SELECT trial_id, param_name, param_value, distribution_json FROM trial_params WHERE `+sub, args, func(r *sql.Rows) error {
+		var id int64
+		var name, dj string
+		var v float64
+		if err := r.Scan(&id, &name, &v, &dj); err != nil {
+			return err
+		}
+		var d Distribution
+		if err := json.Unmarshal([]byte(dj), &d); err != nil {
+			return fmt.Errorf("trial %d param %q: %w", id, name, err)
+		}
+		t := &trials[index[id]]
+		t.Params[name], t.Distributions[name] = v, d
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := eachRow(q, `SELECT trial_id, value, value_type FROM trial_values WHERE objective = 0 AND `+sub, args, func(r *sql.Rows) error {
+		var id int64
+		var v sql.NullFloat64
+		var typ string
+		if err := r.Scan(&id, &v, &typ); err != nil {
+			return err
+		}
+		f := decodeValue(v, typ)
+		trials[index[id]].Value = &f
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := eachRow(q, `SELECT trial_id, step, intermediate_value, intermediate_value_type FROM trial_intermediate_values WHERE `+sub, args, func(r *sql.Rows) error {
+		var id int64
+		var step int
+		var v sql.NullFloat64
+		var typ string
+		if err := r.Scan(&id, &step, &v, &typ); err != nil {
+			return err
+		}
+		trials[index[id]].Intermediate[step] = decodeValue(v, typ)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	for _, table := range []string{"trial_user_attributes", "trial_system_attributes"} {
+		user := table == "trial_user_attributes"
+		if err := eachRow(q, `SELECT trial_id, "key", value_json FROM `+table+` WHERE `+sub, args, func(r *sql.Rows) error {
+			var id int64
+			var k, js string
+			if err := r.Scan(&id, &k, &js); err != nil {
+				return err
+			}
+			var v any
+			if err := json.Unmarshal([]byte(js), &v); err != nil {
+				return fmt.Errorf("trial %d attr %q: %w", id, k, err)
+			}
+			t := &trials[index[id]]
+			if user {
+				t.UserAttrs[k] = v
+			} else {
+				t.SystemAttrs[k] = v
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return trials, nil
+}
+
+func eachRow(q querier, query string, args []any, fn func(*sql.Rows) error) error {
+	rows, err := q.Query(query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+func decodeValue(v sql.NullFloat64, typ string) float64 {
+	switch typ {
+	case "INF_POS":
+		return math.Inf(1)
+	case "INF_NEG":
+		return math.Inf(-1)
+	case "NAN":
+		return math.NaN()
+	}
+	if !v.Valid {
+		return math.NaN()
+	}
+	return v.Float64
+}
+
+func encodeValue(f float64) (any, string) {
+	switch {
+	case math.IsNaN(f):
+		return nil, "NAN"
+	case math.IsInf(f, 1):
+		return nil, "INF_POS"
+	case math.IsInf(f, -1):
+		return nil, "INF_NEG"
+	}
+	return f, "FINITE"
+}
+
+// TrialOptions says how CreateTrial makes a trial.
+type TrialOptions struct {
+	// State is Running (the default) or Waiting (an enqueued trial).
+	State TrialState
+	// Budget, when > 0, caps the study's COMPLETE+PRUNED+RUNNING trials:
+	// CreateTrial returns ErrStudyFull instead of exceeding it.
+	Budget int
+	// Heartbeat starts a heartbeat row, so that a dead owner is detected.
+	Heartbeat bool
+	// ClaimWaiting makes a Running request take the oldest WAITING trial,
+	// if any, instead of a new one (Optuna's ask does the same).
+	ClaimWaiting bool
+	Params        map[string]float64
+	Distributions map[string]Distribution
+	UserAttrs     map[string]any
+	SystemAttrs   map[string]any
+}
+
+// CreateTrial adds a trial to a study (or claims a WAITING one) in one
+// transaction, numbering it as Optuna does.
+func (s *SQLite) CreateTrial(ctx context.Context, studyID int64, o TrialOptions) (FrozenTrial, error) {
+	var out FrozenTrial
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if o.Budget > 0 && o.State == Running {
+			var n int
+			if err := tx.QueryRow(`SELECT count(*) FROM trials WHERE study_id = ? AND state IN ('COMPLETE','PRUNED','RUNNING')`, studyID).Scan(&n); err != nil {
+				return err
+			}
+			if n >= o.Budget {
+				return ErrStudyFull
+			}
+		}
+		now := s.stamp()
+		var id int64
+		claimed := false
+		if o.State == Running && o.ClaimWaiting {
+			err := tx.QueryRow(`SELECT trial_id FROM trials WHERE study_id = ? AND state = 'WAITING' ORDER BY trial_id LIMIT 1`, studyID).Scan(&id)
+			if err == nil {
+				claimed = true
+				if _, err := tx.Exec(`UPDATE trials SET state = 'RUNNING', datetime_start = ? WHERE trial_id = ?`, now, id); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		if !claimed {
+			var start any = now
+			if o.State == Waiting {
+				start = nil
+			}
+			res, err := tx.Exec(`INSERT INTO trials (number, study_id, state, datetime_start) VALUES (NULL, ?, ?, ?)`, studyID, o.State.String(), start)
+			if err != nil {
+				return err
+			}
+			if id, err = res.LastInsertId(); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?) WHERE trial_id = ?`, studyID, id, id); err != nil {
+				return err
+			}
+			if err := writeTrialData(tx, id, TrialUpdate{Params: o.Params, Distributions: o.Distributions, UserAttrs: o.UserAttrs, SystemAttrs: o.SystemAttrs}); err != nil {
+				return err
+			}
+		}
+		if o.Heartbeat && o.State == Running {
+			if err := heartbeat(tx, id); err != nil {
+				return err
+			}
+		}
+		trials, err := loadTrials(tx, `t.trial_id = ?`, id)
+		if err != nil {
+			return err
+		}
+		out = trials[0]
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrStudyFull) {
+			return out, err
+		}
+		return out, fmt.Errorf("storage: create trial in study %d: %w", studyID, err)
+	}
+	return out, nil
+}
+
+func heartbeat(tx *sql.Tx, id int64) error {
+	_, err := tx.Exec(`INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, CURRENT_TIMESTAMP)
+		ON CONFLICT (trial_id) DO UPDATE SET heartbeat = CURRENT_TIMESTAMP`, id)
+	return err
+}
+
+// TrialUpdate is a set of changes applied to one trial at once. Zero fields
+// change nothing.
+type TrialUpdate struct {
+	State         *TrialState // a finished state also stamps datetime_complete
+	Value         *float64
+	Params        map[string]float64 // internal values, each with its distribution
+	Distributions map[string]Distribution
+	Intermediate  map[int]float64
+	UserAttrs     map[string]any
+	SystemAttrs   map[string]any
+	Heartbeat     bool
+}
+
+// UpdateTrial applies u in one transaction. A finished trial is immutable:
+// updating one returns ErrTrialFinished and changes nothing.
+func (s *SQLite) UpdateTrial(ctx context.Context, trialID int64, u TrialUpdate) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var state string
+		if err := tx.QueryRow(`SELECT state FROM trials WHERE trial_id = ?`, trialID).Scan(&state); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		cur, err := ParseTrialState(state)
+		if err != nil {
+			return err
+		}
+		if cur.IsFinished() {
+			return ErrTrialFinished
+		}
+		if err := writeTrialData(tx, trialID, u); err != nil {
+			return err
+		}
+		if u.Heartbeat {
+			if err := heartbeat(tx, trialID); err != nil {
+				return err
+			}
+		}
+		if u.State != nil && *u.State != cur {
+			var complete any
+			if u.State.IsFinished() {
+				complete = s.stamp()
+			}
+			start := ""
+			if cur == Waiting && *u.State == Running {
+				start = `, datetime_start = '` + s.stamp() + `'`
+			}
+			if _, err := tx.Exec(`UPDATE trials SET state = ?, datetime_complete = ?`+start+` WHERE trial_id = ?`, u.State.String(), complete, trialID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: update trial %d: %w", trialID, err)
+	}
+	return nil
+}
+
+func writeTrialData(tx *sql.Tx, id int64, u TrialUpdate) error {
+	names := make([]string, 0, len(u.Params))
+	for name := range u.Params {
+		names = append(names, name)
+	}
+	sort.Strings(names) // stable param_id order, as Optuna's suggest order would be
+	for _, name := range names {
+		d, ok := u.Distributions[name]
+		if !ok {
+			return fmt.Errorf("param %q has no distribution", name)
+		}
+		dj, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json) VALUES (?, ?, ?, ?)
+			ON CONFLICT (trial_id, param_name) DO UPDATE SET param_value = excluded.param_value, distribution_json = excluded.distribution_json`,
+			id, name, u.Params[name], string(dj)); err != nil {
+			return err
+		}
+	}
+	if u.Value != nil {
+		v, typ := encodeValue(*u.Value)
+		if typ == "NAN" {
+			return errors.New("a trial value cannot be NaN")
+		}
+		if _, err := tx.Exec(`INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES (?, 0, ?, ?)
+			ON CONFLICT (trial_id, objective) DO UPDATE SET value = excluded.value, value_type = excluded.value_type`, id, v, typ); err != nil {
+			return err
+		}
+	}
+	for step, f := range u.Intermediate {
+		v, typ := encodeValue(f)
+		if _, err := tx.Exec(`INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) VALUES (?, ?, ?, ?)
+			ON CONFLICT (trial_id, step) DO UPDATE SET intermediate_value = excluded.intermediate_value, intermediate_value_type = excluded.intermediate_value_type`, id, step, v, typ); err != nil {
+			return err
+		}
+	}
+	for _, attrs := range []struct {
+		table string
+		m     map[string]any
+	}{{"trial_user_attributes", u.UserAttrs}, {"trial_system_attributes", u.SystemAttrs}} {
+		for k, v := range attrs.m {
+			js, err := marshalAttr(v)
+			if err != nil {
+				return fmt.Errorf("attr %q: %w", k, err)
+			}
+			if _, err := tx.Exec(`INSERT INTO `+attrs.table+` (trial_id, "key", value_json) VALUES (?, ?, ?)
+				ON CONFLICT (trial_id, "key") DO UPDATE SET value_json = excluded.value_json`, id, k, js); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// FailStaleTrials marks FAIL every RUNNING trial of the study whose heartbeat
+// is older than grace by the database's clock, and returns them as they were
+// before the change. Trials without a heartbeat (ask/tell) are never stale.
+func (s *SQLite) FailStaleTrials(ctx context.Context, studyID int64, grace time.Duration) ([]FrozenTrial, error) {
+	var stale []FrozenTrial
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		stale, err = loadTrials(tx, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
+			(SELECT trial_id FROM trial_heartbeats WHERE heartbeat < datetime('now', ?))`,
+			studyID, fmt.Sprintf("-%d seconds", int(math.Ceil(grace.Seconds()))))
+		if err != nil {
+			return err
+		}
+		now := s.stamp()
+		for _, t := range stale {
+			if _, err := tx.Exec(`UPDATE trials SET state = 'FAIL', datetime_complete = ? WHERE trial_id = ?`, now, t.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: fail stale trials of study %d: %w", studyID, err)
+	}
+	return stale, nil
+}
