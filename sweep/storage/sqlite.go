@@ -694,7 +694,7 @@ func writeTrialData(tx *sql.Tx, id int64, u TrialUpdate) error {
 		if !ok {
 			return fmt.Errorf("param %q has no distribution", name)
 		}
-		dj, err := json.Marshal(d)
+		dj, err := d.MarshalJSON() // json.Marshal would compact Optuna's spacing
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,509 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep"
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// storageFlags adds --storage and --config to fs.
+func storageFlags(fs *flag.FlagSet) func() (string, error) {
+	url := fs.String("storage", "", "storage URL (default $SWEEP_STORAGE, else sqlite:///sweeps.db)")
+	cfg := fs.String("config", "", "take the storage URL from this sweep file")
+	return func() (string, error) {
+		switch {
+		case *url != "":
+			return *url, nil
+		case *cfg != "":
+			c, err := sweep.LoadConfig(*cfg)
+			if err != nil {
+				return "", err
+			}
+			return c.Storage, nil
+		case os.Getenv("SWEEP_STORAGE") != "":
+			return os.Getenv("SWEEP_STORAGE"), nil
+		}
+		return "sqlite:///sweeps.db", nil
+	}
+}
+
+// sqliteFile returns the file behind a sqlite URL.
+func sqliteFile(url string) (string, bool) {
+	if rest, ok := strings.CutPrefix(url, "sqlite:///"); ok {
+		return rest, true
+	}
+	if !strings.Contains(url, "://") {
+		return url, true
+	}
+	return "", false
+}
+
+// openExisting opens a storage that must already exist: reading commands
+// never create an empty database by mistake.
+func openExisting(url string) (*storage.SQLite, error) {
+	if path, ok := sqliteFile(url); ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no database at %s (run `sweep run` first, or pass --storage / --config)", path)
+		}
+	}
+	return storage.Open(url)
+}
+
+func withStore(fs *flag.FlagSet, args []string, get func() (string, error), fn func(ctx context.Context, s *storage.SQLite, pos []string) error) error {
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	url, err := get()
+	if err != nil {
+		return err
+	}
+	s, err := openExisting(url)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(context.Background(), s, pos)
+}
+
+func cmdBest(args []string) error {
+	fs := newFlags("best", "best --method M [--dataset D[,D...]] [--storage URL | --config FILE]")
+	method := fs.String("method", "", "method whose architecture to choose (required)")
+	datasets := fs.String("dataset", "", "limit to these datasets (comma-separated)")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if *method == "" || len(pos) > 0 {
+			fs.Usage()
+			return errUsage
+		}
+		var ds []string
+		if *datasets != "" {
+			ds = strings.Split(*datasets, ",")
+		}
+		sel, err := sweep.Best(ctx, s, *method, ds)
+		if err != nil {
+			return err
+		}
+		printSelection(os.Stdout, sel)
+		return nil
+	})
+}
+
+func printSelection(w io.Writer, sel sweep.Selection) {
+	chosen, ok := sel.Chosen()
+	if !ok {
+		fmt.Fprintf(w, "%s: no COMPLETE trial yet in %d candidate(s)\n", sel.Method, len(sel.Archs))
+		return
+	}
+	fmt.Fprintf(w, "%s: chosen architecture %s (mean best validation %.4f over %d datasets)\n\n", sel.Method, chosen.Arch, chosen.Mean, len(chosen.Best))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATASET\tLR\tVALIDATION\tTEST\tTRIAL")
+	for _, d := range sel.Datasets {
+		b, ok := chosen.Best[d]
+		if !ok {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s (no COMPLETE trial)\n", d, chosen.Study[d])
+			continue
+		}
+		test := "-"
+		if v, ok := b.UserAttrs["test"].(float64); ok {
+			test = fmt.Sprintf("%.4f", v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.4f\t%s\t%s#%d\n", d, formatParam(b, "lr"), *b.Value, test, chosen.Study[d], b.Number)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\ncandidates (Appendix D.2: best validation per dataset, averaged):\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ARCH\tMEAN\tDATASETS")
+	for _, a := range sel.Archs {
+		mark := ""
+		if !a.Complete {
+			mark = " (incomplete)"
+		}
+		fmt.Fprintf(tw, "%s\t%.4f\t%d/%d%s\n", a.Arch, a.Mean, len(a.Best), len(sel.Datasets), mark)
+	}
+	tw.Flush()
+}
+
+func formatParam(t storage.FrozenTrial, name string) string {
+	v, ok := t.Params[name]
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprint(formatValue(t.Distributions[name].ToExternal(v)))
+}
+
+func formatValue(v any) any {
+	if f, ok := v.(float64); ok {
+		return strconv.FormatFloat(f, 'g', 4, 64)
+	}
+	return v
+}
+
+func cmdStudies(args []string) error {
+	fs := newFlags("studies", "studies [--storage URL | --config FILE]")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		studies, err := s.Studies(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "STUDY\tCOMPLETE\tPRUNED\tFAIL\tRUNNING\tWAITING\tBEST\tBEST PARAMS")
+		for _, st := range studies {
+			trials, err := s.Trials(ctx, st.ID)
+			if err != nil {
+				return err
+			}
+			n := storage.Count(trials)
+			best, params := "-", ""
+			if b, ok := storage.BestTrial(trials, st.Direction); ok {
+				best = fmt.Sprintf("%.4f", *b.Value)
+				params = formatParams(b)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", st.Name, n[storage.Complete], n[storage.Pruned], n[storage.Fail], n[storage.Running], n[storage.Waiting], best, params)
+		}
+		return tw.Flush()
+	})
+}
+
+func formatParams(t storage.FrozenTrial) string {
+	names := make([]string, 0, len(t.Params))
+	for n := range t.Params {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s=%v", n, formatParam(t, n)))
+	}
+	return strings.Join(parts, " ")
+}
+
+func findStudy(ctx context.Context, s storage.Storage, name string) (storage.Study, error) {
+	studies, err := s.Studies(ctx)
+	if err != nil {
+		return storage.Study{}, err
+	}
+	var names []string
+	for _, st := range studies {
+		if st.Name == name {
+			return st, nil
+		}
+		names = append(names, st.Name)
+	}
+	hint := ""
+	if len(names) > 0 {
+		hint = "; `sweep studies` lists the " + strconv.Itoa(len(names)) + " studies"
+	}
+	return storage.Study{}, fmt.Errorf("no study named %q%s", name, hint)
+}
+
+func cmdTrials(args []string) error {
+	fs := newFlags("trials", "trials STUDY [--state STATE] [--storage URL | --config FILE]")
+	state := fs.String("state", "", "only trials in this state (complete, pruned, fail, running, waiting)")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if len(pos) != 1 {
+			fs.Usage()
+			return errUsage
+		}
+		var want *storage.TrialState
+		if *state != "" {
+			st, err := storage.ParseTrialState(*state)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+			want = &st
+		}
+		st, err := findStudy(ctx, s, pos[0])
+		if err != nil {
+			return err
+		}
+		trials, err := s.Trials(ctx, st.ID)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "#\tSTATE\tVALUE\tEPOCHS\tSECONDS\tPARAMS\tNOTE")
+		for _, t := range trials {
+			if want != nil && t.State != *want {
+				continue
+			}
+			val := "-"
+			if t.Value != nil {
+				val = fmt.Sprintf("%.4f", *t.Value)
+			}
+			secs := "-"
+			if !t.Start.IsZero() && !t.Complete.IsZero() {
+				secs = fmt.Sprintf("%.1f", t.Complete.Sub(t.Start).Seconds())
+			}
+			note, _ := t.UserAttrs["fail_reason"].(string)
+			if f, ok := t.SystemAttrs["failed_trial"].(float64); ok {
+				note = strings.TrimSpace(fmt.Sprintf("retry of #%d %s", int(f), note))
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Number, t.State, val, len(t.Intermediate), secs, formatParams(t), firstLine(note))
+		}
+		return tw.Flush()
+	})
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func cmdShow(args []string) error {
+	fs := newFlags("show", "show STUDY#N [--storage URL | --config FILE]")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if len(pos) != 1 {
+			fs.Usage()
+			return errUsage
+		}
+		name, num, ok := strings.Cut(pos[0], "#")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return fmt.Errorf("%w: %q: want STUDY#NUMBER, e.g. read/gru-256/sst2#3", errUsage, pos[0])
+		}
+		st, err := findStudy(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		trials, err := s.Trials(ctx, st.ID)
+		if err != nil {
+			return err
+		}
+		for _, t := range trials {
+			if t.Number == n {
+				printTrial(os.Stdout, st, t)
+				return nil
+			}
+		}
+		return fmt.Errorf("study %s has no trial #%d (it has %d trials)", name, n, len(trials))
+	})
+}
+
+func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
+	fmt.Fprintf(w, "%s#%d  %s", st.Name, t.Number, t.State)
+	if t.Value != nil {
+		fmt.Fprintf(w, "  value %.6g", *t.Value)
+	}
+	fmt.Fprintln(w)
+	ts := func(x time.Time) string {
+		if x.IsZero() {
+			return "-"
+		}
+		return x.Format("2006-01-02 15:04:05") + " UTC"
+	}
+	fmt.Fprintf(w, "started %s, finished %s\n", ts(t.Start), ts(t.Complete))
+	if len(t.Params) > 0 {
+		fmt.Fprintln(w, "\nparams:")
+		for _, name := range sortedKeys(t.Params) {
+			dj, _ := json.Marshal(t.Distributions[name])
+			fmt.Fprintf(w, "  %s = %v    %s\n", name, t.Distributions[name].ToExternal(t.Params[name]), dj)
+		}
+	}
+	if len(t.Intermediate) > 0 {
+		fmt.Fprintln(w, "\nintermediate values:")
+		for _, step := range t.Steps() {
+			fmt.Fprintf(w, "  %4d  %.6g\n", step, t.Intermediate[step])
+		}
+	}
+	for _, group := range []struct {
+		title string
+		m     map[string]any
+	}{{"user attrs", t.UserAttrs}, {"system attrs", t.SystemAttrs}} {
+		if len(group.m) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s:\n", group.title)
+		for _, k := range sortedKeys(group.m) {
+			v := group.m[k]
+			if s, ok := v.(string); ok && strings.Contains(s, "\n") {
+				fmt.Fprintf(w, "  %s:\n    %s\n", k, strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    "))
+				continue
+			}
+			js, _ := json.Marshal(v)
+			fmt.Fprintf(w, "  %s = %s\n", k, js)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func cmdRetry(args []string) error {
+	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if len(pos) > 1 {
+			fs.Usage()
+			return errUsage
+		}
+		studies, err := s.Studies(ctx)
+		if err != nil {
+			return err
+		}
+		if len(pos) == 1 {
+			st, err := findStudy(ctx, s, pos[0])
+			if err != nil {
+				return err
+			}
+			studies = []storage.Study{st}
+		}
+		total := 0
+		for _, st := range studies {
+			n, err := sweep.Retry(ctx, s, st)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				fmt.Printf("%s: %d failed trial(s) enqueued again\n", st.Name, n)
+			}
+			total += n
+		}
+		fmt.Printf("%d trial(s) enqueued; `sweep run` runs them first, within each study's budget\n", total)
+		return nil
+	})
+}
+
+func cmdExport(args []string) error {
+	fs := newFlags("export", "export [--format csv|json] [--out FILE] [--storage URL | --config FILE]")
+	format := fs.String("format", "csv", "csv or json")
+	out := fs.String("out", "", "write here instead of stdout")
+	get := storageFlags(fs)
+	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if len(pos) > 0 || (*format != "csv" && *format != "json") {
+			fs.Usage()
+			return errUsage
+		}
+		rows, err := exportRows(ctx, s)
+		if err != nil {
+			return err
+		}
+		w := io.Writer(os.Stdout)
+		if *out != "" {
+			f, err := os.Create(*out)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		}
+		if *format == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(rows)
+		}
+		return writeCSV(w, rows)
+	})
+}
+
+type exportRow struct {
+	Study        string          `json:"study"`
+	Method       string          `json:"method"`
+	Arch         string          `json:"arch"`
+	Dataset      string          `json:"dataset"`
+	Number       int             `json:"number"`
+	State        string          `json:"state"`
+	Value        *float64        `json:"value"`
+	Params       map[string]any  `json:"params"`
+	Intermediate map[int]float64 `json:"intermediate_values"`
+	Start        string          `json:"datetime_start"`
+	Complete     string          `json:"datetime_complete"`
+	UserAttrs    map[string]any  `json:"user_attrs"`
+}
+
+func exportRows(ctx context.Context, s storage.Storage) ([]exportRow, error) {
+	studies, err := s.Studies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows := []exportRow{}
+	for _, st := range studies {
+		info := sweep.Identify(st)
+		trials, err := s.Trials(ctx, st.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range trials {
+			r := exportRow{Study: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Number: t.Number,
+				State: t.State.String(), Params: t.ExternalParams(), UserAttrs: t.UserAttrs, Intermediate: map[int]float64{}}
+			if t.Value != nil && !math.IsInf(*t.Value, 0) {
+				r.Value = t.Value
+			}
+			for k, v := range t.Intermediate {
+				if !math.IsNaN(v) && !math.IsInf(v, 0) {
+					r.Intermediate[k] = v
+				}
+			}
+			if !t.Start.IsZero() {
+				r.Start = t.Start.Format(time.RFC3339Nano)
+			}
+			if !t.Complete.IsZero() {
+				r.Complete = t.Complete.Format(time.RFC3339Nano)
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
+}
+
+func writeCSV(w io.Writer, rows []exportRow) error {
+	params := map[string]bool{}
+	for _, r := range rows {
+		for k := range r.Params {
+			params[k] = true
+		}
+	}
+	pnames := sortedKeys(params)
+	cw := csv.NewWriter(w)
+	head := []string{"study", "method", "arch", "dataset", "number", "state", "value"}
+	for _, p := range pnames {
+		head = append(head, "params_"+p)
+	}
+	head = append(head, "epochs", "datetime_start", "datetime_complete", "user_attrs")
+	cw.Write(head)
+	for _, r := range rows {
+		val := ""
+		if r.Value != nil {
+			val = strconv.FormatFloat(*r.Value, 'g', -1, 64)
+		}
+		rec := []string{r.Study, r.Method, r.Arch, r.Dataset, strconv.Itoa(r.Number), r.State, val}
+		for _, p := range pnames {
+			v, ok := r.Params[p]
+			if !ok {
+				rec = append(rec, "")
+				continue
+			}
+			rec = append(rec, fmt.Sprint(v))
+		}
+		attrs, _ := json.Marshal(r.UserAttrs)
+		rec = append(rec, strconv.Itoa(len(r.Intermediate)), r.Start, r.Complete, string(attrs))
+		cw.Write(rec)
+	}
+	cw.Flush()
+	return cw.Error()
+}

@@ -1,0 +1,130 @@
+// Sweep runs learning-rate sweeps of fine-tuning methods (READ and its
+// baselines) on GLUE, searching with TPE and storing every study in an
+// SQLite file in Optuna's schema.
+//
+// Usage:
+//
+//	sweep run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]
+//	sweep best --method M [--dataset D[,D...]]     Appendix D.2 architecture choice
+//	sweep studies                                   one line per study
+//	sweep trials STUDY [--state complete|pruned|fail|running|waiting]
+//	sweep show STUDY#N                              one trial in full
+//	sweep retry [STUDY]                             re-enqueue failed trials
+//	sweep export [--format csv|json] [--out FILE]   every trial
+//	sweep ask --study-name NAME --search-space JSON [--direction D] [--sampler tpe|random] [--sampler-kwargs JSON]
+//	sweep tell --study-name NAME --trial-number N (--values V | --state fail|pruned)
+//	sweep bench tpe [--seeds 30] [--trials 32]      sampler quality and speed
+//
+// Commands that read a database take --storage URL (default $SWEEP_STORAGE,
+// else sqlite:///sweeps.db) or --config SWEEPS.yaml to use that file's
+// storage. `sweep trial` is the hidden entry the orchestrator spawns for each
+// trial; it reads a spec on stdin (see docs/protocol.md).
+//
+// Exit status: 0 on success, 1 on failure, 2 on misuse.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+)
+
+func main() {
+	log.SetPrefix("sweep: ")
+	log.SetFlags(0)
+	os.Exit(run(os.Args[1:]))
+}
+
+var errUsage = errors.New("usage")
+
+type command struct {
+	name, summary string
+	run           func(args []string) error
+	hidden        bool
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run a sweep file until every study has its trials", cmdRun, false},
+		{"best", "choose a method's architecture (Appendix D.2) and show its best trials", cmdBest, false},
+		{"studies", "list studies", cmdStudies, false},
+		{"trials", "list a study's trials", cmdTrials, false},
+		{"show", "show one trial (STUDY#N)", cmdShow, false},
+		{"retry", "re-enqueue failed trials", cmdRetry, false},
+		{"export", "export every trial as csv or json", cmdExport, false},
+		{"ask", "create a trial and print its parameters (like optuna ask)", cmdAsk, false},
+		{"tell", "finish a trial (like optuna tell)", cmdTell, false},
+		{"bench", "benchmarks: bench tpe", cmdBench, false},
+		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: sweep COMMAND [flags]\n\ncommands:")
+	for _, c := range commands() {
+		if !c.hidden {
+			fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprintln(os.Stderr, "\n`sweep COMMAND -h` shows a command's flags.")
+}
+
+func run(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(args[1:])
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		}
+		log.Print(err)
+		return 1
+	}
+	log.Printf("unknown command %q", args[0])
+	usage()
+	return 2
+}
+
+// newFlags returns a flag set whose parse errors are usage errors.
+func newFlags(name, usageLine string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: sweep %s\n", usageLine)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags, allowing them before and after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

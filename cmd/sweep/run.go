@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/readsweep/readsweep/sweep"
+	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
+)
+
+func cmdRun(args []string) error {
+	fs := newFlags("run", "run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
+	parallel := fs.Int("parallel", 0, "trials at once (overrides the file's parallel)")
+	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
+	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := sweep.LoadConfig(pos[0])
+	if err != nil {
+		return err
+	}
+	if *parallel < 0 {
+		return fmt.Errorf("%w: --parallel must be positive", errUsage)
+	}
+	if *parallel > 0 {
+		cfg.Parallel = *parallel
+	}
+	filter, err := sweep.ParseFilter(*only)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	plan := sweep.Plan(cfg, filter)
+	if len(plan) == 0 {
+		return fmt.Errorf("--only %q matches no study of %s", *only, pos[0])
+	}
+	if *dry {
+		return dryRun(cfg, plan)
+	}
+	store, err := storage.Open(cfg.Storage)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	sampler, err := sweep.NewSampler(cfg.Sampler)
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr}
+	var bar *progressbar.ProgressBar
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bar = progressbar.NewOptions(1,
+			progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionSetDescription("trials"),
+		)
+		r.Log = &barWriter{bar: bar, w: os.Stderr}
+		r.Progress = func(done, total int, running []string) {
+			bar.ChangeMax(total)
+			desc := "trials"
+			if len(running) > 0 {
+				desc = "running " + strings.Join(running, ", ")
+			}
+			bar.Describe(desc)
+			bar.Set(done)
+		}
+	}
+	fmt.Fprintf(r.Log, "sweep: %d studies × %d trials → %s (parallel %d)\n", len(plan), cfg.Trials, cfg.Storage, cfg.Parallel)
+	res, err := r.Run(ctx, plan)
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+	fmt.Fprintf(os.Stderr, "sweep: this run: %d complete, %d pruned, %d failed; %d of %d studies at their budget\n",
+		res.States[storage.Complete], res.States[storage.Pruned], res.States[storage.Fail], len(res.Finished), len(plan))
+	if len(res.Abandoned) > 0 {
+		fmt.Fprintf(os.Stderr, "sweep: gave up on %s after %d failed trials each; see `sweep trials STUDY --state fail`\n",
+			strings.Join(res.Abandoned, ", "), cfg.MaxFailures)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; `sweep run %s` resumes where this stopped", pos[0])
+		}
+		return err
+	}
+	if len(res.Abandoned) > 0 {
+		return fmt.Errorf("%d studies did not reach their budget", len(res.Abandoned))
+	}
+	return nil
+}
+
+func dryRun(cfg *sweep.Config, plan []sweep.Planned) error {
+	done := map[string]map[storage.TrialState]int{}
+	if path, ok := sqliteFile(cfg.Storage); ok {
+		if _, err := os.Stat(path); err == nil {
+			store, err := storage.Open(cfg.Storage)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			studies, err := store.Studies(context.Background())
+			if err != nil {
+				return err
+			}
+			for _, st := range studies {
+				trials, err := store.Trials(context.Background(), st.ID)
+				if err != nil {
+					return err
+				}
+				done[st.Name] = storage.Count(trials)
+			}
+		}
+	}
+	fmt.Printf("%d studies, %d trials each, storage %s, sampler %s, pruner %s, trainer %s\n",
+		len(plan), cfg.Trials, cfg.Storage, cfg.Sampler.Name, cfg.Pruner.Name, cfg.Trainer)
+	fmt.Printf("%-40s %8s %8s %8s\n", "STUDY", "COMPLETE", "PRUNED", "FAIL")
+	left := 0
+	for _, p := range plan {
+		n := done[p.Name]
+		fmt.Printf("%-40s %8d %8d %8d\n", p.Name, n[storage.Complete], n[storage.Pruned], n[storage.Fail])
+		left += max(0, cfg.Trials-n[storage.Complete]-n[storage.Pruned])
+	}
+	fmt.Printf("%d trials to run\n", left)
+	return nil
+}
+
+// barWriter prints log lines above the progress bar.
+type barWriter struct {
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+	w   io.Writer
+}
+
+func (b *barWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.bar.Clear()
+	n, err := b.w.Write(p)
+	b.bar.RenderBlank()
+	return n, err
+}
+
+func cmdTrial(args []string) error {
+	if len(args) != 0 {
+		return fmt.Errorf("%w: sweep trial takes no arguments; it reads a spec on stdin or from $%s", errUsage, trial.SpecEnv)
+	}
+	spec, err := trial.ReadSpec(os.Stdin)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return trial.Run(ctx, spec, os.Stdout, os.Stderr)
+}

@@ -1,0 +1,132 @@
+package sweep
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// StudyInfo is a stored study with the sweep's identity read back.
+type StudyInfo struct {
+	storage.Study
+	Method, Arch, Dataset string
+}
+
+// Identify reads method, arch and dataset from a study's user attributes,
+// falling back to its method/arch/dataset name.
+func Identify(st storage.Study) StudyInfo {
+	info := StudyInfo{Study: st}
+	info.Method, _ = st.UserAttrs["method"].(string)
+	info.Arch, _ = st.UserAttrs["arch"].(string)
+	info.Dataset, _ = st.UserAttrs["dataset"].(string)
+	if info.Method == "" || info.Arch == "" || info.Dataset == "" {
+		if parts := strings.Split(st.Name, "/"); len(parts) == 3 {
+			info.Method, info.Arch, info.Dataset = parts[0], parts[1], parts[2]
+		}
+	}
+	return info
+}
+
+// ArchScore is one architecture candidate's record across datasets.
+type ArchScore struct {
+	Arch     string
+	Best     map[string]storage.FrozenTrial // dataset → best COMPLETE trial
+	Study    map[string]string              // dataset → study name
+	Mean     float64                        // mean of the best values over Datasets present
+	Complete bool                           // has a COMPLETE trial on every dataset
+}
+
+// Selection is Appendix D.2's choice for one method.
+type Selection struct {
+	Method   string
+	Datasets []string
+	Archs    []ArchScore // best first: complete candidates, then by mean
+}
+
+// Chosen returns the winning candidate; ok is false when none has a result.
+func (s Selection) Chosen() (ArchScore, bool) {
+	if len(s.Archs) == 0 || len(s.Archs[0].Best) == 0 {
+		return ArchScore{}, false
+	}
+	return s.Archs[0], true
+}
+
+// Best selects the architecture of method as the paper's Appendix D.2 does:
+// for each candidate, the best validation value per dataset and their mean;
+// the best mean wins. Candidates missing a dataset rank after those that
+// have them all. datasets, when non-empty, limits the datasets considered.
+func Best(ctx context.Context, s storage.Storage, method string, datasets []string) (Selection, error) {
+	sel := Selection{Method: method}
+	studies, err := s.Studies(ctx)
+	if err != nil {
+		return sel, err
+	}
+	byArch := map[string]*ArchScore{}
+	var order []string
+	dsSeen := map[string]bool{}
+	var dir storage.Direction = storage.Maximize
+	for _, st := range studies {
+		info := Identify(st)
+		if info.Method != method || (len(datasets) > 0 && !contains(datasets, info.Dataset)) {
+			continue
+		}
+		dir = st.Direction
+		a := byArch[info.Arch]
+		if a == nil {
+			a = &ArchScore{Arch: info.Arch, Best: map[string]storage.FrozenTrial{}, Study: map[string]string{}}
+			byArch[info.Arch] = a
+			order = append(order, info.Arch)
+		}
+		if !dsSeen[info.Dataset] {
+			dsSeen[info.Dataset] = true
+			sel.Datasets = append(sel.Datasets, info.Dataset)
+		}
+		trials, err := s.Trials(ctx, st.ID)
+		if err != nil {
+			return sel, err
+		}
+		a.Study[info.Dataset] = st.Name
+		if b, ok := storage.BestTrial(trials, st.Direction); ok {
+			a.Best[info.Dataset] = b
+		}
+	}
+	if len(order) == 0 {
+		return sel, fmt.Errorf("sweep: no studies of method %q in the database", method)
+	}
+	if len(datasets) > 0 {
+		sel.Datasets = datasets
+	}
+	for _, name := range order {
+		a := byArch[name]
+		var sum float64
+		for _, b := range a.Best {
+			sum += *b.Value
+		}
+		a.Mean = math.NaN()
+		if len(a.Best) > 0 {
+			a.Mean = sum / float64(len(a.Best))
+		}
+		a.Complete = true
+		for _, d := range sel.Datasets {
+			if _, ok := a.Best[d]; !ok {
+				a.Complete = false
+			}
+		}
+		sel.Archs = append(sel.Archs, *a)
+	}
+	sort.SliceStable(sel.Archs, func(i, j int) bool {
+		a, b := sel.Archs[i], sel.Archs[j]
+		if a.Complete != b.Complete {
+			return a.Complete
+		}
+		if math.IsNaN(a.Mean) != math.IsNaN(b.Mean) {
+			return !math.IsNaN(a.Mean)
+		}
+		return dir.Better(a.Mean, b.Mean)
+	})
+	return sel, nil
+}

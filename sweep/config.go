@@ -1,0 +1,599 @@
+package sweep
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// Config is a parsed sweeps.yaml. See the sweeps.yaml at the repository
+// root and docs/config.md for every key.
+type Config struct {
+	File      string
+	Storage   string // storage URL, sqlite:///sweeps.db by default
+	Model     string // backbone path or hub id
+	DataDir   string
+	OutputDir string // per-trial directories (spec, logs, weights)
+	Trainer   string // "builtin" or "synthetic" (the orchestrator's test double)
+	Datasets  []string
+	Methods   []Method // in file order
+	Space     map[string]storage.Distribution
+	Trials    int // budget of COMPLETE+PRUNED trials per study
+	Direction storage.Direction
+	Sampler   SamplerConfig
+	Pruner    PrunerConfig
+	Training  map[string]any
+	Seed      int64 // training seed of sweep trials (training.seeds[0])
+
+	Parallel          int
+	GPUs              []string
+	MaxRetries        int
+	MaxFailures       int // FAIL trials of one study after which a run stops scheduling it
+	HeartbeatInterval time.Duration
+	HeartbeatGrace    time.Duration
+	KillGrace         time.Duration
+	Command           []string // external trial argv template; empty: `sweep trial`
+}
+
+// Method is one fine-tuning method with its architecture candidates.
+type Method struct {
+	Name  string
+	Archs []Arch
+}
+
+// Arch is one architecture candidate: its settings and the name used in
+// study names.
+type Arch struct {
+	Name     string
+	Settings map[string]any
+	keys     []string // settings keys in file order
+}
+
+// SamplerConfig selects and configures the sampler.
+type SamplerConfig struct {
+	Name   string         // "tpe" or "random"
+	Kwargs map[string]any // Optuna-style options, seed among them
+}
+
+// PrunerConfig selects and configures the pruner.
+type PrunerConfig struct {
+	Name           string // "none" or "median"
+	NStartupTrials int
+	NWarmupSteps   int
+	IntervalSteps  int
+}
+
+// Methods and datasets the orchestrator accepts.
+var (
+	knownMethods  = []string{"full", "bitfit", "lora", "adapter", "prompt", "lst", "read", "synthetic"}
+	knownDatasets = []string{"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"}
+)
+
+// ConfigError reports a problem at a place in a config file.
+type ConfigError struct {
+	File  string
+	Line  int
+	Field string // key path, e.g. methods.read[1].hidden
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %v", loc, e.Field, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", loc, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// LoadConfig reads and validates a sweep file.
+func LoadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	return ParseConfig(path, raw)
+}
+
+// ParseConfig validates the YAML in raw; file names it in errors.
+func ParseConfig(file string, raw []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, &ConfigError{File: file, Err: err}
+	}
+	p := parser{file: file}
+	c := &Config{
+		File: file, Storage: "sqlite:///sweeps.db", OutputDir: "runs", Trainer: "builtin", Trials: 32,
+		Direction: storage.Maximize, Sampler: SamplerConfig{Name: "tpe", Kwargs: map[string]any{}},
+		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, MaxRetries: 1, MaxFailures: 5,
+		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second,
+	}
+	if len(doc.Content) == 0 {
+		return nil, &ConfigError{File: file, Err: errors.New("empty file")}
+	}
+	root := doc.Content[0]
+	seen := map[string]bool{}
+	err := p.each(root, "", func(key string, v *yaml.Node, path string) error {
+		seen[key] = true
+		var err error
+		switch key {
+		case "storage":
+			c.Storage, err = p.str(v, path)
+		case "model":
+			c.Model, err = p.str(v, path)
+		case "data_dir":
+			c.DataDir, err = p.str(v, path)
+		case "output_dir":
+			c.OutputDir, err = p.str(v, path)
+		case "trainer":
+			c.Trainer, err = p.oneOf(v, path, "builtin", "synthetic")
+		case "datasets":
+			c.Datasets, err = p.strList(v, path)
+			for i, d := range c.Datasets {
+				if !contains(knownDatasets, d) {
+					return p.errf(v.Content[i], fmt.Sprintf("%s[%d]", path, i), "unknown dataset %q (known: %s)", d, strings.Join(knownDatasets, ", "))
+				}
+			}
+		case "methods":
+			c.Methods, err = p.methods(v, path)
+		case "search":
+			c.Space, err = p.space(v, path)
+		case "trials":
+			c.Trials, err = p.positive(v, path)
+		case "direction":
+			var d string
+			if d, err = p.oneOf(v, path, "maximize", "minimize"); err == nil {
+				c.Direction, _ = storage.ParseDirection(d)
+			}
+		case "sampler":
+			c.Sampler, err = p.sampler(v, path)
+		case "pruner":
+			c.Pruner, err = p.pruner(v, path)
+		case "training":
+			c.Training, err = p.anyMap(v, path)
+		case "parallel":
+			c.Parallel, err = p.positive(v, path)
+		case "gpus":
+			var ids []string
+			if ids, err = p.strList(v, path); err == nil {
+				c.GPUs = ids
+			}
+		case "max_retries":
+			c.MaxRetries, err = p.nonNegative(v, path)
+		case "max_failures":
+			c.MaxFailures, err = p.positive(v, path)
+		case "heartbeat_interval":
+			c.HeartbeatInterval, err = p.duration(v, path)
+		case "heartbeat_grace":
+			c.HeartbeatGrace, err = p.duration(v, path)
+		case "kill_grace":
+			c.KillGrace, err = p.duration(v, path)
+		case "command":
+			c.Command, err = p.strList(v, path)
+			if err == nil && len(c.Command) == 0 {
+				err = p.errf(v, path, "must name a program")
+			}
+		default:
+			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, command)")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, need := range []string{"datasets", "methods", "search"} {
+		if !seen[need] {
+			return nil, &ConfigError{File: file, Line: root.Line, Field: need, Err: errors.New("missing (required)")}
+		}
+	}
+	if _, ok := c.Space["lr"]; !ok && c.Trainer == "synthetic" {
+		return nil, &ConfigError{File: file, Field: "search.lr", Err: errors.New("the synthetic trainer needs an lr parameter")}
+	}
+	if c.HeartbeatGrace == 0 {
+		c.HeartbeatGrace = 2 * c.HeartbeatInterval
+	}
+	if c.HeartbeatGrace <= c.HeartbeatInterval {
+		return nil, &ConfigError{File: file, Field: "heartbeat_grace", Err: fmt.Errorf("%v must exceed heartbeat_interval %v", c.HeartbeatGrace, c.HeartbeatInterval)}
+	}
+	if seeds, ok := c.Training["seeds"].([]any); ok && len(seeds) > 0 {
+		if s, ok := seeds[0].(int); ok {
+			c.Seed = int64(s)
+		}
+	} else if s, ok := c.Training["seed"].(int); ok {
+		c.Seed = int64(s)
+	}
+	return c, nil
+}
+
+// parser walks yaml nodes, producing ConfigErrors with line numbers.
+type parser struct{ file string }
+
+func (p parser) errf(n *yaml.Node, path, format string, args ...any) error {
+	return &ConfigError{File: p.file, Line: n.Line, Field: path, Err: fmt.Errorf(format, args...)}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// each calls fn for every key of mapping n, in file order.
+func (p parser) each(n *yaml.Node, path string, fn func(key string, v *yaml.Node, path string) error) error {
+	if n.Kind != yaml.MappingNode {
+		return p.errf(n, path, "want a mapping (key: value lines)")
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if seen[k.Value] {
+			return p.errf(k, join(path, k.Value), "duplicate key")
+		}
+		seen[k.Value] = true
+		if err := fn(k.Value, v, join(path, k.Value)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p parser) scalar(n *yaml.Node, path string) (any, error) {
+	if n.Kind != yaml.ScalarNode {
+		return nil, p.errf(n, path, "want a single value")
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, p.errf(n, path, "%v", err)
+	}
+	return v, nil
+}
+
+func (p parser) str(n *yaml.Node, path string) (string, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return "", p.errf(n, path, "want a string, got %q", n.Value)
+	}
+	return n.Value, nil
+}
+
+func (p parser) oneOf(n *yaml.Node, path string, choices ...string) (string, error) {
+	s, err := p.str(n, path)
+	if err != nil {
+		return "", err
+	}
+	if !contains(choices, s) {
+		return "", p.errf(n, path, "%q is not one of %s", s, strings.Join(choices, ", "))
+	}
+	return s, nil
+}
+
+func (p parser) integer(n *yaml.Node, path string) (int, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		return 0, p.errf(n, path, "want an integer, got %q", n.Value)
+	}
+	var v int
+	if err := n.Decode(&v); err != nil {
+		return 0, p.errf(n, path, "%v", err)
+	}
+	return v, nil
+}
+
+func (p parser) positive(n *yaml.Node, path string) (int, error) {
+	v, err := p.integer(n, path)
+	if err == nil && v < 1 {
+		err = p.errf(n, path, "must be at least 1, got %d", v)
+	}
+	return v, err
+}
+
+func (p parser) nonNegative(n *yaml.Node, path string) (int, error) {
+	v, err := p.integer(n, path)
+	if err == nil && v < 0 {
+		err = p.errf(n, path, "must not be negative, got %d", v)
+	}
+	return v, err
+}
+
+func (p parser) number(n *yaml.Node, path string) (float64, error) {
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
+		hint := ""
+		if strings.Contains(n.Value, "e") || strings.Contains(n.Value, "E") {
+			hint = " (YAML 1.2 reads 1e-6 as a string; write 1.0e-6)"
+		}
+		if f, err := strconv.ParseFloat(n.Value, 64); err == nil && n.Tag == "!!str" && n.Style == 0 {
+			return f, nil // 1e-6 without a dot: plainly meant as a number
+		}
+		return 0, p.errf(n, path, "want a number, got %q%s", n.Value, hint)
+	}
+	var v float64
+	if err := n.Decode(&v); err != nil {
+		return 0, p.errf(n, path, "%v", err)
+	}
+	return v, nil
+}
+
+func (p parser) boolean(n *yaml.Node, path string) (bool, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		return false, p.errf(n, path, "want true or false, got %q", n.Value)
+	}
+	return n.Value == "true", nil
+}
+
+func (p parser) duration(n *yaml.Node, path string) (time.Duration, error) {
+	if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float") {
+		f, err := p.number(n, path)
+		if err != nil || !(f > 0) {
+			return 0, p.errf(n, path, "want a positive duration such as 10s or 1.5")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(n.Value)
+	if err != nil || d <= 0 {
+		return 0, p.errf(n, path, "want a positive duration such as 10s, 500ms or 2m, got %q", n.Value)
+	}
+	return d, nil
+}
+
+func (p parser) strList(n *yaml.Node, path string) ([]string, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errf(n, path, "want a list")
+	}
+	out := make([]string, len(n.Content))
+	for i, c := range n.Content {
+		if c.Kind != yaml.ScalarNode {
+			return nil, p.errf(c, fmt.Sprintf("%s[%d]", path, i), "want a single value")
+		}
+		out[i] = c.Value
+	}
+	return out, nil
+}
+
+func (p parser) anyMap(n *yaml.Node, path string) (map[string]any, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, p.errf(n, path, "want a mapping")
+	}
+	var m map[string]any
+	if err := n.Decode(&m); err != nil {
+		return nil, p.errf(n, path, "%v", err)
+	}
+	return m, nil
+}
+
+func (p parser) methods(n *yaml.Node, path string) ([]Method, error) {
+	var out []Method
+	err := p.each(n, path, func(name string, v *yaml.Node, path string) error {
+		if !contains(knownMethods, name) {
+			return p.errf(v, path, "unknown method %q (known: %s)", name, strings.Join(knownMethods, ", "))
+		}
+		m := Method{Name: name}
+		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+			return p.errf(v, path, "want a list of architecture candidates, e.g. [{rank: 8}, {rank: 32}] or [{}]")
+		}
+		names := map[string]bool{}
+		for i, c := range v.Content {
+			ipath := fmt.Sprintf("%s[%d]", path, i)
+			a := Arch{Settings: map[string]any{}}
+			err := p.each(c, ipath, func(key string, sv *yaml.Node, kpath string) error {
+				val, err := p.scalar(sv, kpath)
+				if err != nil {
+					return err
+				}
+				if key == "name" {
+					s, ok := val.(string)
+					if !ok || !validName(s) {
+						return p.errf(sv, kpath, "want a name of letters, digits, '-', '_' or '.'")
+					}
+					a.Name = s
+					return nil
+				}
+				a.Settings[key] = val
+				a.keys = append(a.keys, key)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if a.Name == "" {
+				a.Name = a.defaultName()
+			}
+			if names[a.Name] {
+				return p.errf(c, ipath, "two candidates are both named %q; give one a name: key", a.Name)
+			}
+			names[a.Name] = true
+			m.Archs = append(m.Archs, a)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// defaultName joins the settings' values in file order ({cell: gru,
+// hidden: 256} → gru-256), prefixed by the first key when no value is a
+// word ({rank: 8} → rank-8).
+func (a Arch) defaultName() string {
+	if len(a.keys) == 0 {
+		return "default"
+	}
+	var parts []string
+	word := false
+	for _, k := range a.keys {
+		s := fmt.Sprint(a.Settings[k])
+		if _, ok := a.Settings[k].(string); ok {
+			word = true
+		}
+		parts = append(parts, s)
+	}
+	if !word {
+		parts = append([]string{a.keys[0]}, parts...)
+	}
+	name := strings.Join(parts, "-")
+	return strings.Map(func(r rune) rune {
+		if validName(string(r)) {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func (p parser) space(n *yaml.Node, path string) (map[string]storage.Distribution, error) {
+	out := map[string]storage.Distribution{}
+	err := p.each(n, path, func(name string, v *yaml.Node, path string) error {
+		d := storage.Distribution{Kind: storage.FloatDist}
+		var hasLow, hasHigh, isInt bool
+		var choices *yaml.Node
+		err := p.each(v, path, func(key string, kv *yaml.Node, kpath string) error {
+			var err error
+			switch key {
+			case "low":
+				d.Low, err = p.number(kv, kpath)
+				hasLow = true
+			case "high":
+				d.High, err = p.number(kv, kpath)
+				hasHigh = true
+			case "log":
+				d.Log, err = p.boolean(kv, kpath)
+			case "step":
+				d.Step, err = p.number(kv, kpath)
+				if err == nil && !(d.Step > 0) {
+					err = p.errf(kv, kpath, "must be positive")
+				}
+			case "type":
+				var t string
+				t, err = p.oneOf(kv, kpath, "float", "int", "categorical")
+				isInt = t == "int"
+			case "choices":
+				choices = kv
+			default:
+				err = p.errf(kv, kpath, "unknown key (known: low, high, log, step, type, choices)")
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if choices != nil {
+			var c []any
+			if choices.Kind != yaml.SequenceNode || choices.Decode(&c) != nil || len(c) == 0 {
+				return p.errf(choices, path+".choices", "want a non-empty list of values")
+			}
+			out[name] = storage.Distribution{Kind: storage.CategoricalDist, Choices: c}
+			return nil
+		}
+		if !hasLow || !hasHigh {
+			return p.errf(v, path, "needs low and high, e.g. {low: 1.0e-6, high: 3.0e-3, log: true}")
+		}
+		if !(d.Low < d.High) {
+			return p.errf(v, path, "low (%g) must be below high (%g)", d.Low, d.High)
+		}
+		if d.Log && d.Low <= 0 {
+			return p.errf(v, path+".low", "log scale needs low > 0, got %g", d.Low)
+		}
+		if isInt {
+			d.Kind = storage.IntDist
+			if d.Step == 0 {
+				d.Step = 1
+			}
+		}
+		if err := d.Validate(); err != nil {
+			return p.errf(v, path, "%v", err)
+		}
+		out[name] = d
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = p.errf(n, path, "needs at least one parameter, e.g. lr: {low: 1.0e-6, high: 3.0e-3, log: true}")
+	}
+	return out, err
+}
+
+func (p parser) sampler(n *yaml.Node, path string) (SamplerConfig, error) {
+	s := SamplerConfig{Name: "tpe", Kwargs: map[string]any{}}
+	err := p.each(n, path, func(key string, v *yaml.Node, kpath string) error {
+		if key == "name" {
+			var err error
+			s.Name, err = p.oneOf(v, kpath, "tpe", "random")
+			return err
+		}
+		val, err := p.scalar(v, kpath)
+		if err != nil {
+			return err
+		}
+		if i, ok := val.(int); ok {
+			val = float64(i)
+		}
+		s.Kwargs[key] = val
+		return nil
+	})
+	if err != nil {
+		return s, err
+	}
+	if _, err := NewSampler(s); err != nil {
+		return s, &ConfigError{File: p.file, Line: n.Line, Field: path, Err: err}
+	}
+	return s, nil
+}
+
+func (p parser) pruner(n *yaml.Node, path string) (PrunerConfig, error) {
+	pc := PrunerConfig{Name: "none", NStartupTrials: 5, IntervalSteps: 1}
+	err := p.each(n, path, func(key string, v *yaml.Node, kpath string) error {
+		var err error
+		switch key {
+		case "name":
+			pc.Name, err = p.oneOf(v, kpath, "none", "median")
+		case "n_startup_trials":
+			pc.NStartupTrials, err = p.nonNegative(v, kpath)
+		case "n_warmup_steps":
+			pc.NWarmupSteps, err = p.nonNegative(v, kpath)
+		case "interval_steps":
+			pc.IntervalSteps, err = p.positive(v, kpath)
+		default:
+			err = p.errf(v, kpath, "unknown key (known: name, n_startup_trials, n_warmup_steps, interval_steps)")
+		}
+		return err
+	})
+	return pc, err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,119 @@
+package sweep
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+const goodConfig = `storage: sqlite:///x.db
+datasets: [sst2, rte]
+methods:
+  read:
+    - {cell: gru, hidden: 256}
+    - {cell: lstm, hidden: 128, name: small}
+  lora:
+    - {rank: 8}
+  full: [{}]
+search:
+  lr: {low: 1e-6, high: 3.0e-3, log: true}
+  layers: {low: 1, high: 4, type: int}
+  act: {choices: [relu, gelu]}
+trials: 16
+sampler: {name: tpe, seed: 3, n_startup_trials: 5}
+pruner: {name: median, n_warmup_steps: 2}
+training: {max_epochs: 5, seeds: [7, 8]}
+heartbeat_interval: 2s
+`
+
+func TestParseConfig(t *testing.T) {
+	c, err := ParseConfig("sweeps.yaml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Trials != 16 || c.Seed != 7 || c.HeartbeatGrace != 4*time.Second || c.Pruner.NWarmupSteps != 2 {
+		t.Errorf("parsed %+v", c)
+	}
+	if d := c.Space["lr"]; d.Low != 1e-6 || d.High != 3e-3 || !d.Log {
+		t.Errorf("lr = %+v", d)
+	}
+	if d := c.Space["layers"]; d.Kind != storage.IntDist || d.Step != 1 {
+		t.Errorf("layers = %+v", d)
+	}
+	var names []string
+	for _, p := range Plan(c, nil) {
+		names = append(names, p.Name)
+	}
+	want := "read/gru-256/sst2 read/gru-256/rte read/small/sst2 read/small/rte lora/rank-8/sst2 lora/rank-8/rte full/default/sst2 full/default/rte"
+	if strings.Join(names, " ") != want {
+		t.Errorf("plan:\n%s\nwant\n%s", strings.Join(names, " "), want)
+	}
+	f, err := ParseFilter("method=read,dataset=rte")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Plan(c, f); len(got) != 2 || got[0].Name != "read/gru-256/rte" {
+		t.Errorf("filtered plan = %v", got)
+	}
+}
+
+// TestConfigErrors checks that each mistake is reported with its line and
+// key path.
+func TestConfigErrors(t *testing.T) {
+	base := "datasets: [sst2]\nmethods:\n  read: [{cell: gru}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top key", base + "trails: 32\n", "sweeps.yaml:6: trails: unknown key"},
+		{"wrong type", base + "trials: many\n", "sweeps.yaml:6: trials: want an integer"},
+		{"low above high", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 0.01}\n", "sweeps.yaml:5: search.lr: low (0.1) must be below high (0.01)"},
+		{"log needs positive", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.0, high: 0.01, log: true}\n", "sweeps.yaml:5: search.lr.low: log scale needs low > 0"},
+		{"unknown method", "datasets: [sst2]\nmethods:\n  reed: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:3: methods.reed: unknown method \"reed\""},
+		{"unknown dataset", "datasets: [sst2, glue]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets[1]: unknown dataset \"glue\""},
+		{"unknown space key", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0, scale: log}\n", "sweeps.yaml:5: search.lr.scale: unknown key"},
+		{"arch not a list", "datasets: [sst2]\nmethods:\n  lora: {rank: 8}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:3: methods.lora: want a list"},
+		{"nested arch value", "datasets: [sst2]\nmethods:\n  lora:\n    - {rank: [8]}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:4: methods.lora[0].rank: want a single value"},
+		{"duplicate arch names", "datasets: [sst2]\nmethods:\n  lora:\n    - {rank: 8}\n    - {rank: 8}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:5: methods.lora[1]: two candidates are both named \"rank-8\""},
+		{"missing search", "datasets: [sst2]\nmethods:\n  read: [{}]\n", "search: missing"},
+		{"bad sampler option", base + "sampler: {name: tpe, n_startup: 3}\n", "sweeps.yaml:6: sampler: tpe: unknown sampler option \"n_startup\""},
+		{"bad pruner", base + "pruner: {name: hyperband}\n", "sweeps.yaml:6: pruner.name: \"hyperband\" is not one of none, median"},
+		{"bad duration", base + "heartbeat_interval: soon\n", "sweeps.yaml:6: heartbeat_interval: want a positive duration"},
+		{"duplicate key", base + "trials: 3\ntrials: 4\n", "sweeps.yaml:7: trials: duplicate key"},
+		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml: yaml: line"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig("sweeps.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error\n  %v\nwant it to contain\n  %s", err, tc.want)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Errorf("error %T is not a *ConfigError", err)
+			}
+		})
+	}
+}
+
+func TestShippedConfigsParse(t *testing.T) {
+	for _, path := range []string{"../sweeps.yaml", "../examples/synthetic.yaml"} {
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if path == "../sweeps.yaml" {
+			if n := len(Plan(c, nil)); n != 17*7 {
+				t.Errorf("paper sweep plans %d studies, want 17 candidates × 7 datasets = 119", n)
+			}
+			if d := c.Space["lr"]; d.Low != 1e-6 || d.High != 3e-3 || !d.Log || c.Trials != 32 || c.Trainer != "builtin" {
+				t.Errorf("paper sweep: lr %+v, trials %d, trainer %s", d, c.Trials, c.Trainer)
+			}
+		}
+	}
+}

@@ -1,0 +1,693 @@
+package sweep
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
+)
+
+// Proc is one trial process to run.
+type Proc struct {
+	Argv           []string // Argv[0] is the program; no shell is involved
+	Env            []string // added to the orchestrator's environment
+	Dir            string
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// KillGrace is how long a cancelled process has between SIGTERM and
+	// SIGKILL.
+	KillGrace time.Duration
+}
+
+// Runner runs the trials of planned studies until each has its budget.
+type Runner struct {
+	Config  *Config
+	Storage storage.Storage
+	Sampler Sampler
+	Pruner  Pruner // nil: never prune
+	// Log receives one line per finished trial and other events.
+	Log io.Writer
+	// Progress, when set, is told the sweep's progress instead of logging
+	// a count on every line (a terminal progress bar).
+	Progress ProgressFunc
+	// Exec starts a trial process and waits for it; cancelling ctx must
+	// stop it. Nil means ExecProc; tests replace it.
+	Exec func(ctx context.Context, p Proc) error
+	// Executable is the program `sweep trial` runs as; empty means this one.
+	Executable string
+}
+
+// ProgressFunc reports done of total trials and what is running now.
+type ProgressFunc func(done, total int, running []string)
+
+// Result counts what one Run did.
+type Result struct {
+	States    map[storage.TrialState]int // trials this run finished, by state
+	Finished  []string                   // studies at their budget
+	Abandoned []string                   // studies given up after MaxFailures
+}
+
+type studyState struct {
+	plan     Planned
+	study    storage.Study
+	inflight int
+	failures int
+	done     bool
+	waitTill time.Time // full of running trials owned elsewhere: poll later
+	finished int       // COMPLETE+PRUNED, as last seen
+}
+
+type runState struct {
+	mu      sync.Mutex
+	studies []*studyState
+	running map[int64]string // trial id → label for progress
+	result  Result
+}
+
+// Run fills every planned study to its budget and returns when all are
+// full or abandoned, or ctx is cancelled.
+func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
+	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}}}
+	for _, p := range plan {
+		st, err := r.Storage.CreateStudy(ctx, p.Name, r.Config.Direction, map[string]any{
+			"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset,
+		})
+		if err != nil {
+			return rs.result, err
+		}
+		ss := &studyState{plan: p, study: st}
+		if err := r.refresh(ctx, ss); err != nil {
+			return rs.result, err
+		}
+		rs.studies = append(rs.studies, ss)
+	}
+	r.progress(rs)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, r.Config.Parallel)
+	for slot := range r.Config.Parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.worker(ctx, rs, slot); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for _, ss := range rs.studies {
+		if ss.finished >= r.Config.Trials {
+			rs.result.Finished = append(rs.result.Finished, ss.plan.Name)
+		} else if ss.failures >= r.Config.MaxFailures {
+			rs.result.Abandoned = append(rs.result.Abandoned, ss.plan.Name)
+		}
+	}
+	if err := <-errc; err != nil {
+		return rs.result, err
+	}
+	return rs.result, ctx.Err()
+}
+
+// refresh re-reads how many trials of the study are finished.
+func (r *Runner) refresh(ctx context.Context, ss *studyState) error {
+	trials, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return err
+	}
+	n := storage.Count(trials)
+	ss.finished = n[storage.Complete] + n[storage.Pruned]
+	ss.done = ss.finished >= r.Config.Trials
+	return nil
+}
+
+// next picks the study with work for a new trial: the one with the fewest
+// trials in flight from this process, then plan order. It returns nil and
+// how long to wait when every open study is full of trials owned elsewhere,
+// and nil, 0 when all are done.
+func (rs *runState) next(cfg *Config) (*studyState, time.Duration) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var best *studyState
+	wait := time.Duration(0)
+	now := time.Now()
+	for _, ss := range rs.studies {
+		if ss.done || ss.failures >= cfg.MaxFailures {
+			continue
+		}
+		if now.Before(ss.waitTill) {
+			if d := ss.waitTill.Sub(now); wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		if best == nil || ss.inflight < best.inflight {
+			best = ss
+		}
+	}
+	if best != nil {
+		best.inflight++
+		return best, 0
+	}
+	return nil, wait
+}
+
+func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
+	for ctx.Err() == nil {
+		ss, wait := rs.next(r.Config)
+		if ss == nil {
+			if wait == 0 {
+				return nil
+			}
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		state, err := r.runTrial(ctx, rs, ss, slot)
+		rs.mu.Lock()
+		ss.inflight--
+		switch {
+		case errors.Is(err, storage.ErrStudyFull):
+			err = nil
+			if rerr := r.refresh(ctx, ss); rerr != nil && ctx.Err() == nil {
+				err = rerr
+			}
+			if !ss.done {
+				// Running elsewhere: poll until they finish or go stale.
+				ss.waitTill = time.Now().Add(min(time.Second, r.Config.HeartbeatInterval))
+			}
+		case err == nil:
+			rs.result.States[state]++
+			if state == storage.Fail {
+				ss.failures++
+				if ss.failures == r.Config.MaxFailures {
+					r.logf("%s: %d trials failed in this run; not scheduling it again (fix the cause, then `sweep run` again)", ss.plan.Name, ss.failures)
+				}
+			}
+			if rerr := r.refresh(ctx, ss); rerr != nil && ctx.Err() == nil {
+				err = rerr
+			}
+		}
+		rs.mu.Unlock()
+		r.progress(rs)
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) progress(rs *runState) {
+	if r.Progress == nil {
+		return
+	}
+	rs.mu.Lock()
+	done, total := 0, 0
+	for _, ss := range rs.studies {
+		done += min(ss.finished, r.Config.Trials)
+		total += r.Config.Trials
+	}
+	running := make([]string, 0, len(rs.running))
+	for _, l := range rs.running {
+		running = append(running, l)
+	}
+	rs.mu.Unlock()
+	sort.Strings(running)
+	r.Progress(done, total, running)
+}
+
+func (r *Runner) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, "sweep: "+format+"\n", args...)
+	}
+}
+
+// runTrial is one trial's life: reap stale trials, create (or claim) a
+// trial, sample its parameters, run it under a heartbeat, record the
+// outcome, enqueue a retry when it failed, log one line. It returns
+// storage.ErrStudyFull when the study has no room for a trial.
+func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slot int) (storage.TrialState, error) {
+	cfg := r.Config
+	stale, err := r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace)
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range stale {
+		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
+		t.State = storage.Fail
+		if err := r.retry(ctx, ss, t, true); err != nil {
+			return 0, err
+		}
+	}
+
+	t, err := r.Storage.CreateTrial(ctx, ss.study.ID, storage.TrialOptions{
+		State: storage.Running, Budget: cfg.Trials, Heartbeat: true, ClaimWaiting: true,
+	})
+	if err != nil {
+		return 0, err
+	}
+	trials, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return 0, err
+	}
+	params, err := r.params(ss.study, trials, t)
+	if err != nil {
+		return r.finish(ctx, ss, t, outcome{state: storage.Fail, reason: err.Error()}, 0)
+	}
+	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: cfg.Space}); err != nil {
+		return 0, err
+	}
+	t.Params, t.Distributions = params, cfg.Space
+
+	label := fmt.Sprintf("%s#%d", ss.plan.Name, t.Number)
+	rs.mu.Lock()
+	rs.running[t.ID] = label
+	rs.mu.Unlock()
+	start := time.Now()
+	out := r.spawn(ctx, ss, t, slot)
+	rs.mu.Lock()
+	delete(rs.running, t.ID)
+	rs.mu.Unlock()
+	if out.lost {
+		r.logf("%s was failed by another process (stale heartbeat); dropped", label)
+		return storage.Fail, nil
+	}
+	return r.finish(ctx, ss, t, out, time.Since(start))
+}
+
+// params returns the trial's internal parameter values: the fixed ones of
+// an enqueued (retried) trial, the sampler's suggestion for the rest.
+func (r *Runner) params(study storage.Study, trials []storage.FrozenTrial, t storage.FrozenTrial) (map[string]float64, error) {
+	space := r.Config.Space
+	out := map[string]float64{}
+	fixed, _ := t.SystemAttrs["fixed_params"].(map[string]any)
+	for name, v := range fixed {
+		d, ok := space[name]
+		if !ok {
+			continue
+		}
+		iv, err := d.ToInternal(v)
+		if err != nil || !d.Contains(iv) {
+			return nil, fmt.Errorf("fixed param %s=%v does not fit the search space", name, v)
+		}
+		out[name] = iv
+	}
+	if len(out) == len(space) {
+		return out, nil
+	}
+	sampled, err := r.Sampler.Sample(study, trials, t.Number, space)
+	if err != nil {
+		return nil, fmt.Errorf("sample parameters: %w", err)
+	}
+	for name, v := range sampled {
+		if _, ok := out[name]; !ok {
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+type outcome struct {
+	state      storage.TrialState
+	value      *float64
+	attrs      map[string]any
+	reason     string // why it failed
+	stderrTail string
+	lost       bool // another process failed the trial (stale heartbeat)
+	retry      bool // interrupted: rerun it whatever the retry count
+}
+
+// finish records the outcome of trial t and logs it.
+func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTrial, out outcome, took time.Duration) (storage.TrialState, error) {
+	u := storage.TrialUpdate{State: &out.state, Value: out.value, UserAttrs: out.attrs}
+	if out.state == storage.Fail {
+		u.UserAttrs = map[string]any{"fail_reason": out.reason}
+		if out.stderrTail != "" {
+			u.UserAttrs["stderr_tail"] = out.stderrTail
+		}
+	}
+	// Record even when the sweep is being interrupted: the result exists.
+	wctx := context.WithoutCancel(ctx)
+	if err := r.Storage.UpdateTrial(wctx, t.ID, u); err != nil {
+		return 0, err
+	}
+	t.State = out.state
+	line := fmt.Sprintf("%s#%d %s", ss.plan.Name, t.Number, out.state)
+	if out.value != nil {
+		line += fmt.Sprintf(" %.4f", *out.value)
+	}
+	for _, name := range sortedKeys(t.Params) {
+		line += fmt.Sprintf(" %s=%.3g", name, t.Params[name])
+	}
+	line += fmt.Sprintf(" (%.1fs)", took.Seconds())
+	if out.state == storage.Fail {
+		line += ": " + out.reason
+	}
+	r.logf("%s", line)
+	if out.state == storage.Fail {
+		if err := r.retry(wctx, ss, t, !out.retry); err != nil {
+			return 0, err
+		}
+	}
+	return out.state, nil
+}
+
+// retry enqueues a WAITING copy of failed trial t, unless it has used its
+// MaxRetries. Retries of interrupted trials (counted false) are free.
+func (r *Runner) retry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) error {
+	if counted && retriesUsed(t) >= r.Config.MaxRetries {
+		return nil
+	}
+	if err := enqueueRetry(ctx, r.Storage, ss.study.ID, t, counted); err != nil {
+		return err
+	}
+	r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
+	return nil
+}
+
+// retriesUsed counts the counted retries in t's lineage.
+func retriesUsed(t storage.FrozenTrial) int {
+	h, _ := t.SystemAttrs["retry_history"].([]any)
+	free, _ := t.SystemAttrs["free_retries"].(float64)
+	return len(h) - int(free)
+}
+
+// enqueueRetry adds a WAITING copy of failed trial t with its parameters
+// and its lineage, as Optuna's RetryFailedTrialCallback does
+// (fixed_params, failed_trial, retry_history).
+func enqueueRetry(ctx context.Context, s storage.Storage, studyID int64, t storage.FrozenTrial, counted bool) error {
+	history, _ := t.SystemAttrs["retry_history"].([]any)
+	history = append(append([]any{}, history...), t.Number)
+	free, _ := t.SystemAttrs["free_retries"].(float64)
+	if !counted {
+		free++
+	}
+	first := t.Number
+	if f, ok := t.SystemAttrs["failed_trial"].(float64); ok {
+		first = int(f)
+	}
+	_, err := s.CreateTrial(ctx, studyID, storage.TrialOptions{
+		State: storage.Waiting,
+		SystemAttrs: map[string]any{
+			"fixed_params":  t.ExternalParams(),
+			"failed_trial":  first,
+			"retry_history": history,
+			"free_retries":  free,
+		},
+	})
+	return err
+}
+
+// Retry enqueues again every FAIL trial of the study that has no retry yet,
+// whatever its retry count (the user asked), and returns how many.
+func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error) {
+	trials, err := s.Trials(ctx, st.ID)
+	if err != nil {
+		return 0, err
+	}
+	retried := map[int]bool{}
+	for _, t := range trials {
+		h, _ := t.SystemAttrs["retry_history"].([]any)
+		for _, n := range h {
+			if f, ok := n.(float64); ok {
+				retried[int(f)] = true
+			}
+		}
+	}
+	n := 0
+	for _, t := range trials {
+		if t.State != storage.Fail || retried[t.Number] {
+			continue
+		}
+		if err := enqueueRetry(ctx, s, st.ID, t, true); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// spawn runs the trial process and turns what it reports into an outcome.
+func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTrial, slot int) outcome {
+	cfg := r.Config
+	spec := trial.Spec{
+		Version: trial.Version, TrialID: t.ID, Number: t.Number, Study: ss.plan.Name,
+		Method: ss.plan.Method, Arch: ss.plan.Arch.Settings, ArchName: ss.plan.Arch.Name, Dataset: ss.plan.Dataset,
+		Params: t.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer,
+		Model: cfg.Model, DataDir: cfg.DataDir,
+		OutputDir: filepath.Join(cfg.OutputDir, filepath.FromSlash(ss.plan.Name), "trial-"+strconv.Itoa(t.Number)),
+	}
+	if spec.Arch == nil {
+		spec.Arch = map[string]any{}
+	}
+	fail := func(format string, args ...any) outcome {
+		return outcome{state: storage.Fail, reason: fmt.Sprintf(format, args...)}
+	}
+	if err := os.MkdirAll(spec.OutputDir, 0o755); err != nil {
+		return fail("make output dir: %v", err)
+	}
+	specJSON, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return fail("encode spec: %v", err)
+	}
+	specPath := filepath.Join(spec.OutputDir, "spec.json")
+	if err := os.WriteFile(specPath, specJSON, 0o644); err != nil {
+		return fail("write spec: %v", err)
+	}
+	logFile, err := os.Create(filepath.Join(spec.OutputDir, "stderr.log"))
+	if err != nil {
+		return fail("create log: %v", err)
+	}
+	defer logFile.Close()
+	tail := &tailBuffer{max: 4096}
+
+	argv, err := r.argv(spec, specPath)
+	if err != nil {
+		return fail("%v", err)
+	}
+	absSpec, _ := filepath.Abs(specPath)
+	env := []string{trial.SpecEnv + "=" + absSpec}
+	if len(cfg.GPUs) > 0 {
+		env = append(env, "CUDA_VISIBLE_DEVICES="+cfg.GPUs[slot%len(cfg.GPUs)])
+	}
+
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lost, pruned bool
+	var mu sync.Mutex // guards lost, pruned
+
+	// Heartbeat: prove we are alive; stop the trial if someone failed it.
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		tick := time.NewTicker(cfg.HeartbeatInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tctx.Done():
+				return
+			case <-tick.C:
+				err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Heartbeat: true})
+				if errors.Is(err, storage.ErrTrialFinished) {
+					mu.Lock()
+					lost = true
+					mu.Unlock()
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+
+	pr, pw := io.Pipe()
+	runErr := make(chan error, 1)
+	run := r.Exec
+	if run == nil {
+		run = ExecProc
+	}
+	go func() {
+		err := run(tctx, Proc{
+			Argv: argv, Env: env, Stdin: strings.NewReader(string(specJSON)),
+			Stdout: pw, Stderr: io.MultiWriter(logFile, tail), KillGrace: cfg.KillGrace,
+		})
+		pw.Close()
+		runErr <- err
+	}()
+
+	var final *trial.Message
+	var protoErr error
+	var lastValue float64
+	hasLast := false
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	for sc.Scan() {
+		m, err := trial.ParseMessage(sc.Bytes())
+		if errors.Is(err, trial.ErrNotMessage) {
+			continue
+		}
+		if err != nil {
+			if protoErr == nil {
+				protoErr = err
+			}
+			continue
+		}
+		if m.Type == trial.TypeFinal {
+			final = &m
+			continue
+		}
+		mu.Lock()
+		stop := pruned || lost
+		mu.Unlock()
+		if stop {
+			continue
+		}
+		v := float64(m.Value)
+		lastValue, hasLast = v, true
+		if err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Intermediate: map[int]float64{m.Step: v}}); err != nil {
+			if errors.Is(err, storage.ErrTrialFinished) {
+				mu.Lock()
+				lost = true
+				mu.Unlock()
+				cancel()
+			}
+			continue
+		}
+		if r.Pruner != nil {
+			trials, err := r.Storage.Trials(tctx, ss.study.ID)
+			if err != nil {
+				continue
+			}
+			for _, other := range trials {
+				if other.ID == t.ID && r.Pruner.Prune(ss.study, trials, other) {
+					mu.Lock()
+					pruned = true
+					mu.Unlock()
+					cancel()
+				}
+			}
+		}
+	}
+	io.Copy(io.Discard, pr) // unblock the writer after a scan error
+	err = <-runErr
+	cancel()
+	<-hbDone
+
+	out := outcome{stderrTail: tail.String()}
+	switch {
+	case lost:
+		out.lost = true
+	case pruned:
+		out.state = storage.Pruned
+		if hasLast && !math.IsNaN(lastValue) {
+			out.value = &lastValue
+		}
+	case ctx.Err() != nil:
+		out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
+	case err != nil:
+		out.state, out.reason = storage.Fail, err.Error()
+	case protoErr != nil:
+		out.state, out.reason = storage.Fail, protoErr.Error()
+	case final == nil:
+		out.state, out.reason = storage.Fail, "the trial exited without a final line"
+	case math.IsNaN(float64(final.Value)):
+		out.state, out.reason = storage.Fail, "the final value is NaN"
+	default:
+		v := float64(final.Value)
+		out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
+	}
+	return out
+}
+
+// argv expands the command template, or runs this executable's `trial`.
+func (r *Runner) argv(spec trial.Spec, specPath string) ([]string, error) {
+	if len(r.Config.Command) == 0 {
+		exe := r.Executable
+		if exe == "" {
+			var err error
+			if exe, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("find the sweep executable: %w", err)
+			}
+		}
+		return []string{exe, "trial"}, nil
+	}
+	vars := map[string]string{
+		"trial_id": strconv.FormatInt(spec.TrialID, 10), "number": strconv.Itoa(spec.Number),
+		"study": spec.Study, "method": spec.Method, "arch": spec.ArchName, "dataset": spec.Dataset,
+		"seed": strconv.FormatInt(spec.Seed, 10), "spec": specPath, "output_dir": spec.OutputDir,
+		"model": spec.Model, "data_dir": spec.DataDir,
+	}
+	for k, v := range spec.Arch {
+		vars[k] = fmt.Sprint(v)
+	}
+	for k, v := range spec.Params {
+		if f, ok := v.(float64); ok {
+			vars[k] = strconv.FormatFloat(f, 'g', -1, 64)
+		} else {
+			vars[k] = fmt.Sprint(v)
+		}
+	}
+	out := make([]string, len(r.Config.Command))
+	for i, arg := range r.Config.Command {
+		var b strings.Builder
+		for {
+			open := strings.IndexByte(arg, '{')
+			if open < 0 {
+				b.WriteString(arg)
+				break
+			}
+			end := strings.IndexByte(arg[open:], '}')
+			if end < 0 {
+				b.WriteString(arg)
+				break
+			}
+			name := arg[open+1 : open+end]
+			v, ok := vars[name]
+			if !ok {
+				return nil, fmt.Errorf("command[%d] %q: unknown placeholder {%s}", i, r.Config.Command[i], name)
+			}
+			b.WriteString(arg[:open])
+			b.WriteString(v)
+			arg = arg[open+end+1:]
+		}
+		out[i] = b.String()
+	}
+	return out, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

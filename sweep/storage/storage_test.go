@@ -1,0 +1,208 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"math"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *SQLite {
+	t.Helper()
+	s, err := Open("sqlite:///" + filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStudyAndTrialRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	st, err := s.CreateStudy(ctx, "read/gru-256/sst2", Maximize, map[string]any{"method": "read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.CreateStudy(ctx, "read/gru-256/sst2", Maximize, nil)
+	if err != nil || again.ID != st.ID || again.UserAttrs["method"] != "read" {
+		t.Fatalf("get-or-create: %+v, %v", again, err)
+	}
+	if _, err := s.CreateStudy(ctx, "read/gru-256/sst2", Minimize, nil); err == nil {
+		t.Error("direction change accepted")
+	}
+	space := map[string]Distribution{
+		"lr":  Float(1e-6, 3e-3, true),
+		"n":   {Kind: IntDist, Low: 1, High: 4, Step: 1},
+		"act": {Kind: CategoricalDist, Choices: []any{"relu", "gelu"}},
+	}
+	tr, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running, Heartbeat: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := 0.75
+	inf := math.Inf(-1)
+	steps := map[int]float64{0: 0.5, 1: math.NaN(), 2: math.Inf(1)}
+	if err := s.UpdateTrial(ctx, tr.ID, TrialUpdate{Params: map[string]float64{"lr": 1e-4, "n": 3, "act": 1}, Distributions: space,
+		Intermediate: steps, UserAttrs: map[string]any{"test": 0.7}}); err != nil {
+		t.Fatal(err)
+	}
+	state := Complete
+	if err := s.UpdateTrial(ctx, tr.ID, TrialUpdate{State: &state, Value: &v}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateTrial(ctx, tr.ID, TrialUpdate{Value: &inf}); !errors.Is(err, ErrTrialFinished) {
+		t.Errorf("update of a finished trial: %v, want ErrTrialFinished", err)
+	}
+	trials, err := s.Trials(ctx, st.ID)
+	if err != nil || len(trials) != 1 {
+		t.Fatalf("trials: %v, %v", trials, err)
+	}
+	got := trials[0]
+	if got.State != Complete || *got.Value != 0.75 || got.Number != 0 || got.Complete.IsZero() || got.Heartbeat.IsZero() {
+		t.Errorf("trial = %+v", got)
+	}
+	p := got.ExternalParams()
+	if p["lr"] != 1e-4 || p["n"] != int64(3) || p["act"] != "gelu" {
+		t.Errorf("params = %v", p)
+	}
+	if !math.IsNaN(got.Intermediate[1]) || !math.IsInf(got.Intermediate[2], 1) || got.Intermediate[0] != 0.5 {
+		t.Errorf("intermediate = %v", got.Intermediate)
+	}
+	if got.UserAttrs["test"] != 0.7 {
+		t.Errorf("user attrs = %v", got.UserAttrs)
+	}
+	// The stored encodings Optuna reads.
+	var typ string
+	var dj string
+	s.db.QueryRow(`SELECT intermediate_value_type FROM trial_intermediate_values WHERE step = 1`).Scan(&typ)
+	s.db.QueryRow(`SELECT distribution_json FROM trial_params WHERE param_name = 'lr'`).Scan(&dj)
+	if typ != "NAN" || dj != `{"name": "FloatDistribution", "attributes": {"step": null, "low": 1e-06, "high": 0.003, "log": true}}` {
+		t.Errorf("stored NaN type %q, distribution %s", typ, dj)
+	}
+	var alembic string
+	var schema int
+	s.db.QueryRow(`SELECT version_num FROM alembic_version`).Scan(&alembic)
+	s.db.QueryRow(`SELECT schema_version FROM version_info`).Scan(&schema)
+	if alembic != "v3.2.0.a" || schema != 12 {
+		t.Errorf("stamp %s / %d", alembic, schema)
+	}
+}
+
+func TestBudgetAndNumbersUnderConcurrency(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	first, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	st, _ := first.CreateStudy(ctx, "s", Minimize, nil)
+	// Four independent handles stand in for four processes.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created := 0
+	for range 4 {
+		s, err := OpenSQLite(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				_, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running, Budget: 13})
+				if errors.Is(err, ErrStudyFull) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				created++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	trials, _ := first.Trials(ctx, st.ID)
+	if created != 13 || len(trials) != 13 {
+		t.Fatalf("created %d trials (%d stored), want the budget 13", created, len(trials))
+	}
+	for i, tr := range trials {
+		if tr.Number != i {
+			t.Fatalf("trial numbers %v..., want 0..12", tr.Number)
+		}
+	}
+}
+
+func TestWaitingClaimAndStale(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	st, _ := s.CreateStudy(ctx, "s", Minimize, nil)
+	w, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Waiting, SystemAttrs: map[string]any{"fixed_params": map[string]any{"lr": 0.001}}})
+	if err != nil || w.State != Waiting || !w.Start.IsZero() {
+		t.Fatalf("waiting trial %+v, %v", w, err)
+	}
+	c, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running, ClaimWaiting: true, Heartbeat: true})
+	if err != nil || c.ID != w.ID || c.State != Running || c.SystemAttrs["fixed_params"] == nil {
+		t.Fatalf("claim: %+v, %v", c, err)
+	}
+	other, _ := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running}) // ask/tell: no heartbeat
+	// Age the claimed trial's heartbeat past the grace period.
+	if _, err := s.db.Exec(`UPDATE trial_heartbeats SET heartbeat = datetime('now', '-60 seconds') WHERE trial_id = ?`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.FailStaleTrials(ctx, st.ID, 30*time.Second)
+	if err != nil || len(stale) != 1 || stale[0].ID != c.ID {
+		t.Fatalf("stale = %+v, %v", stale, err)
+	}
+	trials, _ := s.Trials(ctx, st.ID)
+	n := Count(trials)
+	if n[Fail] != 1 || n[Running] != 1 || trials[1].ID != other.ID {
+		t.Errorf("after reaping: %v", n)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	for _, url := range []string{"postgresql://db/x", "mysql://x", "sqlite://relative-without-slash"} {
+		if _, err := Open(url); err == nil {
+			t.Errorf("Open(%q) succeeded", url)
+		}
+	}
+	// A database of another Optuna revision is refused with a hint.
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, _ := sql.Open("sqlite3", path)
+	db.Exec(`CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY); INSERT INTO alembic_version VALUES ('v2.6.0.a');`)
+	db.Close()
+	if _, err := OpenSQLite(path); err == nil {
+		t.Error("old revision accepted")
+	}
+}
+
+func TestDistributionJSON(t *testing.T) {
+	for _, in := range []string{
+		`{"name": "FloatDistribution", "attributes": {"step": null, "low": 1e-06, "high": 0.003, "log": true}}`,
+		`{"name": "IntDistribution", "attributes": {"log": false, "step": 1, "low": 1, "high": 4}}`,
+		`{"name": "CategoricalDistribution", "attributes": {"choices": ["mlp", "cnn"]}}`,
+	} {
+		var d Distribution
+		if err := d.UnmarshalJSON([]byte(in)); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := d.MarshalJSON()
+		if string(out) != in {
+			t.Errorf("round trip\n have %s\n want %s", out, in)
+		}
+	}
+	var d Distribution
+	if err := d.UnmarshalJSON([]byte(`{"name": "FloatDistribution", "attributes": {"low": 1, "high": 0}}`)); err == nil {
+		t.Error("low > high accepted")
+	}
+}
