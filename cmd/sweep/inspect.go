@@ -62,10 +62,16 @@ func openExisting(url string) (*storage.SQLite, error) {
 	return storage.Open(url)
 }
 
-func withStore(fs *flag.FlagSet, args []string, get func() (string, error), fn func(ctx context.Context, s *storage.SQLite, pos []string) error) error {
+// withStore parses flags, checks the positional arguments' count (between
+// minPos and maxPos), opens the existing database and calls fn.
+func withStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.SQLite, pos []string) error) error {
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if len(pos) < minPos || len(pos) > maxPos {
+		fs.Usage()
+		return errUsage
 	}
 	url, err := get()
 	if err != nil {
@@ -84,11 +90,14 @@ func cmdBest(args []string) error {
 	method := fs.String("method", "", "method whose architecture to choose (required)")
 	datasets := fs.String("dataset", "", "limit to these datasets (comma-separated)")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
-		if *method == "" || len(pos) > 0 {
-			fs.Usage()
-			return errUsage
-		}
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *method == "" {
+		fs.Usage()
+		return errUsage
+	}
+	return withStore(fs, nil, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
 		var ds []string
 		if *datasets != "" {
 			ds = strings.Split(*datasets, ",")
@@ -155,7 +164,7 @@ func formatValue(v any) any {
 func cmdStudies(args []string) error {
 	fs := newFlags("studies", "studies [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err
@@ -215,11 +224,7 @@ func cmdTrials(args []string) error {
 	fs := newFlags("trials", "trials STUDY [--state STATE] [--storage URL | --config FILE]")
 	state := fs.String("state", "", "only trials in this state (complete, pruned, fail, running, waiting)")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
-		if len(pos) != 1 {
-			fs.Usage()
-			return errUsage
-		}
+	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
 		var want *storage.TrialState
 		if *state != "" {
 			st, err := storage.ParseTrialState(*state)
@@ -271,11 +276,7 @@ func firstLine(s string) string {
 func cmdShow(args []string) error {
 	fs := newFlags("show", "show STUDY#N [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
-		if len(pos) != 1 {
-			fs.Usage()
-			return errUsage
-		}
+	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
 		name, num, ok := strings.Cut(pos[0], "#")
 		n, err := strconv.Atoi(num)
 		if !ok || err != nil {
@@ -357,11 +358,7 @@ func sortedKeys[V any](m map[string]V) []string {
 func cmdRetry(args []string) error {
 	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
-		if len(pos) > 1 {
-			fs.Usage()
-			return errUsage
-		}
+	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err
@@ -394,10 +391,9 @@ func cmdExport(args []string) error {
 	format := fs.String("format", "csv", "csv or json")
 	out := fs.String("out", "", "write here instead of stdout")
 	get := storageFlags(fs)
-	return withStore(fs, args, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
-		if len(pos) > 0 || (*format != "csv" && *format != "json") {
-			fs.Usage()
-			return errUsage
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+		if *format != "csv" && *format != "json" {
+			return fmt.Errorf("%w: --format %q: want csv or json", errUsage, *format)
 		}
 		rows, err := exportRows(ctx, s)
 		if err != nil {

@@ -90,6 +90,9 @@ func run(args []string) int {
 		case errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.Is(err, errUsage):
+			if err != errUsage {
+				log.Print(err)
+			}
 			return 2
 		}
 		log.Print(err)

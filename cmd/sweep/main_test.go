@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// sweepBin is the binary under test, built once by TestMain.
+var sweepBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sweep-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sweepBin = filepath.Join(dir, "sweep")
+	if out, err := exec.Command("go", "build", "-o", sweepBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sweep: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// sweepCmd runs the binary in dir and returns stdout, stderr and the exit code.
+func sweepCmd(t *testing.T, dir string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(sweepBin, args...)
+	cmd.Dir = dir
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, "sweep.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func load(t *testing.T, dbPath string) map[string][]storage.FrozenTrial {
+	t.Helper()
+	s, err := storage.OpenSQLite(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	studies, err := s.Studies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]storage.FrozenTrial{}
+	for _, st := range studies {
+		trials, err := s.Trials(ctx, st.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[st.Name] = trials
+	}
+	return out
+}
+
+// checkBudgets asserts every study has exactly budget COMPLETE+PRUNED trials,
+// nothing RUNNING or WAITING, and numbers 0..n-1.
+func checkBudgets(t *testing.T, studies map[string][]storage.FrozenTrial, want, budget int) {
+	t.Helper()
+	if len(studies) != want {
+		t.Errorf("%d studies, want %d", len(studies), want)
+	}
+	for name, trials := range studies {
+		n := storage.Count(trials)
+		if n[storage.Complete]+n[storage.Pruned] != budget || n[storage.Running] != 0 || n[storage.Waiting] != 0 {
+			t.Errorf("%s: states %v, want %d COMPLETE+PRUNED and none RUNNING or WAITING", name, n, budget)
+		}
+		for i, tr := range trials {
+			if tr.Number != i {
+				t.Errorf("%s: trial numbers not 0..n-1 at %d: %d", name, i, tr.Number)
+				break
+			}
+		}
+	}
+}
+
+// TestExampleSweepReadByOptuna runs the README's example and has Optuna
+// (Debian python3-optuna) open every study and report the same best trials.
+func TestExampleSweepReadByOptuna(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile("../../examples/synthetic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, dir, string(raw))
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("sweep run exit %d:\n%s", code, errOut)
+	}
+	db := filepath.Join(dir, "synthetic.db")
+	studies := load(t, db)
+	checkBudgets(t, studies, 8, 8)
+	pruned := 0
+	for name, trials := range studies {
+		for _, tr := range trials {
+			if tr.State != storage.Pruned {
+				continue
+			}
+			pruned++
+			_, last, ok := tr.LastStep()
+			if !ok || tr.Value == nil || *tr.Value != last {
+				t.Errorf("%s#%d PRUNED with value %v, want its last intermediate value %v", name, tr.Number, tr.Value, last)
+			}
+		}
+	}
+	if pruned == 0 {
+		t.Error("the median pruner pruned nothing in the example sweep")
+	}
+
+	python := "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import optuna").CombinedOutput(); err != nil {
+		t.Fatalf("Optuna is needed for this test: apt-get install python3-optuna (%v: %s)", err, out)
+	}
+	out, err := exec.Command(python, "testdata/optuna_reads_db.py", db, "--json", "--skip-compat").CombinedOutput()
+	if err != nil {
+		t.Fatalf("optuna_reads_db.py: %v\n%s", err, out)
+	}
+	var report struct {
+		Studies []struct {
+			Name string `json:"name"`
+			Best struct {
+				Number int     `json:"number"`
+				Value  float64 `json:"value"`
+			} `json:"best"`
+			States map[string]int `json:"states"`
+		} `json:"studies"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(report.Studies) != 8 || len(report.Warnings) > 0 {
+		t.Fatalf("Optuna saw %d studies, warnings %v", len(report.Studies), report.Warnings)
+	}
+	for _, st := range report.Studies {
+		best, ok := storage.BestTrial(studies[st.Name], storage.Maximize)
+		if !ok || best.Number != st.Best.Number || *best.Value != st.Best.Value {
+			t.Errorf("%s: Optuna's best #%d %v, ours #%d %v", st.Name, st.Best.Number, st.Best.Value, best.Number, *best.Value)
+		}
+	}
+	// sweep best prints the same trials.
+	stdout, errOut, code := sweepCmd(t, dir, "best", "--method", "read", "--config", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("sweep best: %s", errOut)
+	}
+	for _, st := range report.Studies {
+		if strings.HasPrefix(st.Name, "read/") && strings.Contains(stdout, st.Name) {
+			if !strings.Contains(stdout, fmt.Sprintf("%s#%d", st.Name, st.Best.Number)) {
+				t.Errorf("sweep best does not list %s#%d:\n%s", st.Name, st.Best.Number, stdout)
+			}
+		}
+	}
+}
+
+const failureConfig = `storage: sqlite:///f.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic:
+    - {fail: panic, name: panics}
+    - {fail: no_final, name: silent}
+    - {fail: nan, name: nan}
+    - {fail: exit, name: exits}
+    - {name: fine}
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 2
+max_retries: 1
+max_failures: 2
+training: {max_epochs: 2}
+`
+
+// TestFailingTrials checks that a panic, a missing final line, a NaN value
+// and a non-zero exit each end FAIL with their reason and stderr, are
+// retried once with the same parameters, and that the run reports it.
+func TestFailingTrials(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, failureConfig)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 {
+		t.Errorf("exit %d, want 1 (studies abandoned)\n%s", code, errOut)
+	}
+	studies := load(t, filepath.Join(dir, "f.db"))
+	reasons := map[string]string{
+		"panics": "exit status 2", "silent": "without a final line", "nan": "NaN", "exits": "exit status 3",
+	}
+	for arch, reason := range reasons {
+		trials := studies["synthetic/"+arch+"/sst2"]
+		n := storage.Count(trials)
+		if n[storage.Fail] != 2 || n[storage.Complete] != 0 {
+			t.Errorf("%s: states %v, want 2 FAIL (first try and one retry)", arch, n)
+			continue
+		}
+		first, retry := trials[0], trials[1]
+		if got, _ := first.UserAttrs["fail_reason"].(string); !strings.Contains(got, reason) {
+			t.Errorf("%s: fail_reason %q, want it to mention %q", arch, got, reason)
+		}
+		if f, _ := retry.SystemAttrs["failed_trial"].(float64); int(f) != first.Number || retry.Params["lr"] != first.Params["lr"] {
+			t.Errorf("%s: retry %+v is not a copy of trial %d", arch, retry.SystemAttrs, first.Number)
+		}
+	}
+	if tail, _ := studies["synthetic/panics/sst2"][0].UserAttrs["stderr_tail"].(string); !strings.Contains(tail, "panic: synthetic failure") {
+		t.Errorf("stderr_tail of the panicking trial: %q", tail)
+	}
+	if n := storage.Count(studies["synthetic/fine/sst2"]); n[storage.Complete] != 2 {
+		t.Errorf("the healthy study: %v, want 2 COMPLETE", n)
+	}
+	stdout, _, _ := sweepCmd(t, dir, "trials", "synthetic/panics/sst2", "--state", "fail", "--storage", "sqlite:///f.db")
+	if !strings.Contains(stdout, "retry of #0") {
+		t.Errorf("sweep trials output:\n%s", stdout)
+	}
+}
+
+const slowConfig = `storage: sqlite:///k.db
+trainer: synthetic
+datasets: [sst2, rte]
+methods:
+  read:
+    - {cell: gru, epoch_ms: 60}
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 6
+sampler: {seed: 1, n_startup_trials: 3}
+training: {max_epochs: 4}
+parallel: 2
+heartbeat_interval: 300ms
+heartbeat_grace: 1s
+kill_grace: 1s
+`
+
+// TestKillAndResume kills `sweep run` with SIGKILL in the middle of a sweep
+// and checks that a second run loses no finished trial, reruns the orphans
+// and ends with every budget exact.
+func TestKillAndResume(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, slowConfig)
+	db := filepath.Join(dir, "k.db")
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var before map[string][]storage.FrozenTrial
+	for {
+		time.Sleep(100 * time.Millisecond)
+		if _, err := os.Stat(db); err != nil {
+			continue
+		}
+		before = load(t, db)
+		complete, running := 0, 0
+		for _, trials := range before {
+			n := storage.Count(trials)
+			complete += n[storage.Complete]
+			running += n[storage.Running]
+		}
+		if complete >= 3 && running > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep never reached 3 COMPLETE trials with some RUNNING")
+		}
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	before = load(t, db)
+	time.Sleep(1500 * time.Millisecond) // let the orphans' heartbeats go stale
+
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("resume: exit %d\n%s", code, errOut)
+	}
+	after := load(t, db)
+	checkBudgets(t, after, 2, 6)
+	orphans := 0
+	for name, trials := range before {
+		for _, tr := range trials {
+			now := after[name][tr.Number]
+			switch tr.State {
+			case storage.Complete:
+				if now.ID != tr.ID || now.State != storage.Complete || *now.Value != *tr.Value {
+					t.Errorf("%s#%d was COMPLETE %v before the kill, now %s %v", name, tr.Number, *tr.Value, now.State, now.Value)
+				}
+			case storage.Running:
+				orphans++
+				if now.State != storage.Fail {
+					t.Errorf("%s#%d was orphaned by the kill; now %s, want FAIL", name, tr.Number, now.State)
+				}
+			}
+		}
+	}
+	if orphans == 0 {
+		t.Fatal("the kill left no RUNNING trial; the test proved nothing")
+	}
+	// Each orphan was retried with its parameters.
+	for name, trials := range after {
+		for _, tr := range trials {
+			if tr.State != storage.Fail {
+				continue
+			}
+			found := false
+			for _, r := range trials {
+				if f, ok := r.SystemAttrs["failed_trial"].(float64); ok && int(f) == tr.Number && r.Params["lr"] == tr.Params["lr"] {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s#%d failed and was not retried", name, tr.Number)
+			}
+		}
+	}
+}
+
+// TestConcurrentRuns starts two `sweep run` on one database: they share the
+// work, run nothing twice, and every study ends with exactly its budget.
+func TestConcurrentRuns(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, strings.Replace(slowConfig, "epoch_ms: 60", "epoch_ms: 20", 1))
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for range 2 {
+		cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+		cmd.Dir = dir
+		var b bytes.Buffer
+		cmd.Stderr = &b
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+		outs = append(outs, &b)
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("run %d: %v\n%s", i, err, outs[i])
+		}
+	}
+	studies := load(t, filepath.Join(dir, "k.db"))
+	checkBudgets(t, studies, 2, 6)
+	for name, trials := range studies {
+		if n := len(trials); n != 6 {
+			t.Errorf("%s has %d trials, want 6 (none run twice, none failed)", name, n)
+		}
+	}
+	// Both processes did some of the work.
+	for i, b := range outs {
+		if !strings.Contains(b.String(), "COMPLETE") {
+			t.Errorf("run %d finished no trial:\n%s", i, b)
+		}
+	}
+}
+
+// TestAskTell drives a study through ask and tell as an external objective
+// would, and checks that a seed makes the sequence reproducible.
+func TestAskTell(t *testing.T) {
+	space := `{"x": {"name": "FloatDistribution", "attributes": {"low": -5.0, "high": 10.0}}, "y": {"name": "FloatDistribution", "attributes": {"low": 0.0, "high": 15.0}}}`
+	sequence := func(dir string) []string {
+		var seq []string
+		for i := range 14 {
+			out, errOut, code := sweepCmd(t, dir, "ask", "--storage", "sqlite:///a.db", "--study-name", "branin",
+				"--sampler", "tpe", "--sampler-kwargs", `{"seed": 5, "n_startup_trials": 5}`, "--search-space", space)
+			if code != 0 {
+				t.Fatalf("ask %d: %s", i, errOut)
+			}
+			var got struct {
+				Number int                `json:"number"`
+				Params map[string]float64 `json:"params"`
+			}
+			if err := json.Unmarshal([]byte(out), &got); err != nil || got.Number != i {
+				t.Fatalf("ask %d printed %q (%v)", i, out, err)
+			}
+			v := fmt.Sprint((got.Params["x"]-2)*(got.Params["x"]-2) + got.Params["y"])
+			if _, errOut, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin",
+				"--trial-number", fmt.Sprint(got.Number), "--values", v); code != 0 {
+				t.Fatalf("tell %d: %s", i, errOut)
+			}
+			seq = append(seq, strings.TrimSpace(out))
+		}
+		return seq
+	}
+	a, b := sequence(t.TempDir()), sequence(t.TempDir())
+	if strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Errorf("same seed, different asks:\n%s\n---\n%s", strings.Join(a, "\n"), strings.Join(b, "\n"))
+	}
+	dir := t.TempDir()
+	sequence(dir)
+	trials := load(t, filepath.Join(dir, "a.db"))["branin"]
+	values := make([]float64, 0, len(trials))
+	for _, tr := range trials {
+		if tr.State != storage.Complete {
+			t.Errorf("trial %d is %s after tell", tr.Number, tr.State)
+		}
+		values = append(values, *tr.Value)
+	}
+	sort.Float64s(values)
+	if _, errOut, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin", "--trial-number", "0", "--values", "1"); code != 1 || !strings.Contains(errOut, "already finished") {
+		t.Errorf("telling a finished trial: exit %d, %s", code, errOut)
+	}
+	if _, _, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin", "--trial-number", "0", "--values", "1", "--skip-if-finished"); code != 0 {
+		t.Errorf("--skip-if-finished: exit %d", code)
+	}
+}
+
+// TestCLIErrors checks exit codes and messages of misuse.
+func TestCLIErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"run"}, 2, "usage: sweep run"},
+		{[]string{"run", "missing.yaml"}, 1, "missing.yaml"},
+		{[]string{"studies", "--storage", "sqlite:///nothing.db"}, 1, "no database at nothing.db"},
+		{[]string{"best"}, 2, "usage: sweep best"},
+		{[]string{"run", "sweep.yaml", "--only", "colour=red"}, 2, "unknown key \"colour\""},
+		{[]string{"trial"}, 1, "trial: spec from standard input"},
+	}
+	writeConfig(t, dir, "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, errOut, code := sweepCmd(t, dir, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d mentioning %q", code, errOut, tc.code, tc.want)
+			}
+		})
+	}
+}
