@@ -137,4 +137,3 @@ func Plan(c *Config, f Filter) []Planned {
 	}
 	return out
 }
-

@@ -542,7 +542,7 @@ type TrialOptions struct {
 	Heartbeat bool
 	// ClaimWaiting makes a Running request take the oldest WAITING trial,
 	// if any, instead of a new one (Optuna's ask does the same).
-	ClaimWaiting bool
+	ClaimWaiting  bool
 	Params        map[string]float64
 	Distributions map[string]Distribution
 	UserAttrs     map[string]any
