@@ -50,7 +50,8 @@ type Runner struct {
 	Executable string
 }
 
-// ProgressFunc reports done of total trials and what is running now.
+// ProgressFunc reports done of total trials and what is running now. A
+// Runner never calls it concurrently.
 type ProgressFunc func(done, total int, running []string)
 
 // Result counts what one Run did.
@@ -71,10 +72,11 @@ type studyState struct {
 }
 
 type runState struct {
-	mu      sync.Mutex
-	studies []*studyState
-	running map[int64]string // trial id → label for progress
-	result  Result
+	progressMu sync.Mutex // serialises Progress calls
+	mu         sync.Mutex
+	studies    []*studyState
+	running    map[int64]string // trial id → label for progress
+	result     Result
 }
 
 // Run fills every planned study to its budget and returns when all are
@@ -228,6 +230,8 @@ func (r *Runner) progress(rs *runState) {
 	}
 	rs.mu.Unlock()
 	sort.Strings(running)
+	rs.progressMu.Lock()
+	defer rs.progressMu.Unlock()
 	r.Progress(done, total, running)
 }
 
@@ -279,7 +283,16 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 	rs.running[t.ID] = label
 	rs.mu.Unlock()
 	start := time.Now()
-	out := r.spawn(ctx, ss, t, slot)
+	epochs := ""
+	if e, ok := cfg.Training["max_epochs"].(int); ok {
+		epochs = "/" + strconv.Itoa(e)
+	}
+	out := r.spawn(ctx, ss, t, slot, func(step int) {
+		rs.mu.Lock()
+		rs.running[t.ID] = fmt.Sprintf("%s epoch %d%s", label, step+1, epochs)
+		rs.mu.Unlock()
+		r.progress(rs)
+	})
 	rs.mu.Lock()
 	delete(rs.running, t.ID)
 	rs.mu.Unlock()
@@ -442,8 +455,9 @@ func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error
 	return n, nil
 }
 
-// spawn runs the trial process and turns what it reports into an outcome.
-func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTrial, slot int) outcome {
+// spawn runs the trial process and turns what it reports into an outcome;
+// onEpoch is called after each reported epoch, for progress display.
+func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTrial, slot int, onEpoch func(step int)) outcome {
 	cfg := r.Config
 	spec := trial.Spec{
 		Version: trial.Version, TrialID: t.ID, Number: t.Number, Study: ss.plan.Name,
@@ -558,6 +572,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 		}
 		v := float64(m.Value)
 		lastValue, hasLast = v, true
+		onEpoch(m.Step)
 		if err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Intermediate: map[int]float64{m.Step: v}}); err != nil {
 			if errors.Is(err, storage.ErrTrialFinished) {
 				mu.Lock()

@@ -169,8 +169,18 @@ func TestExampleSweepReadByOptuna(t *testing.T) {
 			t.Errorf("%s: Optuna's best #%d %v, ours #%d %v", st.Name, st.Best.Number, st.Best.Value, best.Number, *best.Value)
 		}
 	}
+	// export writes every trial.
+	stdout, errOut, code := sweepCmd(t, dir, "export", "--format", "json", "--config", "sweep.yaml")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(stdout), &rows) != nil || len(rows) != 64 {
+		t.Errorf("export json: exit %d, %d rows, %s", code, len(rows), errOut)
+	}
+	stdout, _, _ = sweepCmd(t, dir, "export", "--config", "sweep.yaml")
+	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 65 || !strings.HasPrefix(lines[0], "study,method,arch,dataset,number,state,value,params_lr") {
+		t.Errorf("export csv: %d lines, header %q", len(lines), lines[0])
+	}
 	// sweep best prints the same trials.
-	stdout, errOut, code := sweepCmd(t, dir, "best", "--method", "read", "--config", "sweep.yaml")
+	stdout, errOut, code = sweepCmd(t, dir, "best", "--method", "read", "--config", "sweep.yaml")
 	if code != 0 {
 		t.Fatalf("sweep best: %s", errOut)
 	}
@@ -239,6 +249,24 @@ func TestFailingTrials(t *testing.T) {
 	stdout, _, _ := sweepCmd(t, dir, "trials", "synthetic/panics/sst2", "--state", "fail", "--storage", "sqlite:///f.db")
 	if !strings.Contains(stdout, "retry of #0") {
 		t.Errorf("sweep trials output:\n%s", stdout)
+	}
+	stdout, _, _ = sweepCmd(t, dir, "show", "synthetic/panics/sst2#0", "--config", "sweep.yaml")
+	for _, want := range []string{"FAIL", "fail_reason", "stderr_tail:", "panic: synthetic failure", "FloatDistribution"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("sweep show lacks %q:\n%s", want, stdout)
+		}
+	}
+	// The user re-enqueues the last failure of each study by hand.
+	stdout, errOut, code = sweepCmd(t, dir, "retry", "--config", "sweep.yaml")
+	if code != 0 || !strings.Contains(stdout, "4 trial(s) enqueued") {
+		t.Errorf("sweep retry: exit %d\n%s%s", code, stdout, errOut)
+	}
+	if n := storage.Count(load(t, filepath.Join(dir, "f.db"))["synthetic/nan/sst2"]); n[storage.Waiting] != 1 {
+		t.Errorf("after retry: %v, want one WAITING trial", n)
+	}
+	stdout, _, _ = sweepCmd(t, dir, "run", "sweep.yaml", "--dry-run")
+	if !strings.Contains(stdout, "synthetic/fine/sst2") || !strings.Contains(stdout, "8 trials to run") {
+		t.Errorf("dry run:\n%s", stdout)
 	}
 }
 
