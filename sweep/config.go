@@ -201,6 +201,9 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 	if _, ok := c.Space["lr"]; !ok && c.Trainer == "synthetic" {
 		return nil, &ConfigError{File: file, Field: "search.lr", Err: errors.New("the synthetic trainer needs an lr parameter")}
 	}
+	if err := c.checkCommand(root); err != nil {
+		return nil, err
+	}
 	if c.HeartbeatGrace == 0 {
 		c.HeartbeatGrace = 2 * c.HeartbeatInterval
 	}
@@ -215,6 +218,42 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		c.Seed = int64(s)
 	}
 	return c, nil
+}
+
+// checkCommand rejects placeholders in the command template that some
+// trial could not fill: each must be a fixed name, a search parameter, or a
+// setting of every architecture candidate.
+func (c *Config) checkCommand(root *yaml.Node) error {
+	line := 0
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "command" {
+			line = root.Content[i+1].Line
+		}
+	}
+	for i, arg := range c.Command {
+		for _, m := range placeholder.FindAllString(arg, -1) {
+			name := m[1 : len(m)-1]
+			if contains(fixedPlaceholders, name) {
+				continue
+			}
+			if _, ok := c.Space[name]; ok {
+				continue
+			}
+			everywhere := len(c.Methods) > 0
+			for _, meth := range c.Methods {
+				for _, a := range meth.Archs {
+					if _, ok := a.Settings[name]; !ok {
+						everywhere = false
+					}
+				}
+			}
+			if !everywhere {
+				return &ConfigError{File: c.File, Line: line, Field: fmt.Sprintf("command[%d]", i),
+					Err: fmt.Errorf("placeholder %s is not a search parameter, a setting of every candidate, or one of %s", m, strings.Join(fixedPlaceholders, ", "))}
+			}
+		}
+	}
+	return nil
 }
 
 // parser walks yaml nodes, producing ConfigErrors with line numbers.

@@ -82,6 +82,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad pruner", base + "pruner: {name: hyperband}\n", "sweeps.yaml:6: pruner.name: \"hyperband\" is not one of none, median"},
 		{"bad duration", base + "heartbeat_interval: soon\n", "sweeps.yaml:6: heartbeat_interval: want a positive duration"},
 		{"duplicate key", base + "trials: 3\ntrials: 4\n", "sweeps.yaml:7: trials: duplicate key"},
+		{"unknown placeholder", base + "command: [python3, train.py, --lr, \"{lr}\", --rank, \"{rank}\"]\n", "sweeps.yaml:6: command[5]: placeholder {rank} is not"},
 		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml: yaml: line"},
 	}
 	for _, tc := range tests {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -658,31 +659,28 @@ func (r *Runner) argv(spec trial.Spec, specPath string) ([]string, error) {
 	}
 	out := make([]string, len(r.Config.Command))
 	for i, arg := range r.Config.Command {
-		var b strings.Builder
-		for {
-			open := strings.IndexByte(arg, '{')
-			if open < 0 {
-				b.WriteString(arg)
-				break
+		var unknown string
+		out[i] = placeholder.ReplaceAllStringFunc(arg, func(m string) string {
+			v, ok := vars[m[1:len(m)-1]]
+			if !ok && unknown == "" {
+				unknown = m
 			}
-			end := strings.IndexByte(arg[open:], '}')
-			if end < 0 {
-				b.WriteString(arg)
-				break
-			}
-			name := arg[open+1 : open+end]
-			v, ok := vars[name]
-			if !ok {
-				return nil, fmt.Errorf("command[%d] %q: unknown placeholder {%s}", i, r.Config.Command[i], name)
-			}
-			b.WriteString(arg[:open])
-			b.WriteString(v)
-			arg = arg[open+end+1:]
+			return v
+		})
+		if unknown != "" {
+			return nil, fmt.Errorf("command[%d] %q: unknown placeholder %s", i, arg, unknown)
 		}
-		out[i] = b.String()
 	}
 	return out, nil
 }
+
+// placeholder matches {name} in command templates; other braces (JSON in an
+// argument, say) are left alone.
+var placeholder = regexp.MustCompile(`\{[A-Za-z_][A-Za-z0-9_]*\}`)
+
+// fixedPlaceholders are the command placeholders every trial defines,
+// besides its parameters and architecture settings.
+var fixedPlaceholders = []string{"trial_id", "number", "study", "method", "arch", "dataset", "seed", "spec", "output_dir", "model", "data_dir"}
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {

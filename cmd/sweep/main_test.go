@@ -484,3 +484,45 @@ func TestCLIErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestExternalCommand sweeps a program named by `command:`: placeholders are
+// filled in, GPU slots are passed in CUDA_VISIBLE_DEVICES, and the spec file
+// is named by $SWEEP_TRIAL_SPEC.
+func TestExternalCommand(t *testing.T) {
+	dir := t.TempDir()
+	script := `test -s "$SWEEP_TRIAL_SPEC" || exit 9; echo noise; echo "{\"type\": \"epoch\", \"step\": 0, \"value\": $1}"; echo "{\"type\": \"final\", \"value\": $1, \"attrs\": {\"gpu\": \"$CUDA_VISIBLE_DEVICES\", \"arch\": \"$2\", \"rank\": $3}}"`
+	writeConfig(t, dir, `storage: sqlite:///e.db
+datasets: [mrpc]
+methods:
+  lora: [{rank: 8}, {rank: 16}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 3
+parallel: 2
+gpus: [3, 5]
+command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{lr}", "{arch}", "{rank}"]
+`)
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	studies := load(t, filepath.Join(dir, "e.db"))
+	checkBudgets(t, studies, 2, 3)
+	for name, trials := range studies {
+		for _, tr := range trials {
+			if *tr.Value != tr.Params["lr"] {
+				t.Errorf("%s#%d: value %v, want the lr %v passed as {lr}", name, tr.Number, *tr.Value, tr.Params["lr"])
+			}
+			if gpu := tr.UserAttrs["gpu"]; gpu != "3" && gpu != "5" {
+				t.Errorf("%s#%d: CUDA_VISIBLE_DEVICES = %v", name, tr.Number, gpu)
+			}
+			if arch := tr.UserAttrs["arch"]; "lora/"+arch.(string)+"/mrpc" != name {
+				t.Errorf("%s#%d: {arch} = %v", name, tr.Number, arch)
+			}
+		}
+	}
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
