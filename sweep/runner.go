@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -365,7 +367,7 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	if out.value != nil {
 		line += fmt.Sprintf(" %.4f", *out.value)
 	}
-	for _, name := range sortedKeys(t.Params) {
+	for _, name := range slices.Sorted(maps.Keys(t.Params)) {
 		line += fmt.Sprintf(" %s=%.3g", name, t.Params[name])
 	}
 	line += fmt.Sprintf(" (%.1fs)", took.Seconds())

@@ -138,34 +138,24 @@ func cmdTell(args []string) error {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	st, err := findStudy(ctx, s, *name)
+	_, t, err := findTrial(ctx, s, *name, *number)
 	if err != nil {
 		return err
 	}
-	trials, err := s.Trials(ctx, st.ID)
-	if err != nil {
-		return err
+	if state == storage.Pruned && value == nil {
+		if _, v, ok := t.LastStep(); ok {
+			value = &v
+		}
 	}
-	for _, t := range trials {
-		if t.Number != *number {
-			continue
-		}
-		if state == storage.Pruned && value == nil {
-			if _, v, ok := t.LastStep(); ok {
-				value = &v
-			}
-		}
-		err := s.UpdateTrial(ctx, t.ID, storage.TrialUpdate{State: &state, Value: value})
-		if errors.Is(err, storage.ErrTrialFinished) && *skip {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "sweep: told trial %d with values %v and state %s\n", t.Number, formatPtr(value), state)
+	err = s.UpdateTrial(ctx, t.ID, storage.TrialUpdate{State: &state, Value: value})
+	if errors.Is(err, storage.ErrTrialFinished) && *skip {
 		return nil
 	}
-	return fmt.Errorf("study %s has no trial %d", *name, *number)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "sweep: told trial %d with values %v and state %s\n", t.Number, formatPtr(value), state)
+	return nil
 }
 
 func formatPtr(v *float64) string {

@@ -7,9 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -189,13 +190,8 @@ func cmdStudies(args []string) error {
 }
 
 func formatParams(t storage.FrozenTrial) string {
-	names := make([]string, 0, len(t.Params))
-	for n := range t.Params {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	var parts []string
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(t.Params)) {
 		parts = append(parts, fmt.Sprintf("%s=%v", n, formatParam(t, n)))
 	}
 	return strings.Join(parts, " ")
@@ -218,6 +214,24 @@ func findStudy(ctx context.Context, s storage.Storage, name string) (storage.Stu
 		hint = "; `sweep studies` lists the " + strconv.Itoa(len(names)) + " studies"
 	}
 	return storage.Study{}, fmt.Errorf("no study named %q%s", name, hint)
+}
+
+// findTrial returns trial number n of the named study.
+func findTrial(ctx context.Context, s storage.Storage, name string, n int) (storage.Study, storage.FrozenTrial, error) {
+	st, err := findStudy(ctx, s, name)
+	if err != nil {
+		return st, storage.FrozenTrial{}, err
+	}
+	trials, err := s.Trials(ctx, st.ID)
+	if err != nil {
+		return st, storage.FrozenTrial{}, err
+	}
+	for _, t := range trials {
+		if t.Number == n {
+			return st, t, nil
+		}
+	}
+	return st, storage.FrozenTrial{}, fmt.Errorf("study %s has no trial #%d (it has %d trials)", name, n, len(trials))
 }
 
 func cmdTrials(args []string) error {
@@ -282,21 +296,12 @@ func cmdShow(args []string) error {
 		if !ok || err != nil {
 			return fmt.Errorf("%w: %q: want STUDY#NUMBER, e.g. read/gru-256/sst2#3", errUsage, pos[0])
 		}
-		st, err := findStudy(ctx, s, name)
+		st, t, err := findTrial(ctx, s, name, n)
 		if err != nil {
 			return err
 		}
-		trials, err := s.Trials(ctx, st.ID)
-		if err != nil {
-			return err
-		}
-		for _, t := range trials {
-			if t.Number == n {
-				printTrial(os.Stdout, st, t)
-				return nil
-			}
-		}
-		return fmt.Errorf("study %s has no trial #%d (it has %d trials)", name, n, len(trials))
+		printTrial(os.Stdout, st, t)
+		return nil
 	})
 }
 
@@ -315,7 +320,7 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 	fmt.Fprintf(w, "started %s, finished %s\n", ts(t.Start), ts(t.Complete))
 	if len(t.Params) > 0 {
 		fmt.Fprintln(w, "\nparams:")
-		for _, name := range sortedKeys(t.Params) {
+		for _, name := range slices.Sorted(maps.Keys(t.Params)) {
 			dj, _ := json.Marshal(t.Distributions[name])
 			fmt.Fprintf(w, "  %s = %v    %s\n", name, t.Distributions[name].ToExternal(t.Params[name]), dj)
 		}
@@ -334,7 +339,7 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s:\n", group.title)
-		for _, k := range sortedKeys(group.m) {
+		for _, k := range slices.Sorted(maps.Keys(group.m)) {
 			v := group.m[k]
 			if s, ok := v.(string); ok && strings.Contains(s, "\n") {
 				fmt.Fprintf(w, "  %s:\n    %s\n", k, strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    "))
@@ -346,14 +351,6 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 func cmdRetry(args []string) error {
 	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
@@ -474,7 +471,7 @@ func writeCSV(w io.Writer, rows []exportRow) error {
 			params[k] = true
 		}
 	}
-	pnames := sortedKeys(params)
+	pnames := slices.Sorted(maps.Keys(params))
 	cw := csv.NewWriter(w)
 	head := []string{"study", "method", "arch", "dataset", "number", "state", "value"}
 	for _, p := range pnames {

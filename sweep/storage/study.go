@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -35,31 +36,13 @@ func (s TrialState) IsFinished() bool { return s == Complete || s == Pruned || s
 // ParseTrialState accepts Optuna's state names in any case.
 func ParseTrialState(name string) (TrialState, error) {
 	for i, n := range stateNames {
-		if equalFold(n, name) {
+		if strings.EqualFold(n, name) {
 			return TrialState(i), nil
 		}
 	}
 	return 0, fmt.Errorf("storage: unknown trial state %q (want running, complete, pruned, fail or waiting)", name)
 }
 
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'a' <= x && x <= 'z' {
-			x -= 'a' - 'A'
-		}
-		if 'a' <= y && y <= 'z' {
-			y -= 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
 
 // Direction says whether a study minimises or maximises its objective.
 type Direction int
@@ -79,9 +62,9 @@ func (d Direction) String() string {
 // ParseDirection accepts "minimize" or "maximize" in any case.
 func ParseDirection(s string) (Direction, error) {
 	switch {
-	case equalFold(s, "minimize"):
+	case strings.EqualFold(s, "minimize"):
 		return Minimize, nil
-	case equalFold(s, "maximize"):
+	case strings.EqualFold(s, "maximize"):
 		return Maximize, nil
 	}
 	return 0, fmt.Errorf("storage: unknown direction %q (want minimize or maximize)", s)

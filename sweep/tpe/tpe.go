@@ -18,8 +18,10 @@ package tpe
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -157,7 +159,7 @@ func NewRandom(seed uint64, seeded bool) *Random {
 func (r *Random) Sample(_ storage.Study, _ []storage.FrozenTrial, number int, space map[string]storage.Distribution) (map[string]float64, error) {
 	rng := trialRNG(r.Seed, number)
 	out := make(map[string]float64, len(space))
-	for _, name := range sortedNames(space) {
+	for _, name := range slices.Sorted(maps.Keys(space)) {
 		out[name] = sampleRandom(rng, space[name])
 	}
 	return out, nil
@@ -176,14 +178,6 @@ func splitmix64(x uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-func sortedNames(space map[string]storage.Distribution) []string {
-	names := make([]string, 0, len(space))
-	for n := range space {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
 
 // sampleRandom implements Optuna's RandomSampler for one distribution.
 func sampleRandom(rng *rand.Rand, d storage.Distribution) float64 {
@@ -229,7 +223,7 @@ func (s *Sampler) Sample(study storage.Study, trials []storage.FrozenTrial, numb
 	rng := trialRNG(s.opts.Seed, number)
 	out := make(map[string]float64, len(space))
 	var dims []string
-	for _, name := range sortedNames(space) {
+	for _, name := range slices.Sorted(maps.Keys(space)) {
 		if d := space[name]; d.Single() {
 			out[name] = d.Low
 			if d.Kind == storage.CategoricalDist {
