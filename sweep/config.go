@@ -625,4 +625,3 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
-

@@ -351,7 +351,6 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 	}
 }
 
-
 func cmdRetry(args []string) error {
 	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
 	get := storageFlags(fs)

@@ -43,7 +43,6 @@ func ParseTrialState(name string) (TrialState, error) {
 	return 0, fmt.Errorf("storage: unknown trial state %q (want running, complete, pruned, fail or waiting)", name)
 }
 
-
 // Direction says whether a study minimises or maximises its objective.
 type Direction int
 

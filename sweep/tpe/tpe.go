@@ -178,7 +178,6 @@ func splitmix64(x uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-
 // sampleRandom implements Optuna's RandomSampler for one distribution.
 func sampleRandom(rng *rand.Rand, d storage.Distribution) float64 {
 	switch d.Kind {
