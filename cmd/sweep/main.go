@@ -13,6 +13,8 @@
 //	sweep export [--format csv|json] [--out FILE]   every trial
 //	sweep ask --study-name NAME --search-space JSON [--direction D] [--sampler tpe|random] [--sampler-kwargs JSON]
 //	sweep tell --study-name NAME --trial-number N (--values V | --state fail|pruned)
+//	sweep fetch glue [--dir data/glue] [--tasks cola,...]   GLUE from the hub (HF_ENDPOINT, HF_TOKEN)
+//	sweep data stats [--dir data/glue] [--seed 42]  split sizes after the paper's protocol
 //	sweep bench tpe [--seeds 30] [--trials 32]      sampler quality and speed
 //
 // Commands that read a database take --storage URL (default $SWEEP_STORAGE,
@@ -56,6 +58,8 @@ func commands() []command {
 		{"export", "export every trial as csv or json", cmdExport, false},
 		{"ask", "create a trial and print its parameters (like optuna ask)", cmdAsk, false},
 		{"tell", "finish a trial (like optuna tell)", cmdTell, false},
+		{"fetch", "download data: fetch glue", cmdFetch, false},
+		{"data", "data reports: data stats", cmdData, false},
 		{"bench", "benchmarks: bench tpe", cmdBench, false},
 		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
 	}

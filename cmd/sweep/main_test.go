@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readsweep/readsweep/hub/hubtest"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -525,4 +526,29 @@ command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{lr}", "{arch}", 
 func strconvQuote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestDataCommands runs `sweep data stats` on the fixture and `sweep fetch
+// glue` against a fake hub.
+func TestDataCommands(t *testing.T) {
+	stdout, errOut, code := sweepCmd(t, ".", "data", "stats", "--dir", "../../glue/testdata/fixture", "--tasks", "cola,qqp,mnli")
+	if code != 0 {
+		t.Fatalf("data stats: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"qqp     tsv    238          40    40", "mnli: MNLI: validation = mismatched, test = matched"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("data stats lacks %q:\n%s", want, stdout)
+		}
+	}
+	hubtest.NewServer(t, map[string][]byte{
+		"datasets/nyu-mll/glue/rte/train.jsonl": []byte("{}"), // not parquet: ignored
+	})
+	dir := t.TempDir()
+	_, errOut, code = sweepCmd(t, dir, "fetch", "glue", "--tasks", "rte")
+	if code != 1 || !strings.Contains(errOut, "no train/validation parquet files") {
+		t.Errorf("fetch of a task the hub lacks: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := sweepCmd(t, dir, "fetch", "glue", "--tasks", "glue"); code != 2 || !strings.Contains(errOut, "unknown task") {
+		t.Errorf("fetch of an unknown task: exit %d, %s", code, errOut)
+	}
 }

@@ -1,0 +1,60 @@
+package glue
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/readsweep/readsweep/hub"
+	"github.com/readsweep/readsweep/hub/hubtest"
+)
+
+type colaRow struct {
+	Sentence string `parquet:"sentence"`
+	Label    int64  `parquet:"label"`
+	Idx      int32  `parquet:"idx"`
+}
+
+func parquetBytes(t *testing.T, rows []colaRow) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := parquet.Write(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestFetch downloads CoLA from a fake hub and loads what it wrote.
+func TestFetch(t *testing.T) {
+	train := []colaRow{{"A sentence .", 1, 0}, {"Sentence a .", 0, 1}, {"Another one .", 1, 2}}
+	srv := hubtest.NewServer(t, map[string][]byte{
+		"datasets/nyu-mll/glue/cola/train-00000-of-00001.parquet":      parquetBytes(t, train),
+		"datasets/nyu-mll/glue/cola/validation-00000-of-00001.parquet": parquetBytes(t, train[:2]),
+		"datasets/nyu-mll/glue/cola/test-00000-of-00001.parquet":       parquetBytes(t, []colaRow{{"Unlabelled .", -1, 0}}),
+		"datasets/nyu-mll/glue/sst2/train-00000-of-00001.parquet":      []byte("not requested"),
+	})
+	dir := t.TempDir()
+	cola := mustTask(t, "cola")
+	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Load(dir, cola)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Layout != LayoutParquet || len(d.Splits["train"]) != 3 || len(d.Splits["validation"]) != 2 || d.Splits["train"][1].Text[0] != "Sentence a ." {
+		t.Errorf("loaded %+v", d.Splits)
+	}
+	requests := len(srv.Auth())
+	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Auth()) - requests; n != 1 {
+		t.Errorf("a second fetch made %d requests, want only the listing", n)
+	}
+	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{mustTask(t, "rte")}); err == nil {
+		t.Error("fetching a task the hub lacks succeeded")
+	}
+}
