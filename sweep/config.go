@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -70,11 +71,17 @@ type PrunerConfig struct {
 	IntervalSteps  int
 }
 
-// Methods and datasets the orchestrator accepts.
-var (
-	knownMethods  = []string{"full", "bitfit", "lora", "adapter", "prompt", "lst", "read", "synthetic"}
-	knownDatasets = []string{"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"}
-)
+// knownMethods are the methods the orchestrator accepts.
+var knownMethods = []string{"full", "bitfit", "lora", "adapter", "prompt", "lst", "read", "synthetic"}
+
+// knownDatasets returns the GLUE tasks' names.
+func knownDatasets() []string {
+	var names []string
+	for _, t := range glue.Tasks() {
+		names = append(names, t.Name)
+	}
+	return names
+}
 
 // ConfigError reports a problem at a place in a config file.
 type ConfigError struct {
@@ -141,8 +148,8 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		case "datasets":
 			c.Datasets, err = p.strList(v, path)
 			for i, d := range c.Datasets {
-				if !contains(knownDatasets, d) {
-					return p.errf(v.Content[i], fmt.Sprintf("%s[%d]", path, i), "unknown dataset %q (known: %s)", d, strings.Join(knownDatasets, ", "))
+				if !contains(knownDatasets(), d) {
+					return p.errf(v.Content[i], fmt.Sprintf("%s[%d]", path, i), "unknown dataset %q (known: %s)", d, strings.Join(knownDatasets(), ", "))
 				}
 			}
 		case "methods":
