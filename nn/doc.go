@@ -1,0 +1,34 @@
+// Package nn is the numeric core: float32 tensors, hand-written kernels with
+// their backward passes, a reverse-mode tape that orders them, and the AdamW
+// optimiser. It is written in the spirit of llm.c: each layer is a pair of
+// plain functions (forward, backward) over flat slices with their sizes,
+// and the tape only records which backward to run.
+//
+// # Dimension letters
+//
+// B batch, S source length, T target length, D d_model, H heads, K d_kv,
+// F d_ff, V vocab, R recurrent hidden size, N rows (B·S or B·T).
+//
+// # Invariants
+//
+// Kernels write their outputs (the first arguments) and never modify
+// inputs. Backward kernels add (+=) into every gradient they touch, so a
+// tensor used twice accumulates both contributions; doc comments say so.
+// Activations and their gradients live in a Graph's arena and are valid
+// until Graph.Reset; parameters and their gradients live in arenas of
+// their own (see Params). A Tensor whose Grad is nil takes no gradient:
+// ops whose inputs all lack gradients record nothing on the tape and keep
+// no activation for backward, which is how a frozen backbone runs
+// tape-free.
+//
+// # Backends
+//
+// Matrix products go through a Backend: OpenBLAS through cgo when the
+// package is built with cgo (Debian's libopenblas-dev), gonum's pure-Go
+// BLAS otherwise (CGO_ENABLED=0, or the build tag noopenblas). Elementwise
+// kernels are Go loops split over GOMAXPROCS goroutines.
+//
+// OpenBLAS 0.3.21 does not recognise some recent CPUs and then runs generic
+// kernels; OPENBLAS_CORETYPE=SkylakeX (set before the process starts) makes
+// it several times faster there. This package never sets that variable.
+package nn

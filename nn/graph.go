@@ -1,0 +1,478 @@
+package nn
+
+import (
+	"fmt"
+	"math/rand/v2"
+)
+
+// Tensor is a float32 array with a shape. Data and Grad are row-major.
+type Tensor struct {
+	Shape []int
+	Data  []float32
+	Grad  []float32 // nil: no gradient flows into this tensor
+}
+
+// Len returns the number of elements.
+func (t *Tensor) Len() int { return len(t.Data) }
+
+// Dim returns the size of dimension i (negative counts from the end).
+func (t *Tensor) Dim(i int) int {
+	if i < 0 {
+		i += len(t.Shape)
+	}
+	return t.Shape[i]
+}
+
+// Rows returns the product of all but the last dimension.
+func (t *Tensor) Rows() int { return len(t.Data) / t.Dim(-1) }
+
+func numel(shape []int) int {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	return n
+}
+
+// arena hands out zeroed float32 slices from reusable chunks, so a training
+// step allocates nothing once the first step has sized it.
+type arena struct {
+	chunks [][]float32
+	cur    int // chunk in use
+	off    int // next free element in it
+	peak   int // elements handed out at most, over all resets
+	used   int
+}
+
+// arenaFirstChunk is the first chunk's size; each new chunk doubles the
+// last, so a graph sized by its first step stays within one or two chunks.
+const arenaFirstChunk = 1 << 16
+
+func (a *arena) alloc(n int) []float32 {
+	for a.cur < len(a.chunks) {
+		c := a.chunks[a.cur]
+		if a.off+n <= len(c) {
+			s := c[a.off : a.off+n : a.off+n]
+			a.off += n
+			a.used += n
+			a.peak = max(a.peak, a.used)
+			clear(s)
+			return s
+		}
+		a.cur++
+		a.off = 0
+	}
+	size := arenaFirstChunk
+	if k := len(a.chunks); k > 0 {
+		size = 2 * len(a.chunks[k-1])
+	}
+	size = max(size, n)
+	a.chunks = append(a.chunks, make([]float32, size))
+	a.cur = len(a.chunks) - 1
+	a.off = n
+	a.used += n
+	a.peak = max(a.peak, a.used)
+	return a.chunks[a.cur][:n:n]
+}
+
+func (a *arena) reset() { a.cur, a.off, a.used = 0, 0, 0 }
+
+// Graph runs ops: it owns their outputs (in an arena) and, when gradients
+// are wanted, the tape of backward closures.
+type Graph struct {
+	Backend Backend
+	// Train enables dropout.
+	Train bool
+	// NoGrad records nothing: every output has a nil Grad.
+	NoGrad bool
+	// Seed seeds dropout masks; each dropout op draws a fresh stream.
+	Seed uint64
+
+	arena   arena
+	tape    []func()
+	dropout uint64 // dropout ops run since Reset
+}
+
+// NewGraph returns a graph on backend be.
+func NewGraph(be Backend) *Graph { return &Graph{Backend: be} }
+
+// Reset forgets every activation and the tape; tensors from before are
+// invalid afterwards.
+func (g *Graph) Reset() {
+	g.arena.reset()
+	g.tape = g.tape[:0]
+	g.dropout = 0
+}
+
+// PeakBytes returns the most activation memory the graph has held.
+func (g *Graph) PeakBytes() int64 { return int64(g.arena.peak) * 4 }
+
+// New returns a zeroed tensor from the graph's arena, with a gradient
+// buffer when grad is set.
+func (g *Graph) New(grad bool, shape ...int) *Tensor {
+	n := numel(shape)
+	t := &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.alloc(n)}
+	if grad {
+		t.Grad = g.arena.alloc(n)
+	}
+	return t
+}
+
+// wants reports whether an op over inputs must record its backward.
+func (g *Graph) wants(inputs ...*Tensor) bool {
+	if g.NoGrad {
+		return false
+	}
+	for _, t := range inputs {
+		if t != nil && t.Grad != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Graph) record(backward func()) { g.tape = append(g.tape, backward) }
+
+// Backward sets d(loss)/d(loss) = 1 and runs the tape in reverse, adding
+// into every Grad reachable from loss.
+func (g *Graph) Backward(loss *Tensor) {
+	if loss.Grad == nil {
+		panic("nn: Backward: loss has no gradient (no parameter takes one, or NoGrad is set)")
+	}
+	loss.Grad[0] = 1
+	for i := len(g.tape) - 1; i >= 0; i-- {
+		g.tape[i]()
+	}
+}
+
+func grad(t *Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.Grad
+}
+
+func data(t *Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.Data
+}
+
+// Linear returns x·wᵀ (+ bias) over the last dimension of x.
+// x: (..., C); w: (OC, C); bias: (OC) or nil.
+func (g *Graph) Linear(x, w, bias *Tensor) *Tensor {
+	C, OC := x.Dim(-1), w.Dim(0)
+	if w.Dim(1) != C {
+		panic(fmt.Sprintf("nn: Linear: x has %d features, w is %v", C, w.Shape))
+	}
+	N := x.Rows()
+	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), OC)
+	out := g.New(g.wants(x, w, bias), shape...)
+	MatmulForward(g.Backend, out.Data, x.Data, w.Data, data(bias), N, C, OC)
+	if out.Grad != nil {
+		g.record(func() { MatmulBackward(g.Backend, x.Grad, w.Grad, grad(bias), out.Grad, x.Data, w.Data, N, C, OC) })
+	}
+	return out
+}
+
+// Embedding gathers rows of table (V, D) at ids; the result is (len(ids), D).
+func (g *Graph) Embedding(table *Tensor, ids []int32) *Tensor {
+	D := table.Dim(1)
+	out := g.New(g.wants(table), len(ids), D)
+	EmbeddingForward(out.Data, table.Data, ids, D)
+	if out.Grad != nil {
+		g.record(func() { EmbeddingBackward(table.Grad, out.Grad, ids, D) })
+	}
+	return out
+}
+
+// RMSNorm normalises the last dimension of x and scales it by w.
+func (g *Graph) RMSNorm(x, w *Tensor, eps float32) *Tensor {
+	D := x.Dim(-1)
+	N := x.Rows()
+	out := g.New(g.wants(x, w), x.Shape...)
+	rstd := g.arena.alloc(N)
+	RMSNormForward(out.Data, rstd, x.Data, w.Data, N, D, eps)
+	if out.Grad != nil {
+		g.record(func() { RMSNormBackward(x.Grad, grad(w), out.Grad, x.Data, w.Data, rstd, N, D) })
+	}
+	return out
+}
+
+// AttentionOpts describe one attention call's masking.
+type AttentionOpts struct {
+	Heads   int
+	KeyMask []bool // (B, Tk): false marks padding; nil: no padding
+	Causal  bool   // decoder self-attention
+	QOffset int    // position of the first query (incremental decoding)
+}
+
+// Attention returns T5 attention's head outputs (B, Tq, H·K) and the
+// probabilities (B, H, Tq, Tk); bias (H, Tq, Tk) may be nil.
+// q: (B, Tq, H·K); k, v: (B, Tk, H·K).
+func (g *Graph) Attention(q, k, v, bias *Tensor, o AttentionOpts) (out, probs *Tensor) {
+	B, Tq, HK := q.Dim(0), q.Dim(1), q.Dim(2)
+	Tk := k.Dim(1)
+	H := o.Heads
+	K := HK / H
+	want := g.wants(q, k, v, bias)
+	out = g.New(want, B, Tq, HK)
+	probs = g.New(false, B, H, Tq, Tk)
+	AttentionForward(out.Data, probs.Data, q.Data, k.Data, v.Data, data(bias), o.KeyMask, o.Causal, o.QOffset, B, Tq, Tk, H, K)
+	if want {
+		g.record(func() {
+			scratch := g.arena.alloc(B * H * Tq * Tk)
+			AttentionBackward(q.Grad, k.Grad, v.Grad, grad(bias), scratch, out.Grad, probs.Data, q.Data, k.Data, v.Data, B, Tq, Tk, H, K)
+		})
+	}
+	return out, probs
+}
+
+// PositionBias returns T5's relative position bias (H, Tq, Tk) from table
+// (numBuckets, H) for queries at qOffset.. and keys at 0..Tk−1.
+func (g *Graph) PositionBias(table *Tensor, Tq, Tk, qOffset int, bidirectional bool, maxDistance int) *Tensor {
+	numBuckets, H := table.Dim(0), table.Dim(1)
+	buckets := make([]int32, Tq*Tk)
+	for i := 0; i < Tq; i++ {
+		for j := 0; j < Tk; j++ {
+			buckets[i*Tk+j] = int32(RelativeBucket(j-(qOffset+i), bidirectional, numBuckets, maxDistance))
+		}
+	}
+	out := g.New(g.wants(table), H, Tq, Tk)
+	PositionBiasForward(out.Data, table.Data, buckets, H, Tq, Tk)
+	if out.Grad != nil {
+		g.record(func() { PositionBiasBackward(table.Grad, out.Grad, buckets, H, Tq, Tk) })
+	}
+	return out
+}
+
+// unary runs an elementwise op whose backward needs x (useOut false) or
+// the output (useOut true).
+func (g *Graph) unary(x *Tensor, fwd func(out, x []float32), bwd func(dx, dout, saved []float32), useOut bool) *Tensor {
+	out := g.New(g.wants(x), x.Shape...)
+	fwd(out.Data, x.Data)
+	if out.Grad != nil {
+		saved := x.Data
+		if useOut {
+			saved = out.Data
+		}
+		g.record(func() { bwd(x.Grad, out.Grad, saved) })
+	}
+	return out
+}
+
+// ReLU returns max(x, 0).
+func (g *Graph) ReLU(x *Tensor) *Tensor { return g.unary(x, ReLUForward, ReLUBackward, false) }
+
+// GeluNew returns the tanh approximation of GELU.
+func (g *Graph) GeluNew(x *Tensor) *Tensor { return g.unary(x, GeluNewForward, GeluNewBackward, false) }
+
+// Sigmoid returns 1/(1+e^−x).
+func (g *Graph) Sigmoid(x *Tensor) *Tensor { return g.unary(x, SigmoidForward, SigmoidBackward, true) }
+
+// Tanh returns tanh(x).
+func (g *Graph) Tanh(x *Tensor) *Tensor { return g.unary(x, TanhForward, TanhBackward, true) }
+
+// Add returns a + b (same shapes).
+func (g *Graph) Add(a, b *Tensor) *Tensor {
+	mustLen("Add", "b", b.Len(), a.Len())
+	out := g.New(g.wants(a, b), a.Shape...)
+	for i := range out.Data {
+		out.Data[i] = a.Data[i] + b.Data[i]
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for _, t := range []*Tensor{a, b} {
+				if t.Grad != nil {
+					for i, d := range out.Grad {
+						t.Grad[i] += d
+					}
+				}
+			}
+		})
+	}
+	return out
+}
+
+// Mul returns the elementwise product a ⊙ b (same shapes).
+func (g *Graph) Mul(a, b *Tensor) *Tensor {
+	mustLen("Mul", "b", b.Len(), a.Len())
+	out := g.New(g.wants(a, b), a.Shape...)
+	for i := range out.Data {
+		out.Data[i] = a.Data[i] * b.Data[i]
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			if a.Grad != nil {
+				for i, d := range out.Grad {
+					a.Grad[i] += d * b.Data[i]
+				}
+			}
+			if b.Grad != nil {
+				for i, d := range out.Grad {
+					b.Grad[i] += d * a.Data[i]
+				}
+			}
+		})
+	}
+	return out
+}
+
+// Scale returns s·x.
+func (g *Graph) Scale(x *Tensor, s float32) *Tensor {
+	out := g.New(g.wants(x), x.Shape...)
+	for i, v := range x.Data {
+		out.Data[i] = s * v
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for i, d := range out.Grad {
+				x.Grad[i] += s * d
+			}
+		})
+	}
+	return out
+}
+
+// Dropout zeroes each element with probability p and scales the rest by
+// 1/(1−p) (inverted dropout). It is the identity unless g.Train is set.
+func (g *Graph) Dropout(x *Tensor, p float32) *Tensor {
+	if !g.Train || p == 0 {
+		return x
+	}
+	g.dropout++
+	rng := rand.New(rand.NewPCG(g.Seed, g.dropout))
+	scale := 1 / (1 - p)
+	mask := g.arena.alloc(x.Len())
+	for i := range mask {
+		if rng.Float32() >= p {
+			mask[i] = scale
+		}
+	}
+	out := g.New(g.wants(x), x.Shape...)
+	for i, v := range x.Data {
+		out.Data[i] = v * mask[i]
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for i, d := range out.Grad {
+				x.Grad[i] += d * mask[i]
+			}
+		})
+	}
+	return out
+}
+
+// CrossEntropy returns the mean of −log softmax(logits)[target] over rows
+// whose target is not −100, as a 1-element tensor. logits: (..., V);
+// targets: one per row.
+func (g *Graph) CrossEntropy(logits *Tensor, targets []int32) *Tensor {
+	V := logits.Dim(-1)
+	N := logits.Rows()
+	mustLen("CrossEntropy", "targets", len(targets), N)
+	probs := g.arena.alloc(N * V)
+	loss, count := CrossEntropyForward(probs, logits.Data, targets, N, V, -100)
+	out := g.New(g.wants(logits), 1)
+	out.Data[0] = float32(loss)
+	if out.Grad != nil {
+		g.record(func() { CrossEntropyBackward(logits.Grad, probs, targets, N, V, -100, out.Grad[0], count) })
+	}
+	return out
+}
+
+// Concat joins tensors along their last dimension; the others must agree.
+func (g *Graph) Concat(ts ...*Tensor) *Tensor {
+	N := ts[0].Rows()
+	total := 0
+	for _, t := range ts {
+		mustLen("Concat", "rows", t.Rows(), N)
+		total += t.Dim(-1)
+	}
+	shape := append(append([]int(nil), ts[0].Shape[:len(ts[0].Shape)-1]...), total)
+	out := g.New(g.wants(ts...), shape...)
+	off := 0
+	for _, t := range ts {
+		C := t.Dim(-1)
+		for n := 0; n < N; n++ {
+			copy(out.Data[n*total+off:n*total+off+C], t.Data[n*C:(n+1)*C])
+		}
+		off += C
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			off := 0
+			for _, t := range ts {
+				C := t.Dim(-1)
+				if t.Grad != nil {
+					for n := 0; n < N; n++ {
+						src := out.Grad[n*total+off : n*total+off+C]
+						dst := t.Grad[n*C : (n+1)*C]
+						for i := range dst {
+							dst[i] += src[i]
+						}
+					}
+				}
+				off += C
+			}
+		})
+	}
+	return out
+}
+
+// Slice returns columns [lo, hi) of the last dimension.
+func (g *Graph) Slice(x *Tensor, lo, hi int) *Tensor {
+	C, N := x.Dim(-1), x.Rows()
+	W := hi - lo
+	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), W)
+	out := g.New(g.wants(x), shape...)
+	for n := 0; n < N; n++ {
+		copy(out.Data[n*W:(n+1)*W], x.Data[n*C+lo:n*C+hi])
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for n := 0; n < N; n++ {
+				dst, src := x.Grad[n*C+lo:n*C+hi], out.Grad[n*W:(n+1)*W]
+				for i := range dst {
+					dst[i] += src[i]
+				}
+			}
+		})
+	}
+	return out
+}
+
+// GRUCell returns the next state of a PyTorch GRUCell: x (N, I), h (N, R),
+// wih (3R, I), whh (3R, R), biases (3R) or nil.
+func (g *Graph) GRUCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
+	N, R := h.Dim(0), h.Dim(1)
+	gi := g.Linear(x, wih, bih)
+	gh := g.Linear(h, whh, bhh)
+	out := g.New(g.wants(gi, gh, h), N, R)
+	gates := g.arena.alloc(N * 3 * R)
+	GRUGateForward(out.Data, gates, gi.Data, gh.Data, h.Data, N, R)
+	if out.Grad != nil {
+		g.record(func() { GRUGateBackward(gi.Grad, gh.Grad, h.Grad, out.Grad, gates, gh.Data, h.Data, N, R) })
+	}
+	return out
+}
+
+// LSTMCell returns the next (h, c) of a PyTorch LSTMCell: x (N, I),
+// h, c (N, R), wih (4R, I), whh (4R, R), biases (4R) or nil.
+func (g *Graph) LSTMCell(x, h, c, wih, whh, bih, bhh *Tensor) (hOut, cOut *Tensor) {
+	N, R := h.Dim(0), h.Dim(1)
+	gates := g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh))
+	want := g.wants(gates, c)
+	hOut, cOut = g.New(want, N, R), g.New(want, N, R)
+	acts, tc := g.arena.alloc(N*4*R), g.arena.alloc(N*R)
+	LSTMGateForward(hOut.Data, cOut.Data, acts, tc, gates.Data, c.Data, N, R)
+	if want {
+		g.record(func() { LSTMGateBackward(gates.Grad, c.Grad, hOut.Grad, cOut.Grad, acts, tc, c.Data, N, R) })
+	}
+	return hOut, cOut
+}
+
+// RNNCell returns tanh(x·wihᵀ + bih + h·whhᵀ + bhh), PyTorch's RNNCell.
+func (g *Graph) RNNCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
+	return g.Tanh(g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh)))
+}

@@ -1,0 +1,311 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func backends() []Backend {
+	if DefaultBackend().Name() == "gonum" {
+		return []Backend{Gonum{}}
+	}
+	return []Backend{DefaultBackend(), Gonum{}}
+}
+
+func randTensor(rng *rand.Rand, grad bool, shape ...int) *Tensor {
+	t := &Tensor{Shape: shape, Data: make([]float32, numel(shape))}
+	for i := range t.Data {
+		t.Data[i] = float32(rng.NormFloat64())
+	}
+	if grad {
+		t.Grad = make([]float32, len(t.Data))
+	}
+	return t
+}
+
+// awayFromZero pushes values out of (−m, m), for ops with a kink at 0.
+func awayFromZero(t *Tensor, m float32) *Tensor {
+	for i, v := range t.Data {
+		if v >= 0 && v < m {
+			t.Data[i] = v + m
+		} else if v < 0 && v > -m {
+			t.Data[i] = v - m
+		}
+	}
+	return t
+}
+
+// checkGrad compares the tape's gradients of Σ out⊙G (G fixed random)
+// with central differences for every input with a Grad, and fails with
+// the ∞-norm of the error.
+func checkGrad(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g *Graph) *Tensor) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(9, 9))
+	g := NewGraph(be)
+	out := f(g)
+	G := make([]float32, out.Len())
+	for i := range G {
+		G[i] = float32(rng.NormFloat64())
+	}
+	if out.Grad == nil {
+		t.Fatal("output has no gradient")
+	}
+	copy(out.Grad, G)
+	for i := len(g.tape) - 1; i >= 0; i-- {
+		g.tape[i]()
+	}
+	objective := func() float64 {
+		h := NewGraph(be)
+		h.NoGrad = true
+		o := f(h)
+		var s float64
+		for i, v := range o.Data {
+			s += float64(v) * float64(G[i])
+		}
+		return s
+	}
+	for ti, in := range inputs {
+		if in.Grad == nil {
+			continue
+		}
+		var worst, scale float64
+		for _, v := range in.Grad {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		for i := range in.Data {
+			orig := in.Data[i]
+			in.Data[i] = orig + float32(eps)
+			up := objective()
+			in.Data[i] = orig - float32(eps)
+			down := objective()
+			in.Data[i] = orig
+			num := (up - down) / (2 * eps)
+			worst = math.Max(worst, math.Abs(num-float64(in.Grad[i])))
+		}
+		if tol := 2e-3 + 2e-2*scale; worst > tol {
+			t.Errorf("input %d %v: ‖analytic − numeric‖∞ = %.3g > %.3g (max |grad| %.3g)", ti, in.Shape, worst, tol, scale)
+		}
+	}
+}
+
+func TestOpGradients(t *testing.T) {
+	type tc struct {
+		name string
+		run  func(t *testing.T, be Backend, rng *rand.Rand)
+	}
+	cases := []tc{
+		{"linear", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, w, b := randTensor(rng, true, 2, 3, 5), randTensor(rng, true, 4, 5), randTensor(rng, true, 4)
+			checkGrad(t, be, []*Tensor{x, w, b}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, w, b) })
+		}},
+		{"linear without bias", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, w := randTensor(rng, true, 7, 6), randTensor(rng, true, 3, 6)
+			checkGrad(t, be, []*Tensor{x, w}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, w, nil) })
+		}},
+		{"embedding", func(t *testing.T, be Backend, rng *rand.Rand) {
+			table := randTensor(rng, true, 6, 4)
+			ids := []int32{1, 5, 1, 0, 3}
+			checkGrad(t, be, []*Tensor{table}, 1e-2, func(g *Graph) *Tensor { return g.Embedding(table, ids) })
+		}},
+		{"rmsnorm", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, w := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 8)
+			checkGrad(t, be, []*Tensor{x, w}, 1e-2, func(g *Graph) *Tensor { return g.RMSNorm(x, w, 1e-6) })
+		}},
+		{"attention with bias, padding and causal mask", func(t *testing.T, be Backend, rng *rand.Rand) {
+			B, T, H, K := 2, 4, 2, 3
+			q, k, v := randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K)
+			bias := randTensor(rng, true, H, T, T)
+			mask := []bool{true, true, true, true, true, true, false, false}
+			checkGrad(t, be, []*Tensor{q, k, v, bias}, 1e-2, func(g *Graph) *Tensor {
+				out, _ := g.Attention(q, k, v, bias, AttentionOpts{Heads: H, KeyMask: mask, Causal: true})
+				return out
+			})
+		}},
+		{"cross attention", func(t *testing.T, be Backend, rng *rand.Rand) {
+			B, Tq, Tk, H, K := 2, 3, 5, 2, 2
+			q, k, v := randTensor(rng, true, B, Tq, H*K), randTensor(rng, true, B, Tk, H*K), randTensor(rng, true, B, Tk, H*K)
+			mask := []bool{true, true, true, false, false, true, true, true, true, true}
+			checkGrad(t, be, []*Tensor{q, k, v}, 1e-2, func(g *Graph) *Tensor {
+				out, _ := g.Attention(q, k, v, nil, AttentionOpts{Heads: H, KeyMask: mask})
+				return out
+			})
+		}},
+		{"position bias", func(t *testing.T, be Backend, rng *rand.Rand) {
+			table := randTensor(rng, true, 8, 3)
+			checkGrad(t, be, []*Tensor{table}, 1e-2, func(g *Graph) *Tensor { return g.PositionBias(table, 5, 7, 0, true, 20) })
+		}},
+		{"relu", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x := awayFromZero(randTensor(rng, true, 4, 5), 0.05)
+			checkGrad(t, be, []*Tensor{x}, 1e-3, func(g *Graph) *Tensor { return g.ReLU(x) })
+		}},
+		{"gelu_new", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x := randTensor(rng, true, 4, 5)
+			checkGrad(t, be, []*Tensor{x}, 1e-2, func(g *Graph) *Tensor { return g.GeluNew(x) })
+		}},
+		{"gated ffn", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, w0, w1, wo := randTensor(rng, true, 3, 4), randTensor(rng, true, 6, 4), randTensor(rng, true, 6, 4), randTensor(rng, true, 4, 6)
+			checkGrad(t, be, []*Tensor{x, w0, w1, wo}, 1e-2, func(g *Graph) *Tensor {
+				return g.Linear(g.Mul(g.GeluNew(g.Linear(x, w0, nil)), g.Linear(x, w1, nil)), wo, nil)
+			})
+		}},
+		{"sigmoid, tanh, scale, add", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, y := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 4)
+			checkGrad(t, be, []*Tensor{x, y}, 1e-2, func(g *Graph) *Tensor { return g.Add(g.Scale(g.Sigmoid(x), 1.5), g.Tanh(g.Add(x, y))) })
+		}},
+		{"concat and slice", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, y := randTensor(rng, true, 3, 2), randTensor(rng, true, 3, 4)
+			checkGrad(t, be, []*Tensor{x, y}, 1e-2, func(g *Graph) *Tensor { return g.Slice(g.Concat(x, y, x), 1, 7) })
+		}},
+		{"cross entropy with ignored rows", func(t *testing.T, be Backend, rng *rand.Rand) {
+			logits := randTensor(rng, true, 2, 3, 7)
+			targets := []int32{3, -100, 0, 6, -100, 2}
+			checkGrad(t, be, []*Tensor{logits}, 1e-2, func(g *Graph) *Tensor { return g.CrossEntropy(logits, targets) })
+		}},
+		{"gru cell", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, h := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 5)
+			wih, whh, bih, bhh := randTensor(rng, true, 15, 4), randTensor(rng, true, 15, 5), randTensor(rng, true, 15), randTensor(rng, true, 15)
+			checkGrad(t, be, []*Tensor{x, h, wih, whh, bih, bhh}, 1e-2, func(g *Graph) *Tensor { return g.GRUCell(x, h, wih, whh, bih, bhh) })
+		}},
+		{"lstm cell, two steps", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, h, c := randTensor(rng, true, 2, 3), randTensor(rng, true, 2, 4), randTensor(rng, true, 2, 4)
+			wih, whh, bih, bhh := randTensor(rng, true, 16, 3), randTensor(rng, true, 16, 4), randTensor(rng, true, 16), randTensor(rng, true, 16)
+			checkGrad(t, be, []*Tensor{x, h, c, wih, whh, bih, bhh}, 1e-2, func(g *Graph) *Tensor {
+				h1, c1 := g.LSTMCell(x, h, c, wih, whh, bih, bhh)
+				h2, c2 := g.LSTMCell(x, h1, c1, wih, whh, bih, bhh)
+				return g.Concat(h2, c2)
+			})
+		}},
+		{"rnn cell", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, h := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 2)
+			wih, whh := randTensor(rng, true, 2, 4), randTensor(rng, true, 2, 2)
+			checkGrad(t, be, []*Tensor{x, h, wih, whh}, 1e-2, func(g *Graph) *Tensor { return g.RNNCell(x, h, wih, whh, nil, nil) })
+		}},
+	}
+	for _, be := range backends() {
+		for i, c := range cases {
+			t.Run(fmt.Sprintf("%s/%s", be.Name(), c.name), func(t *testing.T) {
+				c.run(t, be, rand.New(rand.NewPCG(uint64(i), 1)))
+			})
+		}
+	}
+}
+
+// TestDropout checks the keep rate, the 1/(1−p) scaling, that the mask is
+// a function of the seed, and that backward uses the same mask.
+func TestDropout(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := randTensor(rng, true, 100, 100)
+	g := NewGraph(Gonum{})
+	g.Train, g.Seed = true, 5
+	out := g.Dropout(x, 0.1)
+	kept := 0
+	for i, v := range out.Data {
+		if v != 0 {
+			kept++
+			if math.Abs(float64(v-x.Data[i]/0.9)) > 1e-6 {
+				t.Fatalf("kept value %v, want %v/0.9", v, x.Data[i])
+			}
+		}
+	}
+	if rate := float64(kept) / 10000; math.Abs(rate-0.9) > 0.01 {
+		t.Errorf("kept %.3f, want 0.9", rate)
+	}
+	h := NewGraph(Gonum{})
+	h.Train, h.Seed = true, 5
+	again := h.Dropout(x, 0.1)
+	for i := range again.Data {
+		if again.Data[i] != out.Data[i] {
+			t.Fatal("same seed, different mask")
+		}
+	}
+	checkGrad(t, Gonum{}, []*Tensor{x}, 1e-2, func(g *Graph) *Tensor {
+		g.Train, g.Seed = true, 5
+		return g.Dropout(x, 0.3)
+	})
+	e := NewGraph(Gonum{})
+	if e.Dropout(x, 0.5) != x {
+		t.Error("dropout is not the identity in eval mode")
+	}
+}
+
+func TestRelativeBucket(t *testing.T) {
+	// Boundaries from shared/reference/t5-text-to-text.md §3.1 (32 buckets, distance 128).
+	enc := map[int]int{0: 0, 7: 7, 8: 8, 11: 8, 12: 9, 16: 10, 23: 11, 32: 12, 46: 13, 64: 14, 90: 14, 91: 15, 500: 15}
+	for a, want := range enc {
+		if got := RelativeBucket(-a, true, 32, 128); got != want {
+			t.Errorf("encoder a=%d (key before query): bucket %d, want %d", a, got, want)
+		}
+		if a > 0 {
+			if got := RelativeBucket(a, true, 32, 128); got != want+16 {
+				t.Errorf("encoder a=%d (key after query): bucket %d, want %d", a, got, want+16)
+			}
+		}
+	}
+	dec := map[int]int{0: 0, 15: 15, 16: 16, 18: 16, 19: 17, 21: 18, 27: 20, 35: 22, 46: 24, 59: 26, 77: 28, 99: 30, 112: 30, 113: 31, 1000: 31}
+	for a, want := range dec {
+		if got := RelativeBucket(-a, false, 32, 128); got != want {
+			t.Errorf("decoder a=%d: bucket %d, want %d", a, got, want)
+		}
+	}
+	if got := RelativeBucket(5, false, 32, 128); got != 0 {
+		t.Errorf("decoder future key: bucket %d, want 0", got)
+	}
+}
+
+func TestBackendsAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	a, b := randTensor(rng, false, 37, 53), randTensor(rng, false, 29, 53)
+	var ref []float32
+	for _, be := range backends() {
+		c := make([]float32, 37*29)
+		MatmulForward(be, c, a.Data, b.Data, nil, 37, 53, 29)
+		if ref == nil {
+			ref = c
+			continue
+		}
+		for i := range c {
+			if math.Abs(float64(c[i]-ref[i])) > 1e-4 {
+				t.Fatalf("%s differs from %s at %d: %v vs %v", be.Name(), backends()[0].Name(), i, c[i], ref[i])
+			}
+		}
+	}
+}
+
+func TestAdamWMatchesTorch(t *testing.T) {
+	// torch.optim.AdamW(lr=0.1, weight_decay=0.01) on p=[1,-2] with grads
+	// [0.5,-1] for step 1 and [0.2,0.4] for step 2 gives these values.
+	p := &Tensor{Shape: []int{2}, Data: []float32{1, -2}, Grad: []float32{0.5, -1}}
+	o := NewAdamW(0.1)
+	o.Step([]*Tensor{p})
+	want1 := []float64{1*(1-0.001) - 0.1, -2*(1-0.001) + 0.1}
+	for i := range want1 {
+		if math.Abs(float64(p.Data[i])-want1[i]) > 1e-6 {
+			t.Errorf("step 1: p[%d] = %v, want %v", i, p.Data[i], want1[i])
+		}
+	}
+	p.Grad = []float32{0.2, 0.4}
+	o.Step([]*Tensor{p})
+	// Step 2 by the formula in float64.
+	m := []float64{0.9*0.05 + 0.1*0.2, 0.9*-0.1 + 0.1*0.4}
+	v := []float64{0.999*0.00025 + 0.001*0.04, 0.999*0.001 + 0.001*0.16}
+	for i := range m {
+		pi := want1[i] * (1 - 0.001)
+		pi -= 0.1 * (m[i] / (1 - 0.81)) / (math.Sqrt(v[i])/math.Sqrt(1-0.998001) + 1e-8)
+		if math.Abs(float64(p.Data[i])-pi) > 1e-5 {
+			t.Errorf("step 2: p[%d] = %v, want %v", i, p.Data[i], pi)
+		}
+	}
+}
+
+func TestClipGradNorm(t *testing.T) {
+	a := &Tensor{Data: []float32{3, 0}, Grad: []float32{3, 0}}
+	b := &Tensor{Data: []float32{0}, Grad: []float32{4}}
+	if n := ClipGradNorm([]*Tensor{a, b}, 1); math.Abs(n-5) > 1e-9 {
+		t.Errorf("norm %v, want 5", n)
+	}
+	if math.Abs(float64(a.Grad[0])-0.6) > 1e-5 || math.Abs(float64(b.Grad[0])-0.8) > 1e-5 {
+		t.Errorf("clipped grads %v %v", a.Grad, b.Grad)
+	}
+}

@@ -1,0 +1,526 @@
+package nn
+
+import (
+	"math"
+)
+
+// MatmulForward computes out = inp·wᵀ (+ bias), PyTorch's nn.Linear.
+// inp: (N, C); w: (OC, C); bias: (OC) or nil; out: (N, OC), overwritten.
+func MatmulForward(be Backend, out, inp, w, bias []float32, N, C, OC int) {
+	mustLen("MatmulForward", "out", len(out), N*OC)
+	mustLen("MatmulForward", "inp", len(inp), N*C)
+	mustLen("MatmulForward", "w", len(w), OC*C)
+	be.Sgemm(false, true, N, OC, C, 1, inp, C, w, C, 0, out, OC)
+	if bias != nil {
+		parallelFor(N, 64, func(lo, hi int) {
+			for n := lo; n < hi; n++ {
+				row := out[n*OC : (n+1)*OC]
+				for o, b := range bias {
+					row[o] += b
+				}
+			}
+		})
+	}
+}
+
+// MatmulBackward adds into dinp, dw and dbias; any of them may be nil.
+func MatmulBackward(be Backend, dinp, dw, dbias, dout, inp, w []float32, N, C, OC int) {
+	if dinp != nil {
+		be.Sgemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
+	}
+	if dw != nil {
+		be.Sgemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
+	}
+	if dbias != nil {
+		for n := 0; n < N; n++ {
+			row := dout[n*OC : (n+1)*OC]
+			for o := range dbias {
+				dbias[o] += row[o]
+			}
+		}
+	}
+}
+
+// EmbeddingForward gathers rows: out[n] = table[ids[n]].
+// table: (V, D); ids: (N); out: (N, D).
+func EmbeddingForward(out, table []float32, ids []int32, D int) {
+	V := len(table) / D
+	for n, id := range ids {
+		if id < 0 || int(id) >= V {
+			panic("nn: EmbeddingForward: id out of range")
+		}
+		copy(out[n*D:(n+1)*D], table[int(id)*D:(int(id)+1)*D])
+	}
+}
+
+// EmbeddingBackward adds dout's rows into dtable at ids.
+func EmbeddingBackward(dtable, dout []float32, ids []int32, D int) {
+	for n, id := range ids {
+		dst, src := dtable[int(id)*D:(int(id)+1)*D], dout[n*D:(n+1)*D]
+		for i := range dst {
+			dst[i] += src[i]
+		}
+	}
+}
+
+// RMSNormForward scales each row of x to unit root mean square, then by w
+// (T5LayerNorm: no mean subtraction, no bias). The mean of squares is
+// accumulated in float64. x, out: (N, D); w: (D); rstd: (N), saved for
+// backward. reference: HF modeling_t5.py T5LayerNorm.
+func RMSNormForward(out, rstd, x, w []float32, N, D int, eps float32) {
+	parallelFor(N, 16, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			row := x[n*D : (n+1)*D]
+			var ss float64
+			for _, v := range row {
+				ss += float64(v) * float64(v)
+			}
+			r := float32(1 / math.Sqrt(float64(float32(ss/float64(D))+eps)))
+			rstd[n] = r
+			o := out[n*D : (n+1)*D]
+			for i, v := range row {
+				o[i] = w[i] * (v * r)
+			}
+		}
+	})
+}
+
+// RMSNormBackward adds into dx and dw (either may be nil).
+func RMSNormBackward(dx, dw, dout, x, w, rstd []float32, N, D int) {
+	if dx != nil {
+		parallelFor(N, 16, func(lo, hi int) {
+			for n := lo; n < hi; n++ {
+				row, g, r := x[n*D:(n+1)*D], dout[n*D:(n+1)*D], rstd[n]
+				var dot float64 // Σ dxhat·xhat
+				for i := range row {
+					dot += float64(g[i]*w[i]) * float64(row[i]*r)
+				}
+				mean := float32(dot / float64(D))
+				d := dx[n*D : (n+1)*D]
+				for i := range row {
+					d[i] += r * (g[i]*w[i] - row[i]*r*mean)
+				}
+			}
+		})
+	}
+	if dw != nil {
+		for n := 0; n < N; n++ {
+			row, g, r := x[n*D:(n+1)*D], dout[n*D:(n+1)*D], rstd[n]
+			for i := range dw {
+				dw[i] += g[i] * row[i] * r
+			}
+		}
+	}
+}
+
+// AttentionForward is T5's multi-head attention core: for each batch b
+// and head h, probs = softmax(q·kᵀ + bias + mask) with no 1/√K scaling
+// (T5 folds it into the initialisation), then out = probs·v.
+//
+// q: (B, Tq, H·K); k, v: (B, Tk, H·K); bias: (H, Tq, Tk) or nil, shared by
+// the batch; keyMask: (B, Tk), false for padded keys, or nil; causal masks
+// keys after the query (query i sits at position qOffset+i, key j at j).
+// probs: (B, H, Tq, Tk), saved for backward; out: (B, Tq, H·K).
+// reference: HF modeling_t5.py T5Attention.forward.
+func AttentionForward(out, probs, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
+	HK := H * K
+	parallelFor(B*H, 1, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/H, bh%H
+			for i := 0; i < Tq; i++ {
+				qi := q[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
+				p := probs[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
+				mx := float32(math.Inf(-1))
+				for j := 0; j < Tk; j++ {
+					if (keyMask != nil && !keyMask[b*Tk+j]) || (causal && j > qOffset+i) {
+						p[j] = float32(math.Inf(-1))
+						continue
+					}
+					kj := k[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+					var s float32
+					for d := range qi {
+						s += qi[d] * kj[d]
+					}
+					if bias != nil {
+						s += bias[(h*Tq+i)*Tk+j]
+					}
+					p[j] = s
+					mx = max(mx, s)
+				}
+				var sum float64
+				for j := range p {
+					e := float32(0)
+					if !math.IsInf(float64(p[j]), -1) {
+						e = float32(math.Exp(float64(p[j] - mx)))
+					}
+					p[j] = e
+					sum += float64(e)
+				}
+				inv := float32(1 / sum)
+				o := out[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
+				for d := range o {
+					o[d] = 0
+				}
+				for j := range p {
+					p[j] *= inv
+					if p[j] == 0 {
+						continue
+					}
+					vj := v[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+					for d := range o {
+						o[d] += p[j] * vj[d]
+					}
+				}
+			}
+		}
+	})
+}
+
+// AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
+// sums over the batch). scratch: (B, H, Tq, Tk) of working memory.
+func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v []float32, B, Tq, Tk, H, K int) {
+	HK := H * K
+	// dscores per (b, h), parallel over b·h; dk/dv rows of one (b, h) are
+	// touched only by it, so no two goroutines write the same element.
+	parallelFor(B*H, 1, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/H, bh%H
+			for i := 0; i < Tq; i++ {
+				p := probs[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
+				ds := scratch[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
+				do := dout[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
+				var dot float32
+				for j := range p {
+					if p[j] == 0 {
+						ds[j] = 0
+						continue
+					}
+					vj := v[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+					var dp float32
+					for d := range do {
+						dp += do[d] * vj[d]
+					}
+					ds[j] = dp
+					dot += p[j] * dp
+					if dv != nil {
+						dvj := dv[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+						for d := range do {
+							dvj[d] += p[j] * do[d]
+						}
+					}
+				}
+				qi := q[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
+				for j := range p {
+					ds[j] = p[j] * (ds[j] - dot)
+					if ds[j] == 0 {
+						continue
+					}
+					kj := k[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+					if dq != nil {
+						dqi := dq[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
+						for d := range dqi {
+							dqi[d] += ds[j] * kj[d]
+						}
+					}
+					if dk != nil {
+						dkj := dk[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+						for d := range qi {
+							dkj[d] += ds[j] * qi[d]
+						}
+					}
+				}
+			}
+		}
+	})
+	if dbias != nil {
+		for b := 0; b < B; b++ {
+			for h := 0; h < H; h++ {
+				src := scratch[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+				dst := dbias[h*Tq*Tk : (h+1)*Tq*Tk]
+				for i := range dst {
+					dst[i] += src[i]
+				}
+			}
+		}
+	}
+}
+
+// RelativeBucket maps a relative position (key − query) to T5's bucket.
+// reference: HF modeling_t5.py T5Attention._relative_position_bucket.
+func RelativeBucket(rel int, bidirectional bool, numBuckets, maxDistance int) int {
+	ret := 0
+	n := rel
+	if bidirectional {
+		numBuckets /= 2
+		if n > 0 {
+			ret += numBuckets
+		}
+		if n < 0 {
+			n = -n
+		}
+	} else {
+		n = max(-n, 0)
+	}
+	maxExact := numBuckets / 2
+	if n < maxExact {
+		return ret + n
+	}
+	// HF evaluates the logarithm in float32 and truncates.
+	f := float32(math.Log(float64(float32(n)/float32(maxExact)))) / float32(math.Log(float64(maxDistance)/float64(maxExact))) * float32(numBuckets-maxExact)
+	return ret + min(maxExact+int(f), numBuckets-1)
+}
+
+// PositionBiasForward gathers T5's relative position bias.
+// table: (numBuckets, H); buckets: (Tq·Tk) bucket per (i, j); out: (H, Tq, Tk).
+func PositionBiasForward(out, table []float32, buckets []int32, H, Tq, Tk int) {
+	for h := 0; h < H; h++ {
+		for ij, bk := range buckets {
+			out[h*Tq*Tk+ij] = table[int(bk)*H+h]
+		}
+	}
+}
+
+// PositionBiasBackward adds dout into dtable.
+func PositionBiasBackward(dtable, dout []float32, buckets []int32, H, Tq, Tk int) {
+	for h := 0; h < H; h++ {
+		for ij, bk := range buckets {
+			dtable[int(bk)*H+h] += dout[h*Tq*Tk+ij]
+		}
+	}
+}
+
+// ReLUForward: out = max(x, 0).
+func ReLUForward(out, x []float32) {
+	parallelFor(len(x), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = max(x[i], 0)
+		}
+	})
+}
+
+// ReLUBackward adds dout where x > 0 into dx.
+func ReLUBackward(dx, dout, x []float32) {
+	parallelFor(len(x), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if x[i] > 0 {
+				dx[i] += dout[i]
+			}
+		}
+	})
+}
+
+const geluC = 0.7978845608028654 // √(2/π)
+
+// GeluNewForward is the tanh approximation of GELU, HF's gelu_new:
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+func GeluNewForward(out, x []float32) {
+	parallelFor(len(x), 1<<13, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v := float64(x[i])
+			out[i] = float32(0.5 * v * (1 + math.Tanh(geluC*(v+0.044715*v*v*v))))
+		}
+	})
+}
+
+// GeluNewBackward adds into dx.
+func GeluNewBackward(dx, dout, x []float32) {
+	parallelFor(len(x), 1<<13, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v := float64(x[i])
+			t := math.Tanh(geluC * (v + 0.044715*v*v*v))
+			d := 0.5*(1+t) + 0.5*v*(1-t*t)*geluC*(1+3*0.044715*v*v)
+			dx[i] += float32(d) * dout[i]
+		}
+	})
+}
+
+// SigmoidForward: out = 1/(1+e^−x).
+func SigmoidForward(out, x []float32) {
+	for i, v := range x {
+		out[i] = float32(1 / (1 + math.Exp(-float64(v))))
+	}
+}
+
+// SigmoidBackward adds dout·y·(1−y) into dx, y the forward output.
+func SigmoidBackward(dx, dout, y []float32) {
+	for i := range dx {
+		dx[i] += dout[i] * y[i] * (1 - y[i])
+	}
+}
+
+// TanhForward: out = tanh(x).
+func TanhForward(out, x []float32) {
+	for i, v := range x {
+		out[i] = float32(math.Tanh(float64(v)))
+	}
+}
+
+// TanhBackward adds dout·(1−y²) into dx, y the forward output.
+func TanhBackward(dx, dout, y []float32) {
+	for i := range dx {
+		dx[i] += dout[i] * (1 - y[i]*y[i])
+	}
+}
+
+// CrossEntropyForward computes, per row, −log softmax(logits)[target] and
+// returns their mean over rows whose target is not ignore, accumulated in
+// float64, with the count of such rows. logits: (N, V); targets: (N).
+// probs: (N, V) receives the softmax, saved for backward.
+func CrossEntropyForward(probs, logits []float32, targets []int32, N, V int, ignore int32) (float64, int) {
+	losses := make([]float64, N)
+	parallelFor(N, 4, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			row, p := logits[n*V:(n+1)*V], probs[n*V:(n+1)*V]
+			mx := row[0]
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			var sum float64
+			for i, v := range row {
+				e := math.Exp(float64(v - mx))
+				p[i] = float32(e)
+				sum += e
+			}
+			inv := 1 / sum
+			for i := range p {
+				p[i] = float32(float64(p[i]) * inv)
+			}
+			if t := targets[n]; t != ignore {
+				if t < 0 || int(t) >= V {
+					panic("nn: CrossEntropyForward: target out of range")
+				}
+				losses[n] = math.Log(sum) - float64(row[t]-mx)
+			}
+		}
+	})
+	var total float64
+	count := 0
+	for n, t := range targets {
+		if t != ignore {
+			total += losses[n]
+			count++
+		}
+	}
+	if count == 0 {
+		return 0, 0
+	}
+	return total / float64(count), count
+}
+
+// CrossEntropyBackward adds into dlogits the gradient of dloss·mean loss:
+// (softmax − onehot)·dloss/count on rows not ignored.
+func CrossEntropyBackward(dlogits, probs []float32, targets []int32, N, V int, ignore int32, dloss float32, count int) {
+	if count == 0 {
+		return
+	}
+	scale := dloss / float32(count)
+	parallelFor(N, 4, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			t := targets[n]
+			if t == ignore {
+				continue
+			}
+			d, p := dlogits[n*V:(n+1)*V], probs[n*V:(n+1)*V]
+			for i := range d {
+				d[i] += p[i] * scale
+			}
+			d[t] -= scale
+		}
+	})
+}
+
+// GRUGateForward combines a GRU cell's two projections into the new state,
+// with PyTorch's gate order (r, z, n):
+// r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r·gh_n),
+// h' = (1−z)·n + z·h. gi, gh: (N, 3R) = x·W_ihᵀ + b_ih and h·W_hhᵀ + b_hh;
+// h, out: (N, R); gates: (N, 3R) saves r, z, n for backward.
+// reference: torch.nn.GRUCell.
+func GRUGateForward(out, gates, gi, gh, h []float32, N, R int) {
+	for n := 0; n < N; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*3*R, n*R
+			r := sigmoid(gi[a+j] + gh[a+j])
+			z := sigmoid(gi[a+R+j] + gh[a+R+j])
+			c := float32(math.Tanh(float64(gi[a+2*R+j] + r*gh[a+2*R+j])))
+			gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
+			out[b+j] = (1-z)*c + z*h[b+j]
+		}
+	}
+}
+
+// GRUGateBackward adds into dgi, dgh and dh (any may be nil).
+func GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h []float32, N, R int) {
+	for n := 0; n < N; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*3*R, n*R
+			r, z, c := gates[a+j], gates[a+R+j], gates[a+2*R+j]
+			d := dout[b+j]
+			dc := d * (1 - z) * (1 - c*c) // through tanh
+			dz := d * (h[b+j] - c) * z * (1 - z)
+			dr := dc * gh[a+2*R+j] * r * (1 - r)
+			if dgi != nil {
+				dgi[a+j] += dr
+				dgi[a+R+j] += dz
+				dgi[a+2*R+j] += dc
+			}
+			if dgh != nil {
+				dgh[a+j] += dr
+				dgh[a+R+j] += dz
+				dgh[a+2*R+j] += dc * r
+			}
+			if dh != nil {
+				dh[b+j] += d * z
+			}
+		}
+	}
+}
+
+// LSTMGateForward combines an LSTM cell's summed projections g = gi + gh,
+// (N, 4R) in PyTorch's order (i, f, g, o), with the previous cell c into
+// c' = σ(f)·c + σ(i)·tanh(g) and h' = σ(o)·tanh(c'). acts: (N, 4R) saves
+// the activated gates; tc: (N, R) saves tanh(c'). reference:
+// torch.nn.LSTMCell.
+func LSTMGateForward(hOut, cOut, acts, tc, g, c []float32, N, R int) {
+	for n := 0; n < N; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*4*R, n*R
+			i := sigmoid(g[a+j])
+			f := sigmoid(g[a+R+j])
+			gg := float32(math.Tanh(float64(g[a+2*R+j])))
+			o := sigmoid(g[a+3*R+j])
+			acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
+			cn := f*c[b+j] + i*gg
+			cOut[b+j] = cn
+			t := float32(math.Tanh(float64(cn)))
+			tc[b+j] = t
+			hOut[b+j] = o * t
+		}
+	}
+}
+
+// LSTMGateBackward adds into dg and dc (either may be nil) from the
+// gradients of h' and c' (dcOut may be nil).
+func LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, c []float32, N, R int) {
+	for n := 0; n < N; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*4*R, n*R
+			i, f, gg, o := acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j]
+			t := tc[b+j]
+			dcn := dhOut[b+j] * o * (1 - t*t)
+			if dcOut != nil {
+				dcn += dcOut[b+j]
+			}
+			if dg != nil {
+				dg[a+j] += dcn * gg * i * (1 - i)
+				dg[a+R+j] += dcn * c[b+j] * f * (1 - f)
+				dg[a+2*R+j] += dcn * i * (1 - gg*gg)
+				dg[a+3*R+j] += dhOut[b+j] * t * o * (1 - o)
+			}
+			if dc != nil {
+				dc[b+j] += dcn * f
+			}
+		}
+	}
+}
+
+func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }

@@ -1,0 +1,139 @@
+package nn
+
+import "math"
+
+// Params is a named set of parameter tensors whose values share one
+// allocation, as llm.c's ParameterTensors do; gradients, when enabled,
+// share another, in the same order.
+type Params struct {
+	Names   []string
+	Tensors []*Tensor
+	data    []float32
+	index   map[string]int
+}
+
+// NewParams allocates zeroed tensors of the given shapes in one block.
+func NewParams(names []string, shapes [][]int) *Params {
+	total := 0
+	for _, s := range shapes {
+		total += numel(s)
+	}
+	p := &Params{Names: names, data: make([]float32, total), index: map[string]int{}}
+	off := 0
+	for i, s := range shapes {
+		n := numel(s)
+		p.Tensors = append(p.Tensors, &Tensor{Shape: append([]int(nil), s...), Data: p.data[off : off+n : off+n]})
+		p.index[names[i]] = i
+		off += n
+	}
+	return p
+}
+
+// Get returns the tensor called name, or nil.
+func (p *Params) Get(name string) *Tensor {
+	i, ok := p.index[name]
+	if !ok {
+		return nil
+	}
+	return p.Tensors[i]
+}
+
+// Count returns the number of parameter values.
+func (p *Params) Count() int { return len(p.data) }
+
+// EnableGrad gives every tensor whose name passes keep a gradient, all in
+// one zeroed block, and removes the gradients of the others. It returns
+// the trainable tensors in order.
+func (p *Params) EnableGrad(keep func(name string) bool) []*Tensor {
+	total := 0
+	for i, t := range p.Tensors {
+		if keep(p.Names[i]) {
+			total += t.Len()
+		}
+	}
+	block := make([]float32, total)
+	var out []*Tensor
+	off := 0
+	for i, t := range p.Tensors {
+		t.Grad = nil
+		if keep(p.Names[i]) {
+			t.Grad = block[off : off+t.Len() : off+t.Len()]
+			off += t.Len()
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ZeroGrad clears the gradients of ts.
+func ZeroGrad(ts []*Tensor) {
+	for _, t := range ts {
+		clear(t.Grad)
+	}
+}
+
+// ClipGradNorm scales the gradients of ts so that their global L2 norm is
+// at most maxNorm, as torch.nn.utils.clip_grad_norm_ does, and returns the
+// norm before clipping. The sum of squares is accumulated in float64.
+func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
+	var ss float64
+	for _, t := range ts {
+		for _, g := range t.Grad {
+			ss += float64(g) * float64(g)
+		}
+	}
+	norm := math.Sqrt(ss)
+	if coef := maxNorm / (norm + 1e-6); coef < 1 {
+		c := float32(coef)
+		for _, t := range ts {
+			for i := range t.Grad {
+				t.Grad[i] *= c
+			}
+		}
+	}
+	return norm
+}
+
+// AdamW is Adam with decoupled weight decay and bias correction, as
+// torch.optim.AdamW.
+type AdamW struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+
+	m, v []float32
+	t    int
+}
+
+// NewAdamW returns AdamW with PyTorch's defaults (betas 0.9, 0.999, eps
+// 1e-8, weight decay 0.01).
+func NewAdamW(lr float32) *AdamW {
+	return &AdamW{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+// Step updates ts from their gradients; ts must be the same tensors, in the
+// same order, at every step.
+func (o *AdamW) Step(ts []*Tensor) {
+	total := 0
+	for _, t := range ts {
+		total += t.Len()
+	}
+	if o.m == nil {
+		o.m, o.v = make([]float32, total), make([]float32, total)
+	}
+	mustLen("AdamW.Step", "moments", len(o.m), total)
+	o.t++
+	bc1 := 1 - math.Pow(float64(o.Beta1), float64(o.t))
+	bc2 := 1 - math.Pow(float64(o.Beta2), float64(o.t))
+	off := 0
+	for _, t := range ts {
+		m, v := o.m[off:off+t.Len()], o.v[off:off+t.Len()]
+		for i, g := range t.Grad {
+			p := t.Data[i] * (1 - o.LR*o.WeightDecay)
+			m[i] = o.Beta1*m[i] + (1-o.Beta1)*g
+			v[i] = o.Beta2*v[i] + (1-o.Beta2)*g*g
+			mhat := float64(m[i]) / bc1
+			denom := math.Sqrt(float64(v[i]))/math.Sqrt(bc2) + float64(o.Eps)
+			t.Data[i] = p - float32(float64(o.LR)*mhat/denom)
+		}
+		off += t.Len()
+	}
+}
