@@ -203,9 +203,10 @@ func (g *Graph) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 // AttentionOpts describe one attention call's masking.
 type AttentionOpts struct {
 	Heads   int
-	KeyMask []bool // (B, Tk): false marks padding; nil: no padding
-	Causal  bool   // decoder self-attention
-	QOffset int    // position of the first query (incremental decoding)
+	KeyMask []bool  // (B, Tk): false marks padding; nil: no padding
+	Causal  bool    // decoder self-attention
+	QOffset int     // position of the first query (incremental decoding)
+	Dropout float32 // on the probabilities, in training graphs
 }
 
 // Attention returns T5 attention's head outputs (B, Tq, H·K) and the
@@ -219,11 +220,15 @@ func (g *Graph) Attention(q, k, v, bias *Tensor, o AttentionOpts) (out, probs *T
 	want := g.wants(q, k, v, bias)
 	out = g.New(want, B, Tq, HK)
 	probs = g.New(false, B, H, Tq, Tk)
-	AttentionForward(out.Data, probs.Data, q.Data, k.Data, v.Data, data(bias), o.KeyMask, o.Causal, o.QOffset, B, Tq, Tk, H, K)
+	var drop []float32
+	if g.Train && o.Dropout > 0 {
+		drop = g.dropoutMask(B*H*Tq*Tk, o.Dropout)
+	}
+	AttentionForward(out.Data, probs.Data, drop, q.Data, k.Data, v.Data, data(bias), o.KeyMask, o.Causal, o.QOffset, B, Tq, Tk, H, K)
 	if want {
 		g.record(func() {
 			scratch := g.arena.alloc(B * H * Tq * Tk)
-			AttentionBackward(q.Grad, k.Grad, v.Grad, grad(bias), scratch, out.Grad, probs.Data, q.Data, k.Data, v.Data, B, Tq, Tk, H, K)
+			AttentionBackward(q.Grad, k.Grad, v.Grad, grad(bias), scratch, out.Grad, probs.Data, drop, q.Data, k.Data, v.Data, B, Tq, Tk, H, K)
 		})
 	}
 	return out, probs
@@ -341,15 +346,7 @@ func (g *Graph) Dropout(x *Tensor, p float32) *Tensor {
 	if !g.Train || p == 0 {
 		return x
 	}
-	g.dropout++
-	rng := rand.New(rand.NewPCG(g.Seed, g.dropout))
-	scale := 1 / (1 - p)
-	mask := g.arena.alloc(x.Len())
-	for i := range mask {
-		if rng.Float32() >= p {
-			mask[i] = scale
-		}
-	}
+	mask := g.dropoutMask(x.Len(), p)
 	out := g.New(g.wants(x), x.Shape...)
 	for i, v := range x.Data {
 		out.Data[i] = v * mask[i]
@@ -362,6 +359,29 @@ func (g *Graph) Dropout(x *Tensor, p float32) *Tensor {
 		})
 	}
 	return out
+}
+
+// dropoutMask returns n scales, each 0 with probability p and 1/(1−p)
+// otherwise, from a stream keyed by the graph's seed and the op's index.
+func (g *Graph) dropoutMask(n int, p float32) []float32 {
+	g.dropout++
+	rng := rand.New(rand.NewPCG(g.Seed, g.dropout))
+	scale := 1 / (1 - p)
+	mask := g.arena.alloc(n)
+	for i := range mask {
+		if rng.Float32() >= p {
+			mask[i] = scale
+		}
+	}
+	return mask
+}
+
+// View returns a tensor of another shape over the same data and gradient.
+func (t *Tensor) View(shape ...int) *Tensor {
+	if numel(shape) != t.Len() {
+		panic(fmt.Sprintf("nn: View: %v has %d elements, %v has %d", t.Shape, t.Len(), shape, numel(shape)))
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), Data: t.Data, Grad: t.Grad}
 }
 
 // CrossEntropy returns the mean of −log softmax(logits)[target] over rows

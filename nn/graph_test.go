@@ -123,6 +123,15 @@ func TestOpGradients(t *testing.T) {
 				return out
 			})
 		}},
+		{"attention with dropout on the probabilities", func(t *testing.T, be Backend, rng *rand.Rand) {
+			B, T, H, K := 2, 4, 2, 3
+			q, k, v := randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K)
+			checkGrad(t, be, []*Tensor{q, k, v}, 1e-2, func(g *Graph) *Tensor {
+				g.Train, g.Seed = true, 3
+				out, _ := g.Attention(q, k, v, nil, AttentionOpts{Heads: H, Dropout: 0.3})
+				return out
+			})
+		}},
 		{"cross attention", func(t *testing.T, be Backend, rng *rand.Rand) {
 			B, Tq, Tk, H, K := 2, 3, 5, 2, 2
 			q, k, v := randTensor(rng, true, B, Tq, H*K), randTensor(rng, true, B, Tk, H*K), randTensor(rng, true, B, Tk, H*K)

@@ -120,9 +120,11 @@ func RMSNormBackward(dx, dw, dout, x, w, rstd []float32, N, D int) {
 // q: (B, Tq, H·K); k, v: (B, Tk, H·K); bias: (H, Tq, Tk) or nil, shared by
 // the batch; keyMask: (B, Tk), false for padded keys, or nil; causal masks
 // keys after the query (query i sits at position qOffset+i, key j at j).
-// probs: (B, H, Tq, Tk), saved for backward; out: (B, Tq, H·K).
+// probs: (B, H, Tq, Tk), saved for backward; out: (B, Tq, H·K). drop,
+// when not nil, is (B, H, Tq, Tk) of dropout scales applied to probs
+// before they weight v (0 or 1/(1−p)); probs keeps the undropped values.
 // reference: HF modeling_t5.py T5Attention.forward.
-func AttentionForward(out, probs, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
+func AttentionForward(out, probs, drop, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
 	HK := H * K
 	parallelFor(B*H, 1, func(lo, hi int) {
 		for bh := lo; bh < hi; bh++ {
@@ -163,12 +165,16 @@ func AttentionForward(out, probs, q, k, v, bias []float32, keyMask []bool, causa
 				}
 				for j := range p {
 					p[j] *= inv
-					if p[j] == 0 {
+					w := p[j]
+					if drop != nil {
+						w *= drop[((b*H+h)*Tq+i)*Tk+j]
+					}
+					if w == 0 {
 						continue
 					}
 					vj := v[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
 					for d := range o {
-						o[d] += p[j] * vj[d]
+						o[d] += w * vj[d]
 					}
 				}
 			}
@@ -177,8 +183,9 @@ func AttentionForward(out, probs, q, k, v, bias []float32, keyMask []bool, causa
 }
 
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
-// sums over the batch). scratch: (B, H, Tq, Tk) of working memory.
-func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v []float32, B, Tq, Tk, H, K int) {
+// sums over the batch). drop is the forward's dropout scales or nil.
+// scratch: (B, H, Tq, Tk) of working memory.
+func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v []float32, B, Tq, Tk, H, K int) {
 	HK := H * K
 	// dscores per (b, h), parallel over b·h; dk/dv rows of one (b, h) are
 	// touched only by it, so no two goroutines write the same element.
@@ -191,7 +198,11 @@ func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v []float3
 				do := dout[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
 				var dot float32
 				for j := range p {
-					if p[j] == 0 {
+					m := float32(1)
+					if drop != nil {
+						m = drop[((b*H+h)*Tq+i)*Tk+j]
+					}
+					if p[j] == 0 || m == 0 {
 						ds[j] = 0
 						continue
 					}
@@ -200,12 +211,14 @@ func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v []float3
 					for d := range do {
 						dp += do[d] * vj[d]
 					}
+					dp *= m // gradient of the undropped probability
 					ds[j] = dp
 					dot += p[j] * dp
 					if dv != nil {
 						dvj := dv[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
+						w := p[j] * m
 						for d := range do {
-							dvj[d] += p[j] * do[d]
+							dvj[d] += w * do[d]
 						}
 					}
 				}

@@ -1,0 +1,195 @@
+package t5
+
+import (
+	"fmt"
+
+	"github.com/readsweep/readsweep/nn"
+)
+
+// Batch is one batch of token ids, row-major.
+type Batch struct {
+	B, S, T int
+	Input   []int32 // (B, S)
+	Mask    []bool  // (B, S): false on padding; nil means no padding
+	// Labels are the targets (B, T), −100 where ignored. Decoder inputs
+	// are the labels shifted right behind decoder_start_token_id, with
+	// −100 replaced by the pad id, as Hugging Face's _shift_right does.
+	Labels []int32
+}
+
+// DecoderInputs returns the labels shifted right.
+func (m *Model) DecoderInputs(labels []int32, B, T int) []int32 {
+	out := make([]int32, B*T)
+	for b := 0; b < B; b++ {
+		out[b*T] = int32(m.Config.DecoderStartTokenID)
+		for t := 1; t < T; t++ {
+			v := labels[b*T+t-1]
+			if v == -100 {
+				v = int32(m.Config.PadTokenID)
+			}
+			out[b*T+t] = v
+		}
+	}
+	return out
+}
+
+// Output holds what a forward pass exposes. Hidden states follow Hugging
+// Face's tuples: [0] the embeddings, [i] block i−1's output, the last one
+// after the final norm. BlockOut are the raw block outputs (what READ
+// caches); the attention probabilities are (B, H, Tq, Tk) per layer.
+type Output struct {
+	Loss   *nn.Tensor // (1); nil without labels
+	Logits *nn.Tensor // (B, T, V)
+
+	EncOut, DecOut       *nn.Tensor   // after the final norm (and dropout)
+	EncHidden, DecHidden []*nn.Tensor // Hugging Face's hidden_states
+	EncBlockOut          []*nn.Tensor
+	DecBlockOut          []*nn.Tensor
+	EncAttn, DecAttn     []*nn.Tensor
+	CrossAttn            []*nn.Tensor
+}
+
+// Hooks let a method change the backbone's dataflow at its seams.
+type Hooks struct {
+	// InputEmbeds, when set, replaces the encoder's embedding output
+	// (B, S, D) (prompt tuning prepends to it). It may return a longer
+	// sequence together with its mask.
+	InputEmbeds func(g *nn.Graph, x *nn.Tensor, mask []bool) (*nn.Tensor, []bool)
+	// DecoderOutput, when set, rewrites the decoder's final output before
+	// the LM head (READ adds its correction here).
+	DecoderOutput func(g *nn.Graph, out *Output) *nn.Tensor
+	// Linear, when set, computes every projection of the backbone by name
+	// (LoRA adds its low-rank update here); nil means g.Linear(x, w, nil).
+	Linear func(g *nn.Graph, name string, x, w *nn.Tensor) *nn.Tensor
+}
+
+// Forward runs encoder, decoder and LM head on g; with labels it also
+// computes the mean cross-entropy loss. Dropout is active when g.Train is.
+func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
+	if len(bt.Input) != bt.B*bt.S || (bt.Mask != nil && len(bt.Mask) != bt.B*bt.S) || len(bt.Labels) != bt.B*bt.T {
+		return nil, fmt.Errorf("t5: batch of %d×%d inputs and %d×%d labels has %d ids, %d mask entries and %d labels",
+			bt.B, bt.S, bt.B, bt.T, len(bt.Input), len(bt.Mask), len(bt.Labels))
+	}
+	if h == nil {
+		h = &Hooks{}
+	}
+	out := &Output{}
+	encOut, mask := m.encode(g, bt.Input, bt.Mask, bt.B, bt.S, h, out)
+	dec := m.DecoderInputs(bt.Labels, bt.B, bt.T)
+	m.decode(g, dec, encOut, mask, bt.B, bt.T, h, out)
+	final := out.DecOut
+	if h.DecoderOutput != nil {
+		final = h.DecoderOutput(g, out)
+	}
+	out.Logits = m.lmHead(g, final)
+	out.Loss = g.CrossEntropy(out.Logits, bt.Labels)
+	return out, nil
+}
+
+func (m *Model) linear(g *nn.Graph, h *Hooks, name string, x, w *nn.Tensor) *nn.Tensor {
+	if h.Linear != nil {
+		return h.Linear(g, name, x, w)
+	}
+	return g.Linear(x, w, nil)
+}
+
+func (m *Model) lmHead(g *nn.Graph, x *nn.Tensor) *nn.Tensor {
+	if s := m.Config.OutputScale(); s != 1 {
+		x = g.Scale(x, s)
+	}
+	return g.Linear(x, m.LMHead, nil)
+}
+
+// Encode runs the encoder alone and returns its final output (B, S, D)
+// and the mask in effect (prompt tokens included).
+func (m *Model) Encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks) (*nn.Tensor, []bool, *Output) {
+	if h == nil {
+		h = &Hooks{}
+	}
+	out := &Output{}
+	enc, mk := m.encode(g, ids, mask, B, S, h, out)
+	return enc, mk, out
+}
+
+func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks, out *Output) (*nn.Tensor, []bool) {
+	c := m.Config
+	p := float32(c.DropoutRate)
+	eps := float32(c.LayerNormEps)
+	x := g.Embedding(m.Shared, ids).View(B, S, c.DModel)
+	if h.InputEmbeds != nil {
+		x, mask = h.InputEmbeds(g, x, mask)
+		S = x.Dim(1)
+	}
+	x = g.Dropout(x, p)
+	bias := g.PositionBias(m.EncRelBias, S, S, 0, true, c.RelMaxDistance)
+	out.EncHidden = append(out.EncHidden, x)
+	for i, blk := range m.Enc {
+		name := fmt.Sprintf("encoder.block.%d.layer.", i)
+		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, g.RMSNorm(x, blk.SelfNorm, eps), nil, bias,
+			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
+		x = g.Add(x, g.Dropout(a, p))
+		x = g.Add(x, g.Dropout(m.ffn(g, h, name+"1.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)), p))
+		out.EncAttn = append(out.EncAttn, probs)
+		out.EncBlockOut = append(out.EncBlockOut, x)
+		if i < len(m.Enc)-1 {
+			out.EncHidden = append(out.EncHidden, x)
+		}
+	}
+	out.EncOut = g.Dropout(g.RMSNorm(x, m.EncFinal, eps), p)
+	out.EncHidden = append(out.EncHidden, out.EncOut)
+	return out.EncOut, mask
+}
+
+func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool, B, T int, h *Hooks, out *Output) {
+	c := m.Config
+	p := float32(c.DropoutRate)
+	eps := float32(c.LayerNormEps)
+	x := g.Dropout(g.Embedding(m.Shared, ids).View(B, T, c.DModel), p)
+	bias := g.PositionBias(m.DecRelBias, T, T, 0, false, c.RelMaxDistance)
+	out.DecHidden = append(out.DecHidden, x)
+	for i, blk := range m.Dec {
+		name := fmt.Sprintf("decoder.block.%d.layer.", i)
+		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, g.RMSNorm(x, blk.SelfNorm, eps), nil, bias,
+			nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
+		x = g.Add(x, g.Dropout(a, p))
+		ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, g.RMSNorm(x, blk.CrossNorm, eps), enc, nil,
+			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
+		x = g.Add(x, g.Dropout(ca, p))
+		x = g.Add(x, g.Dropout(m.ffn(g, h, name+"2.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)), p))
+		out.DecAttn = append(out.DecAttn, probs)
+		out.CrossAttn = append(out.CrossAttn, cprobs)
+		out.DecBlockOut = append(out.DecBlockOut, x)
+		if i < len(m.Dec)-1 {
+			out.DecHidden = append(out.DecHidden, x)
+		}
+	}
+	out.DecOut = g.Dropout(g.RMSNorm(x, m.DecFinal, eps), p)
+	out.DecHidden = append(out.DecHidden, out.DecOut)
+}
+
+// attention projects x (queries) and kv (keys and values; x itself when
+// nil), attends, and projects back. name is the module prefix, e.g.
+// "decoder.block.0.layer.1.EncDecAttention.".
+func (m *Model) attention(g *nn.Graph, h *Hooks, name string, wq, wk, wv, wo, x, kv, bias *nn.Tensor, o nn.AttentionOpts) (*nn.Tensor, *nn.Tensor) {
+	if kv == nil {
+		kv = x
+	}
+	q := m.linear(g, h, name+"q", x, wq)
+	k := m.linear(g, h, name+"k", kv, wk)
+	v := m.linear(g, h, name+"v", kv, wv)
+	a, probs := g.Attention(q, k, v, bias, o)
+	return m.linear(g, h, name+"o", a, wo), probs
+}
+
+// ffn is T5's feed-forward: wo·drop(relu(wi·x)) or, gated,
+// wo·drop(gelu_new(wi_0·x) ⊙ wi_1·x).
+func (m *Model) ffn(g *nn.Graph, h *Hooks, name string, blk Block, x *nn.Tensor) *nn.Tensor {
+	p := float32(m.Config.DropoutRate)
+	var hid *nn.Tensor
+	if m.Config.Gated {
+		hid = g.Mul(g.GeluNew(m.linear(g, h, name+"wi_0", x, blk.Wi0)), m.linear(g, h, name+"wi_1", x, blk.Wi1))
+	} else {
+		hid = g.ReLU(m.linear(g, h, name+"wi", x, blk.Wi))
+	}
+	return m.linear(g, h, name+"wo", g.Dropout(hid, p), blk.Wo)
+}

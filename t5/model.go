@@ -1,0 +1,319 @@
+package t5
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/readsweep/readsweep/nn"
+)
+
+// Block holds one encoder or decoder block's weights. Cross-attention
+// fields are nil in the encoder; Wi is nil when the FFN is gated (Wi0,
+// Wi1), and the reverse.
+type Block struct {
+	SelfNorm   *nn.Tensor // (D)
+	Q, K, V    *nn.Tensor // (H·K, D)
+	O          *nn.Tensor // (D, H·K)
+	CrossNorm  *nn.Tensor // (D)
+	CQ, CK, CV *nn.Tensor // (H·K, D)
+	CO         *nn.Tensor // (D, H·K)
+	FFNorm     *nn.Tensor // (D)
+	Wi         *nn.Tensor // (F, D)
+	Wi0, Wi1   *nn.Tensor // (F, D)
+	Wo         *nn.Tensor // (D, F)
+}
+
+// Model is a T5 encoder-decoder. All weights live in Params under their
+// Hugging Face names.
+type Model struct {
+	Config Config
+	Params *nn.Params
+
+	Shared             *nn.Tensor // (V, D)
+	LMHead             *nn.Tensor // (V, D); Shared when the checkpoint has no lm_head.weight
+	EncRelBias         *nn.Tensor // (buckets, H), block 0 of the encoder
+	DecRelBias         *nn.Tensor // (buckets, H), block 0 of the decoder
+	Enc, Dec           []Block
+	EncFinal, DecFinal *nn.Tensor // (D)
+}
+
+// paramShapes lists every parameter of a config in Hugging Face's order.
+func paramShapes(c Config, lmHead bool) ([]string, [][]int) {
+	D, I, F := c.DModel, c.Inner(), c.DFF
+	var names []string
+	var shapes [][]int
+	add := func(name string, shape ...int) {
+		names = append(names, name)
+		shapes = append(shapes, shape)
+	}
+	add("shared.weight", c.VocabSize, D)
+	for _, stack := range []struct {
+		name   string
+		layers int
+	}{{"encoder", c.NumLayers}, {"decoder", c.NumDecoderLayers}} {
+		for i := range stack.layers {
+			p := fmt.Sprintf("%s.block.%d.layer.", stack.name, i)
+			for _, w := range []string{"q", "k", "v"} {
+				add(p+"0.SelfAttention."+w+".weight", I, D)
+			}
+			add(p+"0.SelfAttention.o.weight", D, I)
+			if i == 0 {
+				add(p+"0.SelfAttention.relative_attention_bias.weight", c.RelBuckets, c.NumHeads)
+			}
+			add(p+"0.layer_norm.weight", D)
+			ff := 1
+			if stack.name == "decoder" {
+				for _, w := range []string{"q", "k", "v"} {
+					add(p+"1.EncDecAttention."+w+".weight", I, D)
+				}
+				add(p+"1.EncDecAttention.o.weight", D, I)
+				add(p+"1.layer_norm.weight", D)
+				ff = 2
+			}
+			fp := fmt.Sprintf("%s%d.", p, ff)
+			if c.Gated {
+				add(fp+"DenseReluDense.wi_0.weight", F, D)
+				add(fp+"DenseReluDense.wi_1.weight", F, D)
+			} else {
+				add(fp+"DenseReluDense.wi.weight", F, D)
+			}
+			add(fp+"DenseReluDense.wo.weight", D, F)
+			add(fp+"layer_norm.weight", D)
+		}
+		add(stack.name+".final_layer_norm.weight", D)
+	}
+	if lmHead {
+		add("lm_head.weight", c.VocabSize, D)
+	}
+	return names, shapes
+}
+
+// newModel allocates a zeroed model; lmHead gives it its own output
+// projection.
+func newModel(c Config, lmHead bool) *Model {
+	names, shapes := paramShapes(c, lmHead)
+	m := &Model{Config: c, Params: nn.NewParams(names, shapes)}
+	get := m.Params.Get
+	m.Shared = get("shared.weight")
+	m.LMHead = m.Shared
+	if lmHead {
+		m.LMHead = get("lm_head.weight")
+	}
+	m.EncRelBias = get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+	m.DecRelBias = get("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+	m.EncFinal, m.DecFinal = get("encoder.final_layer_norm.weight"), get("decoder.final_layer_norm.weight")
+	for _, stack := range []struct {
+		name   string
+		layers int
+		dst    *[]Block
+	}{{"encoder", c.NumLayers, &m.Enc}, {"decoder", c.NumDecoderLayers, &m.Dec}} {
+		for i := range stack.layers {
+			p := fmt.Sprintf("%s.block.%d.layer.", stack.name, i)
+			b := Block{
+				SelfNorm: get(p + "0.layer_norm.weight"),
+				Q:        get(p + "0.SelfAttention.q.weight"), K: get(p + "0.SelfAttention.k.weight"),
+				V: get(p + "0.SelfAttention.v.weight"), O: get(p + "0.SelfAttention.o.weight"),
+			}
+			ff := "1."
+			if stack.name == "decoder" {
+				b.CrossNorm = get(p + "1.layer_norm.weight")
+				b.CQ, b.CK = get(p+"1.EncDecAttention.q.weight"), get(p+"1.EncDecAttention.k.weight")
+				b.CV, b.CO = get(p+"1.EncDecAttention.v.weight"), get(p+"1.EncDecAttention.o.weight")
+				ff = "2."
+			}
+			b.FFNorm = get(p + ff + "layer_norm.weight")
+			b.Wi, b.Wi0, b.Wi1 = get(p+ff+"DenseReluDense.wi.weight"), get(p+ff+"DenseReluDense.wi_0.weight"), get(p+ff+"DenseReluDense.wi_1.weight")
+			b.Wo = get(p + ff + "DenseReluDense.wo.weight")
+			*stack.dst = append(*stack.dst, b)
+		}
+	}
+	return m
+}
+
+// New returns a randomly initialised model, as Hugging Face's
+// T5PreTrainedModel._init_weights does: norms 1, shared N(0, f²),
+// q N(0, f²/(D·K)), k and v N(0, f²/D), o N(0, f²/(H·K)), position bias
+// N(0, f²/D), wi N(0, f²/D), wo N(0, f²/F), with f the
+// initializer_factor. Its output projection is tied (no lm_head.weight)
+// unless the config unties the embeddings.
+func New(c Config, seed uint64) *Model {
+	m := newModel(c, !c.Tied())
+	rng := rand.New(rand.NewPCG(seed, 0x75))
+	f := c.InitializerFactor
+	D, K, H, F := float64(c.DModel), float64(c.DKV), float64(c.NumHeads), float64(c.DFF)
+	for i, name := range m.Params.Names {
+		t := m.Params.Tensors[i]
+		std := 0.0
+		switch {
+		case strings.HasSuffix(name, "layer_norm.weight"):
+			for j := range t.Data {
+				t.Data[j] = float32(f)
+			}
+			continue
+		case name == "shared.weight" || name == "lm_head.weight":
+			std = f
+		case strings.HasSuffix(name, ".q.weight"):
+			std = f / math.Sqrt(D*K)
+		case strings.HasSuffix(name, ".k.weight"), strings.HasSuffix(name, ".v.weight"), strings.Contains(name, ".wi"):
+			std = f / math.Sqrt(D)
+		case strings.HasSuffix(name, ".o.weight"):
+			std = f / math.Sqrt(H*K)
+		case strings.HasSuffix(name, "relative_attention_bias.weight"):
+			std = f / math.Sqrt(D)
+		case strings.HasSuffix(name, ".wo.weight"):
+			std = f / math.Sqrt(F)
+		}
+		for j := range t.Data {
+			t.Data[j] = float32(rng.NormFloat64() * std)
+		}
+	}
+	return m
+}
+
+// aliases are names Hugging Face writes or accepts besides the canonical
+// ones; ignored ones are never used (old checkpoints carry a cross-attention
+// position bias that T5 does not use).
+var (
+	embeddingAliases = []string{"shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+	ignoredTensors   = []string{"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"}
+)
+
+// Load reads a Hugging Face T5 folder: config.json and model.safetensors
+// or the shards named by model.safetensors.index.json.
+func Load(dir string) (*Model, error) {
+	c, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	files, err := checkpointFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var sts []*Safetensors
+	defer func() {
+		for _, s := range sts {
+			s.Close()
+		}
+	}()
+	where := map[string]*Safetensors{}
+	for _, f := range files {
+		s, err := OpenSafetensors(f)
+		if err != nil {
+			return nil, err
+		}
+		sts = append(sts, s)
+		for name := range s.Tensors {
+			where[name] = s
+		}
+	}
+	_, hasHead := where["lm_head.weight"]
+	m := newModel(c, hasHead)
+	used := map[string]bool{}
+	for i, name := range m.Params.Names {
+		t := m.Params.Tensors[i]
+		src := name
+		if name == "shared.weight" {
+			for _, alias := range embeddingAliases {
+				if _, ok := where[alias]; ok {
+					src = alias
+					break
+				}
+			}
+		}
+		s, ok := where[src]
+		if !ok {
+			return nil, fmt.Errorf("t5: %s: checkpoint has no tensor %q (shape %v)", dir, name, t.Shape)
+		}
+		if got := s.Tensors[src].Shape; !slices.Equal(got, t.Shape) {
+			return nil, fmt.Errorf("t5: %s: tensor %q has shape %v, config.json implies %v", s.Path, src, got, t.Shape)
+		}
+		if err := s.Read(src, t.Data); err != nil {
+			return nil, err
+		}
+		used[src] = true
+	}
+	var extra []string
+	for name := range where {
+		if !used[name] && !slices.Contains(embeddingAliases, name) && !slices.Contains(ignoredTensors, name) {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return nil, fmt.Errorf("t5: %s: checkpoint has tensors this config does not use, e.g. %q (%d in all); does config.json match the weights?", dir, extra[0], len(extra))
+	}
+	return m, nil
+}
+
+func checkpointFiles(dir string) ([]string, error) {
+	single := filepath.Join(dir, "model.safetensors")
+	if _, err := os.Stat(single); err == nil {
+		return []string{single}, nil
+	}
+	index := filepath.Join(dir, "model.safetensors.index.json")
+	if raw, err := os.ReadFile(index); err == nil {
+		var idx struct {
+			WeightMap map[string]string `json:"weight_map"`
+		}
+		if err := json.Unmarshal(raw, &idx); err != nil {
+			return nil, fmt.Errorf("t5: %s: %w", index, err)
+		}
+		set := map[string]bool{}
+		for _, f := range idx.WeightMap {
+			set[filepath.Join(dir, f)] = true
+		}
+		var files []string
+		for f := range set {
+			files = append(files, f)
+		}
+		sort.Strings(files)
+		if len(files) == 0 {
+			return nil, fmt.Errorf("t5: %s: empty weight_map", index)
+		}
+		return files, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pytorch_model.bin")); err == nil {
+		return nil, fmt.Errorf("t5: %s has only pytorch_model.bin; HINT: convert it once with Python: "+
+			"python3 -c 'from transformers import T5ForConditionalGeneration as M; M.from_pretrained(\"%s\").save_pretrained(\"%s\", safe_serialization=True)'", dir, dir, dir)
+	}
+	return nil, fmt.Errorf("t5: %s: no model.safetensors or model.safetensors.index.json (`sweep fetch model NAME` downloads one)", dir)
+}
+
+// Save writes config.json and model.safetensors in Hugging Face's layout,
+// which Load (and transformers) read back.
+func (m *Model) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("t5: %w", err)
+	}
+	c := m.Config
+	cfg := map[string]any{
+		"architectures": []string{"T5ForConditionalGeneration"}, "model_type": "t5", "is_encoder_decoder": true,
+		"vocab_size": c.VocabSize, "d_model": c.DModel, "d_kv": c.DKV, "d_ff": c.DFF, "num_layers": c.NumLayers,
+		"num_decoder_layers": c.NumDecoderLayers, "num_heads": c.NumHeads, "relative_attention_num_buckets": c.RelBuckets,
+		"relative_attention_max_distance": c.RelMaxDistance, "dropout_rate": c.DropoutRate, "layer_norm_epsilon": c.LayerNormEps,
+		"initializer_factor": c.InitializerFactor, "feed_forward_proj": c.FeedForwardProj, "tie_word_embeddings": c.Tied(),
+		"scale_decoder_outputs": c.OutputScale() != 1, "pad_token_id": c.PadTokenID, "eos_token_id": c.EOSTokenID,
+		"decoder_start_token_id": c.DecoderStartTokenID,
+	}
+	raw, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("t5: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(raw, '\n'), 0o644); err != nil {
+		return fmt.Errorf("t5: %w", err)
+	}
+	var shapes [][]int
+	var data [][]float32
+	for _, t := range m.Params.Tensors {
+		shapes = append(shapes, t.Shape)
+		data = append(data, t.Data)
+	}
+	return WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Params.Names, shapes, data)
+}
