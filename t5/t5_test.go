@@ -3,6 +3,7 @@ package t5
 import (
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -163,5 +164,120 @@ func TestParameterCounts(t *testing.T) {
 		if n != tc.want || len(names) != len(shapes) {
 			t.Errorf("%s: %d parameters, want %d (shared/reference/t5-text-to-text.md §2.2)", tc.name, n, tc.want)
 		}
+	}
+}
+
+func TestGenerateMatchesGolden(t *testing.T) {
+	for _, model := range []string{"tiny-t5-v1", "tiny-t5-v11"} {
+		m, gd := loadGolden(t, model)
+		want, shape, err := gd.ReadInts("generate_greedy_5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := m.Generate(nn.DefaultBackend(), gd.batch.Input, gd.batch.Mask, gd.batch.B, gd.batch.S, 5, nil)
+		for b := 0; b < shape[0]; b++ {
+			row := want[b*shape[1] : (b+1)*shape[1]]
+			if fmt.Sprint(got[b]) != fmt.Sprint(row) {
+				t.Errorf("%s row %d: generated %v, want %v", model, b, got[b], row)
+			}
+		}
+	}
+}
+
+// TestGenerateCacheMatchesFullForward checks that the cached decoder gives
+// the same next-token logits as a full forward pass over the prefix.
+func TestGenerateCacheMatchesFullForward(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v11")
+	gen := m.Generate(nn.DefaultBackend(), gd.batch.Input, gd.batch.Mask, gd.batch.B, gd.batch.S, 4, nil)
+	B, T := gd.batch.B, len(gen[0])-1
+	labels := make([]int32, B*T)
+	for b := range gen {
+		copy(labels[b*T:], gen[b][1:])
+	}
+	g := nn.NewGraph(nn.DefaultBackend())
+	out, err := m.Forward(g, Batch{B: B, S: gd.batch.S, T: T, Input: gd.batch.Input, Mask: gd.batch.Mask, Labels: labels}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Config.VocabSize
+	for b := 0; b < B; b++ {
+		for i := 0; i < T; i++ {
+			row := out.Logits.Data[(b*T+i)*V : (b*T+i+1)*V]
+			best := 0
+			for j, s := range row {
+				if s > row[best] {
+					best = j
+				}
+			}
+			if gen[b][i] == int32(m.Config.EOSTokenID) {
+				break
+			}
+			if int32(best) != gen[b][i+1] {
+				t.Errorf("row %d step %d: full forward picks %d, cached generation %d", b, i, best, gen[b][i+1])
+			}
+		}
+	}
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	c, _ := LoadConfig("testdata/tiny-t5-v11")
+	m := New(c, 3)
+	dir := t.TempDir()
+	if err := m.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range m.Params.Names {
+		compare(t, name, back.Params.Get(name).Data, m.Params.Tensors[i].Data, 0, 0)
+	}
+	// The init scheme: q ~ N(0, 1/(D·K)), so its std is about 1/√(32·8) = 0.0625.
+	q := m.Params.Get("encoder.block.0.layer.0.SelfAttention.q.weight").Data
+	var ss float64
+	for _, v := range q {
+		ss += float64(v) * float64(v)
+	}
+	if std := math.Sqrt(ss / float64(len(q))); math.Abs(std-0.0625) > 0.01 {
+		t.Errorf("q init std %.4f, want about 0.0625", std)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	c, _ := LoadConfig("testdata/tiny-t5-v1")
+	dir := t.TempDir()
+	if err := New(c, 1).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	// A config that disagrees with the weights names the tensor and both shapes.
+	bad := c
+	bad.DFF = 128
+	m := New(bad, 1)
+	m.Config = c
+	other := t.TempDir()
+	m.Save(other)
+	cfgDir := t.TempDir()
+	New(c, 1).Save(cfgDir)
+	copyFile(t, filepath.Join(other, "model.safetensors"), filepath.Join(cfgDir, "model.safetensors"))
+	if _, err := Load(cfgDir); err == nil || !strings.Contains(err.Error(), "DenseReluDense.wi.weight\" has shape [128 32], config.json implies [64 32]") {
+		t.Errorf("mis-shaped tensor: %v", err)
+	}
+	pt := t.TempDir()
+	copyFile(t, filepath.Join(dir, "config.json"), filepath.Join(pt, "config.json"))
+	copyFile(t, filepath.Join(dir, "config.json"), filepath.Join(pt, "pytorch_model.bin"))
+	if _, err := Load(pt); err == nil || !strings.Contains(err.Error(), "safe_serialization=True") {
+		t.Errorf("pytorch_model.bin only: %v", err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

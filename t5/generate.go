@@ -1,0 +1,107 @@
+package t5
+
+import (
+	"strconv"
+
+	"github.com/readsweep/readsweep/nn"
+)
+
+// Generate decodes greedily: starting from decoder_start_token_id it
+// appends, per row, the most likely next token (the first on ties, as
+// torch.argmax) until every row has produced eos_token_id or maxNew tokens
+// were added; finished rows are padded with pad_token_id. The result rows
+// begin with the start token, as Hugging Face's generate returns them.
+//
+// Self-attention keys and values are cached per layer and the
+// cross-attention keys and values are computed once, so each step costs
+// one token's work. Hooks.Linear and Hooks.InputEmbeds apply;
+// Hooks.DecoderOutput does not.
+func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
+	if h == nil {
+		h = &Hooks{}
+	}
+	c := m.Config
+	D, HK := c.DModel, c.Inner()
+	eps := float32(c.LayerNormEps)
+	ge := nn.NewGraph(be)
+	ge.NoGrad = true
+	enc, encMask, _ := m.Encode(ge, ids, mask, B, S, h)
+	L := len(m.Dec)
+	ck, cv := make([]*nn.Tensor, L), make([]*nn.Tensor, L)
+	for l, blk := range m.Dec {
+		name := decoderName(l) + "1.EncDecAttention."
+		ck[l] = m.linear(ge, h, name+"k", enc, blk.CK)
+		cv[l] = m.linear(ge, h, name+"v", enc, blk.CV)
+	}
+	// selfK[l] and selfV[l] hold (B, t, H·K) for the t tokens so far.
+	selfK, selfV := make([][]float32, L), make([][]float32, L)
+	out := make([][]int32, B)
+	done := make([]bool, B)
+	for b := range out {
+		out[b] = []int32{int32(c.DecoderStartTokenID)}
+	}
+	g := nn.NewGraph(be)
+	g.NoGrad = true
+	for t := 0; t < maxNew; t++ {
+		g.Reset()
+		tok := make([]int32, B)
+		for b := range tok {
+			tok[b] = out[b][t]
+		}
+		x := g.Embedding(m.Shared, tok).View(B, 1, D)
+		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
+		for l, blk := range m.Dec {
+			name := decoderName(l)
+			hn := g.RMSNorm(x, blk.SelfNorm, eps)
+			q := m.linear(g, h, name+"0.SelfAttention.q", hn, blk.Q)
+			k := m.linear(g, h, name+"0.SelfAttention.k", hn, blk.K)
+			v := m.linear(g, h, name+"0.SelfAttention.v", hn, blk.V)
+			selfK[l] = appendStep(selfK[l], k.Data, B, t, HK)
+			selfV[l] = appendStep(selfV[l], v.Data, B, t, HK)
+			K := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfK[l]}
+			V := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfV[l]}
+			a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: c.NumHeads, Causal: true, QOffset: t})
+			x = g.Add(x, m.linear(g, h, name+"0.SelfAttention.o", a, blk.O))
+			cq := m.linear(g, h, name+"1.EncDecAttention.q", g.RMSNorm(x, blk.CrossNorm, eps), blk.CQ)
+			ca, _ := g.Attention(cq, ck[l], cv[l], nil, nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask})
+			x = g.Add(x, m.linear(g, h, name+"1.EncDecAttention.o", ca, blk.CO))
+			x = g.Add(x, m.ffn(g, h, name+"2.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)))
+		}
+		logits := m.lmHead(g, g.RMSNorm(x, m.DecFinal, eps))
+		V := c.VocabSize
+		all := true
+		for b := 0; b < B; b++ {
+			next := int32(c.PadTokenID)
+			if !done[b] {
+				row := logits.Data[b*V : (b+1)*V]
+				best := 0
+				for i, s := range row {
+					if s > row[best] {
+						best = i
+					}
+				}
+				next = int32(best)
+				done[b] = next == int32(c.EOSTokenID)
+			}
+			out[b] = append(out[b], next)
+			all = all && done[b]
+		}
+		if all {
+			break
+		}
+	}
+	return out
+}
+
+func decoderName(l int) string { return "decoder.block." + strconv.Itoa(l) + ".layer." }
+
+// appendStep grows a (B, t, W) cache to (B, t+1, W) with one step's rows
+// (B, W).
+func appendStep(cache, step []float32, B, t, W int) []float32 {
+	out := make([]float32, B*(t+1)*W)
+	for b := 0; b < B; b++ {
+		copy(out[b*(t+1)*W:], cache[b*t*W:(b+1)*t*W])
+		copy(out[(b*(t+1)+t)*W:], step[b*W:(b+1)*W])
+	}
+	return out
+}
