@@ -122,136 +122,109 @@ func RMSNormBackward(dx, dw, dout, x, w, rstd []float32, N, D int) {
 // keys after the query (query i sits at position qOffset+i, key j at j).
 // probs: (B, H, Tq, Tk), saved for backward; out: (B, Tq, H·K). drop,
 // when not nil, is (B, H, Tq, Tk) of dropout scales applied to probs
-// before they weight v (0 or 1/(1−p)); probs keeps the undropped values.
-// reference: HF modeling_t5.py T5Attention.forward.
-func AttentionForward(out, probs, drop, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
+// before they weight v (0 or 1/(1−p)); probs keeps the undropped values,
+// and scratch (Tq, Tk) holds the dropped ones. The products run on be,
+// one (b, h) at a time. reference: HF modeling_t5.py T5Attention.forward.
+func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
 	HK := H * K
-	parallelFor(B*H, 1, func(lo, hi int) {
-		for bh := lo; bh < hi; bh++ {
-			b, h := bh/H, bh%H
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+			qbh, kbh, vbh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:]
+			be.Sgemm(false, true, Tq, Tk, K, 1, qbh, HK, kbh, HK, 0, p, Tk)
 			for i := 0; i < Tq; i++ {
-				qi := q[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
-				p := probs[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
+				row := p[i*Tk : (i+1)*Tk]
 				mx := float32(math.Inf(-1))
-				for j := 0; j < Tk; j++ {
+				for j := range row {
 					if (keyMask != nil && !keyMask[b*Tk+j]) || (causal && j > qOffset+i) {
-						p[j] = float32(math.Inf(-1))
+						row[j] = float32(math.Inf(-1))
 						continue
 					}
-					kj := k[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-					var s float32
-					for d := range qi {
-						s += qi[d] * kj[d]
-					}
 					if bias != nil {
-						s += bias[(h*Tq+i)*Tk+j]
+						row[j] += bias[(h*Tq+i)*Tk+j]
 					}
-					p[j] = s
-					mx = max(mx, s)
+					mx = max(mx, row[j])
 				}
 				var sum float64
-				for j := range p {
+				for j, s := range row {
 					e := float32(0)
-					if !math.IsInf(float64(p[j]), -1) {
-						e = float32(math.Exp(float64(p[j] - mx)))
+					if !math.IsInf(float64(s), -1) {
+						e = float32(math.Exp(float64(s - mx)))
 					}
-					p[j] = e
+					row[j] = e
 					sum += float64(e)
 				}
 				inv := float32(1 / sum)
-				o := out[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
-				for d := range o {
-					o[d] = 0
-				}
-				for j := range p {
-					p[j] *= inv
-					w := p[j]
-					if drop != nil {
-						w *= drop[((b*H+h)*Tq+i)*Tk+j]
-					}
-					if w == 0 {
-						continue
-					}
-					vj := v[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-					for d := range o {
-						o[d] += w * vj[d]
-					}
+				for j := range row {
+					row[j] *= inv
 				}
 			}
+			w := p
+			if drop != nil {
+				w = scratch[:Tq*Tk]
+				d := drop[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+				for i := range w {
+					w[i] = p[i] * d[i]
+				}
+			}
+			be.Sgemm(false, false, Tq, K, Tk, 1, w, Tk, vbh, HK, 0, out[b*Tq*HK+h*K:], HK)
 		}
-	})
+	}
 }
 
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
 // sums over the batch). drop is the forward's dropout scales or nil.
-// scratch: (B, H, Tq, Tk) of working memory.
-func AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v []float32, B, Tq, Tk, H, K int) {
+// scratch: 2·Tq·Tk of working memory.
+func AttentionBackward(be Backend, dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v []float32, B, Tq, Tk, H, K int) {
 	HK := H * K
-	// dscores per (b, h), parallel over b·h; dk/dv rows of one (b, h) are
-	// touched only by it, so no two goroutines write the same element.
-	parallelFor(B*H, 1, func(lo, hi int) {
-		for bh := lo; bh < hi; bh++ {
-			b, h := bh/H, bh%H
+	ds, pd := scratch[:Tq*Tk], scratch[Tq*Tk:2*Tq*Tk]
+	for b := 0; b < B; b++ {
+		for h := 0; h < H; h++ {
+			p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+			var d []float32
+			if drop != nil {
+				d = drop[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+			}
+			qbh, kbh, vbh, dobh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:], dout[b*Tq*HK+h*K:]
+			// d(dropped probs) = dout·vᵀ
+			be.Sgemm(false, true, Tq, Tk, K, 1, dobh, HK, vbh, HK, 0, ds, Tk)
+			if dv != nil {
+				w := p
+				if d != nil {
+					for i := range pd {
+						pd[i] = p[i] * d[i]
+					}
+					w = pd
+				}
+				be.Sgemm(true, false, Tk, K, Tq, 1, w, Tk, dobh, HK, 1, dv[b*Tk*HK+h*K:], HK)
+			}
+			// Softmax backward on each row: ds = p ⊙ (dp − Σ p·dp).
 			for i := 0; i < Tq; i++ {
-				p := probs[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
-				ds := scratch[((b*H+h)*Tq+i)*Tk : ((b*H+h)*Tq+i+1)*Tk]
-				do := dout[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
-				var dot float32
-				for j := range p {
-					m := float32(1)
-					if drop != nil {
-						m = drop[((b*H+h)*Tq+i)*Tk+j]
-					}
-					if p[j] == 0 || m == 0 {
-						ds[j] = 0
-						continue
-					}
-					vj := v[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-					var dp float32
-					for d := range do {
-						dp += do[d] * vj[d]
-					}
-					dp *= m // gradient of the undropped probability
-					ds[j] = dp
-					dot += p[j] * dp
-					if dv != nil {
-						dvj := dv[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-						w := p[j] * m
-						for d := range do {
-							dvj[d] += w * do[d]
-						}
+				row, pr := ds[i*Tk:(i+1)*Tk], p[i*Tk:(i+1)*Tk]
+				if d != nil {
+					dr := d[i*Tk : (i+1)*Tk]
+					for j := range row {
+						row[j] *= dr[j]
 					}
 				}
-				qi := q[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
-				for j := range p {
-					ds[j] = p[j] * (ds[j] - dot)
-					if ds[j] == 0 {
-						continue
-					}
-					kj := k[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-					if dq != nil {
-						dqi := dq[(b*Tq+i)*HK+h*K : (b*Tq+i)*HK+h*K+K]
-						for d := range dqi {
-							dqi[d] += ds[j] * kj[d]
-						}
-					}
-					if dk != nil {
-						dkj := dk[(b*Tk+j)*HK+h*K : (b*Tk+j)*HK+h*K+K]
-						for d := range qi {
-							dkj[d] += ds[j] * qi[d]
-						}
-					}
+				var dot float32
+				for j := range row {
+					dot += pr[j] * row[j]
+				}
+				for j := range row {
+					row[j] = pr[j] * (row[j] - dot)
 				}
 			}
-		}
-	})
-	if dbias != nil {
-		for b := 0; b < B; b++ {
-			for h := 0; h < H; h++ {
-				src := scratch[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+			if dq != nil {
+				be.Sgemm(false, false, Tq, K, Tk, 1, ds, Tk, kbh, HK, 1, dq[b*Tq*HK+h*K:], HK)
+			}
+			if dk != nil {
+				be.Sgemm(true, false, Tk, K, Tq, 1, ds, Tk, qbh, HK, 1, dk[b*Tk*HK+h*K:], HK)
+			}
+			if dbias != nil {
 				dst := dbias[h*Tq*Tk : (h+1)*Tq*Tk]
 				for i := range dst {
-					dst[i] += src[i]
+					dst[i] += ds[i]
 				}
 			}
 		}

@@ -123,17 +123,23 @@ func (o *AdamW) Step(ts []*Tensor) {
 	o.t++
 	bc1 := 1 - math.Pow(float64(o.Beta1), float64(o.t))
 	bc2 := 1 - math.Pow(float64(o.Beta2), float64(o.t))
+	// p ← p·(1 − lr·wd) − (lr/bc1)·m / (√v/√bc2 + eps), in float32 as torch does.
+	stepSize := float32(float64(o.LR) / bc1)
+	invBC2 := float32(1 / math.Sqrt(bc2))
+	decay := 1 - o.LR*o.WeightDecay
+	b1, b2, eps := o.Beta1, o.Beta2, o.Eps
 	off := 0
 	for _, t := range ts {
-		m, v := o.m[off:off+t.Len()], o.v[off:off+t.Len()]
-		for i, g := range t.Grad {
-			p := t.Data[i] * (1 - o.LR*o.WeightDecay)
-			m[i] = o.Beta1*m[i] + (1-o.Beta1)*g
-			v[i] = o.Beta2*v[i] + (1-o.Beta2)*g*g
-			mhat := float64(m[i]) / bc1
-			denom := math.Sqrt(float64(v[i]))/math.Sqrt(bc2) + float64(o.Eps)
-			t.Data[i] = p - float32(float64(o.LR)*mhat/denom)
-		}
+		m, v, p, g := o.m[off:off+t.Len()], o.v[off:off+t.Len()], t.Data, t.Grad
+		parallelFor(len(p), 1<<15, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				gi := g[i]
+				mi := b1*m[i] + (1-b1)*gi
+				vi := b2*v[i] + (1-b2)*gi*gi
+				m[i], v[i] = mi, vi
+				p[i] = p[i]*decay - stepSize*mi/(float32(math.Sqrt(float64(vi)))*invBC2+eps)
+			}
+		})
 		off += t.Len()
 	}
 }

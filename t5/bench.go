@@ -1,0 +1,118 @@
+package t5
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/readsweep/readsweep/nn"
+)
+
+// Sizes are the shapes of the public checkpoints (random weights here).
+var Sizes = map[string]Config{
+	"t5-tiny":  sized(128, 32, 512, 4, 4),
+	"t5-small": sized(512, 64, 2048, 6, 8),
+	"t5-base":  sized(768, 64, 3072, 12, 12),
+	"t5-large": sized(1024, 64, 4096, 24, 16),
+}
+
+func sized(d, k, f, layers, heads int) Config {
+	c := DefaultConfig()
+	c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = d, k, f, layers, layers, heads
+	return c
+}
+
+// countingBackend counts the floating-point operations and time of the
+// matrix products it forwards.
+type countingBackend struct {
+	nn.Backend
+	flops, nanos atomic.Int64
+}
+
+func (c *countingBackend) Sgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	t0 := time.Now()
+	c.Backend.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+	c.nanos.Add(int64(time.Since(t0)))
+	c.flops.Add(2 * int64(m) * int64(n) * int64(k))
+}
+
+// StepBench is the result of BenchTrainStep.
+type StepBench struct {
+	Size             string
+	Backend          string
+	Batch, Src, Tgt  int
+	Steps            int
+	SecondsPerStep   float64
+	GemmGFLOPS       float64 // matrix work per second of matrix time
+	GemmShare        float64 // fraction of the step spent in matrix products
+	PeakRSSMB        float64
+	Trainable        int
+	ActivationPeakMB float64
+}
+
+// BenchTrainStep times full fine-tuning steps (forward, backward, AdamW)
+// of a randomly initialised model of the given size, after one warm-up
+// step, as shared/peers/torch_cpu_peer.py does (weights N(0, 0.05), random
+// ids, no padding, no dropout).
+func BenchTrainStep(be nn.Backend, size string, B, S, T, steps int) (StepBench, error) {
+	c, ok := Sizes[size]
+	if !ok {
+		return StepBench{}, fmt.Errorf("t5: unknown size %q (want t5-tiny, t5-small, t5-base or t5-large)", size)
+	}
+	c.DropoutRate = 0
+	m := New(c, 0)
+	rng := rand.New(rand.NewPCG(0, 0))
+	for _, t := range m.Params.Tensors {
+		for i := range t.Data {
+			t.Data[i] = float32(rng.NormFloat64() * 0.05)
+		}
+	}
+	trainable := m.Params.EnableGrad(func(string) bool { return true })
+	opt := nn.NewAdamW(1e-4)
+	bt := Batch{B: B, S: S, T: T, Input: make([]int32, B*S), Labels: make([]int32, B*T)}
+	for i := range bt.Input {
+		bt.Input[i] = int32(2 + rng.IntN(31998))
+	}
+	for i := range bt.Labels {
+		bt.Labels[i] = int32(2 + rng.IntN(31998))
+	}
+	cb := &countingBackend{Backend: be}
+	g := nn.NewGraph(cb)
+	step := func() error {
+		g.Reset()
+		out, err := m.Forward(g, bt, nil)
+		if err != nil {
+			return err
+		}
+		g.Backward(out.Loss)
+		opt.Step(trainable)
+		nn.ZeroGrad(trainable)
+		return nil
+	}
+	if err := step(); err != nil {
+		return StepBench{}, err
+	}
+	cb.flops.Store(0)
+	cb.nanos.Store(0)
+	t0 := time.Now()
+	for range steps {
+		if err := step(); err != nil {
+			return StepBench{}, err
+		}
+	}
+	elapsed := time.Since(t0).Seconds()
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	gemm := float64(cb.nanos.Load()) / 1e9
+	return StepBench{
+		Size: size, Backend: be.Name(), Batch: B, Src: S, Tgt: T, Steps: steps,
+		SecondsPerStep:   elapsed / float64(steps),
+		GemmGFLOPS:       float64(cb.flops.Load()) / gemm / 1e9,
+		GemmShare:        gemm / elapsed,
+		PeakRSSMB:        float64(ru.Maxrss) / 1024,
+		Trainable:        m.Params.Count(),
+		ActivationPeakMB: float64(g.PeakBytes()) / 1e6,
+	}, nil
+}
