@@ -16,11 +16,15 @@ import (
 
 	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/hub"
+	"github.com/readsweep/readsweep/t5"
 )
 
 func cmdFetch(args []string) error {
+	if len(args) > 0 && args[0] == "model" {
+		return fetchModel(args[1:])
+	}
 	if len(args) == 0 || args[0] != "glue" {
-		return fmt.Errorf("%w: usage: sweep fetch glue [--dir data/glue] [--tasks cola,sst2,...] [--revision main]", errUsage)
+		return fmt.Errorf("%w: usage: sweep fetch glue [--dir data/glue] [--tasks ...] | sweep fetch model NAME [--dir DIR]", errUsage)
 	}
 	fs := newFlags("fetch glue", "fetch glue [--dir data/glue] [--tasks cola,sst2,...] [--revision main]")
 	dir := fs.String("dir", "data/glue", "where to put the files (one folder per task)")
@@ -137,5 +141,35 @@ func cmdData(args []string) error {
 	for _, n := range notes {
 		fmt.Println(n)
 	}
+	return nil
+}
+
+// fetchModel downloads a T5 checkpoint and its tokenizer from the hub.
+func fetchModel(args []string) error {
+	fs := newFlags("fetch model", "fetch model NAME [--dir DIR] [--revision main]   (NAME: t5-small, t5-base, or ORG/REPO)")
+	dir := fs.String("dir", "", "where to put the files (default: the user cache, readsweep/models/ORG/NAME)")
+	revision := fs.String("revision", "main", "repository revision")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if *dir == "" {
+		if *dir, err = t5.CacheDir(pos[0]); err != nil {
+			return err
+		}
+	}
+	c := hub.FromEnv()
+	c.Progress = byteProgress()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(os.Stderr, "sweep: fetching %s from %s into %s\n", t5.HubRepo(pos[0]), c.Endpoint, *dir)
+	if err := t5.Fetch(ctx, c, pos[0], *revision, *dir); err != nil {
+		return err
+	}
+	fmt.Println(*dir)
 	return nil
 }

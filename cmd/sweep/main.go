@@ -14,8 +14,10 @@
 //	sweep ask --study-name NAME --search-space JSON [--direction D] [--sampler tpe|random] [--sampler-kwargs JSON]
 //	sweep tell --study-name NAME --trial-number N (--values V | --state fail|pruned)
 //	sweep fetch glue [--dir data/glue] [--tasks cola,...]   GLUE from the hub (HF_ENDPOINT, HF_TOKEN)
+//	sweep fetch model t5-base [--dir DIR]           a T5 checkpoint and tokenizer from the hub
 //	sweep data stats [--dir data/glue] [--seed 42]  split sizes after the paper's protocol
 //	sweep bench tpe [--seeds 30] [--trials 32]      sampler quality and speed
+//	sweep bench t5 [--size t5-small] [--peer torch_cpu_peer.py]   training-step speed and memory
 //
 // Commands that read a database take --storage URL (default $SWEEP_STORAGE,
 // else sqlite:///sweeps.db) or --config SWEEPS.yaml to use that file's
@@ -58,9 +60,9 @@ func commands() []command {
 		{"export", "export every trial as csv or json", cmdExport, false},
 		{"ask", "create a trial and print its parameters (like optuna ask)", cmdAsk, false},
 		{"tell", "finish a trial (like optuna tell)", cmdTell, false},
-		{"fetch", "download data: fetch glue", cmdFetch, false},
+		{"fetch", "download data and models: fetch glue, fetch model NAME", cmdFetch, false},
 		{"data", "data reports: data stats", cmdData, false},
-		{"bench", "benchmarks: bench tpe", cmdBench, false},
+		{"bench", "benchmarks: bench tpe, bench t5", cmdBench, false},
 		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
 	}
 }
