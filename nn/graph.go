@@ -500,3 +500,68 @@ func (g *Graph) LSTMCell(x, h, c, wih, whh, bih, bhh *Tensor) (hOut, cOut *Tenso
 func (g *Graph) RNNCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
 	return g.Tanh(g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh)))
 }
+
+// AddRow adds b (C) to every row of x (..., C): a bias.
+func (g *Graph) AddRow(x, b *Tensor) *Tensor {
+	C := x.Dim(-1)
+	mustLen("AddRow", "b", b.Len(), C)
+	out := g.New(g.wants(x, b), x.Shape...)
+	N := x.Rows()
+	for n := 0; n < N; n++ {
+		o, r := out.Data[n*C:(n+1)*C], x.Data[n*C:(n+1)*C]
+		for i := range o {
+			o[i] = r[i] + b.Data[i]
+		}
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for n := 0; n < N; n++ {
+				d := out.Grad[n*C : (n+1)*C]
+				if x.Grad != nil {
+					xg := x.Grad[n*C : (n+1)*C]
+					for i := range d {
+						xg[i] += d[i]
+					}
+				}
+				if b.Grad != nil {
+					for i := range d {
+						b.Grad[i] += d[i]
+					}
+				}
+			}
+		})
+	}
+	return out
+}
+
+// Prepend puts the rows of p (P, D) in front of every sequence of x
+// (B, S, D), giving (B, P+S, D); p's gradient sums over the batch.
+func (g *Graph) Prepend(p, x *Tensor) *Tensor {
+	B, S, D := x.Dim(0), x.Dim(1), x.Dim(2)
+	P := p.Dim(0)
+	mustLen("Prepend", "p", p.Len(), P*D)
+	out := g.New(g.wants(p, x), B, P+S, D)
+	for b := 0; b < B; b++ {
+		copy(out.Data[b*(P+S)*D:], p.Data)
+		copy(out.Data[(b*(P+S)+P)*D:(b+1)*(P+S)*D], x.Data[b*S*D:(b+1)*S*D])
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for b := 0; b < B; b++ {
+				og := out.Grad[b*(P+S)*D : (b+1)*(P+S)*D]
+				if p.Grad != nil {
+					for i := range p.Grad {
+						p.Grad[i] += og[i]
+					}
+				}
+				if x.Grad != nil {
+					xg := x.Grad[b*S*D : (b+1)*S*D]
+					for i := range xg {
+						xg[i] += og[P*D+i]
+					}
+				}
+			}
+		})
+	}
+	return out
+}

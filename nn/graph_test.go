@@ -167,6 +167,10 @@ func TestOpGradients(t *testing.T) {
 			x, y := randTensor(rng, true, 3, 2), randTensor(rng, true, 3, 4)
 			checkGrad(t, be, []*Tensor{x, y}, 1e-2, func(g *Graph) *Tensor { return g.Slice(g.Concat(x, y, x), 1, 7) })
 		}},
+		{"bias rows and prepended prompt", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, b, p := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 4), randTensor(rng, true, 2, 4)
+			checkGrad(t, be, []*Tensor{x, b, p}, 1e-2, func(g *Graph) *Tensor { return g.Prepend(p, g.AddRow(x, b)) })
+		}},
 		{"cross entropy with ignored rows", func(t *testing.T, be Backend, rng *rand.Rand) {
 			logits := randTensor(rng, true, 2, 3, 7)
 			targets := []int32{3, -100, 0, 6, -100, 2}

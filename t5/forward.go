@@ -60,7 +60,20 @@ type Hooks struct {
 	DecoderOutput func(g *nn.Graph, out *Output) *nn.Tensor
 	// Linear, when set, computes every projection of the backbone by name
 	// (LoRA adds its low-rank update here); nil means g.Linear(x, w, nil).
+	// Names are the weights' without ".weight", e.g.
+	// "decoder.block.0.layer.0.SelfAttention.q".
 	Linear func(g *nn.Graph, name string, x, w *nn.Tensor) *nn.Tensor
+	// Norm, when set, computes every RMSNorm by name (e.g.
+	// "encoder.block.0.layer.1.layer_norm", "decoder.final_layer_norm");
+	// BitFit adds its biases here.
+	Norm func(g *nn.Graph, name string, x, w *nn.Tensor) *nn.Tensor
+	// SubLayer, when set, rewrites the output of each self-attention and
+	// feed-forward sub-layer before its residual add (Houlsby adapters);
+	// name is the sub-layer's, e.g. "encoder.block.0.layer.1".
+	SubLayer func(g *nn.Graph, name string, y *nn.Tensor) *nn.Tensor
+	// Block, when set, rewrites each block's output (one adapter per
+	// block); stack is "encoder" or "decoder".
+	Block func(g *nn.Graph, stack string, i int, x *nn.Tensor) *nn.Tensor
 }
 
 // Forward runs encoder, decoder and LM head on g; with labels it also
@@ -81,7 +94,7 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 	if h.DecoderOutput != nil {
 		final = h.DecoderOutput(g, out)
 	}
-	out.Logits = m.lmHead(g, final)
+	out.Logits = m.lmHead(g, h, final)
 	out.Loss = g.CrossEntropy(out.Logits, bt.Labels)
 	return out, nil
 }
@@ -93,11 +106,34 @@ func (m *Model) linear(g *nn.Graph, h *Hooks, name string, x, w *nn.Tensor) *nn.
 	return g.Linear(x, w, nil)
 }
 
-func (m *Model) lmHead(g *nn.Graph, x *nn.Tensor) *nn.Tensor {
+func (m *Model) norm(g *nn.Graph, h *Hooks, name string, x, w *nn.Tensor) *nn.Tensor {
+	if h.Norm != nil {
+		return h.Norm(g, name, x, w)
+	}
+	return g.RMSNorm(x, w, float32(m.Config.LayerNormEps))
+}
+
+func (m *Model) sub(g *nn.Graph, h *Hooks, name string, y *nn.Tensor) *nn.Tensor {
+	if h.SubLayer != nil {
+		return h.SubLayer(g, name, y)
+	}
+	return y
+}
+
+func (m *Model) blockOut(g *nn.Graph, h *Hooks, stack string, i int, x *nn.Tensor) *nn.Tensor {
+	if h.Block != nil {
+		return h.Block(g, stack, i, x)
+	}
+	return x
+}
+
+// lmHead projects the decoder output to the vocabulary; hooks see it as
+// the projection "lm_head".
+func (m *Model) lmHead(g *nn.Graph, h *Hooks, x *nn.Tensor) *nn.Tensor {
 	if s := m.Config.OutputScale(); s != 1 {
 		x = g.Scale(x, s)
 	}
-	return g.Linear(x, m.LMHead, nil)
+	return m.linear(g, h, "lm_head", x, m.LMHead)
 }
 
 // Encode runs the encoder alone and returns its final output (B, S, D)
@@ -114,7 +150,6 @@ func (m *Model) Encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks, out *Output) (*nn.Tensor, []bool) {
 	c := m.Config
 	p := float32(c.DropoutRate)
-	eps := float32(c.LayerNormEps)
 	x := g.Embedding(m.Shared, ids).View(B, S, c.DModel)
 	if h.InputEmbeds != nil {
 		x, mask = h.InputEmbeds(g, x, mask)
@@ -125,17 +160,19 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	out.EncHidden = append(out.EncHidden, x)
 	for i, blk := range m.Enc {
 		name := fmt.Sprintf("encoder.block.%d.layer.", i)
-		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, g.RMSNorm(x, blk.SelfNorm, eps), nil, bias,
+		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
 			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
-		x = g.Add(x, g.Dropout(a, p))
-		x = g.Add(x, g.Dropout(m.ffn(g, h, name+"1.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)), p))
+		x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
+		ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, m.norm(g, h, name+"1.layer_norm", x, blk.FFNorm))
+		x = g.Add(x, g.Dropout(m.sub(g, h, name+"1", ff), p))
+		x = m.blockOut(g, h, "encoder", i, x)
 		out.EncAttn = append(out.EncAttn, probs)
 		out.EncBlockOut = append(out.EncBlockOut, x)
 		if i < len(m.Enc)-1 {
 			out.EncHidden = append(out.EncHidden, x)
 		}
 	}
-	out.EncOut = g.Dropout(g.RMSNorm(x, m.EncFinal, eps), p)
+	out.EncOut = g.Dropout(m.norm(g, h, "encoder.final_layer_norm", x, m.EncFinal), p)
 	out.EncHidden = append(out.EncHidden, out.EncOut)
 	return out.EncOut, mask
 }
@@ -143,19 +180,20 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool, B, T int, h *Hooks, out *Output) {
 	c := m.Config
 	p := float32(c.DropoutRate)
-	eps := float32(c.LayerNormEps)
 	x := g.Dropout(g.Embedding(m.Shared, ids).View(B, T, c.DModel), p)
 	bias := g.PositionBias(m.DecRelBias, T, T, 0, false, c.RelMaxDistance)
 	out.DecHidden = append(out.DecHidden, x)
 	for i, blk := range m.Dec {
 		name := fmt.Sprintf("decoder.block.%d.layer.", i)
-		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, g.RMSNorm(x, blk.SelfNorm, eps), nil, bias,
+		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
 			nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
-		x = g.Add(x, g.Dropout(a, p))
-		ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, g.RMSNorm(x, blk.CrossNorm, eps), enc, nil,
+		x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
+		ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), enc, nil,
 			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
 		x = g.Add(x, g.Dropout(ca, p))
-		x = g.Add(x, g.Dropout(m.ffn(g, h, name+"2.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)), p))
+		ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))
+		x = g.Add(x, g.Dropout(m.sub(g, h, name+"2", ff), p))
+		x = m.blockOut(g, h, "decoder", i, x)
 		out.DecAttn = append(out.DecAttn, probs)
 		out.CrossAttn = append(out.CrossAttn, cprobs)
 		out.DecBlockOut = append(out.DecBlockOut, x)
@@ -163,7 +201,7 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 			out.DecHidden = append(out.DecHidden, x)
 		}
 	}
-	out.DecOut = g.Dropout(g.RMSNorm(x, m.DecFinal, eps), p)
+	out.DecOut = g.Dropout(m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal), p)
 	out.DecHidden = append(out.DecHidden, out.DecOut)
 }
 

@@ -14,15 +14,13 @@ import (
 //
 // Self-attention keys and values are cached per layer and the
 // cross-attention keys and values are computed once, so each step costs
-// one token's work. Hooks.Linear and Hooks.InputEmbeds apply;
-// Hooks.DecoderOutput does not.
+// one token's work. Every hook but DecoderOutput applies.
 func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
 	if h == nil {
 		h = &Hooks{}
 	}
 	c := m.Config
 	D, HK := c.DModel, c.Inner()
-	eps := float32(c.LayerNormEps)
 	ge := nn.NewGraph(be)
 	ge.NoGrad = true
 	enc, encMask, _ := m.Encode(ge, ids, mask, B, S, h)
@@ -52,7 +50,7 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
 		for l, blk := range m.Dec {
 			name := decoderName(l)
-			hn := g.RMSNorm(x, blk.SelfNorm, eps)
+			hn := m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
 			q := m.linear(g, h, name+"0.SelfAttention.q", hn, blk.Q)
 			k := m.linear(g, h, name+"0.SelfAttention.k", hn, blk.K)
 			v := m.linear(g, h, name+"0.SelfAttention.v", hn, blk.V)
@@ -61,13 +59,14 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 			K := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfK[l]}
 			V := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfV[l]}
 			a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: c.NumHeads, Causal: true, QOffset: t})
-			x = g.Add(x, m.linear(g, h, name+"0.SelfAttention.o", a, blk.O))
-			cq := m.linear(g, h, name+"1.EncDecAttention.q", g.RMSNorm(x, blk.CrossNorm, eps), blk.CQ)
+			x = g.Add(x, m.sub(g, h, name+"0", m.linear(g, h, name+"0.SelfAttention.o", a, blk.O)))
+			cq := m.linear(g, h, name+"1.EncDecAttention.q", m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
 			ca, _ := g.Attention(cq, ck[l], cv[l], nil, nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask})
 			x = g.Add(x, m.linear(g, h, name+"1.EncDecAttention.o", ca, blk.CO))
-			x = g.Add(x, m.ffn(g, h, name+"2.DenseReluDense.", blk, g.RMSNorm(x, blk.FFNorm, eps)))
+			x = g.Add(x, m.sub(g, h, name+"2", m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))))
+			x = m.blockOut(g, h, "decoder", l, x)
 		}
-		logits := m.lmHead(g, g.RMSNorm(x, m.DecFinal, eps))
+		logits := m.lmHead(g, h, m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal))
 		V := c.VocabSize
 		all := true
 		for b := 0; b < B; b++ {

@@ -44,8 +44,8 @@ type Model struct {
 	EncFinal, DecFinal *nn.Tensor // (D)
 }
 
-// paramShapes lists every parameter of a config in Hugging Face's order.
-func paramShapes(c Config, lmHead bool) ([]string, [][]int) {
+// ParamShapes lists every parameter of a config in Hugging Face's order.
+func ParamShapes(c Config, lmHead bool) ([]string, [][]int) {
 	D, I, F := c.DModel, c.Inner(), c.DFF
 	var names []string
 	var shapes [][]int
@@ -98,7 +98,7 @@ func paramShapes(c Config, lmHead bool) ([]string, [][]int) {
 // newModel allocates a zeroed model; lmHead gives it its own output
 // projection.
 func newModel(c Config, lmHead bool) *Model {
-	names, shapes := paramShapes(c, lmHead)
+	names, shapes := ParamShapes(c, lmHead)
 	m := &Model{Config: c, Params: nn.NewParams(names, shapes)}
 	get := m.Params.Get
 	m.Shared = get("shared.weight")

@@ -152,7 +152,7 @@ func TestParameterCounts(t *testing.T) {
 		c    Config
 		want int
 	}{{"t5-small", small, 60506624}, {"t5-base", base, 222903552}} {
-		names, shapes := paramShapes(tc.c, false)
+		names, shapes := ParamShapes(tc.c, false)
 		n := 0
 		for _, s := range shapes {
 			k := 1

@@ -1,0 +1,308 @@
+package baselines
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+func registry() methods.Registry {
+	r := methods.Registry{}
+	Register(r)
+	return r
+}
+
+func count(shapes [][]int) int {
+	n := 0
+	for _, s := range shapes {
+		k := 1
+		for _, d := range s {
+			k *= d
+		}
+		n += k
+	}
+	return n
+}
+
+// TestPaperParameterCounts counts each method's trainable parameters on
+// t5-base shapes from the config alone and compares them with Table 1.
+func TestPaperParameterCounts(t *testing.T) {
+	c := t5.Sizes["t5-base"]
+	_, withHead := t5.ParamShapes(c, true)
+	_, backbone := t5.ParamShapes(c, false)
+	total := count(withHead)
+	if total != 247577856 {
+		t.Fatalf("t5-base with a separate lm_head has %d parameters, want 247,577,856", total)
+	}
+	_, bitfit := bitfitShapes(c, "decoder")
+	_, bitfitAll := bitfitShapes(c, "all")
+	_, lora := loraShapes(c, "decoder_self_qv", 32)
+	_, loraAll := loraShapes(c, "all_qv", 32)
+	_, adapter := adapterShapes(c, "block", 64)
+	_, houlsby := adapterShapes(c, "houlsby", 64)
+	rows := []struct {
+		name  string
+		n     int
+		want  int
+		paper string // Table 1's printed percentage
+	}{
+		{"full", count(backbone), 222903552, "100"},
+		{"adapter (64, per block)", count(adapter), 2379264, "0.96"},
+		{"lora (r 32, decoder self q,v)", count(lora), 1179648, "0.48"},
+		{"bitfit (decoder)", count(bitfit), 148224, "0.06"},
+		{"prompt (20)", 20 * c.DModel, 15360, "0.01"},
+		{"bitfit scope all (with lm_head)", count(bitfitAll), 282496, ""},
+		{"lora targets all_qv", count(loraAll), 3538944, ""},
+		{"adapter placement houlsby", count(houlsby), 4758528, ""},
+	}
+	for _, r := range rows {
+		pct := 100 * float64(r.n) / float64(total)
+		printed := fmt.Sprintf("%.2f", pct)
+		if r.paper == "100" {
+			printed = "100" // the paper counts full fine-tuning as 100 %
+		}
+		t.Logf("%-32s %11d  %6.3f %%  paper %s %%", r.name, r.n, pct, r.paper)
+		if r.n != r.want {
+			t.Errorf("%s: %d parameters, want %d", r.name, r.n, r.want)
+		}
+		if r.paper != "" && printed != r.paper {
+			t.Errorf("%s: %s %% at the paper's precision, Table 1 prints %s %%", r.name, printed, r.paper)
+		}
+	}
+}
+
+func loadTiny(t *testing.T) *t5.Model {
+	t.Helper()
+	m, err := t5.Load("../t5/testdata/tiny-t5-v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+type golden struct {
+	*t5.Safetensors
+	batch t5.Batch
+}
+
+func loadGolden(t *testing.T, file string) golden {
+	t.Helper()
+	ref, err := t5.OpenSafetensors("../t5/testdata/tiny-t5-v1/reference.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Close() })
+	ids, shape, _ := ref.ReadInts("input_ids")
+	am, _, _ := ref.ReadInts("attention_mask")
+	labels, lshape, _ := ref.ReadInts("labels")
+	mask := make([]bool, len(am))
+	for i, v := range am {
+		mask[i] = v != 0
+	}
+	s, err := t5.OpenSafetensors(filepath.Join("../t5/testdata/tiny-t5-v1", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return golden{s, t5.Batch{B: shape[0], S: shape[1], T: lshape[1], Input: ids, Mask: mask, Labels: labels}}
+}
+
+func (gd golden) read(t *testing.T, name string) []float32 {
+	t.Helper()
+	ti, ok := gd.Tensors[name]
+	if !ok {
+		t.Fatalf("golden has no %q", name)
+	}
+	n := 1
+	for _, d := range ti.Shape {
+		n *= d
+	}
+	out := make([]float32, n)
+	if err := gd.Read(name, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func near(t *testing.T, name string, have, want []float32, atol float64) {
+	t.Helper()
+	if len(have) != len(want) {
+		t.Fatalf("%s: %d values, want %d", name, len(have), len(want))
+	}
+	for i := range want {
+		if d := math.Abs(float64(have[i] - want[i])); d > atol+1e-4*math.Abs(float64(want[i])) {
+			t.Errorf("%s[%d] = %v, want %v (diff %.3g)", name, i, have[i], want[i], d)
+			return
+		}
+	}
+}
+
+func maxAbs(x []float32) float64 {
+	m := 0.0
+	for _, v := range x {
+		m = math.Max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
+// TestLoRAMatchesPeft loads peft's LoRA weights (r 4, α 8, q and v of
+// every attention) and compares logits, loss and every LoRA gradient.
+func TestLoRAMatchesPeft(t *testing.T) {
+	m := loadTiny(t)
+	gd := loadGolden(t, "lora_r4_a8_qv.safetensors")
+	meth, err := registry().New("lora", m, map[string]any{"rank": 4, "alpha": 8.0, "targets": "all_qv"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := meth.Weights()
+	if len(w.Names) != 2*(2*2+3*2*2) {
+		t.Fatalf("%d LoRA tensors, want q,v of 2 encoder + 3×2 decoder attentions, A and B each", len(w.Names))
+	}
+	peft := func(name string) string {
+		base, kind, _ := strings.Cut(name, ".lora_")
+		return "base_model.model." + base + ".lora_" + kind + ".default.weight"
+	}
+	for i, name := range w.Names {
+		copy(w.Tensors[i].Data, gd.read(t, "weight."+peft(name)))
+	}
+	g := nn.NewGraph(nn.DefaultBackend())
+	out, err := m.Forward(g, gd.batch, meth.Hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "logits", out.Logits.Data, gd.read(t, "logits"), 1e-4)
+	near(t, "loss", out.Loss.Data, gd.read(t, "loss"), 1e-5)
+	g.Backward(out.Loss)
+	for i, name := range w.Names {
+		want := gd.read(t, "grad."+peft(name))
+		near(t, "grad."+name, meth.Trainable()[i].Grad, want, 1e-4*maxAbs(want))
+	}
+	for _, p := range m.Params.Tensors {
+		if p.Grad != nil {
+			t.Fatal("the backbone kept a gradient under LoRA")
+		}
+	}
+}
+
+// TestPromptMatchesPeft loads peft's 5-token prompt (peft stores 10 rows
+// for encoder-decoder models and prepends the first 5).
+func TestPromptMatchesPeft(t *testing.T) {
+	m := loadTiny(t)
+	gd := loadGolden(t, "prompt_tuning_5.safetensors")
+	meth, err := registry().New("prompt", m, map[string]any{"prompts": 5}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := gd.read(t, "weight.prompt_encoder.default.embedding.weight") // (10, 32)
+	emb := meth.Weights().Tensors[0]
+	copy(emb.Data, stored[:5*32])
+	g := nn.NewGraph(nn.DefaultBackend())
+	out, err := m.Forward(g, gd.batch, meth.Hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "logits", out.Logits.Data, gd.read(t, "logits"), 1e-4)
+	near(t, "loss", out.Loss.Data, gd.read(t, "loss"), 1e-5)
+	g.Backward(out.Loss)
+	want := gd.read(t, "grad.prompt_encoder.default.embedding.weight")
+	near(t, "grad", emb.Grad, want[:5*32], 1e-4*maxAbs(want))
+	if maxAbs(want[5*32:]) != 0 {
+		t.Error("peft's unused prompt rows have a gradient; the golden is not what this test assumes")
+	}
+}
+
+// TestGradientsByFiniteDifferences checks every method's trainable
+// gradients on the tiny model against central differences of the loss.
+func TestGradientsByFiniteDifferences(t *testing.T) {
+	gd := loadGolden(t, "prompt_tuning_5.safetensors")
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+	}{
+		{"bitfit", map[string]any{"scope": "all"}},
+		{"adapter", map[string]any{"bottleneck": 4}},
+		{"adapter", map[string]any{"bottleneck": 3, "placement": "houlsby"}},
+		{"lora", map[string]any{"rank": 2}},
+		{"full", nil},
+	} {
+		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
+			// The gated-gelu model keeps the loss smooth; ReLU kinks would
+			// make central differences disagree where a step crosses zero.
+			m, err := t5.Load("../t5/testdata/tiny-t5-v11")
+			if err != nil {
+				t.Fatal(err)
+			}
+			meth, err := registry().New(tc.method, m, tc.arch, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Move every trainable value off its initialisation, so zero-init
+			// biases and LoRA's B are exercised.
+			for _, p := range meth.Trainable() {
+				for i := range p.Data {
+					p.Data[i] += 0.05 * float32(math.Sin(float64(7*i+3)))
+				}
+			}
+			loss := func() float64 {
+				g := nn.NewGraph(nn.Gonum{})
+				g.NoGrad = true
+				out, err := m.Forward(g, gd.batch, meth.Hooks())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return float64(out.Loss.Data[0])
+			}
+			g := nn.NewGraph(nn.Gonum{})
+			out, _ := m.Forward(g, gd.batch, meth.Hooks())
+			g.Backward(out.Loss)
+			checked := 0
+			for _, p := range meth.Trainable() {
+				scale := maxAbs(p.Grad)
+				for _, i := range []int{0, p.Len() / 2, p.Len() - 1} {
+					orig := p.Data[i]
+					const eps = 2e-3
+					p.Data[i] = orig + eps
+					up := loss()
+					p.Data[i] = orig - eps
+					down := loss()
+					p.Data[i] = orig
+					num := (up - down) / (2 * eps)
+					if d := math.Abs(num - float64(p.Grad[i])); d > 1e-3+2e-2*scale {
+						t.Errorf("tensor %v[%d]: analytic %.5g, numeric %.5g", p.Shape, i, p.Grad[i], num)
+					}
+					checked++
+				}
+				if checked > 60 {
+					break
+				}
+			}
+		})
+	}
+}
+
+func TestSettingsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+		want   string
+	}{
+		{"lora", map[string]any{"rnak": 8}, `lora: unknown architecture setting "rnak"`},
+		{"lora", map[string]any{"rank": 0}, "lora: architecture setting rank: 0 is below 1"},
+		{"lora", map[string]any{"rank": 2.5}, "rank: 2.5 is not a whole number"},
+		{"adapter", map[string]any{"placement": "everywhere"}, "placement: everywhere is not one of block, houlsby"},
+		{"bitfit", map[string]any{"scope": 3}, "scope: 3 is not one of decoder, all"},
+		{"prompt", map[string]any{"prompts": 100000}, "prompts: 100000 prompts need"},
+		{"readx", nil, `unknown method "readx"`},
+	} {
+		_, err := registry().New(tc.method, loadTiny(t), tc.arch, 1)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %v: error %v, want %q", tc.method, tc.arch, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,199 @@
+// Package methods defines what every fine-tuning method provides to the
+// trainer, and a registry from method names to constructors that validates
+// the architecture settings of a study (e.g. {rank: 32}).
+//
+// A method attaches to a T5 backbone through t5.Hooks: it adds its own
+// tensors, changes the dataflow where it needs to, and names exactly the
+// tensors the optimiser updates. Everything else stays frozen and, having
+// no gradient, runs tape-free.
+package methods
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// Method is a fine-tuning method attached to one backbone.
+type Method interface {
+	// Trainable returns the tensors the optimiser updates, each with a
+	// gradient buffer.
+	Trainable() []*nn.Tensor
+	// Hooks returns the method's changes to the backbone's forward pass;
+	// the trainer uses them for the loss and for generation.
+	Hooks() *t5.Hooks
+	// Weights returns the tensors Save writes: the method's own (for full
+	// fine-tuning, the whole backbone).
+	Weights() *nn.Params
+}
+
+// Decayer is implemented by methods whose parameters take weight decay
+// (full fine-tuning); PETL parameters take none.
+type Decayer interface {
+	WeightDecay() bool
+}
+
+// Dropouter is implemented by methods that train with the backbone's
+// dropout on (full fine-tuning); the others run the frozen backbone
+// without it unless a trial sets it.
+type Dropouter interface {
+	BackboneDropout() bool
+}
+
+// Constructor attaches a method to m with settings s; seed drives its
+// random initialisation.
+type Constructor func(m *t5.Model, s *Settings, seed uint64) (Method, error)
+
+// Registry maps method names to constructors.
+type Registry map[string]Constructor
+
+// New builds method name on m from the architecture settings arch,
+// rejecting unknown keys and bad values with an error naming them.
+func (r Registry) New(name string, m *t5.Model, arch map[string]any, seed uint64) (Method, error) {
+	ctor, ok := r[name]
+	if !ok {
+		names := make([]string, 0, len(r))
+		for n := range r {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("methods: unknown method %q (known: %s)", name, strings.Join(names, ", "))
+	}
+	s := &Settings{method: name, values: arch, used: map[string]bool{}}
+	meth, err := ctor(m, s, seed)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.unused(); err != nil {
+		return nil, err
+	}
+	return meth, nil
+}
+
+// Settings are a study's architecture settings with typed, validating
+// getters; keys nobody asked for are errors.
+type Settings struct {
+	method string
+	values map[string]any
+	used   map[string]bool
+}
+
+// Err returns an error about key.
+func (s *Settings) Err(key, format string, args ...any) error {
+	return fmt.Errorf("methods: %s: architecture setting %s: %s", s.method, key, fmt.Sprintf(format, args...))
+}
+
+func (s *Settings) get(key string) (any, bool) {
+	s.used[key] = true
+	v, ok := s.values[key]
+	return v, ok
+}
+
+// Int returns key as an integer at least lo, or def when absent.
+func (s *Settings) Int(key string, def, lo int) (int, error) {
+	v, ok := s.get(key)
+	if !ok {
+		return def, nil
+	}
+	var n int
+	switch x := v.(type) {
+	case int:
+		n = x
+	case int64:
+		n = int(x)
+	case float64:
+		if x != math.Trunc(x) {
+			return 0, s.Err(key, "%v is not a whole number", v)
+		}
+		n = int(x)
+	default:
+		return 0, s.Err(key, "%v is not a number", v)
+	}
+	if n < lo {
+		return 0, s.Err(key, "%d is below %d", n, lo)
+	}
+	return n, nil
+}
+
+// Float returns key as a number, or def when absent.
+func (s *Settings) Float(key string, def float64) (float64, error) {
+	v, ok := s.get(key)
+	if !ok {
+		return def, nil
+	}
+	switch x := v.(type) {
+	case int:
+		return float64(x), nil
+	case int64:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	}
+	return 0, s.Err(key, "%v is not a number", v)
+}
+
+// Choice returns key as one of choices (the first is the default).
+func (s *Settings) Choice(key string, choices ...string) (string, error) {
+	v, ok := s.get(key)
+	if !ok {
+		return choices[0], nil
+	}
+	str, isStr := v.(string)
+	for _, c := range choices {
+		if isStr && str == c {
+			return c, nil
+		}
+	}
+	return "", s.Err(key, "%v is not one of %s", v, strings.Join(choices, ", "))
+}
+
+// Ignore marks keys that do not shape the model (e.g. a test double's
+// knobs, or "name") as known.
+func (s *Settings) Ignore(keys ...string) {
+	for _, k := range keys {
+		s.used[k] = true
+	}
+}
+
+func (s *Settings) unused() error {
+	var extra []string
+	for k := range s.values {
+		if !s.used[k] {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) == 0 {
+		return nil
+	}
+	sort.Strings(extra)
+	known := make([]string, 0, len(s.used))
+	for k := range s.used {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	return fmt.Errorf("methods: %s: unknown architecture setting %q (known: %s)", s.method, extra[0], strings.Join(known, ", "))
+}
+
+// CountTrainable returns the number of values in ts.
+func CountTrainable(ts []*nn.Tensor) int {
+	n := 0
+	for _, t := range ts {
+		n += t.Len()
+	}
+	return n
+}
+
+// PaperTotal is the parameter count the READ paper divides by: the
+// backbone with the LM head counted as its own matrix even when tied
+// (247,577,856 for t5-base).
+func PaperTotal(m *t5.Model) int {
+	n := m.Params.Count()
+	if m.LMHead == m.Shared {
+		n += m.Shared.Len()
+	}
+	return n
+}
