@@ -52,14 +52,12 @@ type StepBench struct {
 	ActivationPeakMB float64
 }
 
-// BenchTrainStep times full fine-tuning steps (forward, backward, AdamW)
-// of a randomly initialised model of the given size, after one warm-up
-// step, as shared/peers/torch_cpu_peer.py does (weights N(0, 0.05), random
-// ids, no padding, no dropout).
-func BenchTrainStep(be nn.Backend, size string, B, S, T, steps int) (StepBench, error) {
+// NewBenchModel returns a model of a named size with weights drawn from
+// N(0, 0.05²) and no dropout, as shared/peers/torch_cpu_peer.py makes it.
+func NewBenchModel(size string) (*Model, error) {
 	c, ok := Sizes[size]
 	if !ok {
-		return StepBench{}, fmt.Errorf("t5: unknown size %q (want t5-tiny, t5-small, t5-base or t5-large)", size)
+		return nil, fmt.Errorf("t5: unknown size %q (want t5-tiny, t5-small, t5-base or t5-large)", size)
 	}
 	c.DropoutRate = 0
 	m := New(c, 0)
@@ -69,7 +67,14 @@ func BenchTrainStep(be nn.Backend, size string, B, S, T, steps int) (StepBench, 
 			t.Data[i] = float32(rng.NormFloat64() * 0.05)
 		}
 	}
-	trainable := m.Params.EnableGrad(func(string) bool { return true })
+	return m, nil
+}
+
+// BenchTrainStep times training steps (forward, backward, AdamW over
+// trainable) of m with hooks on random ids without padding, after one
+// warm-up step.
+func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tensor, size string, B, S, T, steps int) (StepBench, error) {
+	rng := rand.New(rand.NewPCG(0, 1))
 	opt := nn.NewAdamW(1e-4)
 	bt := Batch{B: B, S: S, T: T, Input: make([]int32, B*S), Labels: make([]int32, B*T)}
 	for i := range bt.Input {
@@ -82,7 +87,7 @@ func BenchTrainStep(be nn.Backend, size string, B, S, T, steps int) (StepBench, 
 	g := nn.NewGraph(cb)
 	step := func() error {
 		g.Reset()
-		out, err := m.Forward(g, bt, nil)
+		out, err := m.Forward(g, bt, hooks)
 		if err != nil {
 			return err
 		}
@@ -106,13 +111,17 @@ func BenchTrainStep(be nn.Backend, size string, B, S, T, steps int) (StepBench, 
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	gemm := float64(cb.nanos.Load()) / 1e9
+	n := 0
+	for _, t := range trainable {
+		n += t.Len()
+	}
 	return StepBench{
 		Size: size, Backend: be.Name(), Batch: B, Src: S, Tgt: T, Steps: steps,
 		SecondsPerStep:   elapsed / float64(steps),
 		GemmGFLOPS:       float64(cb.flops.Load()) / gemm / 1e9,
 		GemmShare:        gemm / elapsed,
 		PeakRSSMB:        float64(ru.Maxrss) / 1024,
-		Trainable:        m.Params.Count(),
+		Trainable:        n,
 		ActivationPeakMB: float64(g.PeakBytes()) / 1e6,
 	}, nil
 }

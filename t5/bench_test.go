@@ -8,7 +8,12 @@ import (
 
 func benchmarkTrainStep(b *testing.B, size string) {
 	for b.Loop() {
-		r, err := BenchTrainStep(nn.DefaultBackend(), size, 8, 64, 4, 1)
+		m, err := NewBenchModel(size)
+		if err != nil {
+			b.Fatal(err)
+		}
+		trainable := m.Params.EnableGrad(func(string) bool { return true })
+		r, err := BenchTrainStep(nn.DefaultBackend(), m, nil, trainable, size, 8, 64, 4, 1)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,16 +10,20 @@ import (
 	"os"
 	"time"
 
+	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/sweep/tpe"
 )
 
-// ReadSpec reads the spec from the file named by $SWEEP_TRIAL_SPEC, or
-// from stdin when the variable is unset.
-func ReadSpec(stdin io.Reader) (Spec, error) {
+// ReadSpec reads the spec from path, else from the file named by
+// $SWEEP_TRIAL_SPEC, else from stdin.
+func ReadSpec(path string, stdin io.Reader) (Spec, error) {
 	var raw []byte
 	var err error
 	src := "standard input"
-	if path := os.Getenv(SpecEnv); path != "" {
+	if path == "" {
+		path = os.Getenv(SpecEnv)
+	}
+	if path != "" {
 		src = path
 		raw, err = os.ReadFile(path)
 	} else {
@@ -39,13 +43,17 @@ func ReadSpec(stdin io.Reader) (Spec, error) {
 }
 
 // Run executes one trial described by spec, writing protocol messages to
-// stdout and logs to stderr.
-func Run(ctx context.Context, spec Spec, stdout, stderr io.Writer) error {
+// stdout and logs to stderr: the synthetic test double, or Train with the
+// methods of reg.
+func Run(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr io.Writer) error {
 	if spec.Trainer == "synthetic" || spec.Method == "synthetic" {
 		return Synthetic(ctx, spec, stdout, stderr)
 	}
-	return fmt.Errorf("trial: method %q: the T5 trainers are not part of this build yet "+
-		"(they land with the trainer, READ and LST issues); use `trainer: synthetic` to exercise the orchestrator", spec.Method)
+	if _, ok := reg[spec.Method]; !ok {
+		return fmt.Errorf("trial: method %q is not part of this build yet (it lands with its own issue); "+
+			"use `trainer: synthetic` to exercise the orchestrator", spec.Method)
+	}
+	return Train(ctx, spec, reg, stdout, stderr)
 }
 
 // Synthetic is the orchestrator's test double. Its objective is tpe_bench's

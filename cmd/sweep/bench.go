@@ -19,6 +19,9 @@ func cmdBench(args []string) error {
 	if len(args) > 0 && args[0] == "t5" {
 		return benchT5(args[1:])
 	}
+	if len(args) > 0 && args[0] == "t5-step" {
+		return benchStep(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tpe" {
 		return fmt.Errorf("%w: usage: sweep bench tpe [--seeds 30] ... | sweep bench t5 [--size t5-small] [--peer torch_cpu_peer.py]", errUsage)
 	}
@@ -84,11 +87,13 @@ func cmdBench(args []string) error {
 	return nil
 }
 
-// benchT5 times full fine-tuning steps of a random T5 and, with --peer,
-// the PyTorch CPU peer at the same shapes in the same run.
+// benchT5 times training steps of each method on a random T5 and, with
+// --peer, the PyTorch CPU peer for the methods it has (full, lora) at the
+// same shapes in the same run.
 func benchT5(args []string) error {
-	fs := newFlags("bench t5", "bench t5 [--size t5-small] [--batch 8] [--src 64] [--tgt 4] [--steps 3] [--peer shared/peers/torch_cpu_peer.py]")
+	fs := newFlags("bench t5", "bench t5 [--size t5-small] [--methods full,bitfit,lora,adapter,prompt] [--batch 8] [--src 64] [--tgt 4] [--steps 3] [--peer shared/peers/torch_cpu_peer.py]")
 	size := fs.String("size", "t5-small", "t5-tiny, t5-small, t5-base or t5-large (random weights)")
+	names := fs.String("methods", "full", "methods to time, with their default architectures")
 	batch := fs.Int("batch", 8, "batch size")
 	src := fs.Int("src", 64, "source length")
 	tgt := fs.Int("tgt", 4, "target length")
@@ -109,30 +114,101 @@ func benchT5(args []string) error {
 	} else if *backend != "" && *backend != be.Name() {
 		return fmt.Errorf("%w: --backend %q is not available in this build (have %s, gonum)", errUsage, *backend, be.Name())
 	}
-	fmt.Printf("OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n", os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
-	r, err := t5.BenchTrainStep(be, *size, *batch, *src, *tgt, *steps)
+	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
+		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	fmt.Printf("%-8s %12s %12s %14s %14s %10s\n", "method", "ours s/step", "ours RSS MB", "PyTorch s/step", "PyTorch RSS MB", "time ratio")
+	for _, name := range strings.Split(*names, ",") {
+		// Each method runs in a fresh process so peak RSS is its own.
+		r, err := benchOne(be.Name(), *size, name, *batch, *src, *tgt, *steps)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%-8s %12.3f %12.0f", name, r.SecondsPerStep, r.PeakRSSMB)
+		if *peer != "" && (name == "full" || name == "lora" || name == "read") {
+			p, err := runPeer(*peer, *size, name, *batch, *src, *tgt, *steps)
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" %14.3f %14.0f %9.2fx", p.StepS, p.PeakRSSMB, r.SecondsPerStep/p.StepS)
+		}
+		fmt.Println(line)
+	}
+	fmt.Println("lora runs rank 32 on q and v of every attention, as the peer does; the others their defaults")
+	fmt.Println("target: ours ≤ 0.5× PyTorch's time, at no more memory")
+	return nil
+}
+
+// benchOne times one method in a child process (`sweep bench t5-step`).
+func benchOne(backend, size, method string, B, S, T, steps int) (t5.StepBench, error) {
+	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return t5.StepBench{}, err
 	}
-	fmt.Printf("ours   %s full-tuning step %dx%dx%d on %s: %.3f s/step, peak RSS %.0f MB, matrix work %.1f GFLOP/s (%.0f%% of the step), activations %.0f MB\n",
-		r.Size, r.Batch, r.Src, r.Tgt, r.Backend, r.SecondsPerStep, r.PeakRSSMB, r.GemmGFLOPS, 100*r.GemmShare, r.ActivationPeakMB)
-	if *peer == "" {
-		return nil
-	}
-	cmd := exec.Command("/usr/bin/python3", *peer, *size, "full", strconv.Itoa(*batch), strconv.Itoa(*src), strconv.Itoa(*tgt), strconv.Itoa(*steps))
+	cmd := exec.Command(exe, "bench", "t5-step", backend, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("peer %s: %w", *peer, err)
+		return t5.StepBench{}, fmt.Errorf("bench %s: %w", method, err)
 	}
-	var p struct {
-		StepS     float64 `json:"step_s"`
-		PeakRSSMB float64 `json:"peak_rss_mb"`
+	var r t5.StepBench
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("bench %s printed %q: %w", method, out, err)
 	}
+	return r, nil
+}
+
+// benchStep is the child side of benchOne: it prints one StepBench as JSON.
+func benchStep(args []string) error {
+	if len(args) != 7 {
+		return fmt.Errorf("%w: bench t5-step BACKEND SIZE METHOD B S T STEPS", errUsage)
+	}
+	var n [4]int
+	for i := range n {
+		v, err := strconv.Atoi(args[3+i])
+		if err != nil || v < 1 {
+			return fmt.Errorf("%w: %q is not a positive number", errUsage, args[3+i])
+		}
+		n[i] = v
+	}
+	be := nn.DefaultBackend()
+	if args[0] == "gonum" {
+		be = nn.Gonum{}
+	}
+	m, err := t5.NewBenchModel(args[1])
+	if err != nil {
+		return err
+	}
+	var arch map[string]any
+	if args[2] == "lora" {
+		// The peer's LoRA: rank 32 on q and v of every attention.
+		arch = map[string]any{"targets": "all_qv"}
+	}
+	meth, err := registry().New(args[2], m, arch, 0)
+	if err != nil {
+		return err
+	}
+	r, err := t5.BenchTrainStep(be, m, meth.Hooks(), meth.Trainable(), args[1], n[0], n[1], n[2], n[3])
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+type peerResult struct {
+	StepS     float64 `json:"step_s"`
+	PeakRSSMB float64 `json:"peak_rss_mb"`
+}
+
+func runPeer(peer, size, method string, B, S, T, steps int) (peerResult, error) {
+	cmd := exec.Command("/usr/bin/python3", peer, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return peerResult{}, fmt.Errorf("peer %s %s: %w", peer, method, err)
+	}
+	var p peerResult
 	if err := json.Unmarshal(out, &p); err != nil {
-		return fmt.Errorf("peer printed %q: %w", out, err)
+		return p, fmt.Errorf("peer printed %q: %w", out, err)
 	}
-	fmt.Printf("peer   PyTorch CPU: %.3f s/step, peak RSS %.0f MB\n", p.StepS, p.PeakRSSMB)
-	fmt.Printf("ratio  time %.2fx, memory %.2fx (ours / PyTorch; target time ≤ 0.5x at no more memory)\n", r.SecondsPerStep/p.StepS, r.PeakRSSMB/p.PeakRSSMB)
-	return nil
+	return p, nil
 }

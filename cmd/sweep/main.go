@@ -15,6 +15,7 @@
 //	sweep tell --study-name NAME --trial-number N (--values V | --state fail|pruned)
 //	sweep fetch glue [--dir data/glue] [--tasks cola,...]   GLUE from the hub (HF_ENDPOINT, HF_TOKEN)
 //	sweep fetch model t5-base [--dir DIR]           a T5 checkpoint and tokenizer from the hub
+//	sweep model new --out DIR --spiece FILE          a random small T5 (examples, tests)
 //	sweep data stats [--dir data/glue] [--seed 42]  split sizes after the paper's protocol
 //	sweep bench tpe [--seeds 30] [--trials 32]      sampler quality and speed
 //	sweep bench t5 [--size t5-small] [--peer torch_cpu_peer.py]   training-step speed and memory
@@ -62,6 +63,7 @@ func commands() []command {
 		{"tell", "finish a trial (like optuna tell)", cmdTell, false},
 		{"fetch", "download data and models: fetch glue, fetch model NAME", cmdFetch, false},
 		{"data", "data reports: data stats", cmdData, false},
+		{"model", "make models: model new (a random small T5 for examples and tests)", cmdModel, false},
 		{"bench", "benchmarks: bench tpe, bench t5", cmdBench, false},
 		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
 	}

@@ -555,3 +555,49 @@ func TestDataCommands(t *testing.T) {
 		t.Errorf("fetch of a model the hub lacks: exit %d, %s", code, errOut)
 	}
 }
+
+// TestRealSweep makes a tiny model with `sweep model new` and sweeps two
+// methods on the GLUE fixture with the real trainer.
+func TestRealSweep(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "tiny-t5")
+	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
+		t.Fatalf("model new: %s", errOut)
+	}
+	writeConfig(t, dir, `storage: sqlite:///real.db
+model: tiny-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+datasets: [sst2]
+methods:
+  full: [{}]
+  lora: [{rank: 4}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 2
+training: {max_epochs: 2, batch_size: 32}
+`)
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("sweep run: exit %d\n%s", code, errOut)
+	}
+	studies := load(t, filepath.Join(dir, "real.db"))
+	checkBudgets(t, studies, 2, 2)
+	for name, trials := range studies {
+		for _, tr := range trials {
+			if len(tr.Intermediate) != 2 || tr.UserAttrs["trainable_params"] == nil || tr.UserAttrs["test"] == nil {
+				t.Errorf("%s#%d: %d epochs, attrs %v", name, tr.Number, len(tr.Intermediate), tr.UserAttrs)
+			}
+		}
+	}
+	if stdout, errOut, code := sweepCmd(t, dir, "best", "--method", "lora", "--config", "sweep.yaml"); code != 0 || !strings.Contains(stdout, "chosen architecture rank-4") {
+		t.Errorf("sweep best: exit %d\n%s%s", code, stdout, errOut)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -13,6 +13,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
@@ -161,15 +163,31 @@ func (b *barWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// cmdTrial runs one trial; with --spec it runs stand-alone from a spec
+// file (for example a trial's runs/.../spec.json), for debugging.
 func cmdTrial(args []string) error {
-	if len(args) != 0 {
-		return fmt.Errorf("%w: sweep trial takes no arguments; it reads a spec on stdin or from $%s", errUsage, trial.SpecEnv)
+	fs := newFlags("trial", "trial [--spec spec.json]   (else the spec comes from $SWEEP_TRIAL_SPEC or stdin)")
+	specPath := fs.String("spec", "", "spec file to run")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
 	}
-	spec, err := trial.ReadSpec(os.Stdin)
+	if len(pos) != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	spec, err := trial.ReadSpec(*specPath, os.Stdin)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return trial.Run(ctx, spec, os.Stdout, os.Stderr)
+	return trial.Run(ctx, spec, registry(), os.Stdout, os.Stderr)
+}
+
+// registry holds every fine-tuning method this build has.
+func registry() methods.Registry {
+	r := methods.Registry{}
+	baselines.Register(r)
+	return r
 }

@@ -1,0 +1,433 @@
+package trial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// Settings are the training settings a trial reads from Spec.Training.
+type Settings struct {
+	MaxEpochs        int     // 30
+	Patience         int     // epochs without improvement before stopping (5)
+	BatchSize        int     // 32
+	EvalBatchSize    int     // 64
+	MaxSourceLength  int     // tokens, </s> included (128)
+	MaxTargetLength  int     // 0: the longest training target
+	WarmupRatio      float64 // share of steps with a rising learning rate (0)
+	WeightDecay      float64 // for methods that decay (full fine-tuning) (0.01)
+	ClipNorm         float64 // global gradient norm (1.0)
+	Dropout          float64 // −1: the backbone's rate for full fine-tuning, 0 for the others
+	DataSeed         uint64  // seed of the paper's split shuffle (42)
+	MaxTrainExamples int     // 0: all
+	MaxEvalExamples  int     // 0: all
+	PackageWatts     float64 // for the energy estimate when RAPL is unreadable (65)
+	LatencyExamples  int     // test examples timed one at a time (16)
+}
+
+// ParseSettings reads the training settings, rejecting unknown keys so a
+// typo is not silently ignored. The orchestrator's own keys (seeds) pass.
+func ParseSettings(m map[string]any) (Settings, error) {
+	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
+		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, LatencyExamples: 16}
+	num := func(key string, v any) (float64, error) {
+		switch x := v.(type) {
+		case int:
+			return float64(x), nil
+		case int64:
+			return float64(x), nil
+		case float64:
+			return x, nil
+		}
+		return 0, fmt.Errorf("trial: training setting %s = %v is not a number", key, v)
+	}
+	ints := map[string]*int{"max_epochs": &s.MaxEpochs, "patience": &s.Patience, "batch_size": &s.BatchSize,
+		"eval_batch_size": &s.EvalBatchSize, "max_source_length": &s.MaxSourceLength, "max_target_length": &s.MaxTargetLength,
+		"max_train_examples": &s.MaxTrainExamples, "max_eval_examples": &s.MaxEvalExamples, "latency_examples": &s.LatencyExamples}
+	floats := map[string]*float64{"warmup_ratio": &s.WarmupRatio, "weight_decay": &s.WeightDecay, "clip_norm": &s.ClipNorm,
+		"dropout": &s.Dropout, "package_watts": &s.PackageWatts}
+	for k, v := range m {
+		switch {
+		case ints[k] != nil:
+			f, err := num(k, v)
+			if err != nil {
+				return s, err
+			}
+			if f != math.Trunc(f) || f < 0 {
+				return s, fmt.Errorf("trial: training setting %s = %v is not a whole number ≥ 0", k, v)
+			}
+			*ints[k] = int(f)
+		case floats[k] != nil:
+			f, err := num(k, v)
+			if err != nil {
+				return s, err
+			}
+			*floats[k] = f
+		case k == "data_seed":
+			f, err := num(k, v)
+			if err != nil {
+				return s, err
+			}
+			s.DataSeed = uint64(f)
+		case k == "seeds" || k == "seed":
+		default:
+			return s, fmt.Errorf("trial: unknown training setting %q", k)
+		}
+	}
+	switch {
+	case s.MaxEpochs < 1, s.BatchSize < 1, s.EvalBatchSize < 1, s.MaxSourceLength < 2:
+		return s, fmt.Errorf("trial: max_epochs, batch_size, eval_batch_size must be ≥ 1 and max_source_length ≥ 2")
+	case s.Dropout >= 1:
+		return s, fmt.Errorf("trial: dropout %v must be below 1", s.Dropout)
+	case s.WarmupRatio < 0 || s.WarmupRatio >= 1:
+		return s, fmt.Errorf("trial: warmup_ratio %v must be in [0, 1)", s.WarmupRatio)
+	}
+	return s, nil
+}
+
+// example is one tokenised pair.
+type example struct {
+	src, tgt []int32
+	gold     glue.Example
+}
+
+// Train runs one trial: it attaches the method to the backbone, trains on
+// the task's training split with early stopping on the validation score,
+// and reports epochs and the final result on stdout as protocol lines.
+func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr io.Writer) error {
+	start := time.Now()
+	meter := startMeter()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	set, err := ParseSettings(spec.Training)
+	if err != nil {
+		return err
+	}
+	lr, ok := spec.Params["lr"].(float64)
+	if !ok || !(lr > 0) {
+		return fmt.Errorf("trial: params.lr = %v, want a positive number", spec.Params["lr"])
+	}
+	task, err := glue.Lookup(spec.Dataset)
+	if err != nil {
+		return err
+	}
+	modelDir, err := resolveModel(spec.Model)
+	if err != nil {
+		return err
+	}
+	m, err := t5.Load(modelDir)
+	if err != nil {
+		return err
+	}
+	tok, err := t5.LoadTokenizer(filepath.Join(modelDir, "spiece.model"))
+	if err != nil {
+		return err
+	}
+	if tok.VocabSize() > m.Config.VocabSize {
+		return fmt.Errorf("trial: the tokenizer has %d ids but the model only %d embeddings", tok.VocabSize(), m.Config.VocabSize)
+	}
+	data, err := glue.Load(spec.DataDir, task)
+	if err != nil {
+		return err
+	}
+	splits, err := glue.PaperSplits(data, set.DataSeed)
+	if err != nil {
+		return err
+	}
+	meth, err := reg.New(spec.Method, m, spec.Arch, uint64(spec.Seed))
+	if err != nil {
+		return err
+	}
+	trainable := meth.Trainable()
+	nTrain := methods.CountTrainable(trainable)
+	total := methods.PaperTotal(m)
+	dropout := set.Dropout
+	if dropout < 0 {
+		dropout = 0
+		if d, ok := meth.(methods.Dropouter); ok && d.BackboneDropout() {
+			dropout = m.Config.DropoutRate
+		}
+	}
+	m.Config.DropoutRate = dropout
+
+	train := tokenize(tok, task, limit(splits.Train, set.MaxTrainExamples), set.MaxSourceLength)
+	val := tokenize(tok, task, limit(splits.Validation, set.MaxEvalExamples), set.MaxSourceLength)
+	test := tokenize(tok, task, limit(splits.Test, set.MaxEvalExamples), set.MaxSourceLength)
+	maxTgt := set.MaxTargetLength
+	if maxTgt == 0 {
+		for _, e := range train {
+			maxTgt = max(maxTgt, len(e.tgt))
+		}
+	}
+	for i := range train {
+		if len(train[i].tgt) > maxTgt {
+			train[i].tgt = append(train[i].tgt[:maxTgt-1:maxTgt-1], tok.EOS())
+		}
+	}
+	logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
+		spec.Study, spec.Number, spec.Method, task.Name, splits.Rule, len(train), len(val), len(test), lr, nTrain,
+		100*float64(nTrain)/float64(total), dropout)
+
+	be := nn.DefaultBackend()
+	opt := nn.NewAdamW(float32(lr))
+	opt.WeightDecay = 0
+	if d, ok := meth.(methods.Decayer); ok && d.WeightDecay() {
+		opt.WeightDecay = float32(set.WeightDecay)
+	}
+	hooks := meth.Hooks()
+	batches := bucket(train, set.BatchSize)
+	steps := set.MaxEpochs * len(batches)
+	warmup := int(set.WarmupRatio * float64(steps))
+	g := nn.NewGraph(be)
+	g.Seed = uint64(spec.Seed)
+	rng := rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a))
+	best, bestEpoch := math.Inf(-1), -1
+	var bestState [][]float32
+	var bestVal glue.Scores
+	var trainSeconds, evalSeconds float64
+	step, seen := 0, 0
+	epoch := 0
+	for ; epoch < set.MaxEpochs; epoch++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		rng.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
+		var lossSum float64
+		for _, b := range batches {
+			g.Reset()
+			g.Train = dropout > 0
+			bt := makeBatch(b, tok.Pad())
+			out, err := m.Forward(g, bt, hooks)
+			if err != nil {
+				return err
+			}
+			loss := float64(out.Loss.Data[0])
+			if math.IsNaN(loss) || math.IsInf(loss, 0) {
+				return fmt.Errorf("trial: the training loss is %v at epoch %d, step %d (lr %.3g too high?)", loss, epoch, step, lr)
+			}
+			lossSum += loss
+			g.Backward(out.Loss)
+			if set.ClipNorm > 0 {
+				nn.ClipGradNorm(trainable, set.ClipNorm)
+			}
+			opt.LR = float32(schedule(lr, step, warmup, steps))
+			opt.Step(trainable)
+			nn.ZeroGrad(trainable)
+			step++
+			seen += len(b)
+		}
+		trainSeconds += time.Since(t0).Seconds()
+		t1 := time.Now()
+		scores := evaluate(m, be, hooks, tok, task, val, set.EvalBatchSize, maxTgt)
+		evalSeconds += time.Since(t1).Seconds()
+		value := scores["score"]
+		meanLoss := lossSum / float64(len(batches))
+		if _, err := stdout.Write(Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
+			Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}}.Encode()); err != nil {
+			return fmt.Errorf("trial: %w", err)
+		}
+		logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value, time.Since(t0).Seconds())
+		if value > best {
+			best, bestEpoch, bestVal = value, epoch, scores
+			bestState = snapshot(trainable, bestState)
+		} else if epoch-bestEpoch >= set.Patience {
+			logf("no improvement for %d epochs: stopping", set.Patience)
+			epoch++
+			break
+		}
+	}
+	if bestState == nil {
+		return errors.New("trial: no epoch finished")
+	}
+	restore(trainable, bestState)
+	t2 := time.Now()
+	testScores := evaluate(m, be, hooks, tok, task, test, set.EvalBatchSize, maxTgt)
+	evalSeconds += time.Since(t2).Seconds()
+	latency := latencyMS(m, be, hooks, test, set.LatencyExamples, maxTgt)
+	energy := meter.stop(set.PackageWatts)
+	attrs := map[string]any{
+		"validation":                best,
+		"validation_metrics":        bestVal,
+		"test":                      testScores["score"],
+		"test_metrics":              testScores,
+		"best_epoch":                bestEpoch,
+		"epochs":                    min(epoch, set.MaxEpochs),
+		"trainable_params":          nTrain,
+		"trainable_percent":         100 * float64(nTrain) / float64(total),
+		"peak_rss_bytes":            peakRSS(),
+		"energy_joules":             energy.joules,
+		"energy_source":             energy.source,
+		"train_seconds":             trainSeconds,
+		"eval_seconds":              evalSeconds,
+		"seconds":                   time.Since(start).Seconds(),
+		"train_examples_per_second": float64(seen) / math.Max(trainSeconds, 1e-9),
+		"latency_ms_batch1":         latency,
+		"backend":                   be.Name(),
+		"split_rule":                splits.Rule,
+	}
+	logf("best validation %.2f at epoch %d; test %.2f", best, bestEpoch, testScores["score"])
+	_, err = stdout.Write(Message{Type: TypeFinal, Value: Float(best), Attrs: attrs}.Encode())
+	return err
+}
+
+// resolveModel finds a model folder: a path, or a name fetched into the
+// cache by `sweep fetch model`.
+func resolveModel(name string) (string, error) {
+	if name == "" {
+		return "", errors.New("trial: no model in the spec (set model: in the sweep file)")
+	}
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return name, nil
+	}
+	if dir, err := t5.CacheDir(name); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("trial: model %q is neither a folder nor in the cache; `sweep fetch model %s` downloads it", name, name)
+}
+
+func limit(ex []glue.Example, n int) []glue.Example {
+	if n > 0 && len(ex) > n {
+		return ex[:n]
+	}
+	return ex
+}
+
+// tokenize turns examples into T5 text-to-text ids; sources longer than
+// maxSrc keep their first maxSrc−1 tokens and </s>.
+func tokenize(tok *t5.Tokenizer, task *glue.Task, ex []glue.Example, maxSrc int) []example {
+	out := make([]example, len(ex))
+	for i, e := range ex {
+		src := tok.Encode(task.Input(e))
+		if len(src) > maxSrc {
+			src = append(src[:maxSrc-1:maxSrc-1], tok.EOS())
+		}
+		out[i] = example{src: src, tgt: tok.Encode(task.Target(e)), gold: e}
+	}
+	return out
+}
+
+// bucket groups examples of similar source length into batches, so little
+// padding is computed.
+func bucket(ex []example, size int) [][]example {
+	idx := make([]int, len(ex))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return len(ex[idx[a]].src) < len(ex[idx[b]].src) })
+	var out [][]example
+	for lo := 0; lo < len(idx); lo += size {
+		var b []example
+		for _, i := range idx[lo:min(lo+size, len(idx))] {
+			b = append(b, ex[i])
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// makeBatch pads a batch: inputs with the pad id (masked), labels with
+// −100 (ignored by the loss).
+func makeBatch(ex []example, pad int32) t5.Batch {
+	S, T := 0, 0
+	for _, e := range ex {
+		S, T = max(S, len(e.src)), max(T, len(e.tgt))
+	}
+	bt := t5.Batch{B: len(ex), S: S, T: T, Input: make([]int32, len(ex)*S), Mask: make([]bool, len(ex)*S), Labels: make([]int32, len(ex)*T)}
+	for b, e := range ex {
+		for i := 0; i < S; i++ {
+			bt.Input[b*S+i] = pad
+			if i < len(e.src) {
+				bt.Input[b*S+i], bt.Mask[b*S+i] = e.src[i], true
+			}
+		}
+		for i := 0; i < T; i++ {
+			bt.Labels[b*T+i] = -100
+			if i < len(e.tgt) {
+				bt.Labels[b*T+i] = e.tgt[i]
+			}
+		}
+	}
+	return bt
+}
+
+// schedule is a linear warmup to lr, then a linear decay to 0.
+func schedule(lr float64, step, warmup, total int) float64 {
+	if step < warmup {
+		return lr * float64(step+1) / float64(warmup)
+	}
+	return lr * math.Max(0, float64(total-step)/float64(max(total-warmup, 1)))
+}
+
+// evaluate decodes greedily and scores the predictions with the task's
+// metric.
+func evaluate(m *t5.Model, be nn.Backend, hooks *t5.Hooks, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int) glue.Scores {
+	preds := make([]glue.Prediction, len(ex))
+	gold := make([]glue.Example, len(ex))
+	byLen := make([]int, len(ex))
+	for i := range byLen {
+		byLen[i] = i
+	}
+	sort.SliceStable(byLen, func(a, b int) bool { return len(ex[byLen[a]].src) < len(ex[byLen[b]].src) })
+	for lo := 0; lo < len(byLen); lo += batchSize {
+		part := byLen[lo:min(lo+batchSize, len(byLen))]
+		b := make([]example, len(part))
+		for i, k := range part {
+			b[i] = ex[k]
+		}
+		bt := makeBatch(b, tok.Pad())
+		out := m.Generate(be, bt.Input, bt.Mask, bt.B, bt.S, maxTgt, hooks)
+		for i, k := range part {
+			preds[k] = task.Parse(tok.Decode(out[i][1:]))
+		}
+	}
+	for i, e := range ex {
+		gold[i] = e.gold
+	}
+	return task.Evaluate(preds, gold)
+}
+
+// latencyMS times greedy decoding of single examples.
+func latencyMS(m *t5.Model, be nn.Backend, hooks *t5.Hooks, ex []example, n, maxTgt int) float64 {
+	n = min(n, len(ex))
+	if n == 0 {
+		return 0
+	}
+	t0 := time.Now()
+	for _, e := range ex[:n] {
+		m.Generate(be, e.src, nil, 1, len(e.src), maxTgt, hooks)
+	}
+	return float64(time.Since(t0).Microseconds()) / 1000 / float64(n)
+}
+
+func snapshot(ts []*nn.Tensor, into [][]float32) [][]float32 {
+	if into == nil {
+		into = make([][]float32, len(ts))
+		for i, t := range ts {
+			into[i] = make([]float32, t.Len())
+		}
+	}
+	for i, t := range ts {
+		copy(into[i], t.Data)
+	}
+	return into
+}
+
+func restore(ts []*nn.Tensor, from [][]float32) {
+	for i, t := range ts {
+		copy(t.Data, from[i])
+	}
+}

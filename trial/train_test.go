@@ -1,0 +1,119 @@
+package trial
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// tinyModel writes a random 2-layer T5 with the test tokenizer.
+func tinyModel(t *testing.T) string {
+	t.Helper()
+	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := t5.DefaultConfig()
+	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
+	dir := t.TempDir()
+	if err := t5.New(c, 1).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile("../t5/testdata/spm/tiny.model")
+	os.WriteFile(filepath.Join(dir, "spiece.model"), raw, 0o644)
+	return dir
+}
+
+// TestEveryMethodTrains runs one short trial per method on the GLUE
+// fixture: the training loss falls and the trial ends with a final line
+// carrying the metering attributes.
+func TestEveryMethodTrains(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+		lr     float64
+	}{
+		{"full", nil, 3e-3},
+		{"bitfit", nil, 3e-2},
+		{"lora", map[string]any{"rank": 4, "targets": "all_qv"}, 1e-2},
+		{"adapter", map[string]any{"bottleneck": 8}, 1e-2},
+		{"prompt", map[string]any{"prompts": 4}, 3e-2},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
+				Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture",
+				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10}}
+			var out, logs bytes.Buffer
+			if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
+				t.Fatalf("%v\n%s", err, logs.String())
+			}
+			var losses []float64
+			var final *Message
+			for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+				m, err := ParseMessage([]byte(line))
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				if m.Type == TypeEpoch {
+					losses = append(losses, m.Attrs["train_loss"].(float64))
+				} else {
+					final = &m
+				}
+			}
+			if len(losses) != 4 || final == nil {
+				t.Fatalf("%d epochs, final %v:\n%s", len(losses), final, out.String())
+			}
+			if losses[3] >= losses[0] {
+				t.Errorf("training loss did not fall: %v", losses)
+			}
+			for _, key := range []string{"test", "validation", "trainable_params", "trainable_percent", "peak_rss_bytes",
+				"energy_joules", "energy_source", "train_seconds", "eval_seconds", "latency_ms_batch1", "train_examples_per_second"} {
+				if _, ok := final.Attrs[key]; !ok {
+					t.Errorf("final line lacks %s", key)
+				}
+			}
+		})
+	}
+}
+
+func TestTrainErrors(t *testing.T) {
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	base := Spec{Version: Version, Method: "lora", Dataset: "sst2", Params: map[string]any{"lr": 1e-3}, DataDir: "../glue/testdata/fixture"}
+	for _, tc := range []struct {
+		change func(*Spec)
+		want   string
+	}{
+		{func(s *Spec) { s.Model = "/nonexistent/model" }, "sweep fetch model"},
+		{func(s *Spec) { s.Training = map[string]any{"max_epoch": 3} }, `unknown training setting "max_epoch"`},
+		{func(s *Spec) { s.Params = map[string]any{"lr": -1.0} }, "params.lr"},
+		{func(s *Spec) { s.Arch = map[string]any{"rank": "big"} }, "rank: big is not a number"},
+	} {
+		spec := base
+		spec.Model = tinyModel(t)
+		tc.change(&spec)
+		err := Run(context.Background(), spec, reg, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+	// A learning rate that blows up the loss fails the trial with a clear message.
+	spec := base
+	spec.Model, spec.Method, spec.Arch = tinyModel(t), "full", nil
+	spec.Params = map[string]any{"lr": 1e9}
+	spec.Training = map[string]any{"max_epochs": 3, "clip_norm": 0}
+	err := Run(context.Background(), spec, reg, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "training loss is") {
+		t.Errorf("diverging run: %v", err)
+	}
+}
