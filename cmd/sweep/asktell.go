@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -20,7 +21,7 @@ func cmdAsk(args []string) error {
 	fs := newFlags("ask", "ask --storage URL --study-name NAME --search-space JSON [--direction minimize|maximize] [--sampler tpe|random] [--sampler-kwargs JSON]")
 	url := fs.String("storage", "", "storage URL, e.g. sqlite:///study.db (required)")
 	name := fs.String("study-name", "", "study name (required)")
-	direction := fs.String("direction", "minimize", "minimize or maximize (used when the study is created)")
+	direction := fs.String("direction", "minimize", "minimize or maximize (used when the study is created; an existing study keeps its own unless this is given)")
 	samplerName := fs.String("sampler", "tpe", "tpe or random")
 	kwargs := fs.String("sampler-kwargs", "{}", `sampler options as JSON, e.g. {"seed": 1, "n_startup_trials": 5}`)
 	spaceJSON := fs.String("search-space", "", `Optuna distribution JSON per parameter, e.g. {"x": {"name": "FloatDistribution", "attributes": {"low": 0.0, "high": 1.0}}}`)
@@ -54,6 +55,13 @@ func cmdAsk(args []string) error {
 	}
 	defer s.Close()
 	ctx := context.Background()
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "direction" })
+	if !explicit {
+		if existing, err := findStudy(ctx, s, *name); err == nil {
+			dir = existing.Direction
+		}
+	}
 	st, err := s.CreateStudy(ctx, *name, dir, nil)
 	if err != nil {
 		return err
