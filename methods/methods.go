@@ -136,6 +136,19 @@ func (s *Settings) Float(key string, def float64) (float64, error) {
 	return 0, s.Err(key, "%v is not a number", v)
 }
 
+// Bool returns key as true or false, or def when absent.
+func (s *Settings) Bool(key string, def bool) (bool, error) {
+	v, ok := s.get(key)
+	if !ok {
+		return def, nil
+	}
+	b, isBool := v.(bool)
+	if !isBool {
+		return false, s.Err(key, "%v is not true or false", v)
+	}
+	return b, nil
+}
+
 // Choice returns key as one of choices (the first is the default).
 func (s *Settings) Choice(key string, choices ...string) (string, error) {
 	v, ok := s.get(key)

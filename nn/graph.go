@@ -565,3 +565,48 @@ func (g *Graph) Prepend(p, x *Tensor) *Tensor {
 	}
 	return out
 }
+
+// BatchMatmul returns a·b per batch: a (B, M, K), b (B, K, N) → (B, M, N).
+func (g *Graph) BatchMatmul(a, b *Tensor) *Tensor {
+	B, M, K := a.Dim(0), a.Dim(1), a.Dim(2)
+	N := b.Dim(2)
+	if b.Dim(0) != B || b.Dim(1) != K {
+		panic(fmt.Sprintf("nn: BatchMatmul: %v · %v", a.Shape, b.Shape))
+	}
+	out := g.New(g.wants(a, b), B, M, N)
+	for i := 0; i < B; i++ {
+		g.Backend.Sgemm(false, false, M, N, K, 1, a.Data[i*M*K:], K, b.Data[i*K*N:], N, 0, out.Data[i*M*N:], N)
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			for i := 0; i < B; i++ {
+				d := out.Grad[i*M*N:]
+				if a.Grad != nil {
+					g.Backend.Sgemm(false, true, M, K, N, 1, d, N, b.Data[i*K*N:], N, 1, a.Grad[i*M*K:], K)
+				}
+				if b.Grad != nil {
+					g.Backend.Sgemm(true, false, K, N, M, 1, a.Data[i*M*K:], K, d, N, 1, b.Grad[i*K*N:], N)
+				}
+			}
+		})
+	}
+	return out
+}
+
+// MeanHeads averages attention probabilities (B, H, Tq, Tk) over heads,
+// giving (B, Tq, Tk) without a gradient (probabilities never take one).
+func (g *Graph) MeanHeads(p *Tensor) *Tensor {
+	B, H, Tq, Tk := p.Dim(0), p.Dim(1), p.Dim(2), p.Dim(3)
+	out := g.New(false, B, Tq, Tk)
+	inv := 1 / float32(H)
+	for b := 0; b < B; b++ {
+		dst := out.Data[b*Tq*Tk : (b+1)*Tq*Tk]
+		for h := 0; h < H; h++ {
+			src := p.Data[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+			for i := range dst {
+				dst[i] += src[i] * inv
+			}
+		}
+	}
+	return out
+}

@@ -171,6 +171,10 @@ func TestOpGradients(t *testing.T) {
 			x, b, p := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 4), randTensor(rng, true, 2, 4)
 			checkGrad(t, be, []*Tensor{x, b, p}, 1e-2, func(g *Graph) *Tensor { return g.Prepend(p, g.AddRow(x, b)) })
 		}},
+		{"batch matmul", func(t *testing.T, be Backend, rng *rand.Rand) {
+			a, b := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 2, 4, 5)
+			checkGrad(t, be, []*Tensor{a, b}, 1e-2, func(g *Graph) *Tensor { return g.BatchMatmul(a, b) })
+		}},
 		{"cross entropy with ignored rows", func(t *testing.T, be Backend, rng *rand.Rand) {
 			logits := randTensor(rng, true, 2, 3, 7)
 			targets := []int32{3, -100, 0, 6, -100, 2}

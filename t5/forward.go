@@ -55,8 +55,14 @@ type Hooks struct {
 	// (B, S, D) (prompt tuning prepends to it). It may return a longer
 	// sequence together with its mask.
 	InputEmbeds func(g *nn.Graph, x *nn.Tensor, mask []bool) (*nn.Tensor, []bool)
+	// EncoderOutput, when set, rewrites the encoder's final output before
+	// the decoder reads it (READ's variant B adds its correction here).
+	// out holds the encoder's fields.
+	EncoderOutput func(g *nn.Graph, out *Output) *nn.Tensor
 	// DecoderOutput, when set, rewrites the decoder's final output before
-	// the LM head (READ adds its correction here).
+	// the LM head (READ adds its correction here). In Generate it runs at
+	// every step on that step's decoder fields (one target position) and
+	// the encoder's.
 	DecoderOutput func(g *nn.Graph, out *Output) *nn.Tensor
 	// Linear, when set, computes every projection of the backbone by name
 	// (LoRA adds its low-rank update here); nil means g.Linear(x, w, nil).
@@ -174,6 +180,9 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	}
 	out.EncOut = g.Dropout(m.norm(g, h, "encoder.final_layer_norm", x, m.EncFinal), p)
 	out.EncHidden = append(out.EncHidden, out.EncOut)
+	if h.EncoderOutput != nil {
+		out.EncOut = h.EncoderOutput(g, out)
+	}
 	return out.EncOut, mask
 }
 

@@ -14,7 +14,8 @@ import (
 //
 // Self-attention keys and values are cached per layer and the
 // cross-attention keys and values are computed once, so each step costs
-// one token's work. Every hook but DecoderOutput applies.
+// one token's work. Every hook applies; DecoderOutput sees one target
+// position per step.
 func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
 	if h == nil {
 		h = &Hooks{}
@@ -23,7 +24,7 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 	D, HK := c.DModel, c.Inner()
 	ge := nn.NewGraph(be)
 	ge.NoGrad = true
-	enc, encMask, _ := m.Encode(ge, ids, mask, B, S, h)
+	enc, encMask, encOut := m.Encode(ge, ids, mask, B, S, h)
 	L := len(m.Dec)
 	ck, cv := make([]*nn.Tensor, L), make([]*nn.Tensor, L)
 	for l, blk := range m.Dec {
@@ -48,6 +49,7 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		}
 		x := g.Embedding(m.Shared, tok).View(B, 1, D)
 		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
+		step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn}
 		for l, blk := range m.Dec {
 			name := decoderName(l)
 			hn := m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
@@ -61,12 +63,19 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 			a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: c.NumHeads, Causal: true, QOffset: t})
 			x = g.Add(x, m.sub(g, h, name+"0", m.linear(g, h, name+"0.SelfAttention.o", a, blk.O)))
 			cq := m.linear(g, h, name+"1.EncDecAttention.q", m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
-			ca, _ := g.Attention(cq, ck[l], cv[l], nil, nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask})
+			ca, cprobs := g.Attention(cq, ck[l], cv[l], nil, nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask})
 			x = g.Add(x, m.linear(g, h, name+"1.EncDecAttention.o", ca, blk.CO))
 			x = g.Add(x, m.sub(g, h, name+"2", m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))))
 			x = m.blockOut(g, h, "decoder", l, x)
+			step.DecBlockOut = append(step.DecBlockOut, x)
+			step.CrossAttn = append(step.CrossAttn, cprobs)
 		}
-		logits := m.lmHead(g, h, m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal))
+		final := m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal)
+		if h.DecoderOutput != nil {
+			step.DecOut = final
+			final = h.DecoderOutput(g, step)
+		}
+		logits := m.lmHead(g, h, final)
 		V := c.VocabSize
 		all := true
 		for b := 0; b < B; b++ {

@@ -3,6 +3,7 @@ package trial
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/t5"
 )
 
@@ -38,6 +40,7 @@ func TestEveryMethodTrains(t *testing.T) {
 	model := tinyModel(t)
 	reg := methods.Registry{}
 	baselines.Register(reg)
+	read.Register(reg)
 	for _, tc := range []struct {
 		method string
 		arch   map[string]any
@@ -48,8 +51,13 @@ func TestEveryMethodTrains(t *testing.T) {
 		{"lora", map[string]any{"rank": 4, "targets": "all_qv"}, 1e-2},
 		{"adapter", map[string]any{"bottleneck": 8}, 1e-2},
 		{"prompt", map[string]any{"prompts": 4}, 3e-2},
+		{"read", map[string]any{"hidden": 16}, 1e-2},
+		{"read", map[string]any{"hidden": 16, "cell": "lstm", "agg": "mean"}, 1e-2},
+		{"read", map[string]any{"hidden": 16, "cell": "rnn", "merge": "pre_norm"}, 1e-2},
+		{"read", map[string]any{"hidden": 16, "variant": "B"}, 1e-2},
+		{"read", map[string]any{"hidden": 16, "recurrence": false}, 1e-2},
 	} {
-		t.Run(tc.method, func(t *testing.T) {
+		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
 			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
 				Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture",
 				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10}}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
@@ -189,5 +190,6 @@ func cmdTrial(args []string) error {
 func registry() methods.Registry {
 	r := methods.Registry{}
 	baselines.Register(r)
+	read.Register(r)
 	return r
 }
