@@ -104,6 +104,52 @@ func (g *Graph) Reset() {
 	g.dropout = 0
 }
 
+// Mark records the graph's allocation point, for Keep.
+type Mark struct {
+	chunk, off, used, tape int
+}
+
+// Mark returns the current allocation point.
+func (g *Graph) Mark() Mark {
+	return Mark{chunk: g.arena.cur, off: g.arena.off, used: g.arena.used, tape: len(g.tape)}
+}
+
+// Keep releases everything allocated since m except the tensors ts, whose
+// data it moves down to m (their headers are updated in place, so every
+// reference to them stays valid). It does nothing when a backward was
+// recorded since m. Tensors allocated since m other than ts must not be
+// used afterwards: this is for tape-free stretches such as a frozen
+// backbone block, whose output alone matters.
+func (g *Graph) Keep(m Mark, ts ...*Tensor) {
+	a := &g.arena
+	if len(g.tape) != m.tape {
+		return
+	}
+	for _, t := range ts {
+		if t.Grad != nil {
+			return
+		}
+	}
+	// Place each kept tensor at the lowest free position from m on. A
+	// destination never lies after its source, so copy (a memmove) is safe.
+	cur, off, used := m.chunk, m.off, m.used
+	for _, t := range ts {
+		n := t.Len()
+		for cur < len(a.chunks) && off+n > len(a.chunks[cur]) {
+			cur, off = cur+1, 0
+		}
+		if cur >= len(a.chunks) {
+			return // cannot happen: t itself lies in some chunk
+		}
+		dst := a.chunks[cur][off : off+n : off+n]
+		copy(dst, t.Data)
+		t.Data = dst
+		off += n
+		used += n
+	}
+	a.cur, a.off, a.used = cur, off, used
+}
+
 // PeakBytes returns the most activation memory the graph has held.
 func (g *Graph) PeakBytes() int64 { return int64(g.arena.peak) * 4 }
 

@@ -326,3 +326,32 @@ func TestClipGradNorm(t *testing.T) {
 		t.Errorf("clipped grads %v %v", a.Grad, b.Grad)
 	}
 }
+
+func TestKeepReleasesTapeFreeWork(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	w := randTensor(rng, false, 8, 8)
+	g := NewGraph(Gonum{})
+	x := g.Linear(randTensor(rng, false, 4, 8), w, nil)
+	m := g.Mark()
+	h := g.ReLU(g.Linear(g.Linear(x, w, nil), w, nil))
+	want := append([]float32(nil), h.Data...)
+	before := g.arena.used
+	g.Keep(m, h)
+	if g.arena.used != m.used+h.Len() || g.arena.used >= before {
+		t.Errorf("arena holds %d after Keep, want %d", g.arena.used, m.used+h.Len())
+	}
+	for i := range want {
+		if h.Data[i] != want[i] {
+			t.Fatal("Keep changed the kept values")
+		}
+	}
+	// With a gradient on the tape nothing is released.
+	wg := randTensor(rng, true, 8, 8)
+	m = g.Mark()
+	y := g.Linear(x, wg, nil)
+	used := g.arena.used
+	g.Keep(m, y)
+	if g.arena.used != used {
+		t.Error("Keep released memory a recorded backward still needs")
+	}
+}

@@ -150,7 +150,7 @@ func New(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, error) 
 	r := &Read{opts: o, m: m, params: nn.NewParams(Shapes(m.Config, o))}
 	r.train = r.params.EnableGrad(func(string) bool { return true })
 	r.init(seed)
-	r.hooks = &t5.Hooks{DecoderOutput: r.decoderOutput}
+	r.hooks = &t5.Hooks{DecoderOutput: r.decoderOutput, LeanEncoder: true}
 	if o.Variant == "B" {
 		r.hooks.EncoderOutput = r.encoderOutput
 	}

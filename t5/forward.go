@@ -80,6 +80,11 @@ type Hooks struct {
 	// Block, when set, rewrites each block's output (one adapter per
 	// block); stack is "encoder" or "decoder".
 	Block func(g *nn.Graph, stack string, i int, x *nn.Tensor) *nn.Tensor
+	// LeanEncoder says the caller needs only the encoder's block outputs
+	// and final output: when the encoder runs tape-free, each block's
+	// intermediate activations are released as soon as the block is done,
+	// and Output.EncAttn stays empty. READ sets it.
+	LeanEncoder bool
 }
 
 // Forward runs encoder, decoder and LM head on g; with labels it also
@@ -165,6 +170,7 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	bias := g.PositionBias(m.EncRelBias, S, S, 0, true, c.RelMaxDistance)
 	out.EncHidden = append(out.EncHidden, x)
 	for i, blk := range m.Enc {
+		mark := g.Mark()
 		name := fmt.Sprintf("encoder.block.%d.layer.", i)
 		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
 			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
@@ -172,7 +178,11 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 		ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, m.norm(g, h, name+"1.layer_norm", x, blk.FFNorm))
 		x = g.Add(x, g.Dropout(m.sub(g, h, name+"1", ff), p))
 		x = m.blockOut(g, h, "encoder", i, x)
-		out.EncAttn = append(out.EncAttn, probs)
+		if h.LeanEncoder {
+			g.Keep(mark, x) // a no-op unless the block was tape-free
+		} else {
+			out.EncAttn = append(out.EncAttn, probs)
+		}
 		out.EncBlockOut = append(out.EncBlockOut, x)
 		if i < len(m.Enc)-1 {
 			out.EncHidden = append(out.EncHidden, x)

@@ -281,3 +281,19 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeanEncoder checks that releasing the tape-free encoder's
+// intermediates block by block changes no result.
+func TestLeanEncoder(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v1")
+	g := nn.NewGraph(nn.DefaultBackend())
+	full, _ := m.Forward(g, gd.batch, nil)
+	want := append([]float32(nil), full.Logits.Data...)
+	lean := nn.NewGraph(nn.DefaultBackend())
+	out, _ := m.Forward(lean, gd.batch, &Hooks{LeanEncoder: true})
+	compare(t, "logits", out.Logits.Data, want, 0, 0)
+	if len(out.EncAttn) != 0 || lean.PeakBytes() >= g.PeakBytes() {
+		t.Errorf("lean encoder kept %d attention maps, peak %d vs %d bytes", len(out.EncAttn), lean.PeakBytes(), g.PeakBytes())
+	}
+	compare(t, "enc_block_out.1", out.EncBlockOut[1].Data, gd.tensor(t, "enc_block_out.1"), 1e-4, 1e-4)
+}
