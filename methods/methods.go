@@ -44,6 +44,14 @@ type Dropouter interface {
 	BackboneDropout() bool
 }
 
+// StateTrainer is implemented by methods whose training loss depends on
+// the frozen backbone only through its block outputs, its head-averaged
+// cross-attention and its final decoder output (t5.Model.HeadLoss): the
+// trainer may then compute those once and train from a cache.
+type StateTrainer interface {
+	TrainsFromStates() bool
+}
+
 // Constructor attaches a method to m with settings s; seed drives its
 // random initialisation.
 type Constructor func(m *t5.Model, s *Settings, seed uint64) (Method, error)

@@ -422,43 +422,47 @@ func CrossEntropyBackward(dlogits, probs []float32, targets []int32, N, V int, i
 // h, out: (N, R); gates: (N, 3R) saves r, z, n for backward.
 // reference: torch.nn.GRUCell.
 func GRUGateForward(out, gates, gi, gh, h []float32, N, R int) {
-	for n := 0; n < N; n++ {
-		for j := 0; j < R; j++ {
-			a, b := n*3*R, n*R
-			r := sigmoid(gi[a+j] + gh[a+j])
-			z := sigmoid(gi[a+R+j] + gh[a+R+j])
-			c := float32(math.Tanh(float64(gi[a+2*R+j] + r*gh[a+2*R+j])))
-			gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
-			out[b+j] = (1-z)*c + z*h[b+j]
+	parallelFor(N, 8, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			for j := 0; j < R; j++ {
+				a, b := n*3*R, n*R
+				r := sigmoid(gi[a+j] + gh[a+j])
+				z := sigmoid(gi[a+R+j] + gh[a+R+j])
+				c := float32(math.Tanh(float64(gi[a+2*R+j] + r*gh[a+2*R+j])))
+				gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
+				out[b+j] = (1-z)*c + z*h[b+j]
+			}
 		}
-	}
+	})
 }
 
 // GRUGateBackward adds into dgi, dgh and dh (any may be nil).
 func GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h []float32, N, R int) {
-	for n := 0; n < N; n++ {
-		for j := 0; j < R; j++ {
-			a, b := n*3*R, n*R
-			r, z, c := gates[a+j], gates[a+R+j], gates[a+2*R+j]
-			d := dout[b+j]
-			dc := d * (1 - z) * (1 - c*c) // through tanh
-			dz := d * (h[b+j] - c) * z * (1 - z)
-			dr := dc * gh[a+2*R+j] * r * (1 - r)
-			if dgi != nil {
-				dgi[a+j] += dr
-				dgi[a+R+j] += dz
-				dgi[a+2*R+j] += dc
-			}
-			if dgh != nil {
-				dgh[a+j] += dr
-				dgh[a+R+j] += dz
-				dgh[a+2*R+j] += dc * r
-			}
-			if dh != nil {
-				dh[b+j] += d * z
+	parallelFor(N, 8, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			for j := 0; j < R; j++ {
+				a, b := n*3*R, n*R
+				r, z, c := gates[a+j], gates[a+R+j], gates[a+2*R+j]
+				d := dout[b+j]
+				dc := d * (1 - z) * (1 - c*c) // through tanh
+				dz := d * (h[b+j] - c) * z * (1 - z)
+				dr := dc * gh[a+2*R+j] * r * (1 - r)
+				if dgi != nil {
+					dgi[a+j] += dr
+					dgi[a+R+j] += dz
+					dgi[a+2*R+j] += dc
+				}
+				if dgh != nil {
+					dgh[a+j] += dr
+					dgh[a+R+j] += dz
+					dgh[a+2*R+j] += dc * r
+				}
+				if dh != nil {
+					dh[b+j] += d * z
+				}
 			}
 		}
-	}
+	})
 }
 
 // LSTMGateForward combines an LSTM cell's summed projections g = gi + gh,
@@ -467,46 +471,50 @@ func GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h []float32, N, R int) {
 // the activated gates; tc: (N, R) saves tanh(c'). reference:
 // torch.nn.LSTMCell.
 func LSTMGateForward(hOut, cOut, acts, tc, g, c []float32, N, R int) {
-	for n := 0; n < N; n++ {
-		for j := 0; j < R; j++ {
-			a, b := n*4*R, n*R
-			i := sigmoid(g[a+j])
-			f := sigmoid(g[a+R+j])
-			gg := float32(math.Tanh(float64(g[a+2*R+j])))
-			o := sigmoid(g[a+3*R+j])
-			acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
-			cn := f*c[b+j] + i*gg
-			cOut[b+j] = cn
-			t := float32(math.Tanh(float64(cn)))
-			tc[b+j] = t
-			hOut[b+j] = o * t
+	parallelFor(N, 8, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			for j := 0; j < R; j++ {
+				a, b := n*4*R, n*R
+				i := sigmoid(g[a+j])
+				f := sigmoid(g[a+R+j])
+				gg := float32(math.Tanh(float64(g[a+2*R+j])))
+				o := sigmoid(g[a+3*R+j])
+				acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
+				cn := f*c[b+j] + i*gg
+				cOut[b+j] = cn
+				t := float32(math.Tanh(float64(cn)))
+				tc[b+j] = t
+				hOut[b+j] = o * t
+			}
 		}
-	}
+	})
 }
 
 // LSTMGateBackward adds into dg and dc (either may be nil) from the
 // gradients of h' and c' (dcOut may be nil).
 func LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, c []float32, N, R int) {
-	for n := 0; n < N; n++ {
-		for j := 0; j < R; j++ {
-			a, b := n*4*R, n*R
-			i, f, gg, o := acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j]
-			t := tc[b+j]
-			dcn := dhOut[b+j] * o * (1 - t*t)
-			if dcOut != nil {
-				dcn += dcOut[b+j]
-			}
-			if dg != nil {
-				dg[a+j] += dcn * gg * i * (1 - i)
-				dg[a+R+j] += dcn * c[b+j] * f * (1 - f)
-				dg[a+2*R+j] += dcn * i * (1 - gg*gg)
-				dg[a+3*R+j] += dhOut[b+j] * t * o * (1 - o)
-			}
-			if dc != nil {
-				dc[b+j] += dcn * f
+	parallelFor(N, 8, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			for j := 0; j < R; j++ {
+				a, b := n*4*R, n*R
+				i, f, gg, o := acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j]
+				t := tc[b+j]
+				dcn := dhOut[b+j] * o * (1 - t*t)
+				if dcOut != nil {
+					dcn += dcOut[b+j]
+				}
+				if dg != nil {
+					dg[a+j] += dcn * gg * i * (1 - i)
+					dg[a+R+j] += dcn * c[b+j] * f * (1 - f)
+					dg[a+2*R+j] += dcn * i * (1 - gg*gg)
+					dg[a+3*R+j] += dhOut[b+j] * t * o * (1 - o)
+				}
+				if dc != nil {
+					dc[b+j] += dcn * f
+				}
 			}
 		}
-	}
+	})
 }
 
 func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }

@@ -180,6 +180,11 @@ func (r *Read) Trainable() []*nn.Tensor { return r.train }
 func (r *Read) Hooks() *t5.Hooks        { return r.hooks }
 func (r *Read) Weights() *nn.Params     { return r.params }
 
+// TrainsFromStates reports whether training can read cached backbone
+// states: in variant A nothing READ learns changes the backbone's states;
+// in variant B the decoder reads the corrected encoder output.
+func (r *Read) TrainsFromStates() bool { return r.opts.Variant == "A" }
+
 // Options returns the settings READ runs with.
 func (r *Read) Options() Options { return r.opts }
 

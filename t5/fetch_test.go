@@ -102,7 +102,7 @@ func TestShardedCheckpoint(t *testing.T) {
 
 func TestHalfPrecision(t *testing.T) {
 	for bits, want := range map[uint16]float32{0x3C00: 1, 0xC000: -2, 0x7BFF: 65504, 0x0001: 5.9604645e-08, 0x3555: 0.33325195, 0x8000: 0} {
-		if got := halfToFloat(bits); got != want {
+		if got := HalfToFloat(bits); got != want {
 			t.Errorf("F16 %#04x = %v, want %v", bits, got, want)
 		}
 	}

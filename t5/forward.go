@@ -110,6 +110,21 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 	return out, nil
 }
 
+// HeadLoss finishes a forward pass from states the backbone produced
+// earlier (block outputs, head-averaged cross-attention as (B, 1, T, S),
+// the final decoder output): the DecoderOutput hook, the LM head and the
+// loss. Methods whose loss depends on the frozen backbone only through
+// these states train from a cache with it.
+func (m *Model) HeadLoss(g *nn.Graph, h *Hooks, st *Output, labels []int32) *Output {
+	final := st.DecOut
+	if h != nil && h.DecoderOutput != nil {
+		final = h.DecoderOutput(g, st)
+	}
+	st.Logits = m.lmHead(g, h, final)
+	st.Loss = g.CrossEntropy(st.Logits, labels)
+	return st
+}
+
 func (m *Model) linear(g *nn.Graph, h *Hooks, name string, x, w *nn.Tensor) *nn.Tensor {
 	if h.Linear != nil {
 		return h.Linear(g, name, x, w)
@@ -141,6 +156,9 @@ func (m *Model) blockOut(g *nn.Graph, h *Hooks, stack string, i int, x *nn.Tenso
 // lmHead projects the decoder output to the vocabulary; hooks see it as
 // the projection "lm_head".
 func (m *Model) lmHead(g *nn.Graph, h *Hooks, x *nn.Tensor) *nn.Tensor {
+	if h == nil {
+		h = &Hooks{}
+	}
 	if s := m.Config.OutputScale(); s != 1 {
 		x = g.Scale(x, s)
 	}

@@ -113,7 +113,7 @@ func (s *Safetensors) Read(name string, dst []float32) error {
 		case "BF16":
 			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
 		case "F16":
-			dst[i] = halfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
+			dst[i] = HalfToFloat(binary.LittleEndian.Uint16(b[2*i:]))
 		case "I64":
 			dst[i] = float32(int64(binary.LittleEndian.Uint64(b[8*i:])))
 		}
@@ -144,8 +144,8 @@ func (s *Safetensors) ReadInts(name string) ([]int32, []int, error) {
 	return out, ti.Shape, nil
 }
 
-// halfToFloat converts an IEEE 754 binary16 value.
-func halfToFloat(h uint16) float32 {
+// HalfToFloat converts an IEEE 754 binary16 value.
+func HalfToFloat(h uint16) float32 {
 	sign := uint32(h>>15) << 31
 	exp := uint32(h>>10) & 0x1f
 	mant := uint32(h & 0x3ff)

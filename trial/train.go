@@ -35,13 +35,19 @@ type Settings struct {
 	MaxEvalExamples  int     // 0: all
 	PackageWatts     float64 // for the energy estimate when RAPL is unreadable (65)
 	LatencyExamples  int     // test examples timed one at a time (16)
+	// StateCache is off, fp32 or fp16: how a state-trained method (READ
+	// variant A) keeps the frozen backbone's states (fp32).
+	StateCache    string
+	StateCacheDir string  // default: the user cache's readsweep/states
+	StateCacheGB  float64 // budget per cache file (2)
 }
 
 // ParseSettings reads the training settings, rejecting unknown keys so a
 // typo is not silently ignored. The orchestrator's own keys (seeds) pass.
 func ParseSettings(m map[string]any) (Settings, error) {
 	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
-		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, LatencyExamples: 16}
+		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, LatencyExamples: 16,
+		StateCache: "fp32", StateCacheGB: 2}
 	num := func(key string, v any) (float64, error) {
 		switch x := v.(type) {
 		case int:
@@ -57,7 +63,7 @@ func ParseSettings(m map[string]any) (Settings, error) {
 		"eval_batch_size": &s.EvalBatchSize, "max_source_length": &s.MaxSourceLength, "max_target_length": &s.MaxTargetLength,
 		"max_train_examples": &s.MaxTrainExamples, "max_eval_examples": &s.MaxEvalExamples, "latency_examples": &s.LatencyExamples}
 	floats := map[string]*float64{"warmup_ratio": &s.WarmupRatio, "weight_decay": &s.WeightDecay, "clip_norm": &s.ClipNorm,
-		"dropout": &s.Dropout, "package_watts": &s.PackageWatts}
+		"dropout": &s.Dropout, "package_watts": &s.PackageWatts, "state_cache_gb": &s.StateCacheGB}
 	for k, v := range m {
 		switch {
 		case ints[k] != nil:
@@ -81,6 +87,18 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, err
 			}
 			s.DataSeed = uint64(f)
+		case k == "state_cache":
+			str, _ := v.(string)
+			if str != "off" && str != "fp32" && str != "fp16" {
+				return s, fmt.Errorf("trial: training setting state_cache = %v, want off, fp32 or fp16", v)
+			}
+			s.StateCache = str
+		case k == "state_cache_dir":
+			str, ok := v.(string)
+			if !ok {
+				return s, fmt.Errorf("trial: training setting state_cache_dir = %v is not a path", v)
+			}
+			s.StateCacheDir = str
 		case k == "seeds" || k == "seed":
 		default:
 			return s, fmt.Errorf("trial: unknown training setting %q", k)
@@ -187,6 +205,10 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	}
 	hooks := meth.Hooks()
 	batches := bucket(train, set.BatchSize)
+	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
+	if err != nil {
+		return err
+	}
 	steps := set.MaxEpochs * len(batches)
 	warmup := int(set.WarmupRatio * float64(steps))
 	g := nn.NewGraph(be)
@@ -203,15 +225,22 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			return err
 		}
 		t0 := time.Now()
-		rng.Shuffle(len(batches), func(i, j int) { batches[i], batches[j] = batches[j], batches[i] })
 		var lossSum float64
-		for _, b := range batches {
+		for _, bi := range rng.Perm(len(batches)) {
+			b := batches[bi]
 			g.Reset()
 			g.Train = dropout > 0
 			bt := makeBatch(b, tok.Pad())
-			out, err := m.Forward(g, bt, hooks)
-			if err != nil {
-				return err
+			var out *t5.Output
+			if st := cache.get(bi); st != nil {
+				out = m.HeadLoss(g, hooks, st.output(m.Config.DModel), bt.Labels)
+			} else {
+				if out, err = m.Forward(g, bt, hooks); err != nil {
+					return err
+				}
+				if cache != nil {
+					cache.add(bi, capture(g, out, bt.B, bt.S, bt.T))
+				}
 			}
 			loss := float64(out.Loss.Data[0])
 			if math.IsNaN(loss) || math.IsInf(loss, 0) {
@@ -229,6 +258,13 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			seen += len(b)
 		}
 		trainSeconds += time.Since(t0).Seconds()
+		if epoch == 0 && cache != nil {
+			if err := cache.save(); err != nil {
+				logf("state cache: not saved: %v", err)
+			} else if cache.over {
+				logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
+			}
+		}
 		t1 := time.Now()
 		scores := evaluate(m, be, hooks, tok, task, val, set.EvalBatchSize, maxTgt)
 		evalSeconds += time.Since(t1).Seconds()
@@ -280,6 +316,43 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	logf("best validation %.2f at epoch %d; test %.2f", best, bestEpoch, testScores["score"])
 	_, err = stdout.Write(Message{Type: TypeFinal, Value: Float(best), Attrs: attrs}.Encode())
 	return err
+}
+
+// openStateCache prepares the backbone-state cache when the method trains
+// from states, the backbone runs without dropout and caching is on; it
+// loads the file of an earlier trial with the same key.
+func openStateCache(meth methods.Method, set Settings, dropout float64, modelDir, task string, n int, logf func(string, ...any)) (*stateCache, error) {
+	st, ok := meth.(methods.StateTrainer)
+	if !ok || !st.TrainsFromStates() || set.StateCache == "off" || dropout > 0 {
+		return nil, nil
+	}
+	c := &stateCache{half: set.StateCache == "fp16", budget: int64(set.StateCacheGB * 1e9), batches: make([]*batchStates, n)}
+	digest, err := modelDigest(modelDir)
+	if err != nil {
+		logf("state cache: in memory only (cannot hash the model: %v)", err)
+		return c, nil
+	}
+	dir := set.StateCacheDir
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			logf("state cache: in memory only (%v)", err)
+			return c, nil
+		}
+		dir = filepath.Join(base, "readsweep", "states")
+	}
+	key := cacheKey("v1", digest, task, "train", fmt.Sprint(set.DataSeed, set.MaxTrainExamples, set.MaxSourceLength, set.MaxTargetLength, set.BatchSize), set.StateCache)
+	c.path = filepath.Join(dir, key+".gob")
+	found, err := c.load(n)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		logf("state cache: reading the frozen backbone's states from %s", c.path)
+	} else {
+		logf("state cache: computing the backbone's states in epoch 0, then %s", c.path)
+	}
+	return c, nil
 }
 
 // resolveModel finds a model folder: a path, or a name fetched into the

@@ -60,7 +60,7 @@ func TestEveryMethodTrains(t *testing.T) {
 		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
 			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
 				Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture",
-				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10}}
+				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10, "state_cache_dir": t.TempDir()}}
 			var out, logs bytes.Buffer
 			if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
 				t.Fatalf("%v\n%s", err, logs.String())

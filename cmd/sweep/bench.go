@@ -13,6 +13,7 @@ import (
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/tpe"
 	"github.com/readsweep/readsweep/t5"
+	"github.com/readsweep/readsweep/trial"
 )
 
 func cmdBench(args []string) error {
@@ -21,6 +22,9 @@ func cmdBench(args []string) error {
 	}
 	if len(args) > 0 && args[0] == "t5-step" {
 		return benchStep(args[1:])
+	}
+	if len(args) > 0 && args[0] == "read" {
+		return benchRead(args[1:])
 	}
 	if len(args) == 0 || args[0] != "tpe" {
 		return fmt.Errorf("%w: usage: sweep bench tpe [--seeds 30] ... | sweep bench t5 [--size t5-small] [--peer torch_cpu_peer.py]", errUsage)
@@ -211,4 +215,55 @@ func runPeer(peer, size, method string, B, S, T, steps int) (peerResult, error) 
 		return p, fmt.Errorf("peer printed %q: %w", out, err)
 	}
 	return p, nil
+}
+
+// benchRead prints READ's memory and time against full fine-tuning and
+// LoRA, and its state cache's speed-up, in one run.
+func benchRead(args []string) error {
+	fs := newFlags("bench read", "bench read [--sizes t5-small,t5-base] [--batches 8] [--steps 3] [--peer shared/peers/torch_cpu_peer.py]")
+	sizes := fs.String("sizes", "t5-small,t5-base", "model shapes to compare at")
+	nb := fs.Int("batches", 8, "batches in the cache benchmark's epoch")
+	steps := fs.Int("steps", 3, "timed steps per method")
+	peer := fs.String("peer", "", "torch_cpu_peer.py, run beside for full, lora and read (t5-small only)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 || *nb < 1 || *steps < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	be := nn.DefaultBackend()
+	const B, S, T = 8, 64, 4
+	fmt.Printf("batch %d × %d × %d; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d; LoRA is rank 32 on every q and v (the peer's)\n",
+		B, S, T, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	for _, size := range strings.Split(*sizes, ",") {
+		res := map[string]t5.StepBench{}
+		for _, meth := range []string{"full", "lora", "read"} {
+			r, err := benchOne(be.Name(), size, meth, B, S, T, *steps)
+			if err != nil {
+				return err
+			}
+			res[meth] = r
+			line := fmt.Sprintf("%-9s %-5s %7.3f s/step %7.0f MB peak RSS", size, meth, r.SecondsPerStep, r.PeakRSSMB)
+			if *peer != "" && size == "t5-small" {
+				p, err := runPeer(*peer, size, meth, B, S, T, *steps)
+				if err != nil {
+					return err
+				}
+				line += fmt.Sprintf("   PyTorch %6.3f s/step %6.0f MB", p.StepS, p.PeakRSSMB)
+			}
+			fmt.Println(line)
+		}
+		r, f, l := res["read"], res["full"], res["lora"]
+		fmt.Printf("%-9s READ / full: time %.2fx (target ≤ 0.5x), memory %.2fx (target ≤ 0.35x); READ / LoRA memory %.2fx (target ≤ 0.6x)\n",
+			size, r.SecondsPerStep/f.SecondsPerStep, r.PeakRSSMB/f.PeakRSSMB, r.PeakRSSMB/l.PeakRSSMB)
+	}
+	c, err := trial.BenchStateCache(be, registry(), "t5-small", B, S, T, *nb)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("state cache, t5-small, READ epoch of %d batches: %.2f s running the backbone, %.2f s from %.0f MB of cached states: %.1fx faster (target ≥ 5x)\n",
+		c.Batches, c.EpochSeconds, c.CachedEpochSeconds, c.CacheMB, c.EpochSeconds/c.CachedEpochSeconds)
+	return nil
 }

@@ -1,0 +1,328 @@
+package trial
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// The backbone-state cache. A frozen backbone gives the same block
+// outputs, cross-attention and final decoder output for a batch in every
+// epoch and every trial, so a method that trains from them alone (READ's
+// variant A) needs the backbone once. The trainer keeps each training
+// batch's states after computing them, reuses them in later epochs, and
+// writes them to a file that later trials on the same key read instead of
+// running the backbone.
+//
+// The key covers everything the states depend on: the checkpoint's bytes
+// (SHA-256), the task, the split protocol's seed, tokenisation and batch
+// settings, and the storage precision. A changed key is a different file.
+// Files are written to a temporary name and renamed, so parallel trials
+// never read half a file; two trials that both miss both compute, and the
+// last rename wins with identical content.
+
+// batchStates is what one training batch's backbone pass leaves for a
+// state-trained method.
+type batchStates struct {
+	B, S, T int
+	Enc     [][]float32 // per encoder block: (B, S, D)
+	Dec     [][]float32 // per decoder block: (B, T, D)
+	Cross   [][]float32 // per decoder block: (B, T, S), averaged over heads
+	DecOut  []float32   // (B, T, D) after the final norm
+	// Half holds the same in float16 when the cache stores half precision;
+	// the float32 fields are then filled on load.
+	Half *halfStates `json:"-"`
+}
+
+type halfStates struct {
+	Enc, Dec, Cross [][]uint16
+	DecOut          []uint16
+}
+
+// capture copies what a forward pass produced for the batch.
+func capture(g *nn.Graph, out *t5.Output, B, S, T int) *batchStates {
+	st := &batchStates{B: B, S: S, T: T, DecOut: clone(out.DecOut.Data)}
+	for _, x := range out.EncBlockOut {
+		st.Enc = append(st.Enc, clone(x.Data))
+	}
+	for j, x := range out.DecBlockOut {
+		st.Dec = append(st.Dec, clone(x.Data))
+		st.Cross = append(st.Cross, clone(g.MeanHeads(out.CrossAttn[j]).Data))
+	}
+	return st
+}
+
+func clone(x []float32) []float32 { return append([]float32(nil), x...) }
+
+// output rebuilds a t5.Output over the cached states (no copies; the
+// tensors take no gradient).
+func (st *batchStates) output(D int) *t5.Output {
+	out := &t5.Output{DecOut: &nn.Tensor{Shape: []int{st.B, st.T, D}, Data: st.DecOut}}
+	for _, x := range st.Enc {
+		out.EncBlockOut = append(out.EncBlockOut, &nn.Tensor{Shape: []int{st.B, st.S, D}, Data: x})
+	}
+	for j, x := range st.Dec {
+		out.DecBlockOut = append(out.DecBlockOut, &nn.Tensor{Shape: []int{st.B, st.T, D}, Data: x})
+		out.CrossAttn = append(out.CrossAttn, &nn.Tensor{Shape: []int{st.B, 1, st.T, st.S}, Data: st.Cross[j]})
+	}
+	return out
+}
+
+func (st *batchStates) floats() int {
+	n := len(st.DecOut)
+	for _, set := range [][][]float32{st.Enc, st.Dec, st.Cross} {
+		for _, x := range set {
+			n += len(x)
+		}
+	}
+	return n
+}
+
+// stateCache holds a split's batch states for one trial, indexed like the
+// trainer's batches, and the file they persist in.
+type stateCache struct {
+	path    string // "" keeps the states in memory for this trial only
+	half    bool
+	budget  int64 // bytes
+	batches []*batchStates
+	bytes   int64
+	over    bool // the states outgrew the budget: stop collecting
+}
+
+// get returns batch i's states, or nil.
+func (c *stateCache) get(i int) *batchStates {
+	if c == nil || c.over || i >= len(c.batches) {
+		return nil
+	}
+	return c.batches[i]
+}
+
+// complete reports whether every batch's states are held.
+func (c *stateCache) complete() bool {
+	for _, b := range c.batches {
+		if b == nil {
+			return false
+		}
+	}
+	return len(c.batches) > 0 && !c.over
+}
+
+// cacheKey names the file of a configuration's states.
+func cacheKey(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// modelDigest returns the SHA-256 of a checkpoint's weights and config,
+// remembered beside them in readsweep.sha256 for the same sizes and times.
+func modelDigest(dir string) (string, error) {
+	files := []string{filepath.Join(dir, "config.json")}
+	matches, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	files = append(files, matches...)
+	var stamp string
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		stamp += fmt.Sprintf("%s:%d:%d;", filepath.Base(f), st.Size(), st.ModTime().UnixNano())
+	}
+	memo := filepath.Join(dir, "readsweep.sha256")
+	if raw, err := os.ReadFile(memo); err == nil {
+		var m struct{ Stamp, Digest string }
+		if json.Unmarshal(raw, &m) == nil && m.Stamp == stamp {
+			return m.Digest, nil
+		}
+	}
+	h := sha256.New()
+	for _, f := range files {
+		in, err := os.Open(f)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, in)
+		in.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if raw, err := json.Marshal(map[string]string{"Stamp": stamp, "Digest": digest}); err == nil {
+		os.WriteFile(memo, raw, 0o644) // a read-only model folder just means hashing again
+	}
+	return digest, nil
+}
+
+// load reads the cache file, if any, for n batches; it reports whether it
+// found a usable one.
+func (c *stateCache) load(n int) (bool, error) {
+	if c.path == "" {
+		return false, nil
+	}
+	f, err := os.Open(c.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var batches []*batchStates
+	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&batches); err != nil {
+		return false, fmt.Errorf("trial: state cache %s is unreadable (%v); delete it to rebuild", c.path, err)
+	}
+	if len(batches) != n {
+		return false, fmt.Errorf("trial: state cache %s holds %d batches, the trial has %d; delete it to rebuild", c.path, len(batches), n)
+	}
+	for _, b := range batches {
+		if b.Half != nil {
+			b.fromHalf()
+		}
+	}
+	c.batches = batches
+	return true, nil
+}
+
+// add keeps batch i's states while they fit the budget.
+func (c *stateCache) add(i int, st *batchStates) {
+	size := int64(st.floats()) * 4
+	if c.half {
+		size /= 2
+	}
+	if c.over || c.bytes+size > c.budget {
+		c.over, c.batches = true, nil
+		return
+	}
+	c.bytes += size
+	c.batches[i] = st
+}
+
+// save writes the states atomically.
+func (c *stateCache) save() error {
+	if c.path == "" || !c.complete() {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
+		return err
+	}
+	tmp := c.path + ".tmp" + strconv.Itoa(os.Getpid())
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	out := c.batches
+	if c.half {
+		out = make([]*batchStates, len(c.batches))
+		for i, b := range c.batches {
+			out[i] = b.toHalf()
+		}
+	}
+	err = gob.NewEncoder(w).Encode(out)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, c.path)
+}
+
+// toHalf returns a copy holding only float16 data.
+func (st *batchStates) toHalf() *batchStates {
+	conv := func(x []float32) []uint16 {
+		out := make([]uint16, len(x))
+		for i, v := range x {
+			out[i] = floatToHalf(v)
+		}
+		return out
+	}
+	h := &halfStates{DecOut: conv(st.DecOut)}
+	for _, x := range st.Enc {
+		h.Enc = append(h.Enc, conv(x))
+	}
+	for _, x := range st.Dec {
+		h.Dec = append(h.Dec, conv(x))
+	}
+	for _, x := range st.Cross {
+		h.Cross = append(h.Cross, conv(x))
+	}
+	return &batchStates{B: st.B, S: st.S, T: st.T, Half: h}
+}
+
+func (st *batchStates) fromHalf() {
+	conv := func(x []uint16) []float32 {
+		out := make([]float32, len(x))
+		for i, v := range x {
+			out[i] = t5.HalfToFloat(v)
+		}
+		return out
+	}
+	h := st.Half
+	st.DecOut = conv(h.DecOut)
+	st.Enc, st.Dec, st.Cross = nil, nil, nil
+	for _, x := range h.Enc {
+		st.Enc = append(st.Enc, conv(x))
+	}
+	for _, x := range h.Dec {
+		st.Dec = append(st.Dec, conv(x))
+	}
+	for _, x := range h.Cross {
+		st.Cross = append(st.Cross, conv(x))
+	}
+	st.Half = nil
+}
+
+// floatToHalf rounds a float32 to the nearest IEEE 754 binary16 (ties to
+// even), saturating to infinity.
+func floatToHalf(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23&0xff) - 127 + 15
+	mant := b & 0x7fffff
+	switch {
+	case b&0x7fffffff > 0x7f800000: // NaN
+		return sign | 0x7e00
+	case exp >= 31:
+		return sign | 0x7c00
+	case exp <= 0:
+		if exp < -10 {
+			return sign
+		}
+		mant |= 0x800000
+		shift := uint(14 - exp)
+		half := mant >> shift
+		rem := mant & (1<<shift - 1)
+		mid := uint32(1) << (shift - 1)
+		if rem > mid || (rem == mid && half&1 == 1) {
+			half++
+		}
+		return sign | uint16(half)
+	}
+	half := uint32(exp)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
+		half++ // may carry into the exponent, which is still correct
+	}
+	return sign | uint16(half)
+}
