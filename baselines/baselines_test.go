@@ -18,25 +18,13 @@ func registry() methods.Registry {
 	return r
 }
 
-func count(shapes [][]int) int {
-	n := 0
-	for _, s := range shapes {
-		k := 1
-		for _, d := range s {
-			k *= d
-		}
-		n += k
-	}
-	return n
-}
-
 // TestPaperParameterCounts counts each method's trainable parameters on
 // t5-base shapes from the config alone and compares them with Table 1.
 func TestPaperParameterCounts(t *testing.T) {
 	c := t5.Sizes["t5-base"]
 	_, withHead := t5.ParamShapes(c, true)
 	_, backbone := t5.ParamShapes(c, false)
-	total := count(withHead)
+	total := nn.CountShapes(withHead)
 	if total != 247577856 {
 		t.Fatalf("t5-base with a separate lm_head has %d parameters, want 247,577,856", total)
 	}
@@ -52,14 +40,14 @@ func TestPaperParameterCounts(t *testing.T) {
 		want  int
 		paper string // Table 1's printed percentage
 	}{
-		{"full", count(backbone), 222903552, "100"},
-		{"adapter (64, per block)", count(adapter), 2379264, "0.96"},
-		{"lora (r 32, decoder self q,v)", count(lora), 1179648, "0.48"},
-		{"bitfit (decoder)", count(bitfit), 148224, "0.06"},
+		{"full", nn.CountShapes(backbone), 222903552, "100"},
+		{"adapter (64, per block)", nn.CountShapes(adapter), 2379264, "0.96"},
+		{"lora (r 32, decoder self q,v)", nn.CountShapes(lora), 1179648, "0.48"},
+		{"bitfit (decoder)", nn.CountShapes(bitfit), 148224, "0.06"},
 		{"prompt (20)", 20 * c.DModel, 15360, "0.01"},
-		{"bitfit scope all (with lm_head)", count(bitfitAll), 282496, ""},
-		{"lora targets all_qv", count(loraAll), 3538944, ""},
-		{"adapter placement houlsby", count(houlsby), 4758528, ""},
+		{"bitfit scope all (with lm_head)", nn.CountShapes(bitfitAll), 282496, ""},
+		{"lora targets all_qv", nn.CountShapes(loraAll), 3538944, ""},
+		{"adapter placement houlsby", nn.CountShapes(houlsby), 4758528, ""},
 	}
 	for _, r := range rows {
 		pct := 100 * float64(r.n) / float64(total)
@@ -98,33 +86,22 @@ func loadGolden(t *testing.T, file string) golden {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ref.Close() })
-	ids, shape, _ := ref.ReadInts("input_ids")
-	am, _, _ := ref.ReadInts("attention_mask")
-	labels, lshape, _ := ref.ReadInts("labels")
-	mask := make([]bool, len(am))
-	for i, v := range am {
-		mask[i] = v != 0
+	bt, err := ref.ReadBatch()
+	if err != nil {
+		t.Fatal(err)
 	}
 	s, err := t5.OpenSafetensors(filepath.Join("../t5/testdata/tiny-t5-v1", file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return golden{s, t5.Batch{B: shape[0], S: shape[1], T: lshape[1], Input: ids, Mask: mask, Labels: labels}}
+	return golden{s, bt}
 }
 
 func (gd golden) read(t *testing.T, name string) []float32 {
 	t.Helper()
-	ti, ok := gd.Tensors[name]
-	if !ok {
-		t.Fatalf("golden has no %q", name)
-	}
-	n := 1
-	for _, d := range ti.Shape {
-		n *= d
-	}
-	out := make([]float32, n)
-	if err := gd.Read(name, out); err != nil {
+	out, _, err := gd.ReadAll(name)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -26,6 +26,15 @@ func (t *Tensor) Dim(i int) int {
 // Rows returns the product of all but the last dimension.
 func (t *Tensor) Rows() int { return len(t.Data) / t.Dim(-1) }
 
+// CountShapes returns the number of values in tensors of these shapes.
+func CountShapes(shapes [][]int) int {
+	n := 0
+	for _, s := range shapes {
+		n += numel(s)
+	}
+	return n
+}
+
 func numel(shape []int) int {
 	n := 1
 	for _, s := range shape {

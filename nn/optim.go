@@ -14,11 +14,7 @@ type Params struct {
 
 // NewParams allocates zeroed tensors of the given shapes in one block.
 func NewParams(names []string, shapes [][]int) *Params {
-	total := 0
-	for _, s := range shapes {
-		total += numel(s)
-	}
-	p := &Params{Names: names, data: make([]float32, total), index: map[string]int{}}
+	p := &Params{Names: names, data: make([]float32, CountShapes(shapes)), index: map[string]int{}}
 	off := 0
 	for i, s := range shapes {
 		n := numel(s)

@@ -11,25 +11,13 @@ import (
 	"github.com/readsweep/readsweep/t5"
 )
 
-func count(shapes [][]int) int {
-	n := 0
-	for _, s := range shapes {
-		k := 1
-		for _, d := range s {
-			k *= d
-		}
-		n += k
-	}
-	return n
-}
-
 // TestParameterCounts checks READ's size from the config alone against the
 // paper (shared/reference/methods.md §0).
 func TestParameterCounts(t *testing.T) {
 	base, large := t5.Sizes["t5-base"], t5.Sizes["t5-large"]
 	gru256 := Options{Cell: "gru", Hidden: 256, Recurrence: true}
 	_, withHead := t5.ParamShapes(base, true)
-	total := count(withHead)
+	total := nn.CountShapes(withHead)
 	for _, tc := range []struct {
 		name string
 		c    t5.Config
@@ -43,18 +31,18 @@ func TestParameterCounts(t *testing.T) {
 		{"LSTM/128 on t5-base", base, Options{Cell: "lstm", Hidden: 128, Recurrence: true}, 2*(768+4*128*768+4*128*128+8*128) + 2*(128*768+768)},
 	} {
 		_, shapes := Shapes(tc.c, tc.o)
-		n := count(shapes)
+		n := nn.CountShapes(shapes)
 		t.Logf("%-45s %10d  %.3f %% of t5-base", tc.name, n, 100*float64(n)/float64(total))
 		if n != tc.want {
 			t.Errorf("%s: %d parameters, want %d", tc.name, n, tc.want)
 		}
 	}
 	_, shapes := Shapes(base, gru256)
-	if pct := fmt.Sprintf("%.2f", 100*float64(count(shapes))/float64(total)); pct != "0.80" {
+	if pct := fmt.Sprintf("%.2f", 100*float64(nn.CountShapes(shapes))/float64(total)); pct != "0.80" {
 		t.Errorf("READ is %s %% of t5-base, Table 1 prints 0.80 %%", pct)
 	}
 	_, shapes = Shapes(base, Options{Cell: "gru", Hidden: 256})
-	if pct := fmt.Sprintf("%.1f", 100*float64(count(shapes))/float64(total)); pct != "9.6" {
+	if pct := fmt.Sprintf("%.1f", 100*float64(nn.CountShapes(shapes))/float64(total)); pct != "9.6" {
 		t.Errorf("READ without recurrence is %s %% of t5-base, Table 2 prints 9.6 %%", pct)
 	}
 }
@@ -66,14 +54,11 @@ func batch(t *testing.T) t5.Batch {
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	ids, shape, _ := ref.ReadInts("input_ids")
-	am, _, _ := ref.ReadInts("attention_mask")
-	labels, lshape, _ := ref.ReadInts("labels")
-	mask := make([]bool, len(am))
-	for i, v := range am {
-		mask[i] = v != 0
+	bt, err := ref.ReadBatch()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return t5.Batch{B: shape[0], S: shape[1], T: lshape[1], Input: ids, Mask: mask, Labels: labels}
+	return bt
 }
 
 func attach(t *testing.T, arch map[string]any) (*t5.Model, methods.Method) {

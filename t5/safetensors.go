@@ -207,3 +207,39 @@ func WriteSafetensors(path string, names []string, shapes [][]int, data [][]floa
 	}
 	return os.Rename(tmp, path)
 }
+
+// ReadAll returns tensor name converted to float32, with its shape.
+func (s *Safetensors) ReadAll(name string) ([]float32, []int, error) {
+	ti, ok := s.Tensors[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("t5: %s: no tensor %q", s.Path, name)
+	}
+	n := 1
+	for _, d := range ti.Shape {
+		n *= d
+	}
+	out := make([]float32, n)
+	return out, ti.Shape, s.Read(name, out)
+}
+
+// ReadBatch reads the batch of a reference file written by Hugging Face
+// tests: input_ids and labels (B, S) and (B, T), attention_mask (B, S).
+func (s *Safetensors) ReadBatch() (Batch, error) {
+	ids, shape, err := s.ReadInts("input_ids")
+	if err != nil {
+		return Batch{}, err
+	}
+	am, _, err := s.ReadInts("attention_mask")
+	if err != nil {
+		return Batch{}, err
+	}
+	labels, lshape, err := s.ReadInts("labels")
+	if err != nil {
+		return Batch{}, err
+	}
+	mask := make([]bool, len(am))
+	for i, v := range am {
+		mask[i] = v != 0
+	}
+	return Batch{B: shape[0], S: shape[1], T: lshape[1], Input: ids, Mask: mask, Labels: labels}, nil
+}

@@ -30,31 +30,17 @@ func loadGolden(t *testing.T, model string) (*Model, golden) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	ids, shape, err := s.ReadInts("input_ids")
+	bt, err := s.ReadBatch()
 	if err != nil {
 		t.Fatal(err)
 	}
-	am, _, _ := s.ReadInts("attention_mask")
-	labels, lshape, _ := s.ReadInts("labels")
-	mask := make([]bool, len(am))
-	for i, v := range am {
-		mask[i] = v != 0
-	}
-	return m, golden{s, Batch{B: shape[0], S: shape[1], T: lshape[1], Input: ids, Mask: mask, Labels: labels}}
+	return m, golden{s, bt}
 }
 
 func (gd golden) tensor(t *testing.T, name string) []float32 {
 	t.Helper()
-	ti, ok := gd.Tensors[name]
-	if !ok {
-		t.Fatalf("golden has no %q", name)
-	}
-	n := 1
-	for _, d := range ti.Shape {
-		n *= d
-	}
-	out := make([]float32, n)
-	if err := gd.Read(name, out); err != nil {
+	out, _, err := gd.ReadAll(name)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -153,14 +139,7 @@ func TestParameterCounts(t *testing.T) {
 		want int
 	}{{"t5-small", small, 60506624}, {"t5-base", base, 222903552}} {
 		names, shapes := ParamShapes(tc.c, false)
-		n := 0
-		for _, s := range shapes {
-			k := 1
-			for _, d := range s {
-				k *= d
-			}
-			n += k
-		}
+		n := nn.CountShapes(shapes)
 		if n != tc.want || len(names) != len(shapes) {
 			t.Errorf("%s: %d parameters, want %d (shared/reference/t5-text-to-text.md §2.2)", tc.name, n, tc.want)
 		}
