@@ -14,6 +14,7 @@ import (
 type StudyInfo struct {
 	storage.Study
 	Method, Arch, Dataset string
+	Final                 bool // a final-run study (FinalPlan), not a sweep's
 }
 
 // Identify reads method, arch and dataset from a study's user attributes,
@@ -23,8 +24,13 @@ func Identify(st storage.Study) StudyInfo {
 	info.Method, _ = st.UserAttrs["method"].(string)
 	info.Arch, _ = st.UserAttrs["arch"].(string)
 	info.Dataset, _ = st.UserAttrs["dataset"].(string)
+	info.Final, _ = st.UserAttrs["final"].(bool)
+	name := st.Name
+	if rest, ok := strings.CutPrefix(name, FinalPrefix); ok {
+		info.Final, name = true, rest
+	}
 	if info.Method == "" || info.Arch == "" || info.Dataset == "" {
-		if parts := strings.Split(st.Name, "/"); len(parts) == 3 {
+		if parts := strings.Split(name, "/"); len(parts) == 3 {
 			info.Method, info.Arch, info.Dataset = parts[0], parts[1], parts[2]
 		}
 	}
@@ -71,7 +77,7 @@ func Best(ctx context.Context, s storage.Storage, method string, datasets []stri
 	var dir storage.Direction = storage.Maximize
 	for _, st := range studies {
 		info := Identify(st)
-		if info.Method != method || (len(datasets) > 0 && !contains(datasets, info.Dataset)) {
+		if info.Final || info.Method != method || (len(datasets) > 0 && !contains(datasets, info.Dataset)) {
 			continue
 		}
 		dir = st.Direction

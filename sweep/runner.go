@@ -87,9 +87,11 @@ type runState struct {
 func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}}}
 	for _, p := range plan {
-		st, err := r.Storage.CreateStudy(ctx, p.Name, r.Config.Direction, map[string]any{
-			"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset,
-		})
+		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset}
+		for k, v := range p.Attrs {
+			attrs[k] = v
+		}
+		st, err := r.Storage.CreateStudy(ctx, p.Name, r.Config.Direction, attrs)
 		if err != nil {
 			return rs.result, err
 		}
@@ -115,7 +117,7 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	wg.Wait()
 	close(errc)
 	for _, ss := range rs.studies {
-		if ss.finished >= r.Config.Trials {
+		if ss.finished >= r.budget(ss) {
 			rs.result.Finished = append(rs.result.Finished, ss.plan.Name)
 		} else if ss.failures >= r.Config.MaxFailures {
 			rs.result.Abandoned = append(rs.result.Abandoned, ss.plan.Name)
@@ -135,8 +137,24 @@ func (r *Runner) refresh(ctx context.Context, ss *studyState) error {
 	}
 	n := storage.Count(trials)
 	ss.finished = n[storage.Complete] + n[storage.Pruned]
-	ss.done = ss.finished >= r.Config.Trials
+	ss.done = ss.finished >= r.budget(ss)
 	return nil
+}
+
+// budget is a study's number of COMPLETE+PRUNED trials to reach.
+func (r *Runner) budget(ss *studyState) int {
+	if ss.plan.Trials > 0 {
+		return ss.plan.Trials
+	}
+	return r.Config.Trials
+}
+
+// space is a study's search space.
+func (r *Runner) space(ss *studyState) map[string]storage.Distribution {
+	if ss.plan.Space != nil {
+		return ss.plan.Space
+	}
+	return r.Config.Space
 }
 
 // next picks the study with work for a new trial: the one with the fewest
@@ -224,8 +242,8 @@ func (r *Runner) progress(rs *runState) {
 	rs.mu.Lock()
 	done, total := 0, 0
 	for _, ss := range rs.studies {
-		done += min(ss.finished, r.Config.Trials)
-		total += r.Config.Trials
+		done += min(ss.finished, r.budget(ss))
+		total += r.budget(ss)
 	}
 	running := make([]string, 0, len(rs.running))
 	for _, l := range rs.running {
@@ -263,7 +281,7 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 	}
 
 	t, err := r.Storage.CreateTrial(ctx, ss.study.ID, storage.TrialOptions{
-		State: storage.Running, Budget: cfg.Trials, Heartbeat: true, ClaimWaiting: true,
+		State: storage.Running, Budget: r.budget(ss), Heartbeat: true, ClaimWaiting: true,
 	})
 	if err != nil {
 		return 0, err
@@ -272,14 +290,15 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 	if err != nil {
 		return 0, err
 	}
-	params, err := r.params(ss.study, trials, t)
+	space := r.space(ss)
+	params, err := r.params(ss.study, trials, t, space)
 	if err != nil {
 		return r.finish(ctx, ss, t, outcome{state: storage.Fail, reason: err.Error()}, 0)
 	}
-	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: cfg.Space}); err != nil {
+	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: space}); err != nil {
 		return 0, err
 	}
-	t.Params, t.Distributions = params, cfg.Space
+	t.Params, t.Distributions = params, space
 
 	label := fmt.Sprintf("%s#%d", ss.plan.Name, t.Number)
 	rs.mu.Lock()
@@ -308,8 +327,7 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 
 // params returns the trial's internal parameter values: the fixed ones of
 // an enqueued (retried) trial, the sampler's suggestion for the rest.
-func (r *Runner) params(study storage.Study, trials []storage.FrozenTrial, t storage.FrozenTrial) (map[string]float64, error) {
-	space := r.Config.Space
+func (r *Runner) params(study storage.Study, trials []storage.FrozenTrial, t storage.FrozenTrial, space map[string]storage.Distribution) (map[string]float64, error) {
 	out := map[string]float64{}
 	fixed, _ := t.SystemAttrs["fixed_params"].(map[string]any)
 	for name, v := range fixed {
@@ -471,6 +489,9 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	}
 	if spec.Arch == nil {
 		spec.Arch = map[string]any{}
+	}
+	if seed, ok := spec.Params["seed"].(int64); ok {
+		spec.Seed = seed // final runs search over seeds
 	}
 	fail := func(format string, args ...any) outcome {
 		return outcome{state: storage.Fail, reason: fmt.Sprintf(format, args...)}

@@ -88,6 +88,12 @@ type Planned struct {
 	Method  string
 	Arch    Arch
 	Dataset string
+	// Space and Trials override the sweep's search space and budget (the
+	// final runs fix lr and search over seeds); nil and 0 keep them.
+	Space  map[string]storage.Distribution
+	Trials int
+	// Attrs are extra study user attributes.
+	Attrs map[string]any
 }
 
 // Filter restricts a plan to matching studies: each key (method, arch,

@@ -6,6 +6,7 @@
 //
 //	sweep run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]
 //	sweep best --method M [--dataset D[,D...]]     Appendix D.2 architecture choice
+//	sweep final SWEEPS.yaml                         final runs: chosen arch and lr × every seed
 //	sweep studies                                   one line per study
 //	sweep trials STUDY [--state complete|pruned|fail|running|waiting]
 //	sweep show STUDY#N                              one trial in full
@@ -54,6 +55,7 @@ func commands() []command {
 	return []command{
 		{"run", "run a sweep file until every study has its trials", cmdRun, false},
 		{"best", "choose a method's architecture (Appendix D.2) and show its best trials", cmdBest, false},
+		{"final", "re-run each method's chosen architecture and lr with every seed (final/ studies)", cmdFinal, false},
 		{"studies", "list studies", cmdStudies, false},
 		{"trials", "list a study's trials", cmdTrials, false},
 		{"show", "show one trial (STUDY#N)", cmdShow, false},

@@ -60,6 +60,56 @@ func cmdRun(args []string) error {
 		return err
 	}
 	defer store.Close()
+	return runPlan(cfg, store, plan, pos[0])
+}
+
+// cmdFinal runs the final runs: Appendix D.2's architecture per method, its
+// best learning rate per dataset, once per configured seed.
+func cmdFinal(args []string) error {
+	fs := newFlags("final", "final SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
+	parallel := fs.Int("parallel", 0, "trials at once (overrides the file's parallel)")
+	only := fs.String("only", "", "restrict to methods and datasets: method=M,dataset=D")
+	dry := fs.Bool("dry-run", false, "print the choices and stop")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *parallel < 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := sweep.LoadConfig(pos[0])
+	if err != nil {
+		return err
+	}
+	if *parallel > 0 {
+		cfg.Parallel = *parallel
+	}
+	filter, err := sweep.ParseFilter(*only)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	store, err := openExisting(cfg.Storage)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	plan, err := sweep.FinalPlan(context.Background(), store, cfg, filter)
+	if err != nil {
+		return err
+	}
+	for _, p := range plan {
+		fmt.Fprintf(os.Stderr, "sweep: %s: lr %.4g (from %s), seeds %v\n", p.Name, p.Space["lr"].Low, p.Attrs["selected_from"], cfg.Seeds())
+	}
+	if *dry {
+		return nil
+	}
+	return runPlan(cfg, store, plan, pos[0])
+}
+
+// runPlan runs a plan's trials with progress display until each study has
+// its budget.
+func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, file string) error {
 	sampler, err := sweep.NewSampler(cfg.Sampler)
 	if err != nil {
 		return err
@@ -89,7 +139,7 @@ func cmdRun(args []string) error {
 			bar.Set(done)
 		}
 	}
-	fmt.Fprintf(r.Log, "sweep: %d studies × %d trials → %s (parallel %d)\n", len(plan), cfg.Trials, cfg.Storage, cfg.Parallel)
+	fmt.Fprintf(r.Log, "sweep: %d studies → %s (parallel %d)\n", len(plan), cfg.Storage, cfg.Parallel)
 	res, err := r.Run(ctx, plan)
 	if bar != nil {
 		bar.Finish()
@@ -103,7 +153,7 @@ func cmdRun(args []string) error {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted; `sweep run %s` resumes where this stopped", pos[0])
+			return fmt.Errorf("interrupted; running the same command again resumes where this stopped (%s)", file)
 		}
 		return err
 	}
