@@ -7,6 +7,8 @@
 //	sweep run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]
 //	sweep best --method M [--dataset D[,D...]]     Appendix D.2 architecture choice
 //	sweep final SWEEPS.yaml                         final runs: chosen arch and lr × every seed
+//	sweep table [--format md|csv|latex|json] [--with-paper]   Tables 1 and 3 from the final runs
+//	sweep plot [--out results/figures]              Figure 1 and per-study plots (PNG, SVG)
 //	sweep studies                                   one line per study
 //	sweep trials STUDY [--state complete|pruned|fail|running|waiting]
 //	sweep show STUDY#N                              one trial in full
@@ -56,6 +58,8 @@ func commands() []command {
 		{"run", "run a sweep file until every study has its trials", cmdRun, false},
 		{"best", "choose a method's architecture (Appendix D.2) and show its best trials", cmdBest, false},
 		{"final", "re-run each method's chosen architecture and lr with every seed (final/ studies)", cmdFinal, false},
+		{"table", "Table 1 and Table 3 from the final runs (md, csv, latex, json)", cmdTable, false},
+		{"plot", "Figure 1 and per-study plots as PNG and SVG", cmdPlot, false},
 		{"studies", "list studies", cmdStudies, false},
 		{"trials", "list a study's trials", cmdTrials, false},
 		{"show", "show one trial (STUDY#N)", cmdShow, false},
