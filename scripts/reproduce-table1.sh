@@ -3,18 +3,18 @@
 # fetch t5-base and GLUE, run the sweep of sweeps.yaml (every method, every
 # architecture candidate of the paper's Table 8, 32 TPE trials per study),
 # choose each method's architecture as Appendix D.2 does, re-run it with
-# every seed, and render the tables and figures into results/.
+# every seed, and render the tables and figures into results/output/.
 #
 # Re-running continues where it stopped (the studies are in sweeps.db).
 #
-#   scripts/reproduce-table1.sh [--tiny] [--methods read,lora] [--datasets sst2,cola] [--parallel N] [--out results]
+#   scripts/reproduce-table1.sh [--tiny] [--methods read,lora] [--datasets sst2,cola] [--parallel N] [--out results/output]
 #
 # --tiny runs the whole pipeline on the bundled GLUE fixture with a small
 # random T5 (examples/tiny.yaml): a minute or two on a laptop; CI runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tiny=0 methods="" datasets="" parallel="" out=results
+tiny=0 methods="" datasets="" parallel="" out=results/output
 while [ $# -gt 0 ]; do
   case "$1" in
     --tiny) tiny=1 ;;

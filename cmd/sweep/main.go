@@ -8,7 +8,7 @@
 //	sweep best --method M [--dataset D[,D...]]     Appendix D.2 architecture choice
 //	sweep final SWEEPS.yaml                         final runs: chosen arch and lr × every seed
 //	sweep table [--format md|csv|latex|json] [--with-paper]   Tables 1 and 3 from the final runs
-//	sweep plot [--out results/figures]              Figure 1 and per-study plots (PNG, SVG)
+//	sweep plot [--out results/output/figures]              Figure 1 and per-study plots (PNG, SVG)
 //	sweep studies                                   one line per study
 //	sweep trials STUDY [--state complete|pruned|fail|running|waiting]
 //	sweep show STUDY#N                              one trial in full

@@ -57,8 +57,8 @@ func cmdTable(args []string) error {
 }
 
 func cmdPlot(args []string) error {
-	fs := newFlags("plot", "plot [--out results/figures] [--storage URL | --config FILE]")
-	out := fs.String("out", "results/figures", "folder for the PNG and SVG files")
+	fs := newFlags("plot", "plot [--out results/output/figures] [--storage URL | --config FILE]")
+	out := fs.String("out", "results/output/figures", "folder for the PNG and SVG files")
 	get := storageFlags(fs)
 	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
 		rows, _, err := results.Collect(ctx, s)
