@@ -54,6 +54,8 @@ type Method struct {
 type Arch struct {
 	Name     string
 	Settings map[string]any
+	Line     int      // where the candidate is written
+	Field    string   // its key path, e.g. methods.lora[1]
 	keys     []string // settings keys in file order
 }
 
@@ -262,6 +264,23 @@ func (c *Config) checkCommand(root *yaml.Node) error {
 	return nil
 }
 
+// CheckArchs lets a caller that knows the methods validate every planned
+// candidate's settings; errors come back with the candidate's line.
+func (c *Config) CheckArchs(plan []Planned, check func(method string, settings map[string]any) error) error {
+	seen := map[string]bool{}
+	for _, p := range plan {
+		key := p.Method + "/" + p.Arch.Name
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if err := check(p.Method, p.Arch.Settings); err != nil {
+			return &ConfigError{File: c.File, Line: p.Arch.Line, Field: p.Arch.Field, Err: err}
+		}
+	}
+	return nil
+}
+
 // parser walks yaml nodes, producing ConfigErrors with line numbers.
 type parser struct{ file string }
 
@@ -429,7 +448,7 @@ func (p parser) methods(n *yaml.Node, path string) ([]Method, error) {
 		names := map[string]bool{}
 		for i, c := range v.Content {
 			ipath := fmt.Sprintf("%s[%d]", path, i)
-			a := Arch{Settings: map[string]any{}}
+			a := Arch{Settings: map[string]any{}, Line: c.Line, Field: ipath}
 			err := p.each(c, ipath, func(key string, sv *yaml.Node, kpath string) error {
 				val, err := p.scalar(sv, kpath)
 				if err != nil {

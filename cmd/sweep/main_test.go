@@ -601,3 +601,21 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// TestArchSettingsCheckedBeforeRunning rejects a bad candidate and a
+// method this build lacks before any trial runs, naming the line.
+func TestArchSettingsCheckedBeforeRunning(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, "storage: sqlite:///c.db\nmodel: m\ndatasets: [sst2]\nmethods:\n  lora:\n    - {rank: 8}\n    - {rnak: 8}\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 || !strings.Contains(errOut, `sweep.yaml:7: methods.lora[1]: methods: lora: unknown architecture setting "rnak"`) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c.db")); err == nil {
+		t.Error("a database was created for a sweep that cannot run")
+	}
+	writeConfig(t, dir, "model: m\ndatasets: [sst2]\nmethods:\n  lst: [{sidenet_dim: 96}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, "method lst is not part of this build") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/t5"
 	"github.com/readsweep/readsweep/trial"
 )
 
@@ -51,6 +52,9 @@ func cmdRun(args []string) error {
 	plan := sweep.Plan(cfg, filter)
 	if len(plan) == 0 {
 		return fmt.Errorf("--only %q matches no study of %s", *only, pos[0])
+	}
+	if err := checkArchs(cfg, plan); err != nil {
+		return err
 	}
 	if *dry {
 		return dryRun(cfg, plan)
@@ -234,6 +238,25 @@ func cmdTrial(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return trial.Run(ctx, spec, registry(), os.Stdout, os.Stderr)
+}
+
+// checkArchs validates, before any trial runs, that every planned method
+// is built in and its architecture settings are valid, by attaching it to
+// a small stand-in T5 (shapes do not matter to the settings).
+func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
+	if cfg.Trainer != "builtin" || len(cfg.Command) > 0 {
+		return nil
+	}
+	reg := registry()
+	c := t5.DefaultConfig()
+	c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = 8, 4, 8, 1, 1, 2
+	return cfg.CheckArchs(plan, func(method string, settings map[string]any) error {
+		if _, ok := reg[method]; !ok {
+			return fmt.Errorf("method %s is not part of this build yet (it lands with its own issue); leave it out with --only", method)
+		}
+		_, err := reg.New(method, t5.New(c, 0), settings, 0)
+		return err
+	})
 }
 
 // registry holds every fine-tuning method this build has.
