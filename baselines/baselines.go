@@ -1,5 +1,6 @@
 // Package baselines implements the READ paper's baselines on the methods
-// interface: full fine-tuning, BitFit, LoRA, adapters and prompt tuning.
+// interface: full fine-tuning, BitFit, LoRA, adapters, prompt tuning and
+// Ladder Side-Tuning (lst.go).
 //
 // # Defaults
 //
@@ -30,6 +31,7 @@ func Register(r methods.Registry) {
 	r["lora"] = newLoRA
 	r["adapter"] = newAdapter
 	r["prompt"] = newPrompt
+	r["lst"] = newLST
 }
 
 // own is a method's own tensors with every one trainable.

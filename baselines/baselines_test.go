@@ -48,6 +48,7 @@ func TestPaperParameterCounts(t *testing.T) {
 		{"bitfit scope all (with lm_head)", nn.CountShapes(bitfitAll), 282496, ""},
 		{"lora targets all_qv", nn.CountShapes(loraAll), 3538944, ""},
 		{"adapter placement houlsby", nn.CountShapes(houlsby), 4758528, ""},
+		{"lst (sidenet 96: 12+12 side blocks)", lstCount(c, 96), 5097240, ""},
 	}
 	for _, r := range rows {
 		pct := 100 * float64(r.n) / float64(total)
@@ -63,6 +64,14 @@ func TestPaperParameterCounts(t *testing.T) {
 			t.Errorf("%s: %s %% at the paper's precision, Table 1 prints %s %%", r.name, printed, r.paper)
 		}
 	}
+}
+
+// lstCount is LST's trainable size: the side stacks and the ladder.
+func lstCount(c t5.Config, ds int) int {
+	sc, _ := lstSideConfig(c, ds)
+	_, shapes := t5.ParamShapes(sc, false)
+	_, own := lstOwnShapes(c, ds)
+	return nn.CountShapes(shapes[1:]) + nn.CountShapes(own)
 }
 
 func loadTiny(t *testing.T) *t5.Model {
@@ -205,6 +214,7 @@ func TestGradientsByFiniteDifferences(t *testing.T) {
 		{"bitfit", map[string]any{"scope": "all"}},
 		{"adapter", map[string]any{"bottleneck": 4}},
 		{"adapter", map[string]any{"bottleneck": 3, "placement": "houlsby"}},
+		{"lst", map[string]any{"sidenet_dim": 8, "init": "magnitude"}},
 		{"lora", map[string]any{"rank": 2}},
 		{"full", nil},
 	} {
@@ -255,9 +265,9 @@ func TestGradientsByFiniteDifferences(t *testing.T) {
 					}
 					checked++
 				}
-				if checked > 60 {
-					break
-				}
+			}
+			if checked != 3*len(meth.Trainable()) {
+				t.Errorf("checked %d values of %d tensors", checked, len(meth.Trainable()))
 			}
 		})
 	}
@@ -281,5 +291,32 @@ func TestSettingsValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %v: error %v, want %q", tc.method, tc.arch, err, tc.want)
 		}
+	}
+}
+
+// TestLSTPruningKeepsEverythingAtFullWidth checks the pruning walk: at the
+// backbone's own width every channel is kept, so the side blocks start as
+// exact copies of the backbone's.
+func TestLSTPruningKeepsEverythingAtFullWidth(t *testing.T) {
+	m := loadTiny(t)
+	meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": m.Config.DModel, "init": "magnitude"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	side := meth.Weights()
+	checked := 0
+	for i, name := range m.Params.Names {
+		if name == "shared.weight" {
+			continue
+		}
+		s := side.Get("side." + name)
+		if s == nil {
+			t.Fatalf("side network lacks %s", name)
+		}
+		near(t, name, s.Data, m.Params.Tensors[i].Data, 0)
+		checked++
+	}
+	if checked < 40 {
+		t.Errorf("compared %d tensors", checked)
 	}
 }

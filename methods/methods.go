@@ -52,6 +52,19 @@ type StateTrainer interface {
 	TrainsFromStates() bool
 }
 
+// Generator is implemented by methods that decode their own way (LST's
+// side decoder needs every earlier position, so no key/value cache).
+type Generator interface {
+	Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int) [][]int32
+}
+
+// DataInitializer is implemented by methods whose initialisation looks at
+// training data (LST's Fisher-ranked pruning); the trainer calls it once,
+// before training, with batches of single training examples.
+type DataInitializer interface {
+	InitFromData(be nn.Backend, batches []t5.Batch) error
+}
+
 // Constructor attaches a method to m with settings s; seed drives its
 // random initialisation.
 type Constructor func(m *t5.Model, s *Settings, seed uint64) (Method, error)

@@ -665,3 +665,34 @@ func (g *Graph) MeanHeads(p *Tensor) *Tensor {
 	}
 	return out
 }
+
+// GateMix returns σ(alpha/temp)·a + (1 − σ(alpha/temp))·b, a learned
+// scalar gate (alpha has one element) between two tensors of one shape:
+// LST's ladder.
+func (g *Graph) GateMix(a, b, alpha *Tensor, temp float32) *Tensor {
+	mustLen("GateMix", "b", b.Len(), a.Len())
+	mustLen("GateMix", "alpha", alpha.Len(), 1)
+	gate := sigmoid(alpha.Data[0] / temp)
+	out := g.New(g.wants(a, b, alpha), a.Shape...)
+	for i := range out.Data {
+		out.Data[i] = gate*a.Data[i] + (1-gate)*b.Data[i]
+	}
+	if out.Grad != nil {
+		g.record(func() {
+			var dg float64
+			for i, d := range out.Grad {
+				if a.Grad != nil {
+					a.Grad[i] += gate * d
+				}
+				if b.Grad != nil {
+					b.Grad[i] += (1 - gate) * d
+				}
+				dg += float64(d) * float64(a.Data[i]-b.Data[i])
+			}
+			if alpha.Grad != nil {
+				alpha.Grad[0] += float32(dg) * gate * (1 - gate) / temp
+			}
+		})
+	}
+	return out
+}

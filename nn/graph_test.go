@@ -171,6 +171,11 @@ func TestOpGradients(t *testing.T) {
 			x, b, p := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 4), randTensor(rng, true, 2, 4)
 			checkGrad(t, be, []*Tensor{x, b, p}, 1e-2, func(g *Graph) *Tensor { return g.Prepend(p, g.AddRow(x, b)) })
 		}},
+		{"gate mix", func(t *testing.T, be Backend, rng *rand.Rand) {
+			a, b, alpha := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 4), randTensor(rng, true, 1)
+			alpha.Data[0] *= 0.1
+			checkGrad(t, be, []*Tensor{a, b, alpha}, 1e-3, func(g *Graph) *Tensor { return g.GateMix(a, b, alpha, 0.1) })
+		}},
 		{"batch matmul", func(t *testing.T, be Backend, rng *rand.Rand) {
 			a, b := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 2, 4, 5)
 			checkGrad(t, be, []*Tensor{a, b}, 1e-2, func(g *Graph) *Tensor { return g.BatchMatmul(a, b) })

@@ -35,7 +35,27 @@ func (p *Params) Get(name string) *Tensor {
 }
 
 // Count returns the number of parameter values.
-func (p *Params) Count() int { return len(p.data) }
+func (p *Params) Count() int {
+	n := 0
+	for _, t := range p.Tensors {
+		n += t.Len()
+	}
+	return n
+}
+
+// JoinParams returns one named set over the tensors of several, each name
+// prefixed; the tensors are shared, not copied.
+func JoinParams(prefixes []string, parts []*Params) *Params {
+	j := &Params{index: map[string]int{}}
+	for k, p := range parts {
+		for i, t := range p.Tensors {
+			j.index[prefixes[k]+p.Names[i]] = len(j.Names)
+			j.Names = append(j.Names, prefixes[k]+p.Names[i])
+			j.Tensors = append(j.Tensors, t)
+		}
+	}
+	return j
+}
 
 // EnableGrad gives every tensor whose name passes keep a gradient, all in
 // one zeroed block, and removes the gradients of the others. It returns

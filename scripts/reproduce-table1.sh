@@ -28,9 +28,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-# The paper's methods that this build has; LST (issue 7) joins when it lands.
-# The tiny configuration keeps its own selection.
-if [ -z "$methods" ] && [ "$tiny" = 0 ]; then methods="full,bitfit,lora,adapter,prompt,read"; fi
 only=""
 for m in ${methods//,/ }; do only="${only:+$only,}method=$m"; done
 for d in ${datasets//,/ }; do only="${only:+$only,}dataset=$d"; done

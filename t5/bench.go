@@ -50,6 +50,9 @@ type StepBench struct {
 	PeakRSSMB        float64
 	Trainable        int
 	ActivationPeakMB float64
+	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
+	// new tokens), when the caller measured it.
+	LatencyMS float64
 }
 
 // NewBenchModel returns a model of a named size with weights drawn from

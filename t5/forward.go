@@ -42,6 +42,7 @@ type Output struct {
 	Logits *nn.Tensor // (B, T, V)
 
 	EncOut, DecOut       *nn.Tensor   // after the final norm (and dropout)
+	Mask                 []bool       // the encoder's padding mask in effect (prompt tokens included)
 	EncHidden, DecHidden []*nn.Tensor // Hugging Face's hidden_states
 	EncBlockOut          []*nn.Tensor
 	DecBlockOut          []*nn.Tensor
@@ -108,6 +109,54 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 	out.Logits = m.lmHead(g, h, final)
 	out.Loss = g.CrossEntropy(out.Logits, bt.Labels)
 	return out, nil
+}
+
+// GenerateFull decodes greedily like Generate but re-runs the whole
+// decoder on the prefix at every step, for methods whose decoder-side
+// computation needs every earlier position (LST's side decoder).
+func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
+	c := m.Config
+	out := make([][]int32, B)
+	done := make([]bool, B)
+	for b := range out {
+		out[b] = []int32{int32(c.DecoderStartTokenID)}
+	}
+	g := nn.NewGraph(be)
+	g.NoGrad = true
+	for t := 1; t <= maxNew; t++ {
+		g.Reset()
+		// Labels y1..y(t-1) and a placeholder: the decoder reads start, y1..y(t-1).
+		labels := make([]int32, B*t)
+		for b := range out {
+			copy(labels[b*t:], out[b][1:])
+		}
+		o, err := m.Forward(g, Batch{B: B, S: S, T: t, Input: ids, Mask: mask, Labels: labels}, h)
+		if err != nil {
+			panic(err) // the shapes are ours
+		}
+		V := c.VocabSize
+		all := true
+		for b := 0; b < B; b++ {
+			next := int32(c.PadTokenID)
+			if !done[b] {
+				row := o.Logits.Data[(b*t+t-1)*V : (b*t+t)*V]
+				best := 0
+				for i, v := range row {
+					if v > row[best] {
+						best = i
+					}
+				}
+				next = int32(best)
+				done[b] = next == int32(c.EOSTokenID)
+			}
+			out[b] = append(out[b], next)
+			all = all && done[b]
+		}
+		if all {
+			break
+		}
+	}
+	return out
 }
 
 // HeadLoss finishes a forward pass from states the backbone produced
@@ -187,15 +236,10 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	x = g.Dropout(x, p)
 	bias := g.PositionBias(m.EncRelBias, S, S, 0, true, c.RelMaxDistance)
 	out.EncHidden = append(out.EncHidden, x)
-	for i, blk := range m.Enc {
+	for i := range m.Enc {
 		mark := g.Mark()
-		name := fmt.Sprintf("encoder.block.%d.layer.", i)
-		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
-			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
-		x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
-		ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, m.norm(g, h, name+"1.layer_norm", x, blk.FFNorm))
-		x = g.Add(x, g.Dropout(m.sub(g, h, name+"1", ff), p))
-		x = m.blockOut(g, h, "encoder", i, x)
+		var probs *nn.Tensor
+		x, probs = m.EncoderLayer(g, h, i, x, bias, mask)
 		if h.LeanEncoder {
 			g.Keep(mark, x) // a no-op unless the block was tape-free
 		} else {
@@ -208,6 +252,7 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	}
 	out.EncOut = g.Dropout(m.norm(g, h, "encoder.final_layer_norm", x, m.EncFinal), p)
 	out.EncHidden = append(out.EncHidden, out.EncOut)
+	out.Mask = mask
 	if h.EncoderOutput != nil {
 		out.EncOut = h.EncoderOutput(g, out)
 	}
@@ -220,17 +265,9 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 	x := g.Dropout(g.Embedding(m.Shared, ids).View(B, T, c.DModel), p)
 	bias := g.PositionBias(m.DecRelBias, T, T, 0, false, c.RelMaxDistance)
 	out.DecHidden = append(out.DecHidden, x)
-	for i, blk := range m.Dec {
-		name := fmt.Sprintf("decoder.block.%d.layer.", i)
-		a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
-			nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
-		x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
-		ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), enc, nil,
-			nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
-		x = g.Add(x, g.Dropout(ca, p))
-		ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))
-		x = g.Add(x, g.Dropout(m.sub(g, h, name+"2", ff), p))
-		x = m.blockOut(g, h, "decoder", i, x)
+	for i := range m.Dec {
+		var probs, cprobs *nn.Tensor
+		x, probs, cprobs = m.DecoderLayer(g, h, i, x, bias, enc, encMask)
 		out.DecAttn = append(out.DecAttn, probs)
 		out.CrossAttn = append(out.CrossAttn, cprobs)
 		out.DecBlockOut = append(out.DecBlockOut, x)
@@ -240,6 +277,41 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 	}
 	out.DecOut = g.Dropout(m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal), p)
 	out.DecHidden = append(out.DecHidden, out.DecOut)
+}
+
+// EncoderLayer runs encoder block i on x (B, S, D) with the stack's
+// position bias and padding mask; it returns the block output (after the
+// Block hook) and its self-attention probabilities.
+func (m *Model) EncoderLayer(g *nn.Graph, h *Hooks, i int, x, bias *nn.Tensor, mask []bool) (out, probs *nn.Tensor) {
+	c := m.Config
+	p := float32(c.DropoutRate)
+	blk := m.Enc[i]
+	name := fmt.Sprintf("encoder.block.%d.layer.", i)
+	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
+		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
+	x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
+	ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, m.norm(g, h, name+"1.layer_norm", x, blk.FFNorm))
+	x = g.Add(x, g.Dropout(m.sub(g, h, name+"1", ff), p))
+	return m.blockOut(g, h, "encoder", i, x), probs
+}
+
+// DecoderLayer runs decoder block i on x (B, T, D), attending to enc
+// (B, S, D) under encMask; it returns the block output and its self- and
+// cross-attention probabilities.
+func (m *Model) DecoderLayer(g *nn.Graph, h *Hooks, i int, x, bias, enc *nn.Tensor, encMask []bool) (out, probs, cprobs *nn.Tensor) {
+	c := m.Config
+	p := float32(c.DropoutRate)
+	blk := m.Dec[i]
+	name := fmt.Sprintf("decoder.block.%d.layer.", i)
+	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
+		nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
+	x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
+	ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), enc, nil,
+		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
+	x = g.Add(x, g.Dropout(ca, p))
+	ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))
+	x = g.Add(x, g.Dropout(m.sub(g, h, name+"2", ff), p))
+	return m.blockOut(g, h, "decoder", i, x), probs, cprobs
 }
 
 // attention projects x (queries) and kv (keys and values; x itself when

@@ -95,16 +95,28 @@ func ParamShapes(c Config, lmHead bool) ([]string, [][]int) {
 	return names, shapes
 }
 
+// NewStacks returns a zeroed model without embeddings or LM head: the
+// encoder and decoder blocks, final norms and position-bias tables of c,
+// named as in a checkpoint. Side networks (LST) are built from it.
+func NewStacks(c Config) *Model {
+	names, shapes := ParamShapes(c, false)
+	return fromShapes(c, names[1:], shapes[1:]) // drop shared.weight
+}
+
 // newModel allocates a zeroed model; lmHead gives it its own output
 // projection.
 func newModel(c Config, lmHead bool) *Model {
 	names, shapes := ParamShapes(c, lmHead)
+	return fromShapes(c, names, shapes)
+}
+
+func fromShapes(c Config, names []string, shapes [][]int) *Model {
 	m := &Model{Config: c, Params: nn.NewParams(names, shapes)}
 	get := m.Params.Get
 	m.Shared = get("shared.weight")
 	m.LMHead = m.Shared
-	if lmHead {
-		m.LMHead = get("lm_head.weight")
+	if h := get("lm_head.weight"); h != nil {
+		m.LMHead = h
 	}
 	m.EncRelBias = get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
 	m.DecRelBias = get("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
@@ -145,6 +157,13 @@ func newModel(c Config, lmHead bool) *Model {
 // unless the config unties the embeddings.
 func New(c Config, seed uint64) *Model {
 	m := newModel(c, !c.Tied())
+	m.Init(seed)
+	return m
+}
+
+// Init draws every weight as New describes.
+func (m *Model) Init(seed uint64) {
+	c := m.Config
 	rng := rand.New(rand.NewPCG(seed, 0x75))
 	f := c.InitializerFactor
 	D, K, H, F := float64(c.DModel), float64(c.DKV), float64(c.NumHeads), float64(c.DFF)
@@ -174,7 +193,6 @@ func New(c Config, seed uint64) *Model {
 			t.Data[j] = float32(rng.NormFloat64() * std)
 		}
 	}
-	return m
 }
 
 // aliases are names Hugging Face writes or accepts besides the canonical

@@ -35,6 +35,7 @@ type Settings struct {
 	MaxEvalExamples  int     // 0: all
 	PackageWatts     float64 // for the energy estimate when RAPL is unreadable (65)
 	LatencyExamples  int     // test examples timed one at a time (16)
+	InitExamples     int     // training examples a data-driven initialisation sees (1024)
 	// StateCache is off, fp32 or fp16: how a state-trained method (READ
 	// variant A) keeps the frozen backbone's states (fp32).
 	StateCache    string
@@ -46,7 +47,7 @@ type Settings struct {
 // typo is not silently ignored. The orchestrator's own keys (seeds) pass.
 func ParseSettings(m map[string]any) (Settings, error) {
 	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
-		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, LatencyExamples: 16,
+		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, LatencyExamples: 16, InitExamples: 1024,
 		StateCache: "fp32", StateCacheGB: 2}
 	num := func(key string, v any) (float64, error) {
 		switch x := v.(type) {
@@ -61,7 +62,8 @@ func ParseSettings(m map[string]any) (Settings, error) {
 	}
 	ints := map[string]*int{"max_epochs": &s.MaxEpochs, "patience": &s.Patience, "batch_size": &s.BatchSize,
 		"eval_batch_size": &s.EvalBatchSize, "max_source_length": &s.MaxSourceLength, "max_target_length": &s.MaxTargetLength,
-		"max_train_examples": &s.MaxTrainExamples, "max_eval_examples": &s.MaxEvalExamples, "latency_examples": &s.LatencyExamples}
+		"max_train_examples": &s.MaxTrainExamples, "max_eval_examples": &s.MaxEvalExamples, "latency_examples": &s.LatencyExamples,
+		"init_examples": &s.InitExamples}
 	floats := map[string]*float64{"warmup_ratio": &s.WarmupRatio, "weight_decay": &s.WeightDecay, "clip_norm": &s.ClipNorm,
 		"dropout": &s.Dropout, "package_watts": &s.PackageWatts, "state_cache_gb": &s.StateCacheGB}
 	for k, v := range m {
@@ -204,7 +206,20 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 		opt.WeightDecay = float32(set.WeightDecay)
 	}
 	hooks := meth.Hooks()
+	decode := methodDecoder(m, be, meth)
 	batches := bucket(train, set.BatchSize)
+	if di, ok := meth.(methods.DataInitializer); ok {
+		// Single training examples, as the LST recipe samples them.
+		var sample []t5.Batch
+		for _, e := range train[:min(len(train), set.InitExamples)] {
+			sample = append(sample, makeBatch([]example{e}, tok.Pad()))
+		}
+		t0 := time.Now()
+		if err := di.InitFromData(be, sample); err != nil {
+			return err
+		}
+		logf("initialised %s from %d training examples (%.1fs)", spec.Method, len(sample), time.Since(t0).Seconds())
+	}
 	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
 	if err != nil {
 		return err
@@ -266,7 +281,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			}
 		}
 		t1 := time.Now()
-		scores := evaluate(m, be, hooks, tok, task, val, set.EvalBatchSize, maxTgt)
+		scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt)
 		evalSeconds += time.Since(t1).Seconds()
 		value := scores["score"]
 		meanLoss := lossSum / float64(len(batches))
@@ -289,9 +304,9 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	}
 	restore(trainable, bestState)
 	t2 := time.Now()
-	testScores := evaluate(m, be, hooks, tok, task, test, set.EvalBatchSize, maxTgt)
+	testScores := evaluate(decode, tok, task, test, set.EvalBatchSize, maxTgt)
 	evalSeconds += time.Since(t2).Seconds()
-	latency := latencyMS(m, be, hooks, test, set.LatencyExamples, maxTgt)
+	latency := latencyMS(decode, test, set.LatencyExamples, maxTgt)
 	energy := meter.stop(set.PackageWatts)
 	attrs := map[string]any{
 		"validation":                best,
@@ -447,7 +462,7 @@ func schedule(lr float64, step, warmup, total int) float64 {
 
 // evaluate decodes greedily and scores the predictions with the task's
 // metric.
-func evaluate(m *t5.Model, be nn.Backend, hooks *t5.Hooks, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int) glue.Scores {
+func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int) glue.Scores {
 	preds := make([]glue.Prediction, len(ex))
 	gold := make([]glue.Example, len(ex))
 	byLen := make([]int, len(ex))
@@ -462,7 +477,7 @@ func evaluate(m *t5.Model, be nn.Backend, hooks *t5.Hooks, tok *t5.Tokenizer, ta
 			b[i] = ex[k]
 		}
 		bt := makeBatch(b, tok.Pad())
-		out := m.Generate(be, bt.Input, bt.Mask, bt.B, bt.S, maxTgt, hooks)
+		out := decode(bt.Input, bt.Mask, bt.B, bt.S, maxTgt)
 		for i, k := range part {
 			preds[k] = task.Parse(tok.Decode(out[i][1:]))
 		}
@@ -473,15 +488,30 @@ func evaluate(m *t5.Model, be nn.Backend, hooks *t5.Hooks, tok *t5.Tokenizer, ta
 	return task.Evaluate(preds, gold)
 }
 
+// decoder decodes greedily: (ids, mask, B, S, maxNew) → rows of ids.
+type decoder func(ids []int32, mask []bool, B, S, maxNew int) [][]int32
+
+// methodDecoder uses the method's own decoder when it has one, else the
+// backbone's cached greedy decoding with the method's hooks.
+func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
+	if gen, ok := meth.(methods.Generator); ok {
+		return func(ids []int32, mask []bool, B, S, n int) [][]int32 { return gen.Generate(be, ids, mask, B, S, n) }
+	}
+	hooks := meth.Hooks()
+	return func(ids []int32, mask []bool, B, S, n int) [][]int32 {
+		return m.Generate(be, ids, mask, B, S, n, hooks)
+	}
+}
+
 // latencyMS times greedy decoding of single examples.
-func latencyMS(m *t5.Model, be nn.Backend, hooks *t5.Hooks, ex []example, n, maxTgt int) float64 {
+func latencyMS(decode decoder, ex []example, n, maxTgt int) float64 {
 	n = min(n, len(ex))
 	if n == 0 {
 		return 0
 	}
 	t0 := time.Now()
 	for _, e := range ex[:n] {
-		m.Generate(be, e.src, nil, 1, len(e.src), maxTgt, hooks)
+		decode(e.src, nil, 1, len(e.src), maxTgt)
 	}
 	return float64(time.Since(t0).Microseconds()) / 1000 / float64(n)
 }

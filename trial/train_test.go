@@ -56,11 +56,13 @@ func TestEveryMethodTrains(t *testing.T) {
 		{"read", map[string]any{"hidden": 16, "cell": "rnn", "merge": "pre_norm"}, 1e-2},
 		{"read", map[string]any{"hidden": 16, "variant": "B"}, 1e-2},
 		{"read", map[string]any{"hidden": 16, "recurrence": false}, 1e-2},
+		{"lst", map[string]any{"sidenet_dim": 16}, 1e-2},
+		{"lst", map[string]any{"sidenet_dim": 8, "init": "random"}, 1e-2},
 	} {
 		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
 			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
 				Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture",
-				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10, "state_cache_dir": t.TempDir()}}
+				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10, "state_cache_dir": t.TempDir(), "init_examples": 32}}
 			var out, logs bytes.Buffer
 			if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
 				t.Fatalf("%v\n%s", err, logs.String())

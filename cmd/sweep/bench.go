@@ -9,7 +9,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/tpe"
 	"github.com/readsweep/readsweep/t5"
@@ -120,14 +122,14 @@ func benchT5(args []string) error {
 	}
 	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
 		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
-	fmt.Printf("%-8s %12s %12s %14s %14s %10s\n", "method", "ours s/step", "ours RSS MB", "PyTorch s/step", "PyTorch RSS MB", "time ratio")
+	fmt.Printf("%-8s %12s %12s %12s %14s %14s %10s\n", "method", "ours s/step", "ours RSS MB", "infer ms@1", "PyTorch s/step", "PyTorch RSS MB", "time ratio")
 	for _, name := range strings.Split(*names, ",") {
 		// Each method runs in a fresh process so peak RSS is its own.
 		r, err := benchOne(be.Name(), *size, name, *batch, *src, *tgt, *steps)
 		if err != nil {
 			return err
 		}
-		line := fmt.Sprintf("%-8s %12.3f %12.0f", name, r.SecondsPerStep, r.PeakRSSMB)
+		line := fmt.Sprintf("%-8s %12.3f %12.0f %12.1f", name, r.SecondsPerStep, r.PeakRSSMB, r.LatencyMS)
 		if *peer != "" && (name == "full" || name == "lora" || name == "read") {
 			p, err := runPeer(*peer, *size, name, *batch, *src, *tgt, *steps)
 			if err != nil {
@@ -195,6 +197,22 @@ func benchStep(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Inference latency at batch 1: n[2] new tokens after n[1] source tokens.
+	ids := make([]int32, n[1])
+	for i := range ids {
+		ids[i] = int32(2 + i)
+	}
+	decode := func() { m.Generate(be, ids, nil, 1, n[1], n[2], meth.Hooks()) }
+	if gen, ok := meth.(methods.Generator); ok {
+		decode = func() { gen.Generate(be, ids, nil, 1, n[1], n[2]) }
+	}
+	decode()
+	const reps = 5
+	t0 := time.Now()
+	for range reps {
+		decode()
+	}
+	r.LatencyMS = float64(time.Since(t0).Microseconds()) / 1000 / reps
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 

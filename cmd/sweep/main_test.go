@@ -614,8 +614,8 @@ func TestArchSettingsCheckedBeforeRunning(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "c.db")); err == nil {
 		t.Error("a database was created for a sweep that cannot run")
 	}
-	writeConfig(t, dir, "model: m\ndatasets: [sst2]\nmethods:\n  lst: [{sidenet_dim: 96}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
-	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, "method lst is not part of this build") {
+	writeConfig(t, dir, "model: m\ndatasets: [sst2]\nmethods:\n  read: [{cell: gru}]\n  lst: [{sidenet_dim: 96}, {sidenet_dim: 96000}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, "sweep.yaml:5: methods.lst[1]: methods: lst: architecture setting sidenet_dim") {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
 }
