@@ -49,7 +49,7 @@ func sqliteFile(url string) (string, bool) {
 	if !strings.Contains(url, "://") {
 		return url, true
 	}
-	return "", false
+	return "", false // a server: it says itself whether the database exists
 }
 
 // openExisting opens a storage that must already exist: reading commands

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/readsweep/readsweep/hub/hubtest"
+	"github.com/readsweep/readsweep/sweep/storage/pgtest"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -34,6 +35,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	pgtest.Stop()
 	os.Exit(code)
 }
 
@@ -617,5 +619,83 @@ func TestArchSettingsCheckedBeforeRunning(t *testing.T) {
 	writeConfig(t, dir, "model: m\ndatasets: [sst2]\nmethods:\n  read: [{cell: gru}]\n  lst: [{sidenet_dim: 96}, {sidenet_dim: 96000}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, "sweep.yaml:5: methods.lst[1]: methods: lst: architecture setting sidenet_dim") {
 		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestWorkersOnPostgres runs two `sweep worker`s against one PostgreSQL
+// database: they share the work, nothing runs twice, budgets end exact,
+// and Optuna (with psycopg2) reads the studies.
+func TestWorkersOnPostgres(t *testing.T) {
+	url := pgtest.Fresh(t)
+	dir := t.TempDir()
+	writeConfig(t, dir, strings.Replace(slowConfig, "epoch_ms: 60", "epoch_ms: 20", 1))
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for range 2 {
+		cmd := exec.Command(sweepBin, "worker", "sweep.yaml", "--storage", url)
+		cmd.Dir = dir
+		var b bytes.Buffer
+		cmd.Stderr = &b
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, &b)
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("worker %d: %v\n%s", i, err, outs[i])
+		}
+	}
+	s, err := storage.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	studies, _ := s.Studies(ctx)
+	got := map[string][]storage.FrozenTrial{}
+	for _, st := range studies {
+		got[st.Name], _ = s.Trials(ctx, st.ID)
+	}
+	checkBudgets(t, got, 2, 6)
+	for name, trials := range got {
+		if len(trials) != 6 {
+			t.Errorf("%s has %d trials, want 6 (none run twice, none failed)", name, len(trials))
+		}
+	}
+	for i, b := range outs {
+		if !strings.Contains(b.String(), "COMPLETE") {
+			t.Errorf("worker %d finished no trial:\n%s", i, b)
+		}
+	}
+	script := `
+import json, sys, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+st = optuna.storages.RDBStorage(sys.argv[1], skip_compatibility_check=True)
+out = {}
+for s in st.get_all_studies():
+    study = optuna.load_study(study_name=s.study_name, storage=st)
+    out[s.study_name] = {"n": len(study.trials), "best": study.best_trial.number, "value": study.best_value}
+print(json.dumps(out))
+`
+	pyURL := strings.Replace(url, "postgresql://", "postgresql+psycopg2://", 1)
+	out, err := exec.Command("/usr/bin/python3", "-c", script, pyURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("Optuna could not read the PostgreSQL studies (python3-optuna and python3-psycopg2 are needed): %v\n%s", err, out)
+	}
+	var report map[string]struct {
+		N     int     `json:"n"`
+		Best  int     `json:"best"`
+		Value float64 `json:"value"`
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for name, trials := range got {
+		best, _ := storage.BestTrial(trials, storage.Maximize)
+		r := report[name]
+		if r.N != 6 || r.Best != best.Number || r.Value != *best.Value {
+			t.Errorf("%s: Optuna sees %+v, we see best #%d %v", name, r, best.Number, *best.Value)
+		}
 	}
 }

@@ -22,9 +22,17 @@ import (
 	"github.com/readsweep/readsweep/trial"
 )
 
-func cmdRun(args []string) error {
-	fs := newFlags("run", "run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
-	parallel := fs.Int("parallel", 0, "trials at once (overrides the file's parallel)")
+func cmdRun(args []string) error { return runCommand("run", args, 0) }
+
+// cmdWorker runs trials of the planned studies in a shared storage until
+// every budget is met: `sweep run` is the plan plus N such workers, and a
+// worker on any machine that reaches the database joins the same sweep.
+func cmdWorker(args []string) error { return runCommand("worker", args, 1) }
+
+func runCommand(name string, args []string, defaultParallel int) error {
+	fs := newFlags(name, name+" SWEEPS.yaml [--storage URL] [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
+	parallel := fs.Int("parallel", defaultParallel, "trials at once (default: the file's parallel for run, 1 for worker)")
+	url := fs.String("storage", "", "storage URL (overrides the file's), e.g. postgresql://user:pw@host/db")
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
 	pos, err := parse(fs, args)
@@ -44,6 +52,9 @@ func cmdRun(args []string) error {
 	}
 	if *parallel > 0 {
 		cfg.Parallel = *parallel
+	}
+	if *url != "" {
+		cfg.Storage = *url
 	}
 	filter, err := sweep.ParseFilter(*only)
 	if err != nil {

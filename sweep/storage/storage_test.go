@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
 	"sync"
@@ -11,9 +12,22 @@ import (
 	"time"
 )
 
-func open(t *testing.T) *SQLite {
+// engines are the storage backends every test below runs on: a fresh
+// SQLite file, and a fresh PostgreSQL database.
+var engines = []struct {
+	name string
+	url  func(t *testing.T) string
+	// ago is SQL for "seconds before now" in the engine's heartbeat clock.
+	ago func(sec int) string
+}{
+	{"sqlite", func(t *testing.T) string { return "sqlite:///" + filepath.Join(t.TempDir(), "t.db") },
+		func(sec int) string { return fmt.Sprintf("datetime('now', '-%d seconds')", sec) }},
+	{"postgres", freshPostgres, func(sec int) string { return fmt.Sprintf("LOCALTIMESTAMP - interval '%d seconds'", sec) }},
+}
+
+func openURL(t *testing.T, url string) *DB {
 	t.Helper()
-	s, err := Open("sqlite:///" + filepath.Join(t.TempDir(), "t.db"))
+	s, err := Open(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,9 +35,19 @@ func open(t *testing.T) *SQLite {
 	return s
 }
 
+// eachEngine runs fn as a subtest per engine.
+func eachEngine(t *testing.T, fn func(t *testing.T, url string, ago func(int) string)) {
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) { fn(t, e.url(t), e.ago) })
+	}
+}
+
 func TestStudyAndTrialRoundTrip(t *testing.T) {
+	eachEngine(t, func(t *testing.T, url string, _ func(int) string) { testRoundTrip(t, openURL(t, url)) })
+}
+
+func testRoundTrip(t *testing.T, s *DB) {
 	ctx := context.Background()
-	s := open(t)
 	st, err := s.CreateStudy(ctx, "read/gru-256/sst2", Maximize, map[string]any{"method": "read"})
 	if err != nil {
 		t.Fatal(err)
@@ -94,24 +118,19 @@ func TestStudyAndTrialRoundTrip(t *testing.T) {
 }
 
 func TestBudgetAndNumbersUnderConcurrency(t *testing.T) {
+	eachEngine(t, func(t *testing.T, url string, _ func(int) string) { testConcurrency(t, url) })
+}
+
+func testConcurrency(t *testing.T, url string) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "c.db")
-	first, err := OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
+	first := openURL(t, url)
 	st, _ := first.CreateStudy(ctx, "s", Minimize, nil)
 	// Four independent handles stand in for four processes.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	created := 0
 	for range 4 {
-		s, err := OpenSQLite(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openURL(t, url)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -143,8 +162,11 @@ func TestBudgetAndNumbersUnderConcurrency(t *testing.T) {
 }
 
 func TestWaitingClaimAndStale(t *testing.T) {
+	eachEngine(t, func(t *testing.T, url string, ago func(int) string) { testWaitingAndStale(t, openURL(t, url), ago) })
+}
+
+func testWaitingAndStale(t *testing.T, s *DB, ago func(int) string) {
 	ctx := context.Background()
-	s := open(t)
 	st, _ := s.CreateStudy(ctx, "s", Minimize, nil)
 	w, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Waiting, SystemAttrs: map[string]any{"fixed_params": map[string]any{"lr": 0.001}}})
 	if err != nil || w.State != Waiting || !w.Start.IsZero() {
@@ -156,7 +178,7 @@ func TestWaitingClaimAndStale(t *testing.T) {
 	}
 	other, _ := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running}) // ask/tell: no heartbeat
 	// Age the claimed trial's heartbeat past the grace period.
-	if _, err := s.db.Exec(`UPDATE trial_heartbeats SET heartbeat = datetime('now', '-60 seconds') WHERE trial_id = ?`, c.ID); err != nil {
+	if _, err := s.db.Exec(s.d.bind(`UPDATE trial_heartbeats SET heartbeat = `+ago(60)+` WHERE trial_id = ?`), c.ID); err != nil {
 		t.Fatal(err)
 	}
 	stale, err := s.FailStaleTrials(ctx, st.ID, 30*time.Second)
@@ -171,7 +193,7 @@ func TestWaitingClaimAndStale(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	for _, url := range []string{"postgresql://db/x", "mysql://x", "sqlite://relative-without-slash"} {
+	for _, url := range []string{"mysql://x", "sqlite://relative-without-slash"} {
 		if _, err := Open(url); err == nil {
 			t.Errorf("Open(%q) succeeded", url)
 		}

@@ -25,7 +25,7 @@ const (
 // timeLayout is how Optuna's SQLAlchemy models store DATETIME columns.
 const timeLayout = "2006-01-02 15:04:05.000000"
 
-const schemaDDL = `
+const sqliteDDL = `
 CREATE TABLE IF NOT EXISTS studies (
 	study_id INTEGER NOT NULL,
 	study_name VARCHAR(512) NOT NULL,
@@ -139,18 +139,27 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 );
 `
 
-// SQLite is a Storage in one SQLite file, in Optuna's RDB schema. It is safe
-// for concurrent use by goroutines and by processes sharing the file.
-type SQLite struct {
+// DB is a Storage in an SQL database in Optuna's RDB schema: one SQLite
+// file, or a PostgreSQL server shared by many machines. It is safe for
+// concurrent use by goroutines and by processes sharing the database.
+type DB struct {
 	db   *sql.DB
-	path string
+	path string // the file, or the server's URL without its password
 	now  func() time.Time
+	d    *dialect
 }
+
+// SQLite is the name the rest of the code knew the storage by before it
+// spoke PostgreSQL too.
+type SQLite = DB
 
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
 // (and so Optuna) spells them. A bare path is taken as a SQLite file.
-func Open(rawURL string) (*SQLite, error) {
+func Open(rawURL string) (*DB, error) {
+	if strings.HasPrefix(rawURL, "postgresql://") || strings.HasPrefix(rawURL, "postgres://") {
+		return OpenPostgres(rawURL)
+	}
 	path, err := sqlitePath(rawURL)
 	if err != nil {
 		return nil, err
@@ -176,14 +185,14 @@ func sqlitePath(rawURL string) (string, error) {
 			return "", fmt.Errorf("storage: %q: %w", rawURL, err)
 		}
 		return p, nil
-	case "postgresql", "postgres", "mysql":
-		return "", fmt.Errorf("storage: %q: %s storage is not implemented yet; use sqlite:///path.db", rawURL, scheme)
+	case "mysql":
+		return "", fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", rawURL)
 	}
-	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite)", rawURL, scheme)
+	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite or postgresql)", rawURL, scheme)
 }
 
 // OpenSQLite opens (creating if needed) the SQLite file at path.
-func OpenSQLite(path string) (*SQLite, error) {
+func OpenSQLite(path string) (*DB, error) {
 	// _txlock=immediate takes the write lock at BEGIN, so two processes never
 	// deadlock upgrading read locks; the busy timeout queues them instead.
 	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=30000&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL"
@@ -191,7 +200,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	s := &SQLite{db: db, path: path, now: time.Now}
+	s := &DB{db: db, path: path, now: time.Now, d: sqliteDialect}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
@@ -200,26 +209,39 @@ func OpenSQLite(path string) (*SQLite, error) {
 }
 
 // Path returns the database file's path.
-func (s *SQLite) Path() string { return s.path }
+func (s *DB) Path() string { return s.path }
 
 // Close closes the database.
-func (s *SQLite) Close() error { return s.db.Close() }
+func (s *DB) Close() error { return s.db.Close() }
 
-func (s *SQLite) init() error {
+func (s *DB) init() error {
 	ctx := context.Background()
 	var version string
 	err := s.db.QueryRowContext(ctx, `SELECT version_num FROM alembic_version`).Scan(&version)
+	if err != nil && s.d.name == "postgres" && !strings.Contains(err.Error(), "does not exist") {
+		return err // a connection problem, not a new database
+	}
 	if err == nil {
 		if version != AlembicVersion && version != "v3.0.0.d" {
 			return fmt.Errorf("database schema is Optuna revision %s, this tool writes %s; HINT: run `optuna storage upgrade --storage sqlite:///FILE` first", version, AlembicVersion)
 		}
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(schemaDDL); err != nil {
-			return err
+	return s.tx(ctx, func(tx tx) error {
+		if s.d.initLock != "" {
+			if _, err := tx.Exec(s.d.initLock); err != nil {
+				return err
+			}
 		}
-		if _, err := tx.Exec(`INSERT OR IGNORE INTO version_info (version_info_id, schema_version, library_version) VALUES (1, ?, ?)`, SchemaVersion, LibraryVersion); err != nil {
+		for _, stmt := range strings.Split(s.d.ddl, ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.Exec(stmt); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(`INSERT INTO version_info (version_info_id, schema_version, library_version) VALUES (1, ?, ?) ON CONFLICT DO NOTHING`, SchemaVersion, LibraryVersion); err != nil {
 			return err
 		}
 		var n int
@@ -234,36 +256,81 @@ func (s *SQLite) init() error {
 	})
 }
 
-func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// tx runs fn in one transaction, retrying it with back-off when the
+// connection was lost (PostgreSQL); a failed attempt leaves nothing behind.
+func (s *DB) tx(ctx context.Context, fn func(tx) error) error {
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = s.tx1(ctx, fn)
+		if err == nil || !s.d.retryable(err) || attempt == 5 || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+func (s *DB) tx1(ctx context.Context, fn func(tx) error) error {
+	t, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
+	if err := fn(tx{t, s.d}); err != nil {
+		t.Rollback()
 		return err
 	}
-	return tx.Commit()
+	return t.Commit()
 }
 
-func (s *SQLite) stamp() string { return s.now().UTC().Format(timeLayout) }
+// tx is a transaction that speaks the dialect: queries are written with ?
+// placeholders.
+type tx struct {
+	*sql.Tx
+	d *dialect
+}
+
+func (t tx) Exec(q string, args ...any) (sql.Result, error) { return t.Tx.Exec(t.d.bind(q), args...) }
+func (t tx) QueryRow(q string, args ...any) *sql.Row        { return t.Tx.QueryRow(t.d.bind(q), args...) }
+func (t tx) Query(q string, args ...any) (*sql.Rows, error) {
+	return t.Tx.Query(t.d.bind(q), args...)
+}
+
+// dbq reads outside a transaction.
+type dbq struct {
+	db *sql.DB
+	d  *dialect
+}
+
+func (q dbq) QueryRow(query string, args ...any) *sql.Row {
+	return q.db.QueryRow(q.d.bind(query), args...)
+}
+func (q dbq) Query(query string, args ...any) (*sql.Rows, error) {
+	return q.db.Query(q.d.bind(query), args...)
+}
+
+func (s *DB) stamp() string { return s.now().UTC().Format(timeLayout) }
 
 // CreateStudy returns the study called name, creating it with direction d
 // and userAttrs when it does not exist. An existing study with another
 // direction is an error; its user attributes are left as they are.
-func (s *SQLite) CreateStudy(ctx context.Context, name string, d Direction, userAttrs map[string]any) (Study, error) {
+func (s *DB) CreateStudy(ctx context.Context, name string, d Direction, userAttrs map[string]any) (Study, error) {
 	var st Study
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx tx) error {
 		var id int64
-		err := tx.QueryRow(`SELECT study_id FROM studies WHERE study_name = ?`, name).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			res, err := tx.Exec(`INSERT INTO studies (study_name) VALUES (?)`, name)
-			if err != nil {
+		// Insert-if-absent in one statement, so creators racing on another
+		// machine cannot both create it.
+		err := tx.QueryRow(`INSERT INTO studies (study_name) VALUES (?) ON CONFLICT (study_name) DO NOTHING RETURNING study_id`, name).Scan(&id)
+		switch {
+		case errors.Is(err, sql.ErrNoRows): // it exists
+			if err := tx.QueryRow(`SELECT study_id FROM studies WHERE study_name = ?`, name).Scan(&id); err != nil {
 				return err
 			}
-			if id, err = res.LastInsertId(); err != nil {
-				return err
-			}
+		case err != nil:
+			return err
+		default: // created
 			if _, err := tx.Exec(`INSERT INTO study_directions (direction, study_id, objective) VALUES (?, ?, 0)`, d.String(), id); err != nil {
 				return err
 			}
@@ -276,8 +343,6 @@ func (s *SQLite) CreateStudy(ctx context.Context, name string, d Direction, user
 					return err
 				}
 			}
-		} else if err != nil {
-			return err
 		}
 		var err2 error
 		st, err2 = loadStudy(tx, id)
@@ -328,8 +393,8 @@ func loadStudy(q querier, id int64) (Study, error) {
 }
 
 // Studies returns every study, ordered by id.
-func (s *SQLite) Studies(ctx context.Context) ([]Study, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT study_id FROM studies ORDER BY study_id`)
+func (s *DB) Studies(ctx context.Context) ([]Study, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT study_id FROM studies ORDER BY study_id`) // no placeholders
 	if err != nil {
 		return nil, fmt.Errorf("storage: list studies: %w", err)
 	}
@@ -345,7 +410,7 @@ func (s *SQLite) Studies(ctx context.Context) ([]Study, error) {
 	rows.Close()
 	out := make([]Study, 0, len(ids))
 	for _, id := range ids {
-		st, err := loadStudy(s.db, id)
+		st, err := loadStudy(dbq{s.db, s.d}, id)
 		if err != nil {
 			return nil, fmt.Errorf("storage: load study %d: %w", id, err)
 		}
@@ -355,14 +420,14 @@ func (s *SQLite) Studies(ctx context.Context) ([]Study, error) {
 }
 
 // Trials returns every trial of a study, ordered by number.
-func (s *SQLite) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
+func (s *DB) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 	// One read transaction gives a consistent snapshot across the tables.
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	t, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
-	defer tx.Rollback()
-	out, err := loadTrials(tx, `t.study_id = ?`, studyID)
+	defer t.Rollback()
+	out, err := loadTrials(tx{t, s.d}, `t.study_id = ?`, studyID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
@@ -373,7 +438,7 @@ func parseTime(v sql.NullString) time.Time {
 	if !v.Valid {
 		return time.Time{}
 	}
-	for _, layout := range []string{timeLayout, "2006-01-02 15:04:05", time.RFC3339Nano} {
+	for _, layout := range []string{timeLayout, "2006-01-02 15:04:05.999999", "2006-01-02 15:04:05", time.RFC3339Nano} {
 		if t, err := time.Parse(layout, v.String); err == nil {
 			return t
 		}
@@ -551,9 +616,15 @@ type TrialOptions struct {
 
 // CreateTrial adds a trial to a study (or claims a WAITING one) in one
 // transaction, numbering it as Optuna does.
-func (s *SQLite) CreateTrial(ctx context.Context, studyID int64, o TrialOptions) (FrozenTrial, error) {
+func (s *DB) CreateTrial(ctx context.Context, studyID int64, o TrialOptions) (FrozenTrial, error) {
 	var out FrozenTrial
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx tx) error {
+		if s.d.lockStudy != "" {
+			// Creators of this study's trials queue here, on every machine.
+			if _, err := tx.Exec(s.d.lockStudy, studyID); err != nil {
+				return err
+			}
+		}
 		if o.Budget > 0 && o.State == Running {
 			var n int
 			if err := tx.QueryRow(`SELECT count(*) FROM trials WHERE study_id = ? AND state IN ('COMPLETE','PRUNED','RUNNING')`, studyID).Scan(&n); err != nil {
@@ -582,11 +653,8 @@ func (s *SQLite) CreateTrial(ctx context.Context, studyID int64, o TrialOptions)
 			if o.State == Waiting {
 				start = nil
 			}
-			res, err := tx.Exec(`INSERT INTO trials (number, study_id, state, datetime_start) VALUES (NULL, ?, ?, ?)`, studyID, o.State.String(), start)
-			if err != nil {
-				return err
-			}
-			if id, err = res.LastInsertId(); err != nil {
+			if err := tx.QueryRow(`INSERT INTO trials (number, study_id, state, datetime_start) VALUES (NULL, ?, ?, ?) RETURNING trial_id`,
+				studyID, o.State.String(), start).Scan(&id); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(`UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?) WHERE trial_id = ?`, studyID, id, id); err != nil {
@@ -617,7 +685,7 @@ func (s *SQLite) CreateTrial(ctx context.Context, studyID int64, o TrialOptions)
 	return out, nil
 }
 
-func heartbeat(tx *sql.Tx, id int64) error {
+func heartbeat(tx tx, id int64) error {
 	_, err := tx.Exec(`INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, CURRENT_TIMESTAMP)
 		ON CONFLICT (trial_id) DO UPDATE SET heartbeat = CURRENT_TIMESTAMP`, id)
 	return err
@@ -638,8 +706,8 @@ type TrialUpdate struct {
 
 // UpdateTrial applies u in one transaction. A finished trial is immutable:
 // updating one returns ErrTrialFinished and changes nothing.
-func (s *SQLite) UpdateTrial(ctx context.Context, trialID int64, u TrialUpdate) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+func (s *DB) UpdateTrial(ctx context.Context, trialID int64, u TrialUpdate) error {
+	err := s.tx(ctx, func(tx tx) error {
 		var state string
 		if err := tx.QueryRow(`SELECT state FROM trials WHERE trial_id = ?`, trialID).Scan(&state); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -683,7 +751,7 @@ func (s *SQLite) UpdateTrial(ctx context.Context, trialID int64, u TrialUpdate) 
 	return nil
 }
 
-func writeTrialData(tx *sql.Tx, id int64, u TrialUpdate) error {
+func writeTrialData(tx tx, id int64, u TrialUpdate) error {
 	names := make([]string, 0, len(u.Params))
 	for name := range u.Params {
 		names = append(names, name)
@@ -742,13 +810,13 @@ func writeTrialData(tx *sql.Tx, id int64, u TrialUpdate) error {
 // FailStaleTrials marks FAIL every RUNNING trial of the study whose heartbeat
 // is older than grace by the database's clock, and returns them as they were
 // before the change. Trials without a heartbeat (ask/tell) are never stale.
-func (s *SQLite) FailStaleTrials(ctx context.Context, studyID int64, grace time.Duration) ([]FrozenTrial, error) {
+func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Duration) ([]FrozenTrial, error) {
 	var stale []FrozenTrial
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx tx) error {
 		var err error
 		stale, err = loadTrials(tx, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
-			(SELECT trial_id FROM trial_heartbeats WHERE heartbeat < datetime('now', ?))`,
-			studyID, fmt.Sprintf("-%d seconds", int(math.Ceil(grace.Seconds()))))
+			(SELECT trial_id FROM trial_heartbeats WHERE `+s.d.staleCond+`)`,
+			studyID, s.d.staleArg(int(math.Ceil(grace.Seconds()))))
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,219 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+)
+
+// dialect is what differs between the SQL engines the storage speaks.
+// Queries are written with ? placeholders and standard SQL otherwise
+// (INSERT … ON CONFLICT, RETURNING), which both engines accept.
+type dialect struct {
+	name     string
+	ddl      string
+	numbered bool // placeholders are $1, $2, …
+	// initLock serialises schema creation between processes ("" for none).
+	initLock string
+	// lockStudy serialises the creation of a study's trials ("" when the
+	// transaction itself holds the database's write lock, as SQLite's
+	// immediate transactions do).
+	lockStudy string
+	// staleCond selects heartbeats older than a number of seconds given by
+	// staleArg.
+	staleCond string
+	staleArg  func(seconds int) any
+}
+
+var sqliteDialect = &dialect{
+	name:      "sqlite",
+	ddl:       sqliteDDL,
+	staleCond: `heartbeat < datetime('now', ?)`,
+	staleArg:  func(sec int) any { return fmt.Sprintf("-%d seconds", sec) },
+}
+
+var postgresDialect = &dialect{
+	name:      "postgres",
+	ddl:       postgresDDL,
+	numbered:  true,
+	initLock:  `SELECT pg_advisory_xact_lock(20230524)`,
+	lockStudy: `SELECT study_id FROM studies WHERE study_id = ? FOR UPDATE`,
+	// The session runs in UTC (OpenPostgres), so timestamps compare as stored.
+	staleCond: `heartbeat < LOCALTIMESTAMP - make_interval(secs => ?)`,
+	staleArg:  func(sec int) any { return sec },
+}
+
+// bind rewrites ? placeholders to the engine's.
+func (d *dialect) bind(q string) string {
+	if !d.numbered {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// retryable reports errors after which a transaction may simply run again:
+// a lost connection, or (PostgreSQL) a serialisation failure or deadlock.
+func (d *dialect) retryable(err error) bool {
+	if d.name != "postgres" {
+		return false
+	}
+	if errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "57P01"
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// OpenPostgres opens a PostgreSQL database by URL
+// (postgresql://user:password@host:port/db), creating Optuna's tables when
+// they are missing. The session runs in UTC, as the stored naive datetimes
+// are.
+func OpenPostgres(rawURL string) (*DB, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	q := u.Query()
+	if q.Get("timezone") == "" {
+		q.Set("timezone", "UTC")
+	}
+	u.RawQuery = q.Encode()
+	shown := *u
+	if _, has := shown.User.Password(); has {
+		shown.User = url.UserPassword(shown.User.Username(), "***")
+	}
+	db, err := sql.Open("pgx", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
+	}
+	db.SetMaxOpenConns(8)
+	s := &DB{db: db, path: shown.String(), now: time.Now, d: postgresDialect}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: connect to %s: %w", shown.String(), err)
+	}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
+	}
+	return s, nil
+}
+
+// postgresDDL is Optuna's RDB schema on PostgreSQL, with its enum columns
+// as VARCHAR (SQLAlchemy reads and writes both alike).
+const postgresDDL = `
+CREATE TABLE IF NOT EXISTS studies (
+	study_id SERIAL PRIMARY KEY,
+	study_name VARCHAR(512) NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_studies_study_name ON studies (study_name);
+CREATE TABLE IF NOT EXISTS version_info (
+	version_info_id INTEGER PRIMARY KEY CHECK (version_info_id=1),
+	schema_version INTEGER,
+	library_version VARCHAR(256)
+);
+CREATE TABLE IF NOT EXISTS study_directions (
+	study_direction_id SERIAL PRIMARY KEY,
+	direction VARCHAR(8) NOT NULL,
+	study_id INTEGER NOT NULL REFERENCES studies (study_id),
+	objective INTEGER NOT NULL,
+	UNIQUE (study_id, objective)
+);
+CREATE TABLE IF NOT EXISTS study_user_attributes (
+	study_user_attribute_id SERIAL PRIMARY KEY,
+	study_id INTEGER REFERENCES studies (study_id),
+	"key" VARCHAR(512),
+	value_json TEXT,
+	UNIQUE (study_id, "key")
+);
+CREATE TABLE IF NOT EXISTS study_system_attributes (
+	study_system_attribute_id SERIAL PRIMARY KEY,
+	study_id INTEGER REFERENCES studies (study_id),
+	"key" VARCHAR(512),
+	value_json TEXT,
+	UNIQUE (study_id, "key")
+);
+CREATE TABLE IF NOT EXISTS trials (
+	trial_id SERIAL PRIMARY KEY,
+	number INTEGER,
+	study_id INTEGER REFERENCES studies (study_id),
+	state VARCHAR(8) NOT NULL,
+	datetime_start TIMESTAMP,
+	datetime_complete TIMESTAMP
+);
+CREATE INDEX IF NOT EXISTS ix_trials_study_id ON trials (study_id);
+CREATE TABLE IF NOT EXISTS trial_user_attributes (
+	trial_user_attribute_id SERIAL PRIMARY KEY,
+	trial_id INTEGER REFERENCES trials (trial_id),
+	"key" VARCHAR(512),
+	value_json TEXT,
+	UNIQUE (trial_id, "key")
+);
+CREATE TABLE IF NOT EXISTS trial_system_attributes (
+	trial_system_attribute_id SERIAL PRIMARY KEY,
+	trial_id INTEGER REFERENCES trials (trial_id),
+	"key" VARCHAR(512),
+	value_json TEXT,
+	UNIQUE (trial_id, "key")
+);
+CREATE TABLE IF NOT EXISTS trial_params (
+	param_id SERIAL PRIMARY KEY,
+	trial_id INTEGER REFERENCES trials (trial_id),
+	param_name VARCHAR(512),
+	param_value DOUBLE PRECISION,
+	distribution_json TEXT,
+	UNIQUE (trial_id, param_name)
+);
+CREATE TABLE IF NOT EXISTS trial_values (
+	trial_value_id SERIAL PRIMARY KEY,
+	trial_id INTEGER NOT NULL REFERENCES trials (trial_id),
+	objective INTEGER NOT NULL,
+	value DOUBLE PRECISION,
+	value_type VARCHAR(7) NOT NULL,
+	UNIQUE (trial_id, objective)
+);
+CREATE TABLE IF NOT EXISTS trial_intermediate_values (
+	trial_intermediate_value_id SERIAL PRIMARY KEY,
+	trial_id INTEGER NOT NULL REFERENCES trials (trial_id),
+	step INTEGER NOT NULL,
+	intermediate_value DOUBLE PRECISION,
+	intermediate_value_type VARCHAR(7) NOT NULL,
+	UNIQUE (trial_id, step)
+);
+CREATE TABLE IF NOT EXISTS trial_heartbeats (
+	trial_heartbeat_id SERIAL PRIMARY KEY,
+	trial_id INTEGER NOT NULL REFERENCES trials (trial_id),
+	heartbeat TIMESTAMP NOT NULL,
+	UNIQUE (trial_id)
+);
+CREATE TABLE IF NOT EXISTS alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+`
