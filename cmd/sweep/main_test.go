@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/readsweep/readsweep/hub/hubtest"
-	"github.com/readsweep/readsweep/sweep/storage/pgtest"
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/sweep/storage/pgtest"
 )
 
 // sweepBin is the binary under test, built once by TestMain.
