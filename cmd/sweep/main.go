@@ -6,6 +6,8 @@
 //
 //	sweep run SWEEPS.yaml [--parallel N] [--only method=read,dataset=sst2] [--dry-run]
 //	sweep worker SWEEPS.yaml [--storage postgresql://...]   one more worker on a shared database
+//	sweep submit --slurm SWEEPS.yaml [--workers N] [--gres gpu:1]   a Slurm job array of workers
+//	sweep status [--job ID]                         per-study progress beside the Slurm job's states
 //	sweep best --method M [--dataset D[,D...]]     Appendix D.2 architecture choice
 //	sweep final SWEEPS.yaml                         final runs: chosen arch and lr × every seed
 //	sweep table [--format md|csv|latex|json] [--with-paper]   Tables 1 and 3 from the final runs
@@ -58,6 +60,8 @@ func commands() []command {
 	return []command{
 		{"run", "run a sweep file until every study has its trials", cmdRun, false},
 		{"worker", "run trials of a sweep in a shared database (any machine); exits when all budgets are met", cmdWorker, false},
+		{"submit", "submit a Slurm job array of workers: submit --slurm SWEEPS.yaml", cmdSubmit, false},
+		{"status", "per-study progress, and a Slurm job's workers with --job", cmdStatus, false},
 		{"best", "choose a method's architecture (Appendix D.2) and show its best trials", cmdBest, false},
 		{"final", "re-run each method's chosen architecture and lr with every seed (final/ studies)", cmdFinal, false},
 		{"table", "Table 1 and Table 3 from the final runs (md, csv, latex, json)", cmdTable, false},

@@ -699,3 +699,103 @@ print(json.dumps(out))
 		}
 	}
 }
+
+// TestSlurmWorkers submits a job array of two workers to a throw-away Slurm
+// cluster (scripts/start-slurm.sh: slurmctld and two slurmd on this
+// machine) sharing a PostgreSQL database, kills one worker with SIGKILL
+// mid-trial, and checks that its trial went stale, was retried by the
+// other worker, and that every budget ended exact.
+func TestSlurmWorkers(t *testing.T) {
+	url := pgtest.Fresh(t)
+	cluster, err := os.MkdirTemp("", "readsweep-slurm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("../../scripts/start-slurm.sh", "--stop", cluster).Run()
+		os.RemoveAll(cluster)
+	})
+	start := exec.Command("../../scripts/start-slurm.sh", cluster)
+	start.Env = append(os.Environ(), fmt.Sprintf("SLURM_TEST_PORT=%d", 20000+os.Getpid()%10000))
+	out, err := start.Output()
+	if err != nil {
+		t.Fatalf("Slurm is needed for this test (apt-get install slurm-wlm munge; root): %v\n%s", err, out)
+	}
+	t.Setenv("SLURM_CONF", strings.TrimSpace(string(out)))
+	dir := t.TempDir()
+	writeConfig(t, dir, strings.NewReplacer("trials: 6", "trials: 5", "parallel: 2", "parallel: 1", "epoch_ms: 60", "epoch_ms: 150").Replace(slowConfig))
+	stdout, errOut, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "2", "--storage", url)
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s", code, errOut)
+	}
+	job := strings.TrimSpace(stdout)
+	s, err := storage.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	load := func() map[string][]storage.FrozenTrial {
+		studies, _ := s.Studies(ctx)
+		got := map[string][]storage.FrozenTrial{}
+		for _, st := range studies {
+			got[st.Name], _ = s.Trials(ctx, st.ID)
+		}
+		return got
+	}
+	// Kill worker 0 once both workers have a trial running.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		running := 0
+		for _, trials := range load() {
+			running += storage.Count(trials)[storage.Running]
+		}
+		if running >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the workers never ran two trials at once")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := exec.Command("scancel", "--signal=KILL", job+"_0").CombinedOutput(); err != nil {
+		t.Fatalf("scancel: %v: %s", err, out)
+	}
+	for {
+		out, _ := exec.Command("squeue", "-h", "-j", job).Output()
+		if len(bytes.TrimSpace(out)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s did not finish:\n%s", job, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := load()
+	checkBudgets(t, got, 2, 5)
+	failed := 0
+	for name, trials := range got {
+		for _, tr := range trials {
+			if tr.State != storage.Fail {
+				continue
+			}
+			failed++
+			retried := false
+			for _, r := range trials {
+				if f, ok := r.SystemAttrs["failed_trial"].(float64); ok && int(f) == tr.Number && r.State == storage.Complete {
+					retried = true
+				}
+			}
+			if !retried {
+				t.Errorf("%s#%d failed with the killed worker and was not retried", name, tr.Number)
+			}
+		}
+	}
+	if failed == 0 {
+		t.Error("killing a worker mid-trial failed no trial; the test proved nothing")
+	}
+	status, errOut, code := sweepCmd(t, dir, "status", "--storage", url, "--job", job)
+	if code != 0 || !strings.Contains(status, "read/gru-150/sst2") || !strings.Contains(status, "Slurm job "+job) {
+		t.Errorf("status: exit %d\n%s%s", code, status, errOut)
+	}
+}
