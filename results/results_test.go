@@ -15,7 +15,7 @@ import (
 
 // fixtureDB stores final runs of two methods on two tasks, three seeds
 // each for READ, one for full fine-tuning, plus a sweep study.
-func fixtureDB(t *testing.T) *storage.SQLite {
+func fixtureDB(t *testing.T) *storage.DB {
 	t.Helper()
 	s, err := storage.OpenSQLite(filepath.Join(t.TempDir(), "r.db"))
 	if err != nil {

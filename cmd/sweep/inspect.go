@@ -54,7 +54,7 @@ func sqliteFile(url string) (string, bool) {
 
 // openExisting opens a storage that must already exist: reading commands
 // never create an empty database by mistake.
-func openExisting(url string) (*storage.SQLite, error) {
+func openExisting(url string) (*storage.DB, error) {
 	if path, ok := sqliteFile(url); ok {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("no database at %s (run `sweep run` first, or pass --storage / --config)", path)
@@ -65,7 +65,7 @@ func openExisting(url string) (*storage.SQLite, error) {
 
 // withStore parses flags, checks the positional arguments' count (between
 // minPos and maxPos), opens the existing database and calls fn.
-func withStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.SQLite, pos []string) error) error {
+func withStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.DB, pos []string) error) error {
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -98,7 +98,7 @@ func cmdBest(args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	return withStore(fs, nil, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
+	return withStore(fs, nil, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
 		var ds []string
 		if *datasets != "" {
 			ds = strings.Split(*datasets, ",")
@@ -165,7 +165,7 @@ func formatValue(v any) any {
 func cmdStudies(args []string) error {
 	fs := newFlags("studies", "studies [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err
@@ -238,7 +238,7 @@ func cmdTrials(args []string) error {
 	fs := newFlags("trials", "trials STUDY [--state STATE] [--storage URL | --config FILE]")
 	state := fs.String("state", "", "only trials in this state (complete, pruned, fail, running, waiting)")
 	get := storageFlags(fs)
-	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		var want *storage.TrialState
 		if *state != "" {
 			st, err := storage.ParseTrialState(*state)
@@ -290,7 +290,7 @@ func firstLine(s string) string {
 func cmdShow(args []string) error {
 	fs := newFlags("show", "show STUDY#N [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 1, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		name, num, ok := strings.Cut(pos[0], "#")
 		n, err := strconv.Atoi(num)
 		if !ok || err != nil {
@@ -354,7 +354,7 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 func cmdRetry(args []string) error {
 	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err
@@ -387,7 +387,7 @@ func cmdExport(args []string) error {
 	format := fs.String("format", "csv", "csv or json")
 	out := fs.String("out", "", "write here instead of stdout")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, pos []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		if *format != "csv" && *format != "json" {
 			return fmt.Errorf("%w: --format %q: want csv or json", errUsage, *format)
 		}

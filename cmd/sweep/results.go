@@ -17,7 +17,7 @@ func cmdTable(args []string) error {
 	withPaper := fs.Bool("with-paper", false, "add the paper's own rows")
 	which := fs.String("table", "all", "1, 3 or all")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
 		if *which != "1" && *which != "3" && *which != "all" {
 			return fmt.Errorf("%w: --table %q: want 1, 3 or all", errUsage, *which)
 		}
@@ -60,7 +60,7 @@ func cmdPlot(args []string) error {
 	fs := newFlags("plot", "plot [--out results/output/figures] [--storage URL | --config FILE]")
 	out := fs.String("out", "results/output/figures", "folder for the PNG and SVG files")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
 		rows, _, err := results.Collect(ctx, s)
 		if err != nil {
 			return err

@@ -142,7 +142,7 @@ func cmdStatus(args []string) error {
 	fs := newFlags("status", "status [--job ID] [--storage URL | --config FILE]")
 	job := fs.String("job", "", "Slurm job id whose array tasks to list")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.SQLite, _ []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err

@@ -149,9 +149,6 @@ type DB struct {
 	d    *dialect
 }
 
-// SQLite is the name the rest of the code knew the storage by before it
-// spoke PostgreSQL too.
-type SQLite = DB
 
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy

@@ -40,4 +40,4 @@ type Storage interface {
 	io.Closer
 }
 
-var _ Storage = (*SQLite)(nil)
+var _ Storage = (*DB)(nil)
