@@ -135,24 +135,7 @@ func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxN
 			panic(err) // the shapes are ours
 		}
 		V := c.VocabSize
-		all := true
-		for b := 0; b < B; b++ {
-			next := int32(c.PadTokenID)
-			if !done[b] {
-				row := o.Logits.Data[(b*t+t-1)*V : (b*t+t)*V]
-				best := 0
-				for i, v := range row {
-					if v > row[best] {
-						best = i
-					}
-				}
-				next = int32(best)
-				done[b] = next == int32(c.EOSTokenID)
-			}
-			out[b] = append(out[b], next)
-			all = all && done[b]
-		}
-		if all {
+		if m.pickNext(out, done, func(b int) []float32 { return o.Logits.Data[(b*t+t-1)*V : (b*t+t)*V] }) {
 			break
 		}
 	}

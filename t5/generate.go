@@ -77,28 +77,35 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		}
 		logits := m.lmHead(g, h, final)
 		V := c.VocabSize
-		all := true
-		for b := 0; b < B; b++ {
-			next := int32(c.PadTokenID)
-			if !done[b] {
-				row := logits.Data[b*V : (b+1)*V]
-				best := 0
-				for i, s := range row {
-					if s > row[best] {
-						best = i
-					}
-				}
-				next = int32(best)
-				done[b] = next == int32(c.EOSTokenID)
-			}
-			out[b] = append(out[b], next)
-			all = all && done[b]
-		}
-		if all {
+		if m.pickNext(out, done, func(b int) []float32 { return logits.Data[b*V : (b+1)*V] }) {
 			break
 		}
 	}
 	return out
+}
+
+// pickNext appends to each row its most likely next token (the first on
+// ties, as torch.argmax), or the pad id once the row has produced </s>, and
+// reports whether every row has ended. row(b) gives row b's logits.
+func (m *Model) pickNext(out [][]int32, done []bool, row func(b int) []float32) bool {
+	all := true
+	for b := range out {
+		next := int32(m.Config.PadTokenID)
+		if !done[b] {
+			r := row(b)
+			best := 0
+			for i, v := range r {
+				if v > r[best] {
+					best = i
+				}
+			}
+			next = int32(best)
+			done[b] = next == int32(m.Config.EOSTokenID)
+		}
+		out[b] = append(out[b], next)
+		all = all && done[b]
+	}
+	return all
 }
 
 func decoderName(l int) string { return "decoder.block." + strconv.Itoa(l) + ".layer." }

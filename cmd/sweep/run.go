@@ -56,15 +56,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if *url != "" {
 		cfg.Storage = *url
 	}
-	filter, err := sweep.ParseFilter(*only)
+	plan, err := planChecked(cfg, *only)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	plan := sweep.Plan(cfg, filter)
-	if len(plan) == 0 {
-		return fmt.Errorf("--only %q matches no study of %s", *only, pos[0])
-	}
-	if err := checkArchs(cfg, plan); err != nil {
 		return err
 	}
 	if *dry {
@@ -249,6 +242,23 @@ func cmdTrial(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return trial.Run(ctx, spec, registry(), os.Stdout, os.Stderr)
+}
+
+// planChecked plans the studies --only selects and checks their methods
+// and settings.
+func planChecked(cfg *sweep.Config, only string) ([]sweep.Planned, error) {
+	filter, err := sweep.ParseFilter(only)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	plan := sweep.Plan(cfg, filter)
+	if len(plan) == 0 {
+		return nil, fmt.Errorf("--only %q matches no study of %s", only, cfg.File)
+	}
+	if err := checkArchs(cfg, plan); err != nil {
+		return nil, err
+	}
+	return plan, nil
 }
 
 // checkArchs validates, before any trial runs, that every planned method

@@ -42,15 +42,8 @@ func cmdSubmit(args []string) error {
 	if *url != "" {
 		cfg.Storage = *url
 	}
-	filter, err := sweep.ParseFilter(*only)
+	plan, err := planChecked(cfg, *only)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	plan := sweep.Plan(cfg, filter)
-	if len(plan) == 0 {
-		return fmt.Errorf("--only %q matches no study of %s", *only, pos[0])
-	}
-	if err := checkArchs(cfg, plan); err != nil {
 		return err
 	}
 	if _, ok := sqliteFile(cfg.Storage); ok {

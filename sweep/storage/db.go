@@ -149,7 +149,6 @@ type DB struct {
 	d    *dialect
 }
 
-
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
 // (and so Optuna) spells them. A bare path is taken as a SQLite file.
