@@ -297,35 +297,46 @@ func TestKillAndResume(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig(t, dir, slowConfig)
 	db := filepath.Join(dir, "k.db")
-	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	var before map[string][]storage.FrozenTrial
-	for {
-		time.Sleep(100 * time.Millisecond)
-		if _, err := os.Stat(db); err != nil {
-			continue
+	// Kill -9 while trials run; should the kill land in the instant between
+	// two trials, resume and kill again.
+	for attempt := 0; ; attempt++ {
+		cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+		cmd.Dir = dir
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
+		for {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := os.Stat(db); err != nil {
+				continue
+			}
+			before = load(t, db)
+			complete, running := 0, 0
+			for _, trials := range before {
+				n := storage.Count(trials)
+				complete += n[storage.Complete]
+				running += n[storage.Running]
+			}
+			if complete >= 3 && running > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the sweep never reached 3 COMPLETE trials with some RUNNING")
+			}
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
 		before = load(t, db)
-		complete, running := 0, 0
+		running := 0
 		for _, trials := range before {
-			n := storage.Count(trials)
-			complete += n[storage.Complete]
-			running += n[storage.Running]
+			running += storage.Count(trials)[storage.Running]
 		}
-		if complete >= 3 && running > 0 {
+		if running > 0 || attempt == 2 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sweep never reached 3 COMPLETE trials with some RUNNING")
-		}
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-	before = load(t, db)
 	time.Sleep(1500 * time.Millisecond) // let the orphans' heartbeats go stale
 
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
