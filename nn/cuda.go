@@ -1,0 +1,747 @@
+//go:build cgo && linux
+
+package nn
+
+/*
+#cgo LDFLAGS: -ldl
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_loader.h"
+
+// Device addresses cross from Go as integers; these turn them into the
+// pointers cuBLAS takes (go vet rightly refuses uintptr→unsafe.Pointer).
+static int rs_sgemm(rs_cuda* c, cublasHandle_t h, int opA, int opB, int m, int n, int k, float alpha,
+		CUdeviceptr A, int lda, CUdeviceptr B, int ldb, float beta, CUdeviceptr C, int ldc) {
+	return c->cublasSgemm_v2(h, opA, opB, m, n, k, &alpha, (const float*)A, lda, (const float*)B, ldb, &beta, (float*)C, ldc);
+}
+
+static int rs_sgemm_batched(rs_cuda* c, cublasHandle_t h, int opA, int opB, int m, int n, int k, float alpha,
+		CUdeviceptr A, int lda, long long sA, CUdeviceptr B, int ldb, long long sB, float beta,
+		CUdeviceptr C, int ldc, long long sC, int batch) {
+	return c->cublasSgemmStridedBatched(h, opA, opB, m, n, k, &alpha, (const float*)A, lda, sA, (const float*)B, ldb, sB,
+		&beta, (float*)C, ldc, sC, batch);
+}
+*/
+import "C"
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sort"
+	"strings"
+	"unsafe"
+)
+
+// The kernels, compiled by `go generate` (nvcc, compute_70 PTX that the
+// driver JIT-compiles for the GPU at hand) and committed, so a normal
+// build needs no CUDA toolkit.
+//
+//go:generate sh cuda/generate.sh
+//go:embed cuda/*.ptx
+var ptxFiles embed.FS
+
+// CUDA is one NVIDIA GPU, driven through the driver API and cuBLAS loaded
+// at run time. Every CUDA call runs on one locked OS thread (a context is
+// current per thread; calls from another thread silently do nothing), and
+// handles live in C memory, so cgo's pointer rules hold.
+//
+// Work is queued on one stream. Errors are sticky, as in bufio.Writer:
+// the first failure is kept, later operations do nothing, and Err or Sync
+// reports it.
+type CUDA struct {
+	lib    *C.rs_cuda
+	ctx    C.CUcontext
+	dev    C.CUdevice
+	stream C.CUstream
+	blas   C.cublasHandle_t
+	mods   []C.CUmodule
+	funcs  map[string]C.CUfunction
+	calls  chan func()
+	info   GPUInfo
+	err    error
+
+	mem     deviceAllocator
+	staging unsafe.Pointer // pinned host memory for host↔device copies
+	stageN  int            // its size in bytes
+}
+
+// Buffer is a span of device memory of float32 (or int32) elements.
+type Buffer struct {
+	ptr uint64
+	n   int
+}
+
+// Len returns the number of elements.
+func (b Buffer) Len() int { return b.n }
+
+// IsNil reports whether b is the null buffer (an absent optional operand).
+func (b Buffer) IsNil() bool { return b.ptr == 0 }
+
+// Slice returns elements [lo, hi) of b.
+func (b Buffer) Slice(lo, hi int) Buffer {
+	if lo < 0 || hi > b.n || lo > hi {
+		panic(fmt.Sprintf("nn: Buffer.Slice(%d, %d) of %d elements", lo, hi, b.n))
+	}
+	return Buffer{ptr: b.ptr + uint64(lo)*4, n: hi - lo}
+}
+
+// OpenGPU opens the GPU as a Backend.
+func OpenGPU(o CUDAOptions) (GPU, error) {
+	c, err := OpenCUDA(o)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// OpenCUDA loads the driver and cuBLAS, creates a context, a stream and a
+// cuBLAS handle on device o.Device, and loads the embedded kernels.
+func OpenCUDA(o CUDAOptions) (*CUDA, error) {
+	o = o.withDefaults()
+	c := &CUDA{calls: make(chan func()), funcs: map[string]C.CUfunction{}}
+	started := make(chan struct{})
+	go c.loop(started)
+	<-started
+	var err error
+	c.do(func() { err = c.open(o) })
+	if err != nil {
+		c.shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// loop runs closures from c.calls on one locked OS thread until the channel closes.
+func (c *CUDA) loop(started chan<- struct{}) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	close(started)
+	for f := range c.calls {
+		f()
+	}
+}
+
+// do runs f on the CUDA thread and waits for it.
+func (c *CUDA) do(f func()) {
+	done := make(chan struct{})
+	c.calls <- func() {
+		defer close(done)
+		f()
+	}
+	<-done
+}
+
+func (c *CUDA) shutdown() {
+	close(c.calls)
+}
+
+func (c *CUDA) open(o CUDAOptions) error {
+	var errbuf [512]C.char
+	driver := C.CString(o.Driver)
+	defer C.free(unsafe.Pointer(driver))
+	names := make([]*C.char, len(o.BLAS))
+	for i, n := range o.BLAS {
+		names[i] = C.CString(n)
+		defer C.free(unsafe.Pointer(names[i]))
+	}
+	// The array of C strings must itself be C memory.
+	arr := (**C.char)(C.malloc(C.size_t(len(names)) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+	defer C.free(unsafe.Pointer(arr))
+	copy(unsafe.Slice(arr, len(names)), names)
+	c.lib = C.rs_cuda_open(driver, arr, C.int(len(names)), &errbuf[0], C.int(len(errbuf)))
+	if c.lib == nil {
+		return fmt.Errorf("no GPU: cannot load the CUDA libraries: %s", C.GoString(&errbuf[0]))
+	}
+	if err := c.check("cuInit", C.rs_cuInit(c.lib, 0)); err != nil {
+		return fmt.Errorf("no GPU: %w", err)
+	}
+	return c.setup(o)
+}
+
+// check turns a driver result into an error naming the call.
+func (c *CUDA) check(call string, r C.CUresult) error {
+	if r == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %s (%d)", call, C.GoString(C.rs_cuda_error_name(c.lib, r)), int(r))
+}
+
+func (c *CUDA) checkBLAS(call string, status C.int) error {
+	if status == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: cuBLAS status %d", call, int(status))
+}
+
+// fail keeps the first error.
+func (c *CUDA) fail(err error) {
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+}
+
+const cuDevAttrMultiprocessors, cuDevAttrCapabilityMajor, cuDevAttrCapabilityMinor = 16, 75, 76
+
+func (c *CUDA) setup(o CUDAOptions) error {
+	var n C.int
+	if err := c.check("cuDeviceGetCount", C.rs_cuDeviceGetCount(c.lib, &n)); err != nil {
+		return fmt.Errorf("no GPU: %w", err)
+	}
+	if int(n) == 0 {
+		return errors.New("no GPU: the CUDA driver sees no device")
+	}
+	if o.Device < 0 || o.Device >= int(n) {
+		return fmt.Errorf("no GPU: device %d requested, %d visible", o.Device, int(n))
+	}
+	if err := c.check("cuDeviceGet", C.rs_cuDeviceGet(c.lib, &c.dev, C.int(o.Device))); err != nil {
+		return err
+	}
+	var name [256]C.char
+	var total C.size_t
+	var major, minor, version C.int
+	for _, e := range []error{
+		c.check("cuDeviceGetName", C.rs_cuDeviceGetName(c.lib, &name[0], C.int(len(name)), c.dev)),
+		c.check("cuDeviceTotalMem", C.rs_cuDeviceTotalMem_v2(c.lib, &total, c.dev)),
+		c.check("cuDeviceGetAttribute", C.rs_cuDeviceGetAttribute(c.lib, &major, cuDevAttrCapabilityMajor, c.dev)),
+		c.check("cuDeviceGetAttribute", C.rs_cuDeviceGetAttribute(c.lib, &minor, cuDevAttrCapabilityMinor, c.dev)),
+		c.check("cuDriverGetVersion", C.rs_cuDriverGetVersion(c.lib, &version)),
+	} {
+		if e != nil {
+			return e
+		}
+	}
+	if major < 7 {
+		return fmt.Errorf("GPU %s has compute capability %d.%d; the kernels need 7.0 or newer", C.GoString(&name[0]), major, minor)
+	}
+	if err := c.check("cuDevicePrimaryCtxRetain", C.rs_cuDevicePrimaryCtxRetain(c.lib, &c.ctx, c.dev)); err != nil {
+		return err
+	}
+	if err := c.check("cuCtxSetCurrent", C.rs_cuCtxSetCurrent(c.lib, c.ctx)); err != nil {
+		return err
+	}
+	if err := c.check("cuStreamCreate", C.rs_cuStreamCreate(c.lib, &c.stream, 0)); err != nil {
+		return err
+	}
+	if err := c.checkBLAS("cublasCreate", C.rs_cublasCreate_v2(c.lib, &c.blas)); err != nil {
+		return err
+	}
+	const cublasDefaultMath = 0 // plain fp32: TF32 stays off unless asked for
+	var blasVersion C.int
+	for _, e := range []error{
+		c.checkBLAS("cublasSetStream", C.rs_cublasSetStream_v2(c.lib, c.blas, c.stream)),
+		c.checkBLAS("cublasSetMathMode", C.rs_cublasSetMathMode(c.lib, c.blas, cublasDefaultMath)),
+		c.checkBLAS("cublasGetVersion", C.rs_cublasGetVersion_v2(c.lib, c.blas, &blasVersion)),
+	} {
+		if e != nil {
+			return e
+		}
+	}
+	if err := c.loadKernels(); err != nil {
+		return err
+	}
+	c.info = GPUInfo{
+		Name: C.GoString(&name[0]), Memory: int64(total), Capability: [2]int{int(major), int(minor)},
+		Driver: int(version), BLAS: C.GoString(&c.lib.blas_path[0]), BLASVersion: int(blasVersion),
+		VisibleIDs: visibleDevices(), KernelModule: "embedded PTX, compute_70",
+	}
+	c.mem.cuda = c
+	return nil
+}
+
+// loadKernels JIT-compiles every embedded PTX module and looks up its entries.
+func (c *CUDA) loadKernels() error {
+	files, err := ptxFiles.ReadDir("cuda")
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name(), ".ptx") {
+			continue
+		}
+		src, err := ptxFiles.ReadFile("cuda/" + f.Name())
+		if err != nil {
+			return err
+		}
+		text := C.CString(string(src))
+		var mod C.CUmodule
+		r := C.rs_cuModuleLoadData(c.lib, &mod, unsafe.Pointer(text))
+		C.free(unsafe.Pointer(text))
+		if err := c.check("cuModuleLoadData "+f.Name(), r); err != nil {
+			return err
+		}
+		c.mods = append(c.mods, mod)
+		for _, name := range ptxEntries(string(src)) {
+			cname := C.CString(name)
+			var fn C.CUfunction
+			r := C.rs_cuModuleGetFunction(c.lib, &fn, mod, cname)
+			C.free(unsafe.Pointer(cname))
+			if err := c.check("cuModuleGetFunction "+name, r); err != nil {
+				return err
+			}
+			c.funcs[name] = fn
+		}
+	}
+	return nil
+}
+
+// ptxEntries lists the kernel names a PTX module defines.
+func ptxEntries(ptx string) []string {
+	var names []string
+	for _, line := range strings.Split(ptx, "\n") {
+		line = strings.TrimSpace(line)
+		rest, ok := strings.CutPrefix(line, ".visible .entry ")
+		if !ok {
+			continue
+		}
+		if i := strings.IndexAny(rest, "( "); i >= 0 {
+			rest = rest[:i]
+		}
+		names = append(names, rest)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Info describes the device.
+func (c *CUDA) Info() GPUInfo { return c.info }
+
+// Name is the Backend's name.
+func (c *CUDA) Name() string { return "cuda" }
+
+// Err returns the first error since the device was opened.
+func (c *CUDA) Err() error {
+	var err error
+	c.do(func() { err = c.err })
+	return err
+}
+
+// Sync waits for queued work and returns the first error.
+func (c *CUDA) Sync() error {
+	var err error
+	c.do(func() {
+		if c.err == nil {
+			c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+		}
+		err = c.err
+	})
+	return err
+}
+
+// PeakBytes returns the most device memory the allocator has reserved.
+func (c *CUDA) PeakBytes() int64 {
+	var n int64
+	c.do(func() { n = c.mem.peak })
+	return n
+}
+
+// Close frees the device memory, the modules, the stream and the cuBLAS
+// handle, releases the context and stops the CUDA thread.
+func (c *CUDA) Close() error {
+	var err error
+	c.do(func() {
+		c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+		c.mem.release()
+		if c.staging != nil {
+			C.rs_cuMemFreeHost(c.lib, c.staging)
+			c.staging = nil
+		}
+		for _, m := range c.mods {
+			C.rs_cuModuleUnload(c.lib, m)
+		}
+		if c.blas != nil {
+			C.rs_cublasDestroy_v2(c.lib, c.blas)
+		}
+		if c.stream != nil {
+			C.rs_cuStreamDestroy_v2(c.lib, c.stream)
+		}
+		C.rs_cuDevicePrimaryCtxRelease_v2(c.lib, c.dev)
+		C.rs_cuda_close(c.lib)
+		err = c.err
+	})
+	c.shutdown()
+	return err
+}
+
+// deviceAllocator caches device memory: a freed block goes on the free
+// list of its size class and is handed out again, so a training step
+// calls cuMemAlloc only while it grows. Classes are powers of two up to
+// 4 MiB, then multiples of 2 MiB, which bounds the waste at half a block
+// for small and 2 MiB for large ones.
+type deviceAllocator struct {
+	cuda     *CUDA
+	free     map[int][]uint64 // size class in bytes → blocks
+	size     map[uint64]int   // live block → its class
+	reserved int64            // bytes held from the driver
+	peak     int64
+}
+
+func sizeClass(bytes int) int {
+	const small, step = 4 << 20, 2 << 20
+	if bytes <= 256 {
+		return 256
+	}
+	if bytes <= small {
+		c := 256
+		for c < bytes {
+			c <<= 1
+		}
+		return c
+	}
+	return (bytes + step - 1) / step * step
+}
+
+func (a *deviceAllocator) alloc(bytes int) (uint64, error) {
+	if a.free == nil {
+		a.free, a.size = map[int][]uint64{}, map[uint64]int{}
+	}
+	class := sizeClass(bytes)
+	if l := a.free[class]; len(l) > 0 {
+		p := l[len(l)-1]
+		a.free[class] = l[:len(l)-1]
+		a.size[p] = class
+		return p, nil
+	}
+	var p C.CUdeviceptr
+	r := C.rs_cuMemAlloc_v2(a.cuda.lib, &p, C.size_t(class))
+	if r == cudaErrorOutOfMemory {
+		a.trim() // give cached blocks back and try once more
+		r = C.rs_cuMemAlloc_v2(a.cuda.lib, &p, C.size_t(class))
+	}
+	if err := a.cuda.check(fmt.Sprintf("cuMemAlloc(%d bytes; %d reserved)", class, a.reserved), r); err != nil {
+		return 0, err
+	}
+	a.size[uint64(p)] = class
+	a.reserved += int64(class)
+	a.peak = max(a.peak, a.reserved)
+	return uint64(p), nil
+}
+
+const cudaErrorOutOfMemory = 2
+
+func (a *deviceAllocator) put(p uint64) {
+	class, ok := a.size[p]
+	if !ok {
+		panic("nn: CUDA: freeing a buffer that is not live")
+	}
+	delete(a.size, p)
+	a.free[class] = append(a.free[class], p)
+}
+
+// trim returns every cached block to the driver.
+func (a *deviceAllocator) trim() {
+	for class, l := range a.free {
+		for _, p := range l {
+			C.rs_cuMemFree_v2(a.cuda.lib, C.CUdeviceptr(p))
+			a.reserved -= int64(class)
+		}
+		delete(a.free, class)
+	}
+}
+
+func (a *deviceAllocator) release() {
+	a.trim()
+	for p, class := range a.size {
+		C.rs_cuMemFree_v2(a.cuda.lib, C.CUdeviceptr(p))
+		a.reserved -= int64(class)
+		delete(a.size, p)
+	}
+}
+
+// Alloc returns n elements of device memory, filled with NaN so that a
+// kernel that fails to write its output shows in every comparison.
+func (c *CUDA) Alloc(n int) Buffer {
+	var b Buffer
+	c.do(func() { b = c.alloc(n) })
+	return b
+}
+
+func (c *CUDA) alloc(n int) Buffer {
+	if c.err != nil {
+		return Buffer{}
+	}
+	p, err := c.mem.alloc(max(4*n, 4))
+	if err != nil {
+		c.fail(err)
+		return Buffer{}
+	}
+	b := Buffer{ptr: p, n: n}
+	c.fill(b, math.Float32bits(float32(math.NaN())))
+	return b
+}
+
+// Free returns b to the cache.
+func (c *CUDA) Free(bs ...Buffer) {
+	c.do(func() {
+		for _, b := range bs {
+			if b.ptr != 0 {
+				c.mem.put(b.ptr)
+			}
+		}
+	})
+}
+
+func (c *CUDA) fill(b Buffer, bits uint32) {
+	if c.err != nil || b.n == 0 {
+		return
+	}
+	c.fail(c.check("cuMemsetD32Async", C.rs_cuMemsetD32Async(c.lib, C.CUdeviceptr(b.ptr), C.uint(bits), C.size_t(b.n), c.stream)))
+}
+
+// Zero sets b to 0.
+func (c *CUDA) Zero(b Buffer) { c.do(func() { c.fill(b, 0) }) }
+
+// stage returns pinned host memory of at least bytes; host↔device copies
+// from pinned memory run at full bus speed (7× the Go heap's, measured).
+func (c *CUDA) stage(bytes int) unsafe.Pointer {
+	if bytes <= c.stageN {
+		return c.staging
+	}
+	if c.staging != nil {
+		C.rs_cuMemFreeHost(c.lib, c.staging)
+		c.staging, c.stageN = nil, 0
+	}
+	n := max(bytes, 1<<20)
+	if err := c.check("cuMemAllocHost", C.rs_cuMemAllocHost_v2(c.lib, &c.staging, C.size_t(n))); err != nil {
+		c.fail(err)
+		return nil
+	}
+	c.stageN = n
+	return c.staging
+}
+
+// upload copies host words into dst (bytes 4·len(src)) through the staging buffer.
+func (c *CUDA) upload(dst uint64, src unsafe.Pointer, bytes int) {
+	if c.err != nil || bytes == 0 {
+		return
+	}
+	st := c.stage(bytes)
+	if st == nil {
+		return
+	}
+	C.memcpy(st, src, C.size_t(bytes))
+	c.fail(c.check("cuMemcpyHtoDAsync", C.rs_cuMemcpyHtoDAsync_v2(c.lib, C.CUdeviceptr(dst), st, C.size_t(bytes), c.stream)))
+	// The staging buffer is reused by the next copy: wait for this one.
+	c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+}
+
+func (c *CUDA) download(dst unsafe.Pointer, src uint64, bytes int) {
+	if c.err != nil || bytes == 0 {
+		return
+	}
+	st := c.stage(bytes)
+	if st == nil {
+		return
+	}
+	c.fail(c.check("cuMemcpyDtoHAsync", C.rs_cuMemcpyDtoHAsync_v2(c.lib, st, C.CUdeviceptr(src), C.size_t(bytes), c.stream)))
+	c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+	if c.err == nil {
+		C.memcpy(dst, st, C.size_t(bytes))
+	}
+}
+
+// Upload copies host values into a new buffer.
+func (c *CUDA) Upload(x []float32) Buffer {
+	var b Buffer
+	c.do(func() {
+		b = c.alloc(len(x))
+		if len(x) > 0 {
+			c.upload(b.ptr, unsafe.Pointer(&x[0]), 4*len(x))
+		}
+	})
+	return b
+}
+
+// UploadInt32 copies ids (token ids, targets, buckets) into a new buffer.
+func (c *CUDA) UploadInt32(x []int32) Buffer {
+	var b Buffer
+	c.do(func() {
+		b = c.alloc(len(x))
+		if len(x) > 0 {
+			c.upload(b.ptr, unsafe.Pointer(&x[0]), 4*len(x))
+		}
+	})
+	return b
+}
+
+// UploadMask copies a key mask as one byte per key (1 keeps, 0 masks).
+func (c *CUDA) UploadMask(m []bool) Buffer {
+	if m == nil {
+		return Buffer{}
+	}
+	bytes := make([]byte, (len(m)+3)/4*4)
+	for i, v := range m {
+		if v {
+			bytes[i] = 1
+		}
+	}
+	var b Buffer
+	c.do(func() {
+		b = c.alloc(len(bytes) / 4)
+		if len(bytes) > 0 {
+			c.upload(b.ptr, unsafe.Pointer(&bytes[0]), len(bytes))
+		}
+	})
+	return b
+}
+
+// Download copies b into dst (len(dst) ≤ b.Len()).
+func (c *CUDA) Download(dst []float32, b Buffer) error {
+	if len(dst) > b.n {
+		return fmt.Errorf("nn: CUDA Download: %d values from a buffer of %d", len(dst), b.n)
+	}
+	var err error
+	c.do(func() {
+		if len(dst) > 0 {
+			c.download(unsafe.Pointer(&dst[0]), b.ptr, 4*len(dst))
+		}
+		err = c.err
+	})
+	return err
+}
+
+// Copy copies src into dst on the device.
+func (c *CUDA) Copy(dst, src Buffer) {
+	c.do(func() {
+		if c.err != nil || src.n == 0 {
+			return
+		}
+		if dst.n < src.n {
+			c.fail(fmt.Errorf("nn: CUDA Copy: %d values into %d", src.n, dst.n))
+			return
+		}
+		c.fail(c.check("cuMemcpyDtoDAsync", C.rs_cuMemcpyDtoDAsync_v2(c.lib, C.CUdeviceptr(dst.ptr), C.CUdeviceptr(src.ptr), C.size_t(4*src.n), c.stream)))
+	})
+}
+
+// launch queues kernel name on a one-dimensional grid. Arguments are
+// Buffers (their addresses; a nil Buffer is a null pointer), ints (kernel
+// int or long long), float32, uint64 or bool (as int).
+func (c *CUDA) launch(name string, grid, block int, args ...any) {
+	if c.err != nil {
+		return
+	}
+	fn, ok := c.funcs[name]
+	if !ok {
+		c.fail(fmt.Errorf("nn: CUDA: no kernel %q in the embedded PTX (run go generate ./nn)", name))
+		return
+	}
+	vals := make([]C.ulonglong, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case Buffer:
+			vals[i] = C.ulonglong(v.ptr)
+		case int:
+			vals[i] = C.ulonglong(uint64(int64(v)))
+		case float32:
+			vals[i] = C.ulonglong(math.Float32bits(v))
+		case uint64:
+			vals[i] = C.ulonglong(v)
+		case bool:
+			if v {
+				vals[i] = 1
+			}
+		default:
+			panic(fmt.Sprintf("nn: CUDA launch %s: argument %d has type %T", name, i, a))
+		}
+	}
+	var p *C.ulonglong
+	if len(vals) > 0 {
+		p = &vals[0]
+	}
+	c.fail(c.check("cuLaunchKernel "+name, C.rs_cuda_launch(c.lib, fn, C.uint(max(grid, 1)), C.uint(block), c.stream, C.int(len(vals)), p)))
+}
+
+// gemm computes the row-major product c = alpha·op(a)·op(b) + beta·c on
+// device buffers. cuBLAS is column-major, and a row-major matrix read
+// column-major is its transpose, so this asks for cᵀ = op(b)ᵀ·op(a)ᵀ:
+// the operands swap and keep their transpose flags.
+func (c *CUDA) gemm(transA, transB bool, m, n, k int, alpha float32, a Buffer, lda int, b Buffer, ldb int, beta float32, out Buffer, ldc int) {
+	if c.err != nil || m == 0 || n == 0 {
+		return
+	}
+	c.fail(c.checkBLAS("cublasSgemm", C.rs_sgemm(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
+		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.CUdeviceptr(a.ptr), C.int(lda), C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc))))
+}
+
+// gemmBatched runs batch products whose operands start stride elements apart.
+func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Buffer, lda, strideA int, b Buffer, ldb, strideB int, beta float32, out Buffer, ldc, strideC, batch int) {
+	if c.err != nil || m == 0 || n == 0 || batch == 0 {
+		return
+	}
+	c.fail(c.checkBLAS("cublasSgemmStridedBatched", C.rs_sgemm_batched(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
+		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.longlong(strideB), C.CUdeviceptr(a.ptr), C.int(lda), C.longlong(strideA),
+		C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
+}
+
+func blasOp(trans bool) C.int {
+	if trans {
+		return 1 // CUBLAS_OP_T
+	}
+	return 0 // CUBLAS_OP_N
+}
+
+// Sgemm is the Backend's product over host slices: operands go to the
+// device, the product runs in cuBLAS, c comes back. Activations stay in
+// host memory, so this moves every operand across the bus; the device-
+// resident ops below avoid that.
+func (c *CUDA) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, out []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(out), ldc)
+	extent := func(trans bool, r, cols, ld int) int {
+		if trans {
+			r, cols = cols, r
+		}
+		if r == 0 || cols == 0 {
+			return 0
+		}
+		return (r-1)*ld + cols
+	}
+	na, nb, nc := extent(transA, m, k, lda), extent(transB, k, n, ldb), extent(false, m, n, ldc)
+	var err error
+	c.do(func() {
+		da, db, dc := c.alloc(max(na, 1)), c.alloc(max(nb, 1)), c.alloc(nc)
+		if na > 0 {
+			c.upload(da.ptr, unsafe.Pointer(&a[0]), 4*na)
+		}
+		if nb > 0 {
+			c.upload(db.ptr, unsafe.Pointer(&b[0]), 4*nb)
+		}
+		if beta != 0 || ldc != n { // c's old values, or the gaps between its rows, must survive
+			c.upload(dc.ptr, unsafe.Pointer(&out[0]), 4*nc)
+		}
+		if k == 0 {
+			c.gemmZeroK(m, n, beta, dc, ldc)
+		} else {
+			c.gemm(transA, transB, m, n, k, alpha, da, lda, db, ldb, beta, dc, ldc)
+		}
+		c.download(unsafe.Pointer(&out[0]), dc.ptr, 4*nc)
+		for _, x := range []Buffer{da, db, dc} {
+			if x.ptr != 0 {
+				c.mem.put(x.ptr)
+			}
+		}
+		err = c.err
+	})
+	if err != nil {
+		// The Backend interface has no error: a failed product must not
+		// pass for a computed one.
+		panic(fmt.Sprintf("nn: CUDA Sgemm: %v", err))
+	}
+}
+
+// gemmZeroK scales c by beta: a product over an empty inner dimension.
+func (c *CUDA) gemmZeroK(m, n int, beta float32, out Buffer, ldc int) {
+	for i := 0; i < m; i++ {
+		row := Buffer{ptr: out.ptr + uint64(i*ldc)*4, n: n}
+		if beta == 0 {
+			c.fill(row, 0)
+			continue
+		}
+		c.launch("scale_forward", elementwiseGrid(n), elementwiseBlock, row, row, beta, n)
+	}
+}

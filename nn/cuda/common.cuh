@@ -1,0 +1,60 @@
+// Shared by every kernel file. Compiled by nvcc to PTX (go generate), or,
+// with RS_EMULATE, by g++ into the CPU emulator the tests use (emu/), where
+// each block runs as blockDim threads and blocks run one after another.
+#ifndef RS_COMMON_CUH
+#define RS_COMMON_CUH
+
+#ifdef RS_EMULATE
+#include "emu/emu.h"
+#else
+#define RS_EXTERN extern "C"
+#endif
+
+// Threads per block for row-wise reductions; a power of two.
+#define RS_BLOCK 256
+
+// blockSum returns the sum of v over the block in every thread. buf holds
+// RS_BLOCK floats of shared memory; the tree order is fixed, so results
+// do not depend on scheduling.
+__device__ inline float blockSum(float v, float* buf) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) buf[threadIdx.x] += buf[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = buf[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ inline double blockSumDouble(double v, double* buf) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) buf[threadIdx.x] += buf[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = buf[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ inline float blockMax(float v, float* buf) {
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) buf[threadIdx.x] = fmaxf(buf[threadIdx.x], buf[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = buf[0];
+    __syncthreads();
+    return r;
+}
+
+// A grid-stride loop over n elements.
+#define RS_FOR(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); i += (long long)blockDim.x * gridDim.x)
+
+__device__ inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+#endif

@@ -1,0 +1,110 @@
+// Elementwise ops: activations, sums, products, scaling, dropout.
+#include "common.cuh"
+
+// out = max(x, 0)
+RS_EXTERN __global__ void relu_forward(float* out, const float* x, long long n) {
+    RS_FOR(i, n) out[i] = fmaxf(x[i], 0.0f);
+}
+
+// dx += dout where x > 0
+RS_EXTERN __global__ void relu_backward(float* dx, const float* dout, const float* x, long long n) {
+    RS_FOR(i, n) if (x[i] > 0.0f) dx[i] += dout[i];
+}
+
+#define RS_GELU_C 0.7978845608028654
+
+// HF's gelu_new, evaluated in double like the CPU kernel.
+RS_EXTERN __global__ void gelu_forward(float* out, const float* x, long long n) {
+    RS_FOR(i, n) {
+        double v = x[i];
+        out[i] = (float)(0.5 * v * (1.0 + tanh(RS_GELU_C * (v + 0.044715 * v * v * v))));
+    }
+}
+
+RS_EXTERN __global__ void gelu_backward(float* dx, const float* dout, const float* x, long long n) {
+    RS_FOR(i, n) {
+        double v = x[i];
+        double t = tanh(RS_GELU_C * (v + 0.044715 * v * v * v));
+        double d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * RS_GELU_C * (1.0 + 3.0 * 0.044715 * v * v);
+        dx[i] += (float)d * dout[i];
+    }
+}
+
+RS_EXTERN __global__ void sigmoid_forward(float* out, const float* x, long long n) {
+    RS_FOR(i, n) out[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+}
+
+// dx += dout·y·(1−y), y the forward output
+RS_EXTERN __global__ void sigmoid_backward(float* dx, const float* dout, const float* y, long long n) {
+    RS_FOR(i, n) dx[i] += dout[i] * y[i] * (1.0f - y[i]);
+}
+
+RS_EXTERN __global__ void tanh_forward(float* out, const float* x, long long n) {
+    RS_FOR(i, n) out[i] = (float)tanh((double)x[i]);
+}
+
+RS_EXTERN __global__ void tanh_backward(float* dx, const float* dout, const float* y, long long n) {
+    RS_FOR(i, n) dx[i] += dout[i] * (1.0f - y[i] * y[i]);
+}
+
+// out = a + b, b broadcast over a's leading rows when nb < n (nb divides n)
+RS_EXTERN __global__ void add_forward(float* out, const float* a, const float* b, long long n, long long nb) {
+    RS_FOR(i, n) out[i] = a[i] + b[i % nb];
+}
+
+// dst += src
+RS_EXTERN __global__ void accumulate(float* dst, const float* src, long long n) {
+    RS_FOR(i, n) dst[i] += src[i];
+}
+
+// dst[j] += Σ_r src[r·cols + j]: a column sum, one thread per column, so
+// the order of the sum is fixed (bias gradients, broadcast backward).
+RS_EXTERN __global__ void accumulate_columns(float* dst, const float* src, long long rows, long long cols) {
+    RS_FOR(j, cols) {
+        float s = 0.0f;
+        for (long long r = 0; r < rows; r++) s += src[r * cols + j];
+        dst[j] += s;
+    }
+}
+
+// out = a ⊙ b (the gated FFN's product)
+RS_EXTERN __global__ void mul_forward(float* out, const float* a, const float* b, long long n) {
+    RS_FOR(i, n) out[i] = a[i] * b[i];
+}
+
+// da += dout ⊙ b, db += dout ⊙ a; either may be null
+RS_EXTERN __global__ void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, long long n) {
+    RS_FOR(i, n) {
+        if (da) da[i] += dout[i] * b[i];
+        if (db) db[i] += dout[i] * a[i];
+    }
+}
+
+// out = s·x
+RS_EXTERN __global__ void scale_forward(float* out, const float* x, float s, long long n) {
+    RS_FOR(i, n) out[i] = s * x[i];
+}
+
+// dx += s·dout
+RS_EXTERN __global__ void scale_backward(float* dx, const float* dout, float s, long long n) {
+    RS_FOR(i, n) dx[i] += s * dout[i];
+}
+
+// splitmix64 of (seed, stream, i): a counter-based generator, so each
+// element's draw does not depend on the launch shape.
+__device__ inline unsigned long long rs_mix(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// mask[i] = 0 with probability p, else 1/(1−p): inverted dropout scales.
+RS_EXTERN __global__ void dropout_mask(float* mask, unsigned long long seed, unsigned long long stream, float p, long long n) {
+    float scale = 1.0f / (1.0f - p);
+    unsigned long long key = rs_mix(seed ^ rs_mix(stream));
+    RS_FOR(i, n) {
+        float u = (float)(rs_mix(key + (unsigned long long)i) >> 40) * (1.0f / 16777216.0f);
+        mask[i] = u >= p ? scale : 0.0f;
+    }
+}

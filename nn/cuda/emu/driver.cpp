@@ -1,0 +1,216 @@
+// A CPU stand-in for libcuda.so.1 and libcublas.so: the subset of the
+// driver API and cuBLAS that nn's CUDA backend calls, with the kernels
+// compiled from the same .cu files by g++. Device memory is host memory.
+// A module's functions are the .entry names found in the PTX it is given,
+// so a kernel missing from the committed PTX fails here as on a GPU.
+// RS_EMU_DEVICES=0 in the environment makes it report no GPU.
+#include <pthread.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "emu.h"
+
+thread_local dim3 threadIdx;
+thread_local dim3 blockIdx;
+dim3 blockDim;
+dim3 gridDim;
+
+static pthread_barrier_t barrier;
+
+void rs_emu_syncthreads() { pthread_barrier_wait(&barrier); }
+
+#include "../elementwise.cu"
+#include "../embedding.cu"
+#include "../norm.cu"
+#include "../optim.cu"
+#include "../rnn.cu"
+#include "../softmax.cu"
+
+template <typename... A, size_t... I>
+static void invoke(void (*f)(A...), void** p, std::index_sequence<I...>) {
+    f(*static_cast<A*>(p[I])...);
+}
+
+template <typename... A>
+static void (*trampoline(void (*)(A...)))(void*, void**) {
+    return [](void* f, void** p) { invoke(reinterpret_cast<void (*)(A...)>(f), p, std::index_sequence_for<A...>{}); };
+}
+
+struct Kernel {
+    void* fn;
+    void (*call)(void*, void**);
+};
+
+#define K(name) {#name, {reinterpret_cast<void*>(name), trampoline(name)}}
+static const std::map<std::string, Kernel> kernels = {
+    K(relu_forward), K(relu_backward), K(gelu_forward), K(gelu_backward),
+    K(sigmoid_forward), K(sigmoid_backward), K(tanh_forward), K(tanh_backward),
+    K(add_forward), K(accumulate), K(accumulate_columns), K(mul_forward), K(mul_backward),
+    K(scale_forward), K(scale_backward), K(dropout_mask),
+    K(embedding_forward), K(embedding_backward), K(position_bias_forward), K(position_bias_backward),
+    K(rmsnorm_forward), K(rmsnorm_backward_x), K(rmsnorm_backward_w),
+    K(adamw_step), K(sum_squares),
+    K(gru_gate_forward), K(gru_gate_backward), K(lstm_gate_forward), K(lstm_gate_backward),
+    K(attention_softmax), K(attention_softmax_backward), K(cross_entropy_forward), K(cross_entropy_backward),
+};
+#undef K
+
+struct Module {
+    std::set<std::string> entries;
+};
+
+static bool noDevice() {
+    const char* v = getenv("RS_EMU_DEVICES");
+    return v && std::string(v) == "0";
+}
+
+static std::mutex allocMu;
+static std::map<uint64_t, size_t> allocations;
+
+extern "C" {
+
+typedef unsigned long long CUdeviceptr;
+
+int cuInit(unsigned) { return noDevice() ? 100 : 0; }  // CUDA_ERROR_NO_DEVICE
+int cuDriverGetVersion(int* v) { *v = 13000; return 0; }
+int cuDeviceGetCount(int* n) { *n = noDevice() ? 0 : 1; return 0; }
+int cuDeviceGet(int* d, int ordinal) { if (ordinal != 0) return 101; *d = 0; return 0; }  // CUDA_ERROR_INVALID_DEVICE
+int cuDeviceGetName(char* name, int len, int) { snprintf(name, len, "CPU emulator"); return 0; }
+int cuDeviceTotalMem_v2(size_t* b, int) { *b = size_t(1) << 32; return 0; }
+int cuDeviceGetAttribute(int* v, int attr, int) {
+    switch (attr) {
+    case 75: *v = 9; return 0;  // compute capability major
+    case 76: *v = 0; return 0;  // minor
+    case 16: *v = 132; return 0;  // multiprocessors
+    }
+    *v = 0;
+    return 0;
+}
+int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = reinterpret_cast<void*>(1); return 0; }
+int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+int cuCtxSetCurrent(void*) { return 0; }
+int cuCtxSynchronize() { return 0; }
+int cuMemGetInfo_v2(size_t* free, size_t* total) { *free = *total = size_t(1) << 32; return 0; }
+
+int cuModuleLoadData(void** mod, const void* image) {
+    auto* m = new Module;
+    std::string ptx(static_cast<const char*>(image));
+    const std::string tag = ".entry ";
+    for (size_t at = ptx.find(tag); at != std::string::npos; at = ptx.find(tag, at + 1)) {
+        size_t start = at + tag.size(), end = ptx.find_first_of("( \t\n", start);
+        m->entries.insert(ptx.substr(start, end - start));
+    }
+    if (m->entries.empty()) { delete m; return 218; }  // CUDA_ERROR_INVALID_PTX
+    *mod = m;
+    return 0;
+}
+int cuModuleUnload(void* mod) { delete static_cast<Module*>(mod); return 0; }
+int cuModuleGetFunction(void** fn, void* mod, const char* name) {
+    auto* m = static_cast<Module*>(mod);
+    auto k = kernels.find(name);
+    if (!m->entries.count(name) || k == kernels.end()) return 500;  // CUDA_ERROR_NOT_FOUND
+    *fn = const_cast<Kernel*>(&k->second);
+    return 0;
+}
+
+int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                   unsigned shmem, void*, void** params, void**) {
+    if (gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024 || gx == 0 || shmem != 0)
+        return 1;  // CUDA_ERROR_INVALID_VALUE: the kernels are one-dimensional
+    auto* k = static_cast<Kernel*>(f);
+    gridDim = {gx, 1, 1};
+    blockDim = {bx, 1, 1};
+    pthread_barrier_init(&barrier, nullptr, bx);
+    for (unsigned b = 0; b < gx; b++) {
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < bx; t++) {
+            threads.emplace_back([=] {
+                blockIdx = {b, 0, 0};
+                threadIdx = {t, 0, 0};
+                k->call(k->fn, params);
+            });
+        }
+        for (auto& th : threads) th.join();
+    }
+    pthread_barrier_destroy(&barrier);
+    return 0;
+}
+
+int cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
+    void* m = malloc(n ? n : 1);
+    if (!m) return 2;  // CUDA_ERROR_OUT_OF_MEMORY
+    std::lock_guard<std::mutex> l(allocMu);
+    allocations[reinterpret_cast<uint64_t>(m)] = n;
+    *p = reinterpret_cast<CUdeviceptr>(m);
+    return 0;
+}
+int cuMemFree_v2(CUdeviceptr p) {
+    std::lock_guard<std::mutex> l(allocMu);
+    if (!allocations.erase(p)) return 1;
+    free(reinterpret_cast<void*>(p));
+    return 0;
+}
+int cuMemAllocHost_v2(void** p, size_t n) { *p = malloc(n ? n : 1); return *p ? 0 : 2; }
+int cuMemFreeHost(void* p) { free(p); return 0; }
+int cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { memcpy(reinterpret_cast<void*>(d), h, n); return 0; }
+int cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, void*) { memcpy(h, reinterpret_cast<void*>(d), n); return 0; }
+int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { memmove(reinterpret_cast<void*>(d), reinterpret_cast<void*>(s), n); return 0; }
+int cuMemsetD32Async(CUdeviceptr d, unsigned v, size_t n, void*) {
+    auto* p = reinterpret_cast<unsigned*>(d);
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return 0;
+}
+int cuStreamCreate(void** s, unsigned) { *s = reinterpret_cast<void*>(2); return 0; }
+int cuStreamDestroy_v2(void*) { return 0; }
+int cuStreamSynchronize(void*) { return 0; }
+int cuGetErrorName(int e, const char** s) { *s = e == 100 ? "CUDA_ERROR_NO_DEVICE" : "CUDA_ERROR_EMULATED"; return 0; }
+int cuGetErrorString(int e, const char** s) { *s = e == 100 ? "no CUDA-capable device is detected" : "emulated error"; return 0; }
+
+// cuBLAS: column-major, as the library defines it, written from the
+// definition so that nn's row-major translation is checked against it.
+int cublasCreate_v2(void** h) { *h = reinterpret_cast<void*>(3); return 0; }
+int cublasDestroy_v2(void*) { return 0; }
+int cublasSetStream_v2(void*, void*) { return 0; }
+int cublasSetMathMode(void*, int mode) { return mode == 0 ? 0 : 7; }  // only CUBLAS_DEFAULT_MATH: fp32
+int cublasGetVersion_v2(void*, int* v) { *v = 130100; return 0; }
+
+static void gemm(int opA, int opB, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+                 float beta, float* C, int ldc) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int l = 0; l < k; l++) {
+                float a = opA ? A[l + (long long)i * lda] : A[i + (long long)l * lda];
+                float b = opB ? B[j + (long long)l * ldb] : B[l + (long long)j * ldb];
+                s += double(a) * double(b);
+            }
+            float* c = &C[i + (long long)j * ldc];
+            *c = float(alpha * s) + (beta == 0 ? 0.0f : beta * *c);  // beta 0: C is not read (it may hold NaN)
+        }
+}
+
+int cublasSgemm_v2(void*, int opA, int opB, int m, int n, int k, const float* alpha, const float* A, int lda,
+                   const float* B, int ldb, const float* beta, float* C, int ldc) {
+    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    gemm(opA, opB, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    return 0;
+}
+
+int cublasSgemmStridedBatched(void*, int opA, int opB, int m, int n, int k, const float* alpha, const float* A,
+                              int lda, long long sA, const float* B, int ldb, long long sB, const float* beta,
+                              float* C, int ldc, long long sC, int batch) {
+    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    for (int b = 0; b < batch; b++) gemm(opA, opB, m, n, k, *alpha, A + b * sA, lda, B + b * sB, ldb, *beta, C + b * sC, ldc);
+    return 0;
+}
+
+}  // extern "C"

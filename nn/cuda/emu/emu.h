@@ -1,0 +1,41 @@
+// CPU emulation of the CUDA C subset the kernels use, for tests: each
+// block runs as blockDim.x threads that meet at __syncthreads, blocks run
+// one after another, so function-static storage serves as shared memory.
+#ifndef RS_EMU_H
+#define RS_EMU_H
+
+#include <math.h>
+
+#include <cmath>
+#include <cstring>
+
+struct dim3 {
+    unsigned x, y, z;
+};
+
+extern thread_local dim3 threadIdx;
+extern thread_local dim3 blockIdx;
+extern dim3 blockDim;
+extern dim3 gridDim;
+
+void rs_emu_syncthreads();
+
+#define RS_EXTERN extern "C"
+#define __global__
+#define __device__
+#define __shared__ static
+#define __syncthreads() rs_emu_syncthreads()
+
+using std::exp;
+using std::isinf;
+using std::log;
+using std::sqrt;
+using std::tanh;
+
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+#endif

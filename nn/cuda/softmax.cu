@@ -1,0 +1,94 @@
+// Attention softmax (masks, relative position bias, dropout) and fused
+// softmax cross-entropy. Rows are reduced by one block each.
+#include "common.cuh"
+
+#define RS_NEG_INF (-__int_as_float(0x7f800000))
+
+// scores (B, H, Tq, Tk) hold q·kᵀ and become softmax(scores + bias + mask)
+// in place. bias (H, Tq, Tk) or null; keyMask (B, Tk), 0 for padding, or
+// null; causal masks keys j > qOffset + i. The sum runs in double.
+RS_EXTERN __global__ void attention_softmax(float* scores, const float* bias, const unsigned char* keyMask, int causal, int qOffset, int B, int H, int Tq, int Tk) {
+    __shared__ float fbuf[RS_BLOCK];
+    __shared__ double dbuf[RS_BLOCK];
+    long long rowIdx = blockIdx.x;
+    if (rowIdx >= (long long)B * H * Tq) return;
+    int i = (int)(rowIdx % Tq);
+    int h = (int)((rowIdx / Tq) % H);
+    int b = (int)(rowIdx / ((long long)Tq * H));
+    float* row = scores + rowIdx * Tk;
+    float mx = RS_NEG_INF;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
+        if ((keyMask && !keyMask[(long long)b * Tk + j]) || (causal && j > qOffset + i)) {
+            row[j] = RS_NEG_INF;
+            continue;
+        }
+        if (bias) row[j] += bias[((long long)h * Tq + i) * Tk + j];
+        mx = fmaxf(mx, row[j]);
+    }
+    mx = blockMax(mx, fbuf);
+    double sum = 0.0;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
+        float s = row[j];
+        float e = isinf(s) && s < 0 ? 0.0f : (float)exp((double)(s - mx));
+        row[j] = e;
+        sum += (double)e;
+    }
+    sum = blockSumDouble(sum, dbuf);
+    float inv = (float)(1.0 / sum);
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) row[j] *= inv;
+}
+
+// ds (B, H, Tq, Tk) holds d(dropped probs) and becomes d(scores):
+// ds ← p ⊙ (ds⊙drop − Σ p·ds⊙drop). drop is null without dropout.
+RS_EXTERN __global__ void attention_softmax_backward(float* ds, const float* probs, const float* drop, long long rows, int Tk) {
+    __shared__ float buf[RS_BLOCK];
+    long long r = blockIdx.x;
+    if (r >= rows) return;
+    float* d = ds + r * Tk;
+    const float* p = probs + r * Tk;
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
+        if (drop) d[j] *= drop[r * Tk + j];
+        dot += p[j] * d[j];
+    }
+    dot = blockSum(dot, buf);
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) d[j] = p[j] * (d[j] - dot);
+}
+
+// Per row n: probs = softmax(logits), losses[n] = −log probs[target] in
+// double (0 where targets[n] == ignore).
+RS_EXTERN __global__ void cross_entropy_forward(float* probs, double* losses, const float* logits, const int* targets, int N, int V, int ignore) {
+    __shared__ float fbuf[RS_BLOCK];
+    __shared__ double dbuf[RS_BLOCK];
+    int n = blockIdx.x;
+    if (n >= N) return;
+    const float* row = logits + (long long)n * V;
+    float* p = probs + (long long)n * V;
+    float mx = RS_NEG_INF;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, row[i]);
+    mx = blockMax(mx, fbuf);
+    double sum = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        double e = exp((double)(row[i] - mx));
+        p[i] = (float)e;
+        sum += e;
+    }
+    sum = blockSumDouble(sum, dbuf);
+    double inv = 1.0 / sum;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) p[i] = (float)((double)p[i] * inv);
+    if (threadIdx.x == 0) {
+        int t = targets[n];
+        losses[n] = t == ignore ? 0.0 : log(sum) - (double)(row[t] - mx);
+    }
+}
+
+// dlogits += (probs − onehot(target))·scale on rows not ignored.
+RS_EXTERN __global__ void cross_entropy_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int ignore, float scale) {
+    int n = blockIdx.x;
+    if (n >= N) return;
+    int t = targets[n];
+    if (t == ignore) return;
+    float* d = dlogits + (long long)n * V;
+    const float* p = probs + (long long)n * V;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] += p[i] * scale - (i == t ? scale : 0.0f);
+}

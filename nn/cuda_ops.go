@@ -1,0 +1,341 @@
+//go:build cgo && linux
+
+package nn
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// The device-resident ops: each mirrors the CPU kernel of the same name in
+// kernels.go, on Buffers, with the same shapes and the same "adds into"
+// convention for gradients. Tests hold every one to its CPU twin.
+
+const (
+	elementwiseBlock = 256
+	rowBlockMax      = 256 // RS_BLOCK in cuda/common.cuh
+)
+
+// elementwiseGrid sizes a grid-stride loop over n elements: enough blocks
+// to fill an H100 (132 SMs × 16 resident blocks) and no more.
+func elementwiseGrid(n int) int {
+	return max(1, min((n+elementwiseBlock-1)/elementwiseBlock, 132*16))
+}
+
+// rowBlock is the block size for one-block-per-row reductions over rows
+// of length n: a power of two between a warp and rowBlockMax.
+func rowBlock(n int) int {
+	b := 32
+	for b < n && b < rowBlockMax {
+		b <<= 1
+	}
+	return b
+}
+
+func (c *CUDA) elementwise(name string, n int, args ...any) {
+	c.do(func() { c.launch(name, elementwiseGrid(n), elementwiseBlock, append(args, n)...) })
+}
+
+func mustBuf(op, name string, b Buffer, want int) {
+	if b.n < want {
+		panic(fmt.Sprintf("nn: CUDA %s: %s has %d elements, want %d", op, name, b.n, want))
+	}
+}
+
+// MatmulForward: out = inp·wᵀ (+ bias). inp (N, C), w (OC, C), out (N, OC).
+func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
+	mustBuf("MatmulForward", "out", out, N*OC)
+	c.do(func() {
+		c.gemm(false, true, N, OC, C, 1, inp, C, w, C, 0, out, OC)
+		if !bias.IsNil() {
+			c.launch("add_forward", elementwiseGrid(N*OC), elementwiseBlock, out, out, bias, N*OC, OC)
+		}
+	})
+}
+
+// MatmulBackward adds into dinp, dw and dbias; any may be nil.
+func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int) {
+	c.do(func() {
+		if !dinp.IsNil() {
+			c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
+		}
+		if !dw.IsNil() {
+			c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
+		}
+		if !dbias.IsNil() {
+			c.launch("accumulate_columns", elementwiseGrid(OC), elementwiseBlock, dbias, dout, N, OC)
+		}
+	})
+}
+
+// EmbeddingForward gathers rows of table (V, D) at ids (an int32 buffer).
+func (c *CUDA) EmbeddingForward(out, table, ids Buffer, D int) {
+	N := ids.n
+	c.do(func() { c.launch("embedding_forward", N, rowBlock(D), out, table, ids, N, D) })
+}
+
+// EmbeddingBackward adds dout's rows into dtable at ids.
+func (c *CUDA) EmbeddingBackward(dtable, dout, ids Buffer, D int) {
+	N := ids.n
+	c.do(func() { c.launch("embedding_backward", elementwiseGrid(D), elementwiseBlock, dtable, dout, ids, N, D) })
+}
+
+// RMSNormForward is T5LayerNorm; rstd (N) is saved for backward.
+func (c *CUDA) RMSNormForward(out, rstd, x, w Buffer, N, D int, eps float32) {
+	c.do(func() { c.launch("rmsnorm_forward", N, rowBlockMax, out, rstd, x, w, N, D, eps) })
+}
+
+// RMSNormBackward adds into dx and dw (either may be nil).
+func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
+	c.do(func() {
+		if !dx.IsNil() {
+			c.launch("rmsnorm_backward_x", N, rowBlockMax, dx, dout, x, w, rstd, N, D)
+		}
+		if !dw.IsNil() {
+			c.launch("rmsnorm_backward_w", elementwiseGrid(D), elementwiseBlock, dw, dout, x, rstd, N, D)
+		}
+	})
+}
+
+// AttentionShape is one attention call's sizes.
+type AttentionShape struct{ B, Tq, Tk, H, K int }
+
+// AttentionForward is AttentionForward in kernels.go on the device: probs
+// (B, H, Tq, Tk) and out (B, Tq, H·K); keyMask from UploadMask or nil;
+// drop (B, H, Tq, Tk) of dropout scales or nil, with scratch of the same
+// size holding the dropped probabilities. The products run per head,
+// batched over the batch.
+func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMask Buffer, causal bool, qOffset int, s AttentionShape) {
+	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
+	HK := H * K
+	mustBuf("AttentionForward", "probs", probs, B*H*Tq*Tk)
+	c.do(func() {
+		for h := 0; h < H; h++ {
+			c.gemmBatched(false, true, Tq, Tk, K, 1, q.Slice(h*K, q.n), HK, Tq*HK, k.Slice(h*K, k.n), HK, Tk*HK,
+				0, probs.Slice(h*Tq*Tk, probs.n), Tk, H*Tq*Tk, B)
+		}
+		c.launch("attention_softmax", B*H*Tq, rowBlock(Tk), probs, bias, keyMask, causal, qOffset, B, H, Tq, Tk)
+		w := probs
+		if !drop.IsNil() {
+			w = scratch
+			c.launch("mul_forward", elementwiseGrid(B*H*Tq*Tk), elementwiseBlock, w, probs, drop, B*H*Tq*Tk)
+		}
+		for h := 0; h < H; h++ {
+			c.gemmBatched(false, false, Tq, K, Tk, 1, w.Slice(h*Tq*Tk, w.n), Tk, H*Tq*Tk, v.Slice(h*K, v.n), HK, Tk*HK,
+				0, out.Slice(h*K, out.n), HK, Tq*HK, B)
+		}
+	})
+}
+
+// AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
+// sums over the batch). scratch: 2·B·H·Tq·Tk elements.
+func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v Buffer, s AttentionShape) {
+	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
+	HK, P := H*K, B*H*Tq*Tk
+	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
+	ds, pd := scratch.Slice(0, P), scratch.Slice(P, 2*P)
+	c.do(func() {
+		for h := 0; h < H; h++ { // d(dropped probs) = dout·vᵀ
+			c.gemmBatched(false, true, Tq, Tk, K, 1, dout.Slice(h*K, dout.n), HK, Tq*HK, v.Slice(h*K, v.n), HK, Tk*HK,
+				0, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, B)
+		}
+		if !dv.IsNil() {
+			w := probs
+			if !drop.IsNil() {
+				w = pd
+				c.launch("mul_forward", elementwiseGrid(P), elementwiseBlock, pd, probs, drop, P)
+			}
+			for h := 0; h < H; h++ {
+				c.gemmBatched(true, false, Tk, K, Tq, 1, w.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, dout.Slice(h*K, dout.n), HK, Tq*HK,
+					1, dv.Slice(h*K, dv.n), HK, Tk*HK, B)
+			}
+		}
+		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop, B*H*Tq, Tk)
+		for h := 0; h < H; h++ {
+			if !dq.IsNil() {
+				c.gemmBatched(false, false, Tq, K, Tk, 1, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, k.Slice(h*K, k.n), HK, Tk*HK,
+					1, dq.Slice(h*K, dq.n), HK, Tq*HK, B)
+			}
+			if !dk.IsNil() {
+				c.gemmBatched(true, false, Tk, K, Tq, 1, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, q.Slice(h*K, q.n), HK, Tq*HK,
+					1, dk.Slice(h*K, dk.n), HK, Tk*HK, B)
+			}
+		}
+		if !dbias.IsNil() {
+			c.launch("accumulate_columns", elementwiseGrid(H*Tq*Tk), elementwiseBlock, dbias, ds, B, H*Tq*Tk)
+		}
+	})
+}
+
+// PositionBiasForward gathers T5's relative position bias (H, Tq·Tk) from
+// table (numBuckets, H) at buckets (an int32 buffer of Tq·Tk).
+func (c *CUDA) PositionBiasForward(out, table, buckets Buffer, H int) {
+	c.do(func() {
+		c.launch("position_bias_forward", elementwiseGrid(H*buckets.n), elementwiseBlock, out, table, buckets, H, buckets.n)
+	})
+}
+
+// PositionBiasBackward adds dout into dtable.
+func (c *CUDA) PositionBiasBackward(dtable, dout, buckets Buffer, numBuckets, H int) {
+	c.do(func() {
+		c.launch("position_bias_backward", elementwiseGrid(numBuckets*H), elementwiseBlock, dtable, dout, buckets, numBuckets, H, buckets.n)
+	})
+}
+
+// Unary forward ops: out = f(x), n = x.Len().
+func (c *CUDA) ReLUForward(out, x Buffer)    { c.elementwise("relu_forward", x.n, out, x) }
+func (c *CUDA) GeluNewForward(out, x Buffer) { c.elementwise("gelu_forward", x.n, out, x) }
+func (c *CUDA) SigmoidForward(out, x Buffer) { c.elementwise("sigmoid_forward", x.n, out, x) }
+func (c *CUDA) TanhForward(out, x Buffer)    { c.elementwise("tanh_forward", x.n, out, x) }
+
+// Unary backward ops add into dx; saved is x (ReLU, GELU) or the forward
+// output (sigmoid, tanh), as on the CPU.
+func (c *CUDA) ReLUBackward(dx, dout, x Buffer)    { c.elementwise("relu_backward", x.n, dx, dout, x) }
+func (c *CUDA) GeluNewBackward(dx, dout, x Buffer) { c.elementwise("gelu_backward", x.n, dx, dout, x) }
+func (c *CUDA) SigmoidBackward(dx, dout, y Buffer) {
+	c.elementwise("sigmoid_backward", y.n, dx, dout, y)
+}
+func (c *CUDA) TanhBackward(dx, dout, y Buffer) { c.elementwise("tanh_backward", y.n, dx, dout, y) }
+
+// Add: out = a + b, b repeated over a when shorter (a bias row).
+func (c *CUDA) Add(out, a, b Buffer) {
+	if b.n == 0 || a.n%b.n != 0 {
+		panic(fmt.Sprintf("nn: CUDA Add: %d elements plus %d", a.n, b.n))
+	}
+	c.do(func() { c.launch("add_forward", elementwiseGrid(a.n), elementwiseBlock, out, a, b, a.n, b.n) })
+}
+
+// Accumulate: dst += src.
+func (c *CUDA) Accumulate(dst, src Buffer) { c.elementwise("accumulate", src.n, dst, src) }
+
+// AccumulateRows: dst (cols) += the sum of src's rows (rows, cols).
+func (c *CUDA) AccumulateRows(dst, src Buffer, rows, cols int) {
+	c.do(func() { c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, src, rows, cols) })
+}
+
+// Mul: out = a ⊙ b; MulBackward adds dout⊙b into da and dout⊙a into db.
+func (c *CUDA) Mul(out, a, b Buffer) { c.elementwise("mul_forward", a.n, out, a, b) }
+func (c *CUDA) MulBackward(da, db, dout, a, b Buffer) {
+	c.elementwise("mul_backward", a.n, da, db, dout, a, b)
+}
+
+// Scale: out = s·x; ScaleBackward: dx += s·dout.
+func (c *CUDA) Scale(out, x Buffer, s float32) { c.elementwise("scale_forward", x.n, out, x, s) }
+func (c *CUDA) ScaleBackward(dx, dout Buffer, s float32) {
+	c.elementwise("scale_backward", dout.n, dx, dout, s)
+}
+
+// DropoutMask fills mask with inverted-dropout scales (0 with probability
+// p, else 1/(1−p)) from a counter-based generator keyed by (seed, stream):
+// the same keys give the same mask on any GPU and launch shape. The CPU
+// backend draws from another generator, so the two masks differ.
+func (c *CUDA) DropoutMask(mask Buffer, seed, stream uint64, p float32) {
+	c.do(func() {
+		c.launch("dropout_mask", elementwiseGrid(mask.n), elementwiseBlock, mask, seed, stream, p, mask.n)
+	})
+}
+
+// CrossEntropyForward computes softmax probs (N, V) and returns the mean
+// of −log p[target] over rows whose target is not ignore, summed in
+// float64 on the host, and the count of such rows. targets: int32 buffer.
+func (c *CUDA) CrossEntropyForward(probs, logits, targets Buffer, hostTargets []int32, N, V int, ignore int32) (float64, int, error) {
+	losses := make([]float64, N)
+	var err error
+	c.do(func() {
+		// The per-row losses are doubles: 2 float32 slots each.
+		lb := c.alloc(2 * N)
+		c.launch("cross_entropy_forward", N, rowBlock(V), probs, lb, logits, targets, N, V, int(ignore))
+		if N > 0 {
+			c.download(unsafe.Pointer(&losses[0]), lb.ptr, 8*N)
+		}
+		if lb.ptr != 0 {
+			c.mem.put(lb.ptr)
+		}
+		err = c.err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	var total float64
+	count := 0
+	for n, t := range hostTargets {
+		if t != ignore {
+			total += losses[n]
+			count++
+		}
+	}
+	if count == 0 {
+		return 0, 0, nil
+	}
+	return total / float64(count), count, nil
+}
+
+// CrossEntropyBackward adds (softmax − onehot)·dloss/count into dlogits.
+func (c *CUDA) CrossEntropyBackward(dlogits, probs, targets Buffer, N, V int, ignore int32, dloss float32, count int) {
+	if count == 0 {
+		return
+	}
+	c.do(func() {
+		c.launch("cross_entropy_backward", N, rowBlock(V), dlogits, probs, targets, N, V, int(ignore), dloss/float32(count))
+	})
+}
+
+// GRUGateForward and the cell ops below mirror kernels.go (PyTorch's gate order).
+func (c *CUDA) GRUGateForward(out, gates, gi, gh, h Buffer, N, R int) {
+	c.do(func() {
+		c.launch("gru_gate_forward", elementwiseGrid(N*R), elementwiseBlock, out, gates, gi, gh, h, N, R)
+	})
+}
+
+func (c *CUDA) GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h Buffer, N, R int) {
+	c.do(func() {
+		c.launch("gru_gate_backward", elementwiseGrid(N*R), elementwiseBlock, dgi, dgh, dh, dout, gates, gh, h, N, R)
+	})
+}
+
+func (c *CUDA) LSTMGateForward(hOut, cOut, acts, tc, g, cPrev Buffer, N, R int) {
+	c.do(func() {
+		c.launch("lstm_gate_forward", elementwiseGrid(N*R), elementwiseBlock, hOut, cOut, acts, tc, g, cPrev, N, R)
+	})
+}
+
+func (c *CUDA) LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cPrev Buffer, N, R int) {
+	c.do(func() {
+		c.launch("lstm_gate_backward", elementwiseGrid(N*R), elementwiseBlock, dg, dc, dhOut, dcOut, acts, tc, cPrev, N, R)
+	})
+}
+
+// AdamWStep applies one AdamW update to p from g with moments m, v, as
+// AdamW.Step does on the CPU; step counts from 1.
+func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v Buffer) {
+	bc1 := 1 - math.Pow(float64(o.Beta1), float64(step))
+	bc2 := 1 - math.Pow(float64(o.Beta2), float64(step))
+	stepSize := float32(float64(o.LR) / bc1)
+	invBC2 := float32(1 / math.Sqrt(bc2))
+	decay := 1 - o.LR*o.WeightDecay
+	c.do(func() {
+		c.launch("adamw_step", elementwiseGrid(p.n), elementwiseBlock, p, g, m, v, p.n, o.Beta1, o.Beta2, o.Eps, decay, stepSize, invBC2)
+	})
+}
+
+// SumSquares returns Σ x² in float64 (for gradient-norm clipping).
+func (c *CUDA) SumSquares(x Buffer) (float64, error) {
+	grid := min(elementwiseGrid(x.n), 1024)
+	sums := make([]float64, grid)
+	var err error
+	c.do(func() {
+		sb := c.alloc(2 * grid)
+		c.launch("sum_squares", grid, rowBlockMax, sb, x, x.n)
+		c.download(unsafe.Pointer(&sums[0]), sb.ptr, 8*grid)
+		if sb.ptr != 0 {
+			c.mem.put(sb.ptr)
+		}
+		err = c.err
+	})
+	var total float64
+	for _, v := range sums {
+		total += v
+	}
+	return total, err
+}

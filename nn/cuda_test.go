@@ -1,0 +1,619 @@
+//go:build cgo && linux
+
+package nn
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// The CPU emulator of the CUDA driver and cuBLAS (cuda/emu) lets every
+// test below run the real loading path, the real launches and the real
+// kernels' code on a machine without a GPU; TestCUDAOnGPU runs the same
+// checks on a GPU where one exists.
+
+var emulator struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// emulatorLib builds cuda/emu into a shared library once per test run.
+func emulatorLib(t *testing.T) string {
+	t.Helper()
+	emulator.once.Do(func() {
+		dir, err := os.MkdirTemp("", "nn-cuda-emu")
+		if err != nil {
+			emulator.err = err
+			return
+		}
+		emulator.path = filepath.Join(dir, "libcuda-emu.so")
+		cmd := exec.Command("g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-DRS_EMULATE", "-Icuda",
+			"cuda/emu/driver.cpp", "-o", emulator.path, "-lpthread")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			emulator.err = fmt.Errorf("building the CUDA emulator needs g++ (Debian: apt install g++): %v\n%s", err, out)
+		}
+	})
+	if emulator.err != nil {
+		t.Fatal(emulator.err)
+	}
+	return emulator.path
+}
+
+func openEmulated(t *testing.T) *CUDA {
+	t.Helper()
+	lib := emulatorLib(t)
+	// The first cuBLAS name does not exist: the loader must go on to the next.
+	c, err := OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{"/nonexistent/libcublas.so.13", lib}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+func TestCUDAMissingDriver(t *testing.T) {
+	_, err := OpenCUDA(CUDAOptions{Driver: "/nonexistent/libcuda.so.1"})
+	if err == nil || !strings.Contains(err.Error(), "no GPU") || !strings.Contains(err.Error(), "/nonexistent/libcuda.so.1") {
+		t.Fatalf("err = %v, want a no-GPU error naming the library", err)
+	}
+	lib := emulatorLib(t)
+	_, err = OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{"/nonexistent/libcublas.so.12"}})
+	if err == nil || !strings.Contains(err.Error(), "no cuBLAS library opens") {
+		t.Fatalf("err = %v, want the cuBLAS libraries named", err)
+	}
+}
+
+func TestCUDANoDevice(t *testing.T) {
+	t.Setenv("RS_EMU_DEVICES", "0")
+	lib := emulatorLib(t)
+	_, err := OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{lib}})
+	if err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_NO_DEVICE") {
+		t.Fatalf("err = %v, want CUDA_ERROR_NO_DEVICE", err)
+	}
+}
+
+func TestSelectBackend(t *testing.T) {
+	_, gpuErr := OpenGPU(CUDAOptions{})
+	be, note, closeFn, err := SelectBackend("auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	if gpuErr == nil {
+		if be.Name() != "cuda" || !strings.HasPrefix(note, "cuda: ") {
+			t.Errorf("auto with a GPU: %s, %q", be.Name(), note)
+		}
+	} else {
+		if be.Name() == "cuda" || !strings.Contains(note, "no GPU") {
+			t.Errorf("auto without a GPU: %s, %q", be.Name(), note)
+		}
+		if _, _, _, err := SelectBackend("cuda"); err == nil || !strings.Contains(err.Error(), "device cuda") {
+			t.Errorf("cuda without a GPU: err = %v", err)
+		}
+	}
+	if _, _, _, err := SelectBackend("tpu"); err == nil || !strings.Contains(err.Error(), "auto, cpu or cuda") {
+		t.Errorf("tpu: err = %v", err)
+	}
+}
+
+func TestCUDAEmulatedOps(t *testing.T) {
+	c := openEmulated(t)
+	if got := c.Info().Name; got != "CPU emulator" {
+		t.Fatalf("device %q", got)
+	}
+	checkCUDAOps(t, c)
+}
+
+func TestCUDAEmulatedSgemm(t *testing.T) { checkCUDASgemm(t, openEmulated(t)) }
+
+// TestCUDAOnGPU runs the same checks on a real GPU. Build the test binary
+// here (go test -c ./nn) and run it there: GPU machines may have no Go.
+func TestCUDAOnGPU(t *testing.T) {
+	c, err := OpenCUDA(CUDAOptions{})
+	if err != nil {
+		t.Skipf("no GPU here (%v); TestCUDAEmulated* cover the same code on the CPU", err)
+	}
+	defer c.Close()
+	t.Logf("GPU: %s", c.Info())
+	checkCUDAOps(t, c)
+	checkCUDASgemm(t, c)
+}
+
+// TestPTXUpToDate fails when a kernel source changed after the PTX was
+// generated (go generate ./nn, with nvcc).
+func TestPTXUpToDate(t *testing.T) {
+	sums, err := os.ReadFile("cuda/sources.sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		want, name, ok := strings.Cut(line, "  ")
+		if !ok {
+			t.Fatalf("cuda/sources.sha256: bad line %q", line)
+		}
+		src, err := os.ReadFile(filepath.Join("cuda", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(src)
+		if hex.EncodeToString(h[:]) != want {
+			t.Errorf("cuda/%s changed since its PTX was generated: run go generate ./nn", name)
+		}
+		listed[name] = true
+	}
+	files, _ := filepath.Glob("cuda/*.cu*")
+	for _, f := range files {
+		if !listed[filepath.Base(f)] {
+			t.Errorf("%s is not in cuda/sources.sha256: run go generate ./nn", f)
+		}
+	}
+}
+
+// gpuCheck holds one comparison run: inputs go up, outputs come down and
+// are compared with the CPU kernels' results.
+type gpuCheck struct {
+	t   *testing.T
+	c   *CUDA
+	rng *rand.Rand
+}
+
+func (h *gpuCheck) rand(n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(h.rng.NormFloat64())
+	}
+	return x
+}
+
+func (h *gpuCheck) up(x []float32) Buffer { return h.c.Upload(x) }
+
+// out allocates an output buffer: NaN-filled, so an unwritten element fails.
+func (h *gpuCheck) out(n int) Buffer { return h.c.Alloc(n) }
+
+// expect compares b with want within tol·(1 + max|want|).
+func (h *gpuCheck) expect(name string, b Buffer, want []float32, tol float64) {
+	h.t.Helper()
+	got := make([]float32, len(want))
+	if err := h.c.Download(got, b); err != nil {
+		h.t.Fatalf("%s: %v", name, err)
+	}
+	scale := 0.0
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(float64(w)))
+	}
+	worst, at := 0.0, -1
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(float64(got[i])) != math.IsNaN(float64(want[i])) || d > worst {
+			worst, at = d, i
+			if math.IsNaN(float64(got[i])) {
+				worst = math.Inf(1)
+			}
+		}
+	}
+	if worst > tol*(1+scale) {
+		h.t.Errorf("%s: element %d: got %v, want %v (|diff| %.3g > %.3g)", name, at, got[at], want[at], worst, tol*(1+scale))
+	}
+}
+
+func clone(x []float32) []float32 { return append([]float32(nil), x...) }
+
+const (
+	tolPointwise = 2e-6
+	tolReduction = 2e-5
+	tolProduct   = 1e-4
+)
+
+func checkCUDAOps(t *testing.T, c *CUDA) {
+	h := &gpuCheck{t: t, c: c, rng: rand.New(rand.NewPCG(9, 9))}
+	cpu := DefaultBackend()
+
+	t.Run("matmul", func(t *testing.T) {
+		h.t = t
+		N, C, OC := 7, 13, 9
+		inp, w, bias := h.rand(N*C), h.rand(OC*C), h.rand(OC)
+		want := make([]float32, N*OC)
+		MatmulForward(cpu, want, inp, w, bias, N, C, OC)
+		out := h.out(N * OC)
+		c.MatmulForward(out, h.up(inp), h.up(w), h.up(bias), N, C, OC)
+		h.expect("MatmulForward", out, want, tolProduct)
+		dout := h.rand(N * OC)
+		dinp, dw, db := h.rand(N*C), h.rand(OC*C), h.rand(OC)
+		gdinp, gdw, gdb := h.up(dinp), h.up(dw), h.up(db)
+		MatmulBackward(cpu, dinp, dw, db, dout, inp, w, N, C, OC)
+		c.MatmulBackward(gdinp, gdw, gdb, h.up(dout), h.up(inp), h.up(w), N, C, OC)
+		h.expect("MatmulBackward dinp", gdinp, dinp, tolProduct)
+		h.expect("MatmulBackward dw", gdw, dw, tolProduct)
+		h.expect("MatmulBackward dbias", gdb, db, tolReduction)
+	})
+
+	t.Run("embedding", func(t *testing.T) {
+		h.t = t
+		V, D := 11, 37
+		table := h.rand(V * D)
+		ids := []int32{3, 0, 10, 3, 7, 3}
+		want := make([]float32, len(ids)*D)
+		EmbeddingForward(want, table, ids, D)
+		gids := c.UploadInt32(ids)
+		out := h.out(len(ids) * D)
+		c.EmbeddingForward(out, h.up(table), gids, D)
+		h.expect("EmbeddingForward", out, want, 0)
+		dtable, dout := h.rand(V*D), h.rand(len(ids)*D)
+		gdt := h.up(dtable)
+		EmbeddingBackward(dtable, dout, ids, D)
+		c.EmbeddingBackward(gdt, h.up(dout), gids, D)
+		h.expect("EmbeddingBackward", gdt, dtable, tolPointwise)
+	})
+
+	t.Run("rmsnorm", func(t *testing.T) {
+		h.t = t
+		for _, D := range []int{37, 300} { // shorter and longer than a block
+			N := 5
+			x, w := h.rand(N*D), h.rand(D)
+			want, rstd := make([]float32, N*D), make([]float32, N)
+			RMSNormForward(want, rstd, x, w, N, D, 1e-6)
+			out, grstd := h.out(N*D), h.out(N)
+			gx, gw := h.up(x), h.up(w)
+			c.RMSNormForward(out, grstd, gx, gw, N, D, 1e-6)
+			h.expect("RMSNormForward", out, want, tolReduction)
+			h.expect("RMSNormForward rstd", grstd, rstd, tolReduction)
+			dout, dx, dw := h.rand(N*D), h.rand(N*D), h.rand(D)
+			gdx, gdw := h.up(dx), h.up(dw)
+			RMSNormBackward(dx, dw, dout, x, w, rstd, N, D)
+			c.RMSNormBackward(gdx, gdw, h.up(dout), gx, gw, grstd, N, D)
+			h.expect("RMSNormBackward dx", gdx, dx, tolReduction)
+			h.expect("RMSNormBackward dw", gdw, dw, tolReduction)
+		}
+	})
+
+	t.Run("attention", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			causal  bool
+			mask    bool
+			bias    bool
+			dropout bool
+			qOffset int
+		}{
+			{"encoder", false, true, true, false, 0},
+			{"decoder", true, false, true, true, 0},
+			{"cross", false, true, false, true, 0},
+			{"cached", true, false, true, false, 4},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h.t = t
+				s := AttentionShape{B: 2, Tq: 3, Tk: 5, H: 2, K: 4}
+				if tc.qOffset > 0 {
+					s.Tq = 1
+				}
+				HK, P := s.H*s.K, s.B*s.H*s.Tq*s.Tk
+				q, k, v := h.rand(s.B*s.Tq*HK), h.rand(s.B*s.Tk*HK), h.rand(s.B*s.Tk*HK)
+				var bias, drop []float32
+				var mask []bool
+				if tc.bias {
+					bias = h.rand(s.H * s.Tq * s.Tk)
+				}
+				if tc.mask {
+					mask = []bool{true, true, true, false, false, true, true, true, true, true}
+				}
+				if tc.dropout {
+					drop = make([]float32, P)
+					for i := range drop {
+						if h.rng.Float32() >= 0.25 {
+							drop[i] = 1 / 0.75
+						}
+					}
+				}
+				want, probs := make([]float32, s.B*s.Tq*HK), make([]float32, P)
+				AttentionForward(cpu, want, probs, drop, make([]float32, s.Tq*s.Tk), q, k, v, bias, mask, tc.causal, tc.qOffset, s.B, s.Tq, s.Tk, s.H, s.K)
+				gq, gk, gv := h.up(q), h.up(k), h.up(v)
+				var gbias, gdrop, gscratch Buffer
+				if bias != nil {
+					gbias = h.up(bias)
+				}
+				if drop != nil {
+					gdrop, gscratch = h.up(drop), h.out(P)
+				}
+				out, gprobs := h.out(len(want)), h.out(P)
+				c.AttentionForward(out, gprobs, gdrop, gscratch, gq, gk, gv, gbias, c.UploadMask(mask), tc.causal, tc.qOffset, s)
+				h.expect("AttentionForward probs", gprobs, probs, tolReduction)
+				h.expect("AttentionForward out", out, want, tolProduct)
+
+				dout := h.rand(len(want))
+				dq, dk, dv := h.rand(len(q)), h.rand(len(k)), h.rand(len(v))
+				var dbias []float32
+				var gdbias Buffer
+				if bias != nil {
+					dbias = h.rand(len(bias))
+					gdbias = h.up(dbias)
+				}
+				gdq, gdk, gdv := h.up(dq), h.up(dk), h.up(dv)
+				AttentionBackward(cpu, dq, dk, dv, dbias, make([]float32, 2*s.Tq*s.Tk), dout, probs, drop, q, k, v, s.B, s.Tq, s.Tk, s.H, s.K)
+				c.AttentionBackward(gdq, gdk, gdv, gdbias, h.out(2*P), h.up(dout), gprobs, gdrop, gq, gk, gv, s)
+				h.expect("AttentionBackward dq", gdq, dq, tolProduct)
+				h.expect("AttentionBackward dk", gdk, dk, tolProduct)
+				h.expect("AttentionBackward dv", gdv, dv, tolProduct)
+				if bias != nil {
+					h.expect("AttentionBackward dbias", gdbias, dbias, tolProduct)
+				}
+			})
+		}
+	})
+
+	t.Run("position bias", func(t *testing.T) {
+		h.t = t
+		NB, H, Tq, Tk := 8, 3, 4, 6
+		table := h.rand(NB * H)
+		buckets := make([]int32, Tq*Tk)
+		for i := 0; i < Tq; i++ {
+			for j := 0; j < Tk; j++ {
+				buckets[i*Tk+j] = int32(RelativeBucket(j-i, true, NB, 16))
+			}
+		}
+		want := make([]float32, H*Tq*Tk)
+		PositionBiasForward(want, table, buckets, H, Tq, Tk)
+		gb := c.UploadInt32(buckets)
+		out := h.out(len(want))
+		c.PositionBiasForward(out, h.up(table), gb, H)
+		h.expect("PositionBiasForward", out, want, 0)
+		dtable, dout := h.rand(NB*H), h.rand(H*Tq*Tk)
+		gdt := h.up(dtable)
+		PositionBiasBackward(dtable, dout, buckets, H, Tq, Tk)
+		c.PositionBiasBackward(gdt, h.up(dout), gb, NB, H)
+		h.expect("PositionBiasBackward", gdt, dtable, tolReduction)
+	})
+
+	t.Run("pointwise", func(t *testing.T) {
+		h.t = t
+		n := 1000
+		x := h.rand(n)
+		for _, op := range []struct {
+			name   string
+			cf     func(out, x []float32)
+			cb     func(dx, dout, saved []float32)
+			gf     func(out, x Buffer)
+			gb     func(dx, dout, saved Buffer)
+			useOut bool
+		}{
+			{"relu", ReLUForward, ReLUBackward, c.ReLUForward, c.ReLUBackward, false},
+			{"gelu", GeluNewForward, GeluNewBackward, c.GeluNewForward, c.GeluNewBackward, false},
+			{"sigmoid", SigmoidForward, SigmoidBackward, c.SigmoidForward, c.SigmoidBackward, true},
+			{"tanh", TanhForward, TanhBackward, c.TanhForward, c.TanhBackward, true},
+		} {
+			want := make([]float32, n)
+			op.cf(want, x)
+			gx, out := h.up(x), h.out(n)
+			op.gf(out, gx)
+			h.expect(op.name+" forward", out, want, tolPointwise)
+			dout, dx := h.rand(n), h.rand(n)
+			gdx := h.up(dx)
+			saved, gsaved := x, gx
+			if op.useOut {
+				saved, gsaved = want, out
+			}
+			op.cb(dx, dout, saved)
+			op.gb(gdx, h.up(dout), gsaved)
+			h.expect(op.name+" backward", gdx, dx, tolPointwise)
+		}
+
+		a, b, row := h.rand(n), h.rand(n), h.rand(40)
+		want := make([]float32, n)
+		for i := range want {
+			want[i] = a[i] + row[i%40]
+		}
+		out := h.out(n)
+		c.Add(out, h.up(a), h.up(row))
+		h.expect("Add broadcast", out, want, tolPointwise)
+		for i := range want {
+			want[i] = a[i] * b[i]
+		}
+		ga, gb := h.up(a), h.up(b)
+		c.Mul(out, ga, gb)
+		h.expect("Mul", out, want, tolPointwise)
+		dout, da, db := h.rand(n), h.rand(n), h.rand(n)
+		gda, gdb := h.up(da), h.up(db)
+		c.MulBackward(gda, gdb, h.up(dout), ga, gb)
+		for i := range da {
+			da[i] += dout[i] * b[i]
+			db[i] += dout[i] * a[i]
+		}
+		h.expect("MulBackward da", gda, da, tolPointwise)
+		h.expect("MulBackward db", gdb, db, tolPointwise)
+		c.Scale(out, ga, 0.5)
+		for i := range want {
+			want[i] = 0.5 * a[i]
+		}
+		h.expect("Scale", out, want, tolPointwise)
+		sums := h.rand(40)
+		gs := h.up(sums)
+		c.AccumulateRows(gs, ga, n/40, 40)
+		for i, v := range a {
+			sums[i%40] += v
+		}
+		h.expect("AccumulateRows", gs, sums, tolReduction)
+	})
+
+	t.Run("dropout", func(t *testing.T) {
+		h.t = t
+		n, p := 8000, float32(0.1)
+		m1, m2, m3 := h.out(n), h.out(n), h.out(n)
+		c.DropoutMask(m1, 42, 1, p)
+		c.DropoutMask(m2, 42, 1, p)
+		c.DropoutMask(m3, 42, 2, p)
+		a, b, d := make([]float32, n), make([]float32, n), make([]float32, n)
+		for _, x := range []struct {
+			dst []float32
+			buf Buffer
+		}{{a, m1}, {b, m2}, {d, m3}} {
+			if err := c.Download(x.dst, x.buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		zeros, same := 0, 0
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("same keys, different masks at %d", i)
+			}
+			if a[i] == 0 {
+				zeros++
+			} else if a[i] != 1/(1-p) {
+				t.Fatalf("mask value %v", a[i])
+			}
+			if a[i] == d[i] {
+				same++
+			}
+		}
+		// Binomial(8000, 0.1): sd 26.8; 5 sd either side.
+		if zeros < 666 || zeros > 934 {
+			t.Errorf("%d of %d dropped, want about %d", zeros, n, int(float32(n)*p))
+		}
+		if same > n*9/10 {
+			t.Errorf("another stream agrees on %d of %d", same, n)
+		}
+	})
+
+	t.Run("cross entropy", func(t *testing.T) {
+		h.t = t
+		N, V := 6, 300
+		logits := h.rand(N * V)
+		targets := []int32{4, -100, 299, 0, 17, 4}
+		probs := make([]float32, N*V)
+		loss, count := CrossEntropyForward(probs, logits, targets, N, V, -100)
+		gt := c.UploadInt32(targets)
+		gp := h.out(N * V)
+		gloss, gcount, err := c.CrossEntropyForward(gp, h.up(logits), gt, targets, N, V, -100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gcount != count || math.Abs(gloss-loss) > 1e-6*math.Abs(loss) {
+			t.Errorf("loss %v over %d, want %v over %d", gloss, gcount, loss, count)
+		}
+		h.expect("CrossEntropyForward probs", gp, probs, tolReduction)
+		dl := h.rand(N * V)
+		gdl := h.up(dl)
+		CrossEntropyBackward(dl, probs, targets, N, V, -100, 0.7, count)
+		c.CrossEntropyBackward(gdl, gp, gt, N, V, -100, 0.7, count)
+		h.expect("CrossEntropyBackward", gdl, dl, tolReduction)
+	})
+
+	t.Run("gru", func(t *testing.T) {
+		h.t = t
+		N, R := 3, 7
+		gi, gh, hp := h.rand(N*3*R), h.rand(N*3*R), h.rand(N*R)
+		want, gates := make([]float32, N*R), make([]float32, N*3*R)
+		GRUGateForward(want, gates, gi, gh, hp, N, R)
+		out, ggates := h.out(N*R), h.out(N*3*R)
+		ggh, ghp := h.up(gh), h.up(hp)
+		c.GRUGateForward(out, ggates, h.up(gi), ggh, ghp, N, R)
+		h.expect("GRUGateForward", out, want, tolPointwise)
+		h.expect("GRUGateForward gates", ggates, gates, tolPointwise)
+		dout, dgi, dgh, dh := h.rand(N*R), h.rand(N*3*R), h.rand(N*3*R), h.rand(N*R)
+		gdgi, gdgh, gdh := h.up(dgi), h.up(dgh), h.up(dh)
+		GRUGateBackward(dgi, dgh, dh, dout, gates, gh, hp, N, R)
+		c.GRUGateBackward(gdgi, gdgh, gdh, h.up(dout), ggates, ggh, ghp, N, R)
+		h.expect("GRUGateBackward dgi", gdgi, dgi, tolPointwise)
+		h.expect("GRUGateBackward dgh", gdgh, dgh, tolPointwise)
+		h.expect("GRUGateBackward dh", gdh, dh, tolPointwise)
+	})
+
+	t.Run("lstm", func(t *testing.T) {
+		h.t = t
+		N, R := 3, 7
+		g, cp := h.rand(N*4*R), h.rand(N*R)
+		hOut, cOut, acts, tc := make([]float32, N*R), make([]float32, N*R), make([]float32, N*4*R), make([]float32, N*R)
+		LSTMGateForward(hOut, cOut, acts, tc, g, cp, N, R)
+		gh, gc, gacts, gtc := h.out(N*R), h.out(N*R), h.out(N*4*R), h.out(N*R)
+		gcp := h.up(cp)
+		c.LSTMGateForward(gh, gc, gacts, gtc, h.up(g), gcp, N, R)
+		h.expect("LSTMGateForward h", gh, hOut, tolPointwise)
+		h.expect("LSTMGateForward c", gc, cOut, tolPointwise)
+		dhOut, dcOut, dg, dc := h.rand(N*R), h.rand(N*R), h.rand(N*4*R), h.rand(N*R)
+		gdg, gdc := h.up(dg), h.up(dc)
+		LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cp, N, R)
+		c.LSTMGateBackward(gdg, gdc, h.up(dhOut), h.up(dcOut), gacts, gtc, gcp, N, R)
+		h.expect("LSTMGateBackward dg", gdg, dg, tolPointwise)
+		h.expect("LSTMGateBackward dc", gdc, dc, tolPointwise)
+	})
+
+	t.Run("adamw", func(t *testing.T) {
+		h.t = t
+		n := 500
+		p, g := h.rand(n), h.rand(n)
+		gp, gg, gm, gv := h.up(p), h.up(g), h.up(make([]float32, n)), h.up(make([]float32, n))
+		o := NewAdamW(1e-3)
+		ts := []*Tensor{{Shape: []int{n}, Data: p, Grad: g}}
+		for step := 1; step <= 3; step++ {
+			o.Step(ts)
+			c.AdamWStep(o, step, gp, gg, gm, gv)
+		}
+		h.expect("AdamWStep", gp, p, tolPointwise)
+		ss, err := c.SumSquares(gg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want float64
+		for _, v := range g {
+			want += float64(v) * float64(v)
+		}
+		if math.Abs(ss-want) > 1e-9*want {
+			t.Errorf("SumSquares = %v, want %v", ss, want)
+		}
+	})
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkCUDASgemm holds the Backend product over host slices to gonum's,
+// for every transpose pair, padded leading dimensions and beta ≠ 0.
+func checkCUDASgemm(t *testing.T, c *CUDA) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	randv := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		return x
+	}
+	for _, ta := range []bool{false, true} {
+		for _, tb := range []bool{false, true} {
+			for _, k := range []int{0, 5} {
+				m, n, pad := 4, 6, 3
+				ar, ac := m, k
+				if ta {
+					ar, ac = k, m
+				}
+				br, bc := k, n
+				if tb {
+					br, bc = n, k
+				}
+				lda, ldb, ldc := ac+pad, bc+pad, n+pad
+				a, b := randv(max(ar*lda, 1)), randv(max(br*ldb, 1))
+				want := randv(m * ldc)
+				got := clone(want)
+				Gonum{}.Sgemm(ta, tb, m, n, k, 1.5, a, lda, b, ldb, 0.5, want, ldc)
+				c.Sgemm(ta, tb, m, n, k, 1.5, a, lda, b, ldb, 0.5, got, ldc)
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("Sgemm(transA %v, transB %v, k %d)[%d] = %v, want %v", ta, tb, k, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package nn
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// GPU is a Backend on an NVIDIA GPU, with what a trial reports about it.
+type GPU interface {
+	Backend
+	Info() GPUInfo
+	// PeakBytes is the most device memory the backend has held.
+	PeakBytes() int64
+	Close() error
+}
+
+// GPUInfo describes an opened GPU.
+type GPUInfo struct {
+	Name         string
+	Memory       int64 // bytes
+	Capability   [2]int
+	Driver       int    // CUDA driver API version, e.g. 13000
+	BLAS         string // the cuBLAS library that opened
+	BLASVersion  int
+	VisibleIDs   string // $CUDA_VISIBLE_DEVICES, as the orchestrator set it
+	KernelModule string // "embedded PTX, compute_70"
+}
+
+func (i GPUInfo) String() string {
+	return fmt.Sprintf("%s (compute %d.%d, %.1f GiB, driver %d, %s %d)", i.Name, i.Capability[0], i.Capability[1],
+		float64(i.Memory)/(1<<30), i.Driver, i.BLAS, i.BLASVersion)
+}
+
+// CUDAOptions says which libraries OpenCUDA loads; the zero value loads
+// the system's driver and the newest cuBLAS found on the loader's path
+// (LD_LIBRARY_PATH included, where pip's nvidia-cublas wheels put it).
+type CUDAOptions struct {
+	Driver string   // default "libcuda.so.1"
+	BLAS   []string // tried in order; default libcublas.so.13, .12, .11
+	Device int      // ordinal among the visible devices
+}
+
+func (o CUDAOptions) withDefaults() CUDAOptions {
+	if o.Driver == "" {
+		o.Driver = "libcuda.so.1"
+	}
+	if len(o.BLAS) == 0 {
+		o.BLAS = []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
+	}
+	return o
+}
+
+// SelectBackend returns the backend for a device setting: "cpu", "cuda"
+// (an error when no GPU can be opened, saying why) or "auto" (the GPU when
+// one opens, else the CPU; note says which and why). close releases the GPU.
+func SelectBackend(device string) (be Backend, note string, close func() error, err error) {
+	cpu := func() error { return nil }
+	switch device {
+	case "cpu", "":
+		return DefaultBackend(), "cpu (" + DefaultBackend().Name() + ")", cpu, nil
+	case "cuda", "auto":
+		g, err := OpenGPU(CUDAOptions{})
+		if err == nil {
+			return g, "cuda: " + g.Info().String(), g.Close, nil
+		}
+		if device == "cuda" {
+			return nil, "", nil, fmt.Errorf("device cuda: %w", err)
+		}
+		return DefaultBackend(), "cpu (" + DefaultBackend().Name() + "; no GPU: " + firstLine(err.Error()) + ")", cpu, nil
+	}
+	return nil, "", nil, fmt.Errorf("device %q: want auto, cpu or cuda", device)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func visibleDevices() string { return os.Getenv("CUDA_VISIBLE_DEVICES") }
