@@ -200,11 +200,13 @@ func (c *CUDA) setup(o CUDAOptions) error {
 		return err
 	}
 	var name [256]C.char
+	var bus [64]C.char
 	var total C.size_t
 	var major, minor, version C.int
 	for _, e := range []error{
 		c.check("cuDeviceGetName", C.rs_cuDeviceGetName(c.lib, &name[0], C.int(len(name)), c.dev)),
 		c.check("cuDeviceTotalMem", C.rs_cuDeviceTotalMem_v2(c.lib, &total, c.dev)),
+		c.check("cuDeviceGetPCIBusId", C.rs_cuDeviceGetPCIBusId(c.lib, &bus[0], C.int(len(bus)), c.dev)),
 		c.check("cuDeviceGetAttribute", C.rs_cuDeviceGetAttribute(c.lib, &major, cuDevAttrCapabilityMajor, c.dev)),
 		c.check("cuDeviceGetAttribute", C.rs_cuDeviceGetAttribute(c.lib, &minor, cuDevAttrCapabilityMinor, c.dev)),
 		c.check("cuDriverGetVersion", C.rs_cuDriverGetVersion(c.lib, &version)),
@@ -245,7 +247,7 @@ func (c *CUDA) setup(o CUDAOptions) error {
 	c.info = GPUInfo{
 		Name: C.GoString(&name[0]), Memory: int64(total), Capability: [2]int{int(major), int(minor)},
 		Driver: int(version), BLAS: C.GoString(&c.lib.blas_path[0]), BLASVersion: int(blasVersion),
-		VisibleIDs: visibleDevices(), KernelModule: "embedded PTX, compute_70",
+		PCIBusID: C.GoString(&bus[0]), VisibleIDs: visibleDevices(), KernelModule: "embedded PTX, compute_70",
 	}
 	c.mem.cuda = c
 	return nil

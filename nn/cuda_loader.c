@@ -39,6 +39,7 @@ rs_cuda* rs_cuda_open(const char* driver, const char* const* blas, int nblas, ch
 	RS_SYM(c->driver, driver, cuDeviceGetName);
 	RS_SYM(c->driver, driver, cuDeviceTotalMem_v2);
 	RS_SYM(c->driver, driver, cuDeviceGetAttribute);
+	RS_SYM(c->driver, driver, cuDeviceGetPCIBusId);
 	RS_SYM(c->driver, driver, cuDevicePrimaryCtxRetain);
 	RS_SYM(c->driver, driver, cuDevicePrimaryCtxRelease_v2);
 	RS_SYM(c->driver, driver, cuCtxSetCurrent);

@@ -27,6 +27,7 @@ typedef struct rs_cuda {
 	CUresult (*cuDeviceGetName)(char*, int, CUdevice);
 	CUresult (*cuDeviceTotalMem_v2)(size_t*, CUdevice);
 	CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+	CUresult (*cuDeviceGetPCIBusId)(char*, int, CUdevice);
 	CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
 	CUresult (*cuDevicePrimaryCtxRelease_v2)(CUdevice);
 	CUresult (*cuCtxSetCurrent)(CUcontext);
@@ -76,6 +77,7 @@ static inline CUresult rs_cuDeviceGetCount(rs_cuda* c, int* a0) { return c->cuDe
 static inline CUresult rs_cuDeviceGet(rs_cuda* c, CUdevice* a0, int a1) { return c->cuDeviceGet(a0, a1); }
 static inline CUresult rs_cuDeviceGetName(rs_cuda* c, char* a0, int a1, CUdevice a2) { return c->cuDeviceGetName(a0, a1, a2); }
 static inline CUresult rs_cuDeviceTotalMem_v2(rs_cuda* c, size_t* a0, CUdevice a1) { return c->cuDeviceTotalMem_v2(a0, a1); }
+static inline CUresult rs_cuDeviceGetPCIBusId(rs_cuda* c, char* a0, int a1, CUdevice a2) { return c->cuDeviceGetPCIBusId(a0, a1, a2); }
 static inline CUresult rs_cuDeviceGetAttribute(rs_cuda* c, int* a0, int a1, CUdevice a2) { return c->cuDeviceGetAttribute(a0, a1, a2); }
 static inline CUresult rs_cuDevicePrimaryCtxRetain(rs_cuda* c, CUcontext* a0, CUdevice a1) { return c->cuDevicePrimaryCtxRetain(a0, a1); }
 static inline CUresult rs_cuDevicePrimaryCtxRelease_v2(rs_cuda* c, CUdevice a0) { return c->cuDevicePrimaryCtxRelease_v2(a0); }

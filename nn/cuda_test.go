@@ -5,15 +5,14 @@ package nn
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/readsweep/readsweep/nn/cudatest"
 )
 
 // The CPU emulator of the CUDA driver and cuBLAS (cuda/emu) lets every
@@ -21,37 +20,9 @@ import (
 // kernels' code on a machine without a GPU; TestCUDAOnGPU runs the same
 // checks on a GPU where one exists.
 
-var emulator struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// emulatorLib builds cuda/emu into a shared library once per test run.
-func emulatorLib(t *testing.T) string {
-	t.Helper()
-	emulator.once.Do(func() {
-		dir, err := os.MkdirTemp("", "nn-cuda-emu")
-		if err != nil {
-			emulator.err = err
-			return
-		}
-		emulator.path = filepath.Join(dir, "libcuda-emu.so")
-		cmd := exec.Command("g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-DRS_EMULATE", "-Icuda",
-			"cuda/emu/driver.cpp", "-o", emulator.path, "-lpthread")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			emulator.err = fmt.Errorf("building the CUDA emulator needs g++ (Debian: apt install g++): %v\n%s", err, out)
-		}
-	})
-	if emulator.err != nil {
-		t.Fatal(emulator.err)
-	}
-	return emulator.path
-}
-
 func openEmulated(t *testing.T) *CUDA {
 	t.Helper()
-	lib := emulatorLib(t)
+	lib := cudatest.Emulator(t)
 	// The first cuBLAS name does not exist: the loader must go on to the next.
 	c, err := OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{"/nonexistent/libcublas.so.13", lib}})
 	if err != nil {
@@ -70,7 +41,7 @@ func TestCUDAMissingDriver(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no GPU") || !strings.Contains(err.Error(), "/nonexistent/libcuda.so.1") {
 		t.Fatalf("err = %v, want a no-GPU error naming the library", err)
 	}
-	lib := emulatorLib(t)
+	lib := cudatest.Emulator(t)
 	_, err = OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{"/nonexistent/libcublas.so.12"}})
 	if err == nil || !strings.Contains(err.Error(), "no cuBLAS library opens") {
 		t.Fatalf("err = %v, want the cuBLAS libraries named", err)
@@ -79,7 +50,7 @@ func TestCUDAMissingDriver(t *testing.T) {
 
 func TestCUDANoDevice(t *testing.T) {
 	t.Setenv("RS_EMU_DEVICES", "0")
-	lib := emulatorLib(t)
+	lib := cudatest.Emulator(t)
 	_, err := OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{lib}})
 	if err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_NO_DEVICE") {
 		t.Fatalf("err = %v, want CUDA_ERROR_NO_DEVICE", err)

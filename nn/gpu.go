@@ -23,6 +23,7 @@ type GPUInfo struct {
 	Driver       int    // CUDA driver API version, e.g. 13000
 	BLAS         string // the cuBLAS library that opened
 	BLASVersion  int
+	PCIBusID     string // how NVML finds the same device
 	VisibleIDs   string // $CUDA_VISIBLE_DEVICES, as the orchestrator set it
 	KernelModule string // "embedded PTX, compute_70"
 }

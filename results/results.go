@@ -63,7 +63,11 @@ type Row struct {
 	EnergyKWh       float64
 	PowerKW         float64
 	EnergySource    string
-	PeakMemoryGB    float64 // peak RSS of a training run, averaged over tasks
+	// EnergyPaperKWh is the paper's GPU estimate (sampled utilisation ×
+	// p₀, Appendix D) summed like EnergyKWh; NaN where no run had a GPU.
+	EnergyPaperKWh float64
+	PeakMemoryGB   float64 // peak device memory on a GPU, else peak RSS, of a training run, averaged over tasks
+	MemorySource   string  // "GPU" or "RSS"
 	InferenceS      float64 // greedy decoding latency at batch 1, averaged over tasks
 	Runs            int
 }
@@ -82,7 +86,7 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 		return nil, nil, err
 	}
 	type acc struct {
-		test, energy, seconds, mem, lat []float64
+		test, energy, paper, seconds, mem, lat []float64
 	}
 	rows := map[string]*Row{}
 	per := map[string]map[string]*acc{} // method → dataset → runs
@@ -100,7 +104,7 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 		if r == nil {
 			nan := math.NaN()
 			r = &Row{Method: info.Method, Arch: info.Arch, Scores: map[string]Stat{}, TrainablePct: nan,
-				EnergyKWh: nan, PowerKW: nan, PeakMemoryGB: nan, InferenceS: nan}
+				EnergyKWh: nan, EnergyPaperKWh: nan, PowerKW: nan, PeakMemoryGB: nan, InferenceS: nan}
 			rows[info.Method] = r
 			per[info.Method] = map[string]*acc{}
 		}
@@ -126,8 +130,15 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 			if v, ok := num(t.UserAttrs, "seconds"); ok {
 				a.seconds = append(a.seconds, v)
 			}
-			if v, ok := num(t.UserAttrs, "peak_rss_bytes"); ok {
+			if v, ok := num(t.UserAttrs, "gpu_peak_bytes"); ok {
 				a.mem = append(a.mem, v)
+				r.MemorySource = "GPU"
+			} else if v, ok := num(t.UserAttrs, "peak_rss_bytes"); ok {
+				a.mem = append(a.mem, v)
+				r.MemorySource = "RSS"
+			}
+			if v, ok := num(t.UserAttrs, "energy_paper_estimate_joules"); ok {
+				a.paper = append(a.paper, v)
 			}
 			if v, ok := num(t.UserAttrs, "latency_ms_batch1"); ok {
 				a.lat = append(a.lat, v)
@@ -145,7 +156,8 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 	}
 	var out []Row
 	for m, r := range rows {
-		var joules, seconds float64
+		var joules, seconds, paper float64
+		anyPaper := false
 		var mems, lats, means []float64
 		for d, a := range per[m] {
 			if len(a.test) == 0 {
@@ -154,6 +166,10 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 			r.Scores[d] = stat(a.test)
 			means = append(means, r.Scores[d].Mean)
 			joules += stat(a.energy).Mean
+			if len(a.paper) > 0 {
+				paper += stat(a.paper).Mean
+				anyPaper = true
+			}
 			seconds += stat(a.seconds).Mean
 			if len(a.mem) > 0 {
 				mems = append(mems, stat(a.mem).Mean/1e9)
@@ -168,6 +184,9 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 			if seconds > 0 && !math.IsNaN(seconds) {
 				r.PowerKW = joules / seconds / 1000
 			}
+		}
+		if anyPaper {
+			r.EnergyPaperKWh = paper / 3.6e6
 		}
 		r.PeakMemoryGB = stat(mems).Mean
 		r.InferenceS = stat(lats).Mean

@@ -135,17 +135,17 @@ func Table1(rows []Row, datasets []string, withPaper bool) Table {
 // Table3 lays out the paper's Table 3 (efficiency) for rows.
 func Table3(rows []Row, withPaper bool) Table {
 	t := Table{Title: "Table 3: training energy, peak training memory, trainable parameters, inference time",
-		Header: []string{"Method", "Training Energy (kWh)", "Training Memory (GB)", "Trainable Params (M / %)", "Inference Time (s)", "Inference Memory (GB)"}}
+		Header: []string{"Method", "Training Energy (kWh)", "Training Memory (GB)", "Trainable Params (M / %)", "Inference Time (s)", "Inference Memory (GB)", "Energy, paper's estimate (kWh)"}}
 	for _, r := range rows {
 		t.Rows = append(t.Rows, []Cell{{Text: name(r.Method) + " (" + r.Arch + ")", Value: math.NaN()},
 			numCell(r.EnergyKWh, "%.3g"), numCell(r.PeakMemoryGB, "%.3g"),
 			paramsCell(r),
-			numCell(r.InferenceS, "%.3g"), {Text: "–", Value: math.NaN()}})
+			numCell(r.InferenceS, "%.3g"), {Text: "–", Value: math.NaN()}, numCell(r.EnergyPaperKWh, "%.3g")})
 	}
 	for c := 1; c <= 4; c++ {
 		markBest(t.Rows, c, true)
 	}
-	t.Notes = append(t.Notes, "Training memory is the training process's peak RSS; inference time is greedy decoding of one test example at batch 1; inference memory is not measured separately yet.")
+	t.Notes = append(t.Notes, "Training memory is the GPU allocator's peak on a GPU, else the training process's peak RSS; inference time is greedy decoding of one test example at batch 1; inference memory is not measured separately yet. The paper's estimate is sampled GPU utilisation × p₀ (Appendix D, Eq. 15; p₀ = training.gpu_p0_watts, 250 W as in the paper), shown beside NVML's energy counter; it is empty for runs without a GPU.")
 	if withPaper {
 		for _, p := range []struct {
 			m                                string
@@ -156,7 +156,7 @@ func Table3(rows []Row, withPaper bool) Table {
 			{"read", 2.07, 6.90, 1.97, 0.80, 0.093, 0.966},
 		} {
 			t.Rows = append(t.Rows, []Cell{{Text: "paper: " + name(p.m), Value: math.NaN()}, numCell(p.energy, "%.2f"), numCell(p.mem, "%.2f"),
-				{Text: fmt.Sprintf("%.2f / %.2f", p.params, p.pct), Value: math.NaN()}, numCell(p.s, "%.3f"), numCell(p.inf, "%.3f")})
+				{Text: fmt.Sprintf("%.2f / %.2f", p.params, p.pct), Value: math.NaN()}, numCell(p.s, "%.3f"), numCell(p.inf, "%.3f"), numCell(p.energy, "%.2f")})
 		}
 		t.Notes = append(t.Notes, "Paper rows: Table 3 (T5-base on V100 GPUs; memory is GPU memory).")
 	}

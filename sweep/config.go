@@ -34,6 +34,7 @@ type Config struct {
 	Seed      int64 // training seed of sweep trials (training.seeds[0])
 
 	Parallel          int
+	Device            string // auto, cpu or cuda: where trials compute
 	GPUs              []string
 	MaxRetries        int
 	MaxFailures       int // FAIL trials of one study after which a run stops scheduling it
@@ -125,7 +126,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 	c := &Config{
 		File: file, Storage: "sqlite:///sweeps.db", OutputDir: "runs", Trainer: "builtin", Trials: 32,
 		Direction: storage.Maximize, Sampler: SamplerConfig{Name: "tpe", Kwargs: map[string]any{}},
-		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, MaxRetries: 1, MaxFailures: 5,
+		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, Device: "auto", MaxRetries: 1, MaxFailures: 5,
 		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second,
 	}
 	if len(doc.Content) == 0 {
@@ -173,6 +174,8 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.Training, err = p.anyMap(v, path)
 		case "parallel":
 			c.Parallel, err = p.positive(v, path)
+		case "device":
+			c.Device, err = p.oneOf(v, path, "auto", "cpu", "cuda")
 		case "gpus":
 			var ids []string
 			if ids, err = p.strList(v, path); err == nil {
@@ -194,7 +197,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 				err = p.errf(v, path, "must name a program")
 			}
 		default:
-			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, command)")
+			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, command)")
 		}
 		return err
 	})

@@ -27,6 +27,7 @@ sampler: {name: tpe, seed: 3, n_startup_trials: 5}
 pruner: {name: median, n_warmup_steps: 2}
 training: {max_epochs: 5, seeds: [7, 8]}
 heartbeat_interval: 2s
+device: cuda
 `
 
 func TestParseConfig(t *testing.T) {
@@ -34,7 +35,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Trials != 16 || c.Seed != 7 || c.HeartbeatGrace != 4*time.Second || c.Pruner.NWarmupSteps != 2 {
+	if c.Trials != 16 || c.Seed != 7 || c.Device != "cuda" || c.HeartbeatGrace != 4*time.Second || c.Pruner.NWarmupSteps != 2 {
 		t.Errorf("parsed %+v", c)
 	}
 	if d := c.Space["lr"]; d.Low != 1e-6 || d.High != 3e-3 || !d.Log {
@@ -80,6 +81,7 @@ func TestConfigErrors(t *testing.T) {
 		{"missing search", "datasets: [sst2]\nmethods:\n  read: [{}]\n", "search: missing"},
 		{"bad sampler option", base + "sampler: {name: tpe, n_startup: 3}\n", "sweeps.yaml:6: sampler: tpe: unknown sampler option \"n_startup\""},
 		{"bad pruner", base + "pruner: {name: hyperband}\n", "sweeps.yaml:6: pruner.name: \"hyperband\" is not one of none, median"},
+		{"bad device", base + "device: gpu\n", "sweeps.yaml:6: device: \"gpu\" is not one of auto, cpu, cuda"},
 		{"bad duration", base + "heartbeat_interval: soon\n", "sweeps.yaml:6: heartbeat_interval: want a positive duration"},
 		{"duplicate key", base + "trials: 3\ntrials: 4\n", "sweeps.yaml:7: trials: duplicate key"},
 		{"unknown placeholder", base + "command: [python3, train.py, --lr, \"{lr}\", --rank, \"{rank}\"]\n", "sweeps.yaml:6: command[5]: placeholder {rank} is not"},

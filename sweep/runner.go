@@ -483,7 +483,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	spec := trial.Spec{
 		Version: trial.Version, TrialID: t.ID, Number: t.Number, Study: ss.plan.Name,
 		Method: ss.plan.Method, Arch: ss.plan.Arch.Settings, ArchName: ss.plan.Arch.Name, Dataset: ss.plan.Dataset,
-		Params: t.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer,
+		Params: t.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer, Device: cfg.Device,
 		Model: cfg.Model, DataDir: cfg.DataDir,
 		OutputDir: filepath.Join(cfg.OutputDir, filepath.FromSlash(ss.plan.Name), "trial-"+strconv.Itoa(t.Number)),
 	}

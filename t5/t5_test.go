@@ -66,52 +66,78 @@ func compare(t *testing.T, name string, have, want []float32, atol, rtol float64
 	}
 }
 
+// namedBackend is a backend under a subtest name.
+type namedBackend struct {
+	name string
+	be   nn.Backend
+}
+
+// goldenBackends returns the CPU backend, the GPU backend on the CPU
+// emulator of CUDA (cgo builds) and, where one opens, the GPU: a test
+// binary built here with go test -c runs on a GPU machine.
+func goldenBackends(t *testing.T) []namedBackend {
+	bes := []namedBackend{{nn.DefaultBackend().Name(), nn.DefaultBackend()}}
+	if emu := emulatedGPU(t); emu != nil {
+		bes = append(bes, namedBackend{"cuda-emulator", emu})
+	}
+	if g, err := nn.OpenGPU(nn.CUDAOptions{}); err == nil {
+		t.Cleanup(func() { g.Close() })
+		t.Logf("also on the GPU: %s", g.Info())
+		bes = append(bes, namedBackend{"cuda", g})
+	}
+	return bes
+}
+
 func TestGolden(t *testing.T) {
-	for _, model := range []string{"tiny-t5-v1", "tiny-t5-v11"} {
-		t.Run(model, func(t *testing.T) {
-			m, gd := loadGolden(t, model)
-			trainable := m.Params.EnableGrad(func(string) bool { return true })
-			g := nn.NewGraph(nn.DefaultBackend())
-			out, err := m.Forward(g, gd.batch, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			compare(t, "loss", out.Loss.Data, gd.tensor(t, "loss"), 1e-5, 1e-5)
-			compare(t, "logits", out.Logits.Data, gd.tensor(t, "logits"), 1e-4, 1e-4)
-			compare(t, "encoder_last_hidden_state", out.EncOut.Data, gd.tensor(t, "encoder_last_hidden_state"), 1e-4, 1e-4)
-			for i, hs := range out.EncHidden {
-				compare(t, fmt.Sprintf("encoder_hidden_states.%d", i), hs.Data, gd.tensor(t, fmt.Sprintf("encoder_hidden_states.%d", i)), 1e-4, 1e-4)
-			}
-			for i, hs := range out.DecHidden {
-				compare(t, fmt.Sprintf("decoder_hidden_states.%d", i), hs.Data, gd.tensor(t, fmt.Sprintf("decoder_hidden_states.%d", i)), 1e-4, 1e-4)
-			}
-			for i := range out.EncBlockOut {
-				compare(t, fmt.Sprintf("enc_block_out.%d", i), out.EncBlockOut[i].Data, gd.tensor(t, fmt.Sprintf("enc_block_out.%d", i)), 1e-4, 1e-4)
-				compare(t, fmt.Sprintf("encoder_attentions.%d", i), out.EncAttn[i].Data, gd.tensor(t, fmt.Sprintf("encoder_attentions.%d", i)), 1e-4, 1e-4)
-			}
-			for i := range out.DecBlockOut {
-				compare(t, fmt.Sprintf("dec_block_out.%d", i), out.DecBlockOut[i].Data, gd.tensor(t, fmt.Sprintf("dec_block_out.%d", i)), 1e-4, 1e-4)
-				compare(t, fmt.Sprintf("decoder_attentions.%d", i), out.DecAttn[i].Data, gd.tensor(t, fmt.Sprintf("decoder_attentions.%d", i)), 1e-4, 1e-4)
-				compare(t, fmt.Sprintf("cross_attentions.%d", i), out.CrossAttn[i].Data, gd.tensor(t, fmt.Sprintf("cross_attentions.%d", i)), 1e-4, 1e-4)
-			}
-			if len(out.EncHidden) != len(m.Enc)+1 || len(out.DecHidden) != len(m.Dec)+1 {
-				t.Errorf("%d/%d hidden states", len(out.EncHidden), len(out.DecHidden))
-			}
-			g.Backward(out.Loss)
-			checked := 0
-			for i, name := range m.Params.Names {
-				want := gd.tensor(t, "grad."+name)
-				var scale float64
-				for _, v := range want {
-					scale = math.Max(scale, math.Abs(float64(v)))
-				}
-				compare(t, "grad."+name, trainable[i].Grad, want, 1e-4*scale, 0)
-				checked++
-			}
-			if checked != len(m.Params.Names) || checked < 50 {
-				t.Errorf("checked %d gradients", checked)
-			}
-		})
+	for _, b := range goldenBackends(t) {
+		for _, model := range []string{"tiny-t5-v1", "tiny-t5-v11"} {
+			t.Run(model+"/"+b.name, func(t *testing.T) { checkGolden(t, b.be, model) })
+		}
+	}
+}
+
+func checkGolden(t *testing.T, be nn.Backend, model string) {
+	m, gd := loadGolden(t, model)
+	trainable := m.Params.EnableGrad(func(string) bool { return true })
+	g := nn.NewGraph(be)
+	out, err := m.Forward(g, gd.batch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, "loss", out.Loss.Data, gd.tensor(t, "loss"), 1e-5, 1e-5)
+	compare(t, "logits", out.Logits.Data, gd.tensor(t, "logits"), 1e-4, 1e-4)
+	compare(t, "encoder_last_hidden_state", out.EncOut.Data, gd.tensor(t, "encoder_last_hidden_state"), 1e-4, 1e-4)
+	for i, hs := range out.EncHidden {
+		compare(t, fmt.Sprintf("encoder_hidden_states.%d", i), hs.Data, gd.tensor(t, fmt.Sprintf("encoder_hidden_states.%d", i)), 1e-4, 1e-4)
+	}
+	for i, hs := range out.DecHidden {
+		compare(t, fmt.Sprintf("decoder_hidden_states.%d", i), hs.Data, gd.tensor(t, fmt.Sprintf("decoder_hidden_states.%d", i)), 1e-4, 1e-4)
+	}
+	for i := range out.EncBlockOut {
+		compare(t, fmt.Sprintf("enc_block_out.%d", i), out.EncBlockOut[i].Data, gd.tensor(t, fmt.Sprintf("enc_block_out.%d", i)), 1e-4, 1e-4)
+		compare(t, fmt.Sprintf("encoder_attentions.%d", i), out.EncAttn[i].Data, gd.tensor(t, fmt.Sprintf("encoder_attentions.%d", i)), 1e-4, 1e-4)
+	}
+	for i := range out.DecBlockOut {
+		compare(t, fmt.Sprintf("dec_block_out.%d", i), out.DecBlockOut[i].Data, gd.tensor(t, fmt.Sprintf("dec_block_out.%d", i)), 1e-4, 1e-4)
+		compare(t, fmt.Sprintf("decoder_attentions.%d", i), out.DecAttn[i].Data, gd.tensor(t, fmt.Sprintf("decoder_attentions.%d", i)), 1e-4, 1e-4)
+		compare(t, fmt.Sprintf("cross_attentions.%d", i), out.CrossAttn[i].Data, gd.tensor(t, fmt.Sprintf("cross_attentions.%d", i)), 1e-4, 1e-4)
+	}
+	if len(out.EncHidden) != len(m.Enc)+1 || len(out.DecHidden) != len(m.Dec)+1 {
+		t.Errorf("%d/%d hidden states", len(out.EncHidden), len(out.DecHidden))
+	}
+	g.Backward(out.Loss)
+	checked := 0
+	for i, name := range m.Params.Names {
+		want := gd.tensor(t, "grad."+name)
+		var scale float64
+		for _, v := range want {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		compare(t, "grad."+name, trainable[i].Grad, want, 1e-4*scale, 0)
+		checked++
+	}
+	if checked != len(m.Params.Names) || checked < 50 {
+		t.Errorf("checked %d gradients", checked)
 	}
 }
 

@@ -55,11 +55,13 @@ type Spec struct {
 	Seed     int64          `json:"seed"`
 	// Training holds the sweep's training settings (max_epochs, patience,
 	// batch_size, ...) verbatim.
-	Training  map[string]any `json:"training"`
-	Trainer   string         `json:"trainer"` // "builtin" or "synthetic"
-	Model     string         `json:"model"`
-	DataDir   string         `json:"data_dir"`
-	OutputDir string         `json:"output_dir"` // the trial's own directory
+	Training map[string]any `json:"training"`
+	Trainer  string         `json:"trainer"` // "builtin" or "synthetic"
+	// Device is auto (the GPU when one opens), cpu or cuda; empty reads as auto.
+	Device    string `json:"device,omitempty"`
+	Model     string `json:"model"`
+	DataDir   string `json:"data_dir"`
+	OutputDir string `json:"output_dir"` // the trial's own directory
 }
 
 // Message types a trial writes.

@@ -105,7 +105,7 @@ func benchT5(args []string) error {
 	tgt := fs.Int("tgt", 4, "target length")
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	peer := fs.String("peer", "", "path of torch_cpu_peer.py to run beside (needs Debian's python3-torch)")
-	backend := fs.String("backend", "", "openblas or gonum (default: openblas in cgo builds)")
+	backend := fs.String("backend", "", "openblas, gonum or cuda (default: openblas in cgo builds)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -114,11 +114,13 @@ func benchT5(args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	be := nn.DefaultBackend()
-	if *backend == "gonum" {
-		be = nn.Gonum{}
-	} else if *backend != "" && *backend != be.Name() {
-		return fmt.Errorf("%w: --backend %q is not available in this build (have %s, gonum)", errUsage, *backend, be.Name())
+	be, err := benchBackend(*backend)
+	if err != nil {
+		return err
+	}
+	if g, ok := be.(nn.GPU); ok {
+		fmt.Println("GPU:", g.Info())
+		g.Close() // each method opens it again in its own process
 	}
 	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
 		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
@@ -176,9 +178,12 @@ func benchStep(args []string) error {
 		}
 		n[i] = v
 	}
-	be := nn.DefaultBackend()
-	if args[0] == "gonum" {
-		be = nn.Gonum{}
+	be, err := benchBackend(args[0])
+	if err != nil {
+		return err
+	}
+	if g, ok := be.(nn.GPU); ok {
+		defer g.Close()
 	}
 	m, err := t5.NewBenchModel(args[1])
 	if err != nil {
@@ -284,4 +289,20 @@ func benchRead(args []string) error {
 	fmt.Printf("state cache, t5-small, READ epoch of %d batches: %.2f s running the backbone, %.2f s from %.0f MB of cached states: %.1fx faster (target ≥ 5x)\n",
 		c.Batches, c.EpochSeconds, c.CachedEpochSeconds, c.CacheMB, c.EpochSeconds/c.CachedEpochSeconds)
 	return nil
+}
+
+// benchBackend opens the named backend: the build's default, gonum, or
+// cuda (the GPU; an error saying why where none opens).
+func benchBackend(name string) (nn.Backend, error) {
+	switch def := nn.DefaultBackend(); name {
+	case "", def.Name():
+		return def, nil
+	case "gonum":
+		return nn.Gonum{}, nil
+	case "cuda":
+		be, _, _, err := nn.SelectBackend("cuda")
+		return be, err
+	default:
+		return nil, fmt.Errorf("%w: --backend %q is not available in this build (have %s, gonum, cuda)", errUsage, name, def.Name())
+	}
 }

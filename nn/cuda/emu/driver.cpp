@@ -95,6 +95,7 @@ int cuDeviceGetAttribute(int* v, int attr, int) {
     *v = 0;
     return 0;
 }
+int cuDeviceGetPCIBusId(char* id, int len, int) { snprintf(id, len, "00000000:00:00.0"); return 0; }
 int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = reinterpret_cast<void*>(1); return 0; }
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
