@@ -68,8 +68,8 @@ type Row struct {
 	EnergyPaperKWh float64
 	PeakMemoryGB   float64 // peak device memory on a GPU, else peak RSS, of a training run, averaged over tasks
 	MemorySource   string  // "GPU" or "RSS"
-	InferenceS      float64 // greedy decoding latency at batch 1, averaged over tasks
-	Runs            int
+	InferenceS     float64 // greedy decoding latency at batch 1, averaged over tasks
+	Runs           int
 }
 
 func num(attrs map[string]any, key string) (float64, bool) {
