@@ -72,18 +72,18 @@ type namedBackend struct {
 	be   nn.Backend
 }
 
-// goldenBackends returns the CPU backend, the GPU backend on the CPU
-// emulator of CUDA (cgo builds) and, where one opens, the GPU: a test
-// binary built here with go test -c runs on a GPU machine.
+// goldenBackends returns the CPU backend and the GPU backend: on the GPU
+// where one opens (a test binary built here with go test -c runs on a GPU
+// machine), else on the CPU emulator of CUDA (cgo builds).
 func goldenBackends(t *testing.T) []namedBackend {
 	bes := []namedBackend{{nn.DefaultBackend().Name(), nn.DefaultBackend()}}
-	if emu := emulatedGPU(t); emu != nil {
-		bes = append(bes, namedBackend{"cuda-emulator", emu})
-	}
 	if g, err := nn.OpenGPU(nn.CUDAOptions{}); err == nil {
 		t.Cleanup(func() { g.Close() })
 		t.Logf("also on the GPU: %s", g.Info())
-		bes = append(bes, namedBackend{"cuda", g})
+		return append(bes, namedBackend{"cuda", g})
+	}
+	if emu := emulatedGPU(t); emu != nil {
+		bes = append(bes, namedBackend{"cuda-emulator", emu})
 	}
 	return bes
 }
