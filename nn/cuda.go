@@ -68,26 +68,6 @@ type CUDA struct {
 	stageN  int            // its size in bytes
 }
 
-// Buffer is a span of device memory of float32 (or int32) elements.
-type Buffer struct {
-	ptr uint64
-	n   int
-}
-
-// Len returns the number of elements.
-func (b Buffer) Len() int { return b.n }
-
-// IsNil reports whether b is the null buffer (an absent optional operand).
-func (b Buffer) IsNil() bool { return b.ptr == 0 }
-
-// Slice returns elements [lo, hi) of b.
-func (b Buffer) Slice(lo, hi int) Buffer {
-	if lo < 0 || hi > b.n || lo > hi {
-		panic(fmt.Sprintf("nn: Buffer.Slice(%d, %d) of %d elements", lo, hi, b.n))
-	}
-	return Buffer{ptr: b.ptr + uint64(lo)*4, n: hi - lo}
-}
-
 // OpenGPU opens the GPU as a Backend.
 func OpenGPU(o CUDAOptions) (GPU, error) {
 	c, err := OpenCUDA(o)
@@ -747,3 +727,49 @@ func (c *CUDA) gemmZeroK(m, n int, beta float32, out Buffer, ldc int) {
 		c.launch("scale_forward", elementwiseGrid(n), elementwiseBlock, row, row, beta, n)
 	}
 }
+
+// Write copies host values into an existing buffer.
+func (c *CUDA) Write(dst Buffer, src []float32) {
+	if len(src) > dst.n {
+		panic(fmt.Sprintf("nn: CUDA Write: %d values into %d", len(src), dst.n))
+	}
+	c.do(func() {
+		if len(src) > 0 {
+			c.upload(dst.ptr, unsafe.Pointer(&src[0]), 4*len(src))
+		}
+	})
+}
+
+// WriteInt32 copies ids into an existing buffer.
+func (c *CUDA) WriteInt32(dst Buffer, src []int32) {
+	if len(src) > dst.n {
+		panic(fmt.Sprintf("nn: CUDA WriteInt32: %d values into %d", len(src), dst.n))
+	}
+	c.do(func() {
+		if len(src) > 0 {
+			c.upload(dst.ptr, unsafe.Pointer(&src[0]), 4*len(src))
+		}
+	})
+}
+
+// WriteMask copies a key mask into an existing buffer of (len(m)+3)/4
+// words, one byte per key.
+func (c *CUDA) WriteMask(dst Buffer, m []bool) {
+	bytes := make([]byte, (len(m)+3)/4*4)
+	for i, v := range m {
+		if v {
+			bytes[i] = 1
+		}
+	}
+	if len(bytes)/4 > dst.n {
+		panic(fmt.Sprintf("nn: CUDA WriteMask: %d keys into %d words", len(m), dst.n))
+	}
+	c.do(func() {
+		if len(bytes) > 0 {
+			c.upload(dst.ptr, unsafe.Pointer(&bytes[0]), len(bytes))
+		}
+	})
+}
+
+// Fill sets every element of b to v.
+func (c *CUDA) Fill(b Buffer, v float32) { c.do(func() { c.fill(b, math.Float32bits(v)) }) }

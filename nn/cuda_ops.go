@@ -64,7 +64,7 @@ func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int
 			c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
 		}
 		if !dbias.IsNil() {
-			c.launch("accumulate_columns", elementwiseGrid(OC), elementwiseBlock, dbias, dout, N, OC)
+			c.launch("accumulate_columns", elementwiseGrid(OC), elementwiseBlock, dbias, dout, N, OC, OC)
 		}
 	})
 }
@@ -97,9 +97,6 @@ func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
 		}
 	})
 }
-
-// AttentionShape is one attention call's sizes.
-type AttentionShape struct{ B, Tq, Tk, H, K int }
 
 // AttentionForward is AttentionForward in kernels.go on the device: probs
 // (B, H, Tq, Tk) and out (B, Tq, H·K); keyMask from UploadMask or nil;
@@ -163,7 +160,7 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 			}
 		}
 		if !dbias.IsNil() {
-			c.launch("accumulate_columns", elementwiseGrid(H*Tq*Tk), elementwiseBlock, dbias, ds, B, H*Tq*Tk)
+			c.launch("accumulate_columns", elementwiseGrid(H*Tq*Tk), elementwiseBlock, dbias, ds, B, H*Tq*Tk, H*Tq*Tk)
 		}
 	})
 }
@@ -211,7 +208,9 @@ func (c *CUDA) Accumulate(dst, src Buffer) { c.elementwise("accumulate", src.n, 
 
 // AccumulateRows: dst (cols) += the sum of src's rows (rows, cols).
 func (c *CUDA) AccumulateRows(dst, src Buffer, rows, cols int) {
-	c.do(func() { c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, src, rows, cols) })
+	c.do(func() {
+		c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, src, rows, cols, cols)
+	})
 }
 
 // Mul: out = a ⊙ b; MulBackward adds dout⊙b into da and dout⊙a into db.

@@ -81,3 +81,44 @@ func firstLine(s string) string {
 }
 
 func visibleDevices() string { return os.Getenv("CUDA_VISIBLE_DEVICES") }
+
+// Buffer is a span of device memory of float32 (or int32) elements.
+type Buffer struct {
+	ptr uint64
+	n   int
+}
+
+// Len returns the number of elements.
+func (b Buffer) Len() int { return b.n }
+
+// IsNil reports whether b is the null buffer (an absent optional operand).
+func (b Buffer) IsNil() bool { return b.ptr == 0 }
+
+// Slice returns elements [lo, hi) of b.
+func (b Buffer) Slice(lo, hi int) Buffer {
+	if lo < 0 || hi > b.n || lo > hi {
+		panic(fmt.Sprintf("nn: Buffer.Slice(%d, %d) of %d elements", lo, hi, b.n))
+	}
+	return Buffer{ptr: b.ptr + uint64(lo)*4, n: hi - lo}
+}
+
+// devTensor is a tensor's storage on a GPU. Where a tensor has one, it is
+// authoritative: Data and Grad are at most stale host copies (Values and
+// GradValues refresh them).
+type devTensor struct {
+	dev        tensorDevice
+	data, grad Buffer // grad is nil when no gradient flows into the tensor
+	persistent bool   // a parameter's mirror, kept across graph resets
+}
+
+// tensorDevice is what tensors and the optimiser need from a GPU.
+type tensorDevice interface {
+	Download(dst []float32, b Buffer) error
+	Write(dst Buffer, src []float32)
+	Zero(b Buffer)
+	SumSquares(b Buffer) (float64, error)
+	Scale(out, x Buffer, s float32)
+	AdamWStep(o *AdamW, step int, p, g, m, v Buffer)
+	Alloc(n int) Buffer
+	Sync() error
+}

@@ -10,10 +10,70 @@ type Tensor struct {
 	Shape []int
 	Data  []float32
 	Grad  []float32 // nil: no gradient flows into this tensor
+
+	// dev is the tensor's storage on a GPU, authoritative where present:
+	// tensors of a GPU graph have no Data or Grad (Values and GradValues
+	// copy them back), parameters mirrored by ToDevice keep stale ones.
+	dev *devTensor
 }
 
 // Len returns the number of elements.
-func (t *Tensor) Len() int { return len(t.Data) }
+func (t *Tensor) Len() int {
+	if t.dev != nil {
+		return numel(t.Shape)
+	}
+	return len(t.Data)
+}
+
+// takesGrad reports whether a gradient flows into t.
+func (t *Tensor) takesGrad() bool {
+	return t != nil && (t.Grad != nil || (t.dev != nil && !t.dev.grad.IsNil()))
+}
+
+// Values returns t's values on the host, copying them from the GPU first
+// where t lives there.
+func (t *Tensor) Values() []float32 {
+	if t.dev == nil {
+		return t.Data
+	}
+	if len(t.Data) != t.Len() {
+		t.Data = make([]float32, t.Len())
+	}
+	if err := t.dev.dev.Download(t.Data, t.dev.data); err != nil {
+		panic(fmt.Sprintf("nn: Values: %v", err))
+	}
+	return t.Data
+}
+
+// GradValues returns t's gradient on the host (nil without one), copying
+// it from the GPU first where t lives there.
+func (t *Tensor) GradValues() []float32 {
+	if t.dev == nil || t.dev.grad.IsNil() {
+		return t.Grad
+	}
+	if len(t.Grad) != t.Len() {
+		t.Grad = make([]float32, t.Len())
+	}
+	if err := t.dev.dev.Download(t.Grad, t.dev.grad); err != nil {
+		panic(fmt.Sprintf("nn: GradValues: %v", err))
+	}
+	return t.Grad
+}
+
+// SetValues sets t's values (on the GPU too, where t lives there).
+func (t *Tensor) SetValues(v []float32) {
+	mustLen("SetValues", "v", len(v), t.Len())
+	if len(t.Data) != len(v) {
+		t.Data = make([]float32, len(v))
+	}
+	copy(t.Data, v)
+	if t.dev != nil {
+		t.dev.dev.Write(t.dev.data, v)
+	}
+}
+
+// OnDevice reports whether t lives on a GPU.
+func (t *Tensor) OnDevice() bool { return t.dev != nil }
 
 // Dim returns the size of dimension i (negative counts from the end).
 func (t *Tensor) Dim(i int) int {
@@ -24,7 +84,7 @@ func (t *Tensor) Dim(i int) int {
 }
 
 // Rows returns the product of all but the last dimension.
-func (t *Tensor) Rows() int { return len(t.Data) / t.Dim(-1) }
+func (t *Tensor) Rows() int { return t.Len() / t.Dim(-1) }
 
 // CountShapes returns the number of values in tensors of these shapes.
 func CountShapes(shapes [][]int) int {
@@ -99,11 +159,72 @@ type Graph struct {
 
 	arena   arena
 	tape    []func()
-	dropout uint64 // dropout ops run since Reset
+	dropout uint64   // dropout ops run since Reset
+	gpu     gpuGraph // the ops on a GPU; nil on the CPU
 }
 
-// NewGraph returns a graph on backend be.
-func NewGraph(be Backend) *Graph { return &Graph{Backend: be} }
+// gpuGraph runs a Graph's ops on a GPU (graph_cuda.go). Each method does
+// the device part of the Graph method of the same name, once the Graph
+// has checked the shapes and made the output.
+type gpuGraph interface {
+	newTensor(grad bool, shape []int) *Tensor
+	reset()
+	mark() [3]int
+	keep(m [3]int, ts []*Tensor)
+	peakBytes() int64
+	backwardSeed(loss *Tensor)
+	linear(out, x, w, bias *Tensor, N, C, OC int)
+	embedding(out, table *Tensor, ids []int32, D int)
+	rmsnorm(out, x, w *Tensor, N, D int, eps float32)
+	attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape)
+	positionBias(out, table *Tensor, buckets []int32, numBuckets, H int)
+	unary(out, x *Tensor, fwd, bwd string, useOut bool)
+	add(out, a, b *Tensor)
+	mul(out, a, b *Tensor)
+	scale(out, x *Tensor, s float32)
+	dropout(out, x *Tensor, p float32)
+	crossEntropy(out, logits *Tensor, targets []int32, N, V int)
+	concat(out *Tensor, ts []*Tensor, N, total int)
+	slice(out, x *Tensor, lo, hi, N, C int)
+	gru(out, gi, gh, h *Tensor, N, R int)
+	lstm(hOut, cOut, gates, cPrev *Tensor, N, R int)
+	addRow(out, x, b *Tensor, N, C int)
+	prepend(out, p, x *Tensor, B, P, S, D int)
+	batchMatmul(out, a, b *Tensor, B, M, K, N int)
+	meanHeads(out, p *Tensor, B, H, TqTk int)
+	gateMix(out, a, b, alpha *Tensor, temp float32)
+}
+
+// graphDevice is a backend whose graphs run on a device (the GPU).
+type graphDevice interface {
+	newGraphOps(g *Graph) gpuGraph
+	mirror(t *Tensor)
+}
+
+// AttentionShape is one attention call's sizes.
+type AttentionShape struct{ B, Tq, Tk, H, K int }
+
+// NewGraph returns a graph on backend be; on a GPU backend its tensors
+// live on the GPU.
+func NewGraph(be Backend) *Graph {
+	g := &Graph{Backend: be}
+	if d, ok := be.(graphDevice); ok {
+		g.gpu = d.newGraphOps(g)
+	}
+	return g
+}
+
+// ToDevice mirrors tensors (parameters) on be's GPU for good, values and
+// gradients; other backends leave them as they are. From then on the
+// device copies are authoritative: the optimiser updates them there, and
+// Values, GradValues and SetValues read and write them.
+func ToDevice(be Backend, ts ...*Tensor) {
+	if d, ok := be.(graphDevice); ok {
+		for _, t := range ts {
+			d.mirror(t)
+		}
+	}
+}
 
 // Reset forgets every activation and the tape; tensors from before are
 // invalid afterwards.
@@ -111,16 +232,24 @@ func (g *Graph) Reset() {
 	g.arena.reset()
 	g.tape = g.tape[:0]
 	g.dropout = 0
+	if g.gpu != nil {
+		g.gpu.reset()
+	}
 }
 
 // Mark records the graph's allocation point, for Keep.
 type Mark struct {
 	chunk, off, used, tape int
+	dev                    [3]int
 }
 
 // Mark returns the current allocation point.
 func (g *Graph) Mark() Mark {
-	return Mark{chunk: g.arena.cur, off: g.arena.off, used: g.arena.used, tape: len(g.tape)}
+	m := Mark{chunk: g.arena.cur, off: g.arena.off, used: g.arena.used, tape: len(g.tape)}
+	if g.gpu != nil {
+		m.dev = g.gpu.mark()
+	}
+	return m
 }
 
 // Keep releases everything allocated since m except the tensors ts, whose
@@ -135,9 +264,13 @@ func (g *Graph) Keep(m Mark, ts ...*Tensor) {
 		return
 	}
 	for _, t := range ts {
-		if t.Grad != nil {
+		if t.takesGrad() {
 			return
 		}
+	}
+	if g.gpu != nil {
+		g.gpu.keep(m.dev, ts)
+		return
 	}
 	// Place each kept tensor at the lowest free position from m on. A
 	// destination never lies after its source, so copy (a memmove) is safe.
@@ -160,11 +293,19 @@ func (g *Graph) Keep(m Mark, ts ...*Tensor) {
 }
 
 // PeakBytes returns the most activation memory the graph has held.
-func (g *Graph) PeakBytes() int64 { return int64(g.arena.peak) * 4 }
+func (g *Graph) PeakBytes() int64 {
+	if g.gpu != nil {
+		return g.gpu.peakBytes() + int64(g.arena.peak)*4
+	}
+	return int64(g.arena.peak) * 4
+}
 
 // New returns a zeroed tensor from the graph's arena, with a gradient
 // buffer when grad is set.
 func (g *Graph) New(grad bool, shape ...int) *Tensor {
+	if g.gpu != nil {
+		return g.gpu.newTensor(grad, shape)
+	}
 	n := numel(shape)
 	t := &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.alloc(n)}
 	if grad {
@@ -179,7 +320,7 @@ func (g *Graph) wants(inputs ...*Tensor) bool {
 		return false
 	}
 	for _, t := range inputs {
-		if t != nil && t.Grad != nil {
+		if t.takesGrad() {
 			return true
 		}
 	}
@@ -191,6 +332,13 @@ func (g *Graph) record(backward func()) { g.tape = append(g.tape, backward) }
 // Backward sets d(loss)/d(loss) = 1 and runs the tape in reverse, adding
 // into every Grad reachable from loss.
 func (g *Graph) Backward(loss *Tensor) {
+	if g.gpu != nil {
+		g.gpu.backwardSeed(loss)
+		for i := len(g.tape) - 1; i >= 0; i-- {
+			g.tape[i]()
+		}
+		return
+	}
 	if loss.Grad == nil {
 		panic("nn: Backward: loss has no gradient (no parameter takes one, or NoGrad is set)")
 	}
@@ -224,6 +372,10 @@ func (g *Graph) Linear(x, w, bias *Tensor) *Tensor {
 	N := x.Rows()
 	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), OC)
 	out := g.New(g.wants(x, w, bias), shape...)
+	if g.gpu != nil {
+		g.gpu.linear(out, x, w, bias, N, C, OC)
+		return out
+	}
 	MatmulForward(g.Backend, out.Data, x.Data, w.Data, data(bias), N, C, OC)
 	if out.Grad != nil {
 		g.record(func() { MatmulBackward(g.Backend, x.Grad, w.Grad, grad(bias), out.Grad, x.Data, w.Data, N, C, OC) })
@@ -235,6 +387,10 @@ func (g *Graph) Linear(x, w, bias *Tensor) *Tensor {
 func (g *Graph) Embedding(table *Tensor, ids []int32) *Tensor {
 	D := table.Dim(1)
 	out := g.New(g.wants(table), len(ids), D)
+	if g.gpu != nil {
+		g.gpu.embedding(out, table, ids, D)
+		return out
+	}
 	EmbeddingForward(out.Data, table.Data, ids, D)
 	if out.Grad != nil {
 		g.record(func() { EmbeddingBackward(table.Grad, out.Grad, ids, D) })
@@ -247,6 +403,10 @@ func (g *Graph) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 	D := x.Dim(-1)
 	N := x.Rows()
 	out := g.New(g.wants(x, w), x.Shape...)
+	if g.gpu != nil {
+		g.gpu.rmsnorm(out, x, w, N, D, eps)
+		return out
+	}
 	rstd := g.arena.alloc(N)
 	RMSNormForward(out.Data, rstd, x.Data, w.Data, N, D, eps)
 	if out.Grad != nil {
@@ -275,6 +435,13 @@ func (g *Graph) Attention(q, k, v, bias *Tensor, o AttentionOpts) (out, probs *T
 	want := g.wants(q, k, v, bias)
 	out = g.New(want, B, Tq, HK)
 	probs = g.New(false, B, H, Tq, Tk)
+	if g.gpu != nil {
+		if o.KeyMask != nil {
+			mustLen("Attention", "KeyMask", len(o.KeyMask), B*Tk)
+		}
+		g.gpu.attention(out, probs, q, k, v, bias, o, AttentionShape{B: B, Tq: Tq, Tk: Tk, H: H, K: K})
+		return out, probs
+	}
 	var drop []float32
 	if g.Train && o.Dropout > 0 {
 		drop = g.dropoutMask(B*H*Tq*Tk, o.Dropout)
@@ -304,6 +471,10 @@ func (g *Graph) PositionBias(table *Tensor, Tq, Tk, qOffset int, bidirectional b
 		}
 	}
 	out := g.New(g.wants(table), H, Tq, Tk)
+	if g.gpu != nil {
+		g.gpu.positionBias(out, table, buckets, numBuckets, H)
+		return out
+	}
 	PositionBiasForward(out.Data, table.Data, buckets, H, Tq, Tk)
 	if out.Grad != nil {
 		g.record(func() { PositionBiasBackward(table.Grad, out.Grad, buckets, H, Tq, Tk) })
@@ -313,8 +484,12 @@ func (g *Graph) PositionBias(table *Tensor, Tq, Tk, qOffset int, bidirectional b
 
 // unary runs an elementwise op whose backward needs x (useOut false) or
 // the output (useOut true).
-func (g *Graph) unary(x *Tensor, fwd func(out, x []float32), bwd func(dx, dout, saved []float32), useOut bool) *Tensor {
+func (g *Graph) unary(x *Tensor, fwd func(out, x []float32), bwd func(dx, dout, saved []float32), useOut bool, kernel string) *Tensor {
 	out := g.New(g.wants(x), x.Shape...)
+	if g.gpu != nil {
+		g.gpu.unary(out, x, kernel+"_forward", kernel+"_backward", useOut)
+		return out
+	}
 	fwd(out.Data, x.Data)
 	if out.Grad != nil {
 		saved := x.Data
@@ -327,21 +502,29 @@ func (g *Graph) unary(x *Tensor, fwd func(out, x []float32), bwd func(dx, dout, 
 }
 
 // ReLU returns max(x, 0).
-func (g *Graph) ReLU(x *Tensor) *Tensor { return g.unary(x, ReLUForward, ReLUBackward, false) }
+func (g *Graph) ReLU(x *Tensor) *Tensor { return g.unary(x, ReLUForward, ReLUBackward, false, "relu") }
 
 // GeluNew returns the tanh approximation of GELU.
-func (g *Graph) GeluNew(x *Tensor) *Tensor { return g.unary(x, GeluNewForward, GeluNewBackward, false) }
+func (g *Graph) GeluNew(x *Tensor) *Tensor {
+	return g.unary(x, GeluNewForward, GeluNewBackward, false, "gelu")
+}
 
 // Sigmoid returns 1/(1+e^−x).
-func (g *Graph) Sigmoid(x *Tensor) *Tensor { return g.unary(x, SigmoidForward, SigmoidBackward, true) }
+func (g *Graph) Sigmoid(x *Tensor) *Tensor {
+	return g.unary(x, SigmoidForward, SigmoidBackward, true, "sigmoid")
+}
 
 // Tanh returns tanh(x).
-func (g *Graph) Tanh(x *Tensor) *Tensor { return g.unary(x, TanhForward, TanhBackward, true) }
+func (g *Graph) Tanh(x *Tensor) *Tensor { return g.unary(x, TanhForward, TanhBackward, true, "tanh") }
 
 // Add returns a + b (same shapes).
 func (g *Graph) Add(a, b *Tensor) *Tensor {
 	mustLen("Add", "b", b.Len(), a.Len())
 	out := g.New(g.wants(a, b), a.Shape...)
+	if g.gpu != nil {
+		g.gpu.add(out, a, b)
+		return out
+	}
 	for i := range out.Data {
 		out.Data[i] = a.Data[i] + b.Data[i]
 	}
@@ -363,6 +546,10 @@ func (g *Graph) Add(a, b *Tensor) *Tensor {
 func (g *Graph) Mul(a, b *Tensor) *Tensor {
 	mustLen("Mul", "b", b.Len(), a.Len())
 	out := g.New(g.wants(a, b), a.Shape...)
+	if g.gpu != nil {
+		g.gpu.mul(out, a, b)
+		return out
+	}
 	for i := range out.Data {
 		out.Data[i] = a.Data[i] * b.Data[i]
 	}
@@ -386,6 +573,10 @@ func (g *Graph) Mul(a, b *Tensor) *Tensor {
 // Scale returns s·x.
 func (g *Graph) Scale(x *Tensor, s float32) *Tensor {
 	out := g.New(g.wants(x), x.Shape...)
+	if g.gpu != nil {
+		g.gpu.scale(out, x, s)
+		return out
+	}
 	for i, v := range x.Data {
 		out.Data[i] = s * v
 	}
@@ -404,6 +595,11 @@ func (g *Graph) Scale(x *Tensor, s float32) *Tensor {
 func (g *Graph) Dropout(x *Tensor, p float32) *Tensor {
 	if !g.Train || p == 0 {
 		return x
+	}
+	if g.gpu != nil {
+		out := g.New(g.wants(x), x.Shape...)
+		g.gpu.dropout(out, x, p)
+		return out
 	}
 	mask := g.dropoutMask(x.Len(), p)
 	out := g.New(g.wants(x), x.Shape...)
@@ -440,7 +636,7 @@ func (t *Tensor) View(shape ...int) *Tensor {
 	if numel(shape) != t.Len() {
 		panic(fmt.Sprintf("nn: View: %v has %d elements, %v has %d", t.Shape, t.Len(), shape, numel(shape)))
 	}
-	return &Tensor{Shape: append([]int(nil), shape...), Data: t.Data, Grad: t.Grad}
+	return &Tensor{Shape: append([]int(nil), shape...), Data: t.Data, Grad: t.Grad, dev: t.dev}
 }
 
 // CrossEntropy returns the mean of −log softmax(logits)[target] over rows
@@ -450,6 +646,16 @@ func (g *Graph) CrossEntropy(logits *Tensor, targets []int32) *Tensor {
 	V := logits.Dim(-1)
 	N := logits.Rows()
 	mustLen("CrossEntropy", "targets", len(targets), N)
+	if g.gpu != nil {
+		for _, t := range targets {
+			if t != -100 && (t < 0 || int(t) >= V) {
+				panic("nn: CrossEntropyForward: target out of range")
+			}
+		}
+		out := g.New(g.wants(logits), 1)
+		g.gpu.crossEntropy(out, logits, targets, N, V)
+		return out
+	}
 	probs := g.arena.alloc(N * V)
 	loss, count := CrossEntropyForward(probs, logits.Data, targets, N, V, -100)
 	out := g.New(g.wants(logits), 1)
@@ -470,6 +676,10 @@ func (g *Graph) Concat(ts ...*Tensor) *Tensor {
 	}
 	shape := append(append([]int(nil), ts[0].Shape[:len(ts[0].Shape)-1]...), total)
 	out := g.New(g.wants(ts...), shape...)
+	if g.gpu != nil {
+		g.gpu.concat(out, ts, N, total)
+		return out
+	}
 	off := 0
 	for _, t := range ts {
 		C := t.Dim(-1)
@@ -505,6 +715,10 @@ func (g *Graph) Slice(x *Tensor, lo, hi int) *Tensor {
 	W := hi - lo
 	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), W)
 	out := g.New(g.wants(x), shape...)
+	if g.gpu != nil {
+		g.gpu.slice(out, x, lo, hi, N, C)
+		return out
+	}
 	for n := 0; n < N; n++ {
 		copy(out.Data[n*W:(n+1)*W], x.Data[n*C+lo:n*C+hi])
 	}
@@ -528,6 +742,10 @@ func (g *Graph) GRUCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
 	gi := g.Linear(x, wih, bih)
 	gh := g.Linear(h, whh, bhh)
 	out := g.New(g.wants(gi, gh, h), N, R)
+	if g.gpu != nil {
+		g.gpu.gru(out, gi, gh, h, N, R)
+		return out
+	}
 	gates := g.arena.alloc(N * 3 * R)
 	GRUGateForward(out.Data, gates, gi.Data, gh.Data, h.Data, N, R)
 	if out.Grad != nil {
@@ -543,6 +761,10 @@ func (g *Graph) LSTMCell(x, h, c, wih, whh, bih, bhh *Tensor) (hOut, cOut *Tenso
 	gates := g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh))
 	want := g.wants(gates, c)
 	hOut, cOut = g.New(want, N, R), g.New(want, N, R)
+	if g.gpu != nil {
+		g.gpu.lstm(hOut, cOut, gates, c, N, R)
+		return hOut, cOut
+	}
 	acts, tc := g.arena.alloc(N*4*R), g.arena.alloc(N*R)
 	LSTMGateForward(hOut.Data, cOut.Data, acts, tc, gates.Data, c.Data, N, R)
 	if want {
@@ -562,6 +784,10 @@ func (g *Graph) AddRow(x, b *Tensor) *Tensor {
 	mustLen("AddRow", "b", b.Len(), C)
 	out := g.New(g.wants(x, b), x.Shape...)
 	N := x.Rows()
+	if g.gpu != nil {
+		g.gpu.addRow(out, x, b, N, C)
+		return out
+	}
 	for n := 0; n < N; n++ {
 		o, r := out.Data[n*C:(n+1)*C], x.Data[n*C:(n+1)*C]
 		for i := range o {
@@ -596,6 +822,10 @@ func (g *Graph) Prepend(p, x *Tensor) *Tensor {
 	P := p.Dim(0)
 	mustLen("Prepend", "p", p.Len(), P*D)
 	out := g.New(g.wants(p, x), B, P+S, D)
+	if g.gpu != nil {
+		g.gpu.prepend(out, p, x, B, P, S, D)
+		return out
+	}
 	for b := 0; b < B; b++ {
 		copy(out.Data[b*(P+S)*D:], p.Data)
 		copy(out.Data[(b*(P+S)+P)*D:(b+1)*(P+S)*D], x.Data[b*S*D:(b+1)*S*D])
@@ -629,6 +859,10 @@ func (g *Graph) BatchMatmul(a, b *Tensor) *Tensor {
 		panic(fmt.Sprintf("nn: BatchMatmul: %v · %v", a.Shape, b.Shape))
 	}
 	out := g.New(g.wants(a, b), B, M, N)
+	if g.gpu != nil {
+		g.gpu.batchMatmul(out, a, b, B, M, K, N)
+		return out
+	}
 	for i := 0; i < B; i++ {
 		g.Backend.Sgemm(false, false, M, N, K, 1, a.Data[i*M*K:], K, b.Data[i*K*N:], N, 0, out.Data[i*M*N:], N)
 	}
@@ -653,6 +887,10 @@ func (g *Graph) BatchMatmul(a, b *Tensor) *Tensor {
 func (g *Graph) MeanHeads(p *Tensor) *Tensor {
 	B, H, Tq, Tk := p.Dim(0), p.Dim(1), p.Dim(2), p.Dim(3)
 	out := g.New(false, B, Tq, Tk)
+	if g.gpu != nil {
+		g.gpu.meanHeads(out, p, B, H, Tq*Tk)
+		return out
+	}
 	inv := 1 / float32(H)
 	for b := 0; b < B; b++ {
 		dst := out.Data[b*Tq*Tk : (b+1)*Tq*Tk]
@@ -672,6 +910,11 @@ func (g *Graph) MeanHeads(p *Tensor) *Tensor {
 func (g *Graph) GateMix(a, b, alpha *Tensor, temp float32) *Tensor {
 	mustLen("GateMix", "b", b.Len(), a.Len())
 	mustLen("GateMix", "alpha", alpha.Len(), 1)
+	if g.gpu != nil {
+		out := g.New(g.wants(a, b, alpha), a.Shape...)
+		g.gpu.gateMix(out, a, b, alpha, temp)
+		return out
+	}
 	gate := sigmoid(alpha.Data[0] / temp)
 	out := g.New(g.wants(a, b, alpha), a.Shape...)
 	for i := range out.Data {

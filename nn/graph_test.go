@@ -42,6 +42,10 @@ func awayFromZero(t *Tensor, m float32) *Tensor {
 // the ∞-norm of the error.
 func checkGrad(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g *Graph) *Tensor) {
 	t.Helper()
+	if _, ok := be.(graphDevice); ok {
+		checkOnDevice(t, be, inputs, eps, f)
+		return
+	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	g := NewGraph(be)
 	out := f(g)
@@ -61,7 +65,7 @@ func checkGrad(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g
 		h.NoGrad = true
 		o := f(h)
 		var s float64
-		for i, v := range o.Data {
+		for i, v := range o.Values() {
 			s += float64(v) * float64(G[i])
 		}
 		return s
@@ -90,12 +94,24 @@ func checkGrad(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g
 	}
 }
 
+// opCase builds inputs and checks one op (or a composition) with checkGrad.
+type opCase struct {
+	name string
+	run  func(t *testing.T, be Backend, rng *rand.Rand)
+}
+
 func TestOpGradients(t *testing.T) {
-	type tc struct {
-		name string
-		run  func(t *testing.T, be Backend, rng *rand.Rand)
+	for _, be := range backends() {
+		for i, c := range opCases() {
+			t.Run(fmt.Sprintf("%s/%s", be.Name(), c.name), func(t *testing.T) {
+				c.run(t, be, rand.New(rand.NewPCG(uint64(i), 1)))
+			})
+		}
 	}
-	cases := []tc{
+}
+
+func opCases() []opCase {
+	return []opCase{
 		{"linear", func(t *testing.T, be Backend, rng *rand.Rand) {
 			x, w, b := randTensor(rng, true, 2, 3, 5), randTensor(rng, true, 4, 5), randTensor(rng, true, 4)
 			checkGrad(t, be, []*Tensor{x, w, b}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, w, b) })
@@ -204,13 +220,6 @@ func TestOpGradients(t *testing.T) {
 			wih, whh := randTensor(rng, true, 2, 4), randTensor(rng, true, 2, 2)
 			checkGrad(t, be, []*Tensor{x, h, wih, whh}, 1e-2, func(g *Graph) *Tensor { return g.RNNCell(x, h, wih, whh, nil, nil) })
 		}},
-	}
-	for _, be := range backends() {
-		for i, c := range cases {
-			t.Run(fmt.Sprintf("%s/%s", be.Name(), c.name), func(t *testing.T) {
-				c.run(t, be, rand.New(rand.NewPCG(uint64(i), 1)))
-			})
-		}
 	}
 }
 

@@ -1,6 +1,9 @@
 package nn
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // Params is a named set of parameter tensors whose values share one
 // allocation, as llm.c's ParameterTensors do; gradients, when enabled,
@@ -84,6 +87,10 @@ func (p *Params) EnableGrad(keep func(name string) bool) []*Tensor {
 // ZeroGrad clears the gradients of ts.
 func ZeroGrad(ts []*Tensor) {
 	for _, t := range ts {
+		if t.dev != nil && !t.dev.grad.IsNil() {
+			t.dev.dev.Zero(t.dev.grad)
+			continue
+		}
 		clear(t.Grad)
 	}
 }
@@ -94,6 +101,14 @@ func ZeroGrad(ts []*Tensor) {
 func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
 	var ss float64
 	for _, t := range ts {
+		if t.dev != nil && !t.dev.grad.IsNil() {
+			s, err := t.dev.dev.SumSquares(t.dev.grad)
+			if err != nil {
+				panic(fmt.Sprintf("nn: ClipGradNorm: %v", err))
+			}
+			ss += s
+			continue
+		}
 		for _, g := range t.Grad {
 			ss += float64(g) * float64(g)
 		}
@@ -102,6 +117,10 @@ func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
 	if coef := maxNorm / (norm + 1e-6); coef < 1 {
 		c := float32(coef)
 		for _, t := range ts {
+			if t.dev != nil && !t.dev.grad.IsNil() {
+				t.dev.dev.Scale(t.dev.grad, t.dev.grad, c)
+				continue
+			}
 			for i := range t.Grad {
 				t.Grad[i] *= c
 			}
@@ -117,6 +136,9 @@ type AdamW struct {
 
 	m, v []float32
 	t    int
+
+	// On a GPU the moments live there, one pair of buffers per tensor.
+	dm, dv []Buffer
 }
 
 // NewAdamW returns AdamW with PyTorch's defaults (betas 0.9, 0.999, eps
@@ -128,6 +150,10 @@ func NewAdamW(lr float32) *AdamW {
 // Step updates ts from their gradients; ts must be the same tensors, in the
 // same order, at every step.
 func (o *AdamW) Step(ts []*Tensor) {
+	if len(ts) > 0 && ts[0].dev != nil {
+		o.stepDevice(ts)
+		return
+	}
 	total := 0
 	for _, t := range ts {
 		total += t.Len()
@@ -157,5 +183,26 @@ func (o *AdamW) Step(ts []*Tensor) {
 			}
 		})
 		off += t.Len()
+	}
+}
+
+// stepDevice is Step for tensors mirrored on a GPU (ToDevice): the update
+// runs there, with moments allocated there on the first step.
+func (o *AdamW) stepDevice(ts []*Tensor) {
+	if o.dm == nil {
+		for _, t := range ts {
+			if t.dev == nil || t.dev.grad.IsNil() {
+				panic("nn: AdamW.Step: a mix of GPU and host tensors, or a tensor without a gradient")
+			}
+			m, v := t.dev.dev.Alloc(t.Len()), t.dev.dev.Alloc(t.Len())
+			t.dev.dev.Zero(m)
+			t.dev.dev.Zero(v)
+			o.dm, o.dv = append(o.dm, m), append(o.dv, v)
+		}
+	}
+	mustLen("AdamW.Step", "moments", len(o.dm), len(ts))
+	o.t++
+	for i, t := range ts {
+		t.dev.dev.AdamWStep(o, o.t, t.dev.data, t.dev.grad, o.dm[i], o.dv[i])
 	}
 }

@@ -57,14 +57,79 @@ RS_EXTERN __global__ void accumulate(float* dst, const float* src, long long n) 
     RS_FOR(i, n) dst[i] += src[i];
 }
 
-// dst[j] += Σ_r src[r·cols + j]: a column sum, one thread per column, so
+// dst[j] += Σ_r src[r·stride + j]: a column sum, one thread per column, so
 // the order of the sum is fixed (bias gradients, broadcast backward).
-RS_EXTERN __global__ void accumulate_columns(float* dst, const float* src, long long rows, long long cols) {
+RS_EXTERN __global__ void accumulate_columns(float* dst, const float* src, long long rows, long long cols, long long stride) {
     RS_FOR(j, cols) {
         float s = 0.0f;
-        for (long long r = 0; r < rows; r++) s += src[r * cols + j];
+        for (long long r = 0; r < rows; r++) s += src[r * stride + j];
         dst[j] += s;
     }
+}
+
+// dst[r·dstStride + dstOff + c] = (or +=) src[r·srcStride + srcOff + c] for
+// r < rows, c < cols: concatenation, slicing and prepending along rows.
+// srcStride 0 repeats one source row.
+RS_EXTERN __global__ void copy_block(float* dst, long long dstStride, long long dstOff, const float* src, long long srcStride,
+                                     long long srcOff, long long rows, long long cols, int accumulate) {
+    RS_FOR(x, rows * cols) {
+        long long r = x / cols, c = x % cols;
+        float v = src[r * srcStride + srcOff + c];
+        float* d = &dst[r * dstStride + dstOff + c];
+        if (accumulate) *d += v; else *d = v;
+    }
+}
+
+// out[b, ij] = mean over h of p[b, h, ij], heads summed in order.
+RS_EXTERN __global__ void mean_heads(float* out, const float* p, int B, int H, long long TqTk) {
+    float inv = 1.0f / (float)H;
+    RS_FOR(x, (long long)B * TqTk) {
+        long long b = x / TqTk, ij = x % TqTk;
+        float s = 0.0f;
+        for (int h = 0; h < H; h++) s += p[(b * H + h) * TqTk + ij] * inv;
+        out[x] = s;
+    }
+}
+
+// LST's ladder gate: out = σ(α/temp)·a + (1 − σ(α/temp))·b, α = alpha[0].
+__device__ inline float rs_gate(const float* alpha, float temp) {
+    return (float)(1.0 / (1.0 + exp(-(double)(alpha[0] / temp))));
+}
+
+RS_EXTERN __global__ void gate_mix_forward(float* out, const float* a, const float* b, const float* alpha, float temp, long long n) {
+    float g = rs_gate(alpha, temp);
+    RS_FOR(i, n) out[i] = g * a[i] + (1.0f - g) * b[i];
+}
+
+// da += g·d, db += (1−g)·d (either may be null); partial[block] = Σ d·(a−b)
+// over the block's share, in double, for the gate's own gradient.
+RS_EXTERN __global__ void gate_mix_backward(float* da, float* db, double* partial, const float* dout, const float* a, const float* b,
+                                            const float* alpha, float temp, long long n) {
+    __shared__ double buf[RS_BLOCK];
+    float g = rs_gate(alpha, temp);
+    double s = 0.0;
+    RS_FOR(i, n) {
+        float d = dout[i];
+        if (da) da[i] += g * d;
+        if (db) db[i] += (1.0f - g) * d;
+        s += (double)d * (double)(a[i] - b[i]);
+    }
+    s = blockSumDouble(s, buf);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// dalpha += Σ partial · g(1−g)/temp, one thread, blocks in order.
+RS_EXTERN __global__ void gate_mix_alpha(float* dalpha, const double* partial, int blocks, const float* alpha, float temp) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double s = 0.0;
+    for (int i = 0; i < blocks; i++) s += partial[i];
+    float g = rs_gate(alpha, temp);
+    dalpha[0] += (float)s * g * (1.0f - g) / temp;
+}
+
+// x[i] = v
+RS_EXTERN __global__ void fill(float* x, float v, long long n) {
+    RS_FOR(i, n) x[i] = v;
 }
 
 // out = a ⊙ b (the gated FFN's product)

@@ -6,6 +6,7 @@
 // RS_EMU_DEVICES=0 in the environment makes it report no GPU.
 #include <pthread.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -54,7 +55,8 @@ struct Kernel {
 static const std::map<std::string, Kernel> kernels = {
     K(relu_forward), K(relu_backward), K(gelu_forward), K(gelu_backward),
     K(sigmoid_forward), K(sigmoid_backward), K(tanh_forward), K(tanh_backward),
-    K(add_forward), K(accumulate), K(accumulate_columns), K(mul_forward), K(mul_backward),
+    K(add_forward), K(accumulate), K(accumulate_columns), K(copy_block), K(mean_heads),
+    K(gate_mix_forward), K(gate_mix_backward), K(gate_mix_alpha), K(fill), K(mul_forward), K(mul_backward),
     K(scale_forward), K(scale_backward), K(dropout_mask),
     K(embedding_forward), K(embedding_backward), K(position_bias_forward), K(position_bias_backward),
     K(rmsnorm_forward), K(rmsnorm_backward_x), K(rmsnorm_backward_w),
@@ -123,25 +125,72 @@ int cuModuleGetFunction(void** fn, void* mod, const char* name) {
     return 0;
 }
 
+// A pool of threads serves every launch: thread t runs thread t of each
+// block in turn, and the threads meet at a barrier after each block, so a
+// block's threads are together (function-static "shared" memory belongs
+// to one block at a time). Kernels return early only block-uniformly or
+// after their last __syncthreads, so every thread reaches the barrier.
+struct Pool {
+    std::mutex mu;
+    std::condition_variable start, finished;
+    std::vector<std::thread> threads;
+    unsigned long long generation = 0;
+    unsigned active = 0;   // threads taking part in this launch
+    unsigned running = 0;  // of those, still working
+    Kernel* k = nullptr;
+    void** params = nullptr;
+
+    void grow(unsigned n) {
+        while (threads.size() < n) {
+            unsigned t = threads.size();
+            threads.emplace_back([this, t] { work(t); });
+            threads.back().detach();
+        }
+    }
+
+    void work(unsigned t) {
+        unsigned long long seen = 0;
+        for (;;) {
+            Kernel* kk;
+            void** pp;
+            {
+                std::unique_lock<std::mutex> l(mu);
+                start.wait(l, [&] { return generation != seen && t < active; });
+                seen = generation;
+                kk = k;
+                pp = params;
+            }
+            threadIdx = {t, 0, 0};
+            for (unsigned b = 0; b < gridDim.x; b++) {
+                blockIdx = {b, 0, 0};
+                kk->call(kk->fn, pp);
+                pthread_barrier_wait(&barrier);
+            }
+            std::lock_guard<std::mutex> l(mu);
+            if (--running == 0) finished.notify_all();
+        }
+    }
+};
+
+static Pool pool;
+
 int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                    unsigned shmem, void*, void** params, void**) {
     if (gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024 || gx == 0 || shmem != 0)
         return 1;  // CUDA_ERROR_INVALID_VALUE: the kernels are one-dimensional
-    auto* k = static_cast<Kernel*>(f);
+    std::unique_lock<std::mutex> l(pool.mu);
+    pool.grow(bx);
     gridDim = {gx, 1, 1};
     blockDim = {bx, 1, 1};
     pthread_barrier_init(&barrier, nullptr, bx);
-    for (unsigned b = 0; b < gx; b++) {
-        std::vector<std::thread> threads;
-        for (unsigned t = 0; t < bx; t++) {
-            threads.emplace_back([=] {
-                blockIdx = {b, 0, 0};
-                threadIdx = {t, 0, 0};
-                k->call(k->fn, params);
-            });
-        }
-        for (auto& th : threads) th.join();
-    }
+    pool.k = static_cast<Kernel*>(f);
+    pool.params = params;
+    pool.active = bx;
+    pool.running = bx;
+    pool.generation++;
+    pool.start.notify_all();
+    pool.finished.wait(l, [] { return pool.running == 0; });
+    pool.active = 0;
     pthread_barrier_destroy(&barrier);
     return 0;
 }

@@ -1,0 +1,472 @@
+//go:build cgo && linux
+
+package nn
+
+import "fmt"
+
+// cudaGraph runs a Graph's ops on the GPU: tensors the graph makes live in
+// a device arena (reset with the graph), parameters are mirrored once
+// (ToDevice, or on first use for tensors that take a gradient), and other
+// host tensors an op reads are uploaded into the arena for this graph's
+// lifetime. Each op mirrors its CPU path in graph.go; backward closures go
+// on the same tape.
+type cudaGraph struct {
+	g       *Graph
+	c       *CUDA
+	arena   devArena
+	uploads map[*Tensor]Buffer
+}
+
+func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
+	return &cudaGraph{g: g, c: c, arena: devArena{c: c}, uploads: map[*Tensor]Buffer{}}
+}
+
+// devArena hands out zeroed device memory from chunks that survive Reset,
+// as arena does on the host.
+type devArena struct {
+	c      *CUDA
+	chunks []Buffer
+	cur    int
+	off    int
+	used   int
+	peak   int
+}
+
+func (a *devArena) alloc(n int) Buffer {
+	n = (n + 63) &^ 63 // 256-byte alignment, as cuBLAS and vector loads like
+	for a.cur < len(a.chunks) {
+		ch := a.chunks[a.cur]
+		if a.off+n <= ch.n {
+			b := Buffer{ptr: ch.ptr + uint64(a.off)*4, n: n}
+			a.off += n
+			a.used += n
+			a.peak = max(a.peak, a.used)
+			a.c.Zero(b)
+			return b
+		}
+		a.cur++
+		a.off = 0
+	}
+	size := 1 << 20
+	if k := len(a.chunks); k > 0 {
+		size = 2 * a.chunks[k-1].n
+	}
+	ch := a.c.Alloc(max(size, n))
+	a.chunks = append(a.chunks, ch)
+	a.cur = len(a.chunks) - 1
+	a.off = n
+	a.used += n
+	a.peak = max(a.peak, a.used)
+	b := Buffer{ptr: ch.ptr, n: n}
+	a.c.Zero(b)
+	return b
+}
+
+func (cg *cudaGraph) reset() {
+	cg.arena.cur, cg.arena.off, cg.arena.used = 0, 0, 0
+	clear(cg.uploads)
+}
+
+func (cg *cudaGraph) mark() [3]int { return [3]int{cg.arena.cur, cg.arena.off, cg.arena.used} }
+
+// keep moves the kept tensors down to mark m (through a temporary, since
+// device copies must not overlap) and frees the rest of the arena above.
+func (cg *cudaGraph) keep(m [3]int, ts []*Tensor) {
+	a := &cg.arena
+	cur, off, used := m[0], m[1], m[2]
+	for _, t := range ts {
+		if t.dev == nil || t.dev.persistent {
+			return
+		}
+		n := (t.dev.data.n + 63) &^ 63
+		for cur < len(a.chunks) && off+n > a.chunks[cur].n {
+			cur, off = cur+1, 0
+		}
+		if cur >= len(a.chunks) {
+			return
+		}
+		dst := Buffer{ptr: a.chunks[cur].ptr + uint64(off)*4, n: t.dev.data.n}
+		if dst.ptr != t.dev.data.ptr {
+			tmp := cg.c.Alloc(t.dev.data.n)
+			cg.c.Copy(tmp, t.dev.data)
+			cg.c.Copy(dst, tmp)
+			cg.c.Free(tmp)
+			t.dev.data = dst
+		}
+		off += n
+		used += n
+	}
+	a.cur, a.off, a.used = cur, off, used
+}
+
+func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak) * 4 }
+
+func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
+	n := numel(shape)
+	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n).Slice(0, n)}
+	if grad {
+		d.grad = cg.arena.alloc(n).Slice(0, n)
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
+}
+
+// d returns t's device values: its own, a parameter mirror made now (for
+// a tensor with a gradient), or an upload for this graph's lifetime.
+func (cg *cudaGraph) d(t *Tensor) Buffer {
+	if t == nil {
+		return Buffer{}
+	}
+	if t.dev != nil {
+		return t.dev.data
+	}
+	if t.Grad != nil {
+		cg.c.mirror(t)
+		return t.dev.data
+	}
+	if b, ok := cg.uploads[t]; ok {
+		return b
+	}
+	b := cg.arena.alloc(len(t.Data))
+	b.n = len(t.Data)
+	cg.c.Write(b, t.Data)
+	cg.uploads[t] = b
+	return b
+}
+
+// gr returns t's device gradient, or the nil Buffer.
+func (cg *cudaGraph) gr(t *Tensor) Buffer {
+	if t == nil || t.dev == nil {
+		return Buffer{}
+	}
+	return t.dev.grad
+}
+
+func (cg *cudaGraph) ints(x []int32) Buffer {
+	b := cg.arena.alloc(len(x))
+	b.n = len(x)
+	cg.c.WriteInt32(b, x)
+	return b
+}
+
+func (cg *cudaGraph) backwardSeed(loss *Tensor) {
+	if loss.dev == nil || loss.dev.grad.IsNil() {
+		panic("nn: Backward: loss has no gradient (no parameter takes one, or NoGrad is set)")
+	}
+	cg.c.Fill(loss.dev.grad.Slice(0, 1), 1)
+}
+
+func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
+	dx, dw, db := cg.d(x), cg.d(w), cg.d(bias)
+	cg.c.MatmulForward(out.dev.data, dx, dw, db, N, C, OC)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			cg.c.MatmulBackward(cg.gr(x), cg.gr(w), cg.gr(bias), out.dev.grad, dx, dw, N, C, OC)
+		})
+	}
+}
+
+func (cg *cudaGraph) embedding(out, table *Tensor, ids []int32, D int) {
+	dt := cg.d(table)
+	V := table.Dim(0)
+	for _, id := range ids {
+		if id < 0 || int(id) >= V {
+			panic("nn: EmbeddingForward: id out of range")
+		}
+	}
+	bi := cg.ints(ids)
+	cg.c.EmbeddingForward(out.dev.data, dt, bi, D)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() { cg.c.EmbeddingBackward(cg.gr(table), out.dev.grad, bi, D) })
+	}
+}
+
+func (cg *cudaGraph) rmsnorm(out, x, w *Tensor, N, D int, eps float32) {
+	dx, dw := cg.d(x), cg.d(w)
+	rstd := cg.arena.alloc(N)
+	cg.c.RMSNormForward(out.dev.data, rstd, dx, dw, N, D, eps)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() { cg.c.RMSNormBackward(cg.gr(x), cg.gr(w), out.dev.grad, dx, dw, rstd, N, D) })
+	}
+}
+
+func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape) {
+	dq, dk, dv, db := cg.d(q), cg.d(k), cg.d(v), cg.d(bias)
+	var mask Buffer
+	if o.KeyMask != nil {
+		mask = cg.arena.alloc((len(o.KeyMask) + 3) / 4)
+		cg.c.WriteMask(mask, o.KeyMask)
+	}
+	P := s.B * s.H * s.Tq * s.Tk
+	var drop, scratch Buffer
+	if cg.g.Train && o.Dropout > 0 {
+		drop, scratch = cg.dropoutMask(P, o.Dropout), cg.arena.alloc(P)
+	}
+	cg.c.AttentionForward(out.dev.data, probs.dev.data, drop, scratch, dq, dk, dv, db, mask, o.Causal, o.QOffset, s)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), cg.arena.alloc(2*P), out.dev.grad, probs.dev.data, drop, dq, dk, dv, s)
+		})
+	}
+}
+
+// dropoutMask draws n inverted-dropout scales on the device, keyed by the
+// graph's seed and the op's index as on the CPU (the generators differ).
+func (cg *cudaGraph) dropoutMask(n int, p float32) Buffer {
+	cg.g.dropout++
+	m := cg.arena.alloc(n)
+	m.n = n
+	cg.c.DropoutMask(m, cg.g.Seed, cg.g.dropout, p)
+	return m
+}
+
+func (cg *cudaGraph) positionBias(out, table *Tensor, buckets []int32, numBuckets, H int) {
+	dt := cg.d(table)
+	bb := cg.ints(buckets)
+	cg.c.PositionBiasForward(out.dev.data, dt, bb, H)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() { cg.c.PositionBiasBackward(cg.gr(table), out.dev.grad, bb, numBuckets, H) })
+	}
+}
+
+// unary runs kernel fwd and, for backward, bwd over the saved input (or
+// the output, when useOut).
+func (cg *cudaGraph) unary(out, x *Tensor, fwd, bwd string, useOut bool) {
+	dx := cg.d(x)
+	n := out.Len()
+	cg.c.elementwise(fwd, n, out.dev.data, dx)
+	if !out.dev.grad.IsNil() {
+		saved := dx
+		if useOut {
+			saved = out.dev.data
+		}
+		cg.g.record(func() {
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.c.elementwise(bwd, n, gx, out.dev.grad, saved)
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) add(out, a, b *Tensor) {
+	cg.c.Add(out.dev.data, cg.d(a), cg.d(b))
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			for _, t := range []*Tensor{a, b} {
+				if gt := cg.gr(t); !gt.IsNil() {
+					cg.c.Accumulate(gt, out.dev.grad)
+				}
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) mul(out, a, b *Tensor) {
+	da, db := cg.d(a), cg.d(b)
+	cg.c.Mul(out.dev.data, da, db)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() { cg.c.MulBackward(cg.gr(a), cg.gr(b), out.dev.grad, da, db) })
+	}
+}
+
+func (cg *cudaGraph) scale(out, x *Tensor, s float32) {
+	cg.c.Scale(out.dev.data, cg.d(x), s)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.c.ScaleBackward(gx, out.dev.grad, s)
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) dropout(out, x *Tensor, p float32) {
+	dx := cg.d(x)
+	mask := cg.dropoutMask(out.Len(), p)
+	cg.c.Mul(out.dev.data, dx, mask)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.c.MulBackward(gx, Buffer{}, out.dev.grad, mask, dx)
+			}
+		})
+	}
+}
+
+// crossEntropy returns the loss; the sum over rows comes back to the host
+// in float64, as on the CPU.
+func (cg *cudaGraph) crossEntropy(out, logits *Tensor, targets []int32, N, V int) {
+	dl := cg.d(logits)
+	probs := cg.arena.alloc(N * V)
+	tb := cg.ints(targets)
+	loss, count, err := cg.c.CrossEntropyForward(probs, dl, tb, targets, N, V, -100)
+	if err != nil {
+		panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
+	}
+	cg.c.Write(out.dev.data, []float32{float32(loss)})
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			var dloss [1]float32
+			if err := cg.c.Download(dloss[:], out.dev.grad); err != nil {
+				panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
+			}
+			if gl := cg.gr(logits); !gl.IsNil() {
+				cg.c.CrossEntropyBackward(gl, probs, tb, N, V, -100, dloss[0], count)
+			}
+		})
+	}
+}
+
+// copyBlock: dst[r·dstStride+dstOff+c] (+)= src[r·srcStride+srcOff+c].
+func (cg *cudaGraph) copyBlock(dst Buffer, dstStride, dstOff int, src Buffer, srcStride, srcOff, rows, cols int, accumulate bool) {
+	cg.c.do(func() {
+		cg.c.launch("copy_block", elementwiseGrid(rows*cols), elementwiseBlock, dst, dstStride, dstOff, src, srcStride, srcOff, rows, cols, accumulate)
+	})
+}
+
+func (cg *cudaGraph) concat(out *Tensor, ts []*Tensor, N, total int) {
+	srcs := make([]Buffer, len(ts))
+	off := 0
+	for i, t := range ts {
+		srcs[i] = cg.d(t)
+		C := t.Dim(-1)
+		cg.copyBlock(out.dev.data, total, off, srcs[i], C, 0, N, C, false)
+		off += C
+	}
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			off := 0
+			for _, t := range ts {
+				C := t.Dim(-1)
+				if gt := cg.gr(t); !gt.IsNil() {
+					cg.copyBlock(gt, C, 0, out.dev.grad, total, off, N, C, true)
+				}
+				off += C
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) slice(out, x *Tensor, lo, hi, N, C int) {
+	W := hi - lo
+	cg.copyBlock(out.dev.data, W, 0, cg.d(x), C, lo, N, W, false)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.copyBlock(gx, C, lo, out.dev.grad, W, 0, N, W, true)
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) gru(out, gi, gh, h *Tensor, N, R int) {
+	dgi, dgh, dh := cg.d(gi), cg.d(gh), cg.d(h)
+	gates := cg.arena.alloc(N * 3 * R)
+	cg.c.GRUGateForward(out.dev.data, gates, dgi, dgh, dh, N, R)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			cg.c.GRUGateBackward(cg.gr(gi), cg.gr(gh), cg.gr(h), out.dev.grad, gates, dgh, dh, N, R)
+		})
+	}
+}
+
+func (cg *cudaGraph) lstm(hOut, cOut, gates, cPrev *Tensor, N, R int) {
+	dg, dc := cg.d(gates), cg.d(cPrev)
+	acts, tc := cg.arena.alloc(N*4*R), cg.arena.alloc(N*R)
+	cg.c.LSTMGateForward(hOut.dev.data, cOut.dev.data, acts, tc, dg, dc, N, R)
+	if !hOut.dev.grad.IsNil() {
+		cg.g.record(func() {
+			cg.c.LSTMGateBackward(cg.gr(gates), cg.gr(cPrev), hOut.dev.grad, cOut.dev.grad, acts, tc, dc, N, R)
+		})
+	}
+}
+
+func (cg *cudaGraph) addRow(out, x, b *Tensor, N, C int) {
+	cg.c.Add(out.dev.data, cg.d(x), cg.d(b))
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.c.Accumulate(gx, out.dev.grad)
+			}
+			if gb := cg.gr(b); !gb.IsNil() {
+				cg.c.AccumulateRows(gb, out.dev.grad, N, C)
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
+	dp, dx := cg.d(p), cg.d(x)
+	row := (P + S) * D
+	cg.copyBlock(out.dev.data, row, 0, dp, 0, 0, B, P*D, false)
+	cg.copyBlock(out.dev.data, row, P*D, dx, S*D, 0, B, S*D, false)
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			if gp := cg.gr(p); !gp.IsNil() {
+				cg.c.do(func() {
+					cg.c.launch("accumulate_columns", elementwiseGrid(P*D), elementwiseBlock, gp, out.dev.grad, B, P*D, row)
+				})
+			}
+			if gx := cg.gr(x); !gx.IsNil() {
+				cg.copyBlock(gx, S*D, 0, out.dev.grad, row, P*D, B, S*D, true)
+			}
+		})
+	}
+}
+
+func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
+	da, db := cg.d(a), cg.d(b)
+	cg.c.do(func() { cg.c.gemmBatched(false, false, M, N, K, 1, da, K, M*K, db, N, K*N, 0, out.dev.data, N, M*N, B) })
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			d := out.dev.grad
+			cg.c.do(func() {
+				if ga := cg.gr(a); !ga.IsNil() {
+					cg.c.gemmBatched(false, true, M, K, N, 1, d, N, M*N, db, N, K*N, 1, ga, K, M*K, B)
+				}
+				if gb := cg.gr(b); !gb.IsNil() {
+					cg.c.gemmBatched(true, false, K, N, M, 1, da, K, M*K, d, N, M*N, 1, gb, N, K*N, B)
+				}
+			})
+		})
+	}
+}
+
+func (cg *cudaGraph) meanHeads(out, p *Tensor, B, H, TqTk int) {
+	dp := cg.d(p)
+	cg.c.do(func() {
+		cg.c.launch("mean_heads", elementwiseGrid(B*TqTk), elementwiseBlock, out.dev.data, dp, B, H, TqTk)
+	})
+}
+
+func (cg *cudaGraph) gateMix(out, a, b, alpha *Tensor, temp float32) {
+	da, db, dal := cg.d(a), cg.d(b), cg.d(alpha)
+	n := out.Len()
+	cg.c.do(func() {
+		cg.c.launch("gate_mix_forward", elementwiseGrid(n), elementwiseBlock, out.dev.data, da, db, dal, temp, n)
+	})
+	if !out.dev.grad.IsNil() {
+		cg.g.record(func() {
+			blocks := min(elementwiseGrid(n), 1024)
+			partial := cg.arena.alloc(2 * blocks)
+			cg.c.do(func() {
+				cg.c.launch("gate_mix_backward", blocks, rowBlockMax, cg.gr(a), cg.gr(b), partial, out.dev.grad, da, db, dal, temp, n)
+				if gal := cg.gr(alpha); !gal.IsNil() {
+					cg.c.launch("gate_mix_alpha", 1, 1, gal, partial, blocks, dal, temp)
+				}
+			})
+		})
+	}
+}
+
+// mirror gives t a persistent device copy of its values and, where it
+// has one, its gradient (see ToDevice).
+func (c *CUDA) mirror(t *Tensor) {
+	if t.dev != nil {
+		return
+	}
+	d := &devTensor{dev: c, data: c.Upload(t.Data), persistent: true}
+	if t.Grad != nil {
+		d.grad = c.Upload(t.Grad)
+	}
+	t.dev = d
+}
