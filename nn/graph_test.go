@@ -369,3 +369,98 @@ func TestKeepReleasesTapeFreeWork(t *testing.T) {
 		t.Error("Keep released memory a recorded backward still needs")
 	}
 }
+
+// checkOnDevice is checkGrad for a GPU graph: its output and every input
+// gradient must equal the CPU graph's on the same inputs. Where the
+// function draws dropout masks (the two backends' generators differ), the
+// GPU's gradients are checked by central differences on the GPU instead.
+func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g *Graph) *Tensor) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(9, 9))
+	// The CPU reference, on copies made before the GPU mirrors the inputs.
+	cpu := NewGraph(DefaultBackend())
+	out := f(cpu)
+	G := make([]float32, out.Len())
+	for i := range G {
+		G[i] = float32(rng.NormFloat64())
+	}
+	copy(out.Grad, G)
+	for i := len(cpu.tape) - 1; i >= 0; i-- {
+		cpu.tape[i]()
+	}
+	wantOut := clone(out.Data)
+	wantGrads := make([][]float32, len(inputs))
+	for i, in := range inputs {
+		wantGrads[i] = clone(in.Grad)
+		clear(in.Grad)
+	}
+
+	g := NewGraph(be)
+	dout := f(g)
+	if !dout.OnDevice() || dout.dev.grad.IsNil() {
+		t.Fatal("GPU output is not on the device or has no gradient")
+	}
+	dout.dev.dev.Write(dout.dev.grad, G)
+	for i := len(g.tape) - 1; i >= 0; i-- {
+		g.tape[i]()
+	}
+	compare := func(name string, got, want []float32, tol float64) {
+		t.Helper()
+		scale := 0.0
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(float64(w)))
+		}
+		for i := range want {
+			if d := math.Abs(float64(got[i]) - float64(want[i])); !(d <= tol*(1+scale)) {
+				t.Errorf("%s[%d] = %v, want %v", name, i, got[i], want[i])
+				return
+			}
+		}
+	}
+	if g.dropout == 0 {
+		compare("output", dout.Values(), wantOut, 1e-5)
+		for i, in := range inputs {
+			if in.Grad != nil {
+				compare(fmt.Sprintf("input %d gradient", i), in.GradValues(), wantGrads[i], 1e-5)
+			}
+		}
+		return
+	}
+	objective := func() float64 {
+		h := NewGraph(be)
+		h.NoGrad = true
+		var s float64
+		for i, v := range f(h).Values() {
+			s += float64(v) * float64(G[i])
+		}
+		return s
+	}
+	for ti, in := range inputs {
+		if in.Grad == nil {
+			continue
+		}
+		grad := clone(in.GradValues())
+		vals := clone(in.Values())
+		var worst, scale float64
+		for _, v := range grad {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		// Eight probes per input: each is two GPU graphs on the emulator.
+		for i := 0; i < len(vals); i += max(1, len(vals)/8) {
+			orig := vals[i]
+			vals[i] = orig + float32(eps)
+			in.SetValues(vals)
+			up := objective()
+			vals[i] = orig - float32(eps)
+			in.SetValues(vals)
+			down := objective()
+			vals[i] = orig
+			in.SetValues(vals)
+			worst = math.Max(worst, math.Abs((up-down)/(2*eps)-float64(grad[i])))
+		}
+		if tol := 2e-3 + 2e-2*scale; worst > tol {
+			t.Errorf("input %d %v: ‖analytic − numeric‖∞ = %.3g > %.3g", ti, in.Shape, worst, tol)
+		}
+	}
+}
+func clone(x []float32) []float32 { return append([]float32(nil), x...) }
