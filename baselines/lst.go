@@ -176,7 +176,7 @@ func magnitude(m *t5.Model) importance {
 	return func(name string) []float32 {
 		t := m.Params.Get(name)
 		a := make([]float32, t.Len())
-		for j, v := range t.Data {
+		for j, v := range t.Values() {
 			a[j] = float32(math.Abs(float64(v)))
 		}
 		return a
@@ -192,12 +192,13 @@ func (l *lst) InitFromData(be nn.Backend, batches []t5.Batch) error {
 	}
 	m := l.m
 	grads := m.Params.EnableGrad(func(string) bool { return true })
-	defer freeze(m)
+	defer freeze(m) // a GPU mirror loses its gradient too
 	imp := map[string][]float32{}
 	for i, name := range m.Params.Names {
 		imp[name] = make([]float32, m.Params.Tensors[i].Len())
 	}
 	g := nn.NewGraph(be)
+	defer g.Release()
 	for _, bt := range batches {
 		g.Reset()
 		out, err := m.Forward(g, bt, nil)
@@ -207,7 +208,7 @@ func (l *lst) InitFromData(be nn.Backend, batches []t5.Batch) error {
 		g.Backward(out.Loss)
 		for i, t := range grads {
 			acc := imp[m.Params.Names[i]]
-			for j, v := range t.Grad {
+			for j, v := range t.GradValues() {
 				acc[j] += v * v
 			}
 		}

@@ -32,6 +32,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -62,6 +63,8 @@ type CUDA struct {
 	calls  chan func()
 	info   GPUInfo
 	err    error
+	life   sync.RWMutex // held to use the device, taken exclusively to close it
+	closed bool
 
 	mem     deviceAllocator
 	staging unsafe.Pointer // pinned host memory for host↔device copies
@@ -106,12 +109,25 @@ func (c *CUDA) loop(started chan<- struct{}) {
 
 // do runs f on the CUDA thread and waits for it.
 func (c *CUDA) do(f func()) {
+	if !c.try(f) {
+		panic("nn: CUDA: used after Close")
+	}
+}
+
+// try runs f on the CUDA thread unless the device is closed.
+func (c *CUDA) try(f func()) bool {
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed {
+		return false
+	}
 	done := make(chan struct{})
 	c.calls <- func() {
 		defer close(done)
 		f()
 	}
 	<-done
+	return true
 }
 
 func (c *CUDA) shutdown() {
@@ -343,7 +359,10 @@ func (c *CUDA) Close() error {
 		C.rs_cuda_close(c.lib)
 		err = c.err
 	})
+	c.life.Lock()
+	c.closed = true
 	c.shutdown()
+	c.life.Unlock()
 	return err
 }
 
@@ -454,9 +473,10 @@ func (c *CUDA) alloc(n int) Buffer {
 	return b
 }
 
-// Free returns b to the cache.
+// Free returns b to the cache; after Close it does nothing (Close freed
+// everything), so collected graphs may release late.
 func (c *CUDA) Free(bs ...Buffer) {
-	c.do(func() {
+	c.try(func() {
 		for _, b := range bs {
 			if b.ptr != 0 {
 				c.mem.put(b.ptr)

@@ -12,6 +12,8 @@ type GPU interface {
 	Info() GPUInfo
 	// PeakBytes is the most device memory the backend has held.
 	PeakBytes() int64
+	// Sync waits for queued work and returns the first error.
+	Sync() error
 	Close() error
 }
 
@@ -120,5 +122,6 @@ type tensorDevice interface {
 	Scale(out, x Buffer, s float32)
 	AdamWStep(o *AdamW, step int, p, g, m, v Buffer)
 	Alloc(n int) Buffer
+	Free(bs ...Buffer)
 	Sync() error
 }

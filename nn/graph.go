@@ -169,6 +169,7 @@ type Graph struct {
 type gpuGraph interface {
 	newTensor(grad bool, shape []int) *Tensor
 	reset()
+	release()
 	mark() [3]int
 	keep(m [3]int, ts []*Tensor)
 	peakBytes() int64
@@ -223,6 +224,15 @@ func ToDevice(be Backend, ts ...*Tensor) {
 		for _, t := range ts {
 			d.mirror(t)
 		}
+	}
+}
+
+// Release frees the graph's device memory (a GPU graph's arena; nothing
+// on the CPU). The graph and its tensors must not be used afterwards.
+// Graphs that are dropped without it release it when collected.
+func (g *Graph) Release() {
+	if g.gpu != nil {
+		g.gpu.release()
 	}
 }
 

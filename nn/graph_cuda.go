@@ -2,7 +2,10 @@
 
 package nn
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+)
 
 // cudaGraph runs a Graph's ops on the GPU: tensors the graph makes live in
 // a device arena (reset with the graph), parameters are mirrored once
@@ -13,12 +16,25 @@ import "fmt"
 type cudaGraph struct {
 	g       *Graph
 	c       *CUDA
-	arena   devArena
+	arena   *devArena
 	uploads map[*Tensor]Buffer
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
-	return &cudaGraph{g: g, c: c, arena: devArena{c: c}, uploads: map[*Tensor]Buffer{}}
+	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}}
+	// A graph dropped without Release gives its arena back when collected.
+	runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
+	return cg
+}
+
+func (cg *cudaGraph) release() { cg.arena.free() }
+
+// free returns the arena's chunks to the device cache.
+func (a *devArena) free() {
+	if len(a.chunks) > 0 {
+		a.c.Free(a.chunks...)
+	}
+	a.chunks, a.cur, a.off, a.used = nil, 0, 0, 0
 }
 
 // devArena hands out zeroed device memory from chunks that survive Reset,
@@ -72,7 +88,7 @@ func (cg *cudaGraph) mark() [3]int { return [3]int{cg.arena.cur, cg.arena.off, c
 // keep moves the kept tensors down to mark m (through a temporary, since
 // device copies must not overlap) and frees the rest of the arena above.
 func (cg *cudaGraph) keep(m [3]int, ts []*Tensor) {
-	a := &cg.arena
+	a := cg.arena
 	cur, off, used := m[0], m[1], m[2]
 	for _, t := range ts {
 		if t.dev == nil || t.dev.persistent {

@@ -80,6 +80,19 @@ func (p *Params) EnableGrad(keep func(name string) bool) []*Tensor {
 			off += t.Len()
 			out = append(out, t)
 		}
+		if t.dev != nil { // a GPU mirror follows: a zeroed gradient, or none
+			d := t.dev
+			switch {
+			case t.Grad != nil && d.grad.IsNil():
+				d.grad = d.dev.Alloc(t.Len())
+				d.dev.Zero(d.grad)
+			case t.Grad != nil:
+				d.dev.Zero(d.grad)
+			case !d.grad.IsNil():
+				d.dev.Free(d.grad)
+				d.grad = Buffer{}
+			}
+		}
 	}
 	return out
 }

@@ -50,6 +50,7 @@ type StepBench struct {
 	PeakRSSMB        float64
 	Trainable        int
 	ActivationPeakMB float64
+	DevicePeakMB     float64 // GPU memory the backend held at most (0 on the CPU)
 	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
 	// new tokens), when the caller measured it.
 	LatencyMS float64
@@ -86,8 +87,18 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	for i := range bt.Labels {
 		bt.Labels[i] = int32(2 + rng.IntN(31998))
 	}
+	gpu, onGPU := be.(nn.GPU)
 	cb := &countingBackend{Backend: be}
-	g := nn.NewGraph(cb)
+	var g *nn.Graph
+	if onGPU {
+		// The products run inside the device graph, so nothing counts them.
+		nn.ToDevice(be, m.Params.Tensors...)
+		nn.ToDevice(be, trainable...)
+		g = nn.NewGraph(be)
+		defer g.Release()
+	} else {
+		g = nn.NewGraph(cb)
+	}
 	step := func() error {
 		g.Reset()
 		out, err := m.Forward(g, bt, hooks)
@@ -110,6 +121,13 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 			return StepBench{}, err
 		}
 	}
+	var devicePeak float64
+	if onGPU {
+		if err := gpu.Sync(); err != nil {
+			return StepBench{}, err
+		}
+		devicePeak = float64(gpu.PeakBytes()) / 1e6
+	}
 	elapsed := time.Since(t0).Seconds()
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -126,5 +144,6 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		PeakRSSMB:        float64(ru.Maxrss) / 1024,
 		Trainable:        n,
 		ActivationPeakMB: float64(g.PeakBytes()) / 1e6,
+		DevicePeakMB:     devicePeak,
 	}, nil
 }

@@ -122,6 +122,7 @@ func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxN
 		out[b] = []int32{int32(c.DecoderStartTokenID)}
 	}
 	g := nn.NewGraph(be)
+	defer g.Release()
 	g.NoGrad = true
 	for t := 1; t <= maxNew; t++ {
 		g.Reset()
@@ -135,7 +136,8 @@ func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxN
 			panic(err) // the shapes are ours
 		}
 		V := c.VocabSize
-		if m.pickNext(out, done, func(b int) []float32 { return o.Logits.Data[(b*t+t-1)*V : (b*t+t)*V] }) {
+		lv := o.Logits.Values()
+		if m.pickNext(out, done, func(b int) []float32 { return lv[(b*t+t-1)*V : (b*t+t)*V] }) {
 			break
 		}
 	}

@@ -23,6 +23,7 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 	c := m.Config
 	D, HK := c.DModel, c.Inner()
 	ge := nn.NewGraph(be)
+	defer ge.Release()
 	ge.NoGrad = true
 	enc, encMask, encOut := m.Encode(ge, ids, mask, B, S, h)
 	L := len(m.Dec)
@@ -40,6 +41,7 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		out[b] = []int32{int32(c.DecoderStartTokenID)}
 	}
 	g := nn.NewGraph(be)
+	defer g.Release()
 	g.NoGrad = true
 	for t := 0; t < maxNew; t++ {
 		g.Reset()
@@ -56,8 +58,8 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 			q := m.linear(g, h, name+"0.SelfAttention.q", hn, blk.Q)
 			k := m.linear(g, h, name+"0.SelfAttention.k", hn, blk.K)
 			v := m.linear(g, h, name+"0.SelfAttention.v", hn, blk.V)
-			selfK[l] = appendStep(selfK[l], k.Data, B, t, HK)
-			selfV[l] = appendStep(selfV[l], v.Data, B, t, HK)
+			selfK[l] = appendStep(selfK[l], k.Values(), B, t, HK)
+			selfV[l] = appendStep(selfV[l], v.Values(), B, t, HK)
 			K := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfK[l]}
 			V := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfV[l]}
 			a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: c.NumHeads, Causal: true, QOffset: t})
@@ -77,7 +79,8 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		}
 		logits := m.lmHead(g, h, final)
 		V := c.VocabSize
-		if m.pickNext(out, done, func(b int) []float32 { return logits.Data[b*V : (b+1)*V] }) {
+		lv := logits.Values()
+		if m.pickNext(out, done, func(b int) []float32 { return lv[b*V : (b+1)*V] }) {
 			break
 		}
 	}

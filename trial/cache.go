@@ -53,13 +53,13 @@ type halfStates struct {
 
 // capture copies what a forward pass produced for the batch.
 func capture(g *nn.Graph, out *t5.Output, B, S, T int) *batchStates {
-	st := &batchStates{B: B, S: S, T: T, DecOut: clone(out.DecOut.Data)}
+	st := &batchStates{B: B, S: S, T: T, DecOut: clone(out.DecOut.Values())}
 	for _, x := range out.EncBlockOut {
-		st.Enc = append(st.Enc, clone(x.Data))
+		st.Enc = append(st.Enc, clone(x.Values()))
 	}
 	for j, x := range out.DecBlockOut {
-		st.Dec = append(st.Dec, clone(x.Data))
-		st.Cross = append(st.Cross, clone(g.MeanHeads(out.CrossAttn[j]).Data))
+		st.Dec = append(st.Dec, clone(x.Values()))
+		st.Cross = append(st.Cross, clone(g.MeanHeads(out.CrossAttn[j]).Values()))
 	}
 	return st
 }

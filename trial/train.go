@@ -240,7 +240,12 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	}
 	steps := set.MaxEpochs * len(batches)
 	warmup := int(set.WarmupRatio * float64(steps))
+	// On a GPU the parameters move there once (after any data-driven
+	// initialisation); the optimiser updates them there.
+	nn.ToDevice(be, m.Params.Tensors...)
+	nn.ToDevice(be, trainable...)
 	g := nn.NewGraph(be)
+	defer g.Release()
 	g.Seed = uint64(spec.Seed)
 	rng := rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a))
 	best, bestEpoch := math.Inf(-1), -1
@@ -271,7 +276,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 					cache.add(bi, capture(g, out, bt.B, bt.S, bt.T))
 				}
 			}
-			loss := float64(out.Loss.Data[0])
+			loss := float64(out.Loss.Values()[0])
 			if math.IsNaN(loss) || math.IsInf(loss, 0) {
 				return fmt.Errorf("trial: the training loss is %v at epoch %d, step %d (lr %.3g too high?)", loss, epoch, step, lr)
 			}
@@ -557,13 +562,13 @@ func snapshot(ts []*nn.Tensor, into [][]float32) [][]float32 {
 		}
 	}
 	for i, t := range ts {
-		copy(into[i], t.Data)
+		copy(into[i], t.Values())
 	}
 	return into
 }
 
 func restore(ts []*nn.Tensor, from [][]float32) {
 	for i, t := range ts {
-		copy(t.Data, from[i])
+		t.SetValues(from[i])
 	}
 }
