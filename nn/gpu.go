@@ -39,17 +39,30 @@ func (i GPUInfo) String() string {
 // the system's driver and the newest cuBLAS found on the loader's path
 // (LD_LIBRARY_PATH included, where pip's nvidia-cublas wheels put it).
 type CUDAOptions struct {
-	Driver string   // default "libcuda.so.1"
-	BLAS   []string // tried in order; default libcublas.so.13, .12, .11
+	Driver string   // default $READSWEEP_LIBCUDA, else "libcuda.so.1"
+	BLAS   []string // tried in order; default $READSWEEP_LIBCUBLAS, else libcublas.so.13, .12, .11
 	Device int      // ordinal among the visible devices
 }
+
+// The environment variables that name the libraries, for installations
+// the loader's path does not reach (and for the tests' CPU emulator).
+const (
+	EnvLibCUDA   = "READSWEEP_LIBCUDA"
+	EnvLibCUBLAS = "READSWEEP_LIBCUBLAS"
+)
 
 func (o CUDAOptions) withDefaults() CUDAOptions {
 	if o.Driver == "" {
 		o.Driver = "libcuda.so.1"
+		if v := os.Getenv(EnvLibCUDA); v != "" {
+			o.Driver = v
+		}
 	}
 	if len(o.BLAS) == 0 {
 		o.BLAS = []string{"libcublas.so.13", "libcublas.so.12", "libcublas.so.11"}
+		if v := os.Getenv(EnvLibCUBLAS); v != "" {
+			o.BLAS = []string{v}
+		}
 	}
 	return o
 }

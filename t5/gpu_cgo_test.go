@@ -13,6 +13,7 @@ import (
 // staging, row-major translation and cuBLAS calls as on a GPU.
 func emulatedGPU(t *testing.T) nn.Backend {
 	lib := cudatest.Emulator(t)
+	t.Setenv(cudatest.MaxBlockEnv, "4")
 	g, err := nn.OpenGPU(nn.CUDAOptions{Driver: lib, BLAS: []string{lib}})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,11 @@ var built struct {
 	err  error
 }
 
+// MaxBlockEnv caps the emulator's threads per block. The kernels compute
+// the same for any block size; a cap of a few threads keeps whole-model
+// tests fast while still running the block reductions across threads.
+const MaxBlockEnv = "RS_EMU_MAX_BLOCK"
+
 // Emulator returns the path of the emulator library, built with g++ once
 // per test binary; pass it as both nn.CUDAOptions.Driver and BLAS.
 func Emulator(t testing.TB) string {

@@ -3,7 +3,8 @@
 // compiled from the same .cu files by g++. Device memory is host memory.
 // A module's functions are the .entry names found in the PTX it is given,
 // so a kernel missing from the committed PTX fails here as on a GPU.
-// RS_EMU_DEVICES=0 in the environment makes it report no GPU.
+// RS_EMU_DEVICES=0 in the environment makes it report no GPU;
+// RS_EMU_MAX_BLOCK caps the threads per block (see cuLaunchKernel).
 #include <pthread.h>
 
 #include <condition_variable>
@@ -98,7 +99,11 @@ int cuDeviceGetAttribute(int* v, int attr, int) {
     return 0;
 }
 int cuDeviceGetPCIBusId(char* id, int len, int) { snprintf(id, len, "00000000:00:00.0"); return 0; }
-int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = reinterpret_cast<void*>(1); return 0; }
+// Handles are addresses of real objects: Go's collector checks pointer
+// slots, and a small integer there is an invalid pointer.
+static int contextObject, streamObject, blasObject;
+
+int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = &contextObject; return 0; }
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
 int cuCtxSynchronize() { return 0; }
@@ -178,6 +183,13 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
                    unsigned shmem, void*, void** params, void**) {
     if (gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024 || gx == 0 || shmem != 0)
         return 1;  // CUDA_ERROR_INVALID_VALUE: the kernels are one-dimensional
+    // RS_EMU_MAX_BLOCK=n runs at most n threads per block. The kernels
+    // stride by blockDim, so any block size computes the same; large
+    // tests cap it for speed, the op tests run the sizes the host chose.
+    if (const char* cap = getenv("RS_EMU_MAX_BLOCK")) {
+        unsigned c = unsigned(atoi(cap));
+        if (c > 0 && bx > c) bx = c;
+    }
     std::unique_lock<std::mutex> l(pool.mu);
     pool.grow(bx);
     gridDim = {gx, 1, 1};
@@ -219,7 +231,7 @@ int cuMemsetD32Async(CUdeviceptr d, unsigned v, size_t n, void*) {
     for (size_t i = 0; i < n; i++) p[i] = v;
     return 0;
 }
-int cuStreamCreate(void** s, unsigned) { *s = reinterpret_cast<void*>(2); return 0; }
+int cuStreamCreate(void** s, unsigned) { *s = &streamObject; return 0; }
 int cuStreamDestroy_v2(void*) { return 0; }
 int cuStreamSynchronize(void*) { return 0; }
 int cuGetErrorName(int e, const char** s) { *s = e == 100 ? "CUDA_ERROR_NO_DEVICE" : "CUDA_ERROR_EMULATED"; return 0; }
@@ -227,7 +239,7 @@ int cuGetErrorString(int e, const char** s) { *s = e == 100 ? "no CUDA-capable d
 
 // cuBLAS: column-major, as the library defines it, written from the
 // definition so that nn's row-major translation is checked against it.
-int cublasCreate_v2(void** h) { *h = reinterpret_cast<void*>(3); return 0; }
+int cublasCreate_v2(void** h) { *h = &blasObject; return 0; }
 int cublasDestroy_v2(void*) { return 0; }
 int cublasSetStream_v2(void*, void*) { return 0; }
 int cublasSetMathMode(void*, int mode) { return mode == 0 ? 0 : 7; }  // only CUBLAS_DEFAULT_MATH: fp32

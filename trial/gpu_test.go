@@ -1,0 +1,91 @@
+//go:build cgo && linux
+
+package trial
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/nn/cudatest"
+	"github.com/readsweep/readsweep/read"
+)
+
+// TestTrialOnEmulatedGPU runs whole trials with device: cuda on the CPU
+// emulator of CUDA (parameters mirrored on the device, every op a device
+// kernel, AdamW there, decoding there) and holds them to the same trials
+// on the CPU: without dropout the two are the same computation, so the
+// epoch losses and the scores must agree.
+func TestTrialOnEmulatedGPU(t *testing.T) {
+	lib := cudatest.Emulator(t)
+	t.Setenv(nn.EnvLibCUDA, lib)
+	t.Setenv(nn.EnvLibCUBLAS, lib)
+	t.Setenv(cudatest.MaxBlockEnv, "4")
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	read.Register(reg)
+	run := func(t *testing.T, method string, arch map[string]any, device string) ([]float64, Message, string) {
+		spec := Spec{Version: Version, Study: method + "/x/sst2", Method: method, Arch: arch, Dataset: "sst2",
+			Params: map[string]any{"lr": 1e-2}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", Device: device,
+			Training: map[string]any{"max_epochs": 2, "batch_size": 16, "max_train_examples": 32, "max_eval_examples": 8,
+				"latency_examples": 1, "state_cache": "off", "init_examples": 4}}
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var losses []float64
+		var final Message
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			m, err := ParseMessage([]byte(line))
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			if m.Type == TypeEpoch {
+				losses = append(losses, m.Attrs["train_loss"].(float64))
+			} else {
+				final = m
+			}
+		}
+		return losses, final, logs.String()
+	}
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+	}{
+		{"lora", map[string]any{"rank": 4, "targets": "all_qv"}},
+		{"read", map[string]any{"hidden": 16}},
+		{"lst", map[string]any{"sidenet_dim": 16}},
+		{"prompt", map[string]any{"prompts": 4}},
+	} {
+		t.Run(fmt.Sprint(tc.method), func(t *testing.T) {
+			cpuLoss, cpuFinal, _ := run(t, tc.method, tc.arch, "cpu")
+			gpuLoss, gpuFinal, logs := run(t, tc.method, tc.arch, "cuda")
+			if gpuFinal.Attrs["backend"] != "cuda" || !strings.Contains(logs, "device: cuda: CPU emulator") {
+				t.Fatalf("did not run on the (emulated) GPU: backend %v\n%s", gpuFinal.Attrs["backend"], logs)
+			}
+			if _, ok := gpuFinal.Attrs["gpu_peak_bytes"]; !ok {
+				t.Error("no gpu_peak_bytes")
+			}
+			if len(gpuLoss) != len(cpuLoss) {
+				t.Fatalf("%d GPU epochs, %d CPU", len(gpuLoss), len(cpuLoss))
+			}
+			for i := range cpuLoss {
+				if math.Abs(gpuLoss[i]-cpuLoss[i]) > 1e-4*math.Abs(cpuLoss[i]) {
+					t.Errorf("epoch %d loss: GPU %.6f, CPU %.6f", i, gpuLoss[i], cpuLoss[i])
+				}
+			}
+			for _, key := range []string{"validation", "test"} {
+				if gpuFinal.Attrs[key] != cpuFinal.Attrs[key] {
+					t.Errorf("%s: GPU %v, CPU %v", key, gpuFinal.Attrs[key], cpuFinal.Attrs[key])
+				}
+			}
+		})
+	}
+}
