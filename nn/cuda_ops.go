@@ -37,6 +37,29 @@ func (c *CUDA) elementwise(name string, n int, args ...any) {
 	c.do(func() { c.launch(name, elementwiseGrid(n), elementwiseBlock, append(args, n)...) })
 }
 
+// columnChunk is the rows one thread sums in the first pass of a column
+// sum; with fewer rows than this one pass does it all.
+const columnChunk = 128
+
+// accumulateColumns adds into dst (cols) the sum of src's rows (rows of
+// stride elements): one thread per column for few rows, else per-chunk
+// partial sums first, so a 12288-row bias gradient does not run 12288
+// dependent loads per thread. The order of every sum is fixed. Runs on
+// the CUDA thread.
+func (c *CUDA) accumulateColumns(dst, src Buffer, rows, cols, stride int) {
+	if rows <= columnChunk {
+		c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, src, rows, cols, stride)
+		return
+	}
+	chunks := (rows + columnChunk - 1) / columnChunk
+	partial := c.alloc(chunks * cols)
+	c.launch("column_partial", elementwiseGrid(chunks*cols), elementwiseBlock, partial, src, rows, cols, stride, columnChunk)
+	c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, partial, chunks, cols, cols)
+	if partial.ptr != 0 {
+		c.mem.put(partial.ptr)
+	}
+}
+
 func mustBuf(op, name string, b Buffer, want int) {
 	if b.n < want {
 		panic(fmt.Sprintf("nn: CUDA %s: %s has %d elements, want %d", op, name, b.n, want))
@@ -64,7 +87,7 @@ func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int
 			c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
 		}
 		if !dbias.IsNil() {
-			c.launch("accumulate_columns", elementwiseGrid(OC), elementwiseBlock, dbias, dout, N, OC, OC)
+			c.accumulateColumns(dbias, dout, N, OC, OC)
 		}
 	})
 }
@@ -92,8 +115,19 @@ func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
 		if !dx.IsNil() {
 			c.launch("rmsnorm_backward_x", N, rowBlockMax, dx, dout, x, w, rstd, N, D)
 		}
-		if !dw.IsNil() {
+		if dw.IsNil() {
+			return
+		}
+		if N <= columnChunk {
 			c.launch("rmsnorm_backward_w", elementwiseGrid(D), elementwiseBlock, dw, dout, x, rstd, N, D)
+			return
+		}
+		chunks := (N + columnChunk - 1) / columnChunk
+		partial := c.alloc(chunks * D)
+		c.launch("rmsnorm_dw_partial", elementwiseGrid(chunks*D), elementwiseBlock, partial, dout, x, rstd, N, D, columnChunk)
+		c.launch("accumulate_columns", elementwiseGrid(D), elementwiseBlock, dw, partial, chunks, D, D)
+		if partial.ptr != 0 {
+			c.mem.put(partial.ptr)
 		}
 	})
 }
@@ -160,7 +194,7 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 			}
 		}
 		if !dbias.IsNil() {
-			c.launch("accumulate_columns", elementwiseGrid(H*Tq*Tk), elementwiseBlock, dbias, ds, B, H*Tq*Tk, H*Tq*Tk)
+			c.accumulateColumns(dbias, ds, B, H*Tq*Tk, H*Tq*Tk)
 		}
 	})
 }

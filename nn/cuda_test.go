@@ -231,8 +231,8 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 
 	t.Run("rmsnorm", func(t *testing.T) {
 		h.t = t
-		for _, D := range []int{37, 300} { // shorter and longer than a block
-			N := 5
+		for _, sz := range [][2]int{{5, 37}, {5, 300}, {300, 37}} { // rows shorter and longer than a block; more rows than one pass sums
+			N, D := sz[0], sz[1]
 			x, w := h.rand(N*D), h.rand(D)
 			want, rstd := make([]float32, N*D), make([]float32, N)
 			RMSNormForward(want, rstd, x, w, N, D, 1e-6)
@@ -415,6 +415,13 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 			sums[i%40] += v
 		}
 		h.expect("AccumulateRows", gs, sums, tolReduction)
+		few := h.rand(4) // 250 rows: the two-pass sum
+		gf := h.up(few)
+		c.AccumulateRows(gf, ga, n/4, 4)
+		for i, v := range a {
+			few[i%4] += v
+		}
+		h.expect("AccumulateRows, 250 rows", gf, few, tolReduction)
 	})
 
 	t.Run("dropout", func(t *testing.T) {

@@ -418,9 +418,7 @@ func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
 	if !out.dev.grad.IsNil() {
 		cg.g.record(func() {
 			if gp := cg.gr(p); !gp.IsNil() {
-				cg.c.do(func() {
-					cg.c.launch("accumulate_columns", elementwiseGrid(P*D), elementwiseBlock, gp, out.dev.grad, B, P*D, row)
-				})
+				cg.c.do(func() { cg.c.accumulateColumns(gp, out.dev.grad, B, P*D, row) })
 			}
 			if gx := cg.gr(x); !gx.IsNil() {
 				cg.copyBlock(gx, S*D, 0, out.dev.grad, row, P*D, B, S*D, true)
