@@ -83,7 +83,7 @@ func SelectBackend(device string) (be Backend, note string, close func() error, 
 		if device == "cuda" {
 			return nil, "", nil, fmt.Errorf("device cuda: %w", err)
 		}
-		return DefaultBackend(), "cpu (" + DefaultBackend().Name() + "; no GPU: " + firstLine(err.Error()) + ")", cpu, nil
+		return DefaultBackend(), "cpu (" + DefaultBackend().Name() + "; " + firstLine(err.Error()) + ")", cpu, nil
 	}
 	return nil, "", nil, fmt.Errorf("device %q: want auto, cpu or cuda", device)
 }

@@ -104,7 +104,7 @@ func benchT5(args []string) error {
 	src := fs.Int("src", 64, "source length")
 	tgt := fs.Int("tgt", 4, "target length")
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
-	peer := fs.String("peer", "", "path of torch_cpu_peer.py to run beside (needs Debian's python3-torch)")
+	peer := fs.String("peer", "", "a peer to run beside: ../shared/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
 	backend := fs.String("backend", "", "openblas, gonum or cuda (default: openblas in cgo builds)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -129,7 +129,11 @@ func benchT5(args []string) error {
 	if onGPU {
 		memHeader = "ours GPU MB"
 	}
-	fmt.Printf("%-8s %12s %12s %12s %14s %14s %10s\n", "method", "ours s/step", memHeader, "infer ms@1", "PyTorch s/step", "PyTorch RSS MB", "time ratio")
+	peerMem := "PyTorch RSS MB"
+	if onGPU {
+		peerMem = "PyTorch GPU MB"
+	}
+	fmt.Printf("%-8s %12s %12s %12s %14s %14s %10s\n", "method", "ours s/step", memHeader, "infer ms@1", "PyTorch s/step", peerMem, "time ratio")
 	for _, name := range strings.Split(*names, ",") {
 		// Each method runs in a fresh process so peak memory is its own.
 		r, err := benchOne(be.Name(), *size, name, *batch, *src, *tgt, *steps)
@@ -146,7 +150,11 @@ func benchT5(args []string) error {
 			if err != nil {
 				return err
 			}
-			line += fmt.Sprintf(" %14.3f %14.0f %9.2fx", p.StepS, p.PeakRSSMB, r.SecondsPerStep/p.StepS)
+			pm := p.PeakRSSMB
+			if onGPU {
+				pm = p.PeakGPUMB
+			}
+			line += fmt.Sprintf(" %14.3f %14.0f %9.2fx", p.StepS, pm, r.SecondsPerStep/p.StepS)
 		}
 		fmt.Println(line)
 	}
@@ -238,10 +246,20 @@ func benchStep(args []string) error {
 type peerResult struct {
 	StepS     float64 `json:"step_s"`
 	PeakRSSMB float64 `json:"peak_rss_mb"`
+	PeakGPUMB float64 `json:"peak_gpu_mb"` // scripts/torch_gpu_peer.py
+}
+
+// peerPython runs the peers: Debian's interpreter (python3-torch) unless
+// $READSWEEP_PYTHON names another (a GPU machine's pip-installed PyTorch).
+func peerPython() string {
+	if p := os.Getenv("READSWEEP_PYTHON"); p != "" {
+		return p
+	}
+	return "/usr/bin/python3"
 }
 
 func runPeer(peer, size, method string, B, S, T, steps int) (peerResult, error) {
-	cmd := exec.Command("/usr/bin/python3", peer, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
+	cmd := exec.Command(peerPython(), peer, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
