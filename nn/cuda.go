@@ -546,46 +546,26 @@ func (c *CUDA) download(dst unsafe.Pointer, src uint64, bytes int) {
 
 // Upload copies host values into a new buffer.
 func (c *CUDA) Upload(x []float32) Buffer {
-	var b Buffer
-	c.do(func() {
-		b = c.alloc(len(x))
-		if len(x) > 0 {
-			c.upload(b.ptr, unsafe.Pointer(&x[0]), 4*len(x))
-		}
-	})
+	b := c.Alloc(len(x))
+	c.Write(b, x)
 	return b
 }
 
 // UploadInt32 copies ids (token ids, targets, buckets) into a new buffer.
 func (c *CUDA) UploadInt32(x []int32) Buffer {
-	var b Buffer
-	c.do(func() {
-		b = c.alloc(len(x))
-		if len(x) > 0 {
-			c.upload(b.ptr, unsafe.Pointer(&x[0]), 4*len(x))
-		}
-	})
+	b := c.Alloc(len(x))
+	c.WriteInt32(b, x)
 	return b
 }
 
-// UploadMask copies a key mask as one byte per key (1 keeps, 0 masks).
+// UploadMask copies a key mask, one byte per key (1 keeps, 0 masks), into
+// a new buffer; nil gives the nil Buffer.
 func (c *CUDA) UploadMask(m []bool) Buffer {
 	if m == nil {
 		return Buffer{}
 	}
-	bytes := make([]byte, (len(m)+3)/4*4)
-	for i, v := range m {
-		if v {
-			bytes[i] = 1
-		}
-	}
-	var b Buffer
-	c.do(func() {
-		b = c.alloc(len(bytes) / 4)
-		if len(bytes) > 0 {
-			c.upload(b.ptr, unsafe.Pointer(&bytes[0]), len(bytes))
-		}
-	})
+	b := c.Alloc((len(m) + 3) / 4)
+	c.WriteMask(b, m)
 	return b
 }
 
@@ -749,28 +729,10 @@ func (c *CUDA) gemmZeroK(m, n int, beta float32, out Buffer, ldc int) {
 }
 
 // Write copies host values into an existing buffer.
-func (c *CUDA) Write(dst Buffer, src []float32) {
-	if len(src) > dst.n {
-		panic(fmt.Sprintf("nn: CUDA Write: %d values into %d", len(src), dst.n))
-	}
-	c.do(func() {
-		if len(src) > 0 {
-			c.upload(dst.ptr, unsafe.Pointer(&src[0]), 4*len(src))
-		}
-	})
-}
+func (c *CUDA) Write(dst Buffer, src []float32) { write(c, "Write", dst, src) }
 
 // WriteInt32 copies ids into an existing buffer.
-func (c *CUDA) WriteInt32(dst Buffer, src []int32) {
-	if len(src) > dst.n {
-		panic(fmt.Sprintf("nn: CUDA WriteInt32: %d values into %d", len(src), dst.n))
-	}
-	c.do(func() {
-		if len(src) > 0 {
-			c.upload(dst.ptr, unsafe.Pointer(&src[0]), 4*len(src))
-		}
-	})
-}
+func (c *CUDA) WriteInt32(dst Buffer, src []int32) { write(c, "WriteInt32", dst, src) }
 
 // WriteMask copies a key mask into an existing buffer of (len(m)+3)/4
 // words, one byte per key.
@@ -781,14 +743,19 @@ func (c *CUDA) WriteMask(dst Buffer, m []bool) {
 			bytes[i] = 1
 		}
 	}
-	if len(bytes)/4 > dst.n {
-		panic(fmt.Sprintf("nn: CUDA WriteMask: %d keys into %d words", len(m), dst.n))
+	write(c, "WriteMask", dst, bytes)
+}
+
+// write copies src's bytes into dst through the staging buffer.
+func write[T float32 | int32 | byte](c *CUDA, op string, dst Buffer, src []T) {
+	if len(src) == 0 {
+		return
 	}
-	c.do(func() {
-		if len(bytes) > 0 {
-			c.upload(dst.ptr, unsafe.Pointer(&bytes[0]), len(bytes))
-		}
-	})
+	bytes := len(src) * int(unsafe.Sizeof(src[0]))
+	if bytes > 4*dst.n {
+		panic(fmt.Sprintf("nn: CUDA %s: %d bytes into a buffer of %d", op, bytes, 4*dst.n))
+	}
+	c.do(func() { c.upload(dst.ptr, unsafe.Pointer(&src[0]), bytes) })
 }
 
 // Fill sets every element of b to v.

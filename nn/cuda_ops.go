@@ -290,18 +290,8 @@ func (c *CUDA) CrossEntropyForward(probs, logits, targets Buffer, hostTargets []
 	if err != nil {
 		return 0, 0, err
 	}
-	var total float64
-	count := 0
-	for n, t := range hostTargets {
-		if t != ignore {
-			total += losses[n]
-			count++
-		}
-	}
-	if count == 0 {
-		return 0, 0, nil
-	}
-	return total / float64(count), count, nil
+	mean, count := meanLoss(losses, hostTargets, ignore)
+	return mean, count, nil
 }
 
 // CrossEntropyBackward adds (softmax − onehot)·dloss/count into dlogits.

@@ -379,6 +379,12 @@ func CrossEntropyForward(probs, logits []float32, targets []int32, N, V int, ign
 			}
 		}
 	})
+	return meanLoss(losses, targets, ignore)
+}
+
+// meanLoss averages the per-row losses of rows not ignored, in float64,
+// and counts them (0, 0 when every row is ignored).
+func meanLoss(losses []float64, targets []int32, ignore int32) (float64, int) {
 	var total float64
 	count := 0
 	for n, t := range targets {

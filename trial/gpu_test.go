@@ -40,20 +40,11 @@ func TestTrialOnEmulatedGPU(t *testing.T) {
 		if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
 			t.Fatalf("%v\n%s", err, logs.String())
 		}
-		var losses []float64
-		var final Message
-		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-			m, err := ParseMessage([]byte(line))
-			if err != nil {
-				t.Fatalf("%q: %v", line, err)
-			}
-			if m.Type == TypeEpoch {
-				losses = append(losses, m.Attrs["train_loss"].(float64))
-			} else {
-				final = m
-			}
+		losses, final := trialOutput(t, out.String())
+		if final == nil {
+			t.Fatalf("no final line:\n%s", out.String())
 		}
-		return losses, final, logs.String()
+		return losses, *final, logs.String()
 	}
 	for _, tc := range []struct {
 		method string

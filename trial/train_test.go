@@ -67,19 +67,7 @@ func TestEveryMethodTrains(t *testing.T) {
 			if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
 				t.Fatalf("%v\n%s", err, logs.String())
 			}
-			var losses []float64
-			var final *Message
-			for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-				m, err := ParseMessage([]byte(line))
-				if err != nil {
-					t.Fatalf("%q: %v", line, err)
-				}
-				if m.Type == TypeEpoch {
-					losses = append(losses, m.Attrs["train_loss"].(float64))
-				} else {
-					final = &m
-				}
-			}
+			losses, final := trialOutput(t, out.String())
 			if len(losses) != 4 || final == nil {
 				t.Fatalf("%d epochs, final %v:\n%s", len(losses), final, out.String())
 			}
@@ -126,4 +114,22 @@ func TestTrainErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "training loss is") {
 		t.Errorf("diverging run: %v", err)
 	}
+}
+
+// trialOutput reads a trial's standard output: the training loss of each
+// epoch line and the final message (nil without one).
+func trialOutput(t *testing.T, out string) (losses []float64, final *Message) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		m, err := ParseMessage([]byte(line))
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if m.Type == TypeEpoch {
+			losses = append(losses, m.Attrs["train_loss"].(float64))
+		} else {
+			final = &m
+		}
+	}
+	return losses, final
 }

@@ -13,44 +13,34 @@
 // Threads per block for row-wise reductions; a power of two.
 #define RS_BLOCK 256
 
-// blockSum returns the sum of v over the block in every thread. buf holds
-// RS_BLOCK floats of shared memory; the tree order is fixed, so results
-// do not depend on scheduling.
-__device__ inline float blockSum(float v, float* buf) {
+// blockReduce combines v over the block with op and returns the result in
+// every thread. buf holds RS_BLOCK values of shared memory; the tree order
+// is fixed, so results do not depend on scheduling.
+template <typename T, typename Op>
+__device__ inline T blockReduce(T v, T* buf, Op op) {
     buf[threadIdx.x] = v;
     __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) buf[threadIdx.x] += buf[threadIdx.x + s];
+        if ((int)threadIdx.x < s) buf[threadIdx.x] = op(buf[threadIdx.x], buf[threadIdx.x + s]);
         __syncthreads();
     }
-    float r = buf[0];
+    T r = buf[0];
     __syncthreads();
     return r;
 }
 
-__device__ inline double blockSumDouble(double v, double* buf) {
-    buf[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) buf[threadIdx.x] += buf[threadIdx.x + s];
-        __syncthreads();
-    }
-    double r = buf[0];
-    __syncthreads();
-    return r;
-}
+struct RsAdd {
+    template <typename T>
+    __device__ T operator()(T a, T b) const { return a + b; }
+};
 
-__device__ inline float blockMax(float v, float* buf) {
-    buf[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) buf[threadIdx.x] = fmaxf(buf[threadIdx.x], buf[threadIdx.x + s]);
-        __syncthreads();
-    }
-    float r = buf[0];
-    __syncthreads();
-    return r;
-}
+struct RsMax {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ inline float blockSum(float v, float* buf) { return blockReduce(v, buf, RsAdd()); }
+__device__ inline double blockSumDouble(double v, double* buf) { return blockReduce(v, buf, RsAdd()); }
+__device__ inline float blockMax(float v, float* buf) { return blockReduce(v, buf, RsMax()); }
 
 // A grid-stride loop over n elements.
 #define RS_FOR(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); i += (long long)blockDim.x * gridDim.x)
