@@ -84,7 +84,7 @@ func OpenGPU(o CUDAOptions) (GPU, error) {
 // cuBLAS handle on device o.Device, and loads the embedded kernels.
 func OpenCUDA(o CUDAOptions) (*CUDA, error) {
 	o = o.withDefaults()
-	c := &CUDA{calls: make(chan func()), funcs: map[string]C.CUfunction{}}
+	c := &CUDA{calls: make(chan func(), 4096), funcs: map[string]C.CUfunction{}}
 	started := make(chan struct{})
 	go c.loop(started)
 	<-started
@@ -112,6 +112,27 @@ func (c *CUDA) do(f func()) {
 	if !c.try(f) {
 		panic("nn: CUDA: used after Close")
 	}
+}
+
+// post queues f on the CUDA thread and returns at once. Launches, memsets
+// and device copies are asynchronous on the stream anyway, so the caller
+// need not wait for the thread either; work runs in the order queued, and
+// do, which waits, waits for everything queued before it. Errors stay
+// sticky and show at the next Sync, Download or Err.
+func (c *CUDA) post(f func()) {
+	if !c.tryPost(f) {
+		panic("nn: CUDA: used after Close")
+	}
+}
+
+func (c *CUDA) tryPost(f func()) bool {
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed {
+		return false
+	}
+	c.calls <- f
+	return true
 }
 
 // try runs f on the CUDA thread unless the device is closed.
@@ -476,7 +497,7 @@ func (c *CUDA) alloc(n int) Buffer {
 // Free returns b to the cache; after Close it does nothing (Close freed
 // everything), so collected graphs may release late.
 func (c *CUDA) Free(bs ...Buffer) {
-	c.try(func() {
+	c.tryPost(func() {
 		for _, b := range bs {
 			if b.ptr != 0 {
 				c.mem.put(b.ptr)
@@ -493,7 +514,7 @@ func (c *CUDA) fill(b Buffer, bits uint32) {
 }
 
 // Zero sets b to 0.
-func (c *CUDA) Zero(b Buffer) { c.do(func() { c.fill(b, 0) }) }
+func (c *CUDA) Zero(b Buffer) { c.post(func() { c.fill(b, 0) }) }
 
 // stage returns pinned host memory of at least bytes; host↔device copies
 // from pinned memory run at full bus speed (7× the Go heap's, measured).
@@ -586,7 +607,7 @@ func (c *CUDA) Download(dst []float32, b Buffer) error {
 
 // Copy copies src into dst on the device.
 func (c *CUDA) Copy(dst, src Buffer) {
-	c.do(func() {
+	c.post(func() {
 		if c.err != nil || src.n == 0 {
 			return
 		}
@@ -759,4 +780,4 @@ func write[T float32 | int32 | byte](c *CUDA, op string, dst Buffer, src []T) {
 }
 
 // Fill sets every element of b to v.
-func (c *CUDA) Fill(b Buffer, v float32) { c.do(func() { c.fill(b, math.Float32bits(v)) }) }
+func (c *CUDA) Fill(b Buffer, v float32) { c.post(func() { c.fill(b, math.Float32bits(v)) }) }

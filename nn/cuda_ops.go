@@ -34,7 +34,7 @@ func rowBlock(n int) int {
 }
 
 func (c *CUDA) elementwise(name string, n int, args ...any) {
-	c.do(func() { c.launch(name, elementwiseGrid(n), elementwiseBlock, append(args, n)...) })
+	c.post(func() { c.launch(name, elementwiseGrid(n), elementwiseBlock, append(args, n)...) })
 }
 
 // columnChunk is the rows one thread sums in the first pass of a column
@@ -69,7 +69,7 @@ func mustBuf(op, name string, b Buffer, want int) {
 // MatmulForward: out = inp·wᵀ (+ bias). inp (N, C), w (OC, C), out (N, OC).
 func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
 	mustBuf("MatmulForward", "out", out, N*OC)
-	c.do(func() {
+	c.post(func() {
 		c.gemm(false, true, N, OC, C, 1, inp, C, w, C, 0, out, OC)
 		if !bias.IsNil() {
 			c.launch("add_forward", elementwiseGrid(N*OC), elementwiseBlock, out, out, bias, N*OC, OC)
@@ -79,7 +79,7 @@ func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
 
 // MatmulBackward adds into dinp, dw and dbias; any may be nil.
 func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int) {
-	c.do(func() {
+	c.post(func() {
 		if !dinp.IsNil() {
 			c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
 		}
@@ -95,23 +95,23 @@ func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int
 // EmbeddingForward gathers rows of table (V, D) at ids (an int32 buffer).
 func (c *CUDA) EmbeddingForward(out, table, ids Buffer, D int) {
 	N := ids.n
-	c.do(func() { c.launch("embedding_forward", N, rowBlock(D), out, table, ids, N, D) })
+	c.post(func() { c.launch("embedding_forward", N, rowBlock(D), out, table, ids, N, D) })
 }
 
 // EmbeddingBackward adds dout's rows into dtable at ids.
 func (c *CUDA) EmbeddingBackward(dtable, dout, ids Buffer, D int) {
 	N := ids.n
-	c.do(func() { c.launch("embedding_backward", elementwiseGrid(D), elementwiseBlock, dtable, dout, ids, N, D) })
+	c.post(func() { c.launch("embedding_backward", elementwiseGrid(D), elementwiseBlock, dtable, dout, ids, N, D) })
 }
 
 // RMSNormForward is T5LayerNorm; rstd (N) is saved for backward.
 func (c *CUDA) RMSNormForward(out, rstd, x, w Buffer, N, D int, eps float32) {
-	c.do(func() { c.launch("rmsnorm_forward", N, rowBlockMax, out, rstd, x, w, N, D, eps) })
+	c.post(func() { c.launch("rmsnorm_forward", N, rowBlockMax, out, rstd, x, w, N, D, eps) })
 }
 
 // RMSNormBackward adds into dx and dw (either may be nil).
 func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
-	c.do(func() {
+	c.post(func() {
 		if !dx.IsNil() {
 			c.launch("rmsnorm_backward_x", N, rowBlockMax, dx, dout, x, w, rstd, N, D)
 		}
@@ -141,7 +141,7 @@ func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMas
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	HK := H * K
 	mustBuf("AttentionForward", "probs", probs, B*H*Tq*Tk)
-	c.do(func() {
+	c.post(func() {
 		for h := 0; h < H; h++ {
 			c.gemmBatched(false, true, Tq, Tk, K, 1, q.Slice(h*K, q.n), HK, Tq*HK, k.Slice(h*K, k.n), HK, Tk*HK,
 				0, probs.Slice(h*Tq*Tk, probs.n), Tk, H*Tq*Tk, B)
@@ -166,7 +166,7 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 	HK, P := H*K, B*H*Tq*Tk
 	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
 	ds, pd := scratch.Slice(0, P), scratch.Slice(P, 2*P)
-	c.do(func() {
+	c.post(func() {
 		for h := 0; h < H; h++ { // d(dropped probs) = dout·vᵀ
 			c.gemmBatched(false, true, Tq, Tk, K, 1, dout.Slice(h*K, dout.n), HK, Tq*HK, v.Slice(h*K, v.n), HK, Tk*HK,
 				0, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, B)
@@ -202,14 +202,14 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 // PositionBiasForward gathers T5's relative position bias (H, Tq·Tk) from
 // table (numBuckets, H) at buckets (an int32 buffer of Tq·Tk).
 func (c *CUDA) PositionBiasForward(out, table, buckets Buffer, H int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("position_bias_forward", elementwiseGrid(H*buckets.n), elementwiseBlock, out, table, buckets, H, buckets.n)
 	})
 }
 
 // PositionBiasBackward adds dout into dtable.
 func (c *CUDA) PositionBiasBackward(dtable, dout, buckets Buffer, numBuckets, H int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("position_bias_backward", elementwiseGrid(numBuckets*H), elementwiseBlock, dtable, dout, buckets, numBuckets, H, buckets.n)
 	})
 }
@@ -234,7 +234,7 @@ func (c *CUDA) Add(out, a, b Buffer) {
 	if b.n == 0 || a.n%b.n != 0 {
 		panic(fmt.Sprintf("nn: CUDA Add: %d elements plus %d", a.n, b.n))
 	}
-	c.do(func() { c.launch("add_forward", elementwiseGrid(a.n), elementwiseBlock, out, a, b, a.n, b.n) })
+	c.post(func() { c.launch("add_forward", elementwiseGrid(a.n), elementwiseBlock, out, a, b, a.n, b.n) })
 }
 
 // Accumulate: dst += src.
@@ -242,7 +242,7 @@ func (c *CUDA) Accumulate(dst, src Buffer) { c.elementwise("accumulate", src.n, 
 
 // AccumulateRows: dst (cols) += the sum of src's rows (rows, cols).
 func (c *CUDA) AccumulateRows(dst, src Buffer, rows, cols int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, src, rows, cols, cols)
 	})
 }
@@ -264,7 +264,7 @@ func (c *CUDA) ScaleBackward(dx, dout Buffer, s float32) {
 // the same keys give the same mask on any GPU and launch shape. The CPU
 // backend draws from another generator, so the two masks differ.
 func (c *CUDA) DropoutMask(mask Buffer, seed, stream uint64, p float32) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("dropout_mask", elementwiseGrid(mask.n), elementwiseBlock, mask, seed, stream, p, mask.n)
 	})
 }
@@ -299,32 +299,32 @@ func (c *CUDA) CrossEntropyBackward(dlogits, probs, targets Buffer, N, V int, ig
 	if count == 0 {
 		return
 	}
-	c.do(func() {
+	c.post(func() {
 		c.launch("cross_entropy_backward", N, rowBlock(V), dlogits, probs, targets, N, V, int(ignore), dloss/float32(count))
 	})
 }
 
 // GRUGateForward and the cell ops below mirror kernels.go (PyTorch's gate order).
 func (c *CUDA) GRUGateForward(out, gates, gi, gh, h Buffer, N, R int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("gru_gate_forward", elementwiseGrid(N*R), elementwiseBlock, out, gates, gi, gh, h, N, R)
 	})
 }
 
 func (c *CUDA) GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h Buffer, N, R int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("gru_gate_backward", elementwiseGrid(N*R), elementwiseBlock, dgi, dgh, dh, dout, gates, gh, h, N, R)
 	})
 }
 
 func (c *CUDA) LSTMGateForward(hOut, cOut, acts, tc, g, cPrev Buffer, N, R int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("lstm_gate_forward", elementwiseGrid(N*R), elementwiseBlock, hOut, cOut, acts, tc, g, cPrev, N, R)
 	})
 }
 
 func (c *CUDA) LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cPrev Buffer, N, R int) {
-	c.do(func() {
+	c.post(func() {
 		c.launch("lstm_gate_backward", elementwiseGrid(N*R), elementwiseBlock, dg, dc, dhOut, dcOut, acts, tc, cPrev, N, R)
 	})
 }
@@ -337,7 +337,7 @@ func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v Buffer) {
 	stepSize := float32(float64(o.LR) / bc1)
 	invBC2 := float32(1 / math.Sqrt(bc2))
 	decay := 1 - o.LR*o.WeightDecay
-	c.do(func() {
+	c.post(func() {
 		c.launch("adamw_step", elementwiseGrid(p.n), elementwiseBlock, p, g, m, v, p.n, o.Beta1, o.Beta2, o.Eps, decay, stepSize, invBC2)
 	})
 }

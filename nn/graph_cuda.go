@@ -334,7 +334,7 @@ func (cg *cudaGraph) crossEntropy(out, logits *Tensor, targets []int32, N, V int
 
 // copyBlock: dst[r·dstStride+dstOff+c] (+)= src[r·srcStride+srcOff+c].
 func (cg *cudaGraph) copyBlock(dst Buffer, dstStride, dstOff int, src Buffer, srcStride, srcOff, rows, cols int, accumulate bool) {
-	cg.c.do(func() {
+	cg.c.post(func() {
 		cg.c.launch("copy_block", elementwiseGrid(rows*cols), elementwiseBlock, dst, dstStride, dstOff, src, srcStride, srcOff, rows, cols, accumulate)
 	})
 }
@@ -418,7 +418,8 @@ func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
 	if !out.dev.grad.IsNil() {
 		cg.g.record(func() {
 			if gp := cg.gr(p); !gp.IsNil() {
-				cg.c.do(func() { cg.c.accumulateColumns(gp, out.dev.grad, B, P*D, row) })
+				og := out.dev.grad
+				cg.c.post(func() { cg.c.accumulateColumns(gp, og, B, P*D, row) })
 			}
 			if gx := cg.gr(x); !gx.IsNil() {
 				cg.copyBlock(gx, S*D, 0, out.dev.grad, row, P*D, B, S*D, true)
@@ -429,15 +430,18 @@ func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
 
 func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 	da, db := cg.d(a), cg.d(b)
-	cg.c.do(func() { cg.c.gemmBatched(false, false, M, N, K, 1, da, K, M*K, db, N, K*N, 0, out.dev.data, N, M*N, B) })
+	o := out.dev.data
+	cg.c.post(func() { cg.c.gemmBatched(false, false, M, N, K, 1, da, K, M*K, db, N, K*N, 0, o, N, M*N, B) })
 	if !out.dev.grad.IsNil() {
 		cg.g.record(func() {
-			d := out.dev.grad
-			cg.c.do(func() {
-				if ga := cg.gr(a); !ga.IsNil() {
+			// Operands are read here, on the caller's goroutine; the CUDA
+			// thread sees only buffers.
+			d, ga, gb := out.dev.grad, cg.gr(a), cg.gr(b)
+			cg.c.post(func() {
+				if !ga.IsNil() {
 					cg.c.gemmBatched(false, true, M, K, N, 1, d, N, M*N, db, N, K*N, 1, ga, K, M*K, B)
 				}
-				if gb := cg.gr(b); !gb.IsNil() {
+				if !gb.IsNil() {
 					cg.c.gemmBatched(true, false, K, N, M, 1, da, K, M*K, d, N, M*N, 1, gb, N, K*N, B)
 				}
 			})
@@ -446,25 +450,24 @@ func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 }
 
 func (cg *cudaGraph) meanHeads(out, p *Tensor, B, H, TqTk int) {
-	dp := cg.d(p)
-	cg.c.do(func() {
-		cg.c.launch("mean_heads", elementwiseGrid(B*TqTk), elementwiseBlock, out.dev.data, dp, B, H, TqTk)
-	})
+	dp, o := cg.d(p), out.dev.data
+	cg.c.post(func() { cg.c.launch("mean_heads", elementwiseGrid(B*TqTk), elementwiseBlock, o, dp, B, H, TqTk) })
 }
 
 func (cg *cudaGraph) gateMix(out, a, b, alpha *Tensor, temp float32) {
-	da, db, dal := cg.d(a), cg.d(b), cg.d(alpha)
+	da, db, dal, o := cg.d(a), cg.d(b), cg.d(alpha), out.dev.data
 	n := out.Len()
-	cg.c.do(func() {
-		cg.c.launch("gate_mix_forward", elementwiseGrid(n), elementwiseBlock, out.dev.data, da, db, dal, temp, n)
+	cg.c.post(func() {
+		cg.c.launch("gate_mix_forward", elementwiseGrid(n), elementwiseBlock, o, da, db, dal, temp, n)
 	})
 	if !out.dev.grad.IsNil() {
 		cg.g.record(func() {
 			blocks := min(elementwiseGrid(n), 1024)
 			partial := cg.arena.alloc(2 * blocks)
-			cg.c.do(func() {
-				cg.c.launch("gate_mix_backward", blocks, rowBlockMax, cg.gr(a), cg.gr(b), partial, out.dev.grad, da, db, dal, temp, n)
-				if gal := cg.gr(alpha); !gal.IsNil() {
+			ga, gb, gal, d := cg.gr(a), cg.gr(b), cg.gr(alpha), out.dev.grad
+			cg.c.post(func() {
+				cg.c.launch("gate_mix_backward", blocks, rowBlockMax, ga, gb, partial, d, da, db, dal, temp, n)
+				if !gal.IsNil() {
 					cg.c.launch("gate_mix_alpha", 1, 1, gal, partial, blocks, dal, temp)
 				}
 			})
