@@ -122,8 +122,12 @@ func (b Buffer) Slice(lo, hi int) Buffer {
 // GradValues refresh them).
 type devTensor struct {
 	dev        tensorDevice
-	data, grad Buffer // grad is nil when no gradient flows into the tensor
+	data, grad Buffer // grad is nil when no gradient flows into the tensor (or not yet, or no more: lazyGrad)
 	persistent bool   // a parameter's mirror, kept across graph resets
+	// lazyGrad marks a graph tensor that takes a gradient: its buffer is
+	// allocated when backward first reaches it and freed once the op that
+	// made the tensor has run its backward.
+	lazyGrad bool
 }
 
 // tensorDevice is what tensors and the optimiser need from a GPU.

@@ -27,7 +27,7 @@ func (t *Tensor) Len() int {
 
 // takesGrad reports whether a gradient flows into t.
 func (t *Tensor) takesGrad() bool {
-	return t != nil && (t.Grad != nil || (t.dev != nil && !t.dev.grad.IsNil()))
+	return t != nil && (t.Grad != nil || (t.dev != nil && (!t.dev.grad.IsNil() || t.dev.lazyGrad)))
 }
 
 // Values returns t's values on the host, copying them from the GPU first
@@ -46,7 +46,9 @@ func (t *Tensor) Values() []float32 {
 }
 
 // GradValues returns t's gradient on the host (nil without one), copying
-// it from the GPU first where t lives there.
+// it from the GPU first where t lives there. A GPU graph keeps an
+// intermediate tensor's gradient only until the op that made it has run
+// its backward (parameters keep theirs); after that this returns nil.
 func (t *Tensor) GradValues() []float32 {
 	if t.dev == nil || t.dev.grad.IsNil() {
 		return t.Grad
@@ -174,6 +176,7 @@ type gpuGraph interface {
 	keep(m [3]int, ts []*Tensor)
 	peakBytes() int64
 	backwardSeed(loss *Tensor)
+	gradBuffer(t *Tensor) Buffer // t's gradient, allocated if need be
 	linear(out, x, w, bias *Tensor, N, C, OC int)
 	embedding(out, table *Tensor, ids []int32, D int)
 	rmsnorm(out, x, w *Tensor, N, D int, eps float32)

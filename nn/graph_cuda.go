@@ -18,6 +18,7 @@ type cudaGraph struct {
 	c       *CUDA
 	arena   *devArena
 	uploads map[*Tensor]Buffer
+	lazy    []*devTensor // tensors whose gradient gr allocated
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
@@ -27,7 +28,10 @@ func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
 	return cg
 }
 
-func (cg *cudaGraph) release() { cg.arena.free() }
+func (cg *cudaGraph) release() {
+	cg.dropGrads()
+	cg.arena.free()
+}
 
 // free returns the arena's chunks to the device cache.
 func (a *devArena) free() {
@@ -79,6 +83,7 @@ func (a *devArena) alloc(n int) Buffer {
 }
 
 func (cg *cudaGraph) reset() {
+	cg.dropGrads()
 	cg.arena.cur, cg.arena.off, cg.arena.used = 0, 0, 0
 	clear(cg.uploads)
 }
@@ -119,10 +124,7 @@ func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak) * 4 }
 
 func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
 	n := numel(shape)
-	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n).Slice(0, n)}
-	if grad {
-		d.grad = cg.arena.alloc(n).Slice(0, n)
-	}
+	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n).Slice(0, n), lazyGrad: grad}
 	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
 }
 
@@ -149,12 +151,35 @@ func (cg *cudaGraph) d(t *Tensor) Buffer {
 	return b
 }
 
-// gr returns t's device gradient, or the nil Buffer.
+// gr returns t's device gradient, or the nil Buffer when none flows into
+// t. A graph tensor's gradient is allocated (zeroed) when backward first
+// touches it.
 func (cg *cudaGraph) gr(t *Tensor) Buffer {
 	if t == nil || t.dev == nil {
 		return Buffer{}
 	}
-	return t.dev.grad
+	d := t.dev
+	if d.grad.IsNil() && d.lazyGrad {
+		n := t.Len()
+		d.grad = cg.c.Alloc(n)
+		cg.c.Zero(d.grad)
+		cg.lazy = append(cg.lazy, d)
+	}
+	return d.grad
+}
+
+func (cg *cudaGraph) gradBuffer(t *Tensor) Buffer { return cg.gr(t) }
+
+// dropGrads frees the gradients still held (a backward that did not run,
+// or tensors no op made).
+func (cg *cudaGraph) dropGrads() {
+	for _, d := range cg.lazy {
+		if !d.grad.IsNil() {
+			cg.c.Free(d.grad)
+			d.grad = Buffer{}
+		}
+	}
+	cg.lazy = cg.lazy[:0]
 }
 
 func (cg *cudaGraph) ints(x []int32) Buffer {
@@ -165,19 +190,36 @@ func (cg *cudaGraph) ints(x []int32) Buffer {
 }
 
 func (cg *cudaGraph) backwardSeed(loss *Tensor) {
-	if loss.dev == nil || loss.dev.grad.IsNil() {
+	if !loss.takesGrad() {
 		panic("nn: Backward: loss has no gradient (no parameter takes one, or NoGrad is set)")
 	}
-	cg.c.Fill(loss.dev.grad.Slice(0, 1), 1)
+	cg.c.Fill(cg.gr(loss).Slice(0, 1), 1)
+}
+
+// record puts backward on the tape, then drops the gradients of the op's
+// outputs: once the op that made a tensor has run its backward, every
+// consumer already has (the tape runs in reverse), so the buffer goes
+// back to the cache for the next gradient. Only the live frontier of
+// gradients is held, as in PyTorch, not one per activation.
+func (cg *cudaGraph) record(backward func(), outs ...*Tensor) {
+	cg.g.record(func() {
+		backward()
+		for _, o := range outs {
+			if d := o.dev; d.lazyGrad && !d.grad.IsNil() {
+				cg.c.Free(d.grad)
+				d.grad = Buffer{}
+			}
+		}
+	})
 }
 
 func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
 	dx, dw, db := cg.d(x), cg.d(w), cg.d(bias)
 	cg.c.MatmulForward(out.dev.data, dx, dw, db, N, C, OC)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
-			cg.c.MatmulBackward(cg.gr(x), cg.gr(w), cg.gr(bias), out.dev.grad, dx, dw, N, C, OC)
-		})
+	if out.takesGrad() {
+		cg.record(func() {
+			cg.c.MatmulBackward(cg.gr(x), cg.gr(w), cg.gr(bias), cg.gr(out), dx, dw, N, C, OC)
+		}, out)
 	}
 }
 
@@ -191,8 +233,8 @@ func (cg *cudaGraph) embedding(out, table *Tensor, ids []int32, D int) {
 	}
 	bi := cg.ints(ids)
 	cg.c.EmbeddingForward(out.dev.data, dt, bi, D)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() { cg.c.EmbeddingBackward(cg.gr(table), out.dev.grad, bi, D) })
+	if out.takesGrad() {
+		cg.record(func() { cg.c.EmbeddingBackward(cg.gr(table), cg.gr(out), bi, D) }, out)
 	}
 }
 
@@ -200,8 +242,8 @@ func (cg *cudaGraph) rmsnorm(out, x, w *Tensor, N, D int, eps float32) {
 	dx, dw := cg.d(x), cg.d(w)
 	rstd := cg.arena.alloc(N)
 	cg.c.RMSNormForward(out.dev.data, rstd, dx, dw, N, D, eps)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() { cg.c.RMSNormBackward(cg.gr(x), cg.gr(w), out.dev.grad, dx, dw, rstd, N, D) })
+	if out.takesGrad() {
+		cg.record(func() { cg.c.RMSNormBackward(cg.gr(x), cg.gr(w), cg.gr(out), dx, dw, rstd, N, D) }, out)
 	}
 }
 
@@ -218,10 +260,10 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 		drop, scratch = cg.dropoutMask(P, o.Dropout), cg.arena.alloc(P)
 	}
 	cg.c.AttentionForward(out.dev.data, probs.dev.data, drop, scratch, dq, dk, dv, db, mask, o.Causal, o.QOffset, s)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
-			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), cg.arena.alloc(2*P), out.dev.grad, probs.dev.data, drop, dq, dk, dv, s)
-		})
+	if out.takesGrad() {
+		cg.record(func() {
+			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), cg.arena.alloc(2*P), cg.gr(out), probs.dev.data, drop, dq, dk, dv, s)
+		}, out)
 	}
 }
 
@@ -239,8 +281,8 @@ func (cg *cudaGraph) positionBias(out, table *Tensor, buckets []int32, numBucket
 	dt := cg.d(table)
 	bb := cg.ints(buckets)
 	cg.c.PositionBiasForward(out.dev.data, dt, bb, H)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() { cg.c.PositionBiasBackward(cg.gr(table), out.dev.grad, bb, numBuckets, H) })
+	if out.takesGrad() {
+		cg.record(func() { cg.c.PositionBiasBackward(cg.gr(table), cg.gr(out), bb, numBuckets, H) }, out)
 	}
 }
 
@@ -250,48 +292,48 @@ func (cg *cudaGraph) unary(out, x *Tensor, fwd, bwd string, useOut bool) {
 	dx := cg.d(x)
 	n := out.Len()
 	cg.c.elementwise(fwd, n, out.dev.data, dx)
-	if !out.dev.grad.IsNil() {
+	if out.takesGrad() {
 		saved := dx
 		if useOut {
 			saved = out.dev.data
 		}
-		cg.g.record(func() {
+		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.elementwise(bwd, n, gx, out.dev.grad, saved)
+				cg.c.elementwise(bwd, n, gx, cg.gr(out), saved)
 			}
-		})
+		}, out)
 	}
 }
 
 func (cg *cudaGraph) add(out, a, b *Tensor) {
 	cg.c.Add(out.dev.data, cg.d(a), cg.d(b))
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			for _, t := range []*Tensor{a, b} {
 				if gt := cg.gr(t); !gt.IsNil() {
-					cg.c.Accumulate(gt, out.dev.grad)
+					cg.c.Accumulate(gt, cg.gr(out))
 				}
 			}
-		})
+		}, out)
 	}
 }
 
 func (cg *cudaGraph) mul(out, a, b *Tensor) {
 	da, db := cg.d(a), cg.d(b)
 	cg.c.Mul(out.dev.data, da, db)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() { cg.c.MulBackward(cg.gr(a), cg.gr(b), out.dev.grad, da, db) })
+	if out.takesGrad() {
+		cg.record(func() { cg.c.MulBackward(cg.gr(a), cg.gr(b), cg.gr(out), da, db) }, out)
 	}
 }
 
 func (cg *cudaGraph) scale(out, x *Tensor, s float32) {
 	cg.c.Scale(out.dev.data, cg.d(x), s)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.ScaleBackward(gx, out.dev.grad, s)
+				cg.c.ScaleBackward(gx, cg.gr(out), s)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -299,12 +341,12 @@ func (cg *cudaGraph) dropout(out, x *Tensor, p float32) {
 	dx := cg.d(x)
 	mask := cg.dropoutMask(out.Len(), p)
 	cg.c.Mul(out.dev.data, dx, mask)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.MulBackward(gx, Buffer{}, out.dev.grad, mask, dx)
+				cg.c.MulBackward(gx, Buffer{}, cg.gr(out), mask, dx)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -319,16 +361,16 @@ func (cg *cudaGraph) crossEntropy(out, logits *Tensor, targets []int32, N, V int
 		panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
 	}
 	cg.c.Write(out.dev.data, []float32{float32(loss)})
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			var dloss [1]float32
-			if err := cg.c.Download(dloss[:], out.dev.grad); err != nil {
+			if err := cg.c.Download(dloss[:], cg.gr(out)); err != nil {
 				panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
 			}
 			if gl := cg.gr(logits); !gl.IsNil() {
 				cg.c.CrossEntropyBackward(gl, probs, tb, N, V, -100, dloss[0], count)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -348,29 +390,29 @@ func (cg *cudaGraph) concat(out *Tensor, ts []*Tensor, N, total int) {
 		cg.copyBlock(out.dev.data, total, off, srcs[i], C, 0, N, C, false)
 		off += C
 	}
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			off := 0
 			for _, t := range ts {
 				C := t.Dim(-1)
 				if gt := cg.gr(t); !gt.IsNil() {
-					cg.copyBlock(gt, C, 0, out.dev.grad, total, off, N, C, true)
+					cg.copyBlock(gt, C, 0, cg.gr(out), total, off, N, C, true)
 				}
 				off += C
 			}
-		})
+		}, out)
 	}
 }
 
 func (cg *cudaGraph) slice(out, x *Tensor, lo, hi, N, C int) {
 	W := hi - lo
 	cg.copyBlock(out.dev.data, W, 0, cg.d(x), C, lo, N, W, false)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.copyBlock(gx, C, lo, out.dev.grad, W, 0, N, W, true)
+				cg.copyBlock(gx, C, lo, cg.gr(out), W, 0, N, W, true)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -378,10 +420,10 @@ func (cg *cudaGraph) gru(out, gi, gh, h *Tensor, N, R int) {
 	dgi, dgh, dh := cg.d(gi), cg.d(gh), cg.d(h)
 	gates := cg.arena.alloc(N * 3 * R)
 	cg.c.GRUGateForward(out.dev.data, gates, dgi, dgh, dh, N, R)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
-			cg.c.GRUGateBackward(cg.gr(gi), cg.gr(gh), cg.gr(h), out.dev.grad, gates, dgh, dh, N, R)
-		})
+	if out.takesGrad() {
+		cg.record(func() {
+			cg.c.GRUGateBackward(cg.gr(gi), cg.gr(gh), cg.gr(h), cg.gr(out), gates, dgh, dh, N, R)
+		}, out)
 	}
 }
 
@@ -389,24 +431,24 @@ func (cg *cudaGraph) lstm(hOut, cOut, gates, cPrev *Tensor, N, R int) {
 	dg, dc := cg.d(gates), cg.d(cPrev)
 	acts, tc := cg.arena.alloc(N*4*R), cg.arena.alloc(N*R)
 	cg.c.LSTMGateForward(hOut.dev.data, cOut.dev.data, acts, tc, dg, dc, N, R)
-	if !hOut.dev.grad.IsNil() {
-		cg.g.record(func() {
-			cg.c.LSTMGateBackward(cg.gr(gates), cg.gr(cPrev), hOut.dev.grad, cOut.dev.grad, acts, tc, dc, N, R)
-		})
+	if hOut.takesGrad() {
+		cg.record(func() {
+			cg.c.LSTMGateBackward(cg.gr(gates), cg.gr(cPrev), cg.gr(hOut), cg.gr(cOut), acts, tc, dc, N, R)
+		}, hOut, cOut)
 	}
 }
 
 func (cg *cudaGraph) addRow(out, x, b *Tensor, N, C int) {
 	cg.c.Add(out.dev.data, cg.d(x), cg.d(b))
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.Accumulate(gx, out.dev.grad)
+				cg.c.Accumulate(gx, cg.gr(out))
 			}
 			if gb := cg.gr(b); !gb.IsNil() {
-				cg.c.AccumulateRows(gb, out.dev.grad, N, C)
+				cg.c.AccumulateRows(gb, cg.gr(out), N, C)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -415,16 +457,16 @@ func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
 	row := (P + S) * D
 	cg.copyBlock(out.dev.data, row, 0, dp, 0, 0, B, P*D, false)
 	cg.copyBlock(out.dev.data, row, P*D, dx, S*D, 0, B, S*D, false)
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			if gp := cg.gr(p); !gp.IsNil() {
-				og := out.dev.grad
+				og := cg.gr(out)
 				cg.c.post(func() { cg.c.accumulateColumns(gp, og, B, P*D, row) })
 			}
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.copyBlock(gx, S*D, 0, out.dev.grad, row, P*D, B, S*D, true)
+				cg.copyBlock(gx, S*D, 0, cg.gr(out), row, P*D, B, S*D, true)
 			}
-		})
+		}, out)
 	}
 }
 
@@ -432,11 +474,11 @@ func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 	da, db := cg.d(a), cg.d(b)
 	o := out.dev.data
 	cg.c.post(func() { cg.c.gemmBatched(false, false, M, N, K, 1, da, K, M*K, db, N, K*N, 0, o, N, M*N, B) })
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			// Operands are read here, on the caller's goroutine; the CUDA
 			// thread sees only buffers.
-			d, ga, gb := out.dev.grad, cg.gr(a), cg.gr(b)
+			d, ga, gb := cg.gr(out), cg.gr(a), cg.gr(b)
 			cg.c.post(func() {
 				if !ga.IsNil() {
 					cg.c.gemmBatched(false, true, M, K, N, 1, d, N, M*N, db, N, K*N, 1, ga, K, M*K, B)
@@ -445,7 +487,7 @@ func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 					cg.c.gemmBatched(true, false, K, N, M, 1, da, K, M*K, d, N, M*N, 1, gb, N, K*N, B)
 				}
 			})
-		})
+		}, out)
 	}
 }
 
@@ -460,18 +502,18 @@ func (cg *cudaGraph) gateMix(out, a, b, alpha *Tensor, temp float32) {
 	cg.c.post(func() {
 		cg.c.launch("gate_mix_forward", elementwiseGrid(n), elementwiseBlock, o, da, db, dal, temp, n)
 	})
-	if !out.dev.grad.IsNil() {
-		cg.g.record(func() {
+	if out.takesGrad() {
+		cg.record(func() {
 			blocks := min(elementwiseGrid(n), 1024)
 			partial := cg.arena.alloc(2 * blocks)
-			ga, gb, gal, d := cg.gr(a), cg.gr(b), cg.gr(alpha), out.dev.grad
+			ga, gb, gal, d := cg.gr(a), cg.gr(b), cg.gr(alpha), cg.gr(out)
 			cg.c.post(func() {
 				cg.c.launch("gate_mix_backward", blocks, rowBlockMax, ga, gb, partial, d, da, db, dal, temp, n)
 				if !gal.IsNil() {
 					cg.c.launch("gate_mix_alpha", 1, 1, gal, partial, blocks, dal, temp)
 				}
 			})
-		})
+		}, out)
 	}
 }
 

@@ -397,10 +397,10 @@ func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f fu
 
 	g := NewGraph(be)
 	dout := f(g)
-	if !dout.OnDevice() || dout.dev.grad.IsNil() {
+	if !dout.OnDevice() || !dout.takesGrad() {
 		t.Fatal("GPU output is not on the device or has no gradient")
 	}
-	dout.dev.dev.Write(dout.dev.grad, G)
+	dout.dev.dev.Write(g.gpu.gradBuffer(dout), G)
 	for i := len(g.tape) - 1; i >= 0; i-- {
 		g.tape[i]()
 	}

@@ -132,6 +132,10 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	gemm := float64(cb.nanos.Load()) / 1e9
+	gflops := 0.0 // not counted on a GPU, where the products run inside the device graph
+	if gemm > 0 {
+		gflops = float64(cb.flops.Load()) / gemm / 1e9
+	}
 	n := 0
 	for _, t := range trainable {
 		n += t.Len()
@@ -139,7 +143,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	return StepBench{
 		Size: size, Backend: be.Name(), Batch: B, Src: S, Tgt: T, Steps: steps,
 		SecondsPerStep:   elapsed / float64(steps),
-		GemmGFLOPS:       float64(cb.flops.Load()) / gemm / 1e9,
+		GemmGFLOPS:       gflops,
 		GemmShare:        gemm / elapsed,
 		PeakRSSMB:        float64(ru.Maxrss) / 1024,
 		Trainable:        n,
