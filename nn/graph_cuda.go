@@ -255,14 +255,21 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 		cg.c.WriteMask(mask, o.KeyMask)
 	}
 	P := s.B * s.H * s.Tq * s.Tk
+	// Working memory comes from the cache and goes back after the op (the
+	// frees are queued behind its kernels), not from the arena, which
+	// would hold it to the end of the step: 2·B·H·Tq·Tk floats is 150 MB
+	// per attention at t5-base, 96 × 128.
 	var drop, scratch Buffer
 	if cg.g.Train && o.Dropout > 0 {
-		drop, scratch = cg.dropoutMask(P, o.Dropout), cg.arena.alloc(P)
+		drop, scratch = cg.dropoutMask(P, o.Dropout), cg.c.Alloc(P)
 	}
 	cg.c.AttentionForward(out.dev.data, probs.dev.data, drop, scratch, dq, dk, dv, db, mask, o.Causal, o.QOffset, s)
+	cg.c.Free(scratch)
 	if out.takesGrad() {
 		cg.record(func() {
-			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), cg.arena.alloc(2*P), cg.gr(out), probs.dev.data, drop, dq, dk, dv, s)
+			work := cg.c.Alloc(2 * P)
+			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), work, cg.gr(out), probs.dev.data, drop, dq, dk, dv, s)
+			cg.c.Free(work)
 		}, out)
 	}
 }
