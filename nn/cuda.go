@@ -264,7 +264,7 @@ func (c *CUDA) setup(o CUDAOptions) error {
 	c.info = GPUInfo{
 		Name: C.GoString(&name[0]), Memory: int64(total), Capability: [2]int{int(major), int(minor)},
 		Driver: int(version), BLAS: C.GoString(&c.lib.blas_path[0]), BLASVersion: int(blasVersion),
-		PCIBusID: C.GoString(&bus[0]), VisibleIDs: visibleDevices(), KernelModule: "embedded PTX, compute_70",
+		PCIBusID: C.GoString(&bus[0]),
 	}
 	c.mem.cuda = c
 	return nil
@@ -472,8 +472,8 @@ func (a *deviceAllocator) release() {
 	}
 }
 
-// Alloc returns n elements of device memory, filled with NaN so that a
-// kernel that fails to write its output shows in every comparison.
+// Alloc returns n elements of device memory, uninitialised (the tests
+// fill outputs with NaN, so that a kernel that fails to write shows).
 func (c *CUDA) Alloc(n int) Buffer {
 	var b Buffer
 	c.do(func() { b = c.alloc(n) })
@@ -489,9 +489,7 @@ func (c *CUDA) alloc(n int) Buffer {
 		c.fail(err)
 		return Buffer{}
 	}
-	b := Buffer{ptr: p, n: n}
-	c.fill(b, math.Float32bits(float32(math.NaN())))
-	return b
+	return Buffer{ptr: p, n: n}
 }
 
 // Free returns b to the cache; after Close it does nothing (Close freed

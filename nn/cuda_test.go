@@ -154,7 +154,11 @@ func (h *gpuCheck) rand(n int) []float32 {
 func (h *gpuCheck) up(x []float32) Buffer { return h.c.Upload(x) }
 
 // out allocates an output buffer: NaN-filled, so an unwritten element fails.
-func (h *gpuCheck) out(n int) Buffer { return h.c.Alloc(n) }
+func (h *gpuCheck) out(n int) Buffer {
+	b := h.c.Alloc(n)
+	h.c.Fill(b, float32(math.NaN()))
+	return b
+}
 
 // expect compares b with want within tol·(1 + max|want|).
 func (h *gpuCheck) expect(name string, b Buffer, want []float32, tol float64) {

@@ -19,15 +19,13 @@ type GPU interface {
 
 // GPUInfo describes an opened GPU.
 type GPUInfo struct {
-	Name         string
-	Memory       int64 // bytes
-	Capability   [2]int
-	Driver       int    // CUDA driver API version, e.g. 13000
-	BLAS         string // the cuBLAS library that opened
-	BLASVersion  int
-	PCIBusID     string // how NVML finds the same device
-	VisibleIDs   string // $CUDA_VISIBLE_DEVICES, as the orchestrator set it
-	KernelModule string // "embedded PTX, compute_70"
+	Name        string
+	Memory      int64 // bytes
+	Capability  [2]int
+	Driver      int    // CUDA driver API version, e.g. 13000
+	BLAS        string // the cuBLAS library that opened
+	BLASVersion int
+	PCIBusID    string // how NVML finds the same device
 }
 
 func (i GPUInfo) String() string {
@@ -95,8 +93,6 @@ func firstLine(s string) string {
 	return s
 }
 
-func visibleDevices() string { return os.Getenv("CUDA_VISIBLE_DEVICES") }
-
 // Buffer is a span of device memory of float32 (or int32) elements.
 type Buffer struct {
 	ptr uint64
@@ -140,5 +136,4 @@ type tensorDevice interface {
 	AdamWStep(o *AdamW, step int, p, g, m, v Buffer)
 	Alloc(n int) Buffer
 	Free(bs ...Buffer)
-	Sync() error
 }

@@ -36,13 +36,18 @@ func (t *Tensor) Values() []float32 {
 	if t.dev == nil {
 		return t.Data
 	}
-	if len(t.Data) != t.Len() {
-		t.Data = make([]float32, t.Len())
+	return t.fetch(&t.Data, t.dev.data)
+}
+
+// fetch copies device buffer b into *host, sized to t first.
+func (t *Tensor) fetch(host *[]float32, b Buffer) []float32 {
+	if len(*host) != t.Len() {
+		*host = make([]float32, t.Len())
 	}
-	if err := t.dev.dev.Download(t.Data, t.dev.data); err != nil {
-		panic(fmt.Sprintf("nn: Values: %v", err))
+	if err := t.dev.dev.Download(*host, b); err != nil {
+		panic(fmt.Sprintf("nn: copying a tensor from the GPU: %v", err))
 	}
-	return t.Data
+	return *host
 }
 
 // GradValues returns t's gradient on the host (nil without one), copying
@@ -53,13 +58,7 @@ func (t *Tensor) GradValues() []float32 {
 	if t.dev == nil || t.dev.grad.IsNil() {
 		return t.Grad
 	}
-	if len(t.Grad) != t.Len() {
-		t.Grad = make([]float32, t.Len())
-	}
-	if err := t.dev.dev.Download(t.Grad, t.dev.grad); err != nil {
-		panic(fmt.Sprintf("nn: GradValues: %v", err))
-	}
-	return t.Grad
+	return t.fetch(&t.Grad, t.dev.grad)
 }
 
 // SetValues sets t's values (on the GPU too, where t lives there).
@@ -105,48 +104,74 @@ func numel(shape []int) int {
 	return n
 }
 
+// arenaSpace is the bookkeeping of a bump allocator over reusable chunks,
+// in elements: the host arena (float32 slices) and the GPU arena (device
+// buffers) each own their chunks' memory and share this.
+type arenaSpace struct {
+	sizes []int    // elements per chunk
+	pos   arenaPos // next free place
+	peak  int      // elements handed out at most, over all resets
+}
+
+// arenaPos is a place in an arena: a chunk, an offset in it, and the
+// elements handed out up to there.
+type arenaPos struct{ chunk, off, used int }
+
+// take reserves n elements and returns their chunk and offset. grow > 0
+// means the caller must append a chunk of grow elements, the returned
+// chunk, first: each new chunk doubles the last (the first has first
+// elements), so a graph sized by its first step stays in one or two.
+func (a *arenaSpace) take(n, first int) (chunk, off, grow int) {
+	at, next, ok := a.fit(a.pos, n)
+	if !ok {
+		grow = first
+		if k := len(a.sizes); k > 0 {
+			grow = 2 * a.sizes[k-1]
+		}
+		grow = max(grow, n)
+		a.sizes = append(a.sizes, grow)
+		at = arenaPos{chunk: len(a.sizes) - 1, used: a.pos.used}
+		next = arenaPos{chunk: at.chunk, off: n, used: at.used + n}
+	}
+	a.pos = next
+	a.peak = max(a.peak, a.pos.used)
+	return at.chunk, at.off, grow
+}
+
+// fit returns where n elements go at p or in a later chunk, and the
+// place after them; ok is false when no existing chunk holds them.
+func (a *arenaSpace) fit(p arenaPos, n int) (at, next arenaPos, ok bool) {
+	for p.chunk < len(a.sizes) && p.off+n > a.sizes[p.chunk] {
+		p.chunk, p.off = p.chunk+1, 0
+	}
+	if p.chunk >= len(a.sizes) {
+		return p, p, false
+	}
+	return p, arenaPos{chunk: p.chunk, off: p.off + n, used: p.used + n}, true
+}
+
+func (a *arenaSpace) reset() { a.pos = arenaPos{} }
+
 // arena hands out zeroed float32 slices from reusable chunks, so a training
 // step allocates nothing once the first step has sized it.
 type arena struct {
+	arenaSpace
 	chunks [][]float32
-	cur    int // chunk in use
-	off    int // next free element in it
-	peak   int // elements handed out at most, over all resets
-	used   int
 }
 
-// arenaFirstChunk is the first chunk's size; each new chunk doubles the
-// last, so a graph sized by its first step stays within one or two chunks.
+// arenaFirstChunk is the host arena's first chunk size.
 const arenaFirstChunk = 1 << 16
 
 func (a *arena) alloc(n int) []float32 {
-	for a.cur < len(a.chunks) {
-		c := a.chunks[a.cur]
-		if a.off+n <= len(c) {
-			s := c[a.off : a.off+n : a.off+n]
-			a.off += n
-			a.used += n
-			a.peak = max(a.peak, a.used)
-			clear(s)
-			return s
-		}
-		a.cur++
-		a.off = 0
+	c, off, grow := a.take(n, arenaFirstChunk)
+	if grow > 0 {
+		a.chunks = append(a.chunks, make([]float32, grow)) // zeroed
+		return a.chunks[c][:n:n]
 	}
-	size := arenaFirstChunk
-	if k := len(a.chunks); k > 0 {
-		size = 2 * len(a.chunks[k-1])
-	}
-	size = max(size, n)
-	a.chunks = append(a.chunks, make([]float32, size))
-	a.cur = len(a.chunks) - 1
-	a.off = n
-	a.used += n
-	a.peak = max(a.peak, a.used)
-	return a.chunks[a.cur][:n:n]
+	s := a.chunks[c][off : off+n : off+n]
+	clear(s)
+	return s
 }
-
-func (a *arena) reset() { a.cur, a.off, a.used = 0, 0, 0 }
 
 // Graph runs ops: it owns their outputs (in an arena) and, when gradients
 // are wanted, the tape of backward closures.
@@ -172,8 +197,8 @@ type gpuGraph interface {
 	newTensor(grad bool, shape []int) *Tensor
 	reset()
 	release()
-	mark() [3]int
-	keep(m [3]int, ts []*Tensor)
+	mark() arenaPos
+	keep(m arenaPos, ts []*Tensor)
 	peakBytes() int64
 	backwardSeed(loss *Tensor)
 	gradBuffer(t *Tensor) Buffer // t's gradient, allocated if need be
@@ -252,13 +277,13 @@ func (g *Graph) Reset() {
 
 // Mark records the graph's allocation point, for Keep.
 type Mark struct {
-	chunk, off, used, tape int
-	dev                    [3]int
+	host, dev arenaPos
+	tape      int
 }
 
 // Mark returns the current allocation point.
 func (g *Graph) Mark() Mark {
-	m := Mark{chunk: g.arena.cur, off: g.arena.off, used: g.arena.used, tape: len(g.tape)}
+	m := Mark{host: g.arena.pos, tape: len(g.tape)}
 	if g.gpu != nil {
 		m.dev = g.gpu.mark()
 	}
@@ -287,22 +312,19 @@ func (g *Graph) Keep(m Mark, ts ...*Tensor) {
 	}
 	// Place each kept tensor at the lowest free position from m on. A
 	// destination never lies after its source, so copy (a memmove) is safe.
-	cur, off, used := m.chunk, m.off, m.used
+	pos := m.host
 	for _, t := range ts {
 		n := t.Len()
-		for cur < len(a.chunks) && off+n > len(a.chunks[cur]) {
-			cur, off = cur+1, 0
-		}
-		if cur >= len(a.chunks) {
+		at, next, ok := a.fit(pos, n)
+		if !ok {
 			return // cannot happen: t itself lies in some chunk
 		}
-		dst := a.chunks[cur][off : off+n : off+n]
+		dst := a.chunks[at.chunk][at.off : at.off+n : at.off+n]
 		copy(dst, t.Data)
 		t.Data = dst
-		off += n
-		used += n
+		pos = next
 	}
-	a.cur, a.off, a.used = cur, off, used
+	a.pos = pos
 }
 
 // PeakBytes returns the most activation memory the graph has held.

@@ -33,80 +33,58 @@ func (cg *cudaGraph) release() {
 	cg.arena.free()
 }
 
+// devArena hands out zeroed device memory from chunks that survive Reset,
+// as arena does on the host.
+type devArena struct {
+	arenaSpace
+	c      *CUDA
+	chunks []Buffer
+}
+
+// devAlign rounds arena blocks to 64 elements: 256-byte alignment, as
+// cuBLAS and vector loads like.
+func devAlign(n int) int { return (n + 63) &^ 63 }
+
+func (a *devArena) alloc(n int) Buffer {
+	c, off, grow := a.take(devAlign(n), 1<<20)
+	if grow > 0 {
+		a.chunks = append(a.chunks, a.c.Alloc(grow))
+	}
+	b := Buffer{ptr: a.chunks[c].ptr + uint64(off)*4, n: n}
+	a.c.Zero(b)
+	return b
+}
+
 // free returns the arena's chunks to the device cache.
 func (a *devArena) free() {
 	if len(a.chunks) > 0 {
 		a.c.Free(a.chunks...)
 	}
-	a.chunks, a.cur, a.off, a.used = nil, 0, 0, 0
-}
-
-// devArena hands out zeroed device memory from chunks that survive Reset,
-// as arena does on the host.
-type devArena struct {
-	c      *CUDA
-	chunks []Buffer
-	cur    int
-	off    int
-	used   int
-	peak   int
-}
-
-func (a *devArena) alloc(n int) Buffer {
-	n = (n + 63) &^ 63 // 256-byte alignment, as cuBLAS and vector loads like
-	for a.cur < len(a.chunks) {
-		ch := a.chunks[a.cur]
-		if a.off+n <= ch.n {
-			b := Buffer{ptr: ch.ptr + uint64(a.off)*4, n: n}
-			a.off += n
-			a.used += n
-			a.peak = max(a.peak, a.used)
-			a.c.Zero(b)
-			return b
-		}
-		a.cur++
-		a.off = 0
-	}
-	size := 1 << 20
-	if k := len(a.chunks); k > 0 {
-		size = 2 * a.chunks[k-1].n
-	}
-	ch := a.c.Alloc(max(size, n))
-	a.chunks = append(a.chunks, ch)
-	a.cur = len(a.chunks) - 1
-	a.off = n
-	a.used += n
-	a.peak = max(a.peak, a.used)
-	b := Buffer{ptr: ch.ptr, n: n}
-	a.c.Zero(b)
-	return b
+	a.chunks, a.arenaSpace = nil, arenaSpace{peak: a.peak}
 }
 
 func (cg *cudaGraph) reset() {
 	cg.dropGrads()
-	cg.arena.cur, cg.arena.off, cg.arena.used = 0, 0, 0
+	cg.arena.reset()
 	clear(cg.uploads)
 }
 
-func (cg *cudaGraph) mark() [3]int { return [3]int{cg.arena.cur, cg.arena.off, cg.arena.used} }
+func (cg *cudaGraph) mark() arenaPos { return cg.arena.pos }
 
 // keep moves the kept tensors down to mark m (through a temporary, since
 // device copies must not overlap) and frees the rest of the arena above.
-func (cg *cudaGraph) keep(m [3]int, ts []*Tensor) {
+func (cg *cudaGraph) keep(m arenaPos, ts []*Tensor) {
 	a := cg.arena
-	cur, off, used := m[0], m[1], m[2]
+	pos := m
 	for _, t := range ts {
 		if t.dev == nil || t.dev.persistent {
 			return
 		}
-		n := (t.dev.data.n + 63) &^ 63
-		for cur < len(a.chunks) && off+n > a.chunks[cur].n {
-			cur, off = cur+1, 0
-		}
-		if cur >= len(a.chunks) {
+		at, next, ok := a.fit(pos, devAlign(t.dev.data.n))
+		if !ok {
 			return
 		}
-		dst := Buffer{ptr: a.chunks[cur].ptr + uint64(off)*4, n: t.dev.data.n}
+		dst := Buffer{ptr: a.chunks[at.chunk].ptr + uint64(at.off)*4, n: t.dev.data.n}
 		if dst.ptr != t.dev.data.ptr {
 			tmp := cg.c.Alloc(t.dev.data.n)
 			cg.c.Copy(tmp, t.dev.data)
@@ -114,17 +92,16 @@ func (cg *cudaGraph) keep(m [3]int, ts []*Tensor) {
 			cg.c.Free(tmp)
 			t.dev.data = dst
 		}
-		off += n
-		used += n
+		pos = next
 	}
-	a.cur, a.off, a.used = cur, off, used
+	a.pos = pos
 }
 
 func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak) * 4 }
 
 func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
 	n := numel(shape)
-	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n).Slice(0, n), lazyGrad: grad}
+	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n), lazyGrad: grad}
 	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
 }
 
@@ -145,7 +122,6 @@ func (cg *cudaGraph) d(t *Tensor) Buffer {
 		return b
 	}
 	b := cg.arena.alloc(len(t.Data))
-	b.n = len(t.Data)
 	cg.c.Write(b, t.Data)
 	cg.uploads[t] = b
 	return b
@@ -174,17 +150,21 @@ func (cg *cudaGraph) gradBuffer(t *Tensor) Buffer { return cg.gr(t) }
 // or tensors no op made).
 func (cg *cudaGraph) dropGrads() {
 	for _, d := range cg.lazy {
-		if !d.grad.IsNil() {
-			cg.c.Free(d.grad)
-			d.grad = Buffer{}
-		}
+		cg.dropGrad(d)
 	}
 	cg.lazy = cg.lazy[:0]
 }
 
+// dropGrad frees a graph tensor's gradient (parameters keep theirs).
+func (cg *cudaGraph) dropGrad(d *devTensor) {
+	if d.lazyGrad && !d.grad.IsNil() {
+		cg.c.Free(d.grad)
+		d.grad = Buffer{}
+	}
+}
+
 func (cg *cudaGraph) ints(x []int32) Buffer {
 	b := cg.arena.alloc(len(x))
-	b.n = len(x)
 	cg.c.WriteInt32(b, x)
 	return b
 }
@@ -205,10 +185,7 @@ func (cg *cudaGraph) record(backward func(), outs ...*Tensor) {
 	cg.g.record(func() {
 		backward()
 		for _, o := range outs {
-			if d := o.dev; d.lazyGrad && !d.grad.IsNil() {
-				cg.c.Free(d.grad)
-				d.grad = Buffer{}
-			}
+			cg.dropGrad(o.dev)
 		}
 	})
 }
@@ -279,7 +256,6 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 func (cg *cudaGraph) dropoutMask(n int, p float32) Buffer {
 	cg.g.dropout++
 	m := cg.arena.alloc(n)
-	m.n = n
 	cg.c.DropoutMask(m, cg.g.Seed, cg.g.dropout, p)
 	return m
 }

@@ -349,10 +349,10 @@ func TestKeepReleasesTapeFreeWork(t *testing.T) {
 	m := g.Mark()
 	h := g.ReLU(g.Linear(g.Linear(x, w, nil), w, nil))
 	want := append([]float32(nil), h.Data...)
-	before := g.arena.used
+	before := g.arena.pos.used
 	g.Keep(m, h)
-	if g.arena.used != m.used+h.Len() || g.arena.used >= before {
-		t.Errorf("arena holds %d after Keep, want %d", g.arena.used, m.used+h.Len())
+	if g.arena.pos.used != m.host.used+h.Len() || g.arena.pos.used >= before {
+		t.Errorf("arena holds %d after Keep, want %d", g.arena.pos.used, m.host.used+h.Len())
 	}
 	for i := range want {
 		if h.Data[i] != want[i] {
@@ -363,9 +363,9 @@ func TestKeepReleasesTapeFreeWork(t *testing.T) {
 	wg := randTensor(rng, true, 8, 8)
 	m = g.Mark()
 	y := g.Linear(x, wg, nil)
-	used := g.arena.used
+	used := g.arena.pos.used
 	g.Keep(m, y)
-	if g.arena.used != used {
+	if g.arena.pos.used != used {
 		t.Error("Keep released memory a recorded backward still needs")
 	}
 }
