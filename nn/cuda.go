@@ -495,13 +495,17 @@ func (c *CUDA) alloc(n int) Buffer {
 // Free returns b to the cache; after Close it does nothing (Close freed
 // everything), so collected graphs may release late.
 func (c *CUDA) Free(bs ...Buffer) {
-	c.tryPost(func() {
-		for _, b := range bs {
-			if b.ptr != 0 {
-				c.mem.put(b.ptr)
-			}
+	c.tryPost(func() { c.release(bs...) })
+}
+
+// release returns buffers to the cache on the CUDA thread; nil ones (a
+// failed allocation) are skipped.
+func (c *CUDA) release(bs ...Buffer) {
+	for _, b := range bs {
+		if b.ptr != 0 {
+			c.mem.put(b.ptr)
 		}
-	})
+	}
 }
 
 func (c *CUDA) fill(b Buffer, bits uint32) {
@@ -721,11 +725,7 @@ func (c *CUDA) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 			c.gemm(transA, transB, m, n, k, alpha, da, lda, db, ldb, beta, dc, ldc)
 		}
 		c.download(unsafe.Pointer(&out[0]), dc.ptr, 4*nc)
-		for _, x := range []Buffer{da, db, dc} {
-			if x.ptr != 0 {
-				c.mem.put(x.ptr)
-			}
-		}
+		c.release(da, db, dc)
 		err = c.err
 	})
 	if err != nil {

@@ -55,9 +55,7 @@ func (c *CUDA) accumulateColumns(dst, src Buffer, rows, cols, stride int) {
 	partial := c.alloc(chunks * cols)
 	c.launch("column_partial", elementwiseGrid(chunks*cols), elementwiseBlock, partial, src, rows, cols, stride, columnChunk)
 	c.launch("accumulate_columns", elementwiseGrid(cols), elementwiseBlock, dst, partial, chunks, cols, cols)
-	if partial.ptr != 0 {
-		c.mem.put(partial.ptr)
-	}
+	c.release(partial)
 }
 
 func mustBuf(op, name string, b Buffer, want int) {
@@ -118,17 +116,12 @@ func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
 		if dw.IsNil() {
 			return
 		}
-		if N <= columnChunk {
-			c.launch("rmsnorm_backward_w", elementwiseGrid(D), elementwiseBlock, dw, dout, x, rstd, N, D)
-			return
-		}
+		// The rows of dout·x·rstd summed per chunk, then the chunks as a column sum.
 		chunks := (N + columnChunk - 1) / columnChunk
 		partial := c.alloc(chunks * D)
 		c.launch("rmsnorm_dw_partial", elementwiseGrid(chunks*D), elementwiseBlock, partial, dout, x, rstd, N, D, columnChunk)
-		c.launch("accumulate_columns", elementwiseGrid(D), elementwiseBlock, dw, partial, chunks, D, D)
-		if partial.ptr != 0 {
-			c.mem.put(partial.ptr)
-		}
+		c.accumulateColumns(dw, partial, chunks, D, D)
+		c.release(partial)
 	})
 }
 
@@ -282,9 +275,7 @@ func (c *CUDA) CrossEntropyForward(probs, logits, targets Buffer, hostTargets []
 		if N > 0 {
 			c.download(unsafe.Pointer(&losses[0]), lb.ptr, 8*N)
 		}
-		if lb.ptr != 0 {
-			c.mem.put(lb.ptr)
-		}
+		c.release(lb)
 		err = c.err
 	})
 	if err != nil {
@@ -351,9 +342,7 @@ func (c *CUDA) SumSquares(x Buffer) (float64, error) {
 		sb := c.alloc(2 * grid)
 		c.launch("sum_squares", grid, rowBlockMax, sb, x, x.n)
 		c.download(unsafe.Pointer(&sums[0]), sb.ptr, 8*grid)
-		if sb.ptr != 0 {
-			c.mem.put(sb.ptr)
-		}
+		c.release(sb)
 		err = c.err
 	})
 	var total float64

@@ -70,18 +70,6 @@ RS_EXTERN __global__ void column_partial(float* partial, const float* src, long 
     }
 }
 
-// The same first pass for RMSNorm's weight gradient: rows of dout·x·rstd.
-RS_EXTERN __global__ void rmsnorm_dw_partial(float* partial, const float* dout, const float* x, const float* rstd, long long N, long long D, long long chunk) {
-    long long chunks = (N + chunk - 1) / chunk;
-    RS_FOR(y, chunks * D) {
-        long long k = y / D, i = y % D;
-        long long end = (k + 1) * chunk < N ? (k + 1) * chunk : N;
-        float s = 0.0f;
-        for (long long n = k * chunk; n < end; n++) s += dout[n * D + i] * x[n * D + i] * rstd[n];
-        partial[y] = s;
-    }
-}
-
 // dst[j] += Σ_r src[r·stride + j]: a column sum, one thread per column, so
 // the order of the sum is fixed (bias gradients, broadcast backward).
 RS_EXTERN __global__ void accumulate_columns(float* dst, const float* src, long long rows, long long cols, long long stride) {

@@ -32,11 +32,15 @@ RS_EXTERN __global__ void rmsnorm_backward_x(float* dx, const float* dout, const
     for (int i = threadIdx.x; i < D; i += blockDim.x) d[i] += r * (g[i] * w[i] - row[i] * r * mean);
 }
 
-// dw[i] += Σ_n dout[n,i]·x[n,i]·rstd[n]; one thread per column, rows in order.
-RS_EXTERN __global__ void rmsnorm_backward_w(float* dw, const float* dout, const float* x, const float* rstd, int N, int D) {
-    RS_FOR(i, D) {
+// partial[k·D + i] = Σ_{n in chunk k} dout[n,i]·x[n,i]·rstd[n]: the first
+// pass of the weight gradient, a column sum (elementwise.cu) finishes it.
+RS_EXTERN __global__ void rmsnorm_dw_partial(float* partial, const float* dout, const float* x, const float* rstd, long long N, long long D, long long chunk) {
+    long long chunks = (N + chunk - 1) / chunk;
+    RS_FOR(y, chunks * D) {
+        long long k = y / D, i = y % D;
+        long long end = (k + 1) * chunk < N ? (k + 1) * chunk : N;
         float s = 0.0f;
-        for (int n = 0; n < N; n++) s += dout[(long long)n * D + i] * x[(long long)n * D + i] * rstd[n];
-        dw[i] += s;
+        for (long long n = k * chunk; n < end; n++) s += dout[n * D + i] * x[n * D + i] * rstd[n];
+        partial[y] = s;
     }
 }
