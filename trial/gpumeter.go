@@ -2,7 +2,6 @@ package trial
 
 import (
 	"math"
-	"sync"
 	"time"
 )
 
@@ -26,7 +25,7 @@ type gpuMeter struct {
 	e0       uint64
 	counter  bool
 
-	mu      sync.Mutex
+	// Written by the sampling goroutine, then by stop once it has ended.
 	busy    float64 // ∫ u/100 dt, in seconds
 	utilSum float64
 	samples int
@@ -69,8 +68,6 @@ func (m *gpuMeter) loop() {
 // sample charges the utilisation read now to the time since the last sample.
 func (m *gpuMeter) sample(now time.Time) {
 	u, mem, ok := m.s.utilisation()
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	dt := now.Sub(m.last).Seconds()
 	m.last = now
 	if !ok {
@@ -88,8 +85,6 @@ func (m *gpuMeter) stop(p0Watts float64) gpuEnergy {
 	close(m.stopc)
 	<-m.done
 	m.sample(time.Now())
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	e := gpuEnergy{joules: math.NaN(), paperJoules: paperEnergyJoules(m.busy, p0Watts), memPeak: int64(m.memPeak), samples: m.samples}
 	if m.samples > 0 {
 		e.meanUtil = m.utilSum / float64(m.samples)

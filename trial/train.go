@@ -327,23 +327,16 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	evalSeconds += time.Since(t2).Seconds()
 	latency := latencyMS(decode, test, set.LatencyExamples, maxTgt)
 	energy := meter.stop(set.PackageWatts)
-	attrs := map[string]any{}
-	if g, ok := be.(nn.GPU); ok {
-		attrs["gpu"] = g.Info().String()
-		attrs["gpu_peak_bytes"] = g.PeakBytes()
-	}
+	cpuEnergy := energy
+	var ge gpuEnergy
 	if gpu != nil {
-		ge := gpu.stop(set.GPUP0Watts)
-		attrs["gpu_utilisation_mean"] = ge.meanUtil
-		attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
-		attrs["energy_paper_estimate_joules"] = ge.paperJoules
-		attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = energy.joules, energy.source
+		ge = gpu.stop(set.GPUP0Watts)
 		if !math.IsNaN(ge.joules) {
 			// Table 1 is GPU energy: the counter replaces the CPU figure.
 			energy.joules, energy.source = ge.joules, "nvml"
 		}
 	}
-	for k, v := range map[string]any{
+	attrs := map[string]any{
 		"validation":                best,
 		"validation_metrics":        bestVal,
 		"test":                      testScores["score"],
@@ -363,8 +356,16 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 		"backend":                   be.Name(),
 		"device":                    device,
 		"split_rule":                splits.Rule,
-	} {
-		attrs[k] = v
+	}
+	if g, ok := be.(nn.GPU); ok {
+		attrs["gpu"] = g.Info().String()
+		attrs["gpu_peak_bytes"] = g.PeakBytes()
+	}
+	if gpu != nil {
+		attrs["gpu_utilisation_mean"] = ge.meanUtil
+		attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
+		attrs["energy_paper_estimate_joules"] = ge.paperJoules
+		attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules, cpuEnergy.source
 	}
 	logf("best validation %.2f at epoch %d; test %.2f", best, bestEpoch, testScores["score"])
 	_, err = stdout.Write(Message{Type: TypeFinal, Value: Float(best), Attrs: attrs}.Encode())

@@ -125,13 +125,9 @@ func benchT5(args []string) error {
 	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
 		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
 	_, onGPU := be.(nn.GPU)
-	memHeader := "ours RSS MB"
+	memHeader, peerMem := "ours RSS MB", "PyTorch RSS MB"
 	if onGPU {
-		memHeader = "ours GPU MB"
-	}
-	peerMem := "PyTorch RSS MB"
-	if onGPU {
-		peerMem = "PyTorch GPU MB"
+		memHeader, peerMem = "ours GPU MB", "PyTorch GPU MB"
 	}
 	fmt.Printf("%-8s %12s %12s %12s %14s %14s %10s\n", "method", "ours s/step", memHeader, "infer ms@1", "PyTorch s/step", peerMem, "time ratio")
 	for _, name := range strings.Split(*names, ",") {
