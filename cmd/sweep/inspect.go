@@ -395,21 +395,14 @@ func cmdExport(args []string) error {
 		if err != nil {
 			return err
 		}
-		w := io.Writer(os.Stdout)
-		if *out != "" {
-			f, err := os.Create(*out)
-			if err != nil {
-				return err
+		return writeOutput(*out, func(w io.Writer) error {
+			if *format == "json" {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
 			}
-			defer f.Close()
-			w = f
-		}
-		if *format == "json" {
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			return enc.Encode(rows)
-		}
-		return writeCSV(w, rows)
+			return writeCSV(w, rows)
+		})
 	})
 }
 

@@ -28,15 +28,6 @@ func cmdTable(args []string) error {
 		if len(rows) == 0 {
 			return fmt.Errorf("no final runs in the database: run `sweep final SWEEPS.yaml` after the sweep")
 		}
-		w := io.Writer(os.Stdout)
-		if *out != "" {
-			f, err := os.Create(*out)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			w = f
-		}
 		var tables []results.Table
 		if *which != "3" {
 			tables = append(tables, results.Table1(rows, datasets, *withPaper))
@@ -44,16 +35,35 @@ func cmdTable(args []string) error {
 		if *which != "1" {
 			tables = append(tables, results.Table3(rows, *withPaper))
 		}
-		for i, t := range tables {
-			if i > 0 && *format != "json" {
-				fmt.Fprintln(w)
+		return writeOutput(*out, func(w io.Writer) error {
+			for i, t := range tables {
+				if i > 0 && *format != "json" {
+					fmt.Fprintln(w)
+				}
+				if err := results.Render(w, t, *format); err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
 			}
-			if err := results.Render(w, t, *format); err != nil {
-				return fmt.Errorf("%w: %v", errUsage, err)
-			}
-		}
-		return nil
+			return nil
+		})
 	})
+}
+
+// writeOutput runs write on standard output, or on the file at path when
+// one is given; a failed close (where a full disk shows) is an error too.
+func writeOutput(path string, write func(io.Writer) error) error {
+	if path == "" {
+		return write(os.Stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func cmdPlot(args []string) error {
