@@ -146,15 +146,24 @@ func (s *Settings) Float(key string, def float64) (float64, error) {
 	if !ok {
 		return def, nil
 	}
-	switch x := v.(type) {
-	case int:
-		return float64(x), nil
-	case int64:
-		return float64(x), nil
-	case float64:
-		return x, nil
+	if f, ok := Number(v); ok {
+		return f, nil
 	}
 	return 0, s.Err(key, "%v is not a number", v)
+}
+
+// Number returns a number decoded from YAML or JSON (int, int64 or
+// float64) as a float64; ok is false for anything else.
+func Number(v any) (f float64, ok bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case float64:
+		return x, true
+	}
+	return 0, false
 }
 
 // Bool returns key as true or false, or def when absent.

@@ -116,14 +116,8 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 // computation needs every earlier position (LST's side decoder).
 func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
 	c := m.Config
-	out := make([][]int32, B)
-	done := make([]bool, B)
-	for b := range out {
-		out[b] = []int32{int32(c.DecoderStartTokenID)}
-	}
-	g := nn.NewGraph(be)
+	out, done, g := m.startDecoding(be, B)
 	defer g.Release()
-	g.NoGrad = true
 	for t := 1; t <= maxNew; t++ {
 		g.Reset()
 		// Labels y1..y(t-1) and a placeholder: the decoder reads start, y1..y(t-1).

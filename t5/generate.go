@@ -35,14 +35,8 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 	}
 	// selfK[l] and selfV[l] hold (B, t, H·K) for the t tokens so far.
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
-	out := make([][]int32, B)
-	done := make([]bool, B)
-	for b := range out {
-		out[b] = []int32{int32(c.DecoderStartTokenID)}
-	}
-	g := nn.NewGraph(be)
+	out, done, g := m.startDecoding(be, B)
 	defer g.Release()
-	g.NoGrad = true
 	for t := 0; t < maxNew; t++ {
 		g.Reset()
 		tok := make([]int32, B)
@@ -85,6 +79,18 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 		}
 	}
 	return out
+}
+
+// startDecoding returns B sequences holding the decoder start token, none
+// ended, and a gradient-free graph for the steps.
+func (m *Model) startDecoding(be nn.Backend, B int) (out [][]int32, done []bool, g *nn.Graph) {
+	out, done = make([][]int32, B), make([]bool, B)
+	for b := range out {
+		out[b] = []int32{int32(m.Config.DecoderStartTokenID)}
+	}
+	g = nn.NewGraph(be)
+	g.NoGrad = true
+	return out, done, g
 }
 
 // pickNext appends to each row its most likely next token (the first on

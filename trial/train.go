@@ -51,13 +51,8 @@ func ParseSettings(m map[string]any) (Settings, error) {
 		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, GPUP0Watts: 250, LatencyExamples: 16, InitExamples: 1024,
 		StateCache: "fp32", StateCacheGB: 2}
 	num := func(key string, v any) (float64, error) {
-		switch x := v.(type) {
-		case int:
-			return float64(x), nil
-		case int64:
-			return float64(x), nil
-		case float64:
-			return x, nil
+		if f, ok := methods.Number(v); ok {
+			return f, nil
 		}
 		return 0, fmt.Errorf("trial: training setting %s = %v is not a number", key, v)
 	}
