@@ -359,8 +359,21 @@ func (c *CUDA) PeakBytes() int64 {
 // Close frees the device memory, the modules, the stream and the cuBLAS
 // handle, releases the context and stops the CUDA thread.
 func (c *CUDA) Close() error {
+	// Mark the device closed before tearing it down, so that nothing can
+	// be queued behind the teardown (a collected graph's late Free would
+	// otherwise reach an allocator that has already let everything go).
+	// Work queued before this runs first.
+	c.life.Lock()
+	if c.closed {
+		c.life.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.life.Unlock()
 	var err error
-	c.do(func() {
+	done := make(chan struct{})
+	c.calls <- func() {
+		defer close(done)
 		c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
 		c.mem.release()
 		if c.staging != nil {
@@ -379,11 +392,9 @@ func (c *CUDA) Close() error {
 		C.rs_cuDevicePrimaryCtxRelease_v2(c.lib, c.dev)
 		C.rs_cuda_close(c.lib)
 		err = c.err
-	})
-	c.life.Lock()
-	c.closed = true
+	}
+	<-done
 	c.shutdown()
-	c.life.Unlock()
 	return err
 }
 

@@ -120,6 +120,9 @@ type devTensor struct {
 	dev        tensorDevice
 	data, grad Buffer // grad is nil when no gradient flows into the tensor (or not yet, or no more: lazyGrad)
 	persistent bool   // a parameter's mirror, kept across graph resets
+	// owner is the graph whose arena holds data (nil for mirrors): a tensor
+	// keeps its graph, and so the arena, from being collected under it.
+	owner gpuGraph
 	// lazyGrad marks a graph tensor that takes a gradient: its buffer is
 	// allocated when backward first reaches it and freed once the op that
 	// made the tensor has run its backward.

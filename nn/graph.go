@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 )
 
 // Tensor is a float32 array with a shape. Data and Grad are row-major.
@@ -262,6 +263,7 @@ func (g *Graph) Release() {
 	if g.gpu != nil {
 		g.gpu.release()
 	}
+	runtime.KeepAlive(g) // no collector cleanup while release runs
 }
 
 // Reset forgets every activation and the tape; tensors from before are

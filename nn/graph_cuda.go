@@ -19,16 +19,21 @@ type cudaGraph struct {
 	arena   *devArena
 	uploads map[*Tensor]Buffer
 	lazy    []*devTensor // tensors whose gradient gr allocated
+	cleanup runtime.Cleanup
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
 	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}}
 	// A graph dropped without Release gives its arena back when collected.
-	runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
+	cg.cleanup = runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
 	return cg
 }
 
+// release frees the arena now; the collector's cleanup is cancelled first,
+// or both would free the same chunks. (Graph.Release keeps the graph
+// reachable until this returns, so the cleanup cannot be under way.)
 func (cg *cudaGraph) release() {
+	cg.cleanup.Stop()
 	cg.dropGrads()
 	cg.arena.free()
 }
@@ -101,7 +106,7 @@ func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak) * 4 }
 
 func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
 	n := numel(shape)
-	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n), lazyGrad: grad}
+	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n), lazyGrad: grad, owner: cg}
 	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
 }
 
