@@ -23,9 +23,10 @@
 //
 // # Backends
 //
-// Matrix products go through a Backend: OpenBLAS through cgo when the
-// package is built with cgo (Debian's libopenblas-dev), gonum's pure-Go
-// BLAS otherwise (CGO_ENABLED=0, or the build tag noopenblas). Elementwise
+// Matrix products go through a Backend: OpenBLAS, opened at run time with
+// dlopen (no headers or -lopenblas at build time; LoadOpenBLAS says which
+// names it tries and $READSWEEP_OPENBLAS overrides them), or gonum's
+// pure-Go BLAS where none opens or the build has no cgo. Elementwise
 // kernels are Go loops split over GOMAXPROCS goroutines.
 //
 // OpenBLAS 0.3.21 does not recognise some recent CPUs and then runs generic

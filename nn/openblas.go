@@ -1,36 +1,149 @@
-//go:build cgo && !noopenblas
+//go:build cgo && linux
 
 package nn
 
 /*
-#cgo LDFLAGS: -lopenblas
-#include <cblas.h>
+#cgo LDFLAGS: -ldl
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// CBLAS's enum values, declared here so that no cblas.h is needed to build.
+enum { rsRowMajor = 101, rsNoTrans = 111, rsTrans = 112 };
+
+typedef void (*rs_sgemm_fn)(int order, int transA, int transB, int m, int n, int k, float alpha,
+		const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
+
+typedef struct {
+	void* handle;
+	rs_sgemm_fn sgemm;
+	char* (*get_config)(void);
+	char* (*get_corename)(void);
+	int (*get_num_threads)(void);
+	char path[1024];
+} rs_openblas;
+
+// rs_openblas_open returns NULL with err filled when name does not open or
+// lacks cblas_sgemm; the openblas_* queries are optional (another CBLAS that
+// a user names still works, reporting no configuration).
+static rs_openblas* rs_openblas_open(const char* name, char* err, int errlen) {
+	void* h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		snprintf(err, errlen, "%s", dlerror());
+		return NULL;
+	}
+	rs_openblas* b = calloc(1, sizeof *b);
+	if (b == NULL) {
+		dlclose(h);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	b->handle = h;
+	b->sgemm = (rs_sgemm_fn)dlsym(h, "cblas_sgemm");
+	if (b->sgemm == NULL) {
+		snprintf(err, errlen, "%s opens but has no cblas_sgemm", name);
+		dlclose(h);
+		free(b);
+		return NULL;
+	}
+	b->get_config = (char* (*)(void))dlsym(h, "openblas_get_config");
+	b->get_corename = (char* (*)(void))dlsym(h, "openblas_get_corename");
+	b->get_num_threads = (int (*)(void))dlsym(h, "openblas_get_num_threads");
+	Dl_info info;
+	snprintf(b->path, sizeof b->path, "%s", name);
+	if (dladdr((void*)b->sgemm, &info) != 0 && info.dli_fname != NULL) {
+		snprintf(b->path, sizeof b->path, "%s", info.dli_fname);
+	}
+	return b;
+}
+
+static const char* rs_openblas_config(rs_openblas* b) { return b->get_config ? b->get_config() : ""; }
+static const char* rs_openblas_core(rs_openblas* b) { return b->get_corename ? b->get_corename() : ""; }
+static int rs_openblas_threads(rs_openblas* b) { return b->get_num_threads ? b->get_num_threads() : 0; }
+
+static void rs_openblas_sgemm(rs_openblas* b, int transA, int transB, int m, int n, int k, float alpha,
+		const float* a, int lda, const float* bm, int ldb, float beta, float* c, int ldc) {
+	b->sgemm(rsRowMajor, transA ? rsTrans : rsNoTrans, transB ? rsTrans : rsNoTrans, m, n, k, alpha, a, lda, bm, ldb,
+		beta, c, ldc);
+}
 */
 import "C"
 
-import "unsafe"
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"unsafe"
+)
 
-// OpenBLAS is the cgo backend over Debian's libopenblas.
-type OpenBLAS struct{}
+// OpenBLAS is the backend over a CBLAS library opened at run time, so that
+// building needs neither cblas.h nor -lopenblas (see LoadOpenBLAS).
+type OpenBLAS struct {
+	lib  *C.rs_openblas
+	info BLASInfo
+}
 
 func (OpenBLAS) Name() string { return "openblas" }
 
-func (OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// Info says which library opened and how it was built.
+func (o OpenBLAS) Info() BLASInfo { return o.info }
+
+func (o OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
-	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)
+	checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	ta, tb := C.int(0), C.int(0)
 	if transA {
-		ta = C.CblasTrans
+		ta = 1
 	}
 	if transB {
-		tb = C.CblasTrans
+		tb = 1
 	}
-	checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
-	C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m), C.blasint(n), C.blasint(k), C.float(alpha),
-		(*C.float)(unsafe.Pointer(&a[0])), C.blasint(lda), (*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb),
-		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
+	C.rs_openblas_sgemm(o.lib, ta, tb, C.int(m), C.int(n), C.int(k), C.float(alpha),
+		(*C.float)(unsafe.Pointer(&a[0])), C.int(lda), (*C.float)(unsafe.Pointer(&b[0])), C.int(ldb),
+		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.int(ldc))
 }
 
-// DefaultBackend is OpenBLAS in cgo builds.
-func DefaultBackend() Backend { return OpenBLAS{} }
+// openOpenBLAS tries names in order and returns the first library that opens
+// and multiplies a 2×2 product correctly (an ILP64 build, whose integers are
+// 64-bit, would not).
+func openOpenBLAS(names []string) (OpenBLAS, error) {
+	var missing, tried []string // absent libraries; ones that opened or failed otherwise
+	for _, name := range names {
+		cname := C.CString(name)
+		var buf [512]C.char
+		lib := C.rs_openblas_open(cname, &buf[0], C.int(len(buf)))
+		C.free(unsafe.Pointer(cname))
+		if lib == nil {
+			msg := C.GoString(&buf[0])
+			if strings.HasSuffix(msg, name+": cannot open shared object file: No such file or directory") {
+				missing = append(missing, name)
+			} else {
+				tried = append(tried, msg)
+			}
+			continue
+		}
+		path := C.GoString(&lib.path[0])
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			path = real
+		}
+		o := OpenBLAS{lib: lib, info: BLASInfo{
+			Path:    path,
+			Config:  strings.TrimSpace(C.GoString(C.rs_openblas_config(lib))),
+			Core:    strings.TrimSpace(C.GoString(C.rs_openblas_core(lib))),
+			Threads: int(C.rs_openblas_threads(lib)),
+		}}
+		if err := checkSgemm(o); err != nil {
+			tried = append(tried, fmt.Sprintf("%s: %v", path, err))
+			continue
+		}
+		return o, nil
+	}
+	if len(missing) > 0 {
+		tried = append(tried, "not found: "+strings.Join(missing, ", "))
+	}
+	return OpenBLAS{}, errors.New(strings.Join(tried, "; "))
+}

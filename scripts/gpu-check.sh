@@ -15,8 +15,8 @@ out=bin/gpu
 case "${1:-}" in
 build)
 	mkdir -p "$out/peers"
-	# noopenblas: gonum serves the CPU side, so the binaries need only glibc ≥ 2.34 and the driver.
-	flags=(-tags noopenblas -ldflags=-s\ -w)
+	# OpenBLAS and CUDA are both opened at run time, so the binaries need only glibc ≥ 2.34 and the driver.
+	flags=(-ldflags=-s\ -w)
 	go test -c "${flags[@]}" -o "$out/nn.test" ./nn
 	go test -c "${flags[@]}" -o "$out/t5.test" ./t5
 	go build "${flags[@]}" -o "$out/sweep" ./cmd/sweep

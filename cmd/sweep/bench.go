@@ -105,7 +105,7 @@ func benchT5(args []string) error {
 	tgt := fs.Int("tgt", 4, "target length")
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	peer := fs.String("peer", "", "a peer to run beside: ../shared/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
-	backend := fs.String("backend", "", "openblas, gonum or cuda (default: openblas in cgo builds)")
+	backend := fs.String("backend", "", "openblas, gonum or cuda (default: OpenBLAS where a library opens, else gonum)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -124,6 +124,7 @@ func benchT5(args []string) error {
 	}
 	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
 		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	fmt.Println(blasLine(be))
 	_, onGPU := be.(nn.GPU)
 	memHeader, peerMem := "ours RSS MB", "PyTorch RSS MB"
 	if onGPU {
@@ -288,6 +289,7 @@ func benchRead(args []string) error {
 	const B, S, T = 8, 64, 4
 	fmt.Printf("batch %d × %d × %d; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d; LoRA is rank 32 on every q and v (the peer's)\n",
 		B, S, T, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	fmt.Println(blasLine(be))
 	for _, size := range strings.Split(*sizes, ",") {
 		res := map[string]t5.StepBench{}
 		for _, meth := range []string{"full", "lora", "read"} {
@@ -319,18 +321,37 @@ func benchRead(args []string) error {
 	return nil
 }
 
-// benchBackend opens the named backend: the build's default, gonum, or
-// cuda (the GPU; an error saying why where none opens).
+// benchBackend opens the named backend: the default (OpenBLAS where it
+// opens, else gonum), openblas (an error saying why where none opens),
+// gonum, or cuda (an error saying why where no GPU opens).
 func benchBackend(name string) (nn.Backend, error) {
-	switch def := nn.DefaultBackend(); name {
-	case "", def.Name():
-		return def, nil
+	switch name {
+	case "":
+		return nn.DefaultBackend(), nil
+	case "openblas":
+		o, err := nn.LoadOpenBLAS()
+		if err != nil {
+			return nil, fmt.Errorf("--backend openblas: %w", err)
+		}
+		return o, nil
 	case "gonum":
 		return nn.Gonum{}, nil
 	case "cuda":
 		be, _, _, err := nn.SelectBackend("cuda")
 		return be, err
 	default:
-		return nil, fmt.Errorf("%w: --backend %q is not available in this build (have %s, gonum, cuda)", errUsage, name, def.Name())
+		return nil, fmt.Errorf("%w: --backend %q: want openblas, gonum or cuda", errUsage, name)
 	}
+}
+
+// blasLine says which BLAS a CPU benchmark runs on: the library's file,
+// build and core type for OpenBLAS, so that two runs can be compared.
+func blasLine(be nn.Backend) string {
+	switch b := be.(type) {
+	case nn.OpenBLAS:
+		return "BLAS: OpenBLAS " + b.Info().String()
+	case nn.GPU:
+		return "BLAS: " + b.Info().BLAS
+	}
+	return "BLAS: " + be.Name()
 }

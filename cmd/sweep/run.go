@@ -15,6 +15,7 @@ import (
 
 	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -148,6 +149,11 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		}
 	}
 	fmt.Fprintf(r.Log, "sweep: %d studies → %s (parallel %d)\n", len(plan), cfg.Storage, cfg.Parallel)
+	if cfg.Trainer == "builtin" && len(cfg.Command) == 0 {
+		// Said once here: each trial's own notice goes to its stderr.log.
+		nn.DefaultBackend()
+		fmt.Fprintf(r.Log, "sweep: CPU matrix products: %s\n", nn.BLASDescription())
+	}
 	res, err := r.Run(ctx, plan)
 	if bar != nil {
 		bar.Finish()
