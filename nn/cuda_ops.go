@@ -4,7 +4,6 @@ package nn
 
 import (
 	"fmt"
-	"math"
 	"unsafe"
 )
 
@@ -323,13 +322,13 @@ func (c *CUDA) LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cPrev Buffer, N,
 // AdamWStep applies one AdamW update to p from g with moments m, v, as
 // AdamW.Step does on the CPU; step counts from 1.
 func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v Buffer) {
-	bc1 := 1 - math.Pow(float64(o.Beta1), float64(step))
-	bc2 := 1 - math.Pow(float64(o.Beta2), float64(step))
-	stepSize := float32(float64(o.LR) / bc1)
-	invBC2 := float32(1 / math.Sqrt(bc2))
-	decay := 1 - o.LR*o.WeightDecay
+	// The kernel still forms 1 − β in float32 and multiplies by 1/√bc₂ (a
+	// change to it needs the PTX regenerated with nvcc); the host path is
+	// torch's to the rounding.
+	s := o.scalars(step)
+	invBC2 := 1 / s.bc2Sqrt
 	c.post(func() {
-		c.launch("adamw_step", elementwiseGrid(p.n), elementwiseBlock, p, g, m, v, p.n, o.Beta1, o.Beta2, o.Eps, decay, stepSize, invBC2)
+		c.launch("adamw_step", elementwiseGrid(p.n), elementwiseBlock, p, g, m, v, p.n, s.b1, s.b2, s.eps, s.decay, s.stepSize, invBC2)
 	})
 }
 

@@ -143,9 +143,12 @@ func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
 }
 
 // AdamW is Adam with decoupled weight decay and bias correction, as
-// torch.optim.AdamW.
+// torch.optim.AdamW. The hyperparameters are float64, as torch's Python
+// floats are: its constants (1 − β₁, 1 − β₂, 1 − lr·wd, lr/bc₁, √bc₂) are
+// computed in double and rounded once to float32 (adamwScalars); 1 −
+// float32(0.999) instead would be 1.3e-5 off 0.001 and bias every update.
 type AdamW struct {
-	LR, Beta1, Beta2, Eps, WeightDecay float32
+	LR, Beta1, Beta2, Eps, WeightDecay float64
 
 	m, v []float32
 	t    int
@@ -156,8 +159,24 @@ type AdamW struct {
 
 // NewAdamW returns AdamW with PyTorch's defaults (betas 0.9, 0.999, eps
 // 1e-8, weight decay 0.01).
-func NewAdamW(lr float32) *AdamW {
+func NewAdamW(lr float64) *AdamW {
 	return &AdamW{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+// adamwScalars are the float32 constants of one step of torch's
+// single-tensor AdamW.
+type adamwScalars struct {
+	b1, c1, b2, c2, eps float32 // β₁, 1 − β₁, β₂, 1 − β₂, ε
+	decay               float32 // 1 − lr·wd
+	stepSize            float32 // lr / (1 − β₁ᵗ)
+	bc2Sqrt             float32 // √(1 − β₂ᵗ)
+}
+
+func (o *AdamW) scalars(step int) adamwScalars {
+	bc1 := 1 - math.Pow(o.Beta1, float64(step))
+	bc2 := 1 - math.Pow(o.Beta2, float64(step))
+	return adamwScalars{b1: float32(o.Beta1), c1: float32(1 - o.Beta1), b2: float32(o.Beta2), c2: float32(1 - o.Beta2),
+		eps: float32(o.Eps), decay: float32(1 - o.LR*o.WeightDecay), stepSize: float32(o.LR / bc1), bc2Sqrt: float32(math.Sqrt(bc2))}
 }
 
 // Step updates ts from their gradients; ts must be the same tensors, in the
@@ -176,23 +195,20 @@ func (o *AdamW) Step(ts []*Tensor) {
 	}
 	mustLen("AdamW.Step", "moments", len(o.m), total)
 	o.t++
-	bc1 := 1 - math.Pow(float64(o.Beta1), float64(o.t))
-	bc2 := 1 - math.Pow(float64(o.Beta2), float64(o.t))
-	// p ← p·(1 − lr·wd) − (lr/bc1)·m / (√v/√bc2 + eps), in float32 as torch does.
-	stepSize := float32(float64(o.LR) / bc1)
-	invBC2 := float32(1 / math.Sqrt(bc2))
-	decay := 1 - o.LR*o.WeightDecay
-	b1, b2, eps := o.Beta1, o.Beta2, o.Eps
+	s := o.scalars(o.t)
 	off := 0
 	for _, t := range ts {
 		m, v, p, g := o.m[off:off+t.Len()], o.v[off:off+t.Len()], t.Data, t.Grad
 		parallelFor(len(p), 1<<15, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
+				// torch's order: p·(1 − lr·wd); m·β₁ + (1 − β₁)·g; v·β₂ + (1 − β₂)·g·g;
+				// p − step·(m / (√v/√bc₂ + ε)).
 				gi := g[i]
-				mi := b1*m[i] + (1-b1)*gi
-				vi := b2*v[i] + (1-b2)*gi*gi
+				mi := m[i]*s.b1 + s.c1*gi
+				vi := v[i]*s.b2 + s.c2*gi*gi
 				m[i], v[i] = mi, vi
-				p[i] = p[i]*decay - stepSize*mi/(float32(math.Sqrt(float64(vi)))*invBC2+eps)
+				denom := float32(math.Sqrt(float64(vi)))/s.bc2Sqrt + s.eps
+				p[i] = p[i]*s.decay - s.stepSize*(mi/denom)
 			}
 		})
 		off += t.Len()
