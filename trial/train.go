@@ -20,23 +20,30 @@ import (
 
 // Settings are the training settings a trial reads from Spec.Training.
 type Settings struct {
-	MaxEpochs        int     // 30
-	Patience         int     // epochs without improvement before stopping (5)
-	BatchSize        int     // 32
-	EvalBatchSize    int     // 64
-	MaxSourceLength  int     // tokens, </s> included (128)
-	MaxTargetLength  int     // 0: the longest training target
-	WarmupRatio      float64 // share of steps with a rising learning rate (0)
-	WeightDecay      float64 // for methods that decay (full fine-tuning) (0.01)
-	ClipNorm         float64 // global gradient norm (1.0)
-	Dropout          float64 // −1: the backbone's rate for full fine-tuning, 0 for the others
-	DataSeed         uint64  // seed of the paper's split shuffle (42)
-	MaxTrainExamples int     // 0: all
-	MaxEvalExamples  int     // 0: all
-	PackageWatts     float64 // for the energy estimate when RAPL is unreadable (65)
-	GPUP0Watts       float64 // p₀ of the paper's GPU energy estimate (250, a V100's datasheet power)
-	LatencyExamples  int     // test examples timed one at a time (16)
-	InitExamples     int     // training examples a data-driven initialisation sees (1024)
+	MaxEpochs       int     // 30
+	Patience        int     // epochs without improvement before stopping (5)
+	BatchSize       int     // 32
+	EvalBatchSize   int     // 64
+	MaxSourceLength int     // tokens, </s> included (128)
+	MaxTargetLength int     // 0: the longest training target
+	WarmupRatio     float64 // share of steps with a rising learning rate (0)
+	// LRSchedule is linear (Hugging Face's get_linear_schedule_with_warmup:
+	// ceil(warmup_ratio·steps) warm-up steps from 0) or linear_shifted (the
+	// first schedule here: floor(warmup_ratio·steps) steps, from lr/warmup).
+	LRSchedule string
+	// DecayNormsAndBiases applies weight decay to every trainable tensor;
+	// by default, as Hugging Face's Trainer, biases and norms take none.
+	DecayNormsAndBiases bool
+	WeightDecay         float64 // for methods that decay (full fine-tuning) (0.01)
+	ClipNorm            float64 // global gradient norm (1.0)
+	Dropout             float64 // −1: the backbone's rate for full fine-tuning, 0 for the others
+	DataSeed            uint64  // seed of the paper's split shuffle (42)
+	MaxTrainExamples    int     // 0: all
+	MaxEvalExamples     int     // 0: all
+	PackageWatts        float64 // for the energy estimate when RAPL is unreadable (65)
+	GPUP0Watts          float64 // p₀ of the paper's GPU energy estimate (250, a V100's datasheet power)
+	LatencyExamples     int     // test examples timed one at a time (16)
+	InitExamples        int     // training examples a data-driven initialisation sees (1024)
 	// StateCache is off, fp32 or fp16: how a state-trained method (READ
 	// variant A) keeps the frozen backbone's states (fp32).
 	StateCache    string
@@ -49,7 +56,7 @@ type Settings struct {
 func ParseSettings(m map[string]any) (Settings, error) {
 	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
 		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, GPUP0Watts: 250, LatencyExamples: 16, InitExamples: 1024,
-		StateCache: "fp32", StateCacheGB: 2}
+		StateCache: "fp32", StateCacheGB: 2, LRSchedule: "linear"}
 	num := func(key string, v any) (float64, error) {
 		if f, ok := methods.Number(v); ok {
 			return f, nil
@@ -91,6 +98,18 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, fmt.Errorf("trial: training setting state_cache = %v, want off, fp32 or fp16", v)
 			}
 			s.StateCache = str
+		case k == "lr_schedule":
+			str, _ := v.(string)
+			if str != "linear" && str != "linear_shifted" {
+				return s, fmt.Errorf("trial: training setting lr_schedule = %v, want linear or linear_shifted", v)
+			}
+			s.LRSchedule = str
+		case k == "decay_norms_and_biases":
+			b, ok := v.(bool)
+			if !ok {
+				return s, fmt.Errorf("trial: training setting decay_norms_and_biases = %v, want true or false", v)
+			}
+			s.DecayNormsAndBiases = b
 		case k == "state_cache_dir":
 			str, ok := v.(string)
 			if !ok {
@@ -209,12 +228,6 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			gpu = startGPUMeter(s, time.Second)
 		}
 	}
-	opt := nn.NewAdamW(float32(lr))
-	opt.WeightDecay = 0
-	if d, ok := meth.(methods.Decayer); ok && d.WeightDecay() {
-		opt.WeightDecay = float32(set.WeightDecay)
-	}
-	hooks := meth.Hooks()
 	decode := methodDecoder(m, be, meth)
 	batches := bucket(train, set.BatchSize)
 	if di, ok := meth.(methods.DataInitializer); ok {
@@ -233,90 +246,49 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	steps := set.MaxEpochs * len(batches)
-	warmup := int(set.WarmupRatio * float64(steps))
 	// On a GPU the parameters move there once (after any data-driven
 	// initialisation); the optimiser updates them there.
 	nn.ToDevice(be, m.Params.Tensors...)
 	nn.ToDevice(be, trainable...)
-	g := nn.NewGraph(be)
-	defer g.Release()
-	g.Seed = uint64(spec.Seed)
-	rng := rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a))
-	best, bestEpoch := math.Inf(-1), -1
-	var bestState [][]float32
-	var bestVal glue.Scores
-	var trainSeconds, evalSeconds float64
-	step, seen := 0, 0
-	epoch := 0
-	for ; epoch < set.MaxEpochs; epoch++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		t0 := time.Now()
-		var lossSum float64
-		for _, bi := range rng.Perm(len(batches)) {
-			b := batches[bi]
-			g.Reset()
-			g.Train = dropout > 0
-			bt := makeBatch(b, tok.Pad())
-			var out *t5.Output
-			if st := cache.get(bi); st != nil {
-				out = m.HeadLoss(g, hooks, st.output(m.Config.DModel), bt.Labels)
-			} else {
-				if out, err = m.Forward(g, bt, hooks); err != nil {
-					return err
-				}
-				if cache != nil {
-					cache.add(bi, capture(g, out, bt.B, bt.S, bt.T))
+	st := newStepper(m, meth, be, set, lr, set.MaxEpochs*len(batches), cache, dropout > 0)
+	defer st.g.Release()
+	st.g.Seed = uint64(spec.Seed)
+	var epochScores []glue.Scores
+	var evalSeconds float64
+	fr, err := fit(ctx, st, fitConfig{
+		maxEpochs: set.MaxEpochs,
+		patience:  set.Patience,
+		batches:   len(batches),
+		batch:     func(i int) t5.Batch { return makeBatch(batches[i], tok.Pad()) },
+		shuffle:   rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a)),
+		validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
+			if epoch == 0 && cache != nil {
+				if err := cache.save(); err != nil {
+					logf("state cache: not saved: %v", err)
+				} else if cache.over {
+					logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
 				}
 			}
-			loss := float64(out.Loss.Values()[0])
-			if math.IsNaN(loss) || math.IsInf(loss, 0) {
-				return fmt.Errorf("trial: the training loss is %v at epoch %d, step %d (lr %.3g too high?)", loss, epoch, step, lr)
+			t1 := time.Now()
+			scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt)
+			evalSeconds += time.Since(t1).Seconds()
+			epochScores = append(epochScores, scores)
+			value := scores["score"]
+			if _, err := stdout.Write(Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
+				Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}}.Encode()); err != nil {
+				return 0, fmt.Errorf("trial: %w", err)
 			}
-			lossSum += loss
-			g.Backward(out.Loss)
-			if set.ClipNorm > 0 {
-				nn.ClipGradNorm(trainable, set.ClipNorm)
-			}
-			opt.LR = float32(schedule(lr, step, warmup, steps))
-			opt.Step(trainable)
-			nn.ZeroGrad(trainable)
-			step++
-			seen += len(b)
-		}
-		trainSeconds += time.Since(t0).Seconds()
-		if epoch == 0 && cache != nil {
-			if err := cache.save(); err != nil {
-				logf("state cache: not saved: %v", err)
-			} else if cache.over {
-				logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
-			}
-		}
-		t1 := time.Now()
-		scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt)
-		evalSeconds += time.Since(t1).Seconds()
-		value := scores["score"]
-		meanLoss := lossSum / float64(len(batches))
-		if _, err := stdout.Write(Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
-			Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}}.Encode()); err != nil {
-			return fmt.Errorf("trial: %w", err)
-		}
-		logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value, time.Since(t0).Seconds())
-		if value > best {
-			best, bestEpoch, bestVal = value, epoch, scores
-			bestState = snapshot(trainable, bestState)
-		} else if epoch-bestEpoch >= set.Patience {
-			logf("no improvement for %d epochs: stopping", set.Patience)
-			epoch++
-			break
-		}
+			logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value,
+				trainSeconds+time.Since(t1).Seconds())
+			return value, nil
+		},
+		logf: logf,
+	})
+	if err != nil {
+		return err
 	}
-	if bestState == nil {
-		return errors.New("trial: no epoch finished")
-	}
-	restore(trainable, bestState)
+	best, bestEpoch, bestVal := fr.best, fr.bestEpoch, epochScores[fr.bestEpoch]
+	trainSeconds, seen, epoch := fr.trainSeconds, fr.examples, fr.epochs
 	t2 := time.Now()
 	testScores := evaluate(decode, tok, task, test, set.EvalBatchSize, maxTgt)
 	evalSeconds += time.Since(t2).Seconds()
@@ -337,7 +309,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 		"test":                      testScores["score"],
 		"test_metrics":              testScores,
 		"best_epoch":                bestEpoch,
-		"epochs":                    min(epoch, set.MaxEpochs),
+		"epochs":                    epoch,
 		"trainable_params":          nTrain,
 		"trainable_percent":         100 * float64(nTrain) / float64(total),
 		"peak_rss_bytes":            peakRSS(),
@@ -484,14 +456,6 @@ func makeBatch(ex []example, pad int32) t5.Batch {
 		}
 	}
 	return bt
-}
-
-// schedule is a linear warmup to lr, then a linear decay to 0.
-func schedule(lr float64, step, warmup, total int) float64 {
-	if step < warmup {
-		return lr * float64(step+1) / float64(warmup)
-	}
-	return lr * math.Max(0, float64(total-step)/float64(max(total-warmup, 1)))
 }
 
 // evaluate decodes greedily and scores the predictions with the task's

@@ -1,0 +1,227 @@
+package trial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// stepper turns batches into optimiser steps: the forward pass (or the
+// cached backbone states), the loss, backward, global-norm clipping, the
+// learning-rate schedule and AdamW. Train drives it over epochs (fit); the
+// trajectory tests drive it over PyTorch's batches, so both run this code.
+type stepper struct {
+	m         *t5.Model
+	hooks     *t5.Hooks
+	g         *nn.Graph
+	trainable []*nn.Tensor
+	groups    []paramGroup
+	cache     *stateCache // nil: always run the backbone
+	dropout   bool
+
+	lr            float64
+	warmup, total int
+	shifted       bool // lr_schedule: linear_shifted
+	clip          float64
+	step          int // optimiser steps taken
+}
+
+// paramGroup is one of AdamW's parameter groups, as in torch: the same
+// rule for every tensor in it.
+type paramGroup struct {
+	opt     *nn.AdamW
+	tensors []*nn.Tensor
+}
+
+// stepStats is what one step did.
+type stepStats struct {
+	Loss     float64 // the batch's mean cross-entropy over non-ignored label tokens
+	GradNorm float64 // the global L2 norm of the gradients before clipping
+	LR       float64 // the learning rate the step used
+}
+
+// newStepper prepares training meth's tensors on m for total steps at peak
+// learning rate lr.
+func newStepper(m *t5.Model, meth methods.Method, be nn.Backend, set Settings, lr float64, total int, cache *stateCache, dropout bool) *stepper {
+	s := &stepper{m: m, hooks: meth.Hooks(), g: nn.NewGraph(be), trainable: meth.Trainable(), cache: cache, dropout: dropout,
+		lr: lr, total: total, shifted: set.LRSchedule == "linear_shifted", clip: set.ClipNorm}
+	s.warmup = warmupSteps(set.WarmupRatio, total, s.shifted)
+	s.groups = paramGroups(meth, lr, set)
+	return s
+}
+
+// paramGroups splits the trainable tensors as Hugging Face's Trainer does:
+// weight decay for methods that decay (full fine-tuning), and there only
+// for tensors whose names are not biases or norms (decay_norms_and_biases:
+// true decays those too).
+func paramGroups(meth methods.Method, lr float64, set Settings) []paramGroup {
+	decays := false
+	if d, ok := meth.(methods.Decayer); ok && d.WeightDecay() && set.WeightDecay != 0 {
+		decays = true
+	}
+	names := map[*nn.Tensor]string{}
+	w := meth.Weights()
+	for i, t := range w.Tensors {
+		names[t] = w.Names[i]
+	}
+	decayed, plain := paramGroup{opt: nn.NewAdamW(lr)}, paramGroup{opt: nn.NewAdamW(lr)}
+	decayed.opt.WeightDecay = set.WeightDecay
+	plain.opt.WeightDecay = 0
+	for _, t := range meth.Trainable() {
+		if decays && (set.DecayNormsAndBiases || takesWeightDecay(names[t])) {
+			decayed.tensors = append(decayed.tensors, t)
+		} else {
+			plain.tensors = append(plain.tensors, t)
+		}
+	}
+	var groups []paramGroup
+	for _, g := range []paramGroup{decayed, plain} {
+		if len(g.tensors) > 0 {
+			groups = append(groups, g)
+		}
+	}
+	return groups
+}
+
+// noDecayName matches the parameter names transformers'
+// get_decay_parameter_names leaves undecayed: biases (T5's
+// relative_attention_bias included) and norms of any spelling.
+var noDecayName = regexp.MustCompile(`bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)`)
+
+func takesWeightDecay(name string) bool { return !noDecayName.MatchString(strings.ToLower(name)) }
+
+// warmupSteps is the number of warm-up steps: ceil(ratio·total) as Hugging
+// Face's TrainingArguments.get_warmup_steps, or floor for linear_shifted.
+func warmupSteps(ratio float64, total int, shifted bool) int {
+	if shifted {
+		return int(ratio * float64(total))
+	}
+	return int(math.Ceil(ratio * float64(total)))
+}
+
+// learningRate is the rate of optimiser step `step` (0-based): a linear
+// warm-up to lr, then a linear decay to 0 at total. Hugging Face's
+// get_linear_schedule_with_warmup starts the warm-up at 0 (step/warmup);
+// linear_shifted, this trainer's first schedule, at lr/warmup
+// ((step+1)/warmup).
+func learningRate(lr float64, step, warmup, total int, shifted bool) float64 {
+	if step < warmup {
+		if shifted {
+			return lr * float64(step+1) / float64(warmup)
+		}
+		return lr * float64(step) / float64(max(1, warmup))
+	}
+	return lr * math.Max(0, float64(total-step)/float64(max(total-warmup, 1)))
+}
+
+// run takes one optimiser step on batch bt, the training split's batch bi
+// (the state cache's key).
+func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
+	g := s.g
+	g.Reset()
+	g.Train = s.dropout
+	var out *t5.Output
+	if st := s.cache.get(bi); st != nil {
+		out = s.m.HeadLoss(g, s.hooks, st.output(s.m.Config.DModel), bt.Labels)
+	} else {
+		var err error
+		if out, err = s.m.Forward(g, bt, s.hooks); err != nil {
+			return stepStats{}, err
+		}
+		if s.cache != nil {
+			s.cache.add(bi, capture(g, out, bt.B, bt.S, bt.T))
+		}
+	}
+	loss := float64(out.Loss.Values()[0])
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return stepStats{}, fmt.Errorf("the training loss is %v at step %d (lr %.3g too high?)", loss, s.step, s.lr)
+	}
+	g.Backward(out.Loss)
+	clip := s.clip
+	if clip <= 0 {
+		clip = math.Inf(1) // the norm is still reported
+	}
+	norm := nn.ClipGradNorm(s.trainable, clip)
+	lr := learningRate(s.lr, s.step, s.warmup, s.total, s.shifted)
+	for _, grp := range s.groups {
+		grp.opt.LR = lr
+		grp.opt.Step(grp.tensors)
+	}
+	nn.ZeroGrad(s.trainable)
+	s.step++
+	return stepStats{Loss: loss, GradNorm: norm, LR: lr}, nil
+}
+
+// fitConfig is what fit needs besides the stepper.
+type fitConfig struct {
+	maxEpochs, patience int
+	batches             int                  // per epoch
+	batch               func(i int) t5.Batch // the training split's batch i
+	shuffle             *rand.Rand           // the epoch order, from the trial's seed
+	logf                func(string, ...any) // progress lines for the trial's log
+	// validate scores the current parameters after an epoch (and reports
+	// the epoch); higher is better.
+	validate func(epoch int, meanLoss, trainSeconds float64) (float64, error)
+}
+
+// fitResult is how fit ended.
+type fitResult struct {
+	best         float64 // the best validation score
+	bestEpoch    int     // where it was reached (0-based)
+	epochs       int     // epochs trained
+	examples     int     // training examples seen
+	trainSeconds float64
+}
+
+// fit trains epoch after epoch until max_epochs, or until `patience`
+// epochs in a row bring no improvement of the validation score, then
+// restores the parameters of the best epoch: what the test split is scored
+// with.
+func fit(ctx context.Context, st *stepper, fc fitConfig) (fitResult, error) {
+	r := fitResult{best: math.Inf(-1), bestEpoch: -1}
+	var bestState [][]float32
+	for epoch := 0; epoch < fc.maxEpochs; epoch++ {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		t0 := time.Now()
+		var lossSum float64
+		for _, bi := range fc.shuffle.Perm(fc.batches) {
+			bt := fc.batch(bi)
+			stats, err := st.run(bi, bt)
+			if err != nil {
+				return r, fmt.Errorf("trial: epoch %d: %w", epoch, err)
+			}
+			lossSum += stats.Loss
+			r.examples += bt.B
+		}
+		seconds := time.Since(t0).Seconds()
+		r.trainSeconds += seconds
+		r.epochs = epoch + 1
+		value, err := fc.validate(epoch, lossSum/float64(fc.batches), seconds)
+		if err != nil {
+			return r, err
+		}
+		if value > r.best {
+			r.best, r.bestEpoch = value, epoch
+			bestState = snapshot(st.trainable, bestState)
+		} else if epoch-r.bestEpoch >= fc.patience {
+			fc.logf("no improvement for %d epochs: stopping", fc.patience)
+			break
+		}
+	}
+	if bestState == nil {
+		return r, errors.New("trial: no epoch finished")
+	}
+	restore(st.trainable, bestState)
+	return r, nil
+}
