@@ -20,8 +20,8 @@ build)
 	go test -c "${flags[@]}" -o "$out/nn.test" ./nn
 	go test -c "${flags[@]}" -o "$out/t5.test" ./t5
 	go build "${flags[@]}" -o "$out/sweep" ./cmd/sweep
-	# The PyTorch peer's model: ../shared is not inside the repository.
-	cp ../shared/peers/torch_t5.py "$out/peers/"
+	# The PyTorch peer's model.
+	cp scripts/peers/torch_t5.py "$out/peers/"
 	du -sh "$out"
 	;;
 run)

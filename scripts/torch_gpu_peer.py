@@ -1,17 +1,17 @@
 """GPU peer for `sweep bench t5 --backend cuda --peer scripts/torch_gpu_peer.py`: the training step of
-../shared/peers/torch_cpu_peer.py (same plain-PyTorch T5 from torch_t5.py, same LoRA and READ modules, same
+scripts/peers/torch_cpu_peer.py (same plain-PyTorch T5 from torch_t5.py, same LoRA and READ modules, same
 random weights and ids), run on a CUDA device in fp32 with TF32 off, timed with torch.cuda.synchronize and
 measured with torch.cuda.max_memory_allocated.
 
 usage: torch_gpu_peer.py SIZE METHOD [batch src tgt steps]   -> one JSON line
-env:   READSWEEP_PEER_DIR  folder holding torch_t5.py (default ../shared/peers beside the repository)
+env:   READSWEEP_PEER_DIR  folder holding torch_t5.py (default scripts/peers)
        READSWEEP_PEER_DEVICE  cuda (default) or cpu, to check this script on a machine without a GPU
 """
 import json, os, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 
 here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.environ.get("READSWEEP_PEER_DIR", os.path.join(here, "..", "..", "shared", "peers")))
+sys.path.insert(0, os.environ.get("READSWEEP_PEER_DIR", os.path.join(here, "peers")))
 import torch_t5 as T
 
 dev = torch.device(os.environ.get("READSWEEP_PEER_DEVICE", "cuda"))

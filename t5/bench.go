@@ -57,7 +57,7 @@ type StepBench struct {
 }
 
 // NewBenchModel returns a model of a named size with weights drawn from
-// N(0, 0.05²) and no dropout, as shared/peers/torch_cpu_peer.py makes it.
+// N(0, 0.05²) and no dropout, as scripts/peers/torch_cpu_peer.py makes it.
 func NewBenchModel(size string) (*Model, error) {
 	c, ok := Sizes[size]
 	if !ok {

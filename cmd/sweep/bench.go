@@ -35,7 +35,7 @@ func cmdBench(args []string) error {
 	seeds := fs.Int("seeds", 30, "seeds per objective and sampler (0..seeds-1)")
 	trials := fs.Int("trials", 32, "trials per run")
 	samplers := fs.String("samplers", "tpe,random", "samplers: tpe, tpe_uni (independent), random")
-	objectives := fs.String("objectives", "lr,branin,hartmann6", "objectives of shared/peers/tpe_bench.py")
+	objectives := fs.String("objectives", "lr,branin,hartmann6", "objectives of scripts/peers/tpe_bench.py")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func cmdBench(args []string) error {
 	}
 	fmt.Printf("sweep TPE  trials=%d seeds=%d  (regret = f_true(best observed) - f_star; mean / median)\n", *trials, *seeds)
 	tpe.WriteTable(os.Stdout, sums, checkpoints)
-	fmt.Println("Optuna 5.0.0.dev, same objectives (shared/peers/optuna-5.0dev-tpe-results.txt): @32 mean lr " +
+	fmt.Println("Optuna 5.0.0.dev, same objectives (scripts/peers/optuna-5.0dev-tpe-results.txt): @32 mean lr " +
 		strconv.FormatFloat(0.003183, 'g', -1, 64) + ", branin 0.5863, hartmann6 0.8484; 1.20-2.38 ms/suggest")
 	return nil
 }
@@ -97,14 +97,14 @@ func cmdBench(args []string) error {
 // --peer, the PyTorch CPU peer for the methods it has (full, lora) at the
 // same shapes in the same run.
 func benchT5(args []string) error {
-	fs := newFlags("bench t5", "bench t5 [--size t5-small] [--methods full,bitfit,lora,adapter,prompt] [--batch 8] [--src 64] [--tgt 4] [--steps 3] [--peer shared/peers/torch_cpu_peer.py]")
+	fs := newFlags("bench t5", "bench t5 [--size t5-small] [--methods full,bitfit,lora,adapter,prompt] [--batch 8] [--src 64] [--tgt 4] [--steps 3] [--peer scripts/peers/torch_cpu_peer.py]")
 	size := fs.String("size", "t5-small", "t5-tiny, t5-small, t5-base or t5-large (random weights)")
 	names := fs.String("methods", "full", "methods to time, with their default architectures")
 	batch := fs.Int("batch", 8, "batch size")
 	src := fs.Int("src", 64, "source length")
 	tgt := fs.Int("tgt", 4, "target length")
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
-	peer := fs.String("peer", "", "a peer to run beside: ../shared/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
+	peer := fs.String("peer", "", "a peer to run beside: scripts/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
 	backend := fs.String("backend", "", "openblas, gonum or cuda (default: OpenBLAS where a library opens, else gonum)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -272,7 +272,7 @@ func runPeer(peer, size, method string, B, S, T, steps int) (peerResult, error) 
 // benchRead prints READ's memory and time against full fine-tuning and
 // LoRA, and its state cache's speed-up, in one run.
 func benchRead(args []string) error {
-	fs := newFlags("bench read", "bench read [--sizes t5-small,t5-base] [--batches 8] [--steps 3] [--peer shared/peers/torch_cpu_peer.py]")
+	fs := newFlags("bench read", "bench read [--sizes t5-small,t5-base] [--batches 8] [--steps 3] [--peer scripts/peers/torch_cpu_peer.py]")
 	sizes := fs.String("sizes", "t5-small,t5-base", "model shapes to compare at")
 	nb := fs.Int("batches", 8, "batches in the cache benchmark's epoch")
 	steps := fs.Int("steps", 3, "timed steps per method")

@@ -11,7 +11,7 @@ import (
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
-// The objectives of shared/peers/tpe_bench.py, re-implemented one to one so
+// The objectives of scripts/peers/tpe_bench.py, re-implemented one to one so
 // that sampler quality is compared with Optuna's on equal terms. All are
 // minimised.
 
