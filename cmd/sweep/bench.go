@@ -29,7 +29,7 @@ func cmdBench(args []string) error {
 		return benchRead(args[1:])
 	}
 	if len(args) == 0 || args[0] != "tpe" {
-		return fmt.Errorf("%w: usage: sweep bench tpe [--seeds 30] ... | sweep bench t5 [--size t5-small] [--peer torch_cpu_peer.py]", errUsage)
+		return fmt.Errorf("%w: usage: sweep bench tpe|t5|read [flags] (sweep bench t5 -h shows its flags)", errUsage)
 	}
 	fs := newFlags("bench tpe", "bench tpe [--seeds 30] [--trials 32] [--samplers tpe,random] [--objectives lr,branin,hartmann6]")
 	seeds := fs.Int("seeds", 30, "seeds per objective and sampler (0..seeds-1)")

@@ -345,8 +345,7 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 				fmt.Fprintf(w, "  %s:\n    %s\n", k, strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    "))
 				continue
 			}
-			js, _ := json.Marshal(v)
-			fmt.Fprintf(w, "  %s = %s\n", k, js)
+			fmt.Fprintf(w, "  %s = %s\n", k, plainJSON(v))
 		}
 	}
 }
@@ -399,6 +398,7 @@ func cmdExport(args []string) error {
 			if *format == "json" {
 				enc := json.NewEncoder(w)
 				enc.SetIndent("", "  ")
+				enc.SetEscapeHTML(false) // a file for people and tools, not a web page: < stays <
 				return enc.Encode(rows)
 			}
 			return writeCSV(w, rows)
@@ -485,10 +485,21 @@ func writeCSV(w io.Writer, rows []exportRow) error {
 			}
 			rec = append(rec, fmt.Sprint(v))
 		}
-		attrs, _ := json.Marshal(r.UserAttrs)
-		rec = append(rec, strconv.Itoa(len(r.Intermediate)), r.Start, r.Complete, string(attrs))
+		rec = append(rec, strconv.Itoa(len(r.Intermediate)), r.Start, r.Complete, plainJSON(r.UserAttrs))
 		cw.Write(rec)
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// plainJSON is v as one line of JSON without HTML escaping (json.Marshal
+// writes < as \u003c, which a terminal or a CSV cell should not show).
+func plainJSON(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Sprintf("%v", v)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

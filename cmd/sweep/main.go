@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 )
 
 func main() {
@@ -76,7 +77,7 @@ func commands() []command {
 		{"fetch", "download data and models: fetch glue, fetch model NAME", cmdFetch, false},
 		{"data", "data reports: data stats", cmdData, false},
 		{"model", "make models: model new (a random small T5 for examples and tests)", cmdModel, false},
-		{"bench", "benchmarks: bench tpe, bench t5", cmdBench, false},
+		{"bench", "benchmarks: bench tpe, bench t5, bench read", cmdBench, false},
 		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
 	}
 }
@@ -111,16 +112,24 @@ func run(args []string) int {
 			return 0
 		case errors.Is(err, errUsage):
 			if err != errUsage {
-				log.Print(err)
+				log.Print(errorText(err))
 			}
 			return 2
 		}
-		log.Print(err)
+		log.Print(errorText(err))
 		return 1
 	}
 	log.Printf("unknown command %q", args[0])
 	usage()
 	return 2
+}
+
+// errorText is err's message under the log's "sweep: " prefix: without the
+// "usage: " that marks usage errors (they often say "usage: ..." themselves)
+// and without a "sweep: " of the sweep package's own.
+func errorText(err error) string {
+	msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+	return strings.TrimPrefix(msg, "sweep: ")
 }
 
 // newFlags returns a flag set whose parse errors are usage errors.
