@@ -78,6 +78,12 @@ var gonumNotice sync.Once
 // speed-up is from `go test -bench Sgemm ./nn/` on t5-small's products
 // (2 cores, OpenBLAS 0.3.21 against gonum v0.17).
 func writeGonumNotice(w io.Writer, err error) {
+	if !canDlopen {
+		fmt.Fprintf(w, "readsweep: matrix products use gonum's pure-Go BLAS: %v.\n"+
+			"  For ~%s faster products rebuild with cgo (CGO_ENABLED=1, the default where gcc is installed) and install OpenBLAS.\n",
+			err, gonumSlowdown)
+		return
+	}
 	fmt.Fprintf(w, "readsweep: matrix products use gonum's pure-Go BLAS: %v.\n"+
 		"  For ~%s faster products install OpenBLAS (Debian/Ubuntu: apt install libopenblas0-pthread; Fedora: dnf install openblas-threads),\n"+
 		"  or point %s at a libopenblas.so (conda's, or one you built); %s=off silences this.\n",

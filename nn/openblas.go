@@ -78,6 +78,9 @@ import (
 	"unsafe"
 )
 
+// canDlopen says this build can open OpenBLAS at run time.
+const canDlopen = true
+
 // OpenBLAS is the backend over a CBLAS library opened at run time, so that
 // building needs neither cblas.h nor -lopenblas (see LoadOpenBLAS).
 type OpenBLAS struct {

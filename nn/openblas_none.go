@@ -4,6 +4,9 @@ package nn
 
 import "errors"
 
+// canDlopen says this build can open OpenBLAS at run time.
+const canDlopen = false
+
 // OpenBLAS is not available in builds without cgo: opening a library at
 // run time needs dlopen.
 type OpenBLAS struct{ info BLASInfo }
