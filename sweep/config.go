@@ -14,6 +14,12 @@ import (
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
+// DefaultStallTimeout is how long a built-in trial may say nothing before
+// it is stopped: generous, since the trainer beats every 30 s during long
+// epochs and evaluations. External commands get no stall limit unless the
+// file sets one: they may not beat between epochs, and an epoch can be long.
+const DefaultStallTimeout = 30 * time.Minute
+
 // Config is a parsed sweeps.yaml. See the sweeps.yaml at the repository
 // root and docs/config.md for every key.
 type Config struct {
@@ -41,7 +47,14 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	HeartbeatGrace    time.Duration
 	KillGrace         time.Duration
-	Command           []string // external trial argv template; empty: `sweep trial`
+	// TrialTimeout is a trial's wall-clock limit (0: none); StallTimeout the
+	// longest it may go without a protocol message (epoch, heartbeat, final).
+	// A trial over either gets SIGTERM, SIGKILL after KillGrace, and FAILs
+	// with the limit named.
+	TrialTimeout, StallTimeout time.Duration
+	// TrialMemoryGB caps a CPU trial's address space (RLIMIT_AS; 0: none).
+	TrialMemoryGB float64
+	Command       []string // external trial argv template; empty: `sweep trial`
 }
 
 // Method is one fine-tuning method with its architecture candidates.
@@ -127,7 +140,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		File: file, Storage: "sqlite:///sweeps.db", OutputDir: "runs", Trainer: "builtin", Trials: 32,
 		Direction: storage.Maximize, Sampler: SamplerConfig{Name: "tpe", Kwargs: map[string]any{}},
 		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, Device: "auto", MaxRetries: 1, MaxFailures: 5,
-		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second,
+		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second, StallTimeout: -1,
 	}
 	if len(doc.Content) == 0 {
 		return nil, &ConfigError{File: file, Err: errors.New("empty file")}
@@ -191,13 +204,19 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.HeartbeatGrace, err = p.duration(v, path)
 		case "kill_grace":
 			c.KillGrace, err = p.duration(v, path)
+		case "trial_timeout":
+			c.TrialTimeout, err = p.durationOrZero(v, path)
+		case "stall_timeout":
+			c.StallTimeout, err = p.durationOrZero(v, path)
+		case "trial_memory_gb":
+			c.TrialMemoryGB, err = p.nonNegativeFloat(v, path)
 		case "command":
 			c.Command, err = p.strList(v, path)
 			if err == nil && len(c.Command) == 0 {
 				err = p.errf(v, path, "must name a program")
 			}
 		default:
-			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, command)")
+			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, trial_timeout, stall_timeout, trial_memory_gb, command)")
 		}
 		return err
 	})
@@ -217,6 +236,17 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 	}
 	if c.HeartbeatGrace == 0 {
 		c.HeartbeatGrace = 2 * c.HeartbeatInterval
+	}
+	if c.StallTimeout < 0 { // not set
+		c.StallTimeout = 0
+		if len(c.Command) == 0 {
+			c.StallTimeout = DefaultStallTimeout
+		}
+	}
+	if c.TrialMemoryGB > 0 && c.Device != "cpu" {
+		// A CUDA context reserves far more address space than it uses, so
+		// the limit would fail GPU trials for nothing.
+		return nil, &ConfigError{File: file, Field: "trial_memory_gb", Err: fmt.Errorf("limits CPU trials only: set device: cpu (device is %s)", c.Device)}
 	}
 	if c.HeartbeatGrace <= c.HeartbeatInterval {
 		return nil, &ConfigError{File: file, Field: "heartbeat_grace", Err: fmt.Errorf("%v must exceed heartbeat_interval %v", c.HeartbeatGrace, c.HeartbeatInterval)}
@@ -411,6 +441,22 @@ func (p parser) duration(n *yaml.Node, path string) (time.Duration, error) {
 		return 0, p.errf(n, path, "want a positive duration such as 10s, 500ms or 2m, got %q", n.Value)
 	}
 	return d, nil
+}
+
+// durationOrZero is a duration, or 0 / none / off for no limit.
+func (p parser) durationOrZero(n *yaml.Node, path string) (time.Duration, error) {
+	if n.Kind == yaml.ScalarNode && (n.Value == "0" || n.Value == "none" || n.Value == "off") {
+		return 0, nil
+	}
+	return p.duration(n, path)
+}
+
+func (p parser) nonNegativeFloat(n *yaml.Node, path string) (float64, error) {
+	v, err := p.number(n, path)
+	if err == nil && !(v >= 0) {
+		err = p.errf(n, path, "must not be negative, got %v", v)
+	}
+	return v, err
 }
 
 func (p parser) strList(n *yaml.Node, path string) ([]string, error) {

@@ -84,6 +84,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad device", base + "device: gpu\n", "sweeps.yaml:6: device: \"gpu\" is not one of auto, cpu, cuda"},
 		{"bad duration", base + "heartbeat_interval: soon\n", "sweeps.yaml:6: heartbeat_interval: want a positive duration"},
 		{"duplicate key", base + "trials: 3\ntrials: 4\n", "sweeps.yaml:7: trials: duplicate key"},
+		{"bad stall timeout", base + "stall_timeout: -5m\n", "sweeps.yaml:6: stall_timeout: want a positive duration"},
+		{"negative memory", base + "device: cpu\ntrial_memory_gb: -1\n", "sweeps.yaml:7: trial_memory_gb: must not be negative"},
+		{"memory limit on a GPU", base + "trial_memory_gb: 8\n", "trial_memory_gb: limits CPU trials only: set device: cpu (device is auto)"},
 		{"unknown placeholder", base + "command: [python3, train.py, --lr, \"{lr}\", --rank, \"{rank}\"]\n", "sweeps.yaml:6: command[5]: placeholder {rank} is not"},
 		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml: yaml: line"},
 	}
@@ -117,6 +120,30 @@ func TestShippedConfigsParse(t *testing.T) {
 			if d := c.Space["lr"]; d.Low != 1e-6 || d.High != 3e-3 || !d.Log || c.Trials != 32 || c.Trainer != "builtin" {
 				t.Errorf("paper sweep: lr %+v, trials %d, trainer %s", d, c.Trials, c.Trainer)
 			}
+		}
+	}
+}
+
+// TestWatchdogDefaults: built-in trials get the generous stall limit, an
+// external command none unless the file sets one, and 0/none turn a limit off.
+func TestWatchdogDefaults(t *testing.T) {
+	base := "datasets: [sst2]\nmethods:\n  read: [{cell: gru}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n"
+	for _, tc := range []struct {
+		yaml           string
+		stall, timeout time.Duration
+	}{
+		{base, DefaultStallTimeout, 0},
+		{base + "command: [python3, train.py, \"{lr}\"]\n", 0, 0},
+		{base + "command: [python3, train.py]\nstall_timeout: 2h\n", 2 * time.Hour, 0},
+		{base + "stall_timeout: none\ntrial_timeout: 12h\n", 0, 12 * time.Hour},
+		{base + "stall_timeout: 0\n", 0, 0},
+	} {
+		c, err := ParseConfig("sweeps.yaml", []byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.StallTimeout != tc.stall || c.TrialTimeout != tc.timeout {
+			t.Errorf("%q: stall %v, timeout %v; want %v, %v", tc.yaml, c.StallTimeout, c.TrialTimeout, tc.stall, tc.timeout)
 		}
 	}
 }

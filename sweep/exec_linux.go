@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExecProc runs p without a shell in its own process group. Cancelling ctx
@@ -22,6 +24,16 @@ func ExecProc(ctx context.Context, p Proc) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.Argv[0], err)
+	}
+	if p.MemoryBytes > 0 {
+		// Set on the child right after it starts: what it allocated before
+		// is small, and Go's exec has no way to set it before exec.
+		lim := unix.Rlimit{Cur: uint64(p.MemoryBytes), Max: uint64(p.MemoryBytes)}
+		if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_AS, &lim, nil); err != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+			return fmt.Errorf("trial_memory_gb: set RLIMIT_AS: %w", err)
+		}
 	}
 	done := make(chan struct{})
 	go func() {

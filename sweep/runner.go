@@ -33,6 +33,8 @@ type Proc struct {
 	// KillGrace is how long a cancelled process has between SIGTERM and
 	// SIGKILL.
 	KillGrace time.Duration
+	// MemoryBytes caps the process's address space (RLIMIT_AS); 0: none.
+	MemoryBytes int64
 }
 
 // Runner runs the trials of planned studies until each has its budget.
@@ -390,7 +392,7 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	}
 	line += fmt.Sprintf(" (%.1fs)", took.Seconds())
 	if out.state == storage.Fail {
-		line += ": " + out.reason
+		line += ": " + strings.SplitN(out.reason, "\n", 2)[0]
 	}
 	r.logf("%s", line)
 	if out.state == storage.Fail {
@@ -552,6 +554,9 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 		}
 	}()
 
+	wd := startWatchdog(cfg.TrialTimeout, cfg.StallTimeout, cancel)
+	defer wd.close()
+
 	pr, pw := io.Pipe()
 	runErr := make(chan error, 1)
 	run := r.Exec
@@ -562,6 +567,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 		err := run(tctx, Proc{
 			Argv: argv, Env: env, Stdin: strings.NewReader(string(specJSON)),
 			Stdout: pw, Stderr: io.MultiWriter(logFile, tail), KillGrace: cfg.KillGrace,
+			MemoryBytes: int64(cfg.TrialMemoryGB * (1 << 30)),
 		})
 		pw.Close()
 		runErr <- err
@@ -584,10 +590,16 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 			}
 			continue
 		}
-		if m.Type == trial.TypeFinal {
+		switch m.Type {
+		case trial.TypeHeartbeat:
+			wd.heard("a heartbeat")
+			continue
+		case trial.TypeFinal:
+			wd.heard("the final line")
 			final = &m
 			continue
 		}
+		wd.heard(fmt.Sprintf("epoch %d", m.Step))
 		mu.Lock()
 		stop := pruned || lost
 		mu.Unlock()
@@ -635,10 +647,19 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 		if hasLast && !math.IsNaN(lastValue) {
 			out.value = &lastValue
 		}
+	case wd.fired() != "":
+		out.state, out.reason = storage.Fail, wd.fired()
 	case ctx.Err() != nil:
 		out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
 	case err != nil:
 		out.state, out.reason = storage.Fail, err.Error()
+		cause := stderrCause(out.stderrTail)
+		if cfg.TrialMemoryGB > 0 && (strings.Contains(out.stderrTail, "out of memory") || strings.Contains(out.stderrTail, "cannot allocate memory")) {
+			out.reason = fmt.Sprintf("trial_memory_gb %g: out of memory (%s)", cfg.TrialMemoryGB, err)
+		}
+		if cause != "" {
+			out.reason += ": " + cause
+		}
 	case protoErr != nil:
 		out.state, out.reason = storage.Fail, protoErr.Error()
 	case final == nil:

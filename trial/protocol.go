@@ -68,6 +68,9 @@ type Spec struct {
 const (
 	TypeEpoch = "epoch"
 	TypeFinal = "final"
+	// TypeHeartbeat says the trial is alive between epochs (no value); the
+	// orchestrator's stall_timeout counts from the last message of any type.
+	TypeHeartbeat = "heartbeat"
 )
 
 // Message is one line a trial writes on standard output.
@@ -149,8 +152,10 @@ func ParseMessage(line []byte) (Message, error) {
 	}
 	switch m.Type {
 	case TypeEpoch, TypeFinal:
+	case TypeHeartbeat:
+		return m, nil
 	default:
-		return Message{}, fmt.Errorf("trial: unknown message type %q (want epoch or final)", m.Type)
+		return Message{}, fmt.Errorf("trial: unknown message type %q (want epoch, heartbeat or final)", m.Type)
 	}
 	if !bytes.Contains(fixed, []byte(`"value"`)) {
 		return Message{}, fmt.Errorf("trial: %q message without a value", m.Type)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/methods"
 )
@@ -95,5 +96,26 @@ func TestMethodNotBuilt(t *testing.T) {
 	err := Run(context.Background(), spec, methods.Registry{}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "not part of this build") {
 		t.Errorf("Run = %v, want an error saying the trainer is missing", err)
+	}
+}
+
+// TestHeartbeat: a heartbeat line parses without a value, and the trainer
+// writes one only when the interval has passed since the last.
+func TestHeartbeat(t *testing.T) {
+	m, err := ParseMessage([]byte(`{"type": "heartbeat"}`))
+	if err != nil || m.Type != TypeHeartbeat {
+		t.Fatalf("heartbeat: %+v, %v", m, err)
+	}
+	var buf bytes.Buffer
+	beat := heartbeat(&buf, 20*time.Millisecond)
+	beat()
+	if buf.Len() != 0 {
+		t.Fatalf("beat before the interval: %q", buf.String())
+	}
+	time.Sleep(30 * time.Millisecond)
+	beat()
+	beat()
+	if m, err := ParseMessage(bytes.TrimSpace(buf.Bytes())); err != nil || m.Type != TypeHeartbeat {
+		t.Fatalf("after the interval, %q (%v); want one heartbeat line", buf.String(), err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"regexp"
@@ -161,6 +162,25 @@ func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
 	return stepStats{Loss: loss, GradNorm: norm, LR: lr}, nil
 }
 
+// heartbeatEvery is how often, at most, a trial says it is alive between
+// epochs: well inside the orchestrator's default stall_timeout (30 min).
+const heartbeatEvery = 30 * time.Second
+
+// heartbeat returns a function that writes a heartbeat line to w when at
+// least every has passed since the last one. The trainer calls it after
+// each training step and evaluation batch, so a trial that stops making
+// progress also stops beating (a timer would beat through a deadlock).
+func heartbeat(w io.Writer, every time.Duration) func() {
+	last := time.Now()
+	return func() {
+		if time.Since(last) < every {
+			return
+		}
+		last = time.Now()
+		w.Write(Message{Type: TypeHeartbeat}.Encode())
+	}
+}
+
 // fitConfig is what fit needs besides the stepper.
 type fitConfig struct {
 	maxEpochs, patience int
@@ -168,6 +188,7 @@ type fitConfig struct {
 	batch               func(i int) t5.Batch // the training split's batch i
 	shuffle             *rand.Rand           // the epoch order, from the trial's seed
 	logf                func(string, ...any) // progress lines for the trial's log
+	beat                func()               // after every step: the protocol heartbeat
 	// validate scores the current parameters after an epoch (and reports
 	// the epoch); higher is better.
 	validate func(epoch int, meanLoss, trainSeconds float64) (float64, error)
@@ -203,6 +224,7 @@ func fit(ctx context.Context, st *stepper, fc fitConfig) (fitResult, error) {
 			}
 			lossSum += stats.Loss
 			r.examples += bt.B
+			fc.beat()
 		}
 		seconds := time.Since(t0).Seconds()
 		r.trainSeconds += seconds

@@ -253,6 +253,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	st := newStepper(m, meth, be, set, lr, set.MaxEpochs*len(batches), cache, dropout > 0)
 	defer st.g.Release()
 	st.g.Seed = uint64(spec.Seed)
+	beat := heartbeat(stdout, heartbeatEvery)
 	var epochScores []glue.Scores
 	var evalSeconds float64
 	fr, err := fit(ctx, st, fitConfig{
@@ -261,6 +262,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 		batches:   len(batches),
 		batch:     func(i int) t5.Batch { return makeBatch(batches[i], tok.Pad()) },
 		shuffle:   rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a)),
+		beat:      beat,
 		validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
 			if epoch == 0 && cache != nil {
 				if err := cache.save(); err != nil {
@@ -270,7 +272,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 				}
 			}
 			t1 := time.Now()
-			scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt)
+			scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt, beat)
 			evalSeconds += time.Since(t1).Seconds()
 			epochScores = append(epochScores, scores)
 			value := scores["score"]
@@ -290,7 +292,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	best, bestEpoch, bestVal := fr.best, fr.bestEpoch, epochScores[fr.bestEpoch]
 	trainSeconds, seen, epoch := fr.trainSeconds, fr.examples, fr.epochs
 	t2 := time.Now()
-	testScores := evaluate(decode, tok, task, test, set.EvalBatchSize, maxTgt)
+	testScores := evaluate(decode, tok, task, test, set.EvalBatchSize, maxTgt, beat)
 	evalSeconds += time.Since(t2).Seconds()
 	latency := latencyMS(decode, test, set.LatencyExamples, maxTgt)
 	energy := meter.stop(set.PackageWatts)
@@ -460,7 +462,7 @@ func makeBatch(ex []example, pad int32) t5.Batch {
 
 // evaluate decodes greedily and scores the predictions with the task's
 // metric.
-func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int) glue.Scores {
+func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, beat func()) glue.Scores {
 	preds := make([]glue.Prediction, len(ex))
 	gold := make([]glue.Example, len(ex))
 	byLen := make([]int, len(ex))
@@ -479,6 +481,7 @@ func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, 
 		for i, k := range part {
 			preds[k] = task.Parse(tok.Decode(out[i][1:]))
 		}
+		beat()
 	}
 	for i, e := range ex {
 		gold[i] = e.gold

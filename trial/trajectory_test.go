@@ -284,6 +284,7 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 			batch:   func(i int) t5.Batch { return batches[i] },
 			shuffle: rand.New(rand.NewPCG(1, 2)),
 			logf:    func(string, ...any) {},
+			beat:    func() {},
 			validate: func(epoch int, _, _ float64) (float64, error) {
 				seen = append(seen, flatten(st.trainable))
 				return tc.scores[epoch], nil

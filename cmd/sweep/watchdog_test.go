@@ -1,0 +1,77 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// watchdogScript behaves by the LoRA rank it is given: 1 prints an epoch
+// and then hangs ignoring SIGTERM (only SIGKILL ends it), 2 keeps beating
+// but never finishes, 3 fails with a message on stderr, 4 reports its
+// address-space limit as its value.
+const watchdogScript = `case "$2" in
+1) echo '{"type": "epoch", "step": 0, "value": 0.5}'; trap '' TERM; while :; do sleep 0.05; done ;;
+2) while :; do echo '{"type": "heartbeat"}'; sleep 0.05; done ;;
+3) echo "glue: no sst2 data under /nowhere" >&2; exit 1 ;;
+4) echo "{\"type\": \"final\", \"value\": $(ulimit -v)}" ;;
+esac`
+
+// TestWatchdog runs a sweep whose trials stall, overrun, fail and report
+// their memory limit: the first two are stopped by stall_timeout and
+// trial_timeout with the limit named in fail_reason, retried once, and the
+// sweep goes on; the failure's reason carries the stderr line that says
+// why; the memory limit reaches the trial.
+func TestWatchdog(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///w.db
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}, {rank: 2}, {rank: 3}, {rank: 4}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+parallel: 4
+device: cpu
+max_retries: 1
+max_failures: 2
+stall_timeout: 600ms
+trial_timeout: 1500ms
+kill_grace: 300ms
+trial_memory_gb: 0.5
+command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{rank}"]
+`)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (three studies give up)\n%s", code, errOut)
+	}
+	studies := load(t, filepath.Join(dir, "w.db"))
+	for _, tc := range []struct{ study, reason string }{
+		{"lora/rank-1/sst2", "stall_timeout 600ms: no message since"},
+		{"lora/rank-2/sst2", "trial_timeout 1.5s: still running after"},
+		{"lora/rank-3/sst2", "exit status 1: glue: no sst2 data under /nowhere"},
+	} {
+		trials := studies[tc.study]
+		if n := storage.Count(trials); n[storage.Fail] != 2 {
+			t.Errorf("%s: %v, want 2 FAIL (the trial and its retry)", tc.study, n)
+			continue
+		}
+		for _, tr := range trials {
+			if got, _ := tr.UserAttrs["fail_reason"].(string); !strings.Contains(got, tc.reason) {
+				t.Errorf("%s#%d: fail_reason %q, want %q", tc.study, tr.Number, got, tc.reason)
+			}
+		}
+		if !strings.Contains(errOut, tc.reason) {
+			t.Errorf("the run log does not show %q:\n%s", tc.reason, errOut)
+		}
+	}
+	if got, _ := studies["lora/rank-1/sst2"][0].UserAttrs["fail_reason"].(string); !strings.Contains(got, "(last: epoch 0)") {
+		t.Errorf("stall reason %q does not name the last message", got)
+	}
+	mem := studies["lora/rank-4/sst2"]
+	if len(mem) != 1 || mem[0].State != storage.Complete || *mem[0].Value != 0.5*(1<<20) {
+		t.Errorf("memory study: %+v, want one COMPLETE trial reporting ulimit -v = %d KiB", mem, 1<<19)
+	}
+}
