@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/readsweep/readsweep/glue"
@@ -392,6 +393,9 @@ func resolveModel(name string) (string, error) {
 			return dir, nil
 		}
 	}
+	if filepath.IsAbs(name) || strings.HasPrefix(name, "./") || strings.HasPrefix(name, "../") {
+		return "", fmt.Errorf("trial: model folder %s does not exist (`sweep model new --out %s` makes a random one; `sweep fetch model t5-base --dir %s` downloads one)", name, name, name)
+	}
 	return "", fmt.Errorf("trial: model %q is neither a folder nor in the cache; `sweep fetch model %s` downloads it", name, name)
 }
 
@@ -534,4 +538,41 @@ func restore(ts []*nn.Tensor, from [][]float32) {
 	for i, t := range ts {
 		t.SetValues(from[i])
 	}
+}
+
+// Preflight checks, before a sweep starts its first trial, what every
+// built-in trial will need: the model folder (config.json, spiece.model,
+// safetensors weights) and each dataset's files under dataDir. It reports
+// every problem at once, so a sweep does not burn max_failures trials per
+// study on a missing folder.
+func Preflight(model, dataDir string, datasets []string) error {
+	var problems []error
+	if dir, err := resolveModel(model); err != nil {
+		problems = append(problems, err)
+	} else {
+		for _, f := range []string{"config.json", "spiece.model"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				problems = append(problems, fmt.Errorf("model %s has no %s", dir, f))
+			}
+		}
+		_, errOne := os.Stat(filepath.Join(dir, "model.safetensors"))
+		_, errSharded := os.Stat(filepath.Join(dir, "model.safetensors.index.json"))
+		if errOne != nil && errSharded != nil {
+			problems = append(problems, fmt.Errorf("model %s has no model.safetensors (or model.safetensors.index.json)", dir))
+		}
+	}
+	if dataDir == "" {
+		problems = append(problems, errors.New("data_dir is not set: name the folder with the GLUE tasks (`sweep fetch glue --dir data/glue` downloads them)"))
+	} else {
+		for _, name := range datasets {
+			task, err := glue.Lookup(name)
+			if err == nil {
+				_, err = glue.DetectLayout(dataDir, task)
+			}
+			if err != nil {
+				problems = append(problems, err)
+			}
+		}
+	}
+	return errors.Join(problems...)
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,6 +125,9 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	if err != nil {
 		return err
 	}
+	if err := preflight(cfg, plan, file); err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -175,6 +180,36 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		return fmt.Errorf("%d studies did not reach their budget", len(res.Abandoned))
 	}
 	return nil
+}
+
+// preflight checks what the plan's trials need before the first starts:
+// output_dir can be made, and, for built-in trials, the model and the data.
+// Every problem is listed, under the sweep file's name.
+func preflight(cfg *sweep.Config, plan []sweep.Planned, file string) error {
+	var problems []error
+	if err := os.MkdirAll(cfg.OutputDir, 0o755); err != nil {
+		problems = append(problems, fmt.Errorf("output_dir: %w", err))
+	}
+	if cfg.Trainer == "builtin" && len(cfg.Command) == 0 {
+		var datasets []string
+		for _, p := range plan {
+			if !slices.Contains(datasets, p.Dataset) {
+				datasets = append(datasets, p.Dataset)
+			}
+		}
+		if err := trial.Preflight(cfg.Model, cfg.DataDir, datasets); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: no trial started, since:", file)
+	for _, line := range strings.Split(errors.Join(problems...).Error(), "\n") {
+		fmt.Fprintf(&b, "\n  - %s", line)
+	}
+	return errors.New(b.String())
 }
 
 func dryRun(cfg *sweep.Config, plan []sweep.Planned) error {

@@ -75,3 +75,34 @@ command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{
 		t.Errorf("memory study: %+v, want one COMPLETE trial reporting ulimit -v = %d KiB", mem, 1<<19)
 	}
 }
+
+// TestPreflight: a sweep whose model and data are missing stops before its
+// first trial with every problem listed, instead of failing each trial.
+func TestPreflight(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///p.db
+model: ./no-model
+data_dir: ./no-data
+datasets: [sst2, rte]
+methods:
+  lora: [{rank: 4}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 2
+`)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, errOut)
+	}
+	for _, want := range []string{"sweep.yaml: no trial started, since:", "model folder ./no-model does not exist",
+		"no sst2 data under ./no-data", "no rte data under ./no-data"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	for name, trials := range load(t, filepath.Join(dir, "p.db")) {
+		if len(trials) > 0 {
+			t.Errorf("%s: %d trials ran", name, len(trials))
+		}
+	}
+}
