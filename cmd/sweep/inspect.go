@@ -52,8 +52,9 @@ func sqliteFile(url string) (string, bool) {
 	return "", false // a server: it says itself whether the database exists
 }
 
-// openExisting opens a storage that must already exist: reading commands
-// never create an empty database by mistake.
+// openExisting opens a storage that must already exist, for writing
+// (run on a sweep file's storage, retry, tell): no command creates an empty
+// database by mistake.
 func openExisting(url string) (*storage.DB, error) {
 	if path, ok := sqliteFile(url); ok {
 		if _, err := os.Stat(path); err != nil {
@@ -63,9 +64,30 @@ func openExisting(url string) (*storage.DB, error) {
 	return storage.Open(url)
 }
 
+// openForReading opens an existing storage read-only: the inspecting
+// commands and the dashboard never write, not even a schema into an empty
+// file, and never take the write lock a running sweep needs.
+func openForReading(url string) (*storage.DB, error) {
+	if path, ok := sqliteFile(url); ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no database at %s (run `sweep run` first, or pass --storage / --config)", path)
+		}
+	}
+	return storage.OpenReadOnly(url)
+}
+
 // withStore parses flags, checks the positional arguments' count (between
-// minPos and maxPos), opens the existing database and calls fn.
+// minPos and maxPos), opens the existing database read-only and calls fn.
 func withStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.DB, pos []string) error) error {
+	return withStoreOpened(openForReading, fs, args, minPos, maxPos, get, fn)
+}
+
+// withWritableStore is withStore for the commands that write (retry).
+func withWritableStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.DB, pos []string) error) error {
+	return withStoreOpened(openExisting, fs, args, minPos, maxPos, get, fn)
+}
+
+func withStoreOpened(open func(string) (*storage.DB, error), fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (string, error), fn func(ctx context.Context, s *storage.DB, pos []string) error) error {
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -78,7 +100,7 @@ func withStore(fs *flag.FlagSet, args []string, minPos, maxPos int, get func() (
 	if err != nil {
 		return err
 	}
-	s, err := openExisting(url)
+	s, err := open(url)
 	if err != nil {
 		return err
 	}
@@ -353,7 +375,7 @@ func printTrial(w io.Writer, st storage.Study, t storage.FrozenTrial) {
 func cmdRetry(args []string) error {
 	fs := newFlags("retry", "retry [STUDY] [--storage URL | --config FILE]")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
+	return withWritableStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		studies, err := s.Studies(ctx)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -143,10 +144,11 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 // file, or a PostgreSQL server shared by many machines. It is safe for
 // concurrent use by goroutines and by processes sharing the database.
 type DB struct {
-	db   *sql.DB
-	path string // the file, or the server's URL without its password
-	now  func() time.Time
-	d    *dialect
+	db       *sql.DB
+	path     string // the file, or the server's URL without its password
+	now      func() time.Time
+	d        *dialect
+	readOnly bool
 }
 
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
@@ -203,6 +205,50 @@ func OpenSQLite(path string) (*DB, error) {
 	}
 	return s, nil
 }
+
+// OpenReadOnly opens an existing study database for reading only, as the
+// dashboard and the inspecting commands do: SQLite with mode=ro and
+// deferred transactions, so a reader never takes the write lock that a
+// running sweep needs (read-write connections here begin IMMEDIATE);
+// PostgreSQL with default_transaction_read_only. It never creates or
+// upgrades a schema: a file without one is an error, and left untouched.
+func OpenReadOnly(rawURL string) (*DB, error) {
+	if strings.HasPrefix(rawURL, "postgresql://") || strings.HasPrefix(rawURL, "postgres://") {
+		return openPostgres(rawURL, true)
+	}
+	path, err := sqlitePath(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("storage: no database at %s", path)
+	}
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=30000&_txlock=deferred&_foreign_keys=1")
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	s := &DB{db: db, path: path, now: time.Now, d: sqliteDialect, readOnly: true}
+	if err := s.checkSchema(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// checkSchema checks that a database opened read-only holds Optuna's schema.
+func (s *DB) checkSchema() error {
+	var version string
+	if err := s.db.QueryRow(`SELECT version_num FROM alembic_version`).Scan(&version); err != nil {
+		return fmt.Errorf("not a study database (no Optuna schema: %v)", err)
+	}
+	if version != AlembicVersion && version != "v3.0.0.d" {
+		return fmt.Errorf("database schema is Optuna revision %s, this tool reads %s", version, AlembicVersion)
+	}
+	return nil
+}
+
+// ReadOnly reports whether the database was opened with OpenReadOnly.
+func (s *DB) ReadOnly() bool { return s.readOnly }
 
 // Path returns the database file's path.
 func (s *DB) Path() string { return s.path }
@@ -423,11 +469,58 @@ func (s *DB) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
 	defer t.Rollback()
-	out, err := loadTrials(tx{t, s.d}, `t.study_id = ?`, studyID)
+	out, err := loadTrials(tx{t, s.d}, false, `t.study_id = ?`, studyID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
 	return out, nil
+}
+
+// Snapshot returns every study and every trial (by study id) without
+// intermediate values and attributes, read in one transaction: a
+// consistent summary in a few bulk queries, however many studies there
+// are. Trials gives a study's trials in full.
+func (s *DB) Snapshot(ctx context.Context) ([]Study, map[int64][]FrozenTrial, error) {
+	studies, err := s.Studies(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: snapshot: %w", err)
+	}
+	defer t.Rollback()
+	all, err := loadTrials(tx{t, s.d}, true, `1 = 1`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: snapshot: %w", err)
+	}
+	byStudy := map[int64][]FrozenTrial{}
+	for _, tr := range all {
+		byStudy[tr.StudyID] = append(byStudy[tr.StudyID], tr)
+	}
+	for id, trials := range byStudy {
+		sort.SliceStable(trials, func(a, b int) bool { return trials[a].Number < trials[b].Number })
+		byStudy[id] = trials
+	}
+	return studies, byStudy, nil
+}
+
+// ChangeToken is a cheap summary that changes whenever a study or trial is
+// added, a trial changes state, or a value or intermediate value is
+// written: a reader polls it and reloads only when it moves.
+func (s *DB) ChangeToken(ctx context.Context) (string, error) {
+	var studies, trials, running, values, inter, attrs int64
+	err := s.db.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM studies),
+		(SELECT COUNT(*) FROM trials),
+		(SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'),
+		(SELECT COUNT(*) FROM trial_values),
+		(SELECT COUNT(*) FROM trial_intermediate_values),
+		(SELECT COUNT(*) FROM trial_user_attributes)`).Scan(&studies, &trials, &running, &values, &inter, &attrs)
+	if err != nil {
+		return "", fmt.Errorf("storage: change token: %w", err)
+	}
+	return fmt.Sprintf("%d.%d.%d.%d.%d.%d", studies, trials, running, values, inter, attrs), nil
 }
 
 func parseTime(v sql.NullString) time.Time {
@@ -443,8 +536,9 @@ func parseTime(v sql.NullString) time.Time {
 }
 
 // loadTrials reads the trials matching where (over alias t) with every
-// dependent row.
-func loadTrials(q querier, where string, args ...any) ([]FrozenTrial, error) {
+// dependent row, or, when light, without intermediate values and
+// attributes (a summary of many trials).
+func loadTrials(q querier, light bool, where string, args ...any) ([]FrozenTrial, error) {
 	rows, err := q.Query(`SELECT t.trial_id, t.number, t.study_id, t.state, CAST(t.datetime_start AS TEXT), CAST(t.datetime_complete AS TEXT), CAST(h.heartbeat AS TEXT)
 		FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE `+where+` ORDER BY t.number, t.trial_id`, args...)
 	if err != nil {
@@ -511,6 +605,9 @@ func loadTrials(q querier, where string, args ...any) ([]FrozenTrial, error) {
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	if light {
+		return trials, nil
 	}
 	if err := eachRow(q, `SELECT trial_id, step, intermediate_value, intermediate_value_type FROM trial_intermediate_values WHERE `+sub, args, func(r *sql.Rows) error {
 		var id int64
@@ -665,7 +762,7 @@ func (s *DB) CreateTrial(ctx context.Context, studyID int64, o TrialOptions) (Fr
 				return err
 			}
 		}
-		trials, err := loadTrials(tx, `t.trial_id = ?`, id)
+		trials, err := loadTrials(tx, false, `t.trial_id = ?`, id)
 		if err != nil {
 			return err
 		}
@@ -810,7 +907,7 @@ func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Dura
 	var stale []FrozenTrial
 	err := s.tx(ctx, func(tx tx) error {
 		var err error
-		stale, err = loadTrials(tx, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
+		stale, err = loadTrials(tx, false, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
 			(SELECT trial_id FROM trial_heartbeats WHERE `+s.d.staleCond+`)`,
 			studyID, s.d.staleArg(int(math.Ceil(grace.Seconds()))))
 		if err != nil {

@@ -92,7 +92,9 @@ func (d *dialect) retryable(err error) bool {
 // (postgresql://user:password@host:port/db), creating Optuna's tables when
 // they are missing. The session runs in UTC, as the stored naive datetimes
 // are.
-func OpenPostgres(rawURL string) (*DB, error) {
+func OpenPostgres(rawURL string) (*DB, error) { return openPostgres(rawURL, false) }
+
+func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
@@ -100,6 +102,9 @@ func OpenPostgres(rawURL string) (*DB, error) {
 	q := u.Query()
 	if q.Get("timezone") == "" {
 		q.Set("timezone", "UTC")
+	}
+	if readOnly {
+		q.Set("default_transaction_read_only", "on")
 	}
 	u.RawQuery = q.Encode()
 	shown := *u
@@ -111,14 +116,18 @@ func OpenPostgres(rawURL string) (*DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
 	}
 	db.SetMaxOpenConns(8)
-	s := &DB{db: db, path: shown.String(), now: time.Now, d: postgresDialect}
+	s := &DB{db: db, path: shown.String(), now: time.Now, d: postgresDialect, readOnly: readOnly}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: connect to %s: %w", shown.String(), err)
 	}
-	if err := s.init(); err != nil {
+	check := s.init
+	if readOnly {
+		check = s.checkSchema
+	}
+	if err := check(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
 	}
