@@ -72,12 +72,13 @@ func commands() []command {
 		{"show", "show one trial (STUDY#N)", cmdShow, false},
 		{"retry", "re-enqueue failed trials", cmdRetry, false},
 		{"export", "export every trial as csv or json", cmdExport, false},
+		{"dashboard", "serve a read-only web dashboard of the studies (live while sweeps run)", cmdDashboard, false},
 		{"ask", "create a trial and print its parameters (like optuna ask)", cmdAsk, false},
 		{"tell", "finish a trial (like optuna tell)", cmdTell, false},
 		{"fetch", "download data and models: fetch glue, fetch model NAME", cmdFetch, false},
 		{"data", "data reports: data stats", cmdData, false},
 		{"model", "make models: model new (a random small T5 for examples and tests)", cmdModel, false},
-		{"bench", "benchmarks: bench tpe, bench t5, bench read", cmdBench, false},
+		{"bench", "benchmarks: bench tpe, bench t5, bench read, bench dashboard", cmdBench, false},
 		{"trial", "run one trial from a spec on stdin (spawned by run)", cmdTrial, true},
 	}
 }
@@ -86,7 +87,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "usage: sweep COMMAND [flags]\n\ncommands:")
 	for _, c := range commands() {
 		if !c.hidden {
-			fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+			fmt.Fprintf(os.Stderr, "  %-9s %s\n", c.name, c.summary)
 		}
 	}
 	fmt.Fprintln(os.Stderr, "\n`sweep COMMAND -h` shows a command's flags.")

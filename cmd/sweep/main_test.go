@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -674,6 +677,7 @@ func TestWorkersOnPostgres(t *testing.T) {
 			t.Errorf("%s has %d trials, want 6 (none run twice, none failed)", name, len(trials))
 		}
 	}
+	checkDashboardOnPostgres(t, dir, url, got)
 	for i, b := range outs {
 		if !strings.Contains(b.String(), "COMPLETE") {
 			t.Errorf("worker %d finished no trial:\n%s", i, b)
@@ -808,5 +812,44 @@ func TestSlurmWorkers(t *testing.T) {
 	status, errOut, code := sweepCmd(t, dir, "status", "--storage", url, "--job", job)
 	if code != 0 || !strings.Contains(status, "read/gru-150/sst2") || !strings.Contains(status, "Slurm job "+job) {
 		t.Errorf("status: exit %d\n%s%s", code, status, errOut)
+	}
+}
+
+// checkDashboardOnPostgres serves the workers' PostgreSQL studies with
+// `sweep dashboard`: every study is there, and the password in the storage
+// URL appears on no page and in no log line.
+func checkDashboardOnPostgres(t *testing.T, dir, storageURL string, want map[string][]storage.FrozenTrial) {
+	t.Helper()
+	u, err := url.Parse(storageURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" {
+		t.Fatalf("the test server's URL has no password to hide: %s", storageURL)
+	}
+	var log bytes.Buffer
+	base := startDashboard(t, dir, &log, storageURL)
+	var pages strings.Builder
+	for _, p := range []string{"", "api/overview", "api/selection", "api/live"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s\n%s", p, resp.Status, body)
+		}
+		pages.Write(body)
+	}
+	for name := range want {
+		if !strings.Contains(pages.String(), `"name":"`+name+`"`) {
+			t.Errorf("the dashboard on PostgreSQL does not list %s", name)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let the log catch up
+	if strings.Contains(pages.String(), pw) || strings.Contains(log.String(), pw) {
+		t.Errorf("the PostgreSQL password appears on a page or in the dashboard's log:\n%s", log.String())
 	}
 }

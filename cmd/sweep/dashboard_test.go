@@ -1,0 +1,415 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// startDashboard runs `sweep dashboard` on a free port and returns its URL;
+// the process is stopped when the test ends. stderr collects its log.
+func startDashboard(t *testing.T, dir string, stderr io.Writer, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(sweepBin, append([]string{"dashboard", "--addr", "127.0.0.1:0", "--poll", "200ms"}, args...)...)
+	cmd.Dir = dir
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("sweep dashboard printed no URL: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// browser starts Debian's chromium headless. Its absence fails the test
+// with what to install: the dashboard is only tested in a real browser.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		t.Fatal("no chromium on PATH: the dashboard's browser tests need it (Debian: apt-get install chromium; .ci/run installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.WindowSize(1360, 900), chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	return ctx
+}
+
+// navigate opens url and waits until the dashboard has rendered a view.
+func navigate(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ctx, `window.dashboard !== undefined && dashboard.view === (location.hash || "#/")`)
+}
+
+// wait polls a JavaScript expression until it is true.
+func wait(t *testing.T, ctx context.Context, expr string) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(20*time.Second))); err != nil {
+		t.Fatalf("waiting for %s: %v", expr, err)
+	}
+}
+
+// js evaluates a JavaScript expression.
+func js[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// text is the rendered text of the page's main view.
+func text(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// screenshot saves a PNG of the page in the test's folder and, where
+// READSWEEP_SCREENSHOTS names a folder, there too (the README's picture).
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG (below it, JPEG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{t.TempDir()}
+	if d := os.Getenv("READSWEEP_SCREENSHOTS"); d != "" {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const dashboardSweep = `storage: sqlite:///d.db
+trainer: synthetic
+datasets: [sst2, rte]
+methods:
+  read:
+    - {cell: gru, epoch_ms: 5}
+    - {cell: lstm, epoch_ms: 5}
+  lora: [{rank: 8, epoch_ms: 5}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 5
+sampler: {seed: 3, n_startup_trials: 3}
+training: {max_epochs: 4, seeds: [0, 1]}
+parallel: 2
+`
+
+// TestDashboardInBrowser fills a database with a real sweep and its final
+// runs, opens the dashboard in chromium, and checks what a user sees: every
+// study on the overview, a study's charts with one point per complete
+// trial, a trial's details, the D.2 selection with Table 1; and a trial
+// written while the study page is open appears without a reload.
+func TestDashboardInBrowser(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, dashboardSweep)
+	for _, args := range [][]string{{"run", "sweep.yaml"}, {"final", "sweep.yaml"}} {
+		if _, errOut, code := sweepCmd(t, dir, args...); code != 0 {
+			t.Fatalf("sweep %v: exit %d\n%s", args, code, errOut)
+		}
+	}
+	studies := load(t, filepath.Join(dir, "d.db"))
+	base := startDashboard(t, dir, io.Discard, "--config", "sweep.yaml")
+	ctx := browser(t)
+
+	navigate(t, ctx, base)
+	wait(t, ctx, `document.querySelectorAll("tr.study-row").length > 0`)
+	if rows := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); rows != len(studies) {
+		t.Errorf("the overview lists %d studies, the database has %d", rows, len(studies))
+	}
+	screenshot(t, ctx, "dashboard-overview.png")
+
+	var name string // a READ study of the sweep (not a final run)
+	for n := range studies {
+		if strings.HasPrefix(n, "read/") && strings.HasSuffix(n, "/sst2") && (name == "" || n < name) {
+			name = n
+		}
+	}
+	complete := 0
+	for _, tr := range studies[name] {
+		if tr.State == storage.Complete {
+			complete++
+		}
+	}
+	navigate(t, ctx, base+"#/study/"+url.PathEscape(name))
+	wait(t, ctx, `window.dashboard !== undefined && dashboard.charts.history !== undefined && document.querySelector("#trials") !== null`)
+	points := js[int](t, ctx, `dashboard.charts.history.data[0].length`)
+	lrPoints := js[int](t, ctx, `dashboard.charts.lr.data[0].length`)
+	trialRows := js[int](t, ctx, `document.querySelectorAll("#trials tr.trial-row").length`)
+	if points != complete || lrPoints != complete || trialRows != len(studies[name]) {
+		t.Errorf("study page: %d history points, %d lr points, %d rows; the study has %d complete of %d trials",
+			points, lrPoints, trialRows, complete, len(studies[name]))
+	}
+	// Best so far never falls in a maximised study.
+	if bad := js[int](t, ctx, `dashboard.charts.history.data[2].findIndex((v, i, a) => i > 0 && v < a[i-1])`); bad != -1 {
+		t.Errorf("best-so-far falls at trial %d: %v", bad, js[[]float64](t, ctx, `dashboard.charts.history.data[2]`))
+	}
+	screenshot(t, ctx, "dashboard-study.png")
+
+	// A trial written while the page is open appears without a reload.
+	js[bool](t, ctx, `window.notReloaded = true`)
+	addTrial(t, filepath.Join(dir, "d.db"), name, 0.987654)
+	wait(t, ctx, fmt.Sprintf(`document.querySelectorAll("#trials tr.trial-row").length === %d && window.notReloaded === true && dashboard.charts.history.data[0].length === %d`,
+		trialRows+1, complete+1))
+
+	navigate(t, ctx, base+"#/trial/"+url.PathEscape(name)+"/0")
+	wait(t, ctx, `document.querySelector("main h1") !== null && document.querySelector("main h1").textContent.includes("#0")`)
+	page := text(t, ctx)
+	for _, want := range []string{"Parameters", "lr", "User attributes", "stderr.log"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("trial page lacks %q:\n%.600s", want, page)
+		}
+	}
+	navigate(t, ctx, base+"#/selection")
+	wait(t, ctx, `document.querySelectorAll("main h2").length >= 3`)
+	page = text(t, ctx)
+	for _, want := range []string{"read: ", "lora: rank-8-5", "Table 1", "READ", "LoRA"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("selection page lacks %q:\n%.800s", want, page)
+		}
+	}
+	screenshot(t, ctx, "dashboard-selection.png")
+}
+
+// addTrial writes one COMPLETE trial into a study, as a sweep would.
+func addTrial(t *testing.T, path, study string, value float64) {
+	t.Helper()
+	s, err := storage.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	var id int64 = -1
+	studies, _ := s.Studies(ctx)
+	for _, st := range studies {
+		if st.Name == study {
+			id = st.ID
+		}
+	}
+	tr, err := s.CreateTrial(ctx, id, storage.TrialOptions{Params: map[string]float64{"lr": 1e-4},
+		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := storage.Complete
+	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: map[int]float64{0: value}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDashboardEscapesEverything: study names, attributes and logs are
+// shown as text; a study called <script>… runs nothing.
+func TestDashboardEscapesEverything(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.db")
+	s, err := storage.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	evil := `<script>window.pwned=1</script>/<img src=x onerror="window.pwned=2">/sst2`
+	st, err := s.CreateStudy(ctx, evil, storage.Maximize, map[string]any{"note": `<b onmouseover="window.pwned=3">bold</b>`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
+		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := storage.Fail
+	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, UserAttrs: map[string]any{
+		"fail_reason": `<img src=x onerror="window.pwned=4">`, "stderr_tail": "</pre><script>window.pwned=5</script>"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	base := startDashboard(t, dir, io.Discard, "sqlite:///x.db")
+	bctx := browser(t)
+	var page string
+	for _, p := range []string{"", "#/study/" + url.PathEscape(evil), "#/trial/" + url.PathEscape(evil) + "/0"} {
+		navigate(t, bctx, base+p)
+		time.Sleep(300 * time.Millisecond) // an injected handler would have run by now
+		page = text(t, bctx)
+		if js[bool](t, bctx, `window.pwned !== undefined`) {
+			t.Fatalf("page %q ran injected script", p)
+		}
+		if !strings.Contains(page, "<script>window.pwned=1</script>") {
+			t.Errorf("page %q does not show the study name as text:\n%.400s", p, page)
+		}
+	}
+	if !strings.Contains(page, `<img src=x onerror="window.pwned=4">`) || !strings.Contains(page, "</pre><script>window.pwned=5</script>") {
+		t.Errorf("trial page does not show the attributes as text:\n%.800s", page)
+	}
+}
+
+// TestDashboardNeverBlocksTheWriter: while `sweep run` writes, the
+// dashboard polls the database every 200 ms (its event stream) and a client
+// reads the overview as fast as it can; the sweep sees no "database is
+// locked", loses nothing, and the dashboard accepts no writes.
+func TestDashboardNeverBlocksTheWriter(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, strings.ReplaceAll(strings.ReplaceAll(dashboardSweep, "trials: 5", "trials: 12"), "epoch_ms: 5", "epoch_ms: 2"))
+	addTrialless := func() { // the database exists before the dashboard opens it
+		if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml", "--only", "method=lora,dataset=rte"); code != 0 {
+			t.Fatalf("exit %d\n%s", code, errOut)
+		}
+	}
+	addTrialless()
+	var dashLog strings.Builder
+	base := startDashboard(t, dir, &dashLog, "--config", "sweep.yaml")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads, failures int
+	var mu sync.Mutex
+	wg.Add(2)
+	go func() { // the live page's event stream
+		defer wg.Done()
+		resp, err := http.Get(base + "api/events")
+		if err != nil {
+			return
+		}
+		go func() { <-stop; resp.Body.Close() }()
+		io.Copy(io.Discard, resp.Body)
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := http.Get(base + "api/overview")
+			mu.Lock()
+			reads++
+			if err != nil || resp.StatusCode != 200 {
+				failures++
+			}
+			mu.Unlock()
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	close(stop)
+	wg.Wait()
+	if code != 0 || strings.Contains(errOut, "locked") || strings.Contains(errOut, "busy") {
+		t.Fatalf("sweep run beside the dashboard: exit %d\n%s", code, errOut)
+	}
+	checkBudgets(t, load(t, filepath.Join(dir, "d.db")), 6, 12)
+	if reads < 10 || failures > 0 {
+		t.Errorf("%d overview reads, %d failed", reads, failures)
+	}
+	if strings.Contains(dashLog.String(), "locked") {
+		t.Errorf("dashboard log: %s", dashLog.String())
+	}
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+		req, _ := http.NewRequest(method, base+"api/overview", strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("%s: %s, want 405", method, resp.Status)
+		}
+	}
+}
+
+// TestDashboardOnOptunasDatabase opens a database that Optuna itself wrote
+// (Debian's 3.1: schema v3.0.0.d, a categorical parameter, attributes we
+// never write): every study is listed, the charts have its points, and the
+// categorical shows its choice, not its index.
+func TestDashboardOnOptunasDatabase(t *testing.T) {
+	dir := t.TempDir()
+	script := `
+import optuna, sys
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+s = optuna.create_study(study_name="optuna-native", storage="sqlite:///" + sys.argv[1], direction="minimize",
+                        sampler=optuna.samplers.RandomSampler(seed=1))
+s.set_user_attr("owner", "<i>someone</i>")
+def f(trial):
+    x = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    opt = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+    trial.set_user_attr("note", {"nested": [1, 2, "<b>x</b>"]})
+    for step in range(3):
+        trial.report(x * (3 - step), step)
+    return x if opt == "adam" else 2 * x
+s.optimize(f, n_trials=6)
+`
+	if out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(dir, "optuna.db")).CombinedOutput(); err != nil {
+		t.Fatalf("Optuna (apt-get install python3-optuna) could not write the database: %v\n%s", err, out)
+	}
+	base := startDashboard(t, dir, io.Discard, "sqlite:///optuna.db")
+	ctx := browser(t)
+	navigate(t, ctx, base)
+	if n := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); n != 1 {
+		t.Fatalf("overview lists %d studies, want 1:\n%s", n, text(t, ctx))
+	}
+	navigate(t, ctx, base+"#/study/optuna-native")
+	wait(t, ctx, `dashboard.charts.history !== undefined`)
+	if n := js[int](t, ctx, `dashboard.charts.history.data[0].length`); n != 6 {
+		t.Errorf("history has %d points, want 6", n)
+	}
+	if bad := js[int](t, ctx, `dashboard.charts.history.data[2].findIndex((v, i, a) => i > 0 && v > a[i-1])`); bad != -1 {
+		t.Errorf("best-so-far rises at trial %d in a minimised study", bad)
+	}
+	page := text(t, ctx)
+	if !strings.Contains(page, "optimizer=adam") && !strings.Contains(page, "optimizer=sgd") {
+		t.Errorf("the categorical parameter is not shown by its choice:\n%.800s", page)
+	}
+	navigate(t, ctx, base+"#/trial/optuna-native/0")
+	if page := text(t, ctx); !strings.Contains(page, `{"nested":[1,2,"<b>x</b>"]}`) {
+		t.Errorf("an Optuna attribute is not shown plainly:\n%.800s", page)
+	}
+}

@@ -1,0 +1,724 @@
+// Package dashboard serves `sweep dashboard`: a read-only web view of a
+// study database (SQLite or PostgreSQL, ours or Optuna's) that follows a
+// running sweep live. The overview and the selection come from an
+// in-memory summary of every trial (states, values, parameters), reloaded
+// when a cheap change token moves; the summary answers storage.Storage's
+// reads, so the Appendix D.2 selection and the Table 1 preview are computed
+// by sweep.Best and results.Collect, the code `sweep best` and `sweep
+// table` run. A study's, a trial's and the running trials' pages read
+// those trials in full.
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/readsweep/readsweep/results"
+	"github.com/readsweep/readsweep/sweep"
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+//go:embed static
+var static embed.FS
+
+// Options configure a Server.
+type Options struct {
+	// Config, when given, supplies budgets, parallelism, max_epochs and the
+	// trials' output folders (for their logs); without it those stay blank.
+	Config *sweep.Config
+	// Label is the storage as pages show it (never with a password).
+	Label string
+	// Poll is how often a live page's event stream reads the change token
+	// (default 1 s).
+	Poll time.Duration
+}
+
+// Server is the dashboard's HTTP handler.
+type Server struct {
+	store *storage.DB
+	opt   Options
+	mux   *http.ServeMux
+
+	mu   sync.Mutex
+	snap *snapshot
+}
+
+// New returns the dashboard over store, which should be opened with
+// storage.OpenReadOnly: the server only reads.
+func New(store *storage.DB, opt Options) *Server {
+	if opt.Poll <= 0 {
+		opt.Poll = time.Second
+	}
+	s := &Server{store: store, opt: opt, mux: http.NewServeMux()}
+	files, _ := fs.Sub(static, "static")
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(files)))
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		page, _ := static.ReadFile("static/index.html")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(page)
+	})
+	s.mux.HandleFunc("GET /api/overview", s.jsonHandler(s.overview))
+	s.mux.HandleFunc("GET /api/live", s.jsonHandler(s.live))
+	s.mux.HandleFunc("GET /api/study", s.jsonHandler(s.study))
+	s.mux.HandleFunc("GET /api/trial", s.jsonHandler(s.trial))
+	s.mux.HandleFunc("GET /api/selection", s.jsonHandler(s.selection))
+	s.mux.HandleFunc("GET /figure/{name}", s.figure)
+	s.mux.HandleFunc("GET /api/events", s.events)
+	return s
+}
+
+// ServeHTTP serves GET and HEAD only: nothing here changes the storage.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "the dashboard is read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// httpError is an error with the status it answers.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e httpError) Error() string { return e.msg }
+
+func (s *Server) jsonHandler(fn func(ctx context.Context, r *http.Request, snap *snapshot) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		snap, err := s.current(r.Context())
+		var v any
+		if err == nil {
+			v, err = fn(r.Context(), r, snap)
+		}
+		if err != nil {
+			status := http.StatusInternalServerError
+			var he httpError
+			if errors.As(err, &he) {
+				status = he.status
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+// snapshot is the database as last read. It serves the read half of
+// storage.Storage, so sweep.Best and results.Collect run on it.
+type snapshot struct {
+	token   string
+	store   *storage.DB
+	studies []storage.Study
+	trials  map[int64][]storage.FrozenTrial // without intermediate values and attributes
+	byName  map[string]storage.Study
+
+	fullMu sync.Mutex
+	full   map[int64][]storage.FrozenTrial // final studies in full, read when asked
+
+	figureOnce sync.Once
+	figures    map[string][]byte // Figure 1's SVGs for this snapshot
+	figureErr  error
+}
+
+var errReadOnly = errors.New("dashboard: read-only")
+
+func (p *snapshot) Studies(context.Context) ([]storage.Study, error) { return p.studies, nil }
+
+// Trials is the summary of a sweep study's trials (states, values,
+// parameters: what sweep.Best reads), and a final study's trials in full
+// (results.Collect reads their attributes; there are few).
+func (p *snapshot) Trials(ctx context.Context, id int64) ([]storage.FrozenTrial, error) {
+	st, ok := p.byID(id)
+	if !ok || !sweep.Identify(st).Final {
+		return p.trials[id], nil
+	}
+	p.fullMu.Lock()
+	defer p.fullMu.Unlock()
+	if t, ok := p.full[id]; ok {
+		return t, nil
+	}
+	t, err := p.store.Trials(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	p.full[id] = t
+	return t, nil
+}
+
+func (p *snapshot) byID(id int64) (storage.Study, bool) {
+	for _, st := range p.studies {
+		if st.ID == id {
+			return st, true
+		}
+	}
+	return storage.Study{}, false
+}
+func (p *snapshot) CreateStudy(context.Context, string, storage.Direction, map[string]any) (storage.Study, error) {
+	return storage.Study{}, errReadOnly
+}
+func (p *snapshot) CreateTrial(context.Context, int64, storage.TrialOptions) (storage.FrozenTrial, error) {
+	return storage.FrozenTrial{}, errReadOnly
+}
+func (p *snapshot) UpdateTrial(context.Context, int64, storage.TrialUpdate) error { return errReadOnly }
+func (p *snapshot) FailStaleTrials(context.Context, int64, time.Duration) ([]storage.FrozenTrial, error) {
+	return nil, errReadOnly
+}
+func (p *snapshot) Close() error { return nil }
+
+var _ storage.Storage = (*snapshot)(nil)
+
+// current returns the snapshot, reloading it when the change token moved.
+func (s *Server) current(ctx context.Context) (*snapshot, error) {
+	token, err := s.store.ChangeToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil && s.snap.token == token {
+		return s.snap, nil
+	}
+	studies, trials, err := s.store.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snap := &snapshot{token: token, store: s.store, studies: studies, trials: trials, byName: map[string]storage.Study{},
+		full: map[int64][]storage.FrozenTrial{}}
+	for _, st := range studies {
+		snap.byName[st.Name] = st
+	}
+	s.snap = snap
+	return snap, nil
+}
+
+// ---- overview ----------------------------------------------------------
+
+type counts struct {
+	Complete int `json:"complete"`
+	Running  int `json:"running"`
+	Fail     int `json:"fail"`
+	Pruned   int `json:"pruned"`
+	Waiting  int `json:"waiting"`
+}
+
+func (c *counts) add(st storage.TrialState) {
+	switch st {
+	case storage.Complete:
+		c.Complete++
+	case storage.Running:
+		c.Running++
+	case storage.Fail:
+		c.Fail++
+	case storage.Pruned:
+		c.Pruned++
+	case storage.Waiting:
+		c.Waiting++
+	}
+}
+
+type studyRow struct {
+	Name       string   `json:"name"`
+	Method     string   `json:"method"`
+	Arch       string   `json:"arch"`
+	Dataset    string   `json:"dataset"`
+	Final      bool     `json:"final"`
+	Budget     int      `json:"budget"` // 0: unknown (no config)
+	Best       *float64 `json:"best"`
+	BestLR     *float64 `json:"best_lr"`
+	Seconds    float64  `json:"seconds"`     // summed over finished trials
+	ETASeconds *float64 `json:"eta_seconds"` // remaining budget × mean trial time
+	counts
+}
+
+type overview struct {
+	Storage   string     `json:"storage"`
+	Generated string     `json:"generated"`
+	Parallel  int        `json:"parallel"`
+	Totals    studyRow   `json:"totals"`
+	Studies   []studyRow `json:"studies"`
+}
+
+// finite drops NaN and ±Inf, which JSON cannot carry.
+func finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func (s *Server) budget(info sweep.StudyInfo) int {
+	if s.opt.Config == nil {
+		return 0
+	}
+	if info.Final {
+		return len(s.opt.Config.Seeds())
+	}
+	return s.opt.Config.Trials
+}
+
+func trialSeconds(t storage.FrozenTrial) float64 {
+	if t.Start.IsZero() || t.Complete.IsZero() {
+		return 0
+	}
+	return t.Complete.Sub(t.Start).Seconds()
+}
+
+func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (any, error) {
+	out := overview{Storage: s.opt.Label, Generated: time.Now().UTC().Format(time.RFC3339), Parallel: 1, Studies: []studyRow{}}
+	if s.opt.Config != nil {
+		out.Parallel = s.opt.Config.Parallel
+	}
+	var allSeconds float64
+	var allFinished int
+	for _, st := range snap.studies {
+		info := sweep.Identify(st)
+		row := studyRow{Name: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Final: info.Final, Budget: s.budget(info)}
+		trials := snap.trials[st.ID]
+		finished := 0
+		for _, t := range trials {
+			row.add(t.State)
+			if sec := trialSeconds(t); sec > 0 && t.State.IsFinished() {
+				row.Seconds += sec
+				finished++
+			}
+		}
+		if b, ok := storage.BestTrial(trials, st.Direction); ok && b.Value != nil {
+			row.Best = finite(*b.Value)
+			if lr, ok := b.Params["lr"]; ok {
+				row.BestLR = finite(lr)
+			}
+		}
+		allSeconds += row.Seconds
+		allFinished += finished
+		if row.Budget > 0 && finished > 0 {
+			eta := float64(max(0, row.Budget-row.Complete-row.Pruned)) * row.Seconds / float64(finished)
+			row.ETASeconds = &eta
+		}
+		out.Studies = append(out.Studies, row)
+		out.Totals.counts.Complete += row.Complete
+		out.Totals.counts.Running += row.Running
+		out.Totals.counts.Fail += row.Fail
+		out.Totals.counts.Pruned += row.Pruned
+		out.Totals.counts.Waiting += row.Waiting
+		out.Totals.Budget += row.Budget
+		out.Totals.Seconds += row.Seconds
+	}
+	if out.Totals.Budget > 0 && allFinished > 0 {
+		// Studies without a finished trial yet take the sweep's mean.
+		mean := allSeconds / float64(allFinished)
+		var eta float64
+		for _, r := range out.Studies {
+			eta += float64(max(0, r.Budget-r.Complete-r.Pruned)) * mean
+		}
+		eta /= float64(max(1, out.Parallel))
+		out.Totals.ETASeconds = &eta
+	}
+	sort.SliceStable(out.Studies, func(a, b int) bool {
+		x, y := out.Studies[a], out.Studies[b]
+		if x.Final != y.Final {
+			return !x.Final
+		}
+		if x.Method != y.Method {
+			return x.Method < y.Method
+		}
+		if x.Arch != y.Arch {
+			return x.Arch < y.Arch
+		}
+		return x.Dataset < y.Dataset
+	})
+	return out, nil
+}
+
+// ---- trials ------------------------------------------------------------
+
+type trialJSON struct {
+	Number       int                             `json:"number"`
+	State        string                          `json:"state"`
+	Value        *float64                        `json:"value"`
+	Params       map[string]any                  `json:"params"`
+	Distribution map[string]storage.Distribution `json:"distributions,omitempty"`
+	Intermediate [][2]float64                    `json:"intermediate"`
+	Start        string                          `json:"start,omitempty"`
+	Complete     string                          `json:"complete,omitempty"`
+	Seconds      float64                         `json:"seconds"`
+	UserAttrs    map[string]any                  `json:"user_attrs,omitempty"`
+	SystemAttrs  map[string]any                  `json:"system_attrs,omitempty"`
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// cleanJSON replaces values JSON cannot carry (NaN, ±Inf, anywhere in
+// nested attributes) with their names as strings.
+func cleanJSON(v any) any {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = cleanJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = cleanJSON(e)
+		}
+		return out
+	}
+	return v
+}
+
+func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
+	j := trialJSON{Number: t.Number, State: t.State.String(), Params: map[string]any{}, Intermediate: [][2]float64{},
+		Start: stamp(t.Start), Complete: stamp(t.Complete), Seconds: trialSeconds(t)}
+	if t.State == storage.Running && !t.Start.IsZero() {
+		j.Seconds = time.Since(t.Start).Seconds()
+	}
+	if t.Value != nil {
+		j.Value = finite(*t.Value)
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range t.Params {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		j.Params[k] = externalParam(t, k)
+	}
+	steps := make([]int, 0, len(t.Intermediate))
+	for st := range t.Intermediate {
+		steps = append(steps, st)
+	}
+	sort.Ints(steps)
+	for _, st := range steps {
+		if v := t.Intermediate[st]; !math.IsNaN(v) && !math.IsInf(v, 0) {
+			j.Intermediate = append(j.Intermediate, [2]float64{float64(st), v})
+		}
+	}
+	if attrs {
+		j.UserAttrs = cleanJSON(t.UserAttrs).(map[string]any)
+		j.SystemAttrs = cleanJSON(t.SystemAttrs).(map[string]any)
+		j.Distribution = t.Distributions
+	}
+	return j
+}
+
+// externalParam is a parameter as the user wrote it (a categorical's
+// choice, not its index).
+func externalParam(t storage.FrozenTrial, name string) any {
+	ext := t.ExternalParams()
+	if v, ok := ext[name]; ok {
+		return cleanJSON(v)
+	}
+	return cleanJSON(t.Params[name])
+}
+
+func (s *Server) findStudy(snap *snapshot, name string) (storage.Study, error) {
+	st, ok := snap.byName[name]
+	if !ok {
+		return st, httpError{http.StatusNotFound, fmt.Sprintf("no study named %q", name)}
+	}
+	return st, nil
+}
+
+func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (any, error) {
+	st, err := s.findStudy(snap, r.URL.Query().Get("name"))
+	if err != nil {
+		return nil, err
+	}
+	info := sweep.Identify(st)
+	full, err := s.store.Trials(ctx, st.ID)
+	if err != nil {
+		return nil, err
+	}
+	trials := []trialJSON{}
+	for _, t := range full {
+		trials = append(trials, toTrialJSON(t, false))
+	}
+	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
+		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs), "trials": trials}, nil
+}
+
+func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (any, error) {
+	st, err := s.findStudy(snap, r.URL.Query().Get("study"))
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.Atoi(r.URL.Query().Get("number"))
+	if err != nil {
+		return nil, httpError{http.StatusBadRequest, "number: want a trial number"}
+	}
+	full, err := s.store.Trials(ctx, st.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range full {
+		if t.Number == n {
+			return map[string]any{"study": st.Name, "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
+		}
+	}
+	return nil, httpError{http.StatusNotFound, fmt.Sprintf("%s has no trial %d", st.Name, n)}
+}
+
+// logTail is the end of a trial's stderr.log, where the sweep file says
+// trials write it; empty without a config or a file.
+func (s *Server) logTail(study string, number int) string {
+	if s.opt.Config == nil {
+		return ""
+	}
+	path := filepath.Join(s.opt.Config.OutputDir, filepath.FromSlash(study), "trial-"+strconv.Itoa(number), "stderr.log")
+	if !strings.HasPrefix(filepath.Clean(path), filepath.Clean(s.opt.Config.OutputDir)) {
+		return "" // a study name with ../ stays inside output_dir
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const tail = 8 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		f.Seek(st.Size()-tail, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// ---- live --------------------------------------------------------------
+
+func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any, error) {
+	type running struct {
+		Study      string   `json:"study"`
+		Device     string   `json:"device"`
+		ETASeconds *float64 `json:"eta_seconds"`
+		trialJSON
+	}
+	maxEpochs := 0
+	device := ""
+	if c := s.opt.Config; c != nil {
+		device = c.Device
+		maxEpochs = 30
+		if v, ok := c.Training["max_epochs"].(int); ok {
+			maxEpochs = v
+		}
+	}
+	out := []running{}
+	for _, st := range snap.studies {
+		if !slices.ContainsFunc(snap.trials[st.ID], func(t storage.FrozenTrial) bool { return t.State == storage.Running }) {
+			continue
+		}
+		full, err := s.store.Trials(ctx, st.ID) // with the epoch values
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range full {
+			if t.State != storage.Running {
+				continue
+			}
+			r := running{Study: st.Name, Device: device, trialJSON: toTrialJSON(t, false)}
+			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 {
+				eta := r.Seconds / float64(done) * float64(max(0, maxEpochs-done))
+				r.ETASeconds = &eta
+			}
+			out = append(out, r)
+		}
+	}
+	return map[string]any{"running": out}, nil
+}
+
+// ---- selection ---------------------------------------------------------
+
+func (s *Server) selection(ctx context.Context, _ *http.Request, snap *snapshot) (any, error) {
+	type cell struct {
+		Value  *float64 `json:"value"`
+		LR     *float64 `json:"lr"`
+		Study  string   `json:"study"`
+		Number int      `json:"number"`
+	}
+	type arch struct {
+		Arch     string          `json:"arch"`
+		Mean     *float64        `json:"mean"`
+		Complete bool            `json:"complete"`
+		Best     map[string]cell `json:"best"`
+	}
+	type method struct {
+		Method   string   `json:"method"`
+		Datasets []string `json:"datasets"`
+		Chosen   string   `json:"chosen"`
+		Archs    []arch   `json:"archs"`
+	}
+	var methods []string
+	for _, st := range snap.studies {
+		if info := sweep.Identify(st); !info.Final && info.Method != "" && !slices.Contains(methods, info.Method) {
+			methods = append(methods, info.Method)
+		}
+	}
+	sort.Strings(methods)
+	out := map[string]any{}
+	sels := []method{}
+	for _, m := range methods {
+		sel, err := sweep.Best(ctx, snap, m, nil)
+		if err != nil {
+			return nil, err
+		}
+		mj := method{Method: m, Datasets: sel.Datasets, Archs: []arch{}}
+		if c, ok := sel.Chosen(); ok {
+			mj.Chosen = c.Arch
+		}
+		for _, a := range sel.Archs {
+			aj := arch{Arch: a.Arch, Mean: finite(a.Mean), Complete: a.Complete, Best: map[string]cell{}}
+			for ds, t := range a.Best {
+				c := cell{Study: a.Study[ds], Number: t.Number}
+				if t.Value != nil {
+					c.Value = finite(*t.Value)
+				}
+				if lr, ok := t.Params["lr"]; ok {
+					c.LR = finite(lr)
+				}
+				aj.Best[ds] = c
+			}
+			mj.Archs = append(mj.Archs, aj)
+		}
+		sels = append(sels, mj)
+	}
+	out["methods"] = sels
+	rows, datasets, err := results.Collect(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) > 0 {
+		t := results.Table1(rows, datasets, false)
+		var cells [][]string
+		for _, r := range t.Rows {
+			var line []string
+			for _, c := range r {
+				line = append(line, c.Text)
+			}
+			cells = append(cells, line)
+		}
+		out["table1"] = map[string]any{"title": t.Title, "header": t.Header, "rows": cells, "notes": t.Notes}
+		figs, err := snap.figure1(rows)
+		if err != nil {
+			return nil, err
+		}
+		out["figures"] = slices.Sorted(func(yield func(string) bool) {
+			for name := range figs {
+				if !yield(name) {
+					return
+				}
+			}
+		})
+	}
+	return out, nil
+}
+
+// figure1 draws Figure 1 as `sweep plot` does, once per snapshot.
+func (p *snapshot) figure1(rows []results.Row) (map[string][]byte, error) {
+	p.figureOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "readsweep-dashboard-")
+		if err != nil {
+			p.figureErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		files, err := results.Figure1(rows, dir)
+		if err != nil {
+			p.figureErr = err
+			return
+		}
+		p.figures = map[string][]byte{}
+		for _, f := range files {
+			if strings.HasSuffix(f, ".svg") {
+				if b, err := os.ReadFile(f); err == nil {
+					p.figures[filepath.Base(f)] = b
+				}
+			}
+		}
+	})
+	return p.figures, p.figureErr
+}
+
+func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
+	snap, err := s.current(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	rows, _, err := results.Collect(r.Context(), snap)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	figs, err := snap.figure1(rows)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	b, ok := figs[r.PathValue("name")]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Write(b)
+}
+
+// ---- live updates ------------------------------------------------------
+
+// events is a Server-Sent Events stream: a "change" event whenever the
+// database's change token moves, read every Poll.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	last := ""
+	tick := time.NewTicker(s.opt.Poll)
+	defer tick.Stop()
+	for {
+		token, err := s.store.ChangeToken(r.Context())
+		if err == nil && token != last {
+			last = token
+			fmt.Fprintf(w, "event: change\ndata: %s\n\n", token)
+			flusher.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,276 @@
+// sweep dashboard: a read-only view of a study database that follows a
+// running sweep. Every text from the database is put into the page with
+// textContent (el() below), never parsed as HTML.
+"use strict";
+
+const dashboard = { charts: {}, renders: 0, view: "", token: "" };
+window.dashboard = dashboard;
+
+// el builds an element; string children become text nodes.
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick") e.addEventListener("click", v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+const fmt = {
+  num(v, d = 2) { return v === null || v === undefined ? "—" : (typeof v === "number" ? v.toFixed(d) : String(v)); },
+  lr(v) { return v === null || v === undefined ? "—" : Number(v).toExponential(2); },
+  dur(s) {
+    if (s === null || s === undefined) return "—";
+    s = Math.round(s);
+    if (s < 90) return s + " s";
+    if (s < 5400) return Math.round(s / 60) + " min";
+    if (s < 172800) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  },
+  param(v) { return typeof v === "number" ? (Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(3) : String(+v.toFixed(6))) : String(v); },
+};
+
+async function api(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) throw new Error(path + ": " + r.status + " " + (await r.text()));
+  return r.json();
+}
+
+// Trial numbers and epochs are whole: ticks at 1, 2, 5, 10, ...
+const wholeSteps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+function chart(name, title, opts, data, target) {
+  if (dashboard.charts[name]) dashboard.charts[name].destroy();
+  const box = el("div", { class: "chart", "data-chart": name }, el("h3", {}, title));
+  target.append(box);
+  const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: false } }, opts), data, box);
+  dashboard.charts[name] = u;
+  return u;
+}
+
+function table(headers, rows, opts = {}) {
+  const thead = el("tr", {}, headers.map((h, i) => el("th", { class: (opts.num || []).includes(i) ? "num" : "" }, h)));
+  return el("table", {}, el("thead", {}, thead), el("tbody", {}, rows));
+}
+
+function cell(v, num) { return el("td", { class: num ? "num" : "" }, v); }
+
+// ---- views ---------------------------------------------------------------
+
+async function overview(view) {
+  const o = await api("/api/overview");
+  const t = o.totals;
+  const done = t.complete + t.pruned;
+  view.append(el("h1", {}, "Overview"));
+  const cards = el("div", { class: "cards" },
+    el("div", { class: "card" }, el("b", {}, String(o.studies.length)), "studies"),
+    el("div", { class: "card" }, el("b", { class: "state-COMPLETE" }, String(t.complete)), "complete"),
+    el("div", { class: "card" }, el("b", { class: "state-RUNNING" }, String(t.running)), "running"),
+    el("div", { class: "card" }, el("b", { class: "state-FAIL" }, String(t.fail)), "failed"),
+    el("div", { class: "card" }, el("b", { class: "state-PRUNED" }, String(t.pruned)), "pruned"),
+    el("div", { class: "card" }, el("b", {}, t.budget ? Math.round(100 * done / t.budget) + " %" : "—"),
+      t.budget ? done + " of " + t.budget + " trials" : "no budget (pass --config)"),
+    el("div", { class: "card" }, el("b", {}, fmt.dur(t.seconds)), "trial time so far"),
+    el("div", { class: "card" }, el("b", {}, fmt.dur(t.eta_seconds)), "remaining (≈, parallel " + o.parallel + ")"));
+  view.append(cards);
+  const rows = [];
+  let method = null, arch = null;
+  for (const s of o.studies) {
+    const m = (s.final ? "final: " : "") + (s.method || "(no method)");
+    if (m !== method) { method = m; arch = null; rows.push(el("tr", { class: "group" }, el("td", { colspan: 10 }, m))); }
+    if (s.arch !== arch) { arch = s.arch; rows.push(el("tr", { class: "group2" }, el("td", { colspan: 10 }, s.arch || "(no architecture)"))); }
+    const finished = s.complete + s.pruned;
+    const pct = s.budget ? Math.min(100, 100 * finished / s.budget) : 0;
+    const bar = el("div", { class: "bar" }, el("span", { style: "width:" + pct.toFixed(0) + "%" }));
+    rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, onclick: () => go("#/study/" + encodeURIComponent(s.name)) },
+      cell(s.dataset || s.name), el("td", {}, bar),
+      cell(s.budget ? finished + " / " + s.budget : String(finished), true),
+      cell(String(s.running), true), cell(String(s.fail), true), cell(String(s.pruned), true),
+      cell(fmt.num(s.best, 4), true), cell(fmt.lr(s.best_lr), true), cell(fmt.dur(s.seconds), true), cell(fmt.dur(s.eta_seconds), true)));
+  }
+  view.append(table(["dataset", "progress", "finished", "running", "failed", "pruned", "best", "best lr", "time", "ETA"], rows, { num: [2, 3, 4, 5, 6, 7, 8, 9] }));
+}
+
+async function live(view) {
+  const o = await api("/api/live");
+  view.append(el("h1", {}, "Live: " + o.running.length + " running trial" + (o.running.length === 1 ? "" : "s")));
+  if (!o.running.length) { view.append(el("p", { class: "muted" }, "No trial is running.")); return; }
+  const rows = o.running.map(r => el("tr", { class: "clickable", onclick: () => go("#/trial/" + encodeURIComponent(r.study) + "/" + r.number) },
+    cell(r.study), cell("#" + r.number), cell(Object.entries(r.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")),
+    cell(r.device || "—"), cell(String(r.intermediate.length), true), cell(fmt.dur(r.seconds), true), cell(fmt.dur(r.eta_seconds), true)));
+  view.append(table(["study", "trial", "parameters", "device", "epochs", "elapsed", "ETA"], rows, { num: [4, 5, 6] }));
+  const charts = el("div", { class: "charts" });
+  view.append(charts);
+  o.running.forEach((r, i) => {
+    if (!r.intermediate.length) return;
+    chart("live" + i, r.study + " #" + r.number, { width: 360, height: 180, series: [{}, { label: "validation", stroke: "#2f6fdb", points: { show: true } }] },
+      [r.intermediate.map(p => p[0]), r.intermediate.map(p => p[1])], charts);
+  });
+}
+
+async function study(view, name) {
+  const s = await api("/api/study?name=" + encodeURIComponent(name));
+  view.append(el("h1", {}, s.name), el("p", { class: "muted" },
+    [s.method, s.arch, s.dataset].filter(Boolean).join(" · ") + " · " + s.direction + (s.budget ? " · budget " + s.budget : "")));
+  const done = s.trials.filter(t => t.state === "COMPLETE" && t.value !== null);
+  const charts = el("div", { class: "charts" });
+  view.append(charts);
+  // Optimisation history: each complete trial's value and the best so far.
+  const maximize = s.direction.toLowerCase() === "maximize";
+  let best = null;
+  const hist = [[], [], []];
+  for (const t of done) {
+    best = best === null ? t.value : (maximize ? Math.max(best, t.value) : Math.min(best, t.value));
+    hist[0].push(t.number); hist[1].push(t.value); hist[2].push(best);
+  }
+  chart("history", "Optimisation history (" + done.length + " complete trials)", {
+    scales: { x: { time: false } },
+    axes: [{ incrs: wholeSteps }, {}],
+    series: [{ label: "trial" }, { label: "value", stroke: "transparent", points: { show: true, size: 7, fill: "#2f6fdb", stroke: "#2f6fdb" } },
+      { label: "best so far", stroke: "#2b8a3e", width: 2, points: { show: false } }],
+  }, hist, charts);
+  // Learning rate against value, on a log axis.
+  const withLR = done.filter(t => typeof t.params.lr === "number").sort((a, b) => a.params.lr - b.params.lr);
+  if (withLR.length) {
+    chart("lr", "Learning rate vs value", {
+      scales: { x: { time: false, distr: 3 } },
+      axes: [{ values: (u, vals) => vals.map(v => v === null ? "" : Number(v).toExponential(0)) }, {}],
+      series: [{ label: "lr" }, { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#e67700" } }],
+    }, [withLR.map(t => t.params.lr), withLR.map(t => t.value)], charts);
+  }
+  // Intermediate values of every trial (up to the 40 most recent).
+  const withSteps = s.trials.filter(t => t.intermediate.length).slice(-40);
+  if (withSteps.length) {
+    const steps = [...new Set(withSteps.flatMap(t => t.intermediate.map(p => p[0])))].sort((a, b) => a - b);
+    const data = [steps];
+    const series = [{ label: "epoch" }];
+    withSteps.forEach((t, i) => {
+      const m = new Map(t.intermediate.map(p => [p[0], p[1]]));
+      data.push(steps.map(x => m.has(x) ? m.get(x) : null));
+      series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true });
+    });
+    chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } }, axes: [{ incrs: wholeSteps }, {}], series }, data, charts);
+  }
+  // Trial table: filter by state, sort by a column.
+  const state = dashboard.stateFilter || "";
+  const select = el("select", { id: "state-filter" }, ["", "COMPLETE", "RUNNING", "PRUNED", "FAIL", "WAITING"].map(v => {
+    const o = el("option", { value: v }, v || "all states");
+    if (v === state) o.selected = true;
+    return o;
+  }));
+  select.addEventListener("change", () => { dashboard.stateFilter = select.value; render(); });
+  view.append(el("h2", {}, "Trials"), el("div", { class: "controls" }, "show ", select));
+  const sortKey = dashboard.sortKey || "number";
+  const key = { number: t => t.number, value: t => t.value === null ? -Infinity : t.value, lr: t => t.params.lr || 0, seconds: t => t.seconds };
+  const shown = s.trials.filter(t => !state || t.state === state).sort((a, b) => key[sortKey](a) - key[sortKey](b));
+  if (dashboard.sortDesc) shown.reverse();
+  const head = el("tr", {}, [["number", "#"], [null, "state"], ["value", "value"], ["lr", "parameters"], [null, "epochs"], ["seconds", "time"]].map(([k, label]) =>
+    el("th", { class: k ? "sortable" : "", onclick: () => { if (!k) return; dashboard.sortDesc = dashboard.sortKey === k ? !dashboard.sortDesc : false; dashboard.sortKey = k; render(); } },
+      label + (k && k === sortKey ? (dashboard.sortDesc ? " ▾" : " ▴") : ""))));
+  const rows = shown.map(t => el("tr", { class: "clickable trial-row", onclick: () => go("#/trial/" + encodeURIComponent(s.name) + "/" + t.number) },
+    cell(String(t.number), true), el("td", { class: "state-" + t.state }, t.state), cell(fmt.num(t.value, 4), true),
+    cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(String(t.intermediate.length), true), cell(fmt.dur(t.seconds), true)));
+  view.append(el("table", { id: "trials" }, el("thead", {}, head), el("tbody", {}, rows)));
+}
+
+async function trial(view, name, number) {
+  const o = await api("/api/trial?study=" + encodeURIComponent(name) + "&number=" + encodeURIComponent(number));
+  const t = o.trial;
+  view.append(el("h1", {}, o.study + " #" + t.number),
+    el("p", {}, el("span", { class: "state-" + t.state }, t.state), " · value " + fmt.num(t.value, 4) + " · " + fmt.dur(t.seconds),
+      " · ", el("a", { href: "#/study/" + encodeURIComponent(o.study) }, "back to the study")));
+  const kv = obj => el("table", { class: "kv" }, el("tbody", {}, Object.keys(obj || {}).sort().map(k => {
+    const v = obj[k];
+    const text = typeof v === "object" && v !== null ? JSON.stringify(v) : (typeof v === "number" ? fmt.param(v) : String(v));
+    return el("tr", {}, el("td", {}, k), el("td", {}, text.length > 400 ? text.slice(0, 400) + "…" : text));
+  })));
+  view.append(el("h2", {}, "Parameters"), kv(t.params));
+  if (t.intermediate.length) {
+    const charts = el("div", { class: "charts" });
+    view.append(charts);
+    chart("trial", "Intermediate values", { series: [{ label: "epoch" }, { label: "value", stroke: "#2f6fdb", points: { show: true } }] },
+      [t.intermediate.map(p => p[0]), t.intermediate.map(p => p[1])], charts);
+  }
+  const attrs = Object.assign({}, t.user_attrs);
+  const stderrTail = attrs.stderr_tail;
+  delete attrs.stderr_tail;
+  view.append(el("h2", {}, "User attributes"), kv(attrs), el("h2", {}, "System attributes"), kv(t.system_attrs));
+  const log = o.log || stderrTail;
+  if (log) view.append(el("h2", {}, o.log ? "stderr.log (end)" : "stderr (end, as recorded)"), el("pre", { id: "log" }, log));
+}
+
+async function selection(view) {
+  const o = await api("/api/selection");
+  view.append(el("h1", {}, "Architecture selection (Appendix D.2)"),
+    el("p", { class: "muted" }, "Per method: each candidate's best validation value per dataset and their mean; the best mean wins (the same code as `sweep best`)."));
+  for (const m of o.methods) {
+    view.append(el("h2", {}, m.method + (m.chosen ? ": " + m.chosen : "")));
+    const rows = m.archs.map(a => el("tr", { class: a.arch === m.chosen ? "chosen" : "" },
+      cell(a.arch + (a.complete ? "" : " (incomplete)")), cell(fmt.num(a.mean, 4), true),
+      m.datasets.map(ds => { const c = a.best[ds]; return cell(c ? fmt.num(c.value, 4) + " @ " + fmt.lr(c.lr) : "—", true); })));
+    view.append(table(["candidate", "mean"].concat(m.datasets), rows, { num: [1].concat(m.datasets.map((_, i) => i + 2)) }));
+  }
+  if (o.table1) {
+    view.append(el("h2", {}, o.table1.title || "Table 1"),
+      table(o.table1.header, o.table1.rows.map(r => el("tr", {}, r.map((c, i) => cell(c, i > 0))))));
+    for (const n of o.table1.notes || []) view.append(el("p", { class: "muted" }, n));
+  } else {
+    view.append(el("p", { class: "muted" }, "Table 1 appears once `sweep final` has written final runs."));
+  }
+  for (const f of o.figures || []) view.append(el("div", {}, el("img", { class: "figure", src: "/figure/" + encodeURIComponent(f), alt: f })));
+}
+
+// ---- routing and live updates -------------------------------------------
+
+function go(hash) { location.hash = hash; }
+
+let rendering = null;
+async function render() {
+  const hash = location.hash || "#/";
+  const parts = hash.slice(2).split("/").map(decodeURIComponent);
+  const view = document.getElementById("view");
+  const next = el("main", { id: "view" });
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || ""));
+  try {
+    if (parts[0] === "live") await live(next);
+    else if (parts[0] === "selection") await selection(next);
+    else if (parts[0] === "study") await study(next, parts.slice(1).join("/"));
+    else if (parts[0] === "trial") await trial(next, parts.slice(1, -1).join("/"), parts[parts.length - 1]);
+    else await overview(next);
+  } catch (e) {
+    next.append(el("p", { class: "error" }, String(e.message || e)));
+  }
+  view.replaceWith(next);
+  dashboard.view = hash;
+  dashboard.renders++;
+}
+
+function scheduleRender() {
+  // One render at a time; a change during a render renders once more after.
+  if (rendering) { rendering.again = true; return; }
+  rendering = { again: false };
+  render().finally(() => { const again = rendering.again; rendering = null; if (again) scheduleRender(); });
+}
+
+window.addEventListener("hashchange", () => { dashboard.stateFilter = ""; dashboard.sortKey = ""; dashboard.sortDesc = false; scheduleRender(); });
+
+function connect() {
+  const status = document.getElementById("status");
+  const es = new EventSource("/api/events");
+  es.addEventListener("change", ev => {
+    status.textContent = "live, updated " + new Date().toLocaleTimeString();
+    status.className = "live";
+    if (dashboard.token && dashboard.token !== ev.data) scheduleRender();
+    dashboard.token = ev.data;
+  });
+  es.onerror = () => { status.textContent = "reconnecting…"; status.className = ""; };
+}
+
+api("/api/overview").then(o => { document.getElementById("storage").textContent = o.storage; }).catch(() => {});
+scheduleRender();
+connect();
