@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,6 +104,25 @@ trials: 2
 	for name, trials := range load(t, filepath.Join(dir, "p.db")) {
 		if len(trials) > 0 {
 			t.Errorf("%s: %d trials ran", name, len(trials))
+		}
+	}
+}
+
+// TestReadingCommandsNeverWrite: the inspecting commands open storage
+// read-only, so an empty file stays empty and a study database unchanged.
+func TestReadingCommandsNeverWrite(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"best", "--method", "lora"}, {"studies"}, {"export", "--format", "json"}, {"table"}} {
+		_, errOut, code := sweepCmd(t, dir, append(args, "--storage", "sqlite:///empty.db")...)
+		if code == 0 || !strings.Contains(errOut, "not a study database") {
+			t.Errorf("%v on an empty file: exit %d, %s", args, code, errOut)
+		}
+		if st, err := os.Stat(empty); err != nil || st.Size() != 0 {
+			t.Fatalf("%v wrote into the empty file (%v)", args, err)
 		}
 	}
 }
