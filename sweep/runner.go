@@ -64,6 +64,8 @@ type Result struct {
 	States    map[storage.TrialState]int // trials this run finished, by state
 	Finished  []string                   // studies at their budget
 	Abandoned []string                   // studies given up after MaxFailures
+	Reaped    int                        // of the FAIL trials, those found dead (an earlier run's, no heartbeat)
+	Failures  map[string]int             // FAIL trials this run, by study
 }
 
 type studyState struct {
@@ -87,7 +89,7 @@ type runState struct {
 // Run fills every planned study to its budget and returns when all are
 // full or abandoned, or ctx is cancelled.
 func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
-	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}}}
+	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}, Failures: map[string]int{}}}
 	for _, p := range plan {
 		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset}
 		for k, v := range p.Attrs {
@@ -119,6 +121,9 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	wg.Wait()
 	close(errc)
 	for _, ss := range rs.studies {
+		if ss.failures > 0 {
+			rs.result.Failures[ss.plan.Name] = ss.failures
+		}
 		if ss.finished >= r.budget(ss) {
 			rs.result.Finished = append(rs.result.Finished, ss.plan.Name)
 		} else if ss.failures >= r.Config.MaxFailures {
@@ -170,7 +175,9 @@ func (rs *runState) next(cfg *Config) (*studyState, time.Duration) {
 	wait := time.Duration(0)
 	now := time.Now()
 	for _, ss := range rs.studies {
-		if ss.done || ss.failures >= cfg.MaxFailures {
+		// Trials in flight may all fail: never start more than the failures
+		// left, so a study stops at exactly max_failures.
+		if ss.done || ss.failures+ss.inflight >= cfg.MaxFailures {
 			continue
 		}
 		if now.Before(ss.waitTill) {
@@ -276,6 +283,10 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 	}
 	for _, t := range stale {
 		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
+		rs.mu.Lock()
+		rs.result.States[storage.Fail]++
+		rs.result.Reaped++
+		rs.mu.Unlock()
 		t.State = storage.Fail
 		if err := r.retry(ctx, ss, t, true); err != nil {
 			return 0, err

@@ -342,8 +342,12 @@ func TestKillAndResume(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // let the orphans' heartbeats go stale
 
-	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
 		t.Fatalf("resume: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "of them found dead from an earlier run") {
+		t.Errorf("the resumed run's summary does not count the reaped trials:\n%s", errOut)
 	}
 	after := load(t, db)
 	checkBudgets(t, after, 2, 6)
@@ -360,6 +364,9 @@ func TestKillAndResume(t *testing.T) {
 				orphans++
 				if now.State != storage.Fail {
 					t.Errorf("%s#%d was orphaned by the kill; now %s, want FAIL", name, tr.Number, now.State)
+				}
+				if reason, _ := now.UserAttrs["fail_reason"].(string); !strings.Contains(reason, "lost its process: no heartbeat") {
+					t.Errorf("%s#%d was reaped without its reason: fail_reason %q", name, tr.Number, reason)
 				}
 			}
 		}

@@ -164,11 +164,31 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		bar.Finish()
 		fmt.Fprintln(os.Stderr)
 	}
-	fmt.Fprintf(os.Stderr, "sweep: this run: %d complete, %d pruned, %d failed; %d of %d studies at their budget\n",
-		res.States[storage.Complete], res.States[storage.Pruned], res.States[storage.Fail], len(res.Finished), len(plan))
+	ran := 0
+	for _, n := range res.States {
+		ran += n
+	}
+	if err != nil && ctx.Err() == nil && ran == 0 {
+		// Nothing ran: the error is the whole story (a summary of zeros
+		// would only bury it).
+		if strings.Contains(err.Error(), "readonly database") {
+			return fmt.Errorf("%s cannot be written (file or folder permissions; sweep run records every trial there): %w", cfg.Storage, err)
+		}
+		return err
+	}
+	failed := fmt.Sprintf("%d failed", res.States[storage.Fail])
+	if res.Reaped > 0 {
+		failed += fmt.Sprintf(" (%d of them found dead from an earlier run)", res.Reaped)
+	}
+	fmt.Fprintf(os.Stderr, "sweep: this run: %d complete, %d pruned, %s; %d of %d studies at their budget\n",
+		res.States[storage.Complete], res.States[storage.Pruned], failed, len(res.Finished), len(plan))
 	if len(res.Abandoned) > 0 {
-		fmt.Fprintf(os.Stderr, "sweep: gave up on %s after %d failed trials each; see `sweep trials STUDY --state fail`\n",
-			strings.Join(res.Abandoned, ", "), cfg.MaxFailures)
+		var gave []string
+		for _, name := range res.Abandoned {
+			gave = append(gave, fmt.Sprintf("%s (%d failed)", name, res.Failures[name]))
+		}
+		fmt.Fprintf(os.Stderr, "sweep: gave up on %s: max_failures is %d; see `sweep trials STUDY --state fail`\n",
+			strings.Join(gave, ", "), cfg.MaxFailures)
 	}
 	if err != nil {
 		if ctx.Err() != nil {

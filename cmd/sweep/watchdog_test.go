@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -124,5 +125,66 @@ func TestReadingCommandsNeverWrite(t *testing.T) {
 		if st, err := os.Stat(empty); err != nil || st.Size() != 0 {
 			t.Fatalf("%v wrote into the empty file (%v)", args, err)
 		}
+	}
+}
+
+// TestMaxFailuresIsExact: with two trials at a time on one failing study,
+// the run stops at exactly max_failures and says how many failed.
+func TestMaxFailuresIsExact(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///m.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic: [{fail: exit, name: exits}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 4
+parallel: 2
+max_retries: 0
+max_failures: 3
+training: {max_epochs: 1}
+`)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, errOut)
+	}
+	if n := storage.Count(load(t, filepath.Join(dir, "m.db"))["synthetic/exits/sst2"]); n[storage.Fail] != 3 {
+		t.Errorf("%v, want exactly max_failures = 3 FAIL trials", n)
+	}
+	for _, want := range []string{"this run: 0 complete, 0 pruned, 3 failed", "gave up on synthetic/exits/sst2 (3 failed): max_failures is 3"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("summary lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+// TestReadOnlyStorageSaysSoFirst: a sweep on storage it cannot write stops
+// with that error, not after a summary of zeros.
+func TestReadOnlyStorageSaysSoFirst(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, strings.Replace(failureConfig, "sqlite:///f.db", "sqlite:///"+filepath.Join(dir, "ro.db"), 1))
+	s, err := storage.OpenSQLite(filepath.Join(dir, "ro.db")) // the schema exists
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	cfg, err := sweep.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OutputDir = filepath.Join(dir, "runs")
+	ro, err := storage.OpenReadOnly(cfg.Storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	plan, err := planChecked(cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = runPlan(cfg, ro, plan, path)
+	if err == nil || !strings.Contains(err.Error(), "cannot be written") {
+		t.Fatalf("runPlan on read-only storage: %v", err)
 	}
 }

@@ -901,8 +901,8 @@ func writeTrialData(tx tx, id int64, u TrialUpdate) error {
 }
 
 // FailStaleTrials marks FAIL every RUNNING trial of the study whose heartbeat
-// is older than grace by the database's clock, and returns them as they were
-// before the change. Trials without a heartbeat (ask/tell) are never stale.
+// is older than grace by the database's clock, with a fail_reason saying
+// so, and returns them as they were before the change. Trials without a heartbeat (ask/tell) are never stale.
 func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Duration) ([]FrozenTrial, error) {
 	var stale []FrozenTrial
 	err := s.tx(ctx, func(tx tx) error {
@@ -914,8 +914,16 @@ func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Dura
 			return err
 		}
 		now := s.stamp()
+		reason, err := marshalAttr(fmt.Sprintf("lost its process: no heartbeat for over %v (the process that ran it died or was killed)", grace))
+		if err != nil {
+			return err
+		}
 		for _, t := range stale {
 			if _, err := tx.Exec(`UPDATE trials SET state = 'FAIL', datetime_complete = ? WHERE trial_id = ?`, now, t.ID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO trial_user_attributes (trial_id, "key", value_json) VALUES (?, 'fail_reason', ?)
+				ON CONFLICT (trial_id, "key") DO UPDATE SET value_json = excluded.value_json`, t.ID, reason); err != nil {
 				return err
 			}
 		}
