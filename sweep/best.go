@@ -71,6 +71,9 @@ func Best(ctx context.Context, s storage.Storage, method string, datasets []stri
 	if err != nil {
 		return sel, err
 	}
+	if err := checkDatasets(studies, method, datasets); err != nil {
+		return sel, err
+	}
 	byArch := map[string]*ArchScore{}
 	var order []string
 	dsSeen := map[string]bool{}
@@ -135,4 +138,26 @@ func Best(ctx context.Context, s storage.Storage, method string, datasets []stri
 		return dir.Better(a.Mean, b.Mean)
 	})
 	return sel, nil
+}
+
+// checkDatasets says which of the asked datasets the method has no sweep
+// study on, and which it has.
+func checkDatasets(studies []storage.Study, method string, datasets []string) error {
+	var have []string
+	for _, st := range studies {
+		if info := Identify(st); !info.Final && info.Method == method && !contains(have, info.Dataset) {
+			have = append(have, info.Dataset)
+		}
+	}
+	var missing []string
+	for _, d := range datasets {
+		if !contains(have, d) {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 || len(have) == 0 {
+		return nil // no studies at all is reported by the caller
+	}
+	sort.Strings(have)
+	return fmt.Errorf("sweep: no %s studies on dataset %s (it has %s)", method, strings.Join(missing, ", "), strings.Join(have, ", "))
 }

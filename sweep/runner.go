@@ -398,8 +398,13 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	if out.value != nil {
 		line += fmt.Sprintf(" %.4f", *out.value)
 	}
-	for _, name := range slices.Sorted(maps.Keys(t.Params)) {
-		line += fmt.Sprintf(" %s=%.3g", name, t.Params[name])
+	ext := t.ExternalParams() // a categorical by its choice, not its index
+	for _, name := range slices.Sorted(maps.Keys(ext)) {
+		if f, ok := ext[name].(float64); ok {
+			line += fmt.Sprintf(" %s=%.3g", name, f)
+		} else {
+			line += fmt.Sprintf(" %s=%v", name, ext[name])
+		}
 	}
 	line += fmt.Sprintf(" (%.1fs)", took.Seconds())
 	if out.state == storage.Fail {

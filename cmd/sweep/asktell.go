@@ -156,11 +156,15 @@ func cmdTell(args []string) error {
 		}
 	}
 	err = s.UpdateTrial(ctx, t.ID, storage.TrialUpdate{State: &state, Value: value})
-	if errors.Is(err, storage.ErrTrialFinished) && *skip {
-		return nil
+	if errors.Is(err, storage.ErrTrialFinished) {
+		if *skip {
+			return nil
+		}
+		// Name the trial as the user did (its number), not by its row id.
+		return fmt.Errorf("%s trial %d is already %s; tell changes only running trials (--skip-if-finished ignores this)", *name, t.Number, t.State)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%s trial %d: %w", *name, t.Number, err)
 	}
 	fmt.Fprintf(os.Stderr, "sweep: told trial %d with values %v and state %s\n", t.Number, formatPtr(value), state)
 	return nil

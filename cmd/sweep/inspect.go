@@ -92,9 +92,9 @@ func withStoreOpened(open func(string) (*storage.DB, error), fs *flag.FlagSet, a
 	if err != nil {
 		return err
 	}
-	if len(pos) < minPos || len(pos) > maxPos {
-		fs.Usage()
-		return errUsage
+	takes := map[[2]int]string{{0, 0}: "no arguments besides its flags", {1, 1}: "one argument", {0, 1}: "at most one argument"}[[2]int{minPos, maxPos}]
+	if err := argCount(fs, pos, minPos, maxPos, takes); err != nil {
+		return err
 	}
 	url, err := get()
 	if err != nil {
@@ -113,14 +113,14 @@ func cmdBest(args []string) error {
 	method := fs.String("method", "", "method whose architecture to choose (required)")
 	datasets := fs.String("dataset", "", "limit to these datasets (comma-separated)")
 	get := storageFlags(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *method == "" {
+	if *method == "" && len(args) == 0 {
 		fs.Usage()
 		return errUsage
 	}
-	return withStore(fs, nil, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
+	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, _ []string) error {
+		if *method == "" {
+			return fmt.Errorf("%w: best needs --method (the method whose architecture to choose)", errUsage)
+		}
 		var ds []string
 		if *datasets != "" {
 			ds = strings.Split(*datasets, ",")

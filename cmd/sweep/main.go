@@ -133,6 +133,20 @@ func errorText(err error) string {
 	return strings.TrimPrefix(msg, "sweep: ")
 }
 
+// argCount checks a command's positional arguments, saying what it takes
+// and what was extra or missing (after its usage line).
+func argCount(fs *flag.FlagSet, pos []string, lo, hi int, takes string) error {
+	switch {
+	case len(pos) < lo:
+		fs.Usage()
+		return fmt.Errorf("%w: %s takes %s; got none", errUsage, fs.Name(), takes)
+	case len(pos) > hi:
+		fs.Usage()
+		return fmt.Errorf("%w: %s takes %s; unexpected %q", errUsage, fs.Name(), takes, pos[hi:])
+	}
+	return nil
+}
+
 // newFlags returns a flag set whose parse errors are usage errors.
 func newFlags(name, usageLine string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)

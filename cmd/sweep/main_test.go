@@ -474,7 +474,7 @@ func TestAskTell(t *testing.T) {
 		values = append(values, *tr.Value)
 	}
 	sort.Float64s(values)
-	if _, errOut, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin", "--trial-number", "0", "--values", "1"); code != 1 || !strings.Contains(errOut, "already finished") {
+	if _, errOut, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin", "--trial-number", "0", "--values", "1"); code != 1 || !strings.Contains(errOut, "branin trial 0 is already COMPLETE") {
 		t.Errorf("telling a finished trial: exit %d, %s", code, errOut)
 	}
 	if _, _, code := sweepCmd(t, dir, "tell", "--storage", "sqlite:///a.db", "--study-name", "branin", "--trial-number", "0", "--values", "1", "--skip-if-finished"); code != 0 {

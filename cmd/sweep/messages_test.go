@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -30,5 +31,50 @@ func TestPlainJSONKeepsAngleBrackets(t *testing.T) {
 	got := plainJSON(map[string]any{"reason": "loss <nan> & 'inf'"})
 	if want := `{"reason":"loss <nan> & 'inf'"}`; got != want {
 		t.Fatalf("plainJSON = %s, want %s", got, want)
+	}
+}
+
+// TestCLISaysWhatIsWrong: extra or missing arguments, an unknown dataset,
+// a status without budgets, worker's help: each says what is wrong or
+// shown, once.
+func TestCLISaysWhatIsWrong(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///s.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic: [{name: fine}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 3
+training: {max_epochs: 1}
+`)
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"run", "sweep.yaml", "other.yaml"}, 2, `sweep: run takes one sweep file; unexpected ["other.yaml"]`},
+		{[]string{"run"}, 2, "sweep: run takes one sweep file; got none"},
+		{[]string{"best", "--method", "synthetic", "extra", "--config", "sweep.yaml"}, 2, `sweep: best takes no arguments besides its flags; unexpected ["extra"]`},
+		{[]string{"best", "--method", "synthetic", "--dataset", "sst3", "--config", "sweep.yaml"}, 1, "sweep: no synthetic studies on dataset sst3 (it has sst2)"},
+		{[]string{"best", "--config", "sweep.yaml"}, 2, "best needs --method"},
+		{[]string{"status", "--config", "sweep.yaml"}, 0, "synthetic/fine/sst2  3 of 3"},
+		{[]string{"status", "--storage", "sqlite:///s.db"}, 0, "pass --config SWEEPS.yaml to see each study's budget"},
+	} {
+		stdout, errOut, code := sweepCmd(t, dir, tc.args...)
+		if code != tc.code || !strings.Contains(stdout+errOut, tc.want) {
+			t.Errorf("sweep %v: exit %d (want %d), output lacks %q:\n%s%s", tc.args, code, tc.code, tc.want, stdout, errOut)
+		}
+		if strings.Contains(errOut, "sweep: sweep:") || strings.Contains(errOut, "usage: usage:") {
+			t.Errorf("sweep %v doubles a prefix:\n%s", tc.args, errOut)
+		}
+	}
+	_, help, _ := sweepCmd(t, dir, "worker", "-h")
+	if strings.Count(help, "default") != 1 || !strings.Contains(help, "trials at once (default 1)") {
+		t.Errorf("worker -h: want --parallel's default once:\n%s", help)
 	}
 }

@@ -34,7 +34,11 @@ func cmdWorker(args []string) error { return runCommand("worker", args, 1) }
 
 func runCommand(name string, args []string, defaultParallel int) error {
 	fs := newFlags(name, name+" SWEEPS.yaml [--storage URL] [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
-	parallel := fs.Int("parallel", defaultParallel, "trials at once (default: the file's parallel for run, 1 for worker)")
+	help := "trials at once" // flag adds worker's default, 1
+	if defaultParallel == 0 {
+		help = "trials at once (default: the sweep file's parallel)"
+	}
+	parallel := fs.Int("parallel", defaultParallel, help)
 	url := fs.String("storage", "", "storage URL (overrides the file's), e.g. postgresql://user:pw@host/db")
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
@@ -42,9 +46,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
+	if err := argCount(fs, pos, 1, 1, "one sweep file"); err != nil {
+		return err
 	}
 	cfg, err := sweep.LoadConfig(pos[0])
 	if err != nil {
@@ -85,9 +88,11 @@ func cmdFinal(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || *parallel < 0 {
-		fs.Usage()
-		return errUsage
+	if err := argCount(fs, pos, 1, 1, "one sweep file"); err != nil {
+		return err
+	}
+	if *parallel < 0 {
+		return fmt.Errorf("%w: --parallel must be positive", errUsage)
 	}
 	cfg, err := sweep.LoadConfig(pos[0])
 	if err != nil {

@@ -140,6 +140,12 @@ func cmdStatus(args []string) error {
 		if err != nil {
 			return err
 		}
+		var cfg *sweep.Config // budgets come from the sweep file
+		if file := fs.Lookup("config").Value.String(); file != "" {
+			if cfg, err = sweep.LoadConfig(file); err != nil {
+				return err
+			}
+		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "STUDY\tDONE\tRUNNING\tWAITING\tFAIL")
 		for _, st := range studies {
@@ -148,9 +154,20 @@ func cmdStatus(args []string) error {
 				return err
 			}
 			n := storage.Count(trials)
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", st.Name, n[storage.Complete]+n[storage.Pruned], n[storage.Running], n[storage.Waiting], n[storage.Fail])
+			done := strconv.Itoa(n[storage.Complete] + n[storage.Pruned])
+			if cfg != nil {
+				budget := cfg.Trials
+				if sweep.Identify(st).Final {
+					budget = len(cfg.Seeds())
+				}
+				done += " of " + strconv.Itoa(budget)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", st.Name, done, n[storage.Running], n[storage.Waiting], n[storage.Fail])
 		}
 		tw.Flush()
+		if cfg == nil {
+			fmt.Fprintln(os.Stderr, "sweep: pass --config SWEEPS.yaml to see each study's budget")
+		}
 		if *job == "" {
 			return nil
 		}

@@ -188,3 +188,27 @@ func TestReadOnlyStorageSaysSoFirst(t *testing.T) {
 		t.Fatalf("runPlan on read-only storage: %v", err)
 	}
 }
+
+// TestRunLogShowsChoices: a categorical parameter appears in the run log
+// by its choice, not its index.
+func TestRunLogShowsChoices(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///c.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic: [{name: fine}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+  act: {choices: [relu, gelu]}
+trials: 2
+training: {max_epochs: 1}
+`)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "act=relu") && !strings.Contains(errOut, "act=gelu") {
+		t.Errorf("the run log does not show the categorical's choice:\n%s", errOut)
+	}
+}

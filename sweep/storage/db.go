@@ -839,7 +839,7 @@ func (s *DB) UpdateTrial(ctx context.Context, trialID int64, u TrialUpdate) erro
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("storage: update trial %d: %w", trialID, err)
+		return fmt.Errorf("storage: update trial (row id %d): %w", trialID, err)
 	}
 	return nil
 }
