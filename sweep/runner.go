@@ -105,6 +105,9 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 		}
 		rs.studies = append(rs.studies, ss)
 	}
+	if err := r.checkSpaces(ctx, rs.studies); err != nil {
+		return rs.result, err
+	}
 	r.progress(rs)
 
 	var wg sync.WaitGroup
@@ -134,6 +137,64 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 		return rs.result, err
 	}
 	return rs.result, ctx.Err()
+}
+
+// checkSpaces refuses to add trials to studies whose stored trials were
+// sampled from another search space than the one planned (a range changed
+// in the sweep file, or a study Optuna wrote): TPE would mix them into one
+// model and one budget without saying so.
+func (r *Runner) checkSpaces(ctx context.Context, studies []*studyState) error {
+	var conflicts []string
+	for _, ss := range studies {
+		trials, err := r.Storage.Trials(ctx, ss.study.ID)
+		if err != nil {
+			return err
+		}
+		if diff := spaceDiff(trials, r.space(ss)); len(diff) > 0 {
+			conflicts = append(conflicts, ss.plan.Name+": "+strings.Join(diff, "; "))
+		}
+	}
+	if len(conflicts) == 0 {
+		return nil
+	}
+	return fmt.Errorf("sweep: %d studies exist with another search space than the sweep file's:\n  %s\n"+
+		"No trial was started. To go on, restore the search: the studies were run with, or start new studies for the new space "+
+		"(a new storage, or new candidate names with name: under methods); trials sampled from different spaces cannot share one TPE model or one budget",
+		len(conflicts), strings.Join(conflicts, "\n  "))
+}
+
+// spaceDiff says how the distributions stored with trials differ from
+// space, one line per parameter.
+func spaceDiff(trials []storage.FrozenTrial, space map[string]storage.Distribution) []string {
+	text := func(d storage.Distribution) string {
+		b, _ := json.Marshal(d)
+		return string(b)
+	}
+	stored := map[string]string{}
+	for _, t := range trials {
+		for name, d := range t.Distributions {
+			stored[name] = text(d) // Optuna keeps one per trial; the latest tells
+		}
+	}
+	if len(stored) == 0 {
+		return nil
+	}
+	var diff []string
+	for _, name := range slices.Sorted(maps.Keys(stored)) {
+		want, ok := space[name]
+		switch {
+		case !ok:
+			diff = append(diff, fmt.Sprintf("%s is in the stored trials (%s), not in the file", name, stored[name]))
+		case text(want) != stored[name]:
+			diff = append(diff, fmt.Sprintf("%s was %s, the file says %s", name, stored[name], text(want)))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(space)) {
+		if _, ok := stored[name]; !ok {
+			diff = append(diff, fmt.Sprintf("%s is in the file, not in the stored trials", name))
+		}
+	}
+	return diff
 }
 
 // refresh re-reads how many trials of the study are finished.

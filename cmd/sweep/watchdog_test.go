@@ -212,3 +212,34 @@ training: {max_epochs: 1}
 		t.Errorf("the run log does not show the categorical's choice:\n%s", errOut)
 	}
 }
+
+// TestChangedSearchSpaceIsReported: after the file's lr range changes, a
+// second run says which studies differ and how, and starts no trial.
+func TestChangedSearchSpaceIsReported(t *testing.T) {
+	dir := t.TempDir()
+	body := `storage: sqlite:///sp.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic: [{name: fine}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 2
+training: {max_epochs: 1}
+`
+	writeConfig(t, dir, body)
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	writeConfig(t, dir, strings.Replace(strings.Replace(body, "high: 3.0e-3", "high: 1.0e-2", 1), "trials: 2", "trials: 4", 1))
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 1 || !strings.Contains(errOut, "1 studies exist with another search space") ||
+		!strings.Contains(errOut, `synthetic/fine/sst2: lr was {"name":"FloatDistribution"`) ||
+		!strings.Contains(errOut, `"high":0.003`) || !strings.Contains(errOut, `the file says {"name":"FloatDistribution"`) || !strings.Contains(errOut, `"high":0.01`) ||
+		!strings.Contains(errOut, "No trial was started") {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+	if n := len(load(t, filepath.Join(dir, "sp.db"))["synthetic/fine/sst2"]); n != 2 {
+		t.Errorf("%d trials after the refused run, want the 2 of the first", n)
+	}
+}
