@@ -43,6 +43,8 @@ func ExecProc(ctx context.Context, p Proc) error {
 			select {
 			case <-time.After(p.KillGrace):
 				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			case <-p.KillNow:
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			case <-done:
 			}
 		case <-done:

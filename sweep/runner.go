@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -35,10 +36,17 @@ type Proc struct {
 	KillGrace time.Duration
 	// MemoryBytes caps the process's address space (RLIMIT_AS); 0: none.
 	MemoryBytes int64
+	// KillNow, when closed, cuts KillGrace short: SIGKILL at once.
+	KillNow <-chan struct{}
 }
 
 // Runner runs the trials of planned studies until each has its budget.
 type Runner struct {
+	// KillNow, when closed, makes running trials get SIGKILL at once
+	// instead of after KillGrace (a second Ctrl-C).
+	KillNow <-chan struct{}
+	running atomic.Int64 // trials running now, for the interrupt message
+
 	Config  *Config
 	Storage storage.Storage
 	Sampler Sampler
@@ -196,6 +204,9 @@ func spaceDiff(trials []storage.FrozenTrial, space map[string]storage.Distributi
 	}
 	return diff
 }
+
+// Running returns how many trials this runner is running now.
+func (r *Runner) Running() int { return int(r.running.Load()) }
 
 // refresh re-reads how many trials of the study are finished.
 func (r *Runner) refresh(ctx context.Context, ss *studyState) error {
@@ -378,6 +389,8 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 	rs.mu.Lock()
 	rs.running[t.ID] = label
 	rs.mu.Unlock()
+	r.running.Add(1)
+	defer r.running.Add(-1)
 	start := time.Now()
 	epochs := ""
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
@@ -643,7 +656,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	go func() {
 		err := run(tctx, Proc{
 			Argv: argv, Env: env, Stdin: strings.NewReader(string(specJSON)),
-			Stdout: pw, Stderr: io.MultiWriter(logFile, tail), KillGrace: cfg.KillGrace,
+			Stdout: pw, Stderr: io.MultiWriter(logFile, tail), KillGrace: cfg.KillGrace, KillNow: r.KillNow,
 			MemoryBytes: int64(cfg.TrialMemoryGB * (1 << 30)),
 		})
 		pw.Close()

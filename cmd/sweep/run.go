@@ -134,9 +134,33 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C (or SIGTERM) stops the sweep: running trials get
+	// SIGTERM and kill_grace to end; a second one kills them at once.
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr}
+	killNow := make(chan struct{})
+	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-sigs:
+		case <-finished:
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\nsweep: stopping: %d running trial(s) got SIGTERM and have up to kill_grace (%s) to end; Ctrl-C again kills them now\n",
+			r.Running(), cfg.KillGrace)
+		stop()
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "sweep: killing the running trials")
+			close(killNow)
+		case <-finished:
+		}
+	}()
 	var bar *progressbar.ProgressBar
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		bar = progressbar.NewOptions(1,
@@ -165,6 +189,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		fmt.Fprintf(r.Log, "sweep: CPU matrix products: %s\n", nn.BLASDescription())
 	}
 	res, err := r.Run(ctx, plan)
+	interrupted := ctx.Err() != nil
 	if bar != nil {
 		bar.Finish()
 		fmt.Fprintln(os.Stderr)
@@ -173,7 +198,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	for _, n := range res.States {
 		ran += n
 	}
-	if err != nil && ctx.Err() == nil && ran == 0 {
+	if err != nil && !interrupted && ran == 0 {
 		// Nothing ran: the error is the whole story (a summary of zeros
 		// would only bury it).
 		if strings.Contains(err.Error(), "readonly database") {
@@ -195,8 +220,8 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		fmt.Fprintf(os.Stderr, "sweep: gave up on %s: max_failures is %d; see `sweep trials STUDY --state fail`\n",
 			strings.Join(gave, ", "), cfg.MaxFailures)
 	}
-	if err != nil {
-		if ctx.Err() != nil {
+	if err != nil || interrupted {
+		if interrupted {
 			return fmt.Errorf("interrupted; running the same command again resumes where this stopped (%s)", file)
 		}
 		return err

@@ -2,9 +2,12 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -242,4 +245,75 @@ training: {max_epochs: 1}
 	if n := len(load(t, filepath.Join(dir, "sp.db"))["synthetic/fine/sst2"]); n != 2 {
 		t.Errorf("%d trials after the refused run, want the 2 of the first", n)
 	}
+}
+
+// TestSecondInterruptKillsAtOnce: a trial that ignores SIGTERM holds the
+// first Ctrl-C for kill_grace (30 s here), and the run says so; a second
+// Ctrl-C kills it at once.
+func TestSecondInterruptKillsAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///i.db
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+kill_grace: 30s
+command: ["/bin/sh", "-c", "trap '' TERM INT; while :; do sleep 0.05; done"]
+`)
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	var errOut syncBuffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, func() bool {
+		return storage.Count(load(t, filepath.Join(dir, "i.db"))["lora/rank-1/sst2"])[storage.Running] == 1
+	})
+	cmd.Process.Signal(os.Interrupt)
+	waitFor(t, func() bool { return strings.Contains(errOut.String(), "Ctrl-C again kills them now") })
+	if !strings.Contains(errOut.String(), "1 running trial(s) got SIGTERM and have up to kill_grace (30s) to end") {
+		t.Errorf("the first interrupt's message:\n%s", errOut.String())
+	}
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the second Ctrl-C took %v to end the run (kill_grace is 30 s)", took)
+	}
+	if !strings.Contains(errOut.String(), "killing the running trials") {
+		t.Errorf("the second interrupt's message:\n%s", errOut.String())
+	}
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("timed out waiting")
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
