@@ -81,10 +81,13 @@ type SamplerConfig struct {
 
 // PrunerConfig selects and configures the pruner.
 type PrunerConfig struct {
-	Name           string // "none" or "median"
+	Name string // "none", "median" or "asha"
+	// median (Optuna's MedianPruner)
 	NStartupTrials int
 	NWarmupSteps   int
 	IntervalSteps  int
+	// asha (Optuna's SuccessiveHalvingPruner); MinResource 0 is auto
+	MinResource, ReductionFactor, MinEarlyStoppingRate, BootstrapCount int
 }
 
 // knownMethods are the methods the orchestrator accepts.
@@ -672,24 +675,53 @@ func (p parser) sampler(n *yaml.Node, path string) (SamplerConfig, error) {
 }
 
 func (p parser) pruner(n *yaml.Node, path string) (PrunerConfig, error) {
-	pc := PrunerConfig{Name: "none", NStartupTrials: 5, IntervalSteps: 1}
+	pc := PrunerConfig{Name: "none", NStartupTrials: 5, IntervalSteps: 1, ReductionFactor: 4}
+	var seen []string
 	err := p.each(n, path, func(key string, v *yaml.Node, kpath string) error {
 		var err error
+		seen = append(seen, key)
 		switch key {
 		case "name":
-			pc.Name, err = p.oneOf(v, kpath, "none", "median")
+			pc.Name, err = p.oneOf(v, kpath, "none", "median", "asha")
 		case "n_startup_trials":
 			pc.NStartupTrials, err = p.nonNegative(v, kpath)
 		case "n_warmup_steps":
 			pc.NWarmupSteps, err = p.nonNegative(v, kpath)
 		case "interval_steps":
 			pc.IntervalSteps, err = p.positive(v, kpath)
+		case "min_resource":
+			if v.Value == "auto" {
+				pc.MinResource = 0
+			} else {
+				pc.MinResource, err = p.positive(v, kpath)
+			}
+		case "reduction_factor":
+			if pc.ReductionFactor, err = p.integer(v, kpath); err == nil && pc.ReductionFactor < 2 {
+				err = p.errf(v, kpath, "must be at least 2, got %d", pc.ReductionFactor)
+			}
+		case "min_early_stopping_rate":
+			pc.MinEarlyStoppingRate, err = p.nonNegative(v, kpath)
+		case "bootstrap_count":
+			pc.BootstrapCount, err = p.nonNegative(v, kpath)
 		default:
-			err = p.errf(v, kpath, "unknown key (known: name, n_startup_trials, n_warmup_steps, interval_steps)")
+			err = p.errf(v, kpath, "unknown key (known: name; median: n_startup_trials, n_warmup_steps, interval_steps; "+
+				"asha: min_resource, reduction_factor, min_early_stopping_rate, bootstrap_count)")
 		}
 		return err
 	})
-	return pc, err
+	if err != nil {
+		return pc, err
+	}
+	asha := map[string]bool{"min_resource": true, "reduction_factor": true, "min_early_stopping_rate": true, "bootstrap_count": true}
+	for _, key := range seen {
+		if key != "name" && asha[key] != (pc.Name == "asha") {
+			return pc, p.errf(n, path+"."+key, "is not an option of the %s pruner", pc.Name)
+		}
+	}
+	if pc.Name == "asha" && pc.BootstrapCount > 0 && pc.MinResource == 0 {
+		return pc, p.errf(n, path+".bootstrap_count", "needs a min_resource (Optuna refuses bootstrap_count with min_resource auto)")
+	}
+	return pc, nil
 }
 
 func contains(list []string, s string) bool {

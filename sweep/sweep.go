@@ -74,12 +74,16 @@ func NewSampler(c SamplerConfig) (Sampler, error) {
 
 // NewPruner builds the configured pruner; nil means never prune.
 func NewPruner(c PrunerConfig) Pruner {
-	if c.Name != "median" {
-		return nil
+	switch c.Name {
+	case "median":
+		m := pruner.NewMedian()
+		m.NStartupTrials, m.NWarmupSteps, m.IntervalSteps = c.NStartupTrials, c.NWarmupSteps, max(c.IntervalSteps, 1)
+		return m
+	case "asha":
+		return pruner.SuccessiveHalving{MinResource: c.MinResource, ReductionFactor: max(c.ReductionFactor, 2),
+			MinEarlyStoppingRate: c.MinEarlyStoppingRate, BootstrapCount: c.BootstrapCount}
 	}
-	m := pruner.NewMedian()
-	m.NStartupTrials, m.NWarmupSteps, m.IntervalSteps = c.NStartupTrials, c.NWarmupSteps, max(c.IntervalSteps, 1)
-	return m
+	return nil
 }
 
 // Planned is one study a sweep file asks for.
