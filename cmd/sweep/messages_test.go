@@ -39,16 +39,7 @@ func TestPlainJSONKeepsAngleBrackets(t *testing.T) {
 // shown, once.
 func TestCLISaysWhatIsWrong(t *testing.T) {
 	dir := t.TempDir()
-	writeConfig(t, dir, `storage: sqlite:///s.db
-trainer: synthetic
-datasets: [sst2]
-methods:
-  synthetic: [{name: fine}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 3
-training: {max_epochs: 1}
-`)
+	writeConfig(t, dir, syntheticSweep("s.db", "{name: fine}", 3, ""))
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, errOut)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,21 @@ import (
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
+
+// syntheticSweep is a one-study sweep file of the synthetic trainer on
+// sst2: candidate is its architecture, extra more top-level keys.
+func syntheticSweep(db, candidate string, trials int, extra string) string {
+	return fmt.Sprintf(`storage: sqlite:///%s
+trainer: synthetic
+datasets: [sst2]
+methods:
+  synthetic: [%s]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: %d
+training: {max_epochs: 1}
+%s`, db, candidate, trials, extra)
+}
 
 // watchdogScript behaves by the LoRA rank it is given: 1 prints an epoch
 // and then hangs ignoring SIGTERM (only SIGKILL ends it), 2 keeps beating
@@ -135,19 +151,7 @@ func TestReadingCommandsNeverWrite(t *testing.T) {
 // the run stops at exactly max_failures and says how many failed.
 func TestMaxFailuresIsExact(t *testing.T) {
 	dir := t.TempDir()
-	writeConfig(t, dir, `storage: sqlite:///m.db
-trainer: synthetic
-datasets: [sst2]
-methods:
-  synthetic: [{fail: exit, name: exits}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 4
-parallel: 2
-max_retries: 0
-max_failures: 3
-training: {max_epochs: 1}
-`)
+	writeConfig(t, dir, syntheticSweep("m.db", "{fail: exit, name: exits}", 4, "parallel: 2\nmax_retries: 0\nmax_failures: 3\n"))
 	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1\n%s", code, errOut)
@@ -220,16 +224,7 @@ training: {max_epochs: 1}
 // second run says which studies differ and how, and starts no trial.
 func TestChangedSearchSpaceIsReported(t *testing.T) {
 	dir := t.TempDir()
-	body := `storage: sqlite:///sp.db
-trainer: synthetic
-datasets: [sst2]
-methods:
-  synthetic: [{name: fine}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 2
-training: {max_epochs: 1}
-`
+	body := syntheticSweep("sp.db", "{name: fine}", 2, "")
 	writeConfig(t, dir, body)
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
 		t.Fatalf("exit %d\n%s", code, errOut)
