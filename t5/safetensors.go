@@ -1,6 +1,7 @@
 package t5
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"unsafe"
 )
 
 // TensorInfo is one tensor's entry in a safetensors header.
@@ -167,21 +169,50 @@ func HalfToFloat(h uint16) float32 {
 // WriteSafetensors writes float32 tensors in the safetensors layout, names
 // sorted as save_pretrained writes them.
 func WriteSafetensors(path string, names []string, shapes [][]int, data [][]float32) error {
+	ts := make([]SafetensorsTensor, len(names))
+	for i := range names {
+		ts[i] = SafetensorsTensor{Name: names[i], Shape: shapes[i], F32: data[i]}
+	}
+	return WriteSafetensorsTensors(path, ts)
+}
+
+// SafetensorsTensor is one tensor to write: F32 data, or F16 (binary16
+// bits) when F32 is nil.
+type SafetensorsTensor struct {
+	Name  string
+	Shape []int
+	F32   []float32
+	F16   []uint16
+}
+
+// WriteSafetensorsTensors writes tensors in the safetensors layout, names
+// sorted, streaming to a temporary file of this process that is renamed
+// into place: readers never see half a file, and parallel writers of the
+// same path do not collide.
+func WriteSafetensorsTensors(path string, ts []SafetensorsTensor) error {
 	type entry struct {
 		DType   string `json:"dtype"`
 		Shape   []int  `json:"shape"`
 		Offsets [2]int `json:"data_offsets"`
 	}
-	order := make([]int, len(names))
+	order := make([]int, len(ts))
 	for i := range order {
 		order[i] = i
 	}
-	sort.Slice(order, func(a, b int) bool { return names[order[a]] < names[order[b]] })
+	sort.Slice(order, func(a, b int) bool { return ts[order[a]].Name < ts[order[b]].Name })
 	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	off := 0
 	for _, i := range order {
-		header[names[i]] = entry{DType: "F32", Shape: shapes[i], Offsets: [2]int{off, off + 4*len(data[i])}}
-		off += 4 * len(data[i])
+		t := ts[i]
+		dtype, n := "F32", 4*len(t.F32)
+		if t.F32 == nil {
+			dtype, n = "F16", 2*len(t.F16)
+		}
+		header[t.Name] = entry{DType: dtype, Shape: t.Shape, Offsets: [2]int{off, off + n}}
+		off += n
+		for off%4 != 0 { // keep every F32 tensor 4-byte aligned for Float32s
+			off++
+		}
 	}
 	hj, err := json.Marshal(header)
 	if err != nil {
@@ -190,22 +221,67 @@ func WriteSafetensors(path string, names []string, shapes [][]int, data [][]floa
 	for len(hj)%8 != 0 { // align the data as the reference writer does
 		hj = append(hj, ' ')
 	}
-	buf := make([]byte, 8, 8+len(hj)+off)
-	binary.LittleEndian.PutUint64(buf, uint64(len(hj)))
-	buf = append(buf, hj...)
-	for _, i := range order {
-		for _, v := range data[i] {
-			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
-		}
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("t5: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf, 0o644); err != nil {
+	tmp := fmt.Sprintf("%s.tmp%d", path, os.Getpid())
+	f, err := os.Create(tmp)
+	if err != nil {
 		return fmt.Errorf("t5: %w", err)
 	}
-	return os.Rename(tmp, path)
+	w := bufio.NewWriterSize(f, 1<<20)
+	var word [8]byte
+	binary.LittleEndian.PutUint64(word[:], uint64(len(hj)))
+	w.Write(word[:])
+	w.Write(hj)
+	written := 0
+	for _, i := range order {
+		t := ts[i]
+		for _, v := range t.F32 {
+			binary.LittleEndian.PutUint32(word[:4], math.Float32bits(v))
+			w.Write(word[:4])
+		}
+		for _, v := range t.F16 {
+			binary.LittleEndian.PutUint16(word[:2], v)
+			w.Write(word[:2])
+		}
+		written += 4*len(t.F32) + 2*len(t.F16)
+		for written%4 != 0 {
+			w.WriteByte(0)
+			written++
+		}
+	}
+	err = w.Flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("t5: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// Float32s returns an F32 tensor's values as a slice over the mapped file,
+// without a copy (the file must stay open while it is used); ok is false
+// for other dtypes or an unaligned tensor. Safetensors is little-endian,
+// as every platform this builds for.
+func (s *Safetensors) Float32s(name string) (values []float32, shape []int, ok bool) {
+	ti, found := s.Tensors[name]
+	if !found || ti.DType != "F32" {
+		return nil, nil, false
+	}
+	b := s.data[ti.Offsets[0]:ti.Offsets[1]]
+	if len(b) == 0 {
+		return []float32{}, ti.Shape, true
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%4 != 0 || len(b)%4 != 0 {
+		return nil, nil, false
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), ti.Shape, true
 }
 
 // ReadAll returns tensor name converted to float32, with its shape.

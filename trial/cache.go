@@ -1,9 +1,7 @@
 package trial
 
 import (
-	"bufio"
 	"crypto/sha256"
-	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/t5"
@@ -41,14 +38,6 @@ type batchStates struct {
 	Dec     [][]float32 // per decoder block: (B, T, D)
 	Cross   [][]float32 // per decoder block: (B, T, S), averaged over heads
 	DecOut  []float32   // (B, T, D) after the final norm
-	// Half holds the same in float16 when the cache stores half precision;
-	// the float32 fields are then filled on load.
-	Half *halfStates `json:"-"`
-}
-
-type halfStates struct {
-	Enc, Dec, Cross [][]uint16
-	DecOut          []uint16
 }
 
 // capture copies what a forward pass produced for the batch.
@@ -99,14 +88,63 @@ type stateCache struct {
 	batches []*batchStates
 	bytes   int64
 	over    bool // the states outgrew the budget: stop collecting
+
+	file   *t5.Safetensors // the mapped cache file, once loaded
+	layers [2]int          // its encoder and decoder blocks
 }
 
-// get returns batch i's states, or nil.
+// get returns batch i's states, or nil. From a mapped file, float32 states
+// are slices over the mapping (no copy, no decoding); float16 ones are
+// converted the first time the batch is used.
 func (c *stateCache) get(i int) *batchStates {
 	if c == nil || c.over || i >= len(c.batches) {
 		return nil
 	}
+	if c.batches[i] == nil && c.file != nil {
+		c.batches[i] = c.fromFile(i)
+	}
 	return c.batches[i]
+}
+
+// close unmaps the cache file.
+func (c *stateCache) close() {
+	if c != nil && c.file != nil {
+		c.file.Close()
+		c.file = nil
+	}
+}
+
+// Tensor names of batch i's states in the cache file.
+func encName(i, k int) string   { return fmt.Sprintf("batch%d.enc%d", i, k) }
+func decName(i, k int) string   { return fmt.Sprintf("batch%d.dec%d", i, k) }
+func crossName(i, k int) string { return fmt.Sprintf("batch%d.cross%d", i, k) }
+func outName(i int) string      { return fmt.Sprintf("batch%d.dec_out", i) }
+
+// fromFile reads batch i's states from the mapped file.
+func (c *stateCache) fromFile(i int) *batchStates {
+	view := func(name string) ([]float32, []int) {
+		if v, shape, ok := c.file.Float32s(name); ok {
+			return v, shape
+		}
+		v, shape, err := c.file.ReadAll(name) // float16
+		if err != nil {
+			panic(fmt.Sprintf("trial: state cache %s: %v", c.path, err)) // checked at load
+		}
+		return v, shape
+	}
+	out, shape := view(outName(i))
+	st := &batchStates{B: shape[0], T: shape[1], DecOut: out}
+	for k := range c.layers[0] {
+		x, shape := view(encName(i, k))
+		st.S = shape[1]
+		st.Enc = append(st.Enc, x)
+	}
+	for k := range c.layers[1] {
+		x, _ := view(decName(i, k))
+		cr, _ := view(crossName(i, k))
+		st.Dec, st.Cross = append(st.Dec, x), append(st.Cross, cr)
+	}
+	return st
 }
 
 // complete reports whether every batch's states are held.
@@ -169,34 +207,61 @@ func modelDigest(dir string) (string, error) {
 	return digest, nil
 }
 
-// load reads the cache file, if any, for n batches; it reports whether it
-// found a usable one.
+// load maps the cache file, if any, for n batches; it reports whether it
+// found a usable one. Nothing is read until a batch is used.
 func (c *stateCache) load(n int) (bool, error) {
 	if c.path == "" {
 		return false, nil
 	}
-	f, err := os.Open(c.path)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(c.path); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
+	f, err := t5.OpenSafetensors(c.path)
 	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var batches []*batchStates
-	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&batches); err != nil {
 		return false, fmt.Errorf("trial: state cache %s is unreadable (%v); delete it to rebuild", c.path, err)
 	}
-	if len(batches) != n {
-		return false, fmt.Errorf("trial: state cache %s holds %d batches, the trial has %d; delete it to rebuild", c.path, len(batches), n)
+	bad := func(format string, args ...any) (bool, error) {
+		f.Close()
+		return false, fmt.Errorf("trial: state cache %s: %s; delete it to rebuild", c.path, fmt.Sprintf(format, args...))
 	}
-	for _, b := range batches {
-		if b.Half != nil {
-			b.fromHalf()
+	batches := 0
+	for batches < n+1 {
+		if _, ok := f.Tensors[outName(batches)]; !ok {
+			break
+		}
+		batches++
+	}
+	if batches != n {
+		return bad("it holds %d batches, the trial has %d", batches, n)
+	}
+	for side, name := range []func(int, int) string{encName, decName} {
+		for ; ; c.layers[side]++ {
+			if _, ok := f.Tensors[name(0, c.layers[side])]; !ok {
+				break
+			}
 		}
 	}
-	c.batches = batches
+	for i := range n {
+		for _, name := range c.names(i) {
+			if ti, ok := f.Tensors[name]; !ok || len(ti.Shape) != 3 {
+				return bad("tensor %s is missing or not 3-dimensional", name)
+			}
+		}
+	}
+	c.file = f
 	return true, nil
+}
+
+// names lists batch i's tensors in the cache file.
+func (c *stateCache) names(i int) []string {
+	out := []string{outName(i)}
+	for k := range c.layers[0] {
+		out = append(out, encName(i, k))
+	}
+	for k := range c.layers[1] {
+		out = append(out, decName(i, k), crossName(i, k))
+	}
+	return out
 }
 
 // add keeps batch i's states while they fit the budget.
@@ -213,84 +278,41 @@ func (c *stateCache) add(i int, st *batchStates) {
 	c.batches[i] = st
 }
 
-// save writes the states atomically.
+// save writes the states as one safetensors file (float32, or float16
+// for state_cache: fp16), atomically; later trials map it.
 func (c *stateCache) save() error {
 	if c.path == "" || !c.complete() {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
-		return err
+	var ts []t5.SafetensorsTensor
+	add := func(name string, shape []int, x []float32) {
+		t := t5.SafetensorsTensor{Name: name, Shape: shape, F32: x}
+		if c.half {
+			t.F32, t.F16 = nil, toHalf(x)
+		}
+		ts = append(ts, t)
 	}
-	tmp := c.path + ".tmp" + strconv.Itoa(os.Getpid())
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	out := c.batches
-	if c.half {
-		out = make([]*batchStates, len(c.batches))
-		for i, b := range c.batches {
-			out[i] = b.toHalf()
+	for i, b := range c.batches {
+		D := len(b.DecOut) / (b.B * b.T)
+		add(outName(i), []int{b.B, b.T, D}, b.DecOut)
+		for k, x := range b.Enc {
+			add(encName(i, k), []int{b.B, b.S, D}, x)
+		}
+		for k, x := range b.Dec {
+			add(decName(i, k), []int{b.B, b.T, D}, x)
+			add(crossName(i, k), []int{b.B, b.T, b.S}, b.Cross[k])
 		}
 	}
-	err = gob.NewEncoder(w).Encode(out)
-	if err == nil {
-		err = w.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, c.path)
+	return t5.WriteSafetensorsTensors(c.path, ts)
 }
 
-// toHalf returns a copy holding only float16 data.
-func (st *batchStates) toHalf() *batchStates {
-	conv := func(x []float32) []uint16 {
-		out := make([]uint16, len(x))
-		for i, v := range x {
-			out[i] = floatToHalf(v)
-		}
-		return out
+// toHalf rounds float32 values to float16 bits.
+func toHalf(x []float32) []uint16 {
+	out := make([]uint16, len(x))
+	for i, v := range x {
+		out[i] = floatToHalf(v)
 	}
-	h := &halfStates{DecOut: conv(st.DecOut)}
-	for _, x := range st.Enc {
-		h.Enc = append(h.Enc, conv(x))
-	}
-	for _, x := range st.Dec {
-		h.Dec = append(h.Dec, conv(x))
-	}
-	for _, x := range st.Cross {
-		h.Cross = append(h.Cross, conv(x))
-	}
-	return &batchStates{B: st.B, S: st.S, T: st.T, Half: h}
-}
-
-func (st *batchStates) fromHalf() {
-	conv := func(x []uint16) []float32 {
-		out := make([]float32, len(x))
-		for i, v := range x {
-			out[i] = t5.HalfToFloat(v)
-		}
-		return out
-	}
-	h := st.Half
-	st.DecOut = conv(h.DecOut)
-	st.Enc, st.Dec, st.Cross = nil, nil, nil
-	for _, x := range h.Enc {
-		st.Enc = append(st.Enc, conv(x))
-	}
-	for _, x := range h.Dec {
-		st.Dec = append(st.Dec, conv(x))
-	}
-	for _, x := range h.Cross {
-		st.Cross = append(st.Cross, conv(x))
-	}
-	st.Half = nil
+	return out
 }
 
 // floatToHalf rounds a float32 to the nearest IEEE 754 binary16 (ties to

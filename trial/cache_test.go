@@ -1,11 +1,16 @@
 package trial
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/gob"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/read"
@@ -65,6 +70,24 @@ func TestStateCache(t *testing.T) {
 	if !strings.Contains(halfLogs, "computing") || math.Abs(half[2]-plain[2]) > 1e-2 {
 		t.Errorf("fp16 cache: losses %v vs %v\n%s", half, plain, halfLogs)
 	}
+	// The fp16 file read back (the computing trial kept float32 states in
+	// memory; later trials train on the rounded ones).
+	halfAgainOut, halfAgainLogs := run("fp16")
+	if again := epochLosses(t, halfAgainOut); !strings.Contains(halfAgainLogs, "reading") || math.Abs(again[2]-plain[2]) > 1e-2 {
+		t.Errorf("fp16 from file: losses %v vs %v\n%s", again, plain, halfAgainLogs)
+	}
+	// A damaged file is an error that names it, not a crash.
+	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	if len(files) != 2 {
+		t.Fatalf("cache files %v, want one fp32 and one fp16", files)
+	}
+	for _, f := range files {
+		os.WriteFile(f, []byte("not a cache"), 0o644)
+	}
+	var out0, logs0 bytes.Buffer
+	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, &out0, &logs0); err == nil || !strings.Contains(err.Error(), "delete it to rebuild") {
+		t.Errorf("a damaged cache file: %v", err)
+	}
 	// A budget too small for the split: trained without the cache, said so.
 	spec := readSpec(model, t.TempDir(), "fp32")
 	spec.Training["state_cache_gb"] = 1e-9
@@ -96,4 +119,75 @@ func TestFloatToHalf(t *testing.T) {
 	if floatToHalf(1) != 0x3C00 || floatToHalf(-2) != 0xC000 {
 		t.Error("exact values changed bits")
 	}
+}
+
+// BenchmarkStateCacheLoad opens a t5-small-sized state cache (10 batches
+// of 16 × 64 × 4 tokens, 6 + 6 blocks: about 125 MB) and reads every value
+// once, from the mapped safetensors file and, in the same run, from the
+// gob file the cache used to be, and reports both times and their ratio.
+func BenchmarkStateCacheLoad(b *testing.B) {
+	const batches, B, S, T, D, L = 10, 16, 64, 4, 512, 6
+	c := &stateCache{path: filepath.Join(b.TempDir(), "states.safetensors"), budget: 1 << 40, batches: make([]*batchStates, batches)}
+	fill := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(i%97) / 97
+		}
+		return x
+	}
+	for i := range batches {
+		st := &batchStates{B: B, S: S, T: T, DecOut: fill(B * T * D)}
+		for range L {
+			st.Enc = append(st.Enc, fill(B*S*D))
+			st.Dec = append(st.Dec, fill(B*T*D))
+			st.Cross = append(st.Cross, fill(B*T*S))
+		}
+		c.add(i, st)
+	}
+	if err := c.save(); err != nil {
+		b.Fatal(err)
+	}
+	gobPath := filepath.Join(b.TempDir(), "states.gob")
+	f, _ := os.Create(gobPath)
+	gob.NewEncoder(f).Encode(c.batches)
+	f.Close()
+	touch := func(sts []*batchStates) (sum float32) {
+		for _, st := range sts {
+			for _, set := range [][][]float32{st.Enc, st.Dec, st.Cross, {st.DecOut}} {
+				for _, x := range set {
+					for j := 0; j < len(x); j += 1024 { // one value a page: what the trainer will read
+						sum += x[j]
+					}
+				}
+			}
+		}
+		return sum
+	}
+	var mapped, decoded time.Duration
+	for range b.N {
+		t0 := time.Now()
+		m := &stateCache{path: c.path, batches: make([]*batchStates, batches)}
+		if ok, err := m.load(batches); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		var sts []*batchStates
+		for i := range batches {
+			sts = append(sts, m.get(i))
+		}
+		touch(sts)
+		mapped += time.Since(t0)
+		m.close()
+		t0 = time.Now()
+		in, _ := os.Open(gobPath)
+		var old []*batchStates
+		if err := gob.NewDecoder(bufio.NewReader(in)).Decode(&old); err != nil {
+			b.Fatal(err)
+		}
+		in.Close()
+		touch(old)
+		decoded += time.Since(t0)
+	}
+	b.ReportMetric(float64(mapped.Milliseconds())/float64(b.N), "mmap-ms")
+	b.ReportMetric(float64(decoded.Milliseconds())/float64(b.N), "gob-ms")
+	b.ReportMetric(float64(decoded)/float64(mapped), "gob/mmap")
 }

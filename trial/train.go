@@ -247,6 +247,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	if err != nil {
 		return err
 	}
+	defer cache.close()
 	// On a GPU the parameters move there once (after any data-driven
 	// initialisation); the optimiser updates them there.
 	nn.ToDevice(be, m.Params.Tensors...)
@@ -365,8 +366,8 @@ func openStateCache(meth methods.Method, set Settings, dropout float64, modelDir
 		}
 		dir = filepath.Join(base, "readsweep", "states")
 	}
-	key := cacheKey("v1", digest, task, "train", fmt.Sprint(set.DataSeed, set.MaxTrainExamples, set.MaxSourceLength, set.MaxTargetLength, set.BatchSize), set.StateCache)
-	c.path = filepath.Join(dir, key+".gob")
+	key := cacheKey("v2", digest, task, "train", fmt.Sprint(set.DataSeed, set.MaxTrainExamples, set.MaxSourceLength, set.MaxTargetLength, set.BatchSize), set.StateCache)
+	c.path = filepath.Join(dir, key+".safetensors")
 	found, err := c.load(n)
 	if err != nil {
 		return nil, err
