@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -65,6 +66,8 @@ type CUDA struct {
 	err    error
 	life   sync.RWMutex // held to use the device, taken exclusively to close it
 	closed bool
+
+	kernels, blasCalls atomic.Int64 // work queued, for Calls
 
 	mem     deviceAllocator
 	staging unsafe.Pointer // pinned host memory for host↔device copies
@@ -350,6 +353,9 @@ func (c *CUDA) Sync() error {
 }
 
 // PeakBytes returns the most device memory the allocator has reserved.
+// Calls counts the kernel launches and cuBLAS calls queued so far.
+func (c *CUDA) Calls() GPUCalls { return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load()} }
+
 func (c *CUDA) PeakBytes() int64 {
 	var n int64
 	c.do(func() { n = c.mem.peak })
@@ -644,6 +650,7 @@ func (c *CUDA) launch(name string, grid, block int, args ...any) {
 		c.fail(fmt.Errorf("nn: CUDA: no kernel %q in the embedded PTX (run go generate ./nn)", name))
 		return
 	}
+	c.kernels.Add(1)
 	vals := make([]C.ulonglong, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
@@ -678,6 +685,7 @@ func (c *CUDA) gemm(transA, transB bool, m, n, k int, alpha float32, a Buffer, l
 	if c.err != nil || m == 0 || n == 0 {
 		return
 	}
+	c.blasCalls.Add(1)
 	c.fail(c.checkBLAS("cublasSgemm", C.rs_sgemm(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
 		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.CUdeviceptr(a.ptr), C.int(lda), C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc))))
 }
@@ -687,6 +695,7 @@ func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Bu
 	if c.err != nil || m == 0 || n == 0 || batch == 0 {
 		return
 	}
+	c.blasCalls.Add(1)
 	c.fail(c.checkBLAS("cublasSgemmStridedBatched", C.rs_sgemm_batched(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
 		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.longlong(strideB), C.CUdeviceptr(a.ptr), C.int(lda), C.longlong(strideA),
 		C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))

@@ -608,3 +608,21 @@ func TestGraphOnEmulatedGPU(t *testing.T) {
 		})
 	}
 }
+
+// TestCUDACallsCount: every kernel launch and cuBLAS call is counted,
+// what `sweep bench t5 --backend cuda` reports per step.
+func TestCUDACallsCount(t *testing.T) {
+	c := openEmulated(t)
+	before := c.Calls()
+	x := &Tensor{Shape: []int{4, 8}, Data: make([]float32, 32)}
+	w := &Tensor{Shape: []int{6, 8}, Data: make([]float32, 48)}
+	ToDevice(c, x, w)
+	g := NewGraph(c)
+	defer g.Release()
+	y := g.ReLU(g.Linear(x, w, nil)) // one product, one kernel at least
+	y.Values()
+	after := c.Calls()
+	if after.BLAS-before.BLAS != 1 || after.Kernels-before.Kernels < 1 {
+		t.Fatalf("calls %+v → %+v: want one cuBLAS call and a kernel launch", before, after)
+	}
+}

@@ -14,7 +14,16 @@ type GPU interface {
 	PeakBytes() int64
 	// Sync waits for queued work and returns the first error.
 	Sync() error
+	// Calls counts the work queued so far: kernel launches and cuBLAS
+	// calls, what a training step's host overhead scales with.
+	Calls() GPUCalls
 	Close() error
+}
+
+// GPUCalls counts device work queued by a GPU backend.
+type GPUCalls struct {
+	Kernels int64 // kernel launches
+	BLAS    int64 // cuBLAS calls (a strided-batched product is one)
 }
 
 // GPUInfo describes an opened GPU.

@@ -51,6 +51,9 @@ type StepBench struct {
 	Trainable        int
 	ActivationPeakMB float64
 	DevicePeakMB     float64 // GPU memory the backend held at most (0 on the CPU)
+	// KernelsPerStep and BLASPerStep count the device calls of one step on
+	// a GPU: what its host overhead scales with (0 on the CPU).
+	KernelsPerStep, BLASPerStep float64
 	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
 	// new tokens), when the caller measured it.
 	LatencyMS float64
@@ -115,18 +118,25 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	}
 	cb.flops.Store(0)
 	cb.nanos.Store(0)
+	var calls0 nn.GPUCalls
+	if onGPU {
+		calls0 = gpu.Calls()
+	}
 	t0 := time.Now()
 	for range steps {
 		if err := step(); err != nil {
 			return StepBench{}, err
 		}
 	}
-	var devicePeak float64
+	var devicePeak, kernels, blasCalls float64
 	if onGPU {
 		if err := gpu.Sync(); err != nil {
 			return StepBench{}, err
 		}
 		devicePeak = float64(gpu.PeakBytes()) / 1e6
+		calls := gpu.Calls()
+		kernels = float64(calls.Kernels-calls0.Kernels) / float64(steps)
+		blasCalls = float64(calls.BLAS-calls0.BLAS) / float64(steps)
 	}
 	elapsed := time.Since(t0).Seconds()
 	var ru syscall.Rusage
@@ -149,5 +159,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		Trainable:        n,
 		ActivationPeakMB: float64(g.PeakBytes()) / 1e6,
 		DevicePeakMB:     devicePeak,
+		KernelsPerStep:   kernels,
+		BLASPerStep:      blasCalls,
 	}, nil
 }

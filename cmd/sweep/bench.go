@@ -134,6 +134,7 @@ func benchT5(args []string) error {
 		memHeader, peerMem = "ours GPU MB", "PyTorch GPU MB"
 	}
 	fmt.Printf("%-8s %12s %12s %12s %14s %14s %10s\n", "method", "ours s/step", memHeader, "infer ms@1", "PyTorch s/step", peerMem, "time ratio")
+	var calls []string // per method, on a GPU
 	for _, name := range strings.Split(*names, ",") {
 		// Each method runs in a fresh process so peak memory is its own.
 		r, err := benchOne(be.Name(), *size, name, *batch, *src, *tgt, *steps)
@@ -157,6 +158,12 @@ func benchT5(args []string) error {
 			line += fmt.Sprintf(" %14.3f %14.0f %9.2fx", p.StepS, pm, r.SecondsPerStep/p.StepS)
 		}
 		fmt.Println(line)
+		if onGPU {
+			calls = append(calls, fmt.Sprintf("%s %.0f kernels + %.0f cuBLAS calls", name, r.KernelsPerStep, r.BLASPerStep))
+		}
+	}
+	if onGPU {
+		fmt.Println("device calls per step:", strings.Join(calls, "; "))
 	}
 	fmt.Println("lora runs rank 32 on q and v of every attention, as the peer does; the others their defaults")
 	if onGPU {
