@@ -6,7 +6,8 @@
 // reads, so the Appendix D.2 selection and the Table 1 preview are computed
 // by sweep.Best and results.Collect, the code `sweep best` and `sweep
 // table` run. A study's, a trial's and the running trials' pages read
-// those trials in full.
+// those trials in full. Open pages poll the change token and redraw when it
+// moves.
 package dashboard
 
 import (
@@ -43,8 +44,7 @@ type Options struct {
 	Config *sweep.Config
 	// Label is the storage as pages show it (never with a password).
 	Label string
-	// Poll is how often a live page's event stream reads the change token
-	// (default 1 s).
+	// Poll is how often an open page asks for the change token (default 1 s).
 	Poll time.Duration
 }
 
@@ -78,7 +78,7 @@ func New(store *storage.DB, opt Options) *Server {
 	s.mux.HandleFunc("GET /api/trial", s.jsonHandler(s.trial))
 	s.mux.HandleFunc("GET /api/selection", s.jsonHandler(s.selection))
 	s.mux.HandleFunc("GET /figure/{name}", s.figure)
-	s.mux.HandleFunc("GET /api/events", s.events)
+	s.mux.HandleFunc("GET /api/token", s.token)
 	return s
 }
 
@@ -695,30 +695,17 @@ func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
 
 // ---- live updates ------------------------------------------------------
 
-// events is a Server-Sent Events stream: a "change" event whenever the
-// database's change token moves, read every Poll.
-func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+// token answers the database's change token and how often to ask again. A
+// page polls it and redraws when it moves: unlike a Server-Sent Events
+// stream, polling holds no connection open, and a browser allows only six
+// to one host, so a stream per tab would stop the seventh tab from loading.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	token, err := s.store.ChangeToken(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	last := ""
-	tick := time.NewTicker(s.opt.Poll)
-	defer tick.Stop()
-	for {
-		token, err := s.store.ChangeToken(r.Context())
-		if err == nil && token != last {
-			last = token
-			fmt.Fprintf(w, "event: change\ndata: %s\n\n", token)
-			flusher.Flush()
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-tick.C:
-		}
-	}
+	json.NewEncoder(w).Encode(map[string]any{"token": token, "poll_ms": s.opt.Poll.Milliseconds()})
 }

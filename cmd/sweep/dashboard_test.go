@@ -44,7 +44,7 @@ func startDashboard(t *testing.T, dir string, stderr io.Writer, args ...string) 
 
 // browser starts Debian's chromium headless. Its absence fails the test
 // with what to install: the dashboard is only tested in a real browser.
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	var path string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -215,6 +215,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx, "dashboard-selection.png")
+
+	// Eight tabs open at once all render and follow the database: pages
+	// hold no connection open (a browser allows six to one host).
+	var last context.Context
+	for i := range 8 {
+		tab, cancel := chromedp.NewContext(ctx)
+		defer cancel()
+		navigate(t, tab, fmt.Sprintf("%s?tab=%d#/study/%s", base, i, url.PathEscape(name)))
+		last = tab
+	}
+	addTrial(t, filepath.Join(dir, "d.db"), name, 0.5)
+	wait(t, last, fmt.Sprintf(`document.querySelectorAll("#trials tr.trial-row").length === %d`, trialRows+2))
 }
 
 // addTrial writes one COMPLETE trial into a study, as a sweep would.
@@ -289,9 +301,9 @@ func TestDashboardEscapesEverything(t *testing.T) {
 	}
 }
 
-// TestDashboardNeverBlocksTheWriter: while `sweep run` writes, the
-// dashboard polls the database every 200 ms (its event stream) and a client
-// reads the overview as fast as it can; the sweep sees no "database is
+// TestDashboardNeverBlocksTheWriter: while `sweep run` writes, an open
+// page polls the change token every 200 ms and a client reads the overview
+// as fast as it can; the sweep sees no "database is
 // locked", loses nothing, and the dashboard accepts no writes.
 func TestDashboardNeverBlocksTheWriter(t *testing.T) {
 	dir := t.TempDir()
@@ -309,14 +321,19 @@ func TestDashboardNeverBlocksTheWriter(t *testing.T) {
 	var reads, failures int
 	var mu sync.Mutex
 	wg.Add(2)
-	go func() { // the live page's event stream
+	go func() { // an open page following the database
 		defer wg.Done()
-		resp, err := http.Get(base + "api/events")
-		if err != nil {
-			return
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if resp, err := http.Get(base + "api/token"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
 		}
-		go func() { <-stop; resp.Body.Close() }()
-		io.Copy(io.Discard, resp.Body)
 	}()
 	go func() {
 		defer wg.Done()
@@ -411,5 +428,58 @@ s.optimize(f, n_trials=6)
 	navigate(t, ctx, base+"#/trial/optuna-native/0")
 	if page := text(t, ctx); !strings.Contains(page, `{"nested":[1,2,"<b>x</b>"]}`) {
 		t.Errorf("an Optuna attribute is not shown plainly:\n%.800s", page)
+	}
+}
+
+// BenchmarkDashboardInBrowser times, in chromium, each page of the
+// dashboard over a database the size of the paper's grid (7 methods × 17
+// candidates × 7 datasets × 32 trials, made as `sweep bench dashboard`
+// makes it; READSWEEP_BENCH_DB reuses one): from navigation until the page
+// has drawn its view. Run: go test -run XXX -bench DashboardInBrowser ./cmd/sweep/
+func BenchmarkDashboardInBrowser(b *testing.B) {
+	dir := b.TempDir()
+	path := os.Getenv("READSWEEP_BENCH_DB")
+	if path == "" {
+		path = filepath.Join(dir, "bench.db")
+		if _, err := fillBenchDatabase(path, 17, 32); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cmd := exec.Command(sweepBin, "dashboard", "--addr", "127.0.0.1:0", path)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := strings.TrimSpace(line)
+	ctx := browser(b)
+	pages := []struct{ name, hash string }{
+		{"overview", "#/"}, {"live", "#/live"}, {"study", "#/study/" + url.PathEscape("read/arch-0/sst2")},
+		{"trial", "#/trial/" + url.PathEscape("read/arch-0/sst2") + "/3"}, {"selection", "#/selection"},
+	}
+	total := map[string]time.Duration{}
+	load := 0
+	for range b.N {
+		for _, p := range pages {
+			// A fresh load (a new document each time): the page, its
+			// script, its data, its drawing.
+			load++
+			start := time.Now()
+			if err := chromedp.Do(ctx, chromedp.Navigate(fmt.Sprintf("%s?load=%d%s", base, load, p.hash))); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`window.dashboard !== undefined && dashboard.view === (location.hash || "#/") && document.querySelector("main p.error") === null`,
+				chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+				b.Fatalf("%s: %v", p.name, err)
+			}
+			total[p.name] += time.Since(start)
+		}
+	}
+	for _, p := range pages {
+		b.ReportMetric(float64(total[p.name].Milliseconds())/float64(b.N), p.name+"-ms")
 	}
 }

@@ -1,5 +1,5 @@
 // sweep dashboard: a read-only view of a study database that follows a
-// running sweep. Every text from the database is put into the page with
+// running sweep (it polls /api/token and redraws when the database moved). Every text from the database is put into the page with
 // textContent (el() below), never parsed as HTML.
 "use strict";
 
@@ -259,18 +259,25 @@ function scheduleRender() {
 
 window.addEventListener("hashchange", () => { dashboard.stateFilter = ""; dashboard.sortKey = ""; dashboard.sortDesc = false; scheduleRender(); });
 
-function connect() {
+// Follow the database: ask for its change token every poll_ms and redraw
+// the view when it moves (polling holds no connection between asks).
+async function follow() {
   const status = document.getElementById("status");
-  const es = new EventSource("/api/events");
-  es.addEventListener("change", ev => {
-    status.textContent = "live, updated " + new Date().toLocaleTimeString();
+  let wait = 1000;
+  try {
+    const t = await api("/api/token");
+    wait = t.poll_ms || wait;
+    status.textContent = "live, checked " + new Date().toLocaleTimeString();
     status.className = "live";
-    if (dashboard.token && dashboard.token !== ev.data) scheduleRender();
-    dashboard.token = ev.data;
-  });
-  es.onerror = () => { status.textContent = "reconnecting…"; status.className = ""; };
+    if (dashboard.token && dashboard.token !== t.token) scheduleRender();
+    dashboard.token = t.token;
+  } catch (e) {
+    status.textContent = "cannot reach the dashboard; retrying";
+    status.className = "";
+  }
+  setTimeout(follow, wait);
 }
 
 api("/api/overview").then(o => { document.getElementById("storage").textContent = o.storage; }).catch(() => {});
 scheduleRender();
-connect();
+follow();
