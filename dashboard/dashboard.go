@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -133,13 +134,17 @@ type snapshot struct {
 	studies []storage.Study
 	trials  map[int64][]storage.FrozenTrial // without intermediate values and attributes
 	byName  map[string]storage.Study
+	final   map[int64]bool // final-run studies, whose trials Trials reads in full
 
 	fullMu sync.Mutex
 	full   map[int64][]storage.FrozenTrial // final studies in full, read when asked
 
-	figureOnce sync.Once
-	figures    map[string][]byte // Figure 1's SVGs for this snapshot
-	figureErr  error
+	// Table 1's rows and Figure 1's SVGs, computed once per snapshot.
+	resultsOnce sync.Once
+	rows        []results.Row
+	datasets    []string
+	figures     map[string][]byte
+	resultsErr  error
 }
 
 var errReadOnly = errors.New("dashboard: read-only")
@@ -150,8 +155,7 @@ func (p *snapshot) Studies(context.Context) ([]storage.Study, error) { return p.
 // parameters: what sweep.Best reads), and a final study's trials in full
 // (results.Collect reads their attributes; there are few).
 func (p *snapshot) Trials(ctx context.Context, id int64) ([]storage.FrozenTrial, error) {
-	st, ok := p.byID(id)
-	if !ok || !sweep.Identify(st).Final {
+	if !p.final[id] {
 		return p.trials[id], nil
 	}
 	p.fullMu.Lock()
@@ -167,14 +171,6 @@ func (p *snapshot) Trials(ctx context.Context, id int64) ([]storage.FrozenTrial,
 	return t, nil
 }
 
-func (p *snapshot) byID(id int64) (storage.Study, bool) {
-	for _, st := range p.studies {
-		if st.ID == id {
-			return st, true
-		}
-	}
-	return storage.Study{}, false
-}
 func (p *snapshot) CreateStudy(context.Context, string, storage.Direction, map[string]any) (storage.Study, error) {
 	return storage.Study{}, errReadOnly
 }
@@ -205,9 +201,10 @@ func (s *Server) current(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	snap := &snapshot{token: token, store: s.store, studies: studies, trials: trials, byName: map[string]storage.Study{},
-		full: map[int64][]storage.FrozenTrial{}}
+		final: map[int64]bool{}, full: map[int64][]storage.FrozenTrial{}}
 	for _, st := range studies {
 		snap.byName[st.Name] = st
+		snap.final[st.ID] = sweep.Identify(st).Final
 	}
 	s.snap = snap
 	return snap, nil
@@ -223,19 +220,15 @@ type counts struct {
 	Waiting  int `json:"waiting"`
 }
 
-func (c *counts) add(st storage.TrialState) {
-	switch st {
-	case storage.Complete:
-		c.Complete++
-	case storage.Running:
-		c.Running++
-	case storage.Fail:
-		c.Fail++
-	case storage.Pruned:
-		c.Pruned++
-	case storage.Waiting:
-		c.Waiting++
-	}
+func countsOf(trials []storage.FrozenTrial) counts {
+	n := storage.Count(trials)
+	return counts{Complete: n[storage.Complete], Running: n[storage.Running], Fail: n[storage.Fail],
+		Pruned: n[storage.Pruned], Waiting: n[storage.Waiting]}
+}
+
+func (c *counts) plus(o counts) {
+	c.Complete, c.Running, c.Fail, c.Pruned, c.Waiting = c.Complete+o.Complete, c.Running+o.Running, c.Fail+o.Fail,
+		c.Pruned+o.Pruned, c.Waiting+o.Waiting
 }
 
 type studyRow struct {
@@ -296,9 +289,9 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 		info := sweep.Identify(st)
 		row := studyRow{Name: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Final: info.Final, Budget: s.budget(info)}
 		trials := snap.trials[st.ID]
+		row.counts = countsOf(trials)
 		finished := 0
 		for _, t := range trials {
-			row.add(t.State)
 			if sec := trialSeconds(t); sec > 0 && t.State.IsFinished() {
 				row.Seconds += sec
 				finished++
@@ -317,11 +310,7 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 			row.ETASeconds = &eta
 		}
 		out.Studies = append(out.Studies, row)
-		out.Totals.counts.Complete += row.Complete
-		out.Totals.counts.Running += row.Running
-		out.Totals.counts.Fail += row.Fail
-		out.Totals.counts.Pruned += row.Pruned
-		out.Totals.counts.Waiting += row.Waiting
+		out.Totals.counts.plus(row.counts)
 		out.Totals.Budget += row.Budget
 		out.Totals.Seconds += row.Seconds
 	}
@@ -407,21 +396,10 @@ func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
 	if t.Value != nil {
 		j.Value = finite(*t.Value)
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range t.Params {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
-		j.Params[k] = externalParam(t, k)
+	for k, v := range t.ExternalParams() { // a categorical by its choice, not its index
+		j.Params[k] = cleanJSON(v)
 	}
-	steps := make([]int, 0, len(t.Intermediate))
-	for st := range t.Intermediate {
-		steps = append(steps, st)
-	}
-	sort.Ints(steps)
-	for _, st := range steps {
+	for _, st := range t.Steps() {
 		if v := t.Intermediate[st]; !math.IsNaN(v) && !math.IsInf(v, 0) {
 			j.Intermediate = append(j.Intermediate, [2]float64{float64(st), v})
 		}
@@ -432,16 +410,6 @@ func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
 		j.Distribution = t.Distributions
 	}
 	return j
-}
-
-// externalParam is a parameter as the user wrote it (a categorical's
-// choice, not its index).
-func externalParam(t storage.FrozenTrial, name string) any {
-	ext := t.ExternalParams()
-	if v, ok := ext[name]; ok {
-		return cleanJSON(v)
-	}
-	return cleanJSON(t.Params[name])
 }
 
 func (s *Server) findStudy(snap *snapshot, name string) (storage.Study, error) {
@@ -494,13 +462,11 @@ func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (an
 // logTail is the end of a trial's stderr.log, where the sweep file says
 // trials write it; empty without a config or a file.
 func (s *Server) logTail(study string, number int) string {
-	if s.opt.Config == nil {
+	// A study name with ../ (or an absolute one) must not leave output_dir.
+	if s.opt.Config == nil || !filepath.IsLocal(filepath.FromSlash(study)) {
 		return ""
 	}
 	path := filepath.Join(s.opt.Config.OutputDir, filepath.FromSlash(study), "trial-"+strconv.Itoa(number), "stderr.log")
-	if !strings.HasPrefix(filepath.Clean(path), filepath.Clean(s.opt.Config.OutputDir)) {
-		return "" // a study name with ../ stays inside output_dir
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
@@ -612,12 +578,11 @@ func (s *Server) selection(ctx context.Context, _ *http.Request, snap *snapshot)
 		sels = append(sels, mj)
 	}
 	out["methods"] = sels
-	rows, datasets, err := results.Collect(ctx, snap)
-	if err != nil {
+	if err := snap.collect(ctx); err != nil {
 		return nil, err
 	}
-	if len(rows) > 0 {
-		t := results.Table1(rows, datasets, false)
+	if len(snap.rows) > 0 {
+		t := results.Table1(snap.rows, snap.datasets, false)
 		var cells [][]string
 		for _, r := range t.Rows {
 			var line []string
@@ -627,33 +592,29 @@ func (s *Server) selection(ctx context.Context, _ *http.Request, snap *snapshot)
 			cells = append(cells, line)
 		}
 		out["table1"] = map[string]any{"title": t.Title, "header": t.Header, "rows": cells, "notes": t.Notes}
-		figs, err := snap.figure1(rows)
-		if err != nil {
-			return nil, err
-		}
-		out["figures"] = slices.Sorted(func(yield func(string) bool) {
-			for name := range figs {
-				if !yield(name) {
-					return
-				}
-			}
-		})
+		out["figures"] = slices.Sorted(maps.Keys(snap.figures))
 	}
 	return out, nil
 }
 
-// figure1 draws Figure 1 as `sweep plot` does, once per snapshot.
-func (p *snapshot) figure1(rows []results.Row) (map[string][]byte, error) {
-	p.figureOnce.Do(func() {
+// collect reads the final runs (results.Collect, as `sweep table` does)
+// and draws Figure 1 (results.Figure1, as `sweep plot` does), once per
+// snapshot: the selection page and each figure request share them.
+func (p *snapshot) collect(ctx context.Context) error {
+	p.resultsOnce.Do(func() {
+		p.rows, p.datasets, p.resultsErr = results.Collect(ctx, p)
+		if p.resultsErr != nil || len(p.rows) == 0 {
+			return
+		}
 		dir, err := os.MkdirTemp("", "readsweep-dashboard-")
 		if err != nil {
-			p.figureErr = err
+			p.resultsErr = err
 			return
 		}
 		defer os.RemoveAll(dir)
-		files, err := results.Figure1(rows, dir)
+		files, err := results.Figure1(p.rows, dir)
 		if err != nil {
-			p.figureErr = err
+			p.resultsErr = err
 			return
 		}
 		p.figures = map[string][]byte{}
@@ -665,26 +626,19 @@ func (p *snapshot) figure1(rows []results.Row) (map[string][]byte, error) {
 			}
 		}
 	})
-	return p.figures, p.figureErr
+	return p.resultsErr
 }
 
 func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
 	snap, err := s.current(r.Context())
+	if err == nil {
+		err = snap.collect(r.Context())
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	rows, _, err := results.Collect(r.Context(), snap)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	figs, err := snap.figure1(rows)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	b, ok := figs[r.PathValue("name")]
+	b, ok := snap.figures[r.PathValue("name")]
 	if !ok {
 		http.NotFound(w, r)
 		return
