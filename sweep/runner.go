@@ -98,6 +98,7 @@ type runState struct {
 // full or abandoned, or ctx is cancelled.
 func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}, Failures: map[string]int{}}}
+	var conflicts []string // studies whose stored trials were sampled from another space
 	for _, p := range plan {
 		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset}
 		for k, v := range p.Attrs {
@@ -108,12 +109,17 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 			return rs.result, err
 		}
 		ss := &studyState{plan: p, study: st}
-		if err := r.refresh(ctx, ss); err != nil {
+		trials, err := r.Storage.Trials(ctx, st.ID)
+		if err != nil {
 			return rs.result, err
+		}
+		r.count(ss, trials)
+		if diff := spaceDiff(trials, r.space(ss)); len(diff) > 0 {
+			conflicts = append(conflicts, ss.plan.Name+": "+strings.Join(diff, "; "))
 		}
 		rs.studies = append(rs.studies, ss)
 	}
-	if err := r.checkSpaces(ctx, rs.studies); err != nil {
+	if err := spaceConflicts(conflicts); err != nil {
 		return rs.result, err
 	}
 	r.progress(rs)
@@ -147,21 +153,11 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	return rs.result, ctx.Err()
 }
 
-// checkSpaces refuses to add trials to studies whose stored trials were
+// spaceConflicts refuses to add trials to studies whose stored trials were
 // sampled from another search space than the one planned (a range changed
 // in the sweep file, or a study Optuna wrote): TPE would mix them into one
 // model and one budget without saying so.
-func (r *Runner) checkSpaces(ctx context.Context, studies []*studyState) error {
-	var conflicts []string
-	for _, ss := range studies {
-		trials, err := r.Storage.Trials(ctx, ss.study.ID)
-		if err != nil {
-			return err
-		}
-		if diff := spaceDiff(trials, r.space(ss)); len(diff) > 0 {
-			conflicts = append(conflicts, ss.plan.Name+": "+strings.Join(diff, "; "))
-		}
-	}
+func spaceConflicts(conflicts []string) error {
 	if len(conflicts) == 0 {
 		return nil
 	}
@@ -214,10 +210,15 @@ func (r *Runner) refresh(ctx context.Context, ss *studyState) error {
 	if err != nil {
 		return err
 	}
+	r.count(ss, trials)
+	return nil
+}
+
+// count records how many of the study's trials are finished.
+func (r *Runner) count(ss *studyState, trials []storage.FrozenTrial) {
 	n := storage.Count(trials)
 	ss.finished = n[storage.Complete] + n[storage.Pruned]
 	ss.done = ss.finished >= r.budget(ss)
-	return nil
 }
 
 // budget is a study's number of COMPLETE+PRUNED trials to reach.
