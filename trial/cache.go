@@ -241,10 +241,18 @@ func (c *stateCache) load(n int) (bool, error) {
 			}
 		}
 	}
+	// Everything fromFile will read is checked here, so a wrong file is an
+	// error now, not a panic in the middle of training.
 	for i := range n {
 		for _, name := range c.names(i) {
-			if ti, ok := f.Tensors[name]; !ok || len(ti.Shape) != 3 {
+			ti, ok := f.Tensors[name]
+			if !ok || len(ti.Shape) != 3 {
 				return bad("tensor %s is missing or not 3-dimensional", name)
+			}
+			size := map[string]int{"F32": 4, "F16": 2}[ti.DType]
+			if size == 0 || ti.Offsets[1]-ti.Offsets[0] != size*ti.Shape[0]*ti.Shape[1]*ti.Shape[2] {
+				return bad("tensor %s is %s of %d bytes for shape %v (want F32 or F16 of that shape)",
+					name, ti.DType, ti.Offsets[1]-ti.Offsets[0], ti.Shape)
 			}
 		}
 	}

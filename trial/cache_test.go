@@ -76,10 +76,20 @@ func TestStateCache(t *testing.T) {
 	if again := epochLosses(t, halfAgainOut); !strings.Contains(halfAgainLogs, "reading") || math.Abs(again[2]-plain[2]) > 1e-2 {
 		t.Errorf("fp16 from file: losses %v vs %v\n%s", again, plain, halfAgainLogs)
 	}
-	// A damaged file is an error that names it, not a crash.
+	// A damaged file is an error that names it, not a crash: a tensor of the
+	// wrong dtype, then bytes that are no safetensors at all.
 	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 	if len(files) != 2 {
 		t.Fatalf("cache files %v, want one fp32 and one fp16", files)
+	}
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		raw = bytes.Replace(raw, []byte(`"F32"`), []byte(`"I32"`), 1)
+		os.WriteFile(f, bytes.Replace(raw, []byte(`"F16"`), []byte(`"I16"`), 1), 0o644)
+	}
+	var outBad, logsBad bytes.Buffer
+	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, &outBad, &logsBad); err == nil || !strings.Contains(err.Error(), "want F32 or F16") {
+		t.Errorf("a cache tensor of the wrong dtype: %v", err)
 	}
 	for _, f := range files {
 		os.WriteFile(f, []byte("not a cache"), 0o644)
