@@ -92,11 +92,11 @@ func writeGonumNotice(w io.Writer, err error) {
 
 // BLASDescription says in one line which BLAS the default backend uses.
 func BLASDescription() string {
-	if o, err := loadOpenBLAS(); err == nil {
-		return "OpenBLAS " + o.Info().String()
-	} else {
+	o, err := loadOpenBLAS()
+	if err != nil {
 		return "gonum pure-Go BLAS (" + err.Error() + ")"
 	}
+	return "OpenBLAS " + o.Info().String()
 }
 
 // checkSgemm multiplies a known 2×2 product through be.

@@ -476,10 +476,11 @@ func (s *DB) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 	return out, nil
 }
 
-// Snapshot returns every study and every trial (by study id) without
-// intermediate values and attributes, read in one transaction: a
-// consistent summary in a few bulk queries, however many studies there
-// are. Trials gives a study's trials in full.
+// Snapshot returns every study, then every trial (by study id) without
+// intermediate values and attributes, the trials read in one transaction
+// (a study created in between has its trials and no entry in the list,
+// and is simply not shown): a summary in a few bulk queries, however many
+// studies there are. Trials gives a study's trials in full.
 func (s *DB) Snapshot(ctx context.Context) ([]Study, map[int64][]FrozenTrial, error) {
 	studies, err := s.Studies(ctx)
 	if err != nil {
