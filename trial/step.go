@@ -69,11 +69,7 @@ func paramGroups(meth methods.Method, lr float64, set Settings) []paramGroup {
 	if d, ok := meth.(methods.Decayer); ok && d.WeightDecay() && set.WeightDecay != 0 {
 		decays = true
 	}
-	names := map[*nn.Tensor]string{}
-	w := meth.Weights()
-	for i, t := range w.Tensors {
-		names[t] = w.Names[i]
-	}
+	names := tensorNames(meth)
 	decayed, plain := paramGroup{opt: nn.NewAdamW(lr)}, paramGroup{opt: nn.NewAdamW(lr)}
 	decayed.opt.WeightDecay = set.WeightDecay
 	plain.opt.WeightDecay = 0
@@ -91,6 +87,17 @@ func paramGroups(meth methods.Method, lr float64, set Settings) []paramGroup {
 		}
 	}
 	return groups
+}
+
+// tensorNames names a method's tensors (Hugging Face's names for the
+// backbone's, the method's own for the rest).
+func tensorNames(meth methods.Method) map[*nn.Tensor]string {
+	names := map[*nn.Tensor]string{}
+	w := meth.Weights()
+	for i, t := range w.Tensors {
+		names[t] = w.Names[i]
+	}
+	return names
 }
 
 // noDecayName matches the parameter names transformers'

@@ -106,11 +106,7 @@ func checkTrajectory(t *testing.T, be nn.Backend, reg methods.Registry, c trajec
 		t.Fatal(err)
 	}
 	// Every trainable tensor starts where PyTorch's did.
-	names := map[*nn.Tensor]string{}
-	w := meth.Weights()
-	for i, x := range w.Tensors {
-		names[x] = w.Names[i]
-	}
+	names := tensorNames(meth)
 	trainable := meth.Trainable()
 	for _, x := range trainable {
 		if err := gold.Read("init."+names[x], x.Data); err != nil {
