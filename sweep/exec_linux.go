@@ -7,33 +7,32 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ExecProc runs p without a shell in its own process group. Cancelling ctx
 // sends SIGTERM to the group, then SIGKILL after p.KillGrace; the trial also
 // gets SIGKILL if the orchestrator dies (kill -9 included).
 func ExecProc(ctx context.Context, p Proc) error {
-	cmd := exec.Command(p.Argv[0], p.Argv[1:]...)
+	argv := p.Argv
+	if p.MemoryBytes > 0 {
+		// The limit must be in place before the trial's first instruction:
+		// set after Start (prlimit), a fast trial can allocate, or fork a
+		// child that inherits no limit, before it lands. Go's exec cannot set
+		// it between fork and exec, so a shell sets it on itself and execs
+		// the trial in its place (same pid, process group and death signal).
+		argv = append([]string{"/bin/sh", "-c", `ulimit -v "$0" || exit 125; exec "$@"`,
+			strconv.FormatInt(p.MemoryBytes/1024, 10)}, p.Argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Dir = p.Dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.Argv[0], err)
-	}
-	if p.MemoryBytes > 0 {
-		// Set on the child right after it starts: what it allocated before
-		// is small, and Go's exec has no way to set it before exec.
-		lim := unix.Rlimit{Cur: uint64(p.MemoryBytes), Max: uint64(p.MemoryBytes)}
-		if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_AS, &lim, nil); err != nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			cmd.Wait()
-			return fmt.Errorf("trial_memory_gb: set RLIMIT_AS: %w", err)
-		}
 	}
 	done := make(chan struct{})
 	go func() {
