@@ -22,7 +22,7 @@ func inProcess(ctx context.Context, p Proc) error {
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		return err
 	}
-	return trial.Run(ctx, spec, nil, p.Stdout, p.Stderr)
+	return trial.Run(ctx, spec, nil, nil, p.Stdout, p.Stderr)
 }
 
 func TestRunnerInProcess(t *testing.T) {

@@ -17,22 +17,77 @@ import (
 // one token's work. Every hook applies; DecoderOutput sees one target
 // position per step.
 func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
+	e := m.EncodeForDecoding(be, ids, mask, B, S, h)
+	defer e.Release()
+	return m.GenerateFrom(be, e, maxNew, h)
+}
+
+// Encoded is what greedy decoding needs from the encoder: its output and
+// mask, its block outputs (for hooks that read them) and every decoder
+// layer's cross-attention keys and values. It holds them on a graph of its
+// own until Release, so a caller may decode from it many times: with
+// hooks for which EncoderUnchanged holds, every such method decodes a
+// batch from the same Encoded.
+type Encoded struct {
+	B, S   int
+	enc    *nn.Tensor
+	mask   []bool
+	out    *Output
+	ck, cv []*nn.Tensor
+	g      *nn.Graph
+}
+
+// Floats is the number of float32 values e holds.
+func (e *Encoded) Floats() int {
+	n := e.enc.Len()
+	for _, set := range [][]*nn.Tensor{e.out.EncBlockOut, e.ck, e.cv} {
+		for _, t := range set {
+			n += t.Len()
+		}
+	}
+	return n
+}
+
+// Release frees e's tensors.
+func (e *Encoded) Release() { e.g.Release() }
+
+// EncoderUnchanged reports whether h leaves the encoder and the
+// cross-attention keys and values as the plain backbone computes them
+// (only DecoderOutput and LeanEncoder set): then one Encoded of a batch
+// serves every method with such hooks.
+func (h *Hooks) EncoderUnchanged() bool {
+	return h == nil || (h.InputEmbeds == nil && h.EncoderOutput == nil && h.Linear == nil && h.Norm == nil &&
+		h.SubLayer == nil && h.Block == nil)
+}
+
+// EncodeForDecoding runs the encoder and the cross-attention key and
+// value projections for greedy decoding.
+func (m *Model) EncodeForDecoding(be nn.Backend, ids []int32, mask []bool, B, S int, h *Hooks) *Encoded {
+	if h == nil {
+		h = &Hooks{}
+	}
+	ge := nn.NewGraph(be)
+	ge.NoGrad = true
+	enc, encMask, encOut := m.Encode(ge, ids, mask, B, S, h)
+	L := len(m.Dec)
+	e := &Encoded{B: B, S: enc.Dim(1), enc: enc, mask: encMask, out: encOut, ck: make([]*nn.Tensor, L), cv: make([]*nn.Tensor, L), g: ge}
+	for l, blk := range m.Dec {
+		name := decoderName(l) + "1.EncDecAttention."
+		e.ck[l] = m.linear(ge, h, name+"k", enc, blk.CK)
+		e.cv[l] = m.linear(ge, h, name+"v", enc, blk.CV)
+	}
+	return e
+}
+
+// GenerateFrom decodes greedily from an encoded batch (see Generate).
+func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) [][]int32 {
 	if h == nil {
 		h = &Hooks{}
 	}
 	c := m.Config
 	D, HK := c.DModel, c.Inner()
-	ge := nn.NewGraph(be)
-	defer ge.Release()
-	ge.NoGrad = true
-	enc, encMask, encOut := m.Encode(ge, ids, mask, B, S, h)
+	B, enc, encMask, encOut, ck, cv := e.B, e.enc, e.mask, e.out, e.ck, e.cv
 	L := len(m.Dec)
-	ck, cv := make([]*nn.Tensor, L), make([]*nn.Tensor, L)
-	for l, blk := range m.Dec {
-		name := decoderName(l) + "1.EncDecAttention."
-		ck[l] = m.linear(ge, h, name+"k", enc, blk.CK)
-		cv[l] = m.linear(ge, h, name+"v", enc, blk.CV)
-	}
 	// selfK[l] and selfV[l] hold (B, t, H·K) for the t tokens so far.
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
 	out, done, g := m.startDecoding(be, B)

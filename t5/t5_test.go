@@ -189,6 +189,32 @@ func TestGenerateMatchesGolden(t *testing.T) {
 	}
 }
 
+// TestGenerateFromSharedEncoding decodes the golden batch three times from
+// one Encoded, as packed trials and later epochs do: each time matches
+// Hugging Face's greedy output, so decoding leaves the encoding as it was.
+func TestGenerateFromSharedEncoding(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v1")
+	want, shape, err := gd.ReadInts("generate_greedy_5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := nn.DefaultBackend()
+	e := m.EncodeForDecoding(be, gd.batch.Input, gd.batch.Mask, gd.batch.B, gd.batch.S, nil)
+	defer e.Release()
+	for round := range 3 {
+		got := m.GenerateFrom(be, e, 5, nil)
+		for b := 0; b < shape[0]; b++ {
+			if row := want[b*shape[1] : (b+1)*shape[1]]; fmt.Sprint(got[b]) != fmt.Sprint(row) {
+				t.Errorf("round %d row %d: generated %v, want %v", round, b, got[b], row)
+			}
+		}
+	}
+	if !(&Hooks{DecoderOutput: func(*nn.Graph, *Output) *nn.Tensor { return nil }}).EncoderUnchanged() ||
+		(&Hooks{Linear: func(*nn.Graph, string, *nn.Tensor, *nn.Tensor) *nn.Tensor { return nil }}).EncoderUnchanged() {
+		t.Error("EncoderUnchanged: a decoder-output hook shares the encoding, a Linear hook must not")
+	}
+}
+
 // TestGenerateCacheMatchesFullForward checks that the cached decoder gives
 // the same next-token logits as a full forward pass over the prefix.
 func TestGenerateCacheMatchesFullForward(t *testing.T) {

@@ -48,7 +48,7 @@ func TestStateCache(t *testing.T) {
 	dir := t.TempDir()
 	run := func(mode string) (string, string) {
 		var out, logs bytes.Buffer
-		if err := Run(context.Background(), readSpec(model, dir, mode), reg, &out, &logs); err != nil {
+		if err := Run(context.Background(), readSpec(model, dir, mode), reg, nil, &out, &logs); err != nil {
 			t.Fatalf("%v\n%s", err, logs.String())
 		}
 		return out.String(), logs.String()
@@ -88,21 +88,21 @@ func TestStateCache(t *testing.T) {
 		os.WriteFile(f, bytes.Replace(raw, []byte(`"F16"`), []byte(`"I16"`), 1), 0o644)
 	}
 	var outBad, logsBad bytes.Buffer
-	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, &outBad, &logsBad); err == nil || !strings.Contains(err.Error(), "want F32 or F16") {
+	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, nil, &outBad, &logsBad); err == nil || !strings.Contains(err.Error(), "want F32 or F16") {
 		t.Errorf("a cache tensor of the wrong dtype: %v", err)
 	}
 	for _, f := range files {
 		os.WriteFile(f, []byte("not a cache"), 0o644)
 	}
 	var out0, logs0 bytes.Buffer
-	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, &out0, &logs0); err == nil || !strings.Contains(err.Error(), "delete it to rebuild") {
+	if err := Run(context.Background(), readSpec(model, dir, "fp32"), reg, nil, &out0, &logs0); err == nil || !strings.Contains(err.Error(), "delete it to rebuild") {
 		t.Errorf("a damaged cache file: %v", err)
 	}
 	// A budget too small for the split: trained without the cache, said so.
 	spec := readSpec(model, t.TempDir(), "fp32")
 	spec.Training["state_cache_gb"] = 1e-9
 	var out, logs bytes.Buffer
-	if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
+	if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "exceed state_cache_gb") {

@@ -37,7 +37,7 @@ func TestTrialOnEmulatedGPU(t *testing.T) {
 			Training: map[string]any{"max_epochs": 2, "batch_size": 16, "max_train_examples": 32, "max_eval_examples": 8,
 				"latency_examples": 1, "state_cache": "off", "init_examples": 4}}
 		var out, logs bytes.Buffer
-		if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
+		if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
 			t.Fatalf("%v\n%s", err, logs.String())
 		}
 		losses, final := trialOutput(t, out.String())

@@ -62,6 +62,40 @@ type Spec struct {
 	Model     string `json:"model"`
 	DataDir   string `json:"data_dir"`
 	OutputDir string `json:"output_dir"` // the trial's own directory
+	// Pack, when set, makes this one process train several trials of the
+	// study side by side over one pass of the frozen backbone (sweep file
+	// `pack: k`); TrialID, Number, Params and OutputDir above are then the
+	// first member's. See "Packs" in docs/protocol.md.
+	Pack []Member `json:"pack,omitempty"`
+}
+
+// Member is one trial of a pack.
+type Member struct {
+	TrialID   int64          `json:"trial_id"`
+	Number    int            `json:"number"`
+	Params    map[string]any `json:"params"`
+	OutputDir string         `json:"output_dir"`
+}
+
+// Members returns the trials the spec asks for: its pack, or itself.
+func (s Spec) Members() []Member {
+	if len(s.Pack) > 0 {
+		return s.Pack
+	}
+	return []Member{{TrialID: s.TrialID, Number: s.Number, Params: s.Params, OutputDir: s.OutputDir}}
+}
+
+// Verdict is the orchestrator's answer, on a pack's standard input, to
+// each epoch line of a packed trial: go on, or leave the pack (pruned).
+type Verdict struct {
+	Trial int  `json:"trial"`
+	Prune bool `json:"prune"`
+}
+
+// Encode returns v as one line, newline included.
+func (v Verdict) Encode() []byte {
+	b, _ := json.Marshal(v)
+	return append(b, '\n')
 }
 
 // Message types a trial writes.
@@ -75,7 +109,10 @@ const (
 
 // Message is one line a trial writes on standard output.
 type Message struct {
-	Type  string         `json:"type"`
+	Type string `json:"type"`
+	// Trial is the number of the packed trial the line is about; absent
+	// outside packs.
+	Trial *int           `json:"trial,omitempty"`
 	Step  int            `json:"step"`
 	Value Float          `json:"value"`
 	Attrs map[string]any `json:"attrs,omitempty"`

@@ -68,7 +68,7 @@ func TestSynthetic(t *testing.T) {
 	spec := Spec{Version: Version, Number: 4, Study: "read/gru-256/sst2", Method: "read", ArchName: "gru-256", Dataset: "sst2",
 		Params: map[string]any{"lr": 1e-4}, Training: map[string]any{"max_epochs": 5.0}, Trainer: "synthetic"}
 	var out, errb bytes.Buffer
-	if err := Run(context.Background(), spec, nil, &out, &errb); err != nil {
+	if err := Run(context.Background(), spec, nil, nil, &out, &errb); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -84,7 +84,7 @@ func TestSynthetic(t *testing.T) {
 		t.Errorf("final value %v outside the expected band", v)
 	}
 	var again bytes.Buffer
-	Run(context.Background(), spec, nil, &again, &errb)
+	Run(context.Background(), spec, nil, nil, &again, &errb)
 	a, _ := ParseMessage([]byte(strings.Split(again.String(), "\n")[5]))
 	if a.Value != final.Value {
 		t.Errorf("same spec gave %v then %v", final.Value, a.Value)
@@ -93,7 +93,7 @@ func TestSynthetic(t *testing.T) {
 
 func TestMethodNotBuilt(t *testing.T) {
 	spec := Spec{Version: Version, Method: "read", Params: map[string]any{"lr": 1e-4}}
-	err := Run(context.Background(), spec, methods.Registry{}, &bytes.Buffer{}, &bytes.Buffer{})
+	err := Run(context.Background(), spec, methods.Registry{}, nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "not part of this build") {
 		t.Errorf("Run = %v, want an error saying the trainer is missing", err)
 	}

@@ -42,18 +42,22 @@ func ReadSpec(path string, stdin io.Reader) (Spec, error) {
 	return s, nil
 }
 
-// Run executes one trial described by spec, writing protocol messages to
-// stdout and logs to stderr: the synthetic test double, or Train with the
-// methods of reg.
-func Run(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr io.Writer) error {
+// Run executes the trial (or pack) described by spec, writing protocol
+// messages to stdout and logs to stderr: the synthetic test double, or
+// Train with the methods of reg. verdicts carries a pack's pruning
+// verdicts (nil: none).
+func Run(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Reader, stdout, stderr io.Writer) error {
 	if spec.Trainer == "synthetic" || spec.Method == "synthetic" {
+		if len(spec.Pack) > 0 {
+			return fmt.Errorf("trial: the synthetic trainer does not pack trials")
+		}
 		return Synthetic(ctx, spec, stdout, stderr)
 	}
 	if _, ok := reg[spec.Method]; !ok {
 		return fmt.Errorf("trial: method %q is not part of this build yet (it lands with its own issue); "+
 			"use `trainer: synthetic` to exercise the orchestrator", spec.Method)
 	}
-	return Train(ctx, spec, reg, stdout, stderr)
+	return Train(ctx, spec, reg, verdicts, stdout, stderr)
 }
 
 // Synthetic is the orchestrator's test double. Its objective is tpe_bench's

@@ -188,69 +188,123 @@ func heartbeat(w io.Writer, every time.Duration) func() {
 	}
 }
 
-// fitConfig is what fit needs besides the stepper.
+// fitConfig is what fit needs besides the runs it trains.
 type fitConfig struct {
 	maxEpochs, patience int
 	batches             int                  // per epoch
 	batch               func(i int) t5.Batch // the training split's batch i
-	shuffle             *rand.Rand           // the epoch order, from the trial's seed
-	logf                func(string, ...any) // progress lines for the trial's log
 	beat                func()               // after every step: the protocol heartbeat
+	// afterEpoch, when set, is told which runs reported an epoch; it may
+	// stop some (a pack's pruning verdicts).
+	afterEpoch func(epoch int, reported []*fitRun)
+}
+
+// fitRun is one trial's training in fit: its stepper and epoch order, and
+// how it ended.
+type fitRun struct {
+	st      *stepper
+	shuffle *rand.Rand           // the epoch order, from the trial's seed
+	logf    func(string, ...any) // progress lines for the trial's log
 	// validate scores the current parameters after an epoch (and reports
 	// the epoch); higher is better.
 	validate func(epoch int, meanLoss, trainSeconds float64) (float64, error)
-}
 
-// fitResult is how fit ended.
-type fitResult struct {
 	best         float64 // the best validation score
 	bestEpoch    int     // where it was reached (0-based)
 	epochs       int     // epochs trained
 	examples     int     // training examples seen
-	trainSeconds float64
+	trainSeconds float64 // in this run's own steps
+	bestState    [][]float32
+	stopped      bool  // no more epochs: patience ran out, pruned or failed
+	pruned       bool  // stopped by the orchestrator
+	err          error // why it failed
 }
 
-// fit trains epoch after epoch until max_epochs, or until `patience`
-// epochs in a row bring no improvement of the validation score, then
-// restores the parameters of the best epoch: what the test split is scored
-// with.
-func fit(ctx context.Context, st *stepper, fc fitConfig) (fitResult, error) {
-	r := fitResult{best: math.Inf(-1), bestEpoch: -1}
-	var bestState [][]float32
+// fit trains its runs epoch after epoch until max_epochs, or until
+// `patience` epochs in a row bring a run no improvement of its validation
+// score, then restores each run's parameters of its best epoch: what the
+// test split is scored with. Several runs (a pack) take their steps in
+// turn, batch by batch, so the first to need a batch's backbone states
+// computes them and the others read them from the state cache. A run's
+// own failure stops that run only; fit returns an error only when ctx ends.
+func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
+	for _, r := range runs {
+		r.best, r.bestEpoch = math.Inf(-1), -1
+	}
 	for epoch := 0; epoch < fc.maxEpochs; epoch++ {
-		if err := ctx.Err(); err != nil {
-			return r, err
-		}
-		t0 := time.Now()
-		var lossSum float64
-		for _, bi := range fc.shuffle.Perm(fc.batches) {
-			bt := fc.batch(bi)
-			stats, err := st.run(bi, bt)
-			if err != nil {
-				return r, fmt.Errorf("trial: epoch %d: %w", epoch, err)
+		var active []*fitRun
+		for _, r := range runs {
+			if !r.stopped {
+				active = append(active, r)
 			}
-			lossSum += stats.Loss
-			r.examples += bt.B
-			fc.beat()
 		}
-		seconds := time.Since(t0).Seconds()
-		r.trainSeconds += seconds
-		r.epochs = epoch + 1
-		value, err := fc.validate(epoch, lossSum/float64(fc.batches), seconds)
-		if err != nil {
-			return r, err
-		}
-		if value > r.best {
-			r.best, r.bestEpoch = value, epoch
-			bestState = snapshot(st.trainable, bestState)
-		} else if epoch-r.bestEpoch >= fc.patience {
-			fc.logf("no improvement for %d epochs: stopping", fc.patience)
+		if len(active) == 0 {
 			break
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		perms := make([][]int, len(active))
+		for i, r := range active {
+			perms[i] = r.shuffle.Perm(fc.batches)
+		}
+		lossSum, seconds := make([]float64, len(active)), make([]float64, len(active))
+		for p := range fc.batches {
+			var bt t5.Batch
+			built := -1
+			for i, r := range active {
+				if r.stopped {
+					continue
+				}
+				bi := perms[i][p]
+				if bi != built {
+					bt, built = fc.batch(bi), bi
+				}
+				t0 := time.Now()
+				stats, err := r.st.run(bi, bt)
+				seconds[i] += time.Since(t0).Seconds()
+				if err != nil {
+					r.err, r.stopped = fmt.Errorf("trial: epoch %d: %w", epoch, err), true
+					continue
+				}
+				lossSum[i] += stats.Loss
+				r.examples += bt.B
+			}
+			fc.beat()
+		}
+		var reported []*fitRun
+		for i, r := range active {
+			if r.err != nil {
+				continue
+			}
+			r.trainSeconds += seconds[i]
+			r.epochs = epoch + 1
+			value, err := r.validate(epoch, lossSum[i]/float64(fc.batches), seconds[i])
+			if err != nil {
+				r.err, r.stopped = err, true
+				continue
+			}
+			reported = append(reported, r)
+			if value > r.best {
+				r.best, r.bestEpoch = value, epoch
+				r.bestState = snapshot(r.st.trainable, r.bestState)
+			} else if epoch-r.bestEpoch >= fc.patience {
+				r.logf("no improvement for %d epochs: stopping", fc.patience)
+				r.stopped = true
+			}
+		}
+		if fc.afterEpoch != nil && len(reported) > 0 {
+			fc.afterEpoch(epoch, reported)
+		}
 	}
-	if bestState == nil {
-		return r, errors.New("trial: no epoch finished")
+	for _, r := range runs {
+		switch {
+		case r.err != nil || r.pruned:
+		case r.bestState == nil:
+			r.err = errors.New("trial: no epoch finished")
+		default:
+			restore(r.st.trainable, r.bestState)
+		}
 	}
-	restore(st.trainable, bestState)
-	return r, nil
+	return ctx.Err()
 }

@@ -139,10 +139,13 @@ type example struct {
 	gold     glue.Example
 }
 
-// Train runs one trial: it attaches the method to the backbone, trains on
-// the task's training split with early stopping on the validation score,
-// and reports epochs and the final result on stdout as protocol lines.
-func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr io.Writer) error {
+// Train runs one trial, or a pack of trials of one study: it attaches the
+// method to the backbone (once per packed trial), trains on the task's
+// training split with early stopping on the validation score, and reports
+// epochs and the final result on stdout as protocol lines. verdicts, for a
+// pack, carries the orchestrator's answer to each epoch line; nil, or its
+// end, lets every trial go on.
+func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Reader, stdout, stderr io.Writer) error {
 	start := time.Now()
 	meter := startMeter()
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
@@ -150,9 +153,12 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	lr, ok := spec.Params["lr"].(float64)
-	if !ok || !(lr > 0) {
-		return fmt.Errorf("trial: params.lr = %v, want a positive number", spec.Params["lr"])
+	members := spec.Members()
+	packed := len(spec.Pack) > 0
+	for _, mb := range members {
+		if lr, ok := mb.Params["lr"].(float64); !ok || !(lr > 0) {
+			return fmt.Errorf("trial: #%d: params.lr = %v, want a positive number", mb.Number, mb.Params["lr"])
+		}
 	}
 	task, err := glue.Lookup(spec.Dataset)
 	if err != nil {
@@ -181,12 +187,25 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	meth, err := reg.New(spec.Method, m, spec.Arch, uint64(spec.Seed))
-	if err != nil {
-		return err
+	runs := make([]*packRun, len(members))
+	for i, mb := range members {
+		pr := &packRun{Member: mb, seed: memberSeed(spec.Seed, mb), logf: logf}
+		pr.lr = mb.Params["lr"].(float64)
+		if packed {
+			tag := fmt.Sprintf("[#%d] ", mb.Number)
+			pr.logf = func(format string, args ...any) { fmt.Fprintf(stderr, tag+format+"\n", args...) }
+		}
+		if pr.meth, err = reg.New(spec.Method, m, spec.Arch, uint64(pr.seed)); err != nil {
+			return err
+		}
+		if st, ok := pr.meth.(methods.StateTrainer); packed && (!ok || !st.TrainsFromStates()) {
+			// The members would share, and train, one backbone.
+			return fmt.Errorf("trial: %s does not train from the frozen backbone's states, so its trials cannot be packed", spec.Method)
+		}
+		runs[i] = pr
 	}
-	trainable := meth.Trainable()
-	nTrain := methods.CountTrainable(trainable)
+	meth := runs[0].meth
+	nTrain := methods.CountTrainable(meth.Trainable())
 	total := methods.PaperTotal(m)
 	dropout := set.Dropout
 	if dropout < 0 {
@@ -211,9 +230,14 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			train[i].tgt = append(train[i].tgt[:maxTgt-1:maxTgt-1], tok.EOS())
 		}
 	}
-	logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
-		spec.Study, spec.Number, spec.Method, task.Name, splits.Rule, len(train), len(val), len(test), lr, nTrain,
-		100*float64(nTrain)/float64(total), dropout)
+	for _, pr := range runs {
+		pr.logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
+			spec.Study, pr.Number, spec.Method, task.Name, splits.Rule, len(train), len(val), len(test), pr.lr, nTrain,
+			100*float64(nTrain)/float64(total), dropout)
+	}
+	if packed {
+		logf("pack of %d trials: one model load, one data pipeline and one backbone pass for all", len(runs))
+	}
 
 	be, device, closeBackend, err := nn.SelectBackend(spec.Device)
 	if err != nil {
@@ -229,7 +253,6 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			gpu = startGPUMeter(s, time.Second)
 		}
 	}
-	decode := methodDecoder(m, be, meth)
 	batches := bucket(train, set.BatchSize)
 	if di, ok := meth.(methods.DataInitializer); ok {
 		// Single training examples, as the LST recipe samples them.
@@ -248,55 +271,80 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 		return err
 	}
 	defer cache.close()
+	encodings := newEncodings(int64(set.StateCacheGB * 1e9))
+	defer encodings.release()
 	// On a GPU the parameters move there once (after any data-driven
 	// initialisation); the optimiser updates them there.
 	nn.ToDevice(be, m.Params.Tensors...)
-	nn.ToDevice(be, trainable...)
-	st := newStepper(m, meth, be, set, lr, set.MaxEpochs*len(batches), cache, dropout > 0)
-	defer st.g.Release()
-	st.g.Seed = uint64(spec.Seed)
 	beat := heartbeat(stdout, heartbeatEvery)
-	var epochScores []glue.Scores
-	var evalSeconds float64
-	fr, err := fit(ctx, st, fitConfig{
+	cacheSaved := false
+	fruns := make([]*fitRun, len(runs))
+	for i, pr := range runs {
+		nn.ToDevice(be, pr.meth.Trainable()...)
+		st := newStepper(m, pr.meth, be, set, pr.lr, set.MaxEpochs*len(batches), cache, dropout > 0)
+		defer st.g.Release()
+		st.g.Seed = uint64(pr.seed)
+		pr.decode = methodDecoder(m, be, pr.meth, encodings)
+		fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
+			validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
+				if epoch == 0 && cache != nil && !cacheSaved {
+					cacheSaved = true
+					if err := cache.save(); err != nil {
+						logf("state cache: not saved: %v", err)
+					} else if cache.over {
+						logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
+					}
+				}
+				t1 := time.Now()
+				scores := evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, beat)
+				pr.evalSeconds += time.Since(t1).Seconds()
+				pr.epochScores = append(pr.epochScores, scores)
+				value := scores["score"]
+				if _, err := stdout.Write(pr.message(packed, Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
+					Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}})); err != nil {
+					return 0, fmt.Errorf("trial: %w", err)
+				}
+				pr.logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value,
+					trainSeconds+time.Since(t1).Seconds())
+				return value, nil
+			}}
+	}
+	fc := fitConfig{
 		maxEpochs: set.MaxEpochs,
 		patience:  set.Patience,
 		batches:   len(batches),
 		batch:     func(i int) t5.Batch { return makeBatch(batches[i], tok.Pad()) },
-		shuffle:   rand.New(rand.NewPCG(uint64(spec.Seed), 0x7a)),
 		beat:      beat,
-		validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
-			if epoch == 0 && cache != nil {
-				if err := cache.save(); err != nil {
-					logf("state cache: not saved: %v", err)
-				} else if cache.over {
-					logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
-				}
-			}
-			t1 := time.Now()
-			scores := evaluate(decode, tok, task, val, set.EvalBatchSize, maxTgt, beat)
-			evalSeconds += time.Since(t1).Seconds()
-			epochScores = append(epochScores, scores)
-			value := scores["score"]
-			if _, err := stdout.Write(Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
-				Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}}.Encode()); err != nil {
-				return 0, fmt.Errorf("trial: %w", err)
-			}
-			logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value,
-				trainSeconds+time.Since(t1).Seconds())
-			return value, nil
-		},
-		logf: logf,
-	})
-	if err != nil {
+	}
+	if packed {
+		fc.afterEpoch = verdictReader(verdicts, runs, fruns)
+	}
+	if err := fit(ctx, fruns, fc); err != nil {
 		return err
 	}
-	best, bestEpoch, bestVal := fr.best, fr.bestEpoch, epochScores[fr.bestEpoch]
-	trainSeconds, seen, epoch := fr.trainSeconds, fr.examples, fr.epochs
-	t2 := time.Now()
-	testScores := evaluate(decode, tok, task, test, set.EvalBatchSize, maxTgt, beat)
-	evalSeconds += time.Since(t2).Seconds()
-	latency := latencyMS(decode, test, set.LatencyExamples, maxTgt)
+	if !packed && fruns[0].err != nil {
+		return fruns[0].err
+	}
+	for i, pr := range runs {
+		fr := fruns[i]
+		switch {
+		case fr.pruned:
+			continue
+		case fr.err != nil:
+			// The pack goes on; this trial alone fails, with the reason.
+			pr.logf("%v", fr.err)
+			if _, err := stdout.Write(pr.message(packed, Message{Type: TypeFinal, Value: Float(math.NaN()),
+				Attrs: map[string]any{"fail_reason": fr.err.Error()}})); err != nil {
+				return err
+			}
+			continue
+		}
+		t2 := time.Now()
+		testScores := evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat)
+		pr.evalSeconds += time.Since(t2).Seconds()
+		pr.test = testScores
+		pr.latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt)
+	}
 	energy := meter.stop(set.PackageWatts)
 	cpuEnergy := energy
 	var ge gpuEnergy
@@ -307,40 +355,61 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, stdout, stderr 
 			energy.joules, energy.source = ge.joules, "nvml"
 		}
 	}
-	attrs := map[string]any{
-		"validation":                best,
-		"validation_metrics":        bestVal,
-		"test":                      testScores["score"],
-		"test_metrics":              testScores,
-		"best_epoch":                bestEpoch,
-		"epochs":                    epoch,
-		"trainable_params":          nTrain,
-		"trainable_percent":         100 * float64(nTrain) / float64(total),
-		"peak_rss_bytes":            peakRSS(),
-		"energy_joules":             energy.joules,
-		"energy_source":             energy.source,
-		"train_seconds":             trainSeconds,
-		"eval_seconds":              evalSeconds,
-		"seconds":                   time.Since(start).Seconds(),
-		"train_examples_per_second": float64(seen) / math.Max(trainSeconds, 1e-9),
-		"latency_ms_batch1":         latency,
-		"backend":                   be.Name(),
-		"device":                    device,
-		"split_rule":                splits.Rule,
+	// A pack's energy and memory are the process's; energy is split evenly
+	// between the trials that trained to the end.
+	finished := 0
+	for _, fr := range fruns {
+		if fr.err == nil && !fr.pruned {
+			finished++
+		}
 	}
-	if g, ok := be.(nn.GPU); ok {
-		attrs["gpu"] = g.Info().String()
-		attrs["gpu_peak_bytes"] = g.PeakBytes()
+	share := 1 / float64(max(finished, 1))
+	for i, pr := range runs {
+		fr := fruns[i]
+		if fr.err != nil || fr.pruned {
+			continue
+		}
+		attrs := map[string]any{
+			"validation":                fr.best,
+			"validation_metrics":        pr.epochScores[fr.bestEpoch],
+			"test":                      pr.test["score"],
+			"test_metrics":              pr.test,
+			"best_epoch":                fr.bestEpoch,
+			"epochs":                    fr.epochs,
+			"trainable_params":          nTrain,
+			"trainable_percent":         100 * float64(nTrain) / float64(total),
+			"peak_rss_bytes":            peakRSS(),
+			"energy_joules":             energy.joules * share,
+			"energy_source":             energy.source,
+			"train_seconds":             fr.trainSeconds,
+			"eval_seconds":              pr.evalSeconds,
+			"seconds":                   time.Since(start).Seconds(),
+			"train_examples_per_second": float64(fr.examples) / math.Max(fr.trainSeconds, 1e-9),
+			"latency_ms_batch1":         pr.latency,
+			"backend":                   be.Name(),
+			"device":                    device,
+			"split_rule":                splits.Rule,
+		}
+		if packed {
+			attrs["pack_size"] = len(runs)
+			attrs["pack_trials"] = packNumbers(members)
+		}
+		if g, ok := be.(nn.GPU); ok {
+			attrs["gpu"] = g.Info().String()
+			attrs["gpu_peak_bytes"] = g.PeakBytes()
+		}
+		if gpu != nil {
+			attrs["gpu_utilisation_mean"] = ge.meanUtil
+			attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
+			attrs["energy_paper_estimate_joules"] = ge.paperJoules * share
+			attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules*share, cpuEnergy.source
+		}
+		pr.logf("best validation %.2f at epoch %d; test %.2f", fr.best, fr.bestEpoch, pr.test["score"])
+		if _, err := stdout.Write(pr.message(packed, Message{Type: TypeFinal, Value: Float(fr.best), Attrs: attrs})); err != nil {
+			return err
+		}
 	}
-	if gpu != nil {
-		attrs["gpu_utilisation_mean"] = ge.meanUtil
-		attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
-		attrs["energy_paper_estimate_joules"] = ge.paperJoules
-		attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules, cpuEnergy.source
-	}
-	logf("best validation %.2f at epoch %d; test %.2f", best, bestEpoch, testScores["score"])
-	_, err = stdout.Write(Message{Type: TypeFinal, Value: Float(best), Attrs: attrs}.Encode())
-	return err
+	return nil
 }
 
 // openStateCache prepares the backbone-state cache when the method trains
@@ -467,7 +536,7 @@ func makeBatch(ex []example, pad int32) t5.Batch {
 
 // evaluate decodes greedily and scores the predictions with the task's
 // metric.
-func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, beat func()) glue.Scores {
+func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, beat func()) glue.Scores {
 	preds := make([]glue.Prediction, len(ex))
 	gold := make([]glue.Example, len(ex))
 	byLen := make([]int, len(ex))
@@ -482,7 +551,7 @@ func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, 
 			b[i] = ex[k]
 		}
 		bt := makeBatch(b, tok.Pad())
-		out := decode(bt.Input, bt.Mask, bt.B, bt.S, maxTgt)
+		out := decode(fmt.Sprintf("%s/%d", split, lo), bt.Input, bt.Mask, bt.B, bt.S, maxTgt)
 		for i, k := range part {
 			preds[k] = task.Parse(tok.Decode(out[i][1:]))
 		}
@@ -494,21 +563,6 @@ func evaluate(decode decoder, tok *t5.Tokenizer, task *glue.Task, ex []example, 
 	return task.Evaluate(preds, gold)
 }
 
-// decoder decodes greedily: (ids, mask, B, S, maxNew) → rows of ids.
-type decoder func(ids []int32, mask []bool, B, S, maxNew int) [][]int32
-
-// methodDecoder uses the method's own decoder when it has one, else the
-// backbone's cached greedy decoding with the method's hooks.
-func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
-	if gen, ok := meth.(methods.Generator); ok {
-		return func(ids []int32, mask []bool, B, S, n int) [][]int32 { return gen.Generate(be, ids, mask, B, S, n) }
-	}
-	hooks := meth.Hooks()
-	return func(ids []int32, mask []bool, B, S, n int) [][]int32 {
-		return m.Generate(be, ids, mask, B, S, n, hooks)
-	}
-}
-
 // latencyMS times greedy decoding of single examples.
 func latencyMS(decode decoder, ex []example, n, maxTgt int) float64 {
 	n = min(n, len(ex))
@@ -517,7 +571,7 @@ func latencyMS(decode decoder, ex []example, n, maxTgt int) float64 {
 	}
 	t0 := time.Now()
 	for _, e := range ex[:n] {
-		decode(e.src, nil, 1, len(e.src), maxTgt)
+		decode("", e.src, nil, 1, len(e.src), maxTgt)
 	}
 	return float64(time.Since(t0).Microseconds()) / 1000 / float64(n)
 }

@@ -64,7 +64,7 @@ func TestEveryMethodTrains(t *testing.T) {
 				Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture",
 				Training: map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10, "state_cache_dir": t.TempDir(), "init_examples": 32}}
 			var out, logs bytes.Buffer
-			if err := Run(context.Background(), spec, reg, &out, &logs); err != nil {
+			if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
 				t.Fatalf("%v\n%s", err, logs.String())
 			}
 			losses, final := trialOutput(t, out.String())
@@ -100,7 +100,7 @@ func TestTrainErrors(t *testing.T) {
 		spec := base
 		spec.Model = tinyModel(t)
 		tc.change(&spec)
-		err := Run(context.Background(), spec, reg, &bytes.Buffer{}, &bytes.Buffer{})
+		err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)
 		}
@@ -110,7 +110,7 @@ func TestTrainErrors(t *testing.T) {
 	spec.Model, spec.Method, spec.Arch = tinyModel(t), "full", nil
 	spec.Params = map[string]any{"lr": 1e9}
 	spec.Training = map[string]any{"max_epochs": 3, "clip_norm": 0}
-	err := Run(context.Background(), spec, reg, &bytes.Buffer{}, &bytes.Buffer{})
+	err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "training loss is") {
 		t.Errorf("diverging run: %v", err)
 	}

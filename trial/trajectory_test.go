@@ -275,17 +275,19 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		batches, _ := trajectoryBatches(t, "tiny-t5-v1")
 		st := newStepper(m, meth, nn.Gonum{}, set, 1e-2, tc.maxEpochs*len(batches), nil, false)
 		var seen [][]float32 // the parameters at each validation
-		r, err := fit(t.Context(), st, fitConfig{
-			maxEpochs: tc.maxEpochs, patience: tc.patience, batches: len(batches),
-			batch:   func(i int) t5.Batch { return batches[i] },
-			shuffle: rand.New(rand.NewPCG(1, 2)),
-			logf:    func(string, ...any) {},
-			beat:    func() {},
+		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
 			validate: func(epoch int, _, _ float64) (float64, error) {
 				seen = append(seen, flatten(st.trainable))
 				return tc.scores[epoch], nil
-			},
+			}}
+		err = fit(t.Context(), []*fitRun{r}, fitConfig{
+			maxEpochs: tc.maxEpochs, patience: tc.patience, batches: len(batches),
+			batch: func(i int) t5.Batch { return batches[i] },
+			beat:  func() {},
 		})
+		if err == nil {
+			err = r.err
+		}
 		st.g.Release()
 		if err != nil {
 			t.Fatal(err)

@@ -332,7 +332,7 @@ func cmdTrial(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return trial.Run(ctx, spec, registry(), os.Stdout, os.Stderr)
+	return trial.Run(ctx, spec, registry(), os.Stdin, os.Stdout, os.Stderr)
 }
 
 // planChecked plans the studies --only selects and checks their methods

@@ -1,0 +1,160 @@
+package trial
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+
+	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// Packs. A study of a method that trains from the frozen backbone's states
+// (READ's variant A) spends nearly all of a trial's time outside the
+// method: starting a process, loading the model, reading data, running the
+// backbone. A pack trains k trials of one study in one process over one
+// model, one data pipeline and one pass of the backbone per batch; each
+// trial keeps its own optimiser, schedule, dropout stream, early stopping,
+// protocol lines (tagged with its number) and log lines (prefixed [#N]).
+
+// packRun is one trial of a Train call, packed or alone.
+type packRun struct {
+	Member
+	seed        int64
+	lr          float64
+	meth        methods.Method
+	decode      decoder
+	logf        func(string, ...any)
+	epochScores []glue.Scores
+	test        glue.Scores
+	evalSeconds float64
+	latency     float64
+}
+
+// memberSeed is a packed trial's seed: its own when its parameters search
+// over seeds (final runs), else the study's.
+func memberSeed(seed int64, mb Member) int64 {
+	switch s := mb.Params["seed"].(type) {
+	case int64:
+		return s
+	case float64:
+		return int64(s)
+	}
+	return seed
+}
+
+// message encodes m as this run's line: tagged with its trial number in a
+// pack.
+func (pr *packRun) message(packed bool, m Message) []byte {
+	if packed {
+		n := pr.Number
+		m.Trial = &n
+	}
+	return m.Encode()
+}
+
+func packNumbers(members []Member) []int {
+	out := make([]int, len(members))
+	for i, mb := range members {
+		out[i] = mb.Number
+	}
+	return out
+}
+
+// verdictReader returns fit's afterEpoch for a pack: it reads one verdict
+// line per reported epoch and stops the trials the orchestrator pruned. A
+// reader that ends (no orchestrator, or `sweep trial` run by hand) lets
+// every trial go on.
+func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(int, []*fitRun) {
+	byNumber := map[int]*fitRun{}
+	for i, pr := range runs {
+		byNumber[pr.Number] = fruns[i]
+	}
+	var sc *bufio.Scanner
+	if r != nil {
+		sc = bufio.NewScanner(r)
+	}
+	return func(epoch int, reported []*fitRun) {
+		for range reported {
+			if sc == nil || !sc.Scan() {
+				sc = nil
+				return
+			}
+			var v Verdict
+			if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+				continue
+			}
+			if fr := byNumber[v.Trial]; fr != nil && v.Prune && !fr.pruned {
+				fr.pruned, fr.stopped = true, true
+				for i, pr := range runs {
+					if fruns[i] == fr {
+						pr.logf("pruned after epoch %d; the pack goes on without it", epoch)
+					}
+				}
+			}
+		}
+	}
+}
+
+// encodings keeps the encoder's side of greedy decoding (t5.Encoded) of
+// every evaluation batch, keyed by split and batch, for the methods that
+// leave the encoder unchanged: the validation split is encoded once per
+// trial, or pack, instead of once per epoch and trial. Beyond the budget
+// batches are encoded anew each time.
+type encodings struct {
+	budget, bytes int64
+	batches       map[string]*t5.Encoded
+}
+
+func newEncodings(budget int64) *encodings {
+	return &encodings{budget: budget, batches: map[string]*t5.Encoded{}}
+}
+
+// get returns key's encoding, computing it with encode when missing; keep
+// is false when it did not fit the budget (the caller releases it).
+func (c *encodings) get(key string, encode func() *t5.Encoded) (e *t5.Encoded, keep bool) {
+	if e := c.batches[key]; e != nil {
+		return e, true
+	}
+	e = encode()
+	if size := int64(e.Floats()) * 4; c.bytes+size <= c.budget {
+		c.bytes += size
+		c.batches[key] = e
+		return e, true
+	}
+	return e, false
+}
+
+func (c *encodings) release() {
+	for _, e := range c.batches {
+		e.Release()
+	}
+	c.batches = nil
+}
+
+// decoder decodes a batch greedily: (key, ids, mask, B, S, maxNew) → rows
+// of ids. key names the batch (split and index) for shared encodings; ""
+// shares nothing.
+type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]int32
+
+// methodDecoder uses the method's own decoder when it has one, else the
+// backbone's cached greedy decoding with the method's hooks, over shared
+// encodings when the hooks leave the encoder unchanged.
+func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method, shared *encodings) decoder {
+	if gen, ok := meth.(methods.Generator); ok {
+		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 { return gen.Generate(be, ids, mask, B, S, n) }
+	}
+	hooks := meth.Hooks()
+	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+		if key == "" || shared == nil || !hooks.EncoderUnchanged() {
+			return m.Generate(be, ids, mask, B, S, n, hooks)
+		}
+		e, keep := shared.get(key, func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) })
+		if !keep {
+			defer e.Release()
+		}
+		return m.GenerateFrom(be, e, n, hooks)
+	}
+}

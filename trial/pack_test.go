@@ -1,0 +1,122 @@
+package trial
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/read"
+)
+
+// trialLines splits protocol output by trial number (-1: untagged).
+func trialLines(t *testing.T, out string) map[int][]Message {
+	t.Helper()
+	by := map[int][]Message{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		m, err := ParseMessage([]byte(line))
+		if err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if m.Type == TypeHeartbeat {
+			continue
+		}
+		n := -1
+		if m.Trial != nil {
+			n = *m.Trial
+		}
+		by[n] = append(by[n], m)
+	}
+	return by
+}
+
+func packSpec(model, cacheDir string, lrs ...float64) Spec {
+	s := readSpec(model, cacheDir, "fp32")
+	s.Training["max_epochs"] = 2
+	for i, lr := range lrs {
+		s.Pack = append(s.Pack, Member{Number: i, TrialID: int64(i + 1), Params: map[string]any{"lr": lr}})
+	}
+	return s
+}
+
+// TestPackEqualsUnpacked trains two READ trials one after the other (the
+// second reads the first's state cache) and as one pack: every epoch's
+// loss and score, the best validation and the test score are bit for bit
+// the same. A pruning verdict takes one trial out; the other goes on as
+// before.
+func TestPackEqualsUnpacked(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	read.Register(reg)
+	lrs := []float64{1e-2, 3e-3}
+	run := func(spec Spec, verdicts string) (string, string) {
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, strings.NewReader(verdicts), &out, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		return out.String(), logs.String()
+	}
+	alone := map[int][]Message{}
+	dir := t.TempDir()
+	for i, lr := range lrs {
+		spec := readSpec(model, dir, "fp32")
+		spec.Training["max_epochs"] = 2
+		spec.Number, spec.Params = i, map[string]any{"lr": lr}
+		out, _ := run(spec, "")
+		alone[i] = trialLines(t, out)[-1]
+	}
+	out, logs := run(packSpec(model, t.TempDir(), lrs...), "")
+	packed := trialLines(t, out)
+	if !strings.Contains(logs, "pack of 2 trials") || !strings.Contains(logs, "[#1] epoch 1:") {
+		t.Errorf("pack log:\n%s", logs)
+	}
+	same := func(a, b Message) bool {
+		if a.Type != b.Type || a.Step != b.Step || a.Value != b.Value {
+			return false
+		}
+		if a.Type == TypeEpoch {
+			return a.Attrs["train_loss"] == b.Attrs["train_loss"]
+		}
+		return a.Attrs["test"] == b.Attrs["test"] && a.Attrs["best_epoch"] == b.Attrs["best_epoch"]
+	}
+	for i := range lrs {
+		if len(packed[i]) != 3 || len(alone[i]) != 3 {
+			t.Fatalf("trial %d: %d lines packed, %d alone; want 2 epochs and a final", i, len(packed[i]), len(alone[i]))
+		}
+		for k := range packed[i] {
+			if !same(packed[i][k], alone[i][k]) {
+				t.Errorf("trial %d line %d: packed %+v, alone %+v", i, k, packed[i][k], alone[i][k])
+			}
+		}
+		if packed[i][2].Attrs["pack_size"] != float64(2) {
+			t.Errorf("trial %d: pack_size %v", i, packed[i][2].Attrs["pack_size"])
+		}
+	}
+
+	out, logs = run(packSpec(model, t.TempDir(), lrs...), `{"trial": 0, "prune": false}`+"\n"+`{"trial": 1, "prune": true}`+"\n")
+	pruned := trialLines(t, out)
+	if len(pruned[1]) != 1 || pruned[1][0].Type != TypeEpoch {
+		t.Errorf("pruned trial wrote %+v, want its first epoch only", pruned[1])
+	}
+	if len(pruned[0]) != 3 || !same(pruned[0][2], alone[0][2]) {
+		t.Errorf("the trial left in the pack: %+v, want %+v", pruned[0], alone[0])
+	}
+	if !strings.Contains(logs, "[#1] pruned after epoch 0") {
+		t.Errorf("log does not say the trial was pruned:\n%s", logs)
+	}
+}
+
+// TestPackRefusesBackboneTrainers: READ's variant B changes the states the
+// decoder reads, so its trials cannot share one backbone pass.
+func TestPackRefusesBackboneTrainers(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	read.Register(reg)
+	spec := packSpec(model, t.TempDir(), 1e-2, 1e-3)
+	spec.Arch = map[string]any{"hidden": 16, "variant": "B"}
+	err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "cannot be packed") {
+		t.Fatalf("err = %v, want the pack refused", err)
+	}
+}
