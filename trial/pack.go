@@ -144,7 +144,9 @@ type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]in
 // encodings when the hooks leave the encoder unchanged.
 func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method, shared *encodings) decoder {
 	if gen, ok := meth.(methods.Generator); ok {
-		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 { return gen.Generate(be, ids, mask, B, S, n) }
+		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+			return gen.Generate(be, ids, mask, B, S, n)
+		}
 	}
 	hooks := meth.Hooks()
 	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
