@@ -40,6 +40,10 @@ type Config struct {
 	Seed      int64 // training seed of sweep trials (training.seeds[0])
 
 	Parallel          int
+	// Pack is how many trials of a study one trial process trains side by
+	// side over one backbone pass (1: none); it applies to studies whose
+	// method trains from the frozen backbone's states (READ's variant A).
+	Pack int
 	Device            string // auto, cpu or cuda: where trials compute
 	GPUs              []string
 	MaxRetries        int
@@ -142,7 +146,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 	c := &Config{
 		File: file, Storage: "sqlite:///sweeps.db", OutputDir: "runs", Trainer: "builtin", Trials: 32,
 		Direction: storage.Maximize, Sampler: SamplerConfig{Name: "tpe", Kwargs: map[string]any{}},
-		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, Device: "auto", MaxRetries: 1, MaxFailures: 5,
+		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, Pack: 1, Device: "auto", MaxRetries: 1, MaxFailures: 5,
 		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second, StallTimeout: -1,
 	}
 	if len(doc.Content) == 0 {
@@ -190,6 +194,8 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.Training, err = p.anyMap(v, path)
 		case "parallel":
 			c.Parallel, err = p.positive(v, path)
+		case "pack":
+			c.Pack, err = p.positive(v, path)
 		case "device":
 			c.Device, err = p.oneOf(v, path, "auto", "cpu", "cuda")
 		case "gpus":
@@ -219,7 +225,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 				err = p.errf(v, path, "must name a program")
 			}
 		default:
-			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, trial_timeout, stall_timeout, trial_memory_gb, command)")
+			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, pack, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, trial_timeout, stall_timeout, trial_memory_gb, command)")
 		}
 		return err
 	})
@@ -245,6 +251,9 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		if len(c.Command) == 0 {
 			c.StallTimeout = DefaultStallTimeout
 		}
+	}
+	if c.Pack > 1 && (len(c.Command) > 0 || c.Trainer == "synthetic") {
+		return nil, &ConfigError{File: file, Field: "pack", Err: errors.New("packs trials of the built-in trainer only (remove command: or trainer: synthetic, or set pack: 1)")}
 	}
 	if c.TrialMemoryGB > 0 && c.Device != "cpu" {
 		// A CUDA context reserves far more address space than it uses, so

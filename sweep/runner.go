@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,10 @@ type Runner struct {
 	Exec func(ctx context.Context, p Proc) error
 	// Executable is the program `sweep trial` runs as; empty means this one.
 	Executable string
+	// Packable reports whether a study's method trains from the frozen
+	// backbone's states, so that Config.Pack of its trials can share one
+	// process; nil packs nothing.
+	Packable func(method string, arch map[string]any) bool
 }
 
 // ProgressFunc reports done of total trials and what is running now. A
@@ -237,11 +242,12 @@ func (r *Runner) space(ss *studyState) map[string]storage.Distribution {
 	return r.Config.Space
 }
 
-// next picks the study with work for a new trial: the one with the fewest
-// trials in flight from this process, then plan order. It returns nil and
-// how long to wait when every open study is full of trials owned elsewhere,
-// and nil, 0 when all are done.
-func (rs *runState) next(cfg *Config) (*studyState, time.Duration) {
+// next picks the study with work for a new trial process: the one with
+// the fewest trials in flight from this process, then plan order, and
+// reserves the trials that process will run (pack(study) or fewer). It
+// returns nil and how long to wait when every open study is full of trials
+// owned elsewhere, and nil, 0 when all are done.
+func (rs *runState) next(cfg *Config, budget, pack func(*studyState) int) (*studyState, int, time.Duration) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	var best *studyState
@@ -263,16 +269,17 @@ func (rs *runState) next(cfg *Config) (*studyState, time.Duration) {
 			best = ss
 		}
 	}
-	if best != nil {
-		best.inflight++
-		return best, 0
+	if best == nil {
+		return nil, 0, wait
 	}
-	return nil, wait
+	n := max(1, min(pack(best), cfg.MaxFailures-best.failures-best.inflight, budget(best)-best.finished-best.inflight))
+	best.inflight += n
+	return best, n, 0
 }
 
 func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 	for ctx.Err() == nil {
-		ss, wait := rs.next(r.Config)
+		ss, n, wait := rs.next(r.Config, r.budget, r.packSize)
 		if ss == nil {
 			if wait == 0 {
 				return nil
@@ -283,9 +290,18 @@ func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 			}
 			continue
 		}
-		state, err := r.runTrial(ctx, rs, ss, slot)
+		states, err := r.runTrials(ctx, rs, ss, slot, n)
 		rs.mu.Lock()
-		ss.inflight--
+		ss.inflight -= n
+		for _, state := range states {
+			rs.result.States[state]++
+			if state == storage.Fail {
+				ss.failures++
+				if ss.failures == r.Config.MaxFailures {
+					r.logf("%s: %d trials failed in this run; not scheduling it again (fix the cause, then `sweep run` again)", ss.plan.Name, ss.failures)
+				}
+			}
+		}
 		switch {
 		case errors.Is(err, storage.ErrStudyFull):
 			err = nil
@@ -297,13 +313,6 @@ func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 				ss.waitTill = time.Now().Add(min(time.Second, r.Config.HeartbeatInterval))
 			}
 		case err == nil:
-			rs.result.States[state]++
-			if state == storage.Fail {
-				ss.failures++
-				if ss.failures == r.Config.MaxFailures {
-					r.logf("%s: %d trials failed in this run; not scheduling it again (fix the cause, then `sweep run` again)", ss.plan.Name, ss.failures)
-				}
-			}
 			if rerr := r.refresh(ctx, ss); rerr != nil && ctx.Err() == nil {
 				err = rerr
 			}
@@ -315,6 +324,15 @@ func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 		}
 	}
 	return nil
+}
+
+// packSize is how many trials of the study one process trains: the sweep
+// file's pack for methods that train from the backbone's states, else 1.
+func (r *Runner) packSize(ss *studyState) int {
+	if r.Config.Pack > 1 && r.Packable != nil && r.Packable(ss.plan.Method, ss.plan.Arch.Settings) {
+		return r.Config.Pack
+	}
+	return 1
 }
 
 func (r *Runner) progress(rs *runState) {
@@ -344,15 +362,16 @@ func (r *Runner) logf(format string, args ...any) {
 	}
 }
 
-// runTrial is one trial's life: reap stale trials, create (or claim) a
-// trial, sample its parameters, run it under a heartbeat, record the
-// outcome, enqueue a retry when it failed, log one line. It returns
+// runTrials is the life of one trial process: reap stale trials, create
+// (or claim) n trials (n > 1: a pack), sample their parameters, run them
+// under a heartbeat, record each outcome, enqueue retries of failures, log
+// a line per trial. It returns the states of the trials it finished, or
 // storage.ErrStudyFull when the study has no room for a trial.
-func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slot int) (storage.TrialState, error) {
+func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, slot, n int) ([]storage.TrialState, error) {
 	cfg := r.Config
 	stale, err := r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, t := range stale {
 		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
@@ -362,55 +381,86 @@ func (r *Runner) runTrial(ctx context.Context, rs *runState, ss *studyState, slo
 		rs.mu.Unlock()
 		t.State = storage.Fail
 		if err := r.retry(ctx, ss, t, true); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 
-	t, err := r.Storage.CreateTrial(ctx, ss.study.ID, storage.TrialOptions{
-		State: storage.Running, Budget: r.budget(ss), Heartbeat: true, ClaimWaiting: true,
-	})
-	if err != nil {
-		return 0, err
-	}
-	trials, err := r.Storage.Trials(ctx, ss.study.ID)
-	if err != nil {
-		return 0, err
-	}
+	var states []storage.TrialState
+	var members []storage.FrozenTrial
 	space := r.space(ss)
-	params, err := r.params(ss.study, trials, t, space)
-	if err != nil {
-		return r.finish(ctx, ss, t, outcome{state: storage.Fail, reason: err.Error()}, 0)
+	for len(members)+len(states) < n {
+		t, err := r.Storage.CreateTrial(ctx, ss.study.ID, storage.TrialOptions{
+			State: storage.Running, Budget: r.budget(ss), Heartbeat: true, ClaimWaiting: true,
+		})
+		if errors.Is(err, storage.ErrStudyFull) && len(members)+len(states) > 0 {
+			break // the pack is smaller than asked
+		}
+		if err != nil {
+			return states, err
+		}
+		// The trials of a pack are sampled one after the other, each
+		// seeing the earlier ones as running (the constant liar).
+		trials, err := r.Storage.Trials(ctx, ss.study.ID)
+		if err != nil {
+			return states, err
+		}
+		params, err := r.params(ss.study, trials, t, space)
+		if err != nil {
+			st, err := r.finish(ctx, ss, t, outcome{state: storage.Fail, reason: err.Error()}, 0)
+			if err != nil {
+				return states, err
+			}
+			states = append(states, st)
+			continue
+		}
+		if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: space}); err != nil {
+			return states, err
+		}
+		t.Params, t.Distributions = params, space
+		members = append(members, t)
 	}
-	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: space}); err != nil {
-		return 0, err
+	if len(members) == 0 {
+		return states, nil
 	}
-	t.Params, t.Distributions = params, space
 
-	label := fmt.Sprintf("%s#%d", ss.plan.Name, t.Number)
+	labels := make([]string, len(members))
 	rs.mu.Lock()
-	rs.running[t.ID] = label
+	for i, t := range members {
+		labels[i] = fmt.Sprintf("%s#%d", ss.plan.Name, t.Number)
+		rs.running[t.ID] = labels[i]
+	}
 	rs.mu.Unlock()
-	r.running.Add(1)
-	defer r.running.Add(-1)
+	r.running.Add(int64(len(members)))
+	defer r.running.Add(-int64(len(members)))
 	start := time.Now()
 	epochs := ""
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
 		epochs = "/" + strconv.Itoa(e)
 	}
-	out := r.spawn(ctx, ss, t, slot, func(step int) {
+	outs := r.spawn(ctx, ss, members, slot, func(i, step int) {
 		rs.mu.Lock()
-		rs.running[t.ID] = fmt.Sprintf("%s epoch %d%s", label, step+1, epochs)
+		rs.running[members[i].ID] = fmt.Sprintf("%s epoch %d%s", labels[i], step+1, epochs)
 		rs.mu.Unlock()
 		r.progress(rs)
 	})
 	rs.mu.Lock()
-	delete(rs.running, t.ID)
-	rs.mu.Unlock()
-	if out.lost {
-		r.logf("%s was failed by another process (stale heartbeat); dropped", label)
-		return storage.Fail, nil
+	for _, t := range members {
+		delete(rs.running, t.ID)
 	}
-	return r.finish(ctx, ss, t, out, time.Since(start))
+	rs.mu.Unlock()
+	for i, t := range members {
+		if outs[i].lost {
+			r.logf("%s was failed by another process (stale heartbeat); dropped", labels[i])
+			states = append(states, storage.Fail)
+			continue
+		}
+		st, err := r.finish(ctx, ss, t, outs[i], time.Since(start))
+		if err != nil {
+			return states, err
+		}
+		states = append(states, st)
+	}
+	return states, nil
 }
 
 // params returns the trial's internal parameter values: the fixed ones of
@@ -569,16 +619,21 @@ func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error
 	return n, nil
 }
 
-// spawn runs the trial process and turns what it reports into an outcome;
-// onEpoch is called after each reported epoch, for progress display.
-func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTrial, slot int, onEpoch func(step int)) outcome {
+// spawn runs one trial process for members (more than one: a pack) and
+// turns what it reports into an outcome per member; onEpoch(i, step) is
+// called after member i reports an epoch, for progress display.
+func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.FrozenTrial, slot int, onEpoch func(i, step int)) []outcome {
 	cfg := r.Config
+	packed := len(members) > 1
+	outDir := func(t storage.FrozenTrial) string {
+		return filepath.Join(cfg.OutputDir, filepath.FromSlash(ss.plan.Name), "trial-"+strconv.Itoa(t.Number))
+	}
+	t0 := members[0]
 	spec := trial.Spec{
-		Version: trial.Version, TrialID: t.ID, Number: t.Number, Study: ss.plan.Name,
+		Version: trial.Version, TrialID: t0.ID, Number: t0.Number, Study: ss.plan.Name,
 		Method: ss.plan.Method, Arch: ss.plan.Arch.Settings, ArchName: ss.plan.Arch.Name, Dataset: ss.plan.Dataset,
-		Params: t.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer, Device: cfg.Device,
-		Model: cfg.Model, DataDir: cfg.DataDir,
-		OutputDir: filepath.Join(cfg.OutputDir, filepath.FromSlash(ss.plan.Name), "trial-"+strconv.Itoa(t.Number)),
+		Params: t0.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer, Device: cfg.Device,
+		Model: cfg.Model, DataDir: cfg.DataDir, OutputDir: outDir(t0),
 	}
 	if spec.Arch == nil {
 		spec.Arch = map[string]any{}
@@ -586,43 +641,86 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	if seed, ok := spec.Params["seed"].(int64); ok {
 		spec.Seed = seed // final runs search over seeds
 	}
-	fail := func(format string, args ...any) outcome {
-		return outcome{state: storage.Fail, reason: fmt.Sprintf(format, args...)}
+	if packed {
+		for _, t := range members {
+			spec.Pack = append(spec.Pack, trial.Member{TrialID: t.ID, Number: t.Number, Params: t.ExternalParams(), OutputDir: outDir(t)})
+		}
 	}
-	if err := os.MkdirAll(spec.OutputDir, 0o755); err != nil {
-		return fail("make output dir: %v", err)
+	outs := make([]outcome, len(members))
+	failAll := func(format string, args ...any) []outcome {
+		for i := range outs {
+			outs[i] = outcome{state: storage.Fail, reason: fmt.Sprintf(format, args...)}
+		}
+		return outs
 	}
 	specJSON, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
-		return fail("encode spec: %v", err)
+		return failAll("encode spec: %v", err)
 	}
-	specPath := filepath.Join(spec.OutputDir, "spec.json")
-	if err := os.WriteFile(specPath, specJSON, 0o644); err != nil {
-		return fail("write spec: %v", err)
+	// Each member has its own directory with the spec and its own log:
+	// the lines the process tags [#N] go to trial N's log, the rest to all.
+	logs := make([]io.Writer, len(members))
+	tails := make([]*tailBuffer, len(members))
+	var specPath string
+	for i, t := range members {
+		dir := outDir(t)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return failAll("make output dir: %v", err)
+		}
+		p := filepath.Join(dir, "spec.json")
+		if err := os.WriteFile(p, specJSON, 0o644); err != nil {
+			return failAll("write spec: %v", err)
+		}
+		if i == 0 {
+			specPath = p
+		}
+		f, err := os.Create(filepath.Join(dir, "stderr.log"))
+		if err != nil {
+			return failAll("create log: %v", err)
+		}
+		defer f.Close()
+		tails[i] = &tailBuffer{max: 4096}
+		logs[i] = io.MultiWriter(f, tails[i])
 	}
-	logFile, err := os.Create(filepath.Join(spec.OutputDir, "stderr.log"))
-	if err != nil {
-		return fail("create log: %v", err)
+	index := map[int]int{} // trial number → member
+	for i, t := range members {
+		index[t.Number] = i
 	}
-	defer logFile.Close()
-	tail := &tailBuffer{max: 4096}
+	stderr := &packLog{index: index, to: logs}
 
 	argv, err := r.argv(spec, specPath)
 	if err != nil {
-		return fail("%v", err)
+		return failAll("%v", err)
 	}
 	absSpec, _ := filepath.Abs(specPath)
 	env := []string{trial.SpecEnv + "=" + absSpec}
 	if len(cfg.GPUs) > 0 {
 		env = append(env, "CUDA_VISIBLE_DEVICES="+cfg.GPUs[slot%len(cfg.GPUs)])
 	}
+	// An unpacked trial gets its spec on stdin as well; a pack reads its
+	// spec from the file and gets a verdict per epoch line on stdin.
+	var stdin io.Reader = strings.NewReader(string(specJSON))
+	var verdicts *io.PipeWriter
+	if packed {
+		stdin, verdicts = io.Pipe()
+		defer verdicts.Close()
+	}
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var lost, pruned bool
 	var mu sync.Mutex // guards lost, pruned
+	lost, pruned := make([]bool, len(members)), make([]bool, len(members))
+	allLost := func() bool {
+		for _, l := range lost {
+			if !l {
+				return false
+			}
+		}
+		return true
+	}
 
-	// Heartbeat: prove we are alive; stop the trial if someone failed it.
+	// Heartbeat: prove we are alive; stop the process once someone failed
+	// all its trials.
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
@@ -633,11 +731,18 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 			case <-tctx.Done():
 				return
 			case <-tick.C:
-				err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Heartbeat: true})
-				if errors.Is(err, storage.ErrTrialFinished) {
-					mu.Lock()
-					lost = true
-					mu.Unlock()
+				for i, t := range members {
+					err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Heartbeat: true})
+					if errors.Is(err, storage.ErrTrialFinished) {
+						mu.Lock()
+						lost[i] = true
+						mu.Unlock()
+					}
+				}
+				mu.Lock()
+				gone := allLost()
+				mu.Unlock()
+				if gone {
 					cancel()
 					return
 				}
@@ -645,7 +750,8 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 		}
 	}()
 
-	wd := startWatchdog(cfg.TrialTimeout, cfg.StallTimeout, cancel)
+	// A pack's time limit grows with its trials.
+	wd := startWatchdog(cfg.TrialTimeout*time.Duration(len(members)), cfg.StallTimeout, cancel)
 	defer wd.close()
 
 	pr, pw := io.Pipe()
@@ -656,18 +762,21 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	}
 	go func() {
 		err := run(tctx, Proc{
-			Argv: argv, Env: env, Stdin: strings.NewReader(string(specJSON)),
-			Stdout: pw, Stderr: io.MultiWriter(logFile, tail), KillGrace: cfg.KillGrace, KillNow: r.KillNow,
+			Argv: argv, Env: env, Stdin: stdin,
+			Stdout: pw, Stderr: stderr, KillGrace: cfg.KillGrace, KillNow: r.KillNow,
 			MemoryBytes: int64(cfg.TrialMemoryGB * (1 << 30)),
 		})
+		stderr.flush()
 		pw.Close()
+		if verdicts != nil {
+			verdicts.Close()
+		}
 		runErr <- err
 	}()
 
-	var final *trial.Message
+	finals := make([]*trial.Message, len(members))
+	lastValue, hasLast := make([]float64, len(members)), make([]bool, len(members))
 	var protoErr error
-	var lastValue float64
-	hasLast := false
 	sc := bufio.NewScanner(pr)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
 	for sc.Scan() {
@@ -681,47 +790,46 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 			}
 			continue
 		}
-		switch m.Type {
-		case trial.TypeHeartbeat:
+		if m.Type == trial.TypeHeartbeat {
 			wd.heard("a heartbeat")
 			continue
-		case trial.TypeFinal:
+		}
+		i := 0
+		if packed {
+			var ok bool
+			if m.Trial != nil {
+				i, ok = index[*m.Trial]
+			}
+			if !ok {
+				if protoErr == nil {
+					protoErr = fmt.Errorf("trial: a pack's %q line names no trial of the pack", m.Type)
+				}
+				continue
+			}
+		}
+		if m.Type == trial.TypeFinal {
 			wd.heard("the final line")
-			final = &m
+			finals[i] = &m
 			continue
 		}
 		wd.heard(fmt.Sprintf("epoch %d", m.Step))
+		prune := r.epoch(tctx, ss, members[i], m, &mu, &lost[i], &pruned[i])
+		if !prune {
+			lastValue[i], hasLast[i] = float64(m.Value), true
+			onEpoch(i, m.Step)
+		}
 		mu.Lock()
-		stop := pruned || lost
+		prune = pruned[i] || lost[i]
+		gone := allLost()
 		mu.Unlock()
-		if stop {
-			continue
+		switch {
+		case packed:
+			verdicts.Write(trial.Verdict{Trial: members[i].Number, Prune: prune}.Encode())
+		case prune:
+			cancel()
 		}
-		v := float64(m.Value)
-		lastValue, hasLast = v, true
-		onEpoch(m.Step)
-		if err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Intermediate: map[int]float64{m.Step: v}}); err != nil {
-			if errors.Is(err, storage.ErrTrialFinished) {
-				mu.Lock()
-				lost = true
-				mu.Unlock()
-				cancel()
-			}
-			continue
-		}
-		if r.Pruner != nil {
-			trials, err := r.Storage.Trials(tctx, ss.study.ID)
-			if err != nil {
-				continue
-			}
-			for _, other := range trials {
-				if other.ID == t.ID && r.Pruner.Prune(ss.study, trials, other) {
-					mu.Lock()
-					pruned = true
-					mu.Unlock()
-					cancel()
-				}
-			}
+		if gone {
+			cancel()
 		}
 	}
 	io.Copy(io.Discard, pr) // unblock the writer after a scan error
@@ -729,39 +837,139 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, t storage.FrozenTria
 	cancel()
 	<-hbDone
 
-	out := outcome{stderrTail: tail.String()}
-	switch {
-	case lost:
-		out.lost = true
-	case pruned:
-		out.state = storage.Pruned
-		if hasLast && !math.IsNaN(lastValue) {
-			out.value = &lastValue
+	for i := range members {
+		out := outcome{stderrTail: tails[i].String()}
+		final := finals[i]
+		switch {
+		case lost[i]:
+			out.lost = true
+		case pruned[i]:
+			out.state = storage.Pruned
+			if hasLast[i] && !math.IsNaN(lastValue[i]) {
+				out.value = &lastValue[i]
+			}
+		case packed && final != nil && !math.IsNaN(float64(final.Value)):
+			// A packed trial that finished is done, whatever became of
+			// the rest of its pack.
+			v := float64(final.Value)
+			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
+		case final != nil && final.Attrs["fail_reason"] != nil:
+			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
+		case wd.fired() != "":
+			out.state, out.reason = storage.Fail, wd.fired()
+		case ctx.Err() != nil:
+			out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
+		case err != nil:
+			out.state, out.reason = storage.Fail, err.Error()
+			cause := stderrCause(out.stderrTail)
+			if cfg.TrialMemoryGB > 0 && (strings.Contains(out.stderrTail, "out of memory") || strings.Contains(out.stderrTail, "cannot allocate memory")) {
+				out.reason = fmt.Sprintf("trial_memory_gb %g: out of memory (%s)", cfg.TrialMemoryGB, err)
+			}
+			if cause != "" {
+				out.reason += ": " + cause
+			}
+			if packed {
+				out.reason = fmt.Sprintf("pack of %d: %s", len(members), out.reason)
+			}
+		case protoErr != nil:
+			out.state, out.reason = storage.Fail, protoErr.Error()
+		case final == nil:
+			out.state, out.reason = storage.Fail, "the trial exited without a final line"
+		case math.IsNaN(float64(final.Value)):
+			out.state, out.reason = storage.Fail, "the final value is NaN"
+		default:
+			v := float64(final.Value)
+			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
 		}
-	case wd.fired() != "":
-		out.state, out.reason = storage.Fail, wd.fired()
-	case ctx.Err() != nil:
-		out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
-	case err != nil:
-		out.state, out.reason = storage.Fail, err.Error()
-		cause := stderrCause(out.stderrTail)
-		if cfg.TrialMemoryGB > 0 && (strings.Contains(out.stderrTail, "out of memory") || strings.Contains(out.stderrTail, "cannot allocate memory")) {
-			out.reason = fmt.Sprintf("trial_memory_gb %g: out of memory (%s)", cfg.TrialMemoryGB, err)
-		}
-		if cause != "" {
-			out.reason += ": " + cause
-		}
-	case protoErr != nil:
-		out.state, out.reason = storage.Fail, protoErr.Error()
-	case final == nil:
-		out.state, out.reason = storage.Fail, "the trial exited without a final line"
-	case math.IsNaN(float64(final.Value)):
-		out.state, out.reason = storage.Fail, "the final value is NaN"
-	default:
-		v := float64(final.Value)
-		out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
+		outs[i] = out
 	}
-	return out
+	return outs
+}
+
+// epoch records trial t's epoch line m as an intermediate value and asks
+// the pruner; it reports whether the line came after the trial was pruned
+// or lost (and was ignored). It sets *lost or *pruned under mu.
+func (r *Runner) epoch(ctx context.Context, ss *studyState, t storage.FrozenTrial, m trial.Message, mu *sync.Mutex, lost, pruned *bool) bool {
+	mu.Lock()
+	stop := *pruned || *lost
+	mu.Unlock()
+	if stop {
+		return true
+	}
+	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Intermediate: map[int]float64{m.Step: float64(m.Value)}}); err != nil {
+		if errors.Is(err, storage.ErrTrialFinished) {
+			mu.Lock()
+			*lost = true
+			mu.Unlock()
+		}
+		return false
+	}
+	if r.Pruner == nil {
+		return false
+	}
+	trials, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return false
+	}
+	for _, other := range trials {
+		if other.ID == t.ID && r.Pruner.Prune(ss.study, trials, other) {
+			mu.Lock()
+			*pruned = true
+			mu.Unlock()
+		}
+	}
+	return false
+}
+
+// packLog writes a trial process's standard error to its members' logs:
+// a line beginning "[#N] " to trial N's alone (without the tag), any other
+// line to every member's.
+type packLog struct {
+	index   map[int]int
+	to      []io.Writer
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (l *packLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, p...)
+	for {
+		nl := bytes.IndexByte(l.partial, '\n')
+		if nl < 0 {
+			break
+		}
+		l.line(l.partial[:nl+1])
+		l.partial = l.partial[nl+1:]
+	}
+	return len(p), nil
+}
+
+// flush writes a last line without a newline.
+func (l *packLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		l.line(append(l.partial, '\n'))
+		l.partial = nil
+	}
+}
+
+func (l *packLog) line(b []byte) {
+	if len(l.to) > 1 && bytes.HasPrefix(b, []byte("[#")) {
+		if end := bytes.Index(b, []byte("] ")); end > 2 {
+			if n, err := strconv.Atoi(string(b[2:end])); err == nil {
+				if i, ok := l.index[n]; ok {
+					l.to[i].Write(b[end+2:])
+					return
+				}
+			}
+		}
+	}
+	for _, w := range l.to {
+		w.Write(b)
+	}
 }
 
 // argv expands the command template, or runs this executable's `trial`.

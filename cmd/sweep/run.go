@@ -140,6 +140,18 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	defer stop()
 	killNow := make(chan struct{})
 	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow}
+	if cfg.Pack > 1 {
+		reg := registry()
+		r.Packable = func(method string, arch map[string]any) bool { return trial.Packable(reg, method, arch) }
+		var packs []string
+		for _, p := range plan {
+			if r.Packable(p.Method, p.Arch.Settings) {
+				packs = append(packs, p.Name)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "sweep: pack %d: %d of %d studies train from the backbone's states and run %d trials per process; the rest one per process\n",
+			cfg.Pack, len(packs), len(plan), cfg.Pack)
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
