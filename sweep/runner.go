@@ -700,10 +700,17 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 	// An unpacked trial gets its spec on stdin as well; a pack reads its
 	// spec from the file and gets a verdict per epoch line on stdin.
 	var stdin io.Reader = strings.NewReader(string(specJSON))
-	var verdicts *io.PipeWriter
+	var verdicts *os.File
 	if packed {
-		stdin, verdicts = io.Pipe()
-		defer verdicts.Close()
+		// An OS pipe the child inherits: with an io.Pipe, exec's copying
+		// goroutine would hold Wait until the orchestrator closed it.
+		rd, wr, err := os.Pipe()
+		if err != nil {
+			return failAll("verdict pipe: %v", err)
+		}
+		defer rd.Close()
+		defer wr.Close()
+		stdin, verdicts = rd, wr
 	}
 
 	tctx, cancel := context.WithCancel(ctx)
@@ -768,9 +775,6 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		})
 		stderr.flush()
 		pw.Close()
-		if verdicts != nil {
-			verdicts.Close()
-		}
 		runErr <- err
 	}()
 

@@ -1,10 +1,16 @@
 package sweep
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -83,5 +89,165 @@ parallel: 3
 	res, err = r.Run(context.Background(), plan)
 	if err != nil || len(res.States) != 0 {
 		t.Errorf("second run: %+v, %v", res, err)
+	}
+}
+
+// fakePack plays a pack's trial process: every member reports epochs of a
+// value that grows with the epoch and peaks at lr = 3e-4, reads a verdict
+// per epoch line and drops the pruned; trial number 2 fails on its own.
+func fakePack(sizes *[]int) func(ctx context.Context, p Proc) error {
+	return func(ctx context.Context, p Proc) error {
+		var spec trial.Spec
+		for _, kv := range p.Env {
+			if path, ok := strings.CutPrefix(kv, trial.SpecEnv+"="); ok {
+				raw, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				if err := json.Unmarshal(raw, &spec); err != nil {
+					return err
+				}
+			}
+		}
+		members := spec.Members()
+		*sizes = append(*sizes, len(members))
+		verdicts := bufio.NewScanner(p.Stdin)
+		alive := map[int]bool{}
+		for _, mb := range members {
+			alive[mb.Number] = true
+		}
+		line := func(mb trial.Member, m trial.Message) {
+			if len(spec.Pack) > 0 {
+				n := mb.Number
+				m.Trial = &n
+			}
+			p.Stdout.Write(m.Encode())
+		}
+		epochs := intAt(spec.Training, "max_epochs")
+		for e := range epochs {
+			reported := 0
+			for _, mb := range members {
+				if !alive[mb.Number] {
+					continue
+				}
+				if mb.Number == 2 {
+					line(mb, trial.Message{Type: trial.TypeFinal, Value: trial.Float(math.NaN()), Attrs: map[string]any{"fail_reason": "boom"}})
+					alive[mb.Number] = false
+					continue
+				}
+				lr := mb.Params["lr"].(float64)
+				v := float64(e+1) / float64(epochs) * (1 - math.Abs(math.Log10(lr/3e-4))/4)
+				line(mb, trial.Message{Type: trial.TypeEpoch, Step: e, Value: trial.Float(v)})
+				fmt.Fprintf(p.Stderr, "[#%d] epoch %d\nshared line\n", mb.Number, e)
+				reported++
+			}
+			for range reported {
+				if len(spec.Pack) == 0 || !verdicts.Scan() {
+					break
+				}
+				var v trial.Verdict
+				json.Unmarshal(verdicts.Bytes(), &v)
+				if v.Prune {
+					alive[v.Trial] = false
+				}
+			}
+		}
+		for _, mb := range members {
+			if alive[mb.Number] {
+				lr := mb.Params["lr"].(float64)
+				line(mb, trial.Message{Type: trial.TypeFinal, Value: trial.Float(1 - math.Abs(math.Log10(lr/3e-4))/4)})
+			}
+		}
+		return nil
+	}
+}
+
+func intAt(m map[string]any, key string) int {
+	switch v := m[key].(type) {
+	case int:
+		return v
+	case float64:
+		return int(v)
+	}
+	return 0
+}
+
+// TestRunnerPacks runs a study in packs of four under ASHA: the runner
+// samples each pack's trials, routes every line to its trial, prunes
+// inside packs by verdict, fails only the trial that failed (and retries
+// it), splits the logs, and stops at the budget exactly.
+func TestRunnerPacks(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := ParseConfig("test.yaml", []byte(`datasets: [sst2]
+methods:
+  read: [{cell: gru}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-2, log: true}
+trials: 10
+sampler: {seed: 4, n_startup_trials: 4}
+pruner: {name: asha, min_resource: 1, reduction_factor: 2}
+training: {max_epochs: 4}
+pack: 4
+max_retries: 1
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OutputDir = filepath.Join(dir, "runs")
+	store, err := storage.OpenSQLite(filepath.Join(dir, "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	sampler, _ := NewSampler(cfg.Sampler)
+	var sizes []int
+	r := &Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: NewPruner(cfg.Pruner), Exec: fakePack(&sizes),
+		Packable: func(method string, _ map[string]any) bool { return method == "read" }}
+	res, err := r.Run(context.Background(), Plan(cfg, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	studies, _ := store.Studies(context.Background())
+	trials, _ := store.Trials(context.Background(), studies[0].ID)
+	n := storage.Count(trials)
+	if n[storage.Complete]+n[storage.Pruned] != 10 || n[storage.Pruned] == 0 || n[storage.Fail] != 1 || res.States[storage.Fail] != 1 {
+		t.Errorf("states %v (run %v), want 10 finished, some pruned, trial 2 failed", n, res.States)
+	}
+	retried := false
+	for _, tr := range trials {
+		retried = retried || tr.SystemAttrs["failed_trial"] == float64(2)
+	}
+	if !retried {
+		t.Error("trial 2 was not retried")
+	}
+	if sizes[0] != 4 || slices.Max(sizes) != 4 {
+		t.Errorf("pack sizes %v, want packs of up to 4", sizes)
+	}
+	lrs := map[float64]bool{}
+	for _, tr := range trials {
+		if tr.Number == 2 {
+			if tr.UserAttrs["fail_reason"] != "boom" {
+				t.Errorf("#2: fail_reason %v", tr.UserAttrs["fail_reason"])
+			}
+			continue
+		}
+		if tr.State == storage.Fail {
+			continue
+		}
+		if lrs[tr.Params["lr"]] && tr.SystemAttrs["fixed_params"] == nil {
+			t.Errorf("#%d: lr %g sampled twice", tr.Number, tr.Params["lr"])
+		}
+		lrs[tr.Params["lr"]] = true
+		want := 4
+		if tr.State == storage.Pruned {
+			want = len(tr.Intermediate) // pruned after its last reported epoch
+		}
+		if len(tr.Intermediate) != want || len(tr.Intermediate) == 0 {
+			t.Errorf("#%d %v: %d epochs", tr.Number, tr.State, len(tr.Intermediate))
+		}
+		log, _ := os.ReadFile(filepath.Join(cfg.OutputDir, "read", "gru", "sst2", fmt.Sprintf("trial-%d", tr.Number), "stderr.log"))
+		if strings.Count(string(log), "epoch ") != len(tr.Intermediate) || !strings.Contains(string(log), "shared line\n") || strings.Contains(string(log), "[#") {
+			t.Errorf("#%d's log:\n%s", tr.Number, log)
+		}
 	}
 }

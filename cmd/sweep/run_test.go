@@ -312,3 +312,88 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestPackedSweep sweeps READ with pack: 3 and LoRA beside it with the real
+// trainer: READ's four trials run as a pack of three and one alone, each
+// with its own epochs, result and log; LoRA's trials are not packed. A
+// pack whose process fails fails each of its trials with the reason.
+func TestPackedSweep(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "tiny-t5")
+	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
+		t.Fatalf("model new: %s", errOut)
+	}
+	body := `model: %s
+data_dir: ` + mustAbs(t, "../../glue/testdata/fixture") + `
+output_dir: runs
+datasets: [sst2]
+methods:
+  read: [{hidden: 16}]
+  lora: [{rank: 4}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 4
+pack: 3
+max_retries: 0
+max_failures: 3
+training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
+`
+	writeConfig(t, dir, "storage: sqlite:///p.db\n"+fmt.Sprintf(body, "tiny-t5"))
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("sweep run: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "pack 3: 1 of 2 studies") {
+		t.Errorf("the run does not say which studies pack:\n%s", errOut)
+	}
+	studies := load(t, filepath.Join(dir, "p.db"))
+	checkBudgets(t, studies, 2, 4)
+	packSizes := map[string][]any{}
+	for name, trials := range studies {
+		for _, tr := range trials {
+			if tr.State != storage.Complete || len(tr.Intermediate) != 2 || tr.UserAttrs["test"] == nil {
+				t.Errorf("%s#%d: %v, %d epochs, attrs %v", name, tr.Number, tr.State, len(tr.Intermediate), tr.UserAttrs)
+			}
+			packSizes[name] = append(packSizes[name], tr.UserAttrs["pack_size"])
+		}
+	}
+	if got := fmt.Sprint(packSizes["read/hidden-16/sst2"]); got != "[3 3 3 <nil>]" {
+		t.Errorf("READ pack sizes %s, want three packed and one alone", got)
+	}
+	if got := fmt.Sprint(packSizes["lora/rank-4/sst2"]); got != "[<nil> <nil> <nil> <nil>]" {
+		t.Errorf("LoRA pack sizes %s, want none packed", got)
+	}
+	for n := range 3 {
+		log, err := os.ReadFile(filepath.Join(dir, "runs", "read", "hidden-16", "sst2", fmt.Sprintf("trial-%d", n), "stderr.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(log), fmt.Sprintf("trial read/hidden-16/sst2#%d:", n)) || !strings.Contains(string(log), "epoch 1:") ||
+			!strings.Contains(string(log), "pack of 3 trials") || strings.Contains(string(log), "[#") {
+			t.Errorf("trial %d's log:\n%s", n, log)
+		}
+	}
+
+	// A model whose weights do not load: the pack's process fails, and so
+	// does every trial in it.
+	broken := filepath.Join(dir, "broken")
+	os.MkdirAll(broken, 0o755)
+	for _, f := range []string{"config.json", "spiece.model"} {
+		b, _ := os.ReadFile(filepath.Join(model, f))
+		os.WriteFile(filepath.Join(broken, f), b, 0o644)
+	}
+	os.WriteFile(filepath.Join(broken, "model.safetensors"), []byte("not safetensors"), 0o644)
+	writeConfig(t, dir, "storage: sqlite:///broken.db\n"+strings.Replace(fmt.Sprintf(body, "broken"), "  lora: [{rank: 4}]\n", "", 1))
+	if _, errOut, code = sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 {
+		t.Fatalf("broken model: exit %d\n%s", code, errOut)
+	}
+	trials := load(t, filepath.Join(dir, "broken.db"))["read/hidden-16/sst2"]
+	if len(trials) != 3 {
+		t.Fatalf("broken model: %d trials, want one pack of 3 (max_failures 3)", len(trials))
+	}
+	for _, tr := range trials {
+		if reason, _ := tr.UserAttrs["fail_reason"].(string); tr.State != storage.Fail || !strings.Contains(reason, "pack of 3: exit status 1") {
+			t.Errorf("broken model: #%d %v %q", tr.Number, tr.State, reason)
+		}
+	}
+}
