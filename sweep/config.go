@@ -39,11 +39,11 @@ type Config struct {
 	Training  map[string]any
 	Seed      int64 // training seed of sweep trials (training.seeds[0])
 
-	Parallel          int
+	Parallel int
 	// Pack is how many trials of a study one trial process trains side by
 	// side over one backbone pass (1: none); it applies to studies whose
 	// method trains from the frozen backbone's states (READ's variant A).
-	Pack int
+	Pack              int
 	Device            string // auto, cpu or cuda: where trials compute
 	GPUs              []string
 	MaxRetries        int
