@@ -91,6 +91,9 @@ func TestConfigErrors(t *testing.T) {
 		{"negative memory", base + "device: cpu\ntrial_memory_gb: -1\n", "sweeps.yaml:7: trial_memory_gb: must not be negative"},
 		{"memory limit on a GPU", base + "trial_memory_gb: 8\n", "trial_memory_gb: limits CPU trials only: set device: cpu (device is auto)"},
 		{"unknown placeholder", base + "command: [python3, train.py, --lr, \"{lr}\", --rank, \"{rank}\"]\n", "sweeps.yaml:6: command[5]: placeholder {rank} is not"},
+		{"pack zero", base + "pack: 0\n", "sweeps.yaml:6: pack: must be"},
+		{"pack with a command", base + "pack: 4\ncommand: [python3, train.py]\n", "pack: packs trials of the built-in trainer only"},
+		{"pack with the synthetic trainer", base + "pack: 4\ntrainer: synthetic\n", "pack: packs trials of the built-in trainer only"},
 		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml: yaml: line"},
 	}
 	for _, tc := range tests {
