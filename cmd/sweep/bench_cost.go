@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// benchSweepCost measures what a READ study costs as a user runs it: `sweep
+// run` on a random model, one trial, then studies of 8 and 32 trials,
+// unpacked and packed, without and with ASHA, each timed from the command's
+// start to its end. Every run shares one state cache, which the first trial
+// fills, so the rows after it compare the warm-cache cost the issue is about.
+func benchSweepCost(args []string) error {
+	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--hidden 256] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
+	dModel := fs.Int("d-model", 512, "model hidden size (t5-small's)")
+	dKV := fs.Int("d-kv", 64, "attention head size")
+	dFF := fs.Int("d-ff", 2048, "feed-forward size")
+	layers := fs.Int("layers", 6, "encoder and decoder blocks")
+	heads := fs.Int("heads", 8, "attention heads")
+	hidden := fs.Int("hidden", 256, "READ's GRU size")
+	epochs := fs.Int("epochs", 3, "max_epochs")
+	batch := fs.Int("batch", 16, "batch_size")
+	src := fs.Int("src", 64, "max_source_length")
+	trialList := fs.String("trials", "8,32", "study sizes after the single trial")
+	pack := fs.Int("pack", 8, "pack size of the packed rows")
+	asha := fs.Bool("asha", true, "also run each study size with pruner {name: asha, min_resource: 1, reduction_factor: 3}")
+	data := fs.String("data", "glue/testdata/fixture", "GLUE folder with SST-2")
+	spiece := fs.String("spiece", "examples/spiece-tiny.model", "tokenizer of the random model")
+	dir := fs.String("dir", "", "work folder (default: a temporary one, removed after)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	var sizes []int
+	for _, f := range strings.Split(*trialList, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n < 1 {
+			return fmt.Errorf("%w: --trials %q: want sizes like 8,32", errUsage, *trialList)
+		}
+		sizes = append(sizes, n)
+	}
+	if len(pos) > 0 || *pack < 2 || *epochs < 1 {
+		fs.Usage()
+		return errUsage
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	absData, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(absData, "SST-2")); err != nil {
+		return fmt.Errorf("bench sweep-cost: --data %s has no SST-2 folder (run from the repository's root, or name the folder)", *data)
+	}
+	work := *dir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "sweep-cost-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	sweepCmd := func(args ...string) (time.Duration, error) {
+		cmd := exec.Command(exe, args...)
+		cmd.Dir = work
+		var errOut strings.Builder
+		cmd.Stdout, cmd.Stderr = &errOut, &errOut
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			return 0, fmt.Errorf("sweep %s: %w\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return time.Since(t0), nil
+	}
+	absSpiece, err := filepath.Abs(*spiece)
+	if err != nil {
+		return err
+	}
+	if _, err := sweepCmd("model", "new", "--out", "model", "--spiece", absSpiece, "--d-model", fmt.Sprint(*dModel), "--d-kv", fmt.Sprint(*dKV),
+		"--d-ff", fmt.Sprint(*dFF), "--layers", fmt.Sprint(*layers), "--heads", fmt.Sprint(*heads)); err != nil {
+		return err
+	}
+	type row struct {
+		name         string
+		trials, pack int
+		asha         bool
+	}
+	rows := []row{{"1 trial, computes the state cache", 1, 1, false}, {"1 trial", 1, 1, false}}
+	for _, n := range sizes {
+		rows = append(rows, row{fmt.Sprintf("%d trials", n), n, 1, false}, row{fmt.Sprintf("%d trials, pack %d", n, *pack), n, *pack, false})
+		if *asha {
+			rows = append(rows, row{fmt.Sprintf("%d trials, ASHA", n), n, 1, true}, row{fmt.Sprintf("%d trials, pack %d, ASHA", n, *pack), n, *pack, true})
+		}
+	}
+	fmt.Printf("sweep bench sweep-cost: READ (GRU %d) on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
+		*hidden, *data, *dModel, *dFF, *layers, *layers, *heads, *epochs, *batch, *src)
+	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
+	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
+	var one float64
+	for i, r := range rows {
+		db := fmt.Sprintf("run%d.db", i)
+		pruner := ""
+		if r.asha {
+			pruner = "pruner: {name: asha, min_resource: 1, reduction_factor: 3}\n"
+		}
+		cfg := fmt.Sprintf(`storage: sqlite:///%s
+model: model
+data_dir: %s
+output_dir: runs%d
+datasets: [sst2]
+methods:
+  read: [{hidden: %d}]
+search:
+  lr: {low: 1.0e-5, high: 1.0e-1, log: true}
+trials: %d
+pack: %d
+sampler: {name: tpe, seed: 0}
+%straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]}
+`, db, absData, i, *hidden, r.trials, r.pack, pruner, *epochs, *epochs, *batch, *src)
+		file := fmt.Sprintf("run%d.yaml", i)
+		if err := os.WriteFile(filepath.Join(work, file), []byte(cfg), 0o644); err != nil {
+			return err
+		}
+		wall, err := sweepCmd("run", file)
+		if err != nil {
+			return err
+		}
+		side, best, n, err := costOf(filepath.Join(work, db))
+		if err != nil {
+			return err
+		}
+		if i == 1 {
+			one = wall.Seconds()
+		}
+		ratio := "-"
+		if one > 0 {
+			ratio = fmt.Sprintf("%.2f", wall.Seconds()/one)
+		}
+		counts := fmt.Sprintf("%dc/%dp", n[storage.Complete], n[storage.Pruned])
+		fmt.Printf("%-34s %9.1f %9s %12.1f %9.0f%% %9s %15.2f\n", r.name, wall.Seconds(), ratio, side, 100*side/wall.Seconds(), counts, best)
+	}
+	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: READ's side network over cached states, plus the backbone in the first trial); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
+	return nil
+}
+
+// costOf sums the training seconds of the study's COMPLETE trials (a
+// pruned trial's are in its log only) and finds the best validation.
+func costOf(path string) (train, best float64, n map[storage.TrialState]int, err error) {
+	db, err := storage.OpenReadOnly("sqlite:///" + path)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer db.Close()
+	ctx := context.Background()
+	studies, err := db.Studies(ctx)
+	if err != nil || len(studies) != 1 {
+		return 0, 0, nil, fmt.Errorf("bench sweep-cost: %s: %d studies (%v)", path, len(studies), err)
+	}
+	trials, err := db.Trials(ctx, studies[0].ID)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	best = math.Inf(-1)
+	for _, t := range trials {
+		if s, ok := t.UserAttrs["train_seconds"].(float64); ok {
+			train += s
+		}
+		if t.State == storage.Complete && t.Value != nil {
+			best = math.Max(best, *t.Value)
+		}
+	}
+	return train, best, storage.Count(trials), nil
+}
