@@ -247,6 +247,22 @@ func (r *Read) encoderCorrection(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	return r.side(g, "encoder", "psi", enc).View(enc[0].Shape...)
 }
 
+// encoderCorrectionOnce is encoderCorrection, computed once per greedy
+// decoding call (out.Memo) rather than at every step: the encoder side
+// reads the encoder's states alone, which do not change while decoding.
+func (r *Read) encoderCorrectionOnce(g *nn.Graph, out *t5.Output) *nn.Tensor {
+	if out.Memo == nil || !g.NoGrad {
+		return r.encoderCorrection(g, out)
+	}
+	if psi := out.Memo["read.psiE"]; psi != nil {
+		return psi
+	}
+	psi := r.encoderCorrection(g, out)
+	kept := &nn.Tensor{Shape: append([]int(nil), psi.Shape...), Data: append([]float32(nil), psi.Values()...)}
+	out.Memo["read.psiE"] = kept
+	return kept
+}
+
 // merge adds a correction to a stack's output: after its final norm
 // (post_norm: to normed) or before it (pre_norm: to the last block output,
 // then the norm).
@@ -269,7 +285,7 @@ func (r *Read) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	dec := out.DecBlockOut
 	xs := dec
 	if r.opts.Variant == "A" {
-		psiE := r.encoderCorrection(g, out) // (B, S, D)
+		psiE := r.encoderCorrectionOnce(g, out) // (B, S, D)
 		xs = make([]*nn.Tensor, len(dec))
 		for j, x := range dec {
 			// ψ_j = mean over heads of layer j's cross-attention · Ψ(c^E)

@@ -48,6 +48,13 @@ type Output struct {
 	DecBlockOut          []*nn.Tensor
 	EncAttn, DecAttn     []*nn.Tensor
 	CrossAttn            []*nn.Tensor
+
+	// Memo, during greedy decoding, is one map per Generate call shared by
+	// every step's Output: a DecoderOutput hook keeps there what it
+	// derives from the encoder's fields alone, with values copied off the
+	// step's graph, instead of recomputing it at every step. Nil
+	// elsewhere.
+	Memo map[string]*nn.Tensor
 }
 
 // Hooks let a method change the backbone's dataflow at its seams.

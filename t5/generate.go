@@ -90,6 +90,7 @@ func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) []
 	L := len(m.Dec)
 	// selfK[l] and selfV[l] hold (B, t, H·K) for the t tokens so far.
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
+	memo := map[string]*nn.Tensor{}
 	out, done, g := m.startDecoding(be, B)
 	defer g.Release()
 	for t := 0; t < maxNew; t++ {
@@ -100,7 +101,7 @@ func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) []
 		}
 		x := g.Embedding(m.Shared, tok).View(B, 1, D)
 		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
-		step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn}
+		step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn, Memo: memo}
 		for l, blk := range m.Dec {
 			name := decoderName(l)
 			hn := m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
