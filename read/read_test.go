@@ -194,3 +194,42 @@ func TestSettings(t *testing.T) {
 }
 
 func containsAll(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestGenerateShared decodes one encoded batch for five READ trials at
+// once, as a pack's evaluation does, with corrections large enough that
+// their tokens part ways: each trial's rows are exactly those it decodes
+// alone.
+func TestGenerateShared(t *testing.T) {
+	bt := batch(t)
+	m, _ := attach(t, nil)
+	r := methods.Registry{}
+	Register(r)
+	be := nn.DefaultBackend()
+	var hooks []*t5.Hooks
+	for seed := range 5 {
+		meth, err := r.New("read", m, map[string]any{"hidden": 6}, uint64(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range meth.Trainable() {
+			for i := range w.Data {
+				w.Data[i] *= float32(1 + 10*seed)
+			}
+		}
+		hooks = append(hooks, meth.Hooks())
+	}
+	e := m.EncodeForDecoding(be, bt.Input, bt.Mask, bt.B, bt.S, hooks[0])
+	defer e.Release()
+	shared := m.GenerateShared(be, e, 6, hooks)
+	parted := false
+	for j, h := range hooks {
+		alone := m.Generate(be, bt.Input, bt.Mask, bt.B, bt.S, 6, h)
+		if fmt.Sprint(alone) != fmt.Sprint(shared[j]) {
+			t.Errorf("trial %d: shared %v, alone %v", j, shared[j], alone)
+		}
+		parted = parted || fmt.Sprint(shared[j]) != fmt.Sprint(shared[0])
+	}
+	if !parted {
+		t.Error("every trial decoded the same tokens: the test does not reach the regrouping")
+	}
+}

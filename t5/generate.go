@@ -1,6 +1,7 @@
 package t5
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/readsweep/readsweep/nn"
@@ -81,58 +82,185 @@ func (m *Model) EncodeForDecoding(be nn.Backend, ids []int32, mask []bool, B, S 
 
 // GenerateFrom decodes greedily from an encoded batch (see Generate).
 func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) [][]int32 {
-	if h == nil {
-		h = &Hooks{}
-	}
+	return m.GenerateShared(be, e, maxNew, []*Hooks{h})[0]
+}
+
+// GenerateShared decodes the encoded batch greedily once per hook set (a
+// pack's methods) and shares the backbone's work between them: rows of
+// different methods that hold the same tokens so far are one row of the
+// backbone decoder, whose block outputs, cross-attention and final output
+// each method's DecoderOutput hook then reads. Only methods whose hooks
+// touch nothing but the decoder's output can share (EncoderUnchanged);
+// one hook set may be anything. Each method's rows come out as Generate
+// returns them: with a single hook set the arithmetic is Generate's.
+func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*Hooks) [][][]int32 {
 	c := m.Config
-	D, HK := c.DModel, c.Inner()
-	B, enc, encMask, encOut, ck, cv := e.B, e.enc, e.mask, e.out, e.ck, e.cv
+	D, HK, H, S := c.DModel, c.Inner(), c.NumHeads, e.S
+	B, enc, encOut, ck, cv := e.B, e.enc, e.out, e.ck, e.cv
+	K := len(hooks)
+	hb := &Hooks{} // the backbone's hooks: the method's own when alone
+	hooks = append([]*Hooks(nil), hooks...)
+	for j, h := range hooks {
+		if h == nil {
+			hooks[j] = hb
+		}
+	}
+	if K == 1 {
+		hb = hooks[0]
+	}
 	L := len(m.Dec)
-	// selfK[l] and selfV[l] hold (B, t, H·K) for the t tokens so far.
+	outs, dones, memos := make([][][]int32, K), make([][]bool, K), make([]map[string]*nn.Tensor, K)
+	for j := range outs {
+		outs[j], dones[j] = make([][]int32, B), make([]bool, B)
+		for b := range outs[j] {
+			outs[j][b] = []int32{int32(c.DecoderStartTokenID)}
+		}
+		memos[j] = map[string]*nn.Tensor{}
+	}
+	// The backbone decodes G groups, one per distinct (row, tokens so
+	// far); group[j][b] is method j's row b's group, groupRow[i] the batch
+	// row group i continues. At the start each batch row is one group.
+	group := make([][]int32, K)
+	groupRow := make([]int32, B)
+	for b := range groupRow {
+		groupRow[b] = int32(b)
+	}
+	for j := range group {
+		group[j] = append([]int32(nil), groupRow...)
+	}
+	// selfK[l] and selfV[l] hold (G, t, H·K) for the t tokens so far.
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
-	memo := map[string]*nn.Tensor{}
-	out, done, g := m.startDecoding(be, B)
+	gk := nn.NewGraph(be) // the encoder's keys and values, mask in group order
+	gk.NoGrad = true
+	defer gk.Release()
+	gck, gcv, gmask := ck, cv, e.mask
+	g := nn.NewGraph(be)
+	g.NoGrad = true
 	defer g.Release()
+	gather := func(g *nn.Graph, x *nn.Tensor, ids []int32, shape ...int) *nn.Tensor {
+		return g.Embedding(x.View(x.Dim(0), x.Len()/x.Dim(0)), ids).View(shape...)
+	}
 	for t := 0; t < maxNew; t++ {
 		g.Reset()
-		tok := make([]int32, B)
-		for b := range tok {
-			tok[b] = out[b][t]
+		G := len(groupRow)
+		tok := make([]int32, G)
+		for j := range group {
+			for b, gi := range group[j] {
+				tok[gi] = outs[j][b][t]
+			}
 		}
-		x := g.Embedding(m.Shared, tok).View(B, 1, D)
+		x := g.Embedding(m.Shared, tok).View(G, 1, D)
 		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
-		step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn, Memo: memo}
+		var blockOut, crossAttn []*nn.Tensor
 		for l, blk := range m.Dec {
 			name := decoderName(l)
-			hn := m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
-			q := m.linear(g, h, name+"0.SelfAttention.q", hn, blk.Q)
-			k := m.linear(g, h, name+"0.SelfAttention.k", hn, blk.K)
-			v := m.linear(g, h, name+"0.SelfAttention.v", hn, blk.V)
-			selfK[l] = appendStep(selfK[l], k.Values(), B, t, HK)
-			selfV[l] = appendStep(selfV[l], v.Values(), B, t, HK)
-			K := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfK[l]}
-			V := &nn.Tensor{Shape: []int{B, t + 1, HK}, Data: selfV[l]}
-			a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: c.NumHeads, Causal: true, QOffset: t})
-			x = g.Add(x, m.sub(g, h, name+"0", m.linear(g, h, name+"0.SelfAttention.o", a, blk.O)))
-			cq := m.linear(g, h, name+"1.EncDecAttention.q", m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
-			ca, cprobs := g.Attention(cq, ck[l], cv[l], nil, nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask})
-			x = g.Add(x, m.linear(g, h, name+"1.EncDecAttention.o", ca, blk.CO))
-			x = g.Add(x, m.sub(g, h, name+"2", m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))))
-			x = m.blockOut(g, h, "decoder", l, x)
-			step.DecBlockOut = append(step.DecBlockOut, x)
-			step.CrossAttn = append(step.CrossAttn, cprobs)
+			hn := m.norm(g, hb, name+"0.layer_norm", x, blk.SelfNorm)
+			q := m.linear(g, hb, name+"0.SelfAttention.q", hn, blk.Q)
+			k := m.linear(g, hb, name+"0.SelfAttention.k", hn, blk.K)
+			v := m.linear(g, hb, name+"0.SelfAttention.v", hn, blk.V)
+			selfK[l] = appendStep(selfK[l], k.Values(), G, t, HK)
+			selfV[l] = appendStep(selfV[l], v.Values(), G, t, HK)
+			Kt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfK[l]}
+			Vt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfV[l]}
+			a, _ := g.Attention(q, Kt, Vt, bias, nn.AttentionOpts{Heads: H, Causal: true, QOffset: t})
+			x = g.Add(x, m.sub(g, hb, name+"0", m.linear(g, hb, name+"0.SelfAttention.o", a, blk.O)))
+			cq := m.linear(g, hb, name+"1.EncDecAttention.q", m.norm(g, hb, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
+			ca, cprobs := g.Attention(cq, gck[l], gcv[l], nil, nn.AttentionOpts{Heads: H, KeyMask: gmask})
+			x = g.Add(x, m.linear(g, hb, name+"1.EncDecAttention.o", ca, blk.CO))
+			x = g.Add(x, m.sub(g, hb, name+"2", m.ffn(g, hb, name+"2.DenseReluDense.", blk, m.norm(g, hb, name+"2.layer_norm", x, blk.FFNorm))))
+			x = m.blockOut(g, hb, "decoder", l, x)
+			blockOut = append(blockOut, x)
+			crossAttn = append(crossAttn, cprobs)
 		}
-		final := m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal)
-		if h.DecoderOutput != nil {
-			step.DecOut = final
-			final = h.DecoderOutput(g, step)
+		decOut := m.norm(g, hb, "decoder.final_layer_norm", x, m.DecFinal)
+		all := true
+		for j, h := range hooks {
+			// Method j's rows are the backbone's rows, or gathered from them.
+			own := G == B && sequential(group[j])
+			final := decOut
+			if h.DecoderOutput != nil {
+				step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn,
+					DecOut: decOut, DecBlockOut: blockOut, CrossAttn: crossAttn, Memo: memos[j]}
+				if !own {
+					step.DecOut = gather(g, decOut, group[j], B, 1, D)
+					step.DecBlockOut, step.CrossAttn = make([]*nn.Tensor, L), make([]*nn.Tensor, L)
+					for l := range L {
+						step.DecBlockOut[l] = gather(g, blockOut[l], group[j], B, 1, D)
+						step.CrossAttn[l] = gather(g, crossAttn[l], group[j], B, H, 1, S)
+					}
+				}
+				final = h.DecoderOutput(g, step)
+			} else if !own {
+				final = gather(g, decOut, group[j], B, 1, D)
+			}
+			lv := m.lmHead(g, h, final).Values()
+			V := c.VocabSize
+			all = m.pickNext(outs[j], dones[j], func(b int) []float32 { return lv[b*V : (b+1)*V] }) && all
 		}
-		logits := m.lmHead(g, h, final)
-		V := c.VocabSize
-		lv := logits.Values()
-		if m.pickNext(out, done, func(b int) []float32 { return lv[b*V : (b+1)*V] }) {
+		if all {
 			break
 		}
+		// Regroup: rows that stay together keep sharing; a group whose
+		// rows picked different tokens splits, its keys and values copied.
+		next := map[[2]int32]int32{}
+		var parents []int32
+		for j := range group {
+			for b, gi := range group[j] {
+				key := [2]int32{gi, outs[j][b][t+1]}
+				ng, ok := next[key]
+				if !ok {
+					ng = int32(len(parents))
+					next[key] = ng
+					parents = append(parents, gi)
+				}
+				group[j][b] = ng
+			}
+		}
+		if len(parents) == G && sequential(parents) {
+			continue
+		}
+		rows := make([]int32, len(parents))
+		for i, p := range parents {
+			rows[i] = groupRow[p]
+		}
+		for l := range L {
+			selfK[l] = gatherRows(selfK[l], parents, (t+1)*HK)
+			selfV[l] = gatherRows(selfV[l], parents, (t+1)*HK)
+		}
+		if !slices.Equal(rows, groupRow) {
+			gk.Reset()
+			gck, gcv = make([]*nn.Tensor, L), make([]*nn.Tensor, L)
+			for l := range L {
+				gck[l] = gather(gk, ck[l], rows, len(rows), S, HK)
+				gcv[l] = gather(gk, cv[l], rows, len(rows), S, HK)
+			}
+			gmask = nil
+			if e.mask != nil {
+				gmask = make([]bool, 0, len(rows)*S)
+				for _, r := range rows {
+					gmask = append(gmask, e.mask[int(r)*S:(int(r)+1)*S]...)
+				}
+			}
+		}
+		groupRow = rows
+	}
+	return outs
+}
+
+func sequential(ids []int32) bool {
+	for i, v := range ids {
+		if int(v) != i {
+			return false
+		}
+	}
+	return true
+}
+
+// gatherRows returns the rows ids of x, rows of width w.
+func gatherRows(x []float32, ids []int32, w int) []float32 {
+	out := make([]float32, len(ids)*w)
+	for i, r := range ids {
+		copy(out[i*w:(i+1)*w], x[int(r)*w:(int(r)+1)*w])
 	}
 	return out
 }

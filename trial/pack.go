@@ -174,3 +174,67 @@ func Packable(reg methods.Registry, method string, arch map[string]any) bool {
 	st, ok := meth.(methods.StateTrainer)
 	return ok && st.TrainsFromStates()
 }
+
+// packDecoders returns each packed trial's decoder. When every method
+// leaves the encoder unchanged and decodes the backbone's way, the trials
+// decode each batch together (t5.GenerateShared): the first to ask decodes
+// for every trial that want says is evaluating now, at its parameters of
+// the moment (version: its optimiser steps), and the others take their
+// rows. Otherwise each decodes alone.
+func packDecoders(m *t5.Model, be nn.Backend, meths []methods.Method, shared *encodings, want func(j int) bool, version func(j int) int) []decoder {
+	out := make([]decoder, len(meths))
+	hooks := make([]*t5.Hooks, len(meths))
+	joint := true
+	for j, meth := range meths {
+		out[j] = methodDecoder(m, be, meth, shared)
+		_, own := meth.(methods.Generator)
+		hooks[j] = meth.Hooks()
+		joint = joint && !own && hooks[j].EncoderUnchanged()
+	}
+	if !joint || len(meths) == 1 {
+		return out
+	}
+	type rows struct {
+		version int
+		out     [][]int32
+	}
+	ready := map[string]map[int]rows{} // batch key → trial → its decoded rows
+	for j := range meths {
+		alone := out[j]
+		out[j] = func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+			if key == "" {
+				return alone(key, ids, mask, B, S, n)
+			}
+			if r, ok := ready[key][j]; ok && r.version == version(j) {
+				delete(ready[key], j)
+				return r.out
+			}
+			var who []int
+			var hs []*t5.Hooks
+			for i := range meths {
+				if i == j || want(i) {
+					who = append(who, i)
+					hs = append(hs, hooks[i])
+				}
+			}
+			e, keep := shared.get(key, func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks[j]) })
+			if !keep {
+				defer e.Release()
+			}
+			decoded := m.GenerateShared(be, e, n, hs)
+			if ready[key] == nil {
+				ready[key] = map[int]rows{}
+			}
+			var mine [][]int32
+			for k, i := range who {
+				if i == j {
+					mine = decoded[k]
+				} else {
+					ready[key][i] = rows{version(i), decoded[k]}
+				}
+			}
+			return mine
+		}
+	}
+	return out
+}

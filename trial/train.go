@@ -284,7 +284,6 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		st := newStepper(m, pr.meth, be, set, pr.lr, set.MaxEpochs*len(batches), cache, dropout > 0)
 		defer st.g.Release()
 		st.g.Seed = uint64(pr.seed)
-		pr.decode = methodDecoder(m, be, pr.meth, encodings)
 		fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
 			validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
 				if epoch == 0 && cache != nil && !cacheSaved {
@@ -309,6 +308,23 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 				return value, nil
 			}}
 	}
+	meths := make([]methods.Method, len(runs))
+	for i, pr := range runs {
+		meths[i] = pr.meth
+	}
+	// A trial decodes with its pack while it is training (validation) or
+	// finished (test); a failed or pruned one no longer decodes.
+	fitDone := false
+	decoders := packDecoders(m, be, meths, encodings, func(i int) bool {
+		fr := fruns[i]
+		if fitDone {
+			return fr.err == nil && !fr.pruned
+		}
+		return !fr.stopped
+	}, func(i int) int { return fruns[i].st.step })
+	for i, pr := range runs {
+		pr.decode = decoders[i]
+	}
 	fc := fitConfig{
 		maxEpochs: set.MaxEpochs,
 		patience:  set.Patience,
@@ -322,9 +338,11 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	if err := fit(ctx, fruns, fc); err != nil {
 		return err
 	}
+	fitDone = true
 	if !packed && fruns[0].err != nil {
 		return fruns[0].err
 	}
+	latency := -1.0
 	for i, pr := range runs {
 		fr := fruns[i]
 		switch {
@@ -343,7 +361,12 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		testScores := evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat)
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
-		pr.latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt)
+		// Latency is the architecture's, not the learning rate's: a pack
+		// times it once, with its first finished trial.
+		if latency < 0 {
+			latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt)
+		}
+		pr.latency = latency
 	}
 	energy := meter.stop(set.PackageWatts)
 	cpuEnergy := energy
