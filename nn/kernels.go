@@ -434,7 +434,7 @@ func GRUGateForward(out, gates, gi, gh, h []float32, N, R int) {
 				a, b := n*3*R, n*R
 				r := sigmoid(gi[a+j] + gh[a+j])
 				z := sigmoid(gi[a+R+j] + gh[a+R+j])
-				c := float32(math.Tanh(float64(gi[a+2*R+j] + r*gh[a+2*R+j])))
+				c := tanhf(gi[a+2*R+j] + r*gh[a+2*R+j])
 				gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
 				out[b+j] = (1-z)*c + z*h[b+j]
 			}
@@ -483,12 +483,12 @@ func LSTMGateForward(hOut, cOut, acts, tc, g, c []float32, N, R int) {
 				a, b := n*4*R, n*R
 				i := sigmoid(g[a+j])
 				f := sigmoid(g[a+R+j])
-				gg := float32(math.Tanh(float64(g[a+2*R+j])))
+				gg := tanhf(g[a+2*R+j])
 				o := sigmoid(g[a+3*R+j])
 				acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
 				cn := f*c[b+j] + i*gg
 				cOut[b+j] = cn
-				t := float32(math.Tanh(float64(cn)))
+				t := tanhf(cn)
 				tc[b+j] = t
 				hOut[b+j] = o * t
 			}
@@ -523,4 +523,3 @@ func LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, c []float32, N, R int) {
 	})
 }
 
-func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
