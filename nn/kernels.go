@@ -522,4 +522,3 @@ func LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, c []float32, N, R int) {
 		}
 	})
 }
-
