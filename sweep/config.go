@@ -252,6 +252,11 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.StallTimeout = DefaultStallTimeout
 		}
 	}
+	if c.Pack > c.MaxFailures && !seen["max_failures"] {
+		// A study starts at most its remaining failures at once, which
+		// would cap every pack at the default 5.
+		c.MaxFailures = c.Pack
+	}
 	if c.Pack > 1 && (len(c.Command) > 0 || c.Trainer == "synthetic") {
 		return nil, &ConfigError{File: file, Field: "pack", Err: errors.New("packs trials of the built-in trainer only (remove command: or trainer: synthetic, or set pack: 1)")}
 	}

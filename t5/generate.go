@@ -94,6 +94,37 @@ func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) []
 // one hook set may be anything. Each method's rows come out as Generate
 // returns them: with a single hook set the arithmetic is Generate's.
 func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*Hooks) [][][]int32 {
+	d := m.NewDecoder(be)
+	defer d.Release()
+	return d.GenerateShared(e, maxNew, hooks)
+}
+
+// Decoder keeps greedy decoding's working memory between calls: a trial
+// that decodes every epoch reuses it instead of allocating (and zeroing)
+// it afresh each time.
+type Decoder struct {
+	m     *Model
+	be    nn.Backend
+	g, gk *nn.Graph
+}
+
+// NewDecoder returns a decoder for m on be; Release frees it.
+func (m *Model) NewDecoder(be nn.Backend) *Decoder {
+	d := &Decoder{m: m, be: be, g: nn.NewGraph(be), gk: nn.NewGraph(be)}
+	d.g.NoGrad, d.gk.NoGrad = true, true
+	return d
+}
+
+// Release frees the decoder's memory.
+func (d *Decoder) Release() {
+	d.g.Release()
+	d.gk.Release()
+}
+
+// GenerateShared is Model.GenerateShared in d's memory.
+func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]int32 {
+	m, g, gk := d.m, d.g, d.gk
+	gk.Reset()
 	c := m.Config
 	D, HK, H, S := c.DModel, c.Inner(), c.NumHeads, e.S
 	B, enc, encOut, ck, cv := e.B, e.enc, e.out, e.ck, e.cv
@@ -130,13 +161,9 @@ func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*H
 	}
 	// selfK[l] and selfV[l] hold (G, t, H·K) for the t tokens so far.
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
-	gk := nn.NewGraph(be) // the encoder's keys and values, mask in group order
-	gk.NoGrad = true
-	defer gk.Release()
+	// gk holds the encoder's keys and values in group order once groups
+	// split; g each step's work.
 	gck, gcv, gmask := ck, cv, e.mask
-	g := nn.NewGraph(be)
-	g.NoGrad = true
-	defer g.Release()
 	gather := func(g *nn.Graph, x *nn.Tensor, ids []int32, shape ...int) *nn.Tensor {
 		return g.Embedding(x.View(x.Dim(0), x.Len()/x.Dim(0)), ids).View(shape...)
 	}

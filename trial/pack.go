@@ -142,7 +142,7 @@ type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]in
 // methodDecoder uses the method's own decoder when it has one, else the
 // backbone's cached greedy decoding with the method's hooks, over shared
 // encodings when the hooks leave the encoder unchanged.
-func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method, shared *encodings) decoder {
+func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Method, shared *encodings) decoder {
 	if gen, ok := meth.(methods.Generator); ok {
 		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
 			return gen.Generate(be, ids, mask, B, S, n)
@@ -157,7 +157,7 @@ func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method, shared *enco
 		if !keep {
 			defer e.Release()
 		}
-		return m.GenerateFrom(be, e, n, hooks)
+		return dec.GenerateShared(e, n, []*t5.Hooks{hooks})[0]
 	}
 }
 
@@ -181,12 +181,12 @@ func Packable(reg methods.Registry, method string, arch map[string]any) bool {
 // for every trial that want says is evaluating now, at its parameters of
 // the moment (version: its optimiser steps), and the others take their
 // rows. Otherwise each decodes alone.
-func packDecoders(m *t5.Model, be nn.Backend, meths []methods.Method, shared *encodings, want func(j int) bool, version func(j int) int) []decoder {
+func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.Method, shared *encodings, want func(j int) bool, version func(j int) int) []decoder {
 	out := make([]decoder, len(meths))
 	hooks := make([]*t5.Hooks, len(meths))
 	joint := true
 	for j, meth := range meths {
-		out[j] = methodDecoder(m, be, meth, shared)
+		out[j] = methodDecoder(m, be, dec, meth, shared)
 		_, own := meth.(methods.Generator)
 		hooks[j] = meth.Hooks()
 		joint = joint && !own && hooks[j].EncoderUnchanged()
@@ -221,7 +221,7 @@ func packDecoders(m *t5.Model, be nn.Backend, meths []methods.Method, shared *en
 			if !keep {
 				defer e.Release()
 			}
-			decoded := m.GenerateShared(be, e, n, hs)
+			decoded := dec.GenerateShared(e, n, hs)
 			if ready[key] == nil {
 				ready[key] = map[int]rows{}
 			}

@@ -315,7 +315,9 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	// A trial decodes with its pack while it is training (validation) or
 	// finished (test); a failed or pruned one no longer decodes.
 	fitDone := false
-	decoders := packDecoders(m, be, meths, encodings, func(i int) bool {
+	dec := m.NewDecoder(be)
+	defer dec.Release()
+	decoders := packDecoders(m, be, dec, meths, encodings, func(i int) bool {
 		fr := fruns[i]
 		if fitDone {
 			return fr.err == nil && !fr.pruned
