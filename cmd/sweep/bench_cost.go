@@ -22,11 +22,7 @@ import (
 // fills, so the rows after it compare the warm-cache cost the issue is about.
 func benchSweepCost(args []string) error {
 	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--hidden 256] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
-	dModel := fs.Int("d-model", 512, "model hidden size (t5-small's)")
-	dKV := fs.Int("d-kv", 64, "attention head size")
-	dFF := fs.Int("d-ff", 2048, "feed-forward size")
-	layers := fs.Int("layers", 6, "encoder and decoder blocks")
-	heads := fs.Int("heads", 8, "attention heads")
+	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
 	hidden := fs.Int("hidden", 256, "READ's GRU size")
 	epochs := fs.Int("epochs", 3, "max_epochs")
 	batch := fs.Int("batch", 16, "batch_size")
@@ -86,8 +82,7 @@ func benchSweepCost(args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := sweepCmd("model", "new", "--out", "model", "--spiece", absSpiece, "--d-model", fmt.Sprint(*dModel), "--d-kv", fmt.Sprint(*dKV),
-		"--d-ff", fmt.Sprint(*dFF), "--layers", fmt.Sprint(*layers), "--heads", fmt.Sprint(*heads)); err != nil {
+	if _, err := sweepCmd(append([]string{"model", "new", "--out", "model", "--spiece", absSpiece}, shape.args()...)...); err != nil {
 		return err
 	}
 	type row struct {
@@ -103,7 +98,7 @@ func benchSweepCost(args []string) error {
 		}
 	}
 	fmt.Printf("sweep bench sweep-cost: READ (GRU %d) on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
-		*hidden, *data, *dModel, *dFF, *layers, *layers, *heads, *epochs, *batch, *src)
+		*hidden, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
 	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
 	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
 	var one float64

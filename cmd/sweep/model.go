@@ -1,12 +1,34 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/readsweep/readsweep/t5"
 )
+
+// modelShape is the size of a random T5, as `sweep model new` takes it.
+type modelShape struct{ DModel, DKV, DFF, Layers, Heads int }
+
+// addShapeFlags defines --d-model, --d-kv, --d-ff, --layers and --heads on
+// fs with defaults def.
+func addShapeFlags(fs *flag.FlagSet, def modelShape) *modelShape {
+	s := def
+	fs.IntVar(&s.DModel, "d-model", def.DModel, "hidden size")
+	fs.IntVar(&s.DKV, "d-kv", def.DKV, "size of each attention head")
+	fs.IntVar(&s.DFF, "d-ff", def.DFF, "feed-forward size")
+	fs.IntVar(&s.Layers, "layers", def.Layers, "encoder and decoder blocks")
+	fs.IntVar(&s.Heads, "heads", def.Heads, "attention heads")
+	return &s
+}
+
+// args are the `sweep model new` flags for s.
+func (s modelShape) args() []string {
+	return []string{"--d-model", fmt.Sprint(s.DModel), "--d-kv", fmt.Sprint(s.DKV), "--d-ff", fmt.Sprint(s.DFF),
+		"--layers", fmt.Sprint(s.Layers), "--heads", fmt.Sprint(s.Heads)}
+}
 
 // cmdModel makes models: `sweep model new` writes a randomly initialised
 // T5 of a chosen (small) shape beside a SentencePiece tokenizer, for
@@ -18,11 +40,7 @@ func cmdModel(args []string) error {
 	fs := newFlags("model new", "model new --out DIR --spiece spiece.model [--d-model 64] [--d-kv 16] [--d-ff 256] [--layers 2] [--heads 4] [--ff relu|gated-gelu] [--seed 0]")
 	out := fs.String("out", "", "folder to write config.json, model.safetensors and spiece.model to (required)")
 	spiece := fs.String("spiece", "", "SentencePiece model to use as the tokenizer (required)")
-	dModel := fs.Int("d-model", 64, "hidden size")
-	dKV := fs.Int("d-kv", 16, "size of each attention head")
-	dFF := fs.Int("d-ff", 256, "feed-forward size")
-	layers := fs.Int("layers", 2, "encoder and decoder blocks")
-	heads := fs.Int("heads", 4, "attention heads")
+	shape := addShapeFlags(fs, modelShape{DModel: 64, DKV: 16, DFF: 256, Layers: 2, Heads: 4})
 	ff := fs.String("ff", "relu", "feed-forward: relu (T5 v1.0) or gated-gelu (T5 v1.1)")
 	seed := fs.Uint64("seed", 0, "initialisation seed")
 	pos, err := parse(fs, args[1:])
@@ -38,13 +56,13 @@ func cmdModel(args []string) error {
 		return err
 	}
 	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF = tok.VocabSize(), *dModel, *dKV, *dFF
-	c.NumLayers, c.NumDecoderLayers, c.NumHeads = *layers, *layers, *heads
+	c.VocabSize, c.DModel, c.DKV, c.DFF = tok.VocabSize(), shape.DModel, shape.DKV, shape.DFF
+	c.NumLayers, c.NumDecoderLayers, c.NumHeads = shape.Layers, shape.Layers, shape.Heads
 	c.FeedForwardProj, c.Gated = *ff, *ff == "gated-gelu"
 	if *ff != "relu" && *ff != "gated-gelu" {
 		return fmt.Errorf("%w: --ff %q: want relu or gated-gelu", errUsage, *ff)
 	}
-	for _, v := range []int{*dModel, *dKV, *dFF, *layers, *heads} {
+	for _, v := range []int{shape.DModel, shape.DKV, shape.DFF, shape.Layers, shape.Heads} {
 		if v < 1 {
 			return fmt.Errorf("%w: sizes must be positive", errUsage)
 		}
