@@ -250,6 +250,9 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 		}
 		lossSum, seconds := make([]float64, len(active)), make([]float64, len(active))
 		for p := range fc.batches {
+			if err := ctx.Err(); err != nil {
+				return err // pruned or interrupted: stop now, not after the epoch
+			}
 			var bt t5.Batch
 			built := -1
 			for i, r := range active {
