@@ -2,7 +2,9 @@ package nn
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
 )
 
@@ -174,6 +176,26 @@ func (a *arena) alloc(n int) []float32 {
 	return s
 }
 
+// allocOut is alloc without zeroing reused memory, for op outputs, which
+// their kernels overwrite whole: clearing them was a tenth of a READ
+// evaluation's time. With poison (READSWEEP_POISON_OUTPUTS=1, a test
+// setting) they are filled with NaN instead, so an op that reads its output
+// before writing it shows in every result.
+func (a *arena) allocOut(n int, poison bool) []float32 {
+	c, off, grow := a.take(n, arenaFirstChunk)
+	if grow > 0 {
+		a.chunks = append(a.chunks, make([]float32, grow))
+	}
+	s := a.chunks[c][off : off+n : off+n]
+	if poison {
+		nan := float32(math.NaN())
+		for i := range s {
+			s[i] = nan
+		}
+	}
+	return s
+}
+
 // Graph runs ops: it owns their outputs (in an arena) and, when gradients
 // are wanted, the tape of backward closures.
 type Graph struct {
@@ -182,6 +204,7 @@ type Graph struct {
 	Train bool
 	// NoGrad records nothing: every output has a nil Grad.
 	NoGrad bool
+	poison bool // fill new outputs with NaN (see arena.allocOut)
 	// Seed seeds dropout masks; each dropout op draws a fresh stream.
 	Seed uint64
 
@@ -237,7 +260,7 @@ type AttentionShape struct{ B, Tq, Tk, H, K int }
 // NewGraph returns a graph on backend be; on a GPU backend its tensors
 // live on the GPU.
 func NewGraph(be Backend) *Graph {
-	g := &Graph{Backend: be}
+	g := &Graph{Backend: be, poison: os.Getenv("READSWEEP_POISON_OUTPUTS") == "1"}
 	if d, ok := be.(graphDevice); ok {
 		g.gpu = d.newGraphOps(g)
 	}
@@ -337,18 +360,28 @@ func (g *Graph) PeakBytes() int64 {
 	return int64(g.arena.peak) * 4
 }
 
-// New returns a zeroed tensor from the graph's arena, with a gradient
-// buffer when grad is set.
+// New returns a tensor from the graph's arena for an op to write whole,
+// with a zeroed gradient buffer when grad is set. On the CPU its values
+// are left as the arena had them; Zeros gives zeros.
 func (g *Graph) New(grad bool, shape ...int) *Tensor {
 	if g.gpu != nil {
 		return g.gpu.newTensor(grad, shape)
 	}
 	n := numel(shape)
-	t := &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.alloc(n)}
+	t := &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.allocOut(n, g.poison)}
 	if grad {
-		t.Grad = g.arena.alloc(n)
+		t.Grad = g.arena.alloc(n) // backward adds into gradients
 	}
 	return t
+}
+
+// Zeros returns a new tensor of zeros that takes no gradient (an initial
+// recurrent state). New's values are undefined until an op writes them.
+func (g *Graph) Zeros(shape ...int) *Tensor {
+	if g.gpu != nil {
+		return g.gpu.newTensor(false, shape)
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.alloc(numel(shape))}
 }
 
 // wants reports whether an op over inputs must record its backward.
@@ -931,6 +964,7 @@ func (g *Graph) MeanHeads(p *Tensor) *Tensor {
 	inv := 1 / float32(H)
 	for b := 0; b < B; b++ {
 		dst := out.Data[b*Tq*Tk : (b+1)*Tq*Tk]
+		clear(dst)
 		for h := 0; h < H; h++ {
 			src := p.Data[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
 			for i := range dst {

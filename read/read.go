@@ -199,10 +199,10 @@ func (r *Read) side(g *nn.Graph, side, proj string, xs []*nn.Tensor) *nn.Tensor 
 	N := B * T
 	R := r.opts.Hidden
 	eps := float32(r.m.Config.LayerNormEps)
-	h := g.New(false, N, R)
+	h := g.Zeros(N, R)
 	var c *nn.Tensor
 	if r.opts.Cell == "lstm" {
-		c = g.New(false, N, R)
+		c = g.Zeros(N, R)
 	}
 	var sum *nn.Tensor
 	accumulate := func(t *nn.Tensor) {
