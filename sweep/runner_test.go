@@ -31,9 +31,27 @@ func inProcess(ctx context.Context, p Proc) error {
 	return trial.Run(ctx, spec, nil, nil, p.Stdout, p.Stderr)
 }
 
-func TestRunnerInProcess(t *testing.T) {
+// testRunner parses a sweep file and returns a Runner over a fresh SQLite
+// database in a temporary directory, with exec as its trial process.
+func testRunner(t *testing.T, yaml string, exec func(context.Context, Proc) error) (*Runner, *storage.DB) {
+	t.Helper()
 	dir := t.TempDir()
-	cfg, err := ParseConfig("test.yaml", []byte(`trainer: synthetic
+	cfg, err := ParseConfig("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OutputDir = filepath.Join(dir, "runs")
+	store, err := storage.OpenSQLite(filepath.Join(dir, "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	sampler, _ := NewSampler(cfg.Sampler)
+	return &Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: NewPruner(cfg.Pruner), Exec: exec}, store
+}
+
+func TestRunnerInProcess(t *testing.T) {
+	r, store := testRunner(t, `trainer: synthetic
 datasets: [sst2, rte, cola]
 methods:
   read: [{cell: gru}, {cell: lstm}]
@@ -44,20 +62,10 @@ sampler: {seed: 4, n_startup_trials: 4}
 pruner: {name: median, n_startup_trials: 2, n_warmup_steps: 1}
 training: {max_epochs: 5}
 parallel: 3
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.OutputDir = filepath.Join(dir, "runs")
-	store, err := storage.OpenSQLite(filepath.Join(dir, "r.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	sampler, _ := NewSampler(cfg.Sampler)
+`, inProcess)
+	cfg := r.Config
 	var progressCalls int
-	r := &Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: NewPruner(cfg.Pruner), Exec: inProcess,
-		Progress: func(done, total int, running []string) { progressCalls++ }}
+	r.Progress = func(done, total int, running []string) { progressCalls++ }
 	plan := Plan(cfg, nil)
 	res, err := r.Run(context.Background(), plan)
 	if err != nil {
@@ -177,8 +185,8 @@ func intAt(m map[string]any, key string) int {
 // inside packs by verdict, fails only the trial that failed (and retries
 // it), splits the logs, and stops at the budget exactly.
 func TestRunnerPacks(t *testing.T) {
-	dir := t.TempDir()
-	cfg, err := ParseConfig("test.yaml", []byte(`datasets: [sst2]
+	var sizes []int
+	r, store := testRunner(t, `datasets: [sst2]
 methods:
   read: [{cell: gru}]
 search:
@@ -189,20 +197,9 @@ pruner: {name: asha, min_resource: 1, reduction_factor: 2}
 training: {max_epochs: 4}
 pack: 4
 max_retries: 1
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.OutputDir = filepath.Join(dir, "runs")
-	store, err := storage.OpenSQLite(filepath.Join(dir, "p.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	sampler, _ := NewSampler(cfg.Sampler)
-	var sizes []int
-	r := &Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: NewPruner(cfg.Pruner), Exec: fakePack(&sizes),
-		Packable: func(method string, _ map[string]any) bool { return method == "read" }}
+`, fakePack(&sizes))
+	cfg := r.Config
+	r.Packable = func(method string, _ map[string]any) bool { return method == "read" }
 	res, err := r.Run(context.Background(), Plan(cfg, nil))
 	if err != nil {
 		t.Fatal(err)
