@@ -123,7 +123,9 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 // computation needs every earlier position (LST's side decoder).
 func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
 	c := m.Config
-	out, done, g := m.startDecoding(be, B)
+	out, done := m.startRows(B)
+	g := nn.NewGraph(be)
+	g.NoGrad = true
 	defer g.Release()
 	for t := 1; t <= maxNew; t++ {
 		g.Reset()

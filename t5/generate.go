@@ -31,16 +31,14 @@ func (m *Model) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew i
 // batch from the same Encoded.
 type Encoded struct {
 	B, S   int
-	enc    *nn.Tensor
-	mask   []bool
-	out    *Output
+	out    *Output // EncOut, Mask and the block outputs
 	ck, cv []*nn.Tensor
 	g      *nn.Graph
 }
 
 // Floats is the number of float32 values e holds.
 func (e *Encoded) Floats() int {
-	n := e.enc.Len()
+	n := e.out.EncOut.Len()
 	for _, set := range [][]*nn.Tensor{e.out.EncBlockOut, e.ck, e.cv} {
 		for _, t := range set {
 			n += t.Len()
@@ -69,9 +67,9 @@ func (m *Model) EncodeForDecoding(be nn.Backend, ids []int32, mask []bool, B, S 
 	}
 	ge := nn.NewGraph(be)
 	ge.NoGrad = true
-	enc, encMask, encOut := m.Encode(ge, ids, mask, B, S, h)
+	enc, _, encOut := m.Encode(ge, ids, mask, B, S, h)
 	L := len(m.Dec)
-	e := &Encoded{B: B, S: enc.Dim(1), enc: enc, mask: encMask, out: encOut, ck: make([]*nn.Tensor, L), cv: make([]*nn.Tensor, L), g: ge}
+	e := &Encoded{B: B, S: enc.Dim(1), out: encOut, ck: make([]*nn.Tensor, L), cv: make([]*nn.Tensor, L), g: ge}
 	for l, blk := range m.Dec {
 		name := decoderName(l) + "1.EncDecAttention."
 		e.ck[l] = m.linear(ge, h, name+"k", enc, blk.CK)
@@ -104,13 +102,12 @@ func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*H
 // it afresh each time.
 type Decoder struct {
 	m     *Model
-	be    nn.Backend
 	g, gk *nn.Graph
 }
 
 // NewDecoder returns a decoder for m on be; Release frees it.
 func (m *Model) NewDecoder(be nn.Backend) *Decoder {
-	d := &Decoder{m: m, be: be, g: nn.NewGraph(be), gk: nn.NewGraph(be)}
+	d := &Decoder{m: m, g: nn.NewGraph(be), gk: nn.NewGraph(be)}
 	d.g.NoGrad, d.gk.NoGrad = true, true
 	return d
 }
@@ -127,7 +124,7 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 	gk.Reset()
 	c := m.Config
 	D, HK, H, S := c.DModel, c.Inner(), c.NumHeads, e.S
-	B, enc, encOut, ck, cv := e.B, e.enc, e.out, e.ck, e.cv
+	B, encOut, ck, cv := e.B, e.out, e.ck, e.cv
 	K := len(hooks)
 	hb := &Hooks{} // the backbone's hooks: the method's own when alone
 	hooks = append([]*Hooks(nil), hooks...)
@@ -142,10 +139,7 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 	L := len(m.Dec)
 	outs, dones, memos := make([][][]int32, K), make([][]bool, K), make([]map[string]*nn.Tensor, K)
 	for j := range outs {
-		outs[j], dones[j] = make([][]int32, B), make([]bool, B)
-		for b := range outs[j] {
-			outs[j][b] = []int32{int32(c.DecoderStartTokenID)}
-		}
+		outs[j], dones[j] = m.startRows(B)
 		memos[j] = map[string]*nn.Tensor{}
 	}
 	// The backbone decodes G groups, one per distinct (row, tokens so
@@ -163,7 +157,7 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 	selfK, selfV := make([][]float32, L), make([][]float32, L)
 	// gk holds the encoder's keys and values in group order once groups
 	// split; g each step's work.
-	gck, gcv, gmask := ck, cv, e.mask
+	gck, gcv, gmask := ck, cv, encOut.Mask
 	gather := func(g *nn.Graph, x *nn.Tensor, ids []int32, shape ...int) *nn.Tensor {
 		return g.Embedding(x.View(x.Dim(0), x.Len()/x.Dim(0)), ids).View(shape...)
 	}
@@ -206,7 +200,7 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 			own := G == B && sequential(group[j])
 			final := decOut
 			if h.DecoderOutput != nil {
-				step := &Output{EncOut: enc, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn,
+				step := &Output{EncOut: encOut.EncOut, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn,
 					DecOut: decOut, DecBlockOut: blockOut, CrossAttn: crossAttn, Memo: memos[j]}
 				if !own {
 					step.DecOut = gather(g, decOut, group[j], B, 1, D)
@@ -262,10 +256,10 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 				gcv[l] = gather(gk, cv[l], rows, len(rows), S, HK)
 			}
 			gmask = nil
-			if e.mask != nil {
+			if encOut.Mask != nil {
 				gmask = make([]bool, 0, len(rows)*S)
 				for _, r := range rows {
-					gmask = append(gmask, e.mask[int(r)*S:(int(r)+1)*S]...)
+					gmask = append(gmask, encOut.Mask[int(r)*S:(int(r)+1)*S]...)
 				}
 			}
 		}
@@ -292,16 +286,14 @@ func gatherRows(x []float32, ids []int32, w int) []float32 {
 	return out
 }
 
-// startDecoding returns B sequences holding the decoder start token, none
-// ended, and a gradient-free graph for the steps.
-func (m *Model) startDecoding(be nn.Backend, B int) (out [][]int32, done []bool, g *nn.Graph) {
+// startRows returns B sequences holding the decoder start token, none
+// ended.
+func (m *Model) startRows(B int) (out [][]int32, done []bool) {
 	out, done = make([][]int32, B), make([]bool, B)
 	for b := range out {
 		out[b] = []int32{int32(m.Config.DecoderStartTokenID)}
 	}
-	g = nn.NewGraph(be)
-	g.NoGrad = true
-	return out, done, g
+	return out, done
 }
 
 // pickNext appends to each row its most likely next token (the first on
