@@ -88,11 +88,7 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(int, []*f
 			}
 			if fr := byNumber[v.Trial]; fr != nil && v.Prune && !fr.pruned {
 				fr.pruned, fr.stopped = true, true
-				for i, pr := range runs {
-					if fruns[i] == fr {
-						pr.logf("pruned after epoch %d; the pack goes on without it", epoch)
-					}
-				}
+				fr.logf("pruned after epoch %d; the pack goes on without it", epoch)
 			}
 		}
 	}
@@ -140,24 +136,17 @@ func (c *encodings) release() {
 type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]int32
 
 // methodDecoder uses the method's own decoder when it has one, else the
-// backbone's cached greedy decoding with the method's hooks, over shared
-// encodings when the hooks leave the encoder unchanged.
-func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Method, shared *encodings) decoder {
+// backbone's cached greedy decoding with the method's hooks; it shares
+// nothing (packDecoders does).
+func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
 	if gen, ok := meth.(methods.Generator); ok {
 		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
 			return gen.Generate(be, ids, mask, B, S, n)
 		}
 	}
 	hooks := meth.Hooks()
-	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
-		if key == "" || shared == nil || !hooks.EncoderUnchanged() {
-			return m.Generate(be, ids, mask, B, S, n, hooks)
-		}
-		e, keep := shared.get(key, func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) })
-		if !keep {
-			defer e.Release()
-		}
-		return dec.GenerateShared(e, n, []*t5.Hooks{hooks})[0]
+	return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+		return m.Generate(be, ids, mask, B, S, n, hooks)
 	}
 }
 
@@ -175,23 +164,24 @@ func Packable(reg methods.Registry, method string, arch map[string]any) bool {
 	return ok && st.TrainsFromStates()
 }
 
-// packDecoders returns each packed trial's decoder. When every method
-// leaves the encoder unchanged and decodes the backbone's way, the trials
-// decode each batch together (t5.GenerateShared): the first to ask decodes
-// for every trial that want says is evaluating now, at its parameters of
-// the moment (version: its optimiser steps), and the others take their
-// rows. Otherwise each decodes alone.
+// packDecoders returns each trial's decoder. When every method leaves the
+// encoder unchanged and decodes the backbone's way, a named batch (key) is
+// encoded once (shared) and the trials decode it together
+// (t5.GenerateShared): the first to ask decodes for every trial that want
+// says is evaluating now, at its parameters of the moment (version: its
+// optimiser steps), and the others take their rows. Otherwise, and for
+// unnamed batches (latency), each decodes alone.
 func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.Method, shared *encodings, want func(j int) bool, version func(j int) int) []decoder {
 	out := make([]decoder, len(meths))
 	hooks := make([]*t5.Hooks, len(meths))
 	joint := true
 	for j, meth := range meths {
-		out[j] = methodDecoder(m, be, dec, meth, shared)
+		out[j] = methodDecoder(m, be, meth)
 		_, own := meth.(methods.Generator)
 		hooks[j] = meth.Hooks()
 		joint = joint && !own && hooks[j].EncoderUnchanged()
 	}
-	if !joint || len(meths) == 1 {
+	if !joint {
 		return out
 	}
 	type rows struct {
