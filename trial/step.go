@@ -220,6 +220,10 @@ type fitRun struct {
 	err          error // why it failed
 }
 
+// completed reports whether the run trained to its end: neither failed
+// nor pruned.
+func (r *fitRun) completed() bool { return r.err == nil && !r.pruned }
+
 // fit trains its runs epoch after epoch until max_epochs, or until
 // `patience` epochs in a row bring a run no improvement of its validation
 // score, then restores each run's parameters of its best epoch: what the
@@ -302,7 +306,7 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 	}
 	for _, r := range runs {
 		switch {
-		case r.err != nil || r.pruned:
+		case !r.completed():
 		case r.bestState == nil:
 			r.err = errors.New("trial: no epoch finished")
 		default:

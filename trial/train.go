@@ -320,7 +320,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	decoders := packDecoders(m, be, dec, meths, encodings, func(i int) bool {
 		fr := fruns[i]
 		if fitDone {
-			return fr.err == nil && !fr.pruned
+			return fr.completed()
 		}
 		return !fr.stopped
 	}, func(i int) int { return fruns[i].st.step })
@@ -384,14 +384,14 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	// between the trials that trained to the end.
 	finished := 0
 	for _, fr := range fruns {
-		if fr.err == nil && !fr.pruned {
+		if fr.completed() {
 			finished++
 		}
 	}
 	share := 1 / float64(max(finished, 1))
 	for i, pr := range runs {
 		fr := fruns[i]
-		if fr.err != nil || fr.pruned {
+		if !fr.completed() {
 			continue
 		}
 		attrs := map[string]any{
