@@ -155,8 +155,9 @@ func (a *arenaSpace) fit(p arenaPos, n int) (at, next arenaPos, ok bool) {
 
 func (a *arenaSpace) reset() { a.pos = arenaPos{} }
 
-// arena hands out zeroed float32 slices from reusable chunks, so a training
-// step allocates nothing once the first step has sized it.
+// arena hands out float32 slices from reusable chunks (zeroed by alloc,
+// as the last user left them by allocOut), so a training step allocates
+// nothing once the first step has sized it.
 type arena struct {
 	arenaSpace
 	chunks [][]float32
@@ -166,12 +167,7 @@ type arena struct {
 const arenaFirstChunk = 1 << 16
 
 func (a *arena) alloc(n int) []float32 {
-	c, off, grow := a.take(n, arenaFirstChunk)
-	if grow > 0 {
-		a.chunks = append(a.chunks, make([]float32, grow)) // zeroed
-		return a.chunks[c][:n:n]
-	}
-	s := a.chunks[c][off : off+n : off+n]
+	s := a.allocOut(n, false)
 	clear(s)
 	return s
 }

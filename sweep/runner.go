@@ -817,19 +817,18 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 			continue
 		}
 		wd.heard(fmt.Sprintf("epoch %d", m.Step))
-		prune := r.epoch(tctx, ss, members[i], m, &mu, &lost[i], &pruned[i])
-		if !prune {
+		if ignored := r.epoch(tctx, ss, members[i], m, &mu, &lost[i], &pruned[i]); !ignored {
 			lastValue[i], hasLast[i] = float64(m.Value), true
 			onEpoch(i, m.Step)
 		}
 		mu.Lock()
-		prune = pruned[i] || lost[i]
+		stop := pruned[i] || lost[i]
 		gone := allLost()
 		mu.Unlock()
 		switch {
 		case packed:
-			verdicts.Write(trial.Verdict{Trial: members[i].Number, Prune: prune}.Encode())
-		case prune:
+			verdicts.Write(trial.Verdict{Trial: members[i].Number, Prune: stop}.Encode())
+		case stop:
 			cancel()
 		}
 		if gone {
