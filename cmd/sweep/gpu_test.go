@@ -18,10 +18,7 @@ import (
 // Without a GPU the same file fails each trial, saying why.
 func TestSweepOnEmulatedGPU(t *testing.T) {
 	dir := t.TempDir()
-	model := filepath.Join(dir, "tiny-t5")
-	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
-		t.Fatalf("model new: %s", errOut)
-	}
+	tinyModel(t, dir)
 	config := func(db string) string {
 		return `storage: sqlite:///` + db + `
 model: tiny-t5

@@ -583,10 +583,7 @@ func TestDataCommands(t *testing.T) {
 // methods on the GLUE fixture with the real trainer.
 func TestRealSweep(t *testing.T) {
 	dir := t.TempDir()
-	model := filepath.Join(dir, "tiny-t5")
-	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
-		t.Fatalf("model new: %s", errOut)
-	}
+	tinyModel(t, dir)
 	writeConfig(t, dir, `storage: sqlite:///real.db
 model: tiny-t5
 data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
@@ -614,6 +611,17 @@ training: {max_epochs: 2, batch_size: 32}
 	if stdout, errOut, code := sweepCmd(t, dir, "best", "--method", "lora", "--config", "sweep.yaml"); code != 0 || !strings.Contains(stdout, "chosen architecture rank-4") {
 		t.Errorf("sweep best: exit %d\n%s%s", code, stdout, errOut)
 	}
+}
+
+// tinyModel makes a random 2-layer T5 (d_model 32) with `sweep model new`
+// in dir/tiny-t5 and returns its path.
+func tinyModel(t *testing.T, dir string) string {
+	t.Helper()
+	model := filepath.Join(dir, "tiny-t5")
+	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
+		t.Fatalf("model new: %s", errOut)
+	}
+	return model
 }
 
 func mustAbs(t *testing.T, p string) string {

@@ -319,10 +319,7 @@ func (s *syncBuffer) String() string {
 // pack whose process fails fails each of its trials with the reason.
 func TestPackedSweep(t *testing.T) {
 	dir := t.TempDir()
-	model := filepath.Join(dir, "tiny-t5")
-	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", model, "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"), "--d-model", "32", "--d-kv", "8", "--d-ff", "64"); code != 0 {
-		t.Fatalf("model new: %s", errOut)
-	}
+	model := tinyModel(t, dir)
 	body := `model: %s
 data_dir: ` + mustAbs(t, "../../glue/testdata/fixture") + `
 output_dir: runs
