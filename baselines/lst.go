@@ -120,7 +120,7 @@ func newLST(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, erro
 	case "random":
 		l.side.Init(seed)
 	case "magnitude", "fisher":
-		// Fisher pruning waits for InitFromData; until then the side
+		// Fisher pruning waits for InitFrom; until then the side
 		// network is pruned by magnitude, so it is usable without data.
 		l.prune(magnitude(m))
 	}
@@ -131,6 +131,11 @@ func newLST(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, erro
 func (l *lst) Trainable() []*nn.Tensor { return l.train }
 func (l *lst) Hooks() *t5.Hooks        { return l.hooks }
 func (l *lst) Weights() *nn.Params     { return l.weights }
+
+// TrainsFromStates: the ladder reads the frozen backbone's embeddings and
+// block outputs and changes none of them, so its trials train from the
+// state cache and can be packed.
+func (l *lst) TrainsFromStates() bool { return true }
 
 // Generate re-runs the side decoder on the whole prefix at each step: its
 // self-attention needs every earlier position.
@@ -183,17 +188,17 @@ func magnitude(m *t5.Model) importance {
 	}
 }
 
-// InitFromData ranks channels by the empirical Fisher information (the
-// squared gradient of the task loss, summed over single examples), as the
-// LST code's fisher-v2 initialisation does, then prunes.
-func (l *lst) InitFromData(be nn.Backend, batches []t5.Batch) error {
+// Importance is the empirical Fisher information (the squared gradient of
+// the task loss, summed over single examples) by which the LST code's
+// fisher-v2 initialisation ranks channels; nil unless init is fisher.
+func (l *lst) Importance(be nn.Backend, batches []t5.Batch) (methods.Importance, error) {
 	if l.init != "fisher" || len(batches) == 0 {
-		return nil
+		return nil, nil
 	}
 	m := l.m
 	grads := m.Params.EnableGrad(func(string) bool { return true })
 	defer freeze(m) // a GPU mirror loses its gradient too
-	imp := map[string][]float32{}
+	imp := methods.Importance{}
 	for i, name := range m.Params.Names {
 		imp[name] = make([]float32, m.Params.Tensors[i].Len())
 	}
@@ -203,7 +208,7 @@ func (l *lst) InitFromData(be nn.Backend, batches []t5.Batch) error {
 		g.Reset()
 		out, err := m.Forward(g, bt, nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		g.Backward(out.Loss)
 		for i, t := range grads {
@@ -214,8 +219,14 @@ func (l *lst) InitFromData(be nn.Backend, batches []t5.Batch) error {
 		}
 		nn.ZeroGrad(grads)
 	}
-	l.prune(func(name string) []float32 { return imp[name] })
-	return nil
+	return imp, nil
+}
+
+// InitFrom prunes the side network by the Fisher information.
+func (l *lst) InitFrom(imp methods.Importance) {
+	if imp != nil {
+		l.prune(func(name string) []float32 { return imp[name] })
+	}
 }
 
 // prune sets the side blocks to sub-matrices of the backbone's, keeping

@@ -46,8 +46,9 @@ type Dropouter interface {
 
 // StateTrainer is implemented by methods whose training loss depends on
 // the frozen backbone only through its block outputs, its head-averaged
-// cross-attention and its final decoder output (t5.Model.HeadLoss): the
-// trainer may then compute those once and train from a cache.
+// cross-attention, its final decoder output and its embeddings
+// (t5.Model.HeadLoss): the trainer may then compute those once and train
+// from a cache.
 type StateTrainer interface {
 	TrainsFromStates() bool
 }
@@ -59,11 +60,17 @@ type Generator interface {
 }
 
 // DataInitializer is implemented by methods whose initialisation looks at
-// training data (LST's Fisher-ranked pruning); the trainer calls it once,
-// before training, with batches of single training examples.
+// training data (LST's Fisher-ranked pruning). Importance reads the data
+// through the frozen backbone alone, so the trainer computes it once, with
+// batches of single training examples, and initialises every trial of a
+// pack from it; it is nil when the method's settings take no data.
 type DataInitializer interface {
-	InitFromData(be nn.Backend, batches []t5.Batch) error
+	Importance(be nn.Backend, batches []t5.Batch) (Importance, error)
+	InitFrom(imp Importance)
 }
+
+// Importance scores every element of the backbone's tensors, by name.
+type Importance map[string][]float32
 
 // Constructor attaches a method to m with settings s; seed drives its
 // random initialisation.

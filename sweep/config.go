@@ -42,7 +42,7 @@ type Config struct {
 	Parallel int
 	// Pack is how many trials of a study one trial process trains side by
 	// side over one backbone pass (1: none); it applies to studies whose
-	// method trains from the frozen backbone's states (READ's variant A).
+	// method trains from the frozen backbone's states (READ's variant A, LST).
 	Pack              int
 	Device            string // auto, cpu or cuda: where trials compute
 	GPUs              []string

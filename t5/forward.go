@@ -148,17 +148,24 @@ func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxN
 }
 
 // HeadLoss finishes a forward pass from states the backbone produced
-// earlier (block outputs, head-averaged cross-attention as (B, 1, T, S),
-// the final decoder output): the DecoderOutput hook, the LM head and the
-// loss. Methods whose loss depends on the frozen backbone only through
-// these states train from a cache with it.
-func (m *Model) HeadLoss(g *nn.Graph, h *Hooks, st *Output, labels []int32) *Output {
+// earlier for batch bt (block outputs, head-averaged cross-attention as
+// (B, 1, T, S), the final decoder output): the DecoderOutput hook, the LM
+// head and the loss. It adds what a lookup gives again cheaply: the
+// padding mask and both stacks' embeddings (EncHidden[0], DecHidden[0];
+// the deeper hidden states are the block outputs). Methods whose loss
+// depends on the frozen backbone only through these states train from a
+// cache with it.
+func (m *Model) HeadLoss(g *nn.Graph, h *Hooks, st *Output, bt Batch) *Output {
+	D := m.Config.DModel
+	st.Mask = bt.Mask
+	st.EncHidden = []*nn.Tensor{g.Embedding(m.Shared, bt.Input).View(bt.B, bt.S, D)}
+	st.DecHidden = []*nn.Tensor{g.Embedding(m.Shared, m.DecoderInputs(bt.Labels, bt.B, bt.T)).View(bt.B, bt.T, D)}
 	final := st.DecOut
 	if h != nil && h.DecoderOutput != nil {
 		final = h.DecoderOutput(g, st)
 	}
 	st.Logits = m.lmHead(g, h, final)
-	st.Loss = g.CrossEntropy(st.Logits, labels)
+	st.Loss = g.CrossEntropy(st.Logits, bt.Labels)
 	return st
 }
 

@@ -76,7 +76,7 @@ func BenchStateCache(be nn.Backend, reg methods.Registry, size string, B, S, T, 
 	t1 := time.Now()
 	for i, bt := range batches {
 		g.Reset()
-		step(m.HeadLoss(g, hooks, cache.get(i).output(m.Config.DModel), bt.Labels))
+		step(m.HeadLoss(g, hooks, cache.get(i).output(m.Config.DModel), bt))
 	}
 	cached := time.Since(t1).Seconds()
 	return CacheBench{Size: size, Batches: n, EpochSeconds: plain, CachedEpochSeconds: cached,

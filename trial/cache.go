@@ -18,7 +18,7 @@ import (
 // The backbone-state cache. A frozen backbone gives the same block
 // outputs, cross-attention and final decoder output for a batch in every
 // epoch and every trial, so a method that trains from them alone (READ's
-// variant A) needs the backbone once. The trainer keeps each training
+// variant A, LST) needs the backbone once. The trainer keeps each training
 // batch's states after computing them, reuses them in later epochs, and
 // writes them to a file that later trials on the same key read instead of
 // running the backbone.

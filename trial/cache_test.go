@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/t5"
@@ -200,4 +201,36 @@ func BenchmarkStateCacheLoad(b *testing.B) {
 	b.ReportMetric(float64(mapped.Milliseconds())/float64(b.N), "mmap-ms")
 	b.ReportMetric(float64(decoded.Milliseconds())/float64(b.N), "gob-ms")
 	b.ReportMetric(float64(decoded)/float64(mapped), "gob/mmap")
+}
+
+// TestLSTStateCache: LST trains from cached states (the embeddings are
+// looked up again, the block outputs read) to the same losses as from the
+// backbone, computing the cache and reading it from the file.
+func TestLSTStateCache(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	dir := t.TempDir()
+	run := func(mode string) (string, string) {
+		spec := readSpec(model, dir, mode)
+		spec.Method, spec.Arch, spec.Study = "lst", map[string]any{"sidenet_dim": 8}, "lst/x/sst2"
+		spec.Training["init_examples"] = 16
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		return out.String(), logs.String()
+	}
+	plainOut, plainLogs := run("off")
+	firstOut, firstLogs := run("fp32")
+	secondOut, secondLogs := run("fp32")
+	if strings.Contains(plainLogs, "state cache") || !strings.Contains(firstLogs, "computing the backbone's states") || !strings.Contains(secondLogs, "reading the frozen backbone's states") {
+		t.Fatalf("cache did not go off, miss, hit:\n%s\n%s\n%s", plainLogs, firstLogs, secondLogs)
+	}
+	plain, first, second := epochLosses(t, plainOut), epochLosses(t, firstOut), epochLosses(t, secondOut)
+	for i := range plain {
+		if first[i] != plain[i] || second[i] != plain[i] {
+			t.Errorf("epoch %d loss: no cache %.9f, computing %.9f, from file %.9f", i, plain[i], first[i], second[i])
+		}
+	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // Packs. A study of a method that trains from the frozen backbone's states
-// (READ's variant A) spends nearly all of a trial's time outside the
+// (READ's variant A, LST) spends nearly all of a trial's time outside the
 // method: starting a process, loading the model, reading data, running the
 // backbone. A pack trains k trials of one study in one process over one
 // model, one data pipeline and one pass of the backbone per batch; each

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/read"
 )
@@ -32,7 +33,10 @@ func trialLines(t *testing.T, out string) map[int][]Message {
 }
 
 func packSpec(model, cacheDir string, lrs ...float64) Spec {
-	s := readSpec(model, cacheDir, "fp32")
+	return packSpecOf(readSpec(model, cacheDir, "fp32"), lrs...)
+}
+
+func packSpecOf(s Spec, lrs ...float64) Spec {
 	s.Training["max_epochs"] = 2
 	for i, lr := range lrs {
 		s.Pack = append(s.Pack, Member{Number: i, TrialID: int64(i + 1), Params: map[string]any{"lr": lr}})
@@ -40,15 +44,33 @@ func packSpec(model, cacheDir string, lrs ...float64) Spec {
 	return s
 }
 
-// TestPackEqualsUnpacked trains two READ trials one after the other (the
-// second reads the first's state cache) and as one pack: every epoch's
-// loss and score, the best validation and the test score are bit for bit
-// the same. A pruning verdict takes one trial out; the other goes on as
-// before.
+// TestPackEqualsUnpacked trains two trials one after the other (the
+// second reads the first's state cache) and as one pack, for both methods
+// that pack (READ decodes its pack jointly, LST each trial alone): every
+// epoch's loss and score, the best validation and the test score are bit
+// for bit the same. A pruning verdict takes one trial out; the other goes
+// on as before.
 func TestPackEqualsUnpacked(t *testing.T) {
 	model := tinyModel(t)
 	reg := methods.Registry{}
 	read.Register(reg)
+	baselines.Register(reg)
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+	}{{"read", map[string]any{"hidden": 16}}, {"lst", map[string]any{"sidenet_dim": 8}}} {
+		t.Run(tc.method, func(t *testing.T) { testPackEqualsUnpacked(t, model, reg, tc.method, tc.arch) })
+	}
+}
+
+func testPackEqualsUnpacked(t *testing.T, model string, reg methods.Registry, method string, arch map[string]any) {
+	spec := func(cacheDir string) Spec {
+		s := readSpec(model, cacheDir, "fp32")
+		s.Method, s.Arch, s.Study = method, arch, method+"/x/sst2"
+		s.Training["max_epochs"] = 2
+		s.Training["init_examples"] = 16
+		return s
+	}
 	lrs := []float64{1e-2, 3e-3}
 	run := func(spec Spec, verdicts string) (string, string) {
 		var out, logs bytes.Buffer
@@ -60,13 +82,12 @@ func TestPackEqualsUnpacked(t *testing.T) {
 	alone := map[int][]Message{}
 	dir := t.TempDir()
 	for i, lr := range lrs {
-		spec := readSpec(model, dir, "fp32")
-		spec.Training["max_epochs"] = 2
+		spec := spec(dir)
 		spec.Number, spec.Params = i, map[string]any{"lr": lr}
 		out, _ := run(spec, "")
 		alone[i] = trialLines(t, out)[-1]
 	}
-	out, logs := run(packSpec(model, t.TempDir(), lrs...), "")
+	out, logs := run(packSpecOf(spec(t.TempDir()), lrs...), "")
 	packed := trialLines(t, out)
 	if !strings.Contains(logs, "pack of 2 trials") || !strings.Contains(logs, "[#1] epoch 1:") {
 		t.Errorf("pack log:\n%s", logs)
@@ -94,7 +115,7 @@ func TestPackEqualsUnpacked(t *testing.T) {
 		}
 	}
 
-	out, logs = run(packSpec(model, t.TempDir(), lrs...), `{"trial": 0, "prune": false}`+"\n"+`{"trial": 1, "prune": true}`+"\n")
+	out, logs = run(packSpecOf(spec(t.TempDir()), lrs...), `{"trial": 0, "prune": false}`+"\n"+`{"trial": 1, "prune": true}`+"\n")
 	pruned := trialLines(t, out)
 	if len(pruned[1]) != 1 || pruned[1][0].Type != TypeEpoch {
 		t.Errorf("pruned trial wrote %+v, want its first epoch only", pruned[1])

@@ -139,7 +139,7 @@ func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
 	g.Train = s.dropout
 	var out *t5.Output
 	if st := s.cache.get(bi); st != nil {
-		out = s.m.HeadLoss(g, s.hooks, st.output(s.m.Config.DModel), bt.Labels)
+		out = s.m.HeadLoss(g, s.hooks, st.output(s.m.Config.DModel), bt)
 	} else {
 		var err error
 		if out, err = s.m.Forward(g, bt, s.hooks); err != nil {

@@ -46,7 +46,7 @@ type Settings struct {
 	LatencyExamples     int     // test examples timed one at a time (16)
 	InitExamples        int     // training examples a data-driven initialisation sees (1024)
 	// StateCache is off, fp32 or fp16: how a state-trained method (READ
-	// variant A) keeps the frozen backbone's states (fp32).
+	// variant A, LST) keeps the frozen backbone's states (fp32).
 	StateCache    string
 	StateCacheDir string  // default: the user cache's readsweep/states
 	StateCacheGB  float64 // budget per cache file (2)
@@ -261,10 +261,16 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			sample = append(sample, makeBatch([]example{e}, tok.Pad()))
 		}
 		t0 := time.Now()
-		if err := di.InitFromData(be, sample); err != nil {
+		imp, err := di.Importance(be, sample)
+		if err != nil {
 			return err
 		}
-		logf("initialised %s from %d training examples (%.1fs)", spec.Method, len(sample), time.Since(t0).Seconds())
+		if imp != nil {
+			for _, pr := range runs { // the backbone's importance is the pack's
+				pr.meth.(methods.DataInitializer).InitFrom(imp)
+			}
+			logf("initialised %s from %d training examples (%.1fs)", spec.Method, len(sample), time.Since(t0).Seconds())
+		}
 	}
 	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
 	if err != nil {
