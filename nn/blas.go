@@ -28,11 +28,18 @@ type BLASInfo struct {
 	Path    string // the file that opened, symlinks resolved
 	Config  string // openblas_get_config(): version and build options
 	Core    string // openblas_get_corename(): the kernels it picked for this CPU
-	Threads int    // openblas_get_num_threads()
+	Threads int    // openblas_get_num_threads() when it opened
+	// SplitByGo: OpenBLAS runs one thread and large products are cut
+	// into Threads parts, one goroutine each (see OpenBLAS).
+	SplitByGo bool
 }
 
 func (i BLASInfo) String() string {
-	return fmt.Sprintf("%s (%s; core %s; %d threads)", i.Path, i.Config, i.Core, i.Threads)
+	how := "threads"
+	if i.SplitByGo {
+		how = "threads, products split by Go"
+	}
+	return fmt.Sprintf("%s (%s; core %s; %d %s)", i.Path, i.Config, i.Core, i.Threads, how)
 }
 
 // loadOpenBLAS opens the library once per process: dlopen is process-wide,

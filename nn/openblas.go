@@ -21,6 +21,7 @@ typedef struct {
 	char* (*get_config)(void);
 	char* (*get_corename)(void);
 	int (*get_num_threads)(void);
+	void (*set_num_threads)(int);
 	char path[1024];
 } rs_openblas;
 
@@ -50,6 +51,7 @@ static rs_openblas* rs_openblas_open(const char* name, char* err, int errlen) {
 	b->get_config = (char* (*)(void))dlsym(h, "openblas_get_config");
 	b->get_corename = (char* (*)(void))dlsym(h, "openblas_get_corename");
 	b->get_num_threads = (int (*)(void))dlsym(h, "openblas_get_num_threads");
+	b->set_num_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
 	Dl_info info;
 	snprintf(b->path, sizeof b->path, "%s", name);
 	if (dladdr((void*)b->sgemm, &info) != 0 && info.dli_fname != NULL) {
@@ -61,6 +63,11 @@ static rs_openblas* rs_openblas_open(const char* name, char* err, int errlen) {
 static const char* rs_openblas_config(rs_openblas* b) { return b->get_config ? b->get_config() : ""; }
 static const char* rs_openblas_core(rs_openblas* b) { return b->get_corename ? b->get_corename() : ""; }
 static int rs_openblas_threads(rs_openblas* b) { return b->get_num_threads ? b->get_num_threads() : 0; }
+static int rs_openblas_single_thread(rs_openblas* b) {
+	if (b->set_num_threads == NULL) return 0;
+	b->set_num_threads(1);
+	return 1;
+}
 
 static void rs_openblas_sgemm(rs_openblas* b, int transA, int transB, int m, int n, int k, float alpha,
 		const float* a, int lda, const float* bm, int ldb, float beta, float* c, int ldc) {
@@ -74,7 +81,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -83,10 +92,27 @@ const canDlopen = true
 
 // OpenBLAS is the backend over a CBLAS library opened at run time, so that
 // building needs neither cblas.h nor -lopenblas (see LoadOpenBLAS).
+//
+// OpenBLAS's own threads spin in sched_yield for a while after every
+// product, waiting for the next; between products the trainer runs its own
+// kernels on every core, so on a small machine the spinning took a core
+// from them (a third of all CPU samples of a packed READ trial on 2
+// cores). So OpenBLAS runs one thread, and a large product is cut into
+// as many parts as it would have used threads, each multiplied by its own
+// goroutine (split; 0 or 1: not cut).
 type OpenBLAS struct {
-	lib  *C.rs_openblas
-	info BLASInfo
+	lib   *C.rs_openblas
+	info  BLASInfo
+	split int
 }
+
+// gemmSplitMin is the smallest product (m·n·k) that is cut: OpenBLAS's own
+// threshold for using more than one thread (SMP_THRESHOLD_MIN × 4).
+const gemmSplitMin = 65536 * 4
+
+// gemmSplitAlign keeps every part but the last a multiple of the kernels'
+// unrolling, so that the parts take their fast paths.
+const gemmSplitAlign = 16
 
 func (OpenBLAS) Name() string { return "openblas" }
 
@@ -98,6 +124,47 @@ func (o OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 		return
 	}
 	checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	parts := 1
+	if o.split > 1 && m*n*k >= gemmSplitMin {
+		parts = min(o.split, runtime.GOMAXPROCS(0))
+	}
+	rows := m >= n // cut C's rows (op(A)'s), else its columns (op(B)'s)
+	size := n
+	if rows {
+		size = m
+	}
+	chunk := (size + parts - 1) / parts
+	chunk = (chunk + gemmSplitAlign - 1) / gemmSplitAlign * gemmSplitAlign
+	if parts <= 1 || chunk >= size {
+		o.sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	var wg sync.WaitGroup
+	for lo := 0; lo < size; lo += chunk {
+		hi := min(lo+chunk, size)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if rows {
+				aOff := lo * lda // row lo of op(A)
+				if transA {
+					aOff = lo
+				}
+				o.sgemm(transA, transB, hi-lo, n, k, alpha, a[aOff:], lda, b, ldb, beta, c[lo*ldc:], ldc)
+			} else {
+				bOff := lo // column lo of op(B)
+				if transB {
+					bOff = lo * ldb
+				}
+				o.sgemm(transA, transB, m, hi-lo, k, alpha, a, lda, b[bOff:], ldb, beta, c[lo:], ldc)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sgemm is one call into the library (checked by the caller).
+func (o OpenBLAS) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := C.int(0), C.int(0)
 	if transA {
 		ta = 1
@@ -142,6 +209,10 @@ func openOpenBLAS(names []string) (OpenBLAS, error) {
 		if err := checkSgemm(o); err != nil {
 			tried = append(tried, fmt.Sprintf("%s: %v", path, err))
 			continue
+		}
+		if o.info.Threads > 1 && C.rs_openblas_single_thread(lib) != 0 {
+			o.split = o.info.Threads
+			o.info.SplitByGo = true
 		}
 		return o, nil
 	}
