@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -328,8 +329,9 @@ func (b *barWriter) Write(p []byte) (int, error) {
 // cmdTrial runs one trial; with --spec it runs stand-alone from a spec
 // file (for example a trial's runs/.../spec.json), for debugging.
 func cmdTrial(args []string) error {
-	fs := newFlags("trial", "trial [--spec spec.json]   (else the spec comes from $SWEEP_TRIAL_SPEC or stdin)")
+	fs := newFlags("trial", "trial [--spec spec.json] [--cpuprofile FILE]   (else the spec comes from $SWEEP_TRIAL_SPEC or stdin)")
 	specPath := fs.String("spec", "", "spec file to run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the trial to FILE (go tool pprof)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -341,6 +343,17 @@ func cmdTrial(args []string) error {
 	spec, err := trial.ReadSpec(*specPath, os.Stdin)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("trial: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("trial: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
