@@ -152,11 +152,10 @@ func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
 
 // Packable reports whether method, with architecture settings arch, trains
 // from the frozen backbone's states, so that its trials can be packed. It
-// asks the method itself, attached to a model of a few parameters.
-func Packable(reg methods.Registry, method string, arch map[string]any) bool {
-	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = 8, 4, 2, 4, 1, 1, 2
-	meth, err := reg.New(method, t5.New(c, 0), arch, 0)
+// asks the method itself, attached to standIn (any model wide enough for
+// the settings; attaching only reads it).
+func Packable(reg methods.Registry, standIn *t5.Model, method string, arch map[string]any) bool {
+	meth, err := reg.New(method, standIn, arch, 0)
 	if err != nil {
 		return false // the trial reports the error itself
 	}

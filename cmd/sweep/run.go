@@ -142,16 +142,18 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	killNow := make(chan struct{})
 	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow}
 	if cfg.Pack > 1 {
-		reg := registry()
-		r.Packable = func(method string, arch map[string]any) bool { return trial.Packable(reg, method, arch) }
-		var packs []string
+		reg, standIn := registry(), standInModel()
+		packable := map[string]bool{} // by packKey
+		packs := 0
 		for _, p := range plan {
-			if r.Packable(p.Method, p.Arch.Settings) {
-				packs = append(packs, p.Name)
+			if trial.Packable(reg, standIn, p.Method, p.Arch.Settings) {
+				packable[packKey(p.Method, p.Arch.Settings)] = true
+				packs++
 			}
 		}
+		r.Packable = func(method string, arch map[string]any) bool { return packable[packKey(method, arch)] }
 		fmt.Fprintf(os.Stderr, "sweep: pack %d: %d of %d studies train from the backbone's states and run %d trials per process; the rest one per process\n",
-			cfg.Pack, len(packs), len(plan), cfg.Pack)
+			cfg.Pack, packs, len(plan), cfg.Pack)
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -379,18 +381,13 @@ func planChecked(cfg *sweep.Config, only string) ([]sweep.Planned, error) {
 
 // checkArchs validates, before any trial runs, that every planned method
 // is built in and its architecture settings are valid, by attaching it to
-// a stand-in T5: one block, but t5-large's width and a 5,000-piece
-// vocabulary, so size limits (LST's side width, prompt counts) are those of
-// real checkpoints. A setting too large for a smaller model still fails
+// the stand-in T5. A setting too large for a smaller model still fails
 // when its trial starts, naming the setting.
 func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
 	if cfg.Trainer != "builtin" || len(cfg.Command) > 0 {
 		return nil
 	}
-	reg := registry()
-	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = 5000, 1024, 64, 256, 1, 1, 2
-	standIn := t5.New(c, 0) // attaching a method only reads it and resets its gradients
+	reg, standIn := registry(), standInModel()
 	return cfg.CheckArchs(plan, func(method string, settings map[string]any) error {
 		if method == "synthetic" {
 			return nil // the orchestrator's test double takes any settings
@@ -402,6 +399,21 @@ func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
 		return err
 	})
 }
+
+// standInModel is the T5 that methods are attached to before any trial
+// runs, to check their settings and ask whether they pack: one block, but
+// t5-large's width and a 5,000-piece vocabulary, so size limits (LST's
+// side width, prompt counts) are those of real checkpoints. Attaching a
+// method only reads it and resets its gradients.
+func standInModel() *t5.Model {
+	c := t5.DefaultConfig()
+	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = 5000, 1024, 64, 256, 1, 1, 2
+	return t5.New(c, 0)
+}
+
+// packKey names a method with its architecture settings (fmt prints a
+// map's keys sorted).
+func packKey(method string, arch map[string]any) string { return method + " " + fmt.Sprint(arch) }
 
 // registry holds every fine-tuning method this build has.
 func registry() methods.Registry {

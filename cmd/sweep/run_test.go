@@ -326,6 +326,7 @@ output_dir: runs
 datasets: [sst2]
 methods:
   read: [{hidden: 16}]
+  lst: [{sidenet_dim: 16, init: magnitude}]
   lora: [{rank: 4}]
 search:
   lr: {low: 1.0e-3, high: 1.0e-2, log: true}
@@ -340,11 +341,11 @@ training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
 	if code != 0 {
 		t.Fatalf("sweep run: exit %d\n%s", code, errOut)
 	}
-	if !strings.Contains(errOut, "pack 3: 1 of 2 studies") {
+	if !strings.Contains(errOut, "pack 3: 2 of 3 studies") {
 		t.Errorf("the run does not say which studies pack:\n%s", errOut)
 	}
 	studies := load(t, filepath.Join(dir, "p.db"))
-	checkBudgets(t, studies, 2, 4)
+	checkBudgets(t, studies, 3, 4)
 	packSizes := map[string][]any{}
 	for name, trials := range studies {
 		for _, tr := range trials {
@@ -354,8 +355,10 @@ training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
 			packSizes[name] = append(packSizes[name], tr.UserAttrs["pack_size"])
 		}
 	}
-	if got := fmt.Sprint(packSizes["read/hidden-16/sst2"]); got != "[3 3 3 <nil>]" {
-		t.Errorf("READ pack sizes %s, want three packed and one alone", got)
+	for _, name := range []string{"read/hidden-16/sst2", "lst/16-magnitude/sst2"} {
+		if got := fmt.Sprint(packSizes[name]); got != "[3 3 3 <nil>]" {
+			t.Errorf("%s pack sizes %s, want three packed and one alone", name, got)
+		}
 	}
 	if got := fmt.Sprint(packSizes["lora/rank-4/sst2"]); got != "[<nil> <nil> <nil> <nil>]" {
 		t.Errorf("LoRA pack sizes %s, want none packed", got)
@@ -369,6 +372,13 @@ training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
 			!strings.Contains(string(log), "pack of 3 trials") || strings.Contains(string(log), "[#") {
 			t.Errorf("trial %d's log:\n%s", n, log)
 		}
+	}
+	// The pack again by hand from its first trial's spec, profiled.
+	if _, errOut, code := sweepCmd(t, dir, "trial", "--spec", "runs/read/hidden-16/sst2/trial-0/spec.json", "--cpuprofile", "pack.prof"); code != 0 || !strings.Contains(errOut, "pack of 3 trials") {
+		t.Errorf("sweep trial --spec of a pack: exit %d\n%s", code, errOut)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "pack.prof")); err != nil || st.Size() == 0 {
+		t.Errorf("no CPU profile written: %v", err)
 	}
 
 	// A model whose weights do not load: the pack's process fails, and so
