@@ -136,9 +136,9 @@ func (c *encodings) release() {
 type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]int32
 
 // methodDecoder uses the method's own decoder when it has one, else the
-// backbone's cached greedy decoding with the method's hooks; it shares
-// nothing (packDecoders does).
-func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
+// backbone's cached greedy decoding with the method's hooks in dec's
+// memory; it shares nothing (packDecoders does).
+func methodDecoder(be nn.Backend, dec *t5.Decoder, meth methods.Method) decoder {
 	if gen, ok := meth.(methods.Generator); ok {
 		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
 			return gen.Generate(be, ids, mask, B, S, n)
@@ -146,7 +146,7 @@ func methodDecoder(m *t5.Model, be nn.Backend, meth methods.Method) decoder {
 	}
 	hooks := meth.Hooks()
 	return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
-		return m.Generate(be, ids, mask, B, S, n, hooks)
+		return dec.Generate(ids, mask, B, S, n, hooks)
 	}
 }
 
@@ -175,7 +175,7 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 	hooks := make([]*t5.Hooks, len(meths))
 	joint := true
 	for j, meth := range meths {
-		out[j] = methodDecoder(m, be, meth)
+		out[j] = methodDecoder(be, dec, meth)
 		_, own := meth.(methods.Generator)
 		hooks[j] = meth.Hooks()
 		joint = joint && !own && hooks[j].EncoderUnchanged()
