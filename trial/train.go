@@ -164,7 +164,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	if err != nil {
 		return err
 	}
-	modelDir, err := resolveModel(spec.Model)
+	modelDir, err := ResolveModel(spec.Model)
 	if err != nil {
 		return err
 	}
@@ -480,9 +480,9 @@ func openStateCache(meth methods.Method, set Settings, dropout float64, modelDir
 	return c, nil
 }
 
-// resolveModel finds a model folder: a path, or a name fetched into the
+// ResolveModel finds a model folder: a path, or a name fetched into the
 // cache by `sweep fetch model`.
-func resolveModel(name string) (string, error) {
+func ResolveModel(name string) (string, error) {
 	if name == "" {
 		return "", errors.New("trial: no model in the spec (set model: in the sweep file)")
 	}
@@ -633,7 +633,7 @@ func restore(ts []*nn.Tensor, from [][]float32) {
 // study on a missing folder.
 func Preflight(model, dataDir string, datasets []string) error {
 	var problems []error
-	if dir, err := resolveModel(model); err != nil {
+	if dir, err := ResolveModel(model); err != nil {
 		problems = append(problems, err)
 	} else {
 		for _, f := range []string{"config.json", "spiece.model"} {

@@ -142,7 +142,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	killNow := make(chan struct{})
 	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow}
 	if cfg.Pack > 1 {
-		reg, standIn := registry(), standInModel()
+		reg, standIn := registry(), standInModel(cfg.Model)
 		packable := map[string]bool{} // by packKey
 		packs := 0
 		for _, p := range plan {
@@ -381,13 +381,12 @@ func planChecked(cfg *sweep.Config, only string) ([]sweep.Planned, error) {
 
 // checkArchs validates, before any trial runs, that every planned method
 // is built in and its architecture settings are valid, by attaching it to
-// the stand-in T5. A setting too large for a smaller model still fails
-// when its trial starts, naming the setting.
+// the stand-in T5 of the sweep's model.
 func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
 	if cfg.Trainer != "builtin" || len(cfg.Command) > 0 {
 		return nil
 	}
-	reg, standIn := registry(), standInModel()
+	reg, standIn := registry(), standInModel(cfg.Model)
 	return cfg.CheckArchs(plan, func(method string, settings map[string]any) error {
 		if method == "synthetic" {
 			return nil // the orchestrator's test double takes any settings
@@ -401,13 +400,21 @@ func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
 }
 
 // standInModel is the T5 that methods are attached to before any trial
-// runs, to check their settings and ask whether they pack: one block, but
-// t5-large's width and a 5,000-piece vocabulary, so size limits (LST's
-// side width, prompt counts) are those of real checkpoints. Attaching a
-// method only reads it and resets its gradients.
-func standInModel() *t5.Model {
+// runs, to check their settings and ask whether they pack: the sweep's
+// model's shape (its config.json) with one block per stack and at most
+// 5,000 vocabulary entries, so that size limits (LST's side width, prompt
+// counts) are the model's own. A model not at hand yet (a name to fetch)
+// is stood in for by t5-large's width, the largest the paper uses.
+// Attaching a method only reads the stand-in and resets its gradients.
+func standInModel(model string) *t5.Model {
 	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = 5000, 1024, 64, 256, 1, 1, 2
+	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumHeads = 5000, 1024, 64, 256, 2
+	if dir, err := trial.ResolveModel(model); err == nil {
+		if mc, err := t5.LoadConfig(dir); err == nil {
+			c = mc
+		}
+	}
+	c.VocabSize, c.NumLayers, c.NumDecoderLayers = min(c.VocabSize, 5000), 1, 1
 	return t5.New(c, 0)
 }
 
