@@ -15,15 +15,17 @@ import (
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
-// benchSweepCost measures what a READ study costs as a user runs it: `sweep
+// benchSweepCost measures what a READ (or LST) study costs as a user runs it: `sweep
 // run` on a random model, one trial, then studies of 8 and 32 trials,
 // unpacked and packed, without and with ASHA, each timed from the command's
 // start to its end. Every run shares one state cache, which the first trial
 // fills, so the rows after it compare the warm-cache cost the issue is about.
 func benchSweepCost(args []string) error {
-	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--hidden 256] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
+	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
 	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
+	method := fs.String("method", "read", "the method of the study: read or lst (both pack)")
 	hidden := fs.Int("hidden", 256, "READ's GRU size")
+	sidenet := fs.Int("sidenet-dim", 64, "LST's side width (d_model/8 for t5-small)")
 	epochs := fs.Int("epochs", 3, "max_epochs")
 	batch := fs.Int("batch", 16, "batch_size")
 	src := fs.Int("src", 64, "max_source_length")
@@ -44,6 +46,15 @@ func benchSweepCost(args []string) error {
 			return fmt.Errorf("%w: --trials %q: want sizes like 8,32", errUsage, *trialList)
 		}
 		sizes = append(sizes, n)
+	}
+	var arch, about string
+	switch *method {
+	case "read":
+		arch, about = fmt.Sprintf("read: [{hidden: %d}]", *hidden), fmt.Sprintf("READ (GRU %d)", *hidden)
+	case "lst":
+		arch, about = fmt.Sprintf("lst: [{sidenet_dim: %d}]", *sidenet), fmt.Sprintf("LST (side width %d, Fisher init)", *sidenet)
+	default:
+		return fmt.Errorf("%w: --method %q: want read or lst (the methods that pack)", errUsage, *method)
 	}
 	if len(pos) > 0 || *pack < 2 || *epochs < 1 {
 		fs.Usage()
@@ -97,8 +108,8 @@ func benchSweepCost(args []string) error {
 			rows = append(rows, row{fmt.Sprintf("%d trials, ASHA", n), n, 1, true}, row{fmt.Sprintf("%d trials, pack %d, ASHA", n, *pack), n, *pack, true})
 		}
 	}
-	fmt.Printf("sweep bench sweep-cost: READ (GRU %d) on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
-		*hidden, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
+	fmt.Printf("sweep bench sweep-cost: %s on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
+		about, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
 	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
 	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
 	var one float64
@@ -114,14 +125,14 @@ data_dir: %s
 output_dir: runs%d
 datasets: [sst2]
 methods:
-  read: [{hidden: %d}]
+  %s
 search:
   lr: {low: 1.0e-5, high: 1.0e-1, log: true}
 trials: %d
 pack: %d
 sampler: {name: tpe, seed: 0}
 %straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]}
-`, db, absData, i, *hidden, r.trials, r.pack, pruner, *epochs, *epochs, *batch, *src)
+`, db, absData, i, arch, r.trials, r.pack, pruner, *epochs, *epochs, *batch, *src)
 		file := fmt.Sprintf("run%d.yaml", i)
 		if err := os.WriteFile(filepath.Join(work, file), []byte(cfg), 0o644); err != nil {
 			return err
@@ -144,7 +155,7 @@ sampler: {name: tpe, seed: 0}
 		counts := fmt.Sprintf("%dc/%dp", n[storage.Complete], n[storage.Pruned])
 		fmt.Printf("%-34s %9.1f %9s %12.1f %9.0f%% %9s %15.2f\n", r.name, wall.Seconds(), ratio, side, 100*side/wall.Seconds(), counts, best)
 	}
-	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: READ's side network over cached states, plus the backbone in the first trial); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
+	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
 	return nil
 }
 

@@ -404,3 +404,24 @@ training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
 		}
 	}
 }
+
+// TestBenchSweepCost runs the sweep-cost benchmark at a tiny shape for
+// both methods that pack: every row runs its sweep to the end and is
+// printed with its trial counts.
+func TestBenchSweepCost(t *testing.T) {
+	for _, method := range []string{"read", "lst"} {
+		out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--method", method, "--d-model", "32", "--d-kv", "8", "--d-ff", "64",
+			"--layers", "2", "--heads", "4", "--hidden", "8", "--sidenet-dim", "8", "--epochs", "2", "--trials", "3", "--pack", "2", "--dir", t.TempDir())
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s\n%s", method, code, out, errOut)
+		}
+		for _, want := range []string{"1 trial, computes the state cache", "3 trials, pack 2, ASHA", "3c/0p", map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: output lacks %q:\n%s", method, want, out)
+			}
+		}
+	}
+	if _, errOut, code := sweepCmd(t, t.TempDir(), "bench", "sweep-cost", "--method", "lora"); code != 2 || !strings.Contains(errOut, "want read or lst") {
+		t.Errorf("--method lora: exit %d, %s", code, errOut)
+	}
+}
