@@ -320,3 +320,66 @@ func TestLSTPruningKeepsEverythingAtFullWidth(t *testing.T) {
 		t.Errorf("compared %d tensors", checked)
 	}
 }
+
+// TestLSTDecodesLikeWholeForwardPasses holds LST's greedy decoding (the
+// encoder run once, the side encoder memoised per call, the encoding shared
+// by two calls) to the plain definition: a whole forward pass over the
+// prefix for every new token, argmax of the last position.
+func TestLSTDecodesLikeWholeForwardPasses(t *testing.T) {
+	m := loadTiny(t)
+	meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": 8, "init": "random"}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := nn.DefaultBackend()
+	B, S, n := 2, 6, 5
+	ids := []int32{5, 9, 14, 3, 7, 1, 11, 4, 1, 0, 0, 0}
+	mask := []bool{true, true, true, true, true, true, true, true, true, false, false, false}
+	c := m.Config
+	want := make([][]int32, B)
+	done := make([]bool, B)
+	for b := range want {
+		want[b] = []int32{int32(c.DecoderStartTokenID)}
+	}
+	for step := 1; step <= n; step++ {
+		labels := make([]int32, B*step)
+		for b := range want {
+			copy(labels[b*step:], want[b][1:])
+		}
+		g := nn.NewGraph(be)
+		g.NoGrad = true
+		out, err := m.Forward(g, t5.Batch{B: B, S: S, T: step, Input: ids, Mask: mask, Labels: labels}, meth.Hooks())
+		if err != nil {
+			t.Fatal(err)
+		}
+		V, lv := c.VocabSize, out.Logits.Values()
+		all := true
+		for b := range want {
+			next := int32(c.PadTokenID)
+			if !done[b] {
+				row := lv[(b*step+step-1)*V : (b*step+step)*V]
+				for v := range row {
+					if row[v] > row[next] {
+						next = int32(v)
+					}
+				}
+				done[b] = next == int32(c.EOSTokenID)
+			}
+			want[b] = append(want[b], next)
+			all = all && done[b]
+		}
+		g.Release()
+		if all {
+			break
+		}
+	}
+	e := m.EncodeForDecoding(be, ids, mask, B, S, meth.Hooks())
+	defer e.Release()
+	gen := meth.(methods.Generator)
+	t.Logf("decoded %v", want)
+	for call := range 2 {
+		if got := gen.Generate(be, e, n); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("call %d: decoded %v, want %v", call, got, want)
+		}
+	}
+}

@@ -139,8 +139,8 @@ func (l *lst) TrainsFromStates() bool { return true }
 
 // Generate re-runs the side decoder on the whole prefix at each step: its
 // self-attention needs every earlier position.
-func (l *lst) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int) [][]int32 {
-	return l.m.GenerateFull(be, ids, mask, B, S, maxNew, l.hooks)
+func (l *lst) Generate(be nn.Backend, e *t5.Encoded, maxNew int) [][]int32 {
+	return l.m.GenerateFullFrom(be, e, maxNew, l.hooks)
 }
 
 // decoderOutput runs the side network and returns Up(side decoder output),
@@ -148,6 +148,25 @@ func (l *lst) Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int
 func (l *lst) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	sc := l.side.Config
 	eps := float32(sc.LayerNormEps)
+	none := &t5.Hooks{}
+	p := l.own.Get
+	enc := l.sideEncoderOnce(g, out)
+	demb := out.DecHidden[0]
+	T := demb.Dim(1)
+	d := g.Linear(demb, p("down.decoder.embed.weight"), p("down.decoder.embed.bias"))
+	dbias := g.PositionBias(l.side.DecRelBias, T, T, 0, false, sc.RelMaxDistance)
+	for j := range l.side.Dec {
+		ladder := g.Linear(out.DecBlockOut[j], p(fmt.Sprintf("down.decoder.%d.weight", j)), p(fmt.Sprintf("down.decoder.%d.bias", j)))
+		d = g.GateMix(d, ladder, p(fmt.Sprintf("gate.decoder.%d", j)), lstGateTemp)
+		d, _, _ = l.side.DecoderLayer(g, none, j, d, dbias, enc, out.Mask)
+	}
+	return g.Linear(g.RMSNorm(d, l.side.DecFinal, eps), p("up.weight"), p("up.bias"))
+}
+
+// sideEncoder runs the side encoder over the backbone encoder's
+// embeddings and block outputs.
+func (l *lst) sideEncoder(g *nn.Graph, out *t5.Output) *nn.Tensor {
+	sc := l.side.Config
 	none := &t5.Hooks{}
 	p := l.own.Get
 	emb := out.EncHidden[0]
@@ -159,17 +178,22 @@ func (l *lst) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 		s = g.GateMix(s, ladder, p(fmt.Sprintf("gate.encoder.%d", i)), lstGateTemp)
 		s, _ = l.side.EncoderLayer(g, none, i, s, bias, out.Mask)
 	}
-	enc := g.RMSNorm(s, l.side.EncFinal, eps)
-	demb := out.DecHidden[0]
-	T := demb.Dim(1)
-	d := g.Linear(demb, p("down.decoder.embed.weight"), p("down.decoder.embed.bias"))
-	dbias := g.PositionBias(l.side.DecRelBias, T, T, 0, false, sc.RelMaxDistance)
-	for j := range l.side.Dec {
-		ladder := g.Linear(out.DecBlockOut[j], p(fmt.Sprintf("down.decoder.%d.weight", j)), p(fmt.Sprintf("down.decoder.%d.bias", j)))
-		d = g.GateMix(d, ladder, p(fmt.Sprintf("gate.decoder.%d", j)), lstGateTemp)
-		d, _, _ = l.side.DecoderLayer(g, none, j, d, dbias, enc, out.Mask)
+	return g.RMSNorm(s, l.side.EncFinal, float32(sc.LayerNormEps))
+}
+
+// sideEncoderOnce is sideEncoder, computed once per greedy decoding call
+// (out.Memo) rather than at every step: it reads the encoder's side alone.
+func (l *lst) sideEncoderOnce(g *nn.Graph, out *t5.Output) *nn.Tensor {
+	if out.Memo == nil || !g.NoGrad {
+		return l.sideEncoder(g, out)
 	}
-	return g.Linear(g.RMSNorm(d, l.side.DecFinal, eps), p("up.weight"), p("up.bias"))
+	if enc := out.Memo["lst.sideEnc"]; enc != nil {
+		return enc
+	}
+	enc := l.sideEncoder(g, out)
+	kept := &nn.Tensor{Shape: append([]int(nil), enc.Shape...), Data: append([]float32(nil), enc.Values()...)}
+	out.Memo["lst.sideEnc"] = kept
+	return kept
 }
 
 // importance gives a backbone tensor's per-element importance.

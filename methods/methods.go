@@ -54,9 +54,12 @@ type StateTrainer interface {
 }
 
 // Generator is implemented by methods that decode their own way (LST's
-// side decoder needs every earlier position, so no key/value cache).
+// side decoder needs every earlier position, so no key/value cache). They
+// decode from the batch's encoding (t5.Model.EncodeForDecoding with the
+// method's hooks), which the trainer shares between epochs and packed
+// trials when the hooks leave the encoder unchanged.
 type Generator interface {
-	Generate(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int) [][]int32
+	Generate(be nn.Backend, e *t5.Encoded, maxNew int) [][]int32
 }
 
 // DataInitializer is implemented by methods whose initialisation looks at

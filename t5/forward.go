@@ -122,24 +122,44 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 // decoder on the prefix at every step, for methods whose decoder-side
 // computation needs every earlier position (LST's side decoder).
 func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
+	e := m.EncodeForDecoding(be, ids, mask, B, S, h)
+	defer e.Release()
+	return m.GenerateFullFrom(be, e, maxNew, h)
+}
+
+// GenerateFullFrom is GenerateFull from an encoded batch: the encoder ran
+// once (it used to run again at every step, as part of a whole forward
+// pass), so with hooks for which EncoderUnchanged holds the batch's shared
+// encoding serves it. The Output each step hands the DecoderOutput hook
+// carries a Memo that lives for the call, for what the hook computes from
+// the encoder's side alone.
+func (m *Model) GenerateFullFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) [][]int32 {
+	if h == nil {
+		h = &Hooks{}
+	}
 	c := m.Config
+	B := e.B
 	out, done := m.startRows(B)
 	g := nn.NewGraph(be)
 	g.NoGrad = true
 	defer g.Release()
+	memo := map[string]*nn.Tensor{}
 	for t := 1; t <= maxNew; t++ {
 		g.Reset()
-		// Labels y1..y(t-1) and a placeholder: the decoder reads start, y1..y(t-1).
+		// The decoder reads start, y1..y(t-1).
 		labels := make([]int32, B*t)
 		for b := range out {
 			copy(labels[b*t:], out[b][1:])
 		}
-		o, err := m.Forward(g, Batch{B: B, S: S, T: t, Input: ids, Mask: mask, Labels: labels}, h)
-		if err != nil {
-			panic(err) // the shapes are ours
+		enc := e.out
+		o := &Output{EncOut: enc.EncOut, EncBlockOut: enc.EncBlockOut, EncHidden: enc.EncHidden, EncAttn: enc.EncAttn, Mask: enc.Mask, Memo: memo}
+		m.decode(g, m.DecoderInputs(labels, B, t), enc.EncOut, enc.Mask, B, t, h, o)
+		final := o.DecOut
+		if h.DecoderOutput != nil {
+			final = h.DecoderOutput(g, o)
 		}
 		V := c.VocabSize
-		lv := o.Logits.Values()
+		lv := m.lmHead(g, h, final).Values()
 		if m.pickNext(out, done, func(b int) []float32 { return lv[(b*t+t-1)*V : (b*t+t)*V] }) {
 			break
 		}

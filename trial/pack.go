@@ -135,18 +135,31 @@ func (c *encodings) release() {
 // shares nothing.
 type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]int32
 
-// methodDecoder uses the method's own decoder when it has one, else the
-// backbone's cached greedy decoding with the method's hooks in dec's
-// memory; it shares nothing (packDecoders does).
-func methodDecoder(be nn.Backend, dec *t5.Decoder, meth methods.Method) decoder {
-	if gen, ok := meth.(methods.Generator); ok {
+// methodDecoder decodes one trial's batches alone: with the method's own
+// decoder when it has one, from the batch's shared encoding when the key
+// names a batch and the method leaves the encoder unchanged; else with the
+// backbone's cached greedy decoding and the method's hooks in dec's memory.
+// It shares no decoding between trials (packDecoders does).
+func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Method, shared *encodings) decoder {
+	hooks := meth.Hooks()
+	gen, own := meth.(methods.Generator)
+	if !own {
 		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
-			return gen.Generate(be, ids, mask, B, S, n)
+			return dec.Generate(ids, mask, B, S, n, hooks)
 		}
 	}
-	hooks := meth.Hooks()
-	return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
-		return dec.Generate(ids, mask, B, S, n, hooks)
+	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+		encode := func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) }
+		if key == "" || !hooks.EncoderUnchanged() {
+			e := encode()
+			defer e.Release()
+			return gen.Generate(be, e, n)
+		}
+		e, keep := shared.get(key, encode)
+		if !keep {
+			defer e.Release()
+		}
+		return gen.Generate(be, e, n)
 	}
 }
 
@@ -175,7 +188,7 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 	hooks := make([]*t5.Hooks, len(meths))
 	joint := true
 	for j, meth := range meths {
-		out[j] = methodDecoder(be, dec, meth)
+		out[j] = methodDecoder(m, be, dec, meth, shared)
 		_, own := meth.(methods.Generator)
 		hooks[j] = meth.Hooks()
 		joint = joint && !own && hooks[j].EncoderUnchanged()

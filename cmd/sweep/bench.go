@@ -241,7 +241,11 @@ func benchStep(args []string) error {
 	}
 	decode := func() { m.Generate(be, ids, nil, 1, n[1], n[2], meth.Hooks()) }
 	if gen, ok := meth.(methods.Generator); ok {
-		decode = func() { gen.Generate(be, ids, nil, 1, n[1], n[2]) }
+		decode = func() {
+			e := m.EncodeForDecoding(be, ids, nil, 1, n[1], meth.Hooks())
+			defer e.Release()
+			gen.Generate(be, e, n[2])
+		}
 	}
 	decode()
 	const reps = 5
