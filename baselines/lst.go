@@ -212,11 +212,14 @@ func magnitude(m *t5.Model) importance {
 	}
 }
 
+// ImportanceWanted: only init: fisher looks at data.
+func (l *lst) ImportanceWanted() bool { return l.init == "fisher" }
+
 // Importance is the empirical Fisher information (the squared gradient of
 // the task loss, summed over single examples) by which the LST code's
-// fisher-v2 initialisation ranks channels; nil unless init is fisher.
+// fisher-v2 initialisation ranks channels; nil without examples.
 func (l *lst) Importance(be nn.Backend, batches []t5.Batch) (methods.Importance, error) {
-	if l.init != "fisher" || len(batches) == 0 {
+	if len(batches) == 0 {
 		return nil, nil
 	}
 	m := l.m

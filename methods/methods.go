@@ -66,8 +66,12 @@ type Generator interface {
 // training data (LST's Fisher-ranked pruning). Importance reads the data
 // through the frozen backbone alone, so the trainer computes it once, with
 // batches of single training examples, and initialises every trial of a
-// pack from it; it is nil when the method's settings take no data.
+// pack from it; the trainer also keeps it in a file beside the state
+// cache, so later trials on the same backbone and examples read it.
 type DataInitializer interface {
+	// ImportanceWanted reports whether the method's settings initialise
+	// it from data (else Importance is not called).
+	ImportanceWanted() bool
 	Importance(be nn.Backend, batches []t5.Batch) (Importance, error)
 	InitFrom(imp Importance)
 }

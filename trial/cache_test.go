@@ -205,7 +205,8 @@ func BenchmarkStateCacheLoad(b *testing.B) {
 
 // TestLSTStateCache: LST trains from cached states (the embeddings are
 // looked up again, the block outputs read) to the same losses as from the
-// backbone, computing the cache and reading it from the file.
+// backbone, computing the cache and reading it from the file; the Fisher
+// importance is computed once and read back by the next trial.
 func TestLSTStateCache(t *testing.T) {
 	model := tinyModel(t)
 	reg := methods.Registry{}
@@ -227,10 +228,30 @@ func TestLSTStateCache(t *testing.T) {
 	if strings.Contains(plainLogs, "state cache") || !strings.Contains(firstLogs, "computing the backbone's states") || !strings.Contains(secondLogs, "reading the frozen backbone's states") {
 		t.Fatalf("cache did not go off, miss, hit:\n%s\n%s\n%s", plainLogs, firstLogs, secondLogs)
 	}
+	if !strings.Contains(plainLogs, "initialised lst from 16 training examples (") || !strings.Contains(firstLogs, "initialised lst from 16 training examples (") ||
+		!strings.Contains(secondLogs, "initialised lst from the importance of 16 training examples in ") {
+		t.Errorf("the Fisher importance was not computed, computed, then read:\n%s\n%s\n%s", plainLogs, firstLogs, secondLogs)
+	}
 	plain, first, second := epochLosses(t, plainOut), epochLosses(t, firstOut), epochLosses(t, secondOut)
 	for i := range plain {
 		if first[i] != plain[i] || second[i] != plain[i] {
 			t.Errorf("epoch %d loss: no cache %.9f, computing %.9f, from file %.9f", i, plain[i], first[i], second[i])
 		}
+	}
+	// A damaged importance file is an error that names it.
+	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	if len(files) != 2 {
+		t.Fatalf("cache files %v, want the states and the importance", files)
+	}
+	for _, f := range files {
+		if raw, _ := os.ReadFile(f); !bytes.Contains(raw, []byte("batch0.")) {
+			os.WriteFile(f, raw[:len(raw)/2], 0o644)
+		}
+	}
+	spec := readSpec(model, dir, "fp32")
+	spec.Method, spec.Arch, spec.Study = "lst", map[string]any{"sidenet_dim": 8}, "lst/x/sst2"
+	spec.Training["init_examples"] = 16
+	if err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "importance cache") || !strings.Contains(err.Error(), "delete it to rebuild") {
+		t.Errorf("a damaged importance file: %v", err)
 	}
 }

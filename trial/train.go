@@ -254,22 +254,18 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		}
 	}
 	batches := bucket(train, set.BatchSize)
-	if di, ok := meth.(methods.DataInitializer); ok {
+	if di, ok := meth.(methods.DataInitializer); ok && di.ImportanceWanted() {
 		// Single training examples, as the LST recipe samples them.
 		var sample []t5.Batch
 		for _, e := range train[:min(len(train), set.InitExamples)] {
 			sample = append(sample, makeBatch([]example{e}, tok.Pad()))
 		}
-		t0 := time.Now()
-		imp, err := di.Importance(be, sample)
+		imp, err := dataImportance(di, be, m, sample, set, modelDir, task.Name, spec.Method, logf)
 		if err != nil {
 			return err
 		}
-		if imp != nil {
-			for _, pr := range runs { // the backbone's importance is the pack's
-				pr.meth.(methods.DataInitializer).InitFrom(imp)
-			}
-			logf("initialised %s from %d training examples (%.1fs)", spec.Method, len(sample), time.Since(t0).Seconds())
+		for _, pr := range runs { // the backbone's importance is the pack's
+			pr.meth.(methods.DataInitializer).InitFrom(imp)
 		}
 	}
 	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
@@ -452,19 +448,10 @@ func openStateCache(meth methods.Method, set Settings, dropout float64, modelDir
 		return nil, nil
 	}
 	c := &stateCache{half: set.StateCache == "fp16", budget: int64(set.StateCacheGB * 1e9), batches: make([]*batchStates, n)}
-	digest, err := modelDigest(modelDir)
+	dir, digest, err := cacheDir(set, modelDir)
 	if err != nil {
-		logf("state cache: in memory only (cannot hash the model: %v)", err)
+		logf("state cache: in memory only (%v)", err)
 		return c, nil
-	}
-	dir := set.StateCacheDir
-	if dir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			logf("state cache: in memory only (%v)", err)
-			return c, nil
-		}
-		dir = filepath.Join(base, "readsweep", "states")
 	}
 	key := cacheKey("v2", digest, task, "train", fmt.Sprint(set.DataSeed, set.MaxTrainExamples, set.MaxSourceLength, set.MaxTargetLength, set.BatchSize), set.StateCache)
 	c.path = filepath.Join(dir, key+".safetensors")
