@@ -47,8 +47,8 @@ func TestDefaultBackendIsWhatOpens(t *testing.T) {
 // (m ≥ n) and by columns, with sizes that leave a short last part.
 func TestOpenBLASProducts(t *testing.T) {
 	be := DefaultBackend()
-	if o, ok := be.(OpenBLAS); ok && o.split > 1 {
-		t.Logf("large products split into %d parts", o.split)
+	if info, ok := be.(interface{ Info() BLASInfo }); ok {
+		t.Logf("%s", info.Info())
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, size := range [][3]int{{7, 5, 9}, {203, 37, 61}, {5, 301, 199}} {
