@@ -150,7 +150,8 @@ func (l *lst) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	eps := float32(sc.LayerNormEps)
 	none := &t5.Hooks{}
 	p := l.own.Get
-	enc := l.sideEncoderOnce(g, out)
+	// The side encoder reads the encoder's side alone: once per decoding call.
+	enc := out.Once(g, "lst.sideEnc", func() *nn.Tensor { return l.sideEncoder(g, out) })
 	demb := out.DecHidden[0]
 	T := demb.Dim(1)
 	d := g.Linear(demb, p("down.decoder.embed.weight"), p("down.decoder.embed.bias"))
@@ -179,21 +180,6 @@ func (l *lst) sideEncoder(g *nn.Graph, out *t5.Output) *nn.Tensor {
 		s, _ = l.side.EncoderLayer(g, none, i, s, bias, out.Mask)
 	}
 	return g.RMSNorm(s, l.side.EncFinal, float32(sc.LayerNormEps))
-}
-
-// sideEncoderOnce is sideEncoder, computed once per greedy decoding call
-// (out.Memo) rather than at every step: it reads the encoder's side alone.
-func (l *lst) sideEncoderOnce(g *nn.Graph, out *t5.Output) *nn.Tensor {
-	if out.Memo == nil || !g.NoGrad {
-		return l.sideEncoder(g, out)
-	}
-	if enc := out.Memo["lst.sideEnc"]; enc != nil {
-		return enc
-	}
-	enc := l.sideEncoder(g, out)
-	kept := &nn.Tensor{Shape: append([]int(nil), enc.Shape...), Data: append([]float32(nil), enc.Values()...)}
-	out.Memo["lst.sideEnc"] = kept
-	return kept
 }
 
 // importance gives a backbone tensor's per-element importance.

@@ -248,19 +248,10 @@ func (r *Read) encoderCorrection(g *nn.Graph, out *t5.Output) *nn.Tensor {
 }
 
 // encoderCorrectionOnce is encoderCorrection, computed once per greedy
-// decoding call (out.Memo) rather than at every step: the encoder side
-// reads the encoder's states alone, which do not change while decoding.
+// decoding call rather than at every step: the encoder side reads the
+// encoder's states alone, which do not change while decoding.
 func (r *Read) encoderCorrectionOnce(g *nn.Graph, out *t5.Output) *nn.Tensor {
-	if out.Memo == nil || !g.NoGrad {
-		return r.encoderCorrection(g, out)
-	}
-	if psi := out.Memo["read.psiE"]; psi != nil {
-		return psi
-	}
-	psi := r.encoderCorrection(g, out)
-	kept := &nn.Tensor{Shape: append([]int(nil), psi.Shape...), Data: append([]float32(nil), psi.Values()...)}
-	out.Memo["read.psiE"] = kept
-	return kept
+	return out.Once(g, "read.psiE", func() *nn.Tensor { return r.encoderCorrection(g, out) })
 }
 
 // merge adds a correction to a stack's output: after its final norm

@@ -57,6 +57,23 @@ type Output struct {
 	Memo map[string]*nn.Tensor
 }
 
+// Once returns compute's tensor, computed at the first step of a greedy
+// decoding call and kept in the Memo (its values copied off the step's
+// graph, which the next step resets) under key; outside decoding (no
+// Memo, or a graph that records gradients) it computes every time.
+func (o *Output) Once(g *nn.Graph, key string, compute func() *nn.Tensor) *nn.Tensor {
+	if o.Memo == nil || !g.NoGrad {
+		return compute()
+	}
+	if t := o.Memo[key]; t != nil {
+		return t
+	}
+	t := compute()
+	kept := &nn.Tensor{Shape: append([]int(nil), t.Shape...), Data: append([]float32(nil), t.Values()...)}
+	o.Memo[key] = kept
+	return kept
+}
+
 // Hooks let a method change the backbone's dataflow at its seams.
 type Hooks struct {
 	// InputEmbeds, when set, replaces the encoder's embedding output
