@@ -415,7 +415,7 @@ func standInModel(model string) *t5.Model {
 		}
 	}
 	c.VocabSize, c.NumLayers, c.NumDecoderLayers = min(c.VocabSize, 5000), 1, 1
-	return t5.New(c, 0)
+	return t5.NewZeros(c)
 }
 
 // packKey names a method with its architecture settings (fmt prints a
