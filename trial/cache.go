@@ -416,11 +416,7 @@ func dataImportance(di methods.DataInitializer, be nn.Backend, m *t5.Model, samp
 	if path == "" || imp == nil {
 		return imp, nil
 	}
-	size := int64(0)
-	for _, t := range m.Params.Tensors {
-		size += int64(t.Len()) * 4
-	}
-	if size > int64(set.StateCacheGB*1e9) {
+	if size := int64(m.Params.Count()) * 4; size > int64(set.StateCacheGB*1e9) {
 		logf("importance: not cached (%d MB exceed state_cache_gb = %g)", size>>20, set.StateCacheGB)
 		return imp, nil
 	}
