@@ -212,12 +212,15 @@ func TestLSTStateCache(t *testing.T) {
 	reg := methods.Registry{}
 	baselines.Register(reg)
 	dir := t.TempDir()
-	run := func(mode string) (string, string) {
+	lstSpec := func(mode string) Spec {
 		spec := readSpec(model, dir, mode)
 		spec.Method, spec.Arch, spec.Study = "lst", map[string]any{"sidenet_dim": 8}, "lst/x/sst2"
 		spec.Training["init_examples"] = 16
+		return spec
+	}
+	run := func(mode string) (string, string) {
 		var out, logs bytes.Buffer
-		if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+		if err := Run(context.Background(), lstSpec(mode), reg, nil, &out, &logs); err != nil {
 			t.Fatalf("%v\n%s", err, logs.String())
 		}
 		return out.String(), logs.String()
@@ -248,10 +251,7 @@ func TestLSTStateCache(t *testing.T) {
 			os.WriteFile(f, raw[:len(raw)/2], 0o644)
 		}
 	}
-	spec := readSpec(model, dir, "fp32")
-	spec.Method, spec.Arch, spec.Study = "lst", map[string]any{"sidenet_dim": 8}, "lst/x/sst2"
-	spec.Training["init_examples"] = 16
-	if err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "importance cache") || !strings.Contains(err.Error(), "delete it to rebuild") {
+	if err := Run(context.Background(), lstSpec("fp32"), reg, nil, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "importance cache") || !strings.Contains(err.Error(), "delete it to rebuild") {
 		t.Errorf("a damaged importance file: %v", err)
 	}
 }
