@@ -99,11 +99,10 @@ const canDlopen = true
 // from them (a third of all CPU samples of a packed READ trial on 2
 // cores). So OpenBLAS runs one thread, and a large product is cut into
 // as many parts as it would have used threads, each multiplied by its own
-// goroutine (split; 0 or 1: not cut).
+// goroutine (info.SplitByGo, into info.Threads parts).
 type OpenBLAS struct {
-	lib   *C.rs_openblas
-	info  BLASInfo
-	split int
+	lib  *C.rs_openblas
+	info BLASInfo
 }
 
 // gemmSplitMin is the smallest product (m·n·k) that is cut: OpenBLAS's own
@@ -125,8 +124,8 @@ func (o OpenBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 	}
 	checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
 	parts := 1
-	if o.split > 1 && m*n*k >= gemmSplitMin {
-		parts = min(o.split, runtime.GOMAXPROCS(0))
+	if o.info.SplitByGo && m*n*k >= gemmSplitMin {
+		parts = min(o.info.Threads, runtime.GOMAXPROCS(0))
 	}
 	rows := m >= n // cut C's rows (op(A)'s), else its columns (op(B)'s)
 	size := n
@@ -210,10 +209,7 @@ func openOpenBLAS(names []string) (OpenBLAS, error) {
 			tried = append(tried, fmt.Sprintf("%s: %v", path, err))
 			continue
 		}
-		if o.info.Threads > 1 && C.rs_openblas_single_thread(lib) != 0 {
-			o.split = o.info.Threads
-			o.info.SplitByGo = true
-		}
+		o.info.SplitByGo = o.info.Threads > 1 && C.rs_openblas_single_thread(lib) != 0
 		return o, nil
 	}
 	if len(missing) > 0 {
