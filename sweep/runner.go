@@ -433,13 +433,17 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 	r.running.Add(int64(len(members)))
 	defer r.running.Add(-int64(len(members)))
 	start := time.Now()
-	epochs := ""
+	at := func(step int) string { return fmt.Sprintf("epoch %d", step+1) }
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
-		epochs = "/" + strconv.Itoa(e)
+		at = func(step int) string { return fmt.Sprintf("epoch %d/%d", step+1, e) }
+	}
+	if n, ok := cfg.Training["eval_steps"]; ok && n != 0 {
+		// Intermediate values are reported at optimiser steps.
+		at = func(step int) string { return fmt.Sprintf("step %d", step) }
 	}
 	outs := r.spawn(ctx, ss, members, slot, func(i, step int) {
 		rs.mu.Lock()
-		rs.running[members[i].ID] = fmt.Sprintf("%s epoch %d%s", labels[i], step+1, epochs)
+		rs.running[members[i].ID] = labels[i] + " " + at(step)
 		rs.mu.Unlock()
 		r.progress(rs)
 	})

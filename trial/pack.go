@@ -27,7 +27,7 @@ type packRun struct {
 	meth        methods.Method
 	decode      decoder
 	logf        func(string, ...any)
-	epochScores []glue.Scores
+	evalScores  []glue.Scores // at each validation
 	test        glue.Scores
 	evalSeconds float64
 	latency     float64
@@ -63,11 +63,11 @@ func packNumbers(members []Member) []int {
 	return out
 }
 
-// verdictReader returns fit's afterEpoch for a pack: it reads one verdict
-// line per reported epoch and stops the trials the orchestrator pruned. A
+// verdictReader returns fit's afterEval for a pack: it reads one verdict
+// line per reported validation and stops the trials the orchestrator pruned. A
 // reader that ends (no orchestrator, or `sweep trial` run by hand) lets
 // every trial go on.
-func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(int, []*fitRun) {
+func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(evalPoint, []*fitRun) {
 	byNumber := map[int]*fitRun{}
 	for i, pr := range runs {
 		byNumber[pr.Number] = fruns[i]
@@ -76,7 +76,7 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(int, []*f
 	if r != nil {
 		sc = bufio.NewScanner(r)
 	}
-	return func(epoch int, reported []*fitRun) {
+	return func(at evalPoint, reported []*fitRun) {
 		for range reported {
 			if sc == nil || !sc.Scan() {
 				sc = nil
@@ -88,7 +88,7 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(int, []*f
 			}
 			if fr := byNumber[v.Trial]; fr != nil && v.Prune && !fr.pruned {
 				fr.pruned, fr.stopped = true, true
-				fr.logf("pruned after epoch %d; the pack goes on without it", epoch)
+				fr.logf("pruned after %s; the pack goes on without it", at)
 			}
 		}
 	}

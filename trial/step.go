@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,12 +192,45 @@ func heartbeat(w io.Writer, every time.Duration) func() {
 // fitConfig is what fit needs besides the runs it trains.
 type fitConfig struct {
 	maxEpochs, patience int
-	batches             int                  // per epoch
-	batch               func(i int) t5.Batch // the training split's batch i
-	beat                func()               // after every step: the protocol heartbeat
-	// afterEpoch, when set, is told which runs reported an epoch; it may
-	// stop some (a pack's pruning verdicts).
-	afterEpoch func(epoch int, reported []*fitRun)
+	batches             int // per epoch
+	// evalSteps, when above 0, validates every evalSteps optimiser steps
+	// (and after the last) instead of after every epoch; patience then
+	// counts validations.
+	evalSteps int
+	// evalAt, when set, adds validations after these optimiser steps to
+	// every epoch's; reports then name optimiser steps too.
+	evalAt []int
+	batch  func(i int) t5.Batch // the training split's batch i
+	beat   func()               // after every step: the protocol heartbeat
+	// epochDone, when set, is called when every active run has taken
+	// epoch's last step, before that step's validations.
+	epochDone func(epoch int)
+	// afterEval, when set, is told which runs reported at a validation;
+	// it may stop some (a pack's pruning verdicts).
+	afterEval func(at evalPoint, reported []*fitRun)
+}
+
+// evalPoint is one validation in fit: the index-th (from 0), after steps
+// optimiser steps, during epoch (from 0).
+type evalPoint struct {
+	index, epoch, steps int
+	bySteps             bool // eval_steps is set: the protocol's step counts optimiser steps
+}
+
+// report is the step an intermediate value is reported at: the epoch, or
+// the optimiser steps taken when validation runs every eval_steps.
+func (at evalPoint) report() int {
+	if at.bySteps {
+		return at.steps
+	}
+	return at.epoch
+}
+
+func (at evalPoint) String() string {
+	if at.bySteps {
+		return fmt.Sprintf("step %d (epoch %d)", at.steps, at.epoch)
+	}
+	return fmt.Sprintf("epoch %d", at.epoch)
 }
 
 // fitRun is one trial's training in fit: its stepper and epoch order, and
@@ -205,36 +239,49 @@ type fitRun struct {
 	st      *stepper
 	shuffle *rand.Rand           // the epoch order, from the trial's seed
 	logf    func(string, ...any) // progress lines for the trial's log
-	// validate scores the current parameters after an epoch (and reports
-	// the epoch); higher is better.
-	validate func(epoch int, meanLoss, trainSeconds float64) (float64, error)
+	// validate scores the current parameters (and reports them); meanLoss
+	// and trainSeconds cover the steps since the previous validation.
+	// Higher is better.
+	validate func(at evalPoint, meanLoss, trainSeconds float64) (float64, error)
 
-	best         float64 // the best validation score
-	bestEpoch    int     // where it was reached (0-based)
-	epochs       int     // epochs trained
-	examples     int     // training examples seen
-	trainSeconds float64 // in this run's own steps
+	best         float64   // the best validation score
+	bestAt       evalPoint // where it was reached (index −1: nowhere yet)
+	epochs       int       // epochs begun
+	examples     int       // training examples seen
+	trainSeconds float64   // in this run's own steps
 	bestState    [][]float32
-	stopped      bool  // no more epochs: patience ran out, pruned or failed
+	stopped      bool  // no more steps: patience ran out, pruned or failed
 	pruned       bool  // stopped by the orchestrator
 	err          error // why it failed
+
+	lossSum, seconds float64 // since the last validation
+	losses           int
 }
 
 // completed reports whether the run trained to its end: neither failed
 // nor pruned.
 func (r *fitRun) completed() bool { return r.err == nil && !r.pruned }
 
-// fit trains its runs epoch after epoch until max_epochs, or until
-// `patience` epochs in a row bring a run no improvement of its validation
-// score, then restores each run's parameters of its best epoch: what the
-// test split is scored with. Several runs (a pack) take their steps in
-// turn, batch by batch, so the first to need a batch's backbone states
-// computes them and the others read them from the state cache. A run's
-// own failure stops that run only; fit returns an error only when ctx ends.
+// fit trains its runs epoch after epoch until max_epochs, validating after
+// every epoch (or every eval_steps steps), until `patience` validations in
+// a row bring a run no improvement, then restores each run's parameters of
+// its best validation: what the test split is scored with. Several runs (a
+// pack) take their steps in turn, batch by batch, so the first to need a
+// batch's backbone states computes them and the others read them from the
+// state cache. A run's own failure stops that run only; fit returns an
+// error only when ctx ends.
 func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 	for _, r := range runs {
-		r.best, r.bestEpoch = math.Inf(-1), -1
+		r.best, r.bestAt = math.Inf(-1), evalPoint{index: -1}
 	}
+	total := fc.maxEpochs * fc.batches
+	due := func(step int) bool {
+		if fc.evalSteps > 0 {
+			return step%fc.evalSteps == 0 || step == total
+		}
+		return step%fc.batches == 0 || slices.Contains(fc.evalAt, step)
+	}
+	evals := 0
 	for epoch := 0; epoch < fc.maxEpochs; epoch++ {
 		var active []*fitRun
 		for _, r := range runs {
@@ -245,14 +292,11 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 		if len(active) == 0 {
 			break
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 		perms := make([][]int, len(active))
 		for i, r := range active {
 			perms[i] = r.shuffle.Perm(fc.batches)
+			r.epochs = epoch + 1
 		}
-		lossSum, seconds := make([]float64, len(active)), make([]float64, len(active))
 		for p := range fc.batches {
 			if err := ctx.Err(); err != nil {
 				return err // pruned or interrupted: stop now, not after the epoch
@@ -268,50 +312,77 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 					bt, built = fc.batch(bi), bi
 				}
 				t0 := time.Now()
-				stats, err := r.st.run(bi, bt)
-				seconds[i] += time.Since(t0).Seconds()
+				var stats stepStats
+				var err error
+				phase(ctx, "train", func() { stats, err = r.st.run(bi, bt) })
+				r.seconds += time.Since(t0).Seconds()
 				if err != nil {
 					r.err, r.stopped = fmt.Errorf("trial: epoch %d: %w", epoch, err), true
 					continue
 				}
-				lossSum[i] += stats.Loss
+				r.lossSum += stats.Loss
+				r.losses++
 				r.examples += bt.B
 			}
 			fc.beat()
-		}
-		var reported []*fitRun
-		for i, r := range active {
-			if r.err != nil {
+			step := epoch*fc.batches + p + 1
+			if step%fc.batches == 0 && fc.epochDone != nil {
+				fc.epochDone(epoch)
+			}
+			if !due(step) {
 				continue
 			}
-			r.trainSeconds += seconds[i]
-			r.epochs = epoch + 1
-			value, err := r.validate(epoch, lossSum[i]/float64(fc.batches), seconds[i])
-			if err != nil {
-				r.err, r.stopped = err, true
-				continue
+			at := evalPoint{index: evals, epoch: epoch, steps: step, bySteps: fc.evalSteps > 0 || len(fc.evalAt) > 0}
+			evals++
+			if !validateRuns(active, at, fc) {
+				break
 			}
-			reported = append(reported, r)
-			if value > r.best {
-				r.best, r.bestEpoch = value, epoch
-				r.bestState = snapshot(r.st.trainable, r.bestState)
-			} else if epoch-r.bestEpoch >= fc.patience {
-				r.logf("no improvement for %d epochs: stopping", fc.patience)
-				r.stopped = true
-			}
-		}
-		if fc.afterEpoch != nil && len(reported) > 0 {
-			fc.afterEpoch(epoch, reported)
 		}
 	}
 	for _, r := range runs {
 		switch {
 		case !r.completed():
 		case r.bestState == nil:
-			r.err = errors.New("trial: no epoch finished")
+			r.err = errors.New("trial: no validation finished")
 		default:
 			restore(r.st.trainable, r.bestState)
 		}
 	}
 	return ctx.Err()
+}
+
+// validateRuns validates the runs still training at `at`, keeps each one's
+// best parameters, applies patience and tells afterEval; it reports
+// whether any run goes on.
+func validateRuns(active []*fitRun, at evalPoint, fc fitConfig) bool {
+	var reported []*fitRun
+	for _, r := range active {
+		if r.stopped {
+			continue
+		}
+		r.trainSeconds += r.seconds
+		value, err := r.validate(at, r.lossSum/float64(max(r.losses, 1)), r.seconds)
+		r.lossSum, r.losses, r.seconds = 0, 0, 0
+		if err != nil {
+			r.err, r.stopped = err, true
+			continue
+		}
+		reported = append(reported, r)
+		if value > r.best {
+			r.best, r.bestAt = value, at
+			r.bestState = snapshot(r.st.trainable, r.bestState)
+		} else if at.index-r.bestAt.index >= fc.patience {
+			r.logf("no improvement for %d validations: stopping", fc.patience)
+			r.stopped = true
+		}
+	}
+	if fc.afterEval != nil && len(reported) > 0 {
+		fc.afterEval(at, reported)
+	}
+	for _, r := range active {
+		if !r.stopped {
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,14 @@ type Settings struct {
 	GPUP0Watts          float64 // p₀ of the paper's GPU energy estimate (250, a V100's datasheet power)
 	LatencyExamples     int     // test examples timed one at a time (16)
 	InitExamples        int     // training examples a data-driven initialisation sees (1024)
+	// EvalSteps, when above 0, validates every EvalSteps optimiser steps
+	// (and after the last) instead of after every epoch, so a pruner such
+	// as ASHA can stop a trial within its first epoch; intermediate values
+	// are then reported at optimiser steps, and patience counts
+	// validations. EvalAt (eval_steps: [5, 15]) validates at those steps
+	// besides every epoch's end: where ASHA's rungs end, and no more often.
+	EvalSteps int
+	EvalAt    []int
 	// StateCache is off, fp32 or fp16: how a state-trained method (READ
 	// variant A, LST) keeps the frozen backbone's states (fp32).
 	StateCache    string
@@ -87,6 +96,25 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, err
 			}
 			*floats[k] = f
+		case k == "eval_steps":
+			if list, ok := v.([]any); ok {
+				for _, x := range list {
+					f, ok := methods.Number(x)
+					if !ok || f != math.Trunc(f) || f < 1 {
+						return s, fmt.Errorf("trial: training setting eval_steps = %v: %v is not a step ≥ 1", v, x)
+					}
+					s.EvalAt = append(s.EvalAt, int(f))
+				}
+				if len(s.EvalAt) == 0 {
+					return s, fmt.Errorf("trial: training setting eval_steps = []: name steps, or give a number")
+				}
+				break
+			}
+			f, ok := methods.Number(v)
+			if !ok || f != math.Trunc(f) || f < 0 {
+				return s, fmt.Errorf("trial: training setting eval_steps = %v, want a whole number ≥ 0 or a list of steps", v)
+			}
+			s.EvalSteps = int(f)
 		case k == "data_seed":
 			f, err := num(k, v)
 			if err != nil {
@@ -279,7 +307,6 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	// initialisation); the optimiser updates them there.
 	nn.ToDevice(be, m.Params.Tensors...)
 	beat := heartbeat(stdout, heartbeatEvery)
-	cacheSaved := false
 	fruns := make([]*fitRun, len(runs))
 	for i, pr := range runs {
 		nn.ToDevice(be, pr.meth.Trainable()...)
@@ -287,25 +314,18 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		defer st.g.Release()
 		st.g.Seed = uint64(pr.seed)
 		fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
-			validate: func(epoch int, meanLoss, trainSeconds float64) (float64, error) {
-				if epoch == 0 && cache != nil && !cacheSaved {
-					cacheSaved = true
-					if err := cache.save(); err != nil {
-						logf("state cache: not saved: %v", err)
-					} else if cache.over {
-						logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
-					}
-				}
+			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
 				t1 := time.Now()
-				scores := evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, beat)
+				var scores glue.Scores
+				phase(ctx, "validation", func() { scores = evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, beat) })
 				pr.evalSeconds += time.Since(t1).Seconds()
-				pr.epochScores = append(pr.epochScores, scores)
+				pr.evalScores = append(pr.evalScores, scores)
 				value := scores["score"]
-				if _, err := stdout.Write(pr.message(packed, Message{Type: TypeEpoch, Step: epoch, Value: Float(value),
+				if _, err := stdout.Write(pr.message(packed, Message{Type: TypeEpoch, Step: at.report(), Value: Float(value),
 					Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}})); err != nil {
 					return 0, fmt.Errorf("trial: %w", err)
 				}
-				pr.logf("epoch %d: train loss %.4f, validation %s %.2f (%.1fs)", epoch, meanLoss, task.Metric, value,
+				pr.logf("%s: train loss %.4f, validation %s %.2f (%.1fs)", at, meanLoss, task.Metric, value,
 					trainSeconds+time.Since(t1).Seconds())
 				return value, nil
 			}}
@@ -333,11 +353,23 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		maxEpochs: set.MaxEpochs,
 		patience:  set.Patience,
 		batches:   len(batches),
+		evalSteps: set.EvalSteps,
+		evalAt:    set.EvalAt,
 		batch:     func(i int) t5.Batch { return makeBatch(batches[i], tok.Pad()) },
 		beat:      beat,
+		epochDone: func(epoch int) {
+			if epoch != 0 || cache == nil {
+				return
+			}
+			if err := cache.save(); err != nil {
+				logf("state cache: not saved: %v", err)
+			} else if cache.over {
+				logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
+			}
+		},
 	}
 	if packed {
-		fc.afterEpoch = verdictReader(verdicts, runs, fruns)
+		fc.afterEval = verdictReader(verdicts, runs, fruns)
 	}
 	if err := fit(ctx, fruns, fc); err != nil {
 		return err
@@ -362,13 +394,14 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			continue
 		}
 		t2 := time.Now()
-		testScores := evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat)
+		var testScores glue.Scores
+		phase(ctx, "test", func() { testScores = evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat) })
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
 		// Latency is the architecture's, not the learning rate's: a pack
 		// times it once, with its first finished trial.
 		if latency < 0 {
-			latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt)
+			phase(ctx, "latency", func() { latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt) })
 		}
 		pr.latency = latency
 	}
@@ -398,11 +431,13 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		}
 		attrs := map[string]any{
 			"validation":                fr.best,
-			"validation_metrics":        pr.epochScores[fr.bestEpoch],
+			"validation_metrics":        pr.evalScores[fr.bestAt.index],
 			"test":                      pr.test["score"],
 			"test_metrics":              pr.test,
-			"best_epoch":                fr.bestEpoch,
+			"best_epoch":                fr.bestAt.epoch,
+			"best_step":                 fr.bestAt.steps,
 			"epochs":                    fr.epochs,
+			"steps":                     fr.st.step,
 			"trainable_params":          nTrain,
 			"trainable_percent":         100 * float64(nTrain) / float64(total),
 			"peak_rss_bytes":            peakRSS(),
@@ -431,12 +466,19 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			attrs["energy_paper_estimate_joules"] = ge.paperJoules * share
 			attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules*share, cpuEnergy.source
 		}
-		pr.logf("best validation %.2f at epoch %d; test %.2f", fr.best, fr.bestEpoch, pr.test["score"])
+		pr.logf("best validation %.2f at %s; test %.2f", fr.best, fr.bestAt, pr.test["score"])
 		if _, err := stdout.Write(pr.message(packed, Message{Type: TypeFinal, Value: Float(fr.best), Attrs: attrs})); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// phase runs f under the profiler label phase=name (inherited by the
+// goroutines it starts), so that `sweep trial --cpuprofile` splits a
+// trial's time by what it was doing: go tool pprof -tagfocus phase=test.
+func phase(ctx context.Context, name string, f func()) {
+	pprof.Do(ctx, pprof.Labels("phase", name), func(context.Context) { f() })
 }
 
 // openStateCache prepares the backbone-state cache when the method trains

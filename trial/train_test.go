@@ -94,6 +94,9 @@ func TestTrainErrors(t *testing.T) {
 	}{
 		{func(s *Spec) { s.Model = "/nonexistent/model" }, "sweep fetch model"},
 		{func(s *Spec) { s.Training = map[string]any{"max_epoch": 3} }, `unknown training setting "max_epoch"`},
+		{func(s *Spec) { s.Training = map[string]any{"eval_steps": 2.5} }, "eval_steps = 2.5, want a whole number"},
+		{func(s *Spec) { s.Training = map[string]any{"eval_steps": []any{5, 0}} }, "eval_steps = [5 0]: 0 is not a step"},
+		{func(s *Spec) { s.Training = map[string]any{"eval_steps": []any{}} }, "eval_steps = []: name steps"},
 		{func(s *Spec) { s.Params = map[string]any{"lr": -1.0} }, "params.lr"},
 		{func(s *Spec) { s.Arch = map[string]any{"rank": "big"} }, "rank: big is not a number"},
 	} {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -276,9 +277,12 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		st := newStepper(m, meth, nn.Gonum{}, set, 1e-2, tc.maxEpochs*len(batches), nil, false)
 		var seen [][]float32 // the parameters at each validation
 		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
-			validate: func(epoch int, _, _ float64) (float64, error) {
+			validate: func(at evalPoint, _, _ float64) (float64, error) {
+				if at.index != at.epoch || at.report() != at.epoch || at.steps != (at.epoch+1)*len(batches) {
+					t.Fatalf("validation %+v: want one per epoch, reported at the epoch", at)
+				}
 				seen = append(seen, flatten(st.trainable))
-				return tc.scores[epoch], nil
+				return tc.scores[at.epoch], nil
 			}}
 		err = fit(t.Context(), []*fitRun{r}, fitConfig{
 			maxEpochs: tc.maxEpochs, patience: tc.patience, batches: len(batches),
@@ -292,9 +296,9 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.epochs != tc.epochs || r.bestEpoch != tc.best || r.best != tc.scores[tc.best] {
+		if r.epochs != tc.epochs || r.bestAt.epoch != tc.best || r.best != tc.scores[tc.best] {
 			t.Fatalf("scores %v, patience %d: %d epochs, best %g at %d; want %d epochs, best at %d",
-				tc.scores, tc.patience, r.epochs, r.best, r.bestEpoch, tc.epochs, tc.best)
+				tc.scores, tc.patience, r.epochs, r.best, r.bestAt.epoch, tc.epochs, tc.best)
 		}
 		now := flatten(st.trainable)
 		for i := range now {
@@ -304,6 +308,86 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		}
 		if last := seen[len(seen)-1]; tc.best != len(seen)-1 && equalFloats(last, now) {
 			t.Fatalf("scores %v: the last epoch's parameters were kept", tc.scores)
+		}
+	}
+}
+
+// TestEvalSteps: with eval_steps N, fit validates every N optimiser steps
+// across epoch boundaries and after the last step; with a list, at those
+// steps and after every epoch. It reports the steps taken, counts patience
+// in validations (stopping in mid-epoch), and restores the parameters of
+// the best validation.
+func TestEvalSteps(t *testing.T) {
+	reg := methods.Registry{}
+	read.Register(reg)
+	m, err := t5.Load(filepath.Join("..", "t5", "testdata", "tiny-t5-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches, _ := trajectoryBatches(t, "tiny-t5-v1")
+	nb := len(batches)
+	if nb < 3 {
+		t.Fatalf("%d trajectory batches; the test needs 3 or more", nb)
+	}
+	// Every 2 steps over 3 epochs: validations at 2, 4, …, and at 3·nb.
+	var every2 []int
+	for s := 2; s < 3*nb; s += 2 {
+		every2 = append(every2, s)
+	}
+	if every2[len(every2)-1] != 3*nb {
+		every2 = append(every2, 3*nb)
+	}
+	// At steps 1 and nb+2, and after each epoch.
+	listed := []int{1, nb, nb + 2, 2 * nb, 3 * nb}
+	for _, tc := range []struct {
+		name     string
+		setting  any
+		want     []int
+		patience int
+		scores   func(k int) float64
+		best     int // validation index
+		stops    int // validations made
+	}{
+		{"every 2, improving", 2, every2, 99, func(k int) float64 { return float64(k) }, len(every2) - 1, len(every2)},
+		{"every 2, peak at the 2nd", 2, every2, 2, func(k int) float64 { return []float64{1, 5, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9}[k] }, 1, 4},
+		{"listed, peak at the 3rd", []any{nb + 2, 1}, listed, 1, func(k int) float64 { return []float64{1, 2, 7, 3, 9}[k] }, 2, 4},
+		{"listed, improving", []any{1, nb + 2}, listed, 9, func(k int) float64 { return float64(k) }, 4, 5},
+	} {
+		want := tc.want
+		meth, err := reg.New("read", m, map[string]any{"hidden": 8}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := ParseSettings(map[string]any{"dropout": 0, "eval_steps": tc.setting})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := newStepper(m, meth, nn.Gonum{}, set, 1e-2, 3*nb, nil, false)
+		var steps []int
+		var seen [][]float32
+		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
+			validate: func(at evalPoint, _, _ float64) (float64, error) {
+				if at.index != len(steps) || at.report() != at.steps || at.steps != st.step || at.epoch != (at.steps-1)/nb {
+					t.Fatalf("%s: validation %+v after %d steps (validation %d)", tc.name, at, st.step, len(steps))
+				}
+				steps = append(steps, at.steps)
+				seen = append(seen, flatten(st.trainable))
+				return tc.scores(at.index), nil
+			}}
+		err = fit(t.Context(), []*fitRun{r}, fitConfig{maxEpochs: 3, patience: tc.patience, batches: nb, evalSteps: set.EvalSteps, evalAt: set.EvalAt,
+			batch: func(i int) t5.Batch { return batches[i] }, beat: func() {}})
+		if err == nil {
+			err = r.err
+		}
+		st.g.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(steps, want[:tc.stops]) {
+			t.Fatalf("%s: validated at steps %v, want %v", tc.name, steps, want[:tc.stops])
+		}
+		if r.bestAt.index != tc.best || r.bestAt.steps != want[tc.best] || !equalFloats(flatten(st.trainable), seen[tc.best]) {
+			t.Fatalf("%s: best %+v, want validation %d with its parameters restored", tc.name, r.bestAt, tc.best)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 // start to its end. Every run shares one state cache, which the first trial
 // fills, so the rows after it compare the warm-cache cost the issue is about.
 func benchSweepCost(args []string) error {
-	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
+	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--asha-only] [--eval-steps N|S1,S2,…] [--min-resource N] [--reduction-factor 3] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
 	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
 	method := fs.String("method", "read", "the method of the study: read or lst (both pack)")
 	hidden := fs.Int("hidden", 256, "READ's GRU size")
@@ -31,7 +32,11 @@ func benchSweepCost(args []string) error {
 	src := fs.Int("src", 64, "max_source_length")
 	trialList := fs.String("trials", "8,32", "study sizes after the single trial")
 	pack := fs.Int("pack", 8, "pack size of the packed rows")
-	asha := fs.Bool("asha", true, "also run each study size with pruner {name: asha, min_resource: 1, reduction_factor: 3}")
+	asha := fs.Bool("asha", true, "also run each study size with the ASHA pruner")
+	ashaOnly := fs.Bool("asha-only", false, "run the single trial and the ASHA rows only")
+	evalSteps := fs.String("eval-steps", "", "the ASHA rows' eval_steps: N validates every N optimiser steps, S1,S2,… at those steps and after every epoch (default: after every epoch)")
+	minResource := fs.Int("min-resource", 0, "ASHA's min_resource, in the unit of the reports (default: 1 epoch, or the first validation step)")
+	eta := fs.Int("reduction-factor", 3, "ASHA's reduction_factor")
 	data := fs.String("data", "glue/testdata/fixture", "GLUE folder with SST-2")
 	spiece := fs.String("spiece", "examples/spiece-tiny.model", "tokenizer of the random model")
 	dir := fs.String("dir", "", "work folder (default: a temporary one, removed after)")
@@ -56,7 +61,14 @@ func benchSweepCost(args []string) error {
 	default:
 		return fmt.Errorf("%w: --method %q: want read or lst (the methods that pack)", errUsage, *method)
 	}
-	if len(pos) > 0 || *pack < 2 || *epochs < 1 {
+	evalSetting, firstEval, err := parseEvalSteps(*evalSteps)
+	if err != nil {
+		return err
+	}
+	if *minResource <= 0 {
+		*minResource = max(firstEval, 1)
+	}
+	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 {
 		fs.Usage()
 		return errUsage
 	}
@@ -103,21 +115,35 @@ func benchSweepCost(args []string) error {
 	}
 	rows := []row{{"1 trial, computes the state cache", 1, 1, false}, {"1 trial", 1, 1, false}}
 	for _, n := range sizes {
-		rows = append(rows, row{fmt.Sprintf("%d trials", n), n, 1, false}, row{fmt.Sprintf("%d trials, pack %d", n, *pack), n, *pack, false})
-		if *asha {
+		if !*ashaOnly {
+			rows = append(rows, row{fmt.Sprintf("%d trials", n), n, 1, false}, row{fmt.Sprintf("%d trials, pack %d", n, *pack), n, *pack, false})
+		}
+		if *asha || *ashaOnly {
 			rows = append(rows, row{fmt.Sprintf("%d trials, ASHA", n), n, 1, true}, row{fmt.Sprintf("%d trials, pack %d, ASHA", n, *pack), n, *pack, true})
 		}
 	}
 	fmt.Printf("sweep bench sweep-cost: %s on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
 		about, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
+	if *asha || *ashaOnly {
+		unit := "epochs; validation after every epoch"
+		if evalSetting != "" {
+			unit = fmt.Sprintf("optimiser steps; eval_steps: %s", evalSetting)
+		}
+		fmt.Printf("ASHA rows: min_resource %d, reduction_factor %d (%s)\n", *minResource, *eta, unit)
+	}
 	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
 	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
 	var one float64
 	for i, r := range rows {
 		db := fmt.Sprintf("run%d.db", i)
-		pruner := ""
+		pruner, extra, patience := "", "", *epochs
 		if r.asha {
-			pruner = "pruner: {name: asha, min_resource: 1, reduction_factor: 3}\n"
+			pruner = fmt.Sprintf("pruner: {name: asha, min_resource: %d, reduction_factor: %d}\n", *minResource, *eta)
+			if evalSetting != "" {
+				// Patience counts validations: as many as there are, so
+				// that only the pruner stops a trial early.
+				extra, patience = ", eval_steps: "+evalSetting, 1<<20
+			}
 		}
 		cfg := fmt.Sprintf(`storage: sqlite:///%s
 model: model
@@ -131,8 +157,8 @@ search:
 trials: %d
 pack: %d
 sampler: {name: tpe, seed: 0}
-%straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]}
-`, db, absData, i, arch, r.trials, r.pack, pruner, *epochs, *epochs, *batch, *src)
+%straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]%s}
+`, db, absData, i, arch, r.trials, r.pack, pruner, *epochs, patience, *batch, *src, extra)
 		file := fmt.Sprintf("run%d.yaml", i)
 		if err := os.WriteFile(filepath.Join(work, file), []byte(cfg), 0o644); err != nil {
 			return err
@@ -157,6 +183,29 @@ sampler: {name: tpe, seed: 0}
 	}
 	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
 	return nil
+}
+
+// parseEvalSteps turns --eval-steps (N, or S1,S2,…) into the sweep file's
+// eval_steps value and its first validation step; "" is every epoch.
+func parseEvalSteps(flag string) (setting string, first int, err error) {
+	if flag == "" {
+		return "", 0, nil
+	}
+	var steps []string
+	for _, f := range strings.Split(flag, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n < 1 {
+			return "", 0, fmt.Errorf("%w: --eval-steps %q: want N or steps like 3,12", errUsage, flag)
+		}
+		if first == 0 || n < first {
+			first = n
+		}
+		steps = append(steps, strconv.Itoa(n))
+	}
+	if len(steps) == 1 {
+		return steps[0], first, nil
+	}
+	return "[" + strings.Join(steps, ", ") + "]", first, nil
 }
 
 // costOf sums the training seconds of the study's COMPLETE trials (a

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -401,6 +402,64 @@ training: {max_epochs: 2, batch_size: 32, state_cache_dir: cache}
 	for _, tr := range trials {
 		if reason, _ := tr.UserAttrs["fail_reason"].(string); tr.State != storage.Fail || !strings.Contains(reason, "pack of 3: exit status 1") {
 			t.Errorf("broken model: #%d %v %q", tr.Number, tr.State, reason)
+		}
+	}
+}
+
+// TestPackedSweepEvalSteps runs a packed READ study under ASHA with
+// validations inside the first epoch (eval_steps: [2]): intermediate
+// values are stored at optimiser steps (2, then each epoch's end: 240
+// examples in batches of 32 are 8 steps), ASHA's rungs end at steps 2 and
+// 6 (judged by the values at 2 and 8), pruned trials leave their pack, and
+// a trial that completes says at which step its best validation was.
+func TestPackedSweepEvalSteps(t *testing.T) {
+	dir := t.TempDir()
+	tinyModel(t, dir)
+	writeConfig(t, dir, `storage: sqlite:///e.db
+model: tiny-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+output_dir: runs
+datasets: [sst2]
+methods:
+  read: [{hidden: 16}]
+search:
+  lr: {low: 1.0e-3, high: 3.0e-1, log: true}
+trials: 6
+pack: 3
+sampler: {seed: 3}
+pruner: {name: asha, min_resource: 2, reduction_factor: 3}
+training: {max_epochs: 2, batch_size: 32, patience: 9, state_cache_dir: cache, eval_steps: [2]}
+`)
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("sweep run: exit %d\n%s", code, errOut)
+	}
+	trials := load(t, filepath.Join(dir, "e.db"))["read/hidden-16/sst2"]
+	n := storage.Count(trials)
+	if len(trials) != 6 || n[storage.Complete]+n[storage.Pruned] != 6 || n[storage.Complete] == 0 || n[storage.Pruned] == 0 {
+		t.Fatalf("states %v, want 6 finished, some pruned", n)
+	}
+	for _, tr := range trials {
+		var steps []int
+		for s := range tr.Intermediate {
+			steps = append(steps, s)
+		}
+		slices.Sort(steps)
+		want := []int{2, 8, 16}
+		if tr.State == storage.Pruned {
+			want = want[:len(steps)]
+		}
+		if !slices.Equal(steps, want) {
+			t.Errorf("#%d %v: intermediate values at steps %v, want %v", tr.Number, tr.State, steps, want)
+		}
+		if tr.State != storage.Complete {
+			continue
+		}
+		best, _ := tr.UserAttrs["best_step"].(float64)
+		if !slices.Contains(want, int(best)) || tr.UserAttrs["steps"] != float64(16) || tr.UserAttrs["epochs"] != float64(2) ||
+			*tr.Value != tr.Intermediate[int(best)] {
+			t.Errorf("#%d: value %v, best_step %v, steps %v, epochs %v; intermediate %v", tr.Number, *tr.Value, tr.UserAttrs["best_step"],
+				tr.UserAttrs["steps"], tr.UserAttrs["epochs"], tr.Intermediate)
 		}
 	}
 }
