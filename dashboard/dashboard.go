@@ -497,6 +497,11 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		if v, ok := c.Training["max_epochs"].(int); ok {
 			maxEpochs = v
 		}
+		if n, ok := c.Training["eval_steps"]; ok && n != 0 {
+			// Validations every few steps: their count says nothing of
+			// the epochs left, so no ETA.
+			maxEpochs = 0
+		}
 	}
 	out := []running{}
 	for _, st := range snap.studies {

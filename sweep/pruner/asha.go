@@ -96,12 +96,14 @@ func (p SuccessiveHalving) Prune(study storage.Study, trials []storage.FrozenTri
 	}
 }
 
-// estimateMinResource is Optuna's 'auto': the most steps a COMPLETE trial
-// reported, divided by 100 (at least 1), and when the first COMPLETE trial
-// ended; 0 while no trial is complete. Optuna fixes the estimate when it
-// first makes it, in one process; here it is read from the study each
-// time, which agrees while trials report fewer than 200 steps (epochs:
-// 30 at most by default).
+// estimateMinResource is Optuna's 'auto': the steps the first COMPLETE
+// trial reported, divided by 100 (at least 1), and when it ended; 0 while
+// no trial is complete. Optuna makes the estimate once, from the trials
+// complete at the first check after one completes, and keeps it: in a
+// study run one trial at a time that is the first COMPLETE trial alone.
+// (Taking the most steps of every COMPLETE trial, as this did, agreed only
+// while trials reported fewer than 200 steps; with eval_steps they report
+// optimiser steps, and early stopping makes their last steps differ.)
 func estimateMinResource(trials []storage.FrozenTrial) (int, time.Time) {
 	last := -1
 	var first time.Time
@@ -109,11 +111,15 @@ func estimateMinResource(trials []storage.FrozenTrial) (int, time.Time) {
 		if t.State != storage.Complete {
 			continue
 		}
-		if first.IsZero() || t.Complete.Before(first) {
-			first = t.Complete
+		s, _, ok := t.LastStep()
+		if !ok {
+			s = -1
 		}
-		if s, _, ok := t.LastStep(); ok && s > last {
-			last = s
+		switch {
+		case first.IsZero() || t.Complete.Before(first):
+			first, last = t.Complete, s
+		case t.Complete.Equal(first):
+			last = max(last, s)
 		}
 	}
 	if last < 0 {

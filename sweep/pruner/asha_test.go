@@ -78,3 +78,22 @@ func TestSuccessiveHalvingMatchesOptuna(t *testing.T) {
 		t.Fatalf("only %d trials pruned: the goldens exercise little", pruned)
 	}
 }
+
+// TestAutoMinResourceIsTheFirstCompleteTrials: min_resource auto is sized
+// once, by the first trial to complete (450 steps: 4), as Optuna keeps its
+// first estimate; a later, longer trial (1,200 steps) does not resize the
+// rungs.
+func TestAutoMinResourceIsTheFirstCompleteTrials(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	trial := func(id int64, last int, end time.Duration) storage.FrozenTrial {
+		return storage.FrozenTrial{ID: id, State: storage.Complete, Intermediate: map[int]float64{last: 1},
+			Start: t0, Complete: t0.Add(end)}
+	}
+	trials := []storage.FrozenTrial{trial(2, 1200, 2*time.Minute), trial(1, 450, time.Minute)}
+	if minRes, first := estimateMinResource(trials); minRes != 4 || !first.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("min_resource %d from the trial ending at %v; want 4 from the first to complete", minRes, first)
+	}
+	if minRes, _ := estimateMinResource(nil); minRes != 0 {
+		t.Fatalf("min_resource %d with no trial complete, want 0 (not sized yet)", minRes)
+	}
+}
