@@ -468,13 +468,20 @@ training: {max_epochs: 2, batch_size: 32, patience: 9, state_cache_dir: cache, e
 // both methods that pack: every row runs its sweep to the end and is
 // printed with its trial counts.
 func TestBenchSweepCost(t *testing.T) {
+	// READ's ASHA rows validate after every epoch, LST's at steps 2 and 3
+	// besides.
+	ashaRows := map[string]string{"read": "min_resource 1, reduction_factor 3 (epochs", "lst": "min_resource 2, reduction_factor 3 (optimiser steps; eval_steps: [2, 3])"}
 	for _, method := range []string{"read", "lst"} {
-		out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--method", method, "--d-model", "32", "--d-kv", "8", "--d-ff", "64",
-			"--layers", "2", "--heads", "4", "--hidden", "8", "--sidenet-dim", "8", "--epochs", "2", "--trials", "3", "--pack", "2", "--dir", t.TempDir())
+		args := []string{"bench", "sweep-cost", "--method", method, "--d-model", "32", "--d-kv", "8", "--d-ff", "64",
+			"--layers", "2", "--heads", "4", "--hidden", "8", "--sidenet-dim", "8", "--epochs", "2", "--trials", "3", "--pack", "2", "--dir", t.TempDir()}
+		if method == "lst" {
+			args = append(args, "--eval-steps", "2,3")
+		}
+		out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), args...)
 		if code != 0 {
 			t.Fatalf("%s: exit %d\n%s\n%s", method, code, out, errOut)
 		}
-		for _, want := range []string{"1 trial, computes the state cache", "3 trials, pack 2, ASHA", "3c/0p", map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
+		for _, want := range []string{"1 trial, computes the state cache", "3 trials, pack 2, ASHA", "3c/0p", ashaRows[method], map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: output lacks %q:\n%s", method, want, out)
 			}
@@ -482,5 +489,8 @@ func TestBenchSweepCost(t *testing.T) {
 	}
 	if _, errOut, code := sweepCmd(t, t.TempDir(), "bench", "sweep-cost", "--method", "lora"); code != 2 || !strings.Contains(errOut, "want read or lst") {
 		t.Errorf("--method lora: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := sweepCmd(t, t.TempDir(), "bench", "sweep-cost", "--eval-steps", "5,x"); code != 2 || !strings.Contains(errOut, `--eval-steps "5,x"`) {
+		t.Errorf("--eval-steps 5,x: exit %d, %s", code, errOut)
 	}
 }
