@@ -1,9 +1,12 @@
 package sweep
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,7 +40,9 @@ type Config struct {
 	Sampler   SamplerConfig
 	Pruner    PrunerConfig
 	Training  map[string]any
-	Seed      int64 // training seed of sweep trials (training.seeds[0])
+	// TrainingLines is where each training key is written (CheckTraining).
+	TrainingLines map[string]int
+	Seed          int64 // training seed of sweep trials (training.seeds[0])
 
 	Parallel int
 	// Pack is how many trials of a study one trial process trains side by
@@ -192,6 +197,10 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.Pruner, err = p.pruner(v, path)
 		case "training":
 			c.Training, err = p.anyMap(v, path)
+			c.TrainingLines = map[string]int{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				c.TrainingLines[v.Content[j].Value] = v.Content[j].Line
+			}
 		case "parallel":
 			c.Parallel, err = p.positive(v, path)
 		case "pack":
@@ -327,6 +336,24 @@ func (c *Config) CheckArchs(plan []Planned, check func(method string, settings m
 		if err := check(p.Method, p.Arch.Settings); err != nil {
 			return &ConfigError{File: c.File, Line: p.Arch.Line, Field: p.Arch.Field, Err: err}
 		}
+	}
+	return nil
+}
+
+// CheckTraining lets a caller that knows the trainer validate the
+// training settings before any trial runs: each key alone, in file order,
+// so an error names its line, then all together.
+func (c *Config) CheckTraining(check func(settings map[string]any) error) error {
+	keys := slices.SortedFunc(maps.Keys(c.Training), func(a, b string) int {
+		return cmp.Or(cmp.Compare(c.TrainingLines[a], c.TrainingLines[b]), strings.Compare(a, b))
+	})
+	for _, k := range keys {
+		if err := check(map[string]any{k: c.Training[k]}); err != nil {
+			return &ConfigError{File: c.File, Line: c.TrainingLines[k], Field: "training." + k, Err: err}
+		}
+	}
+	if err := check(c.Training); err != nil {
+		return &ConfigError{File: c.File, Field: "training", Err: err}
 	}
 	return nil
 }

@@ -649,6 +649,20 @@ func TestArchSettingsCheckedBeforeRunning(t *testing.T) {
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, "sweep.yaml:5: methods.lst[1]: methods: lst: architecture setting sidenet_dim") {
 		t.Errorf("exit %d: %s", code, errOut)
 	}
+	// Training settings too: a typo, a bad value, each with its line.
+	for _, tc := range []struct{ training, want string }{
+		{"training:\n  max_epochs: 3\n  eval_step: 5\n", `sweep.yaml:8: training.eval_step: unknown training setting "eval_step"`},
+		{"training: {max_epochs: 3, eval_steps: [5, 0]}\n", "sweep.yaml:6: training.eval_steps: training setting eval_steps = [5 0]: 0 is not a step ≥ 1"},
+		{"training: {max_epochs: 0}\n", "sweep.yaml:6: training.max_epochs: max_epochs, batch_size, eval_batch_size must be ≥ 1"},
+	} {
+		writeConfig(t, dir, "storage: sqlite:///t.db\nmodel: m\ndatasets: [sst2]\nmethods:\n  lora: [{rank: 8}]\n"+tc.training+"search:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
+		if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d: %s", tc.training, code, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "t.db")); err == nil {
+			t.Error("a database was created for a sweep whose training settings are wrong")
+		}
+	}
 }
 
 // TestWorkersOnPostgres runs two `sweep worker`s against one PostgreSQL

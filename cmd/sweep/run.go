@@ -386,6 +386,15 @@ func checkArchs(cfg *sweep.Config, plan []sweep.Planned) error {
 	if cfg.Trainer != "builtin" || len(cfg.Command) > 0 {
 		return nil
 	}
+	if err := cfg.CheckTraining(func(settings map[string]any) error {
+		_, err := trial.ParseSettings(settings)
+		if err != nil {
+			return errors.New(strings.TrimPrefix(err.Error(), "trial: "))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	reg, standIn := registry(), standInModel(cfg.Model)
 	return cfg.CheckArchs(plan, func(method string, settings map[string]any) error {
 		if method == "synthetic" {
