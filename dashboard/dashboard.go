@@ -497,9 +497,8 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		if v, ok := c.Training["max_epochs"].(int); ok {
 			maxEpochs = v
 		}
-		if n, ok := c.Training["eval_steps"]; ok && n != 0 {
-			// Validations every few steps: their count says nothing of
-			// the epochs left, so no ETA.
+		if c.ReportsSteps() {
+			// The count of validations says nothing of the epochs left.
 			maxEpochs = 0
 		}
 	}

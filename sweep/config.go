@@ -340,6 +340,14 @@ func (c *Config) CheckArchs(plan []Planned, check func(method string, settings m
 	return nil
 }
 
+// ReportsSteps reports whether trials validate every few optimiser steps
+// (training.eval_steps), so that their intermediate values are at steps,
+// not epochs.
+func (c *Config) ReportsSteps() bool {
+	n, ok := c.Training["eval_steps"]
+	return ok && n != 0
+}
+
 // CheckTraining lets a caller that knows the trainer validate the
 // training settings before any trial runs: each key alone, in file order,
 // so an error names its line, then all together.

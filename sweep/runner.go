@@ -437,8 +437,7 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
 		at = func(step int) string { return fmt.Sprintf("epoch %d/%d", step+1, e) }
 	}
-	if n, ok := cfg.Training["eval_steps"]; ok && n != 0 {
-		// Intermediate values are reported at optimiser steps.
+	if cfg.ReportsSteps() {
 		at = func(step int) string { return fmt.Sprintf("step %d", step) }
 	}
 	outs := r.spawn(ctx, ss, members, slot, func(i, step int) {

@@ -68,6 +68,9 @@ func benchSweepCost(args []string) error {
 	if *minResource <= 0 {
 		*minResource = max(firstEval, 1)
 	}
+	if *ashaOnly {
+		*asha = true
+	}
 	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 {
 		fs.Usage()
 		return errUsage
@@ -118,13 +121,13 @@ func benchSweepCost(args []string) error {
 		if !*ashaOnly {
 			rows = append(rows, row{fmt.Sprintf("%d trials", n), n, 1, false}, row{fmt.Sprintf("%d trials, pack %d", n, *pack), n, *pack, false})
 		}
-		if *asha || *ashaOnly {
+		if *asha {
 			rows = append(rows, row{fmt.Sprintf("%d trials, ASHA", n), n, 1, true}, row{fmt.Sprintf("%d trials, pack %d, ASHA", n, *pack), n, *pack, true})
 		}
 	}
 	fmt.Printf("sweep bench sweep-cost: %s on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
 		about, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
-	if *asha || *ashaOnly {
+	if *asha {
 		unit := "epochs; validation after every epoch"
 		if evalSetting != "" {
 			unit = fmt.Sprintf("optimiser steps; eval_steps: %s", evalSetting)
