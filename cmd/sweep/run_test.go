@@ -248,6 +248,10 @@ func TestChangedSearchSpaceIsReported(t *testing.T) {
 // Ctrl-C kills it at once.
 func TestSecondInterruptKillsAtOnce(t *testing.T) {
 	dir := t.TempDir()
+	// The trial says when its trap is set: a SIGTERM before that would end
+	// it at once (the trial is RUNNING in the database before its process
+	// has started).
+	started := filepath.Join(dir, "started")
 	writeConfig(t, dir, `storage: sqlite:///i.db
 datasets: [sst2]
 methods:
@@ -256,7 +260,7 @@ search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 trials: 1
 kill_grace: 30s
-command: ["/bin/sh", "-c", "trap '' TERM INT; while :; do sleep 0.05; done"]
+command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sleep 0.05; done"]
 `)
 	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
 	cmd.Dir = dir
@@ -267,7 +271,8 @@ command: ["/bin/sh", "-c", "trap '' TERM INT; while :; do sleep 0.05; done"]
 	}
 	defer cmd.Process.Kill()
 	waitFor(t, func() bool {
-		return storage.Count(load(t, filepath.Join(dir, "i.db"))["lora/rank-1/sst2"])[storage.Running] == 1
+		_, err := os.Stat(started)
+		return err == nil && storage.Count(load(t, filepath.Join(dir, "i.db"))["lora/rank-1/sst2"])[storage.Running] == 1
 	})
 	cmd.Process.Signal(os.Interrupt)
 	waitFor(t, func() bool { return strings.Contains(errOut.String(), "Ctrl-C again kills them now") })
