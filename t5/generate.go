@@ -109,6 +109,7 @@ func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*H
 type Decoder struct {
 	m         *Model
 	g, gk, ge *nn.Graph
+	rowSteps  int // backbone rows decoded, summed over steps (what sharing and dropping save)
 }
 
 // NewDecoder returns a decoder for m on be; Release frees it.
@@ -181,10 +182,13 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 	for t := 0; t < maxNew; t++ {
 		g.Reset()
 		G := len(groupRow)
+		d.rowSteps += G
 		tok := make([]int32, G)
 		for j := range group {
 			for b, gi := range group[j] {
-				tok[gi] = outs[j][b][t]
+				if gi >= 0 {
+					tok[gi] = outs[j][b][t]
+				}
 			}
 		}
 		x := g.Embedding(m.Shared, tok).View(G, 1, D)
@@ -215,21 +219,29 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 		for j, h := range hooks {
 			// Method j's rows are the backbone's rows, or gathered from them.
 			own := G == B && sequential(group[j])
+			ids := group[j]
+			if !own && slices.Contains(ids, -1) {
+				// A finished row reads any group: its pick is padding.
+				ids = slices.Clone(ids)
+				for b, gi := range ids {
+					ids[b] = max(gi, 0)
+				}
+			}
 			final := decOut
 			if h.DecoderOutput != nil {
 				step := &Output{EncOut: encOut.EncOut, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn,
 					DecOut: decOut, DecBlockOut: blockOut, CrossAttn: crossAttn, Memo: memos[j]}
 				if !own {
-					step.DecOut = gather(g, decOut, group[j], B, 1, D)
+					step.DecOut = gather(g, decOut, ids, B, 1, D)
 					step.DecBlockOut, step.CrossAttn = make([]*nn.Tensor, L), make([]*nn.Tensor, L)
 					for l := range L {
-						step.DecBlockOut[l] = gather(g, blockOut[l], group[j], B, 1, D)
-						step.CrossAttn[l] = gather(g, crossAttn[l], group[j], B, H, 1, S)
+						step.DecBlockOut[l] = gather(g, blockOut[l], ids, B, 1, D)
+						step.CrossAttn[l] = gather(g, crossAttn[l], ids, B, H, 1, S)
 					}
 				}
 				final = h.DecoderOutput(g, step)
 			} else if !own {
-				final = gather(g, decOut, group[j], B, 1, D)
+				final = gather(g, decOut, ids, B, 1, D)
 			}
 			lv := m.lmHead(g, h, final).Values()
 			V := c.VocabSize
@@ -240,10 +252,40 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 		}
 		// Regroup: rows that stay together keep sharing; a group whose
 		// rows picked different tokens splits, its keys and values copied.
+		// A group whose rows have all finished needs no more decoding: it
+		// is dropped (its rows' group becomes −1) when the groups change
+		// anyway, or when that saves a quarter of them, since dropping
+		// copies the encoder's keys and values too.
+		picked := make([]int32, G)
+		live := make([]bool, G)
+		for gi := range picked {
+			picked[gi] = -1
+		}
+		split := false
+		for j := range group {
+			for b, gi := range group[j] {
+				if gi < 0 {
+					continue
+				}
+				next := outs[j][b][t+1]
+				if picked[gi] < 0 {
+					picked[gi] = next
+				}
+				split = split || picked[gi] != next
+				live[gi] = live[gi] || !dones[j][b]
+			}
+		}
+		if !split && 4*(G-countTrue(live)) < G {
+			continue
+		}
 		next := map[[2]int32]int32{}
 		var parents []int32
 		for j := range group {
 			for b, gi := range group[j] {
+				if gi < 0 || dones[j][b] {
+					group[j][b] = -1
+					continue
+				}
 				key := [2]int32{gi, outs[j][b][t+1]}
 				ng, ok := next[key]
 				if !ok {
@@ -253,9 +295,6 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 				}
 				group[j][b] = ng
 			}
-		}
-		if len(parents) == G && sequential(parents) {
-			continue
 		}
 		rows := make([]int32, len(parents))
 		for i, p := range parents {
@@ -283,6 +322,16 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 		groupRow = rows
 	}
 	return outs
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 func sequential(ids []int32) bool {

@@ -355,3 +355,70 @@ func TestGenerateFullMatchesCached(t *testing.T) {
 		t.Errorf("cached %v, full %v", a, b)
 	}
 }
+
+// TestGenerateSharedDropsFinishedRows decodes one batch for three hook
+// sets that end rows at different steps (by adding the LM head's EOS row
+// to their output), so that groups split on EOS and groups whose rows all
+// finished are dropped while one row decodes on: every set's rows are
+// those it decodes alone, and the backbone decodes fewer rows than a
+// batch per step.
+func TestGenerateSharedDropsFinishedRows(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v11")
+	be := nn.DefaultBackend()
+	B, D, eos := gd.batch.B, m.Config.DModel, m.Config.EOSTokenID
+	const maxNew = 6
+	// endsAt says at which step (from 0) set j makes row b pick EOS; −1: never.
+	endsAt := func(j, b int) int {
+		if j == 0 && b == 0 {
+			return -1
+		}
+		return 1 + (b+j)%3
+	}
+	boost := &nn.Tensor{Shape: []int{2, D}, Data: make([]float32, 2*D)}
+	for i := range D {
+		boost.Data[D+i] = 1e3 * m.LMHead.Data[eos*D+i]
+	}
+	hook := func(j int) *Hooks {
+		step := 0
+		return &Hooks{DecoderOutput: func(g *nn.Graph, out *Output) *nn.Tensor {
+			ids := make([]int32, B)
+			for b := range ids {
+				if endsAt(j, b) == step {
+					ids[b] = 1
+				}
+			}
+			step++
+			return g.Add(out.DecOut, g.Embedding(boost, ids).View(B, 1, D))
+		}}
+	}
+	e := m.EncodeForDecoding(be, gd.batch.Input, gd.batch.Mask, B, gd.batch.S, nil)
+	defer e.Release()
+	d := m.NewDecoder(be)
+	defer d.Release()
+	shared := d.GenerateShared(e, maxNew, []*Hooks{hook(0), hook(1), hook(2)})
+	for j := range 3 {
+		// A set that finishes before the others is padded to their length.
+		alone := m.GenerateFrom(be, e, maxNew, hook(j))
+		for b, row := range alone {
+			got := shared[j][b]
+			same := len(got) >= len(row) && fmt.Sprint(row) == fmt.Sprint(got[:len(row)])
+			for i := len(row); same && i < len(got); i++ {
+				same = got[i] == int32(m.Config.PadTokenID)
+			}
+			if !same {
+				t.Errorf("set %d row %d: shared %v, alone %v", j, b, got, row)
+			}
+		}
+		for b, row := range shared[j] {
+			if at := endsAt(j, b); at >= 0 && (len(row) <= at+1 || row[at+1] != int32(eos)) {
+				t.Fatalf("set %d row %d = %v: EOS was not forced at step %d, so the test reaches nothing", j, b, row, at)
+			}
+		}
+	}
+	if len(shared[0][0]) != maxNew+1 {
+		t.Fatalf("row 0 of set 0 = %v: it should decode all %d steps", shared[0][0], maxNew)
+	}
+	if d.rowSteps >= B*maxNew {
+		t.Errorf("the backbone decoded %d rows over %d steps, no fewer than %d rows a step: finished groups were not dropped", d.rowSteps, maxNew, B)
+	}
+}
