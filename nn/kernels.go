@@ -429,17 +429,25 @@ func CrossEntropyBackward(dlogits, probs []float32, targets []int32, N, V int, i
 // reference: torch.nn.GRUCell.
 func GRUGateForward(out, gates, gi, gh, h []float32, N, R int) {
 	parallelFor(N, 8, func(lo, hi int) {
-		for n := lo; n < hi; n++ {
-			for j := 0; j < R; j++ {
-				a, b := n*3*R, n*R
-				r := sigmoid(gi[a+j] + gh[a+j])
-				z := sigmoid(gi[a+R+j] + gh[a+R+j])
-				c := tanhf(gi[a+2*R+j] + r*gh[a+2*R+j])
-				gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
-				out[b+j] = (1-z)*c + z*h[b+j]
-			}
+		if !gruGateRows(out, gates, gi, gh, h, lo, hi, R) {
+			gruGateRowsGo(out, gates, gi, gh, h, lo, hi, R)
 		}
 	})
+}
+
+// gruGateRowsGo is GRUGateForward's rows lo to hi, one element at a time:
+// the reference that the vector kernel (gruGateRows) matches bit for bit.
+func gruGateRowsGo(out, gates, gi, gh, h []float32, lo, hi, R int) {
+	for n := lo; n < hi; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*3*R, n*R
+			r := sigmoid(gi[a+j] + gh[a+j])
+			z := sigmoid(gi[a+R+j] + gh[a+R+j])
+			c := tanhf(gi[a+2*R+j] + r*gh[a+2*R+j])
+			gates[a+j], gates[a+R+j], gates[a+2*R+j] = r, z, c
+			out[b+j] = (1-z)*c + z*h[b+j]
+		}
+	}
 }
 
 // GRUGateBackward adds into dgi, dgh and dh (any may be nil).

@@ -1,0 +1,97 @@
+//go:build cgo && amd64
+
+// The GRU gate kernel eight lanes at a time. Every lane performs the same
+// IEEE float32 operations, in the same order, as fastmath.go's expf,
+// sigmoid and tanhf and kernels.go's GRUGateForward, so the results are
+// bit for bit those of the Go code (no FMA is enabled, so nothing is
+// contracted); only the arithmetic's throughput changes.
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "gates_avx2.h"
+
+int rs_have_avx2(void) {
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2");
+}
+
+#define AVX2 __attribute__((target("avx2")))
+
+static AVX2 inline __m256 rs_pow2i(__m256i k) {
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+}
+
+// fastmath.go's expf.
+static AVX2 inline __m256 rs_expf8(__m256 x) {
+	__m256 v = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f));
+	__m256i k = _mm256_cvttps_epi32(v);
+	// floor: one less where truncation went up (v < k)
+	__m256 below = _mm256_cmp_ps(v, _mm256_cvtepi32_ps(k), _CMP_LT_OQ);
+	k = _mm256_add_epi32(k, _mm256_castps_si256(below)); // −1 where below
+	__m256 n = _mm256_cvtepi32_ps(k);
+	__m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+	r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
+	__m256 z = _mm256_mul_ps(r, r);
+	__m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(1.9875691500e-4f), r), _mm256_set1_ps(1.3981999507e-3f));
+	y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
+	y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
+	y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
+	y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+	y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0f));
+	// y·2^k, with k = 128 as y·2^127·2 and k < −126 as y·2^(k+126)·2^−126.
+	__m256i lo = _mm256_set1_epi32(-126), hi = _mm256_set1_epi32(127);
+	__m256 normal = _mm256_mul_ps(y, rs_pow2i(_mm256_max_epi32(_mm256_min_epi32(k, hi), lo)));
+	__m256 over = _mm256_mul_ps(_mm256_mul_ps(y, rs_pow2i(hi)), _mm256_set1_ps(2.0f));
+	__m256i ksub = _mm256_max_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(126)), lo);
+	__m256 under = _mm256_mul_ps(_mm256_mul_ps(y, rs_pow2i(ksub)), rs_pow2i(lo));
+	__m256 out = normal;
+	out = _mm256_blendv_ps(out, over, _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, hi)));
+	out = _mm256_blendv_ps(out, under, _mm256_castsi256_ps(_mm256_cmpgt_epi32(lo, k)));
+	// The limits, then NaN kept (comparisons with NaN are false).
+	out = _mm256_blendv_ps(out, _mm256_set1_ps(__builtin_inff()), _mm256_cmp_ps(x, _mm256_set1_ps(88.72283f), _CMP_GT_OQ));
+	out = _mm256_blendv_ps(out, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-103.97208f), _CMP_LT_OQ));
+	return _mm256_blendv_ps(out, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+// fastmath.go's sigmoid.
+static AVX2 inline __m256 rs_sigmoid8(__m256 x) {
+	__m256 neg = _mm256_xor_ps(x, _mm256_set1_ps(-0.0f));
+	return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), rs_expf8(neg)));
+}
+
+// fastmath.go's tanhf.
+static AVX2 inline __m256 rs_tanhf8(__m256 x) {
+	__m256 sign = _mm256_set1_ps(-0.0f);
+	__m256 ax = _mm256_andnot_ps(sign, x);
+	__m256 z = _mm256_mul_ps(x, x);
+	__m256 p = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(-5.70498872745e-3f), z), _mm256_set1_ps(2.06390887954e-2f));
+	p = _mm256_sub_ps(_mm256_mul_ps(p, z), _mm256_set1_ps(5.37397155531e-2f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, z), _mm256_set1_ps(1.33314422036e-1f));
+	p = _mm256_sub_ps(_mm256_mul_ps(p, z), _mm256_set1_ps(3.33332819422e-1f));
+	p = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, z), x), x);
+	__m256 e = rs_expf8(_mm256_mul_ps(_mm256_set1_ps(2.0f), ax));
+	__m256 t = _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+	t = _mm256_blendv_ps(t, _mm256_xor_ps(t, sign), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+	__m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(x, sign));
+	__m256 out = _mm256_blendv_ps(t, one, _mm256_cmp_ps(ax, _mm256_set1_ps(9.01091f), _CMP_GT_OQ));
+	return _mm256_blendv_ps(out, p, _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+}
+
+AVX2 void rs_gru_gate_forward(float* out, float* gates, const float* gi, const float* gh, const float* h, int64_t lo,
+		int64_t hi, int64_t R) {
+	__m256 one = _mm256_set1_ps(1.0f);
+	for (int64_t n = lo; n < hi; n++) {
+		int64_t a = n * 3 * R, b = n * R;
+		for (int64_t j = 0; j < R; j += 8) {
+			__m256 r = rs_sigmoid8(_mm256_add_ps(_mm256_loadu_ps(gi + a + j), _mm256_loadu_ps(gh + a + j)));
+			__m256 z = rs_sigmoid8(_mm256_add_ps(_mm256_loadu_ps(gi + a + R + j), _mm256_loadu_ps(gh + a + R + j)));
+			__m256 c = rs_tanhf8(_mm256_add_ps(_mm256_loadu_ps(gi + a + 2 * R + j), _mm256_mul_ps(r, _mm256_loadu_ps(gh + a + 2 * R + j))));
+			_mm256_storeu_ps(gates + a + j, r);
+			_mm256_storeu_ps(gates + a + R + j, z);
+			_mm256_storeu_ps(gates + a + 2 * R + j, c);
+			__m256 h8 = _mm256_loadu_ps(h + b + j);
+			_mm256_storeu_ps(out + b + j, _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, z), c), _mm256_mul_ps(z, h8)));
+		}
+	}
+}

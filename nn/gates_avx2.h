@@ -1,0 +1,5 @@
+#include <stdint.h>
+
+int rs_have_avx2(void);
+void rs_gru_gate_forward(float* out, float* gates, const float* gi, const float* gh, const float* h, int64_t lo, int64_t hi,
+		int64_t R);

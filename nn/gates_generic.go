@@ -1,0 +1,6 @@
+//go:build !cgo || !amd64
+
+package nn
+
+// gruGateRows has no vector kernel here: GRUGateForward's Go loop runs.
+func gruGateRows(out, gates, gi, gh, h []float32, lo, hi, R int) bool { return false }
