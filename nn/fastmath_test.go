@@ -81,12 +81,12 @@ func BenchmarkGates(b *testing.B) {
 	_ = sink
 }
 
-// TestGRUGateVectorMatchesGo runs the GRU gate kernel's vector path
-// (gates_avx2.c, where the CPU has AVX2) and the Go loop on the same
-// inputs: every gate and output bit for bit, over the functions' whole
-// range, their thresholds, ±Inf, NaN and subnormals. Without a vector
-// kernel the test says so and checks nothing else.
-func TestGRUGateVectorMatchesGo(t *testing.T) {
+// TestGateVectorsMatchGo runs the GRU and LSTM gate kernels' vector
+// paths (gates_avx2.c, where the CPU has AVX2) and the Go loops on the
+// same inputs: every gate, state and output bit for bit, over the
+// functions' whole range, their thresholds, ±Inf, NaN and subnormals.
+// Without a vector kernel the test says so and checks nothing else.
+func TestGateVectorsMatchGo(t *testing.T) {
 	const N, R = 61, 256
 	rng := rand.New(rand.NewPCG(3, 4))
 	special := []float32{0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, 0.625, -0.625, 0.62499994, 9.01091, -9.01091, 9.010911,
@@ -126,6 +126,31 @@ func TestGRUGateVectorMatchesGo(t *testing.T) {
 		if !same(outV[i], outG[i]) && bad < 20 {
 			bad++
 			t.Errorf("output %d: vector %g, Go %g", i, outV[i], outG[i])
+		}
+	}
+	// LSTM, on the same kind of inputs.
+	g, c := make([]float32, N*4*R), make([]float32, N*R)
+	for _, s := range [][]float32{g, c} {
+		for i := range s {
+			s[i] = draw()
+		}
+	}
+	lstm := func(vector bool) [][]float32 {
+		hOut, cOut, acts, tc := make([]float32, N*R), make([]float32, N*R), make([]float32, N*4*R), make([]float32, N*R)
+		if vector {
+			lstmGateRows(hOut, cOut, acts, tc, g, c, 0, N, R)
+		} else {
+			lstmGateRowsGo(hOut, cOut, acts, tc, g, c, 0, N, R)
+		}
+		return [][]float32{hOut, cOut, acts, tc}
+	}
+	lv, lg := lstm(true), lstm(false)
+	for k, name := range []string{"h", "c", "gate", "tanh(c)"} {
+		for i := range lg[k] {
+			if !same(lv[k][i], lg[k][i]) && bad < 25 {
+				bad++
+				t.Errorf("LSTM %s %d: vector %g, Go %g", name, i, lv[k][i], lg[k][i])
+			}
 		}
 	}
 	// Per function, over a fine grid: a gate's pre-activation is gi + gh

@@ -95,3 +95,25 @@ AVX2 void rs_gru_gate_forward(float* out, float* gates, const float* gi, const f
 		}
 	}
 }
+
+AVX2 void rs_lstm_gate_forward(float* hOut, float* cOut, float* acts, float* tc, const float* g, const float* c, int64_t lo,
+		int64_t hi, int64_t R) {
+	for (int64_t n = lo; n < hi; n++) {
+		int64_t a = n * 4 * R, b = n * R;
+		for (int64_t j = 0; j < R; j += 8) {
+			__m256 i = rs_sigmoid8(_mm256_loadu_ps(g + a + j));
+			__m256 f = rs_sigmoid8(_mm256_loadu_ps(g + a + R + j));
+			__m256 gg = rs_tanhf8(_mm256_loadu_ps(g + a + 2 * R + j));
+			__m256 o = rs_sigmoid8(_mm256_loadu_ps(g + a + 3 * R + j));
+			_mm256_storeu_ps(acts + a + j, i);
+			_mm256_storeu_ps(acts + a + R + j, f);
+			_mm256_storeu_ps(acts + a + 2 * R + j, gg);
+			_mm256_storeu_ps(acts + a + 3 * R + j, o);
+			__m256 cn = _mm256_add_ps(_mm256_mul_ps(f, _mm256_loadu_ps(c + b + j)), _mm256_mul_ps(i, gg));
+			_mm256_storeu_ps(cOut + b + j, cn);
+			__m256 t = rs_tanhf8(cn);
+			_mm256_storeu_ps(tc + b + j, t);
+			_mm256_storeu_ps(hOut + b + j, _mm256_mul_ps(o, t));
+		}
+	}
+}

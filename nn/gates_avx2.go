@@ -23,3 +23,14 @@ func gruGateRows(out, gates, gi, gh, h []float32, lo, hi, R int) bool {
 		C.int64_t(lo), C.int64_t(hi), C.int64_t(R))
 	return true
 }
+
+// lstmGateRows is LSTMGateForward's rows lo to hi as gruGateRows is
+// GRUGateForward's.
+func lstmGateRows(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) bool {
+	if !haveAVX2 || R%8 != 0 || hi <= lo {
+		return false
+	}
+	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
+	C.rs_lstm_gate_forward(f(hOut), f(cOut), f(acts), f(tc), f(g), f(c), C.int64_t(lo), C.int64_t(hi), C.int64_t(R))
+	return true
+}

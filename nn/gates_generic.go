@@ -4,3 +4,6 @@ package nn
 
 // gruGateRows has no vector kernel here: GRUGateForward's Go loop runs.
 func gruGateRows(out, gates, gi, gh, h []float32, lo, hi, R int) bool { return false }
+
+// lstmGateRows has no vector kernel here: LSTMGateForward's Go loop runs.
+func lstmGateRows(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) bool { return false }

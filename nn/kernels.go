@@ -486,22 +486,30 @@ func GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h []float32, N, R int) {
 // torch.nn.LSTMCell.
 func LSTMGateForward(hOut, cOut, acts, tc, g, c []float32, N, R int) {
 	parallelFor(N, 8, func(lo, hi int) {
-		for n := lo; n < hi; n++ {
-			for j := 0; j < R; j++ {
-				a, b := n*4*R, n*R
-				i := sigmoid(g[a+j])
-				f := sigmoid(g[a+R+j])
-				gg := tanhf(g[a+2*R+j])
-				o := sigmoid(g[a+3*R+j])
-				acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
-				cn := f*c[b+j] + i*gg
-				cOut[b+j] = cn
-				t := tanhf(cn)
-				tc[b+j] = t
-				hOut[b+j] = o * t
-			}
+		if !lstmGateRows(hOut, cOut, acts, tc, g, c, lo, hi, R) {
+			lstmGateRowsGo(hOut, cOut, acts, tc, g, c, lo, hi, R)
 		}
 	})
+}
+
+// lstmGateRowsGo is LSTMGateForward's rows lo to hi, one element at a
+// time: the reference that lstmGateRows matches bit for bit.
+func lstmGateRowsGo(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) {
+	for n := lo; n < hi; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*4*R, n*R
+			i := sigmoid(g[a+j])
+			f := sigmoid(g[a+R+j])
+			gg := tanhf(g[a+2*R+j])
+			o := sigmoid(g[a+3*R+j])
+			acts[a+j], acts[a+R+j], acts[a+2*R+j], acts[a+3*R+j] = i, f, gg, o
+			cn := f*c[b+j] + i*gg
+			cOut[b+j] = cn
+			t := tanhf(cn)
+			tc[b+j] = t
+			hOut[b+j] = o * t
+		}
+	}
 }
 
 // LSTMGateBackward adds into dg and dc (either may be nil) from the
