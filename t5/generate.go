@@ -110,6 +110,8 @@ type Decoder struct {
 	m         *Model
 	g, gk, ge *nn.Graph
 	rowSteps  int // backbone rows decoded, summed over steps (what sharing and dropping save)
+	// selfK and selfV are each decoder layer's self-attention cache.
+	selfK, selfV []selfCache
 }
 
 // NewDecoder returns a decoder for m on be; Release frees it.
@@ -124,6 +126,7 @@ func (d *Decoder) Release() {
 	d.g.Release()
 	d.gk.Release()
 	d.ge.Release()
+	d.selfK, d.selfV = nil, nil
 }
 
 // Generate is Model.Generate in d's memory, the encoder's included: a
@@ -172,7 +175,13 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 		group[j] = append([]int32(nil), groupRow...)
 	}
 	// selfK[l] and selfV[l] hold (G, t, H·K) for the t tokens so far.
-	selfK, selfV := make([][]float32, L), make([][]float32, L)
+	if len(d.selfK) != L {
+		d.selfK, d.selfV = make([]selfCache, L), make([]selfCache, L)
+	}
+	selfK, selfV := d.selfK, d.selfV
+	for l := range L {
+		selfK[l].rows, selfV[l].rows = selfK[l].rows[:0], selfV[l].rows[:0]
+	}
 	// gk holds the encoder's keys and values in group order once groups
 	// split; g each step's work.
 	gck, gcv, gmask := ck, cv, encOut.Mask
@@ -200,10 +209,10 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 			q := m.linear(g, hb, name+"0.SelfAttention.q", hn, blk.Q)
 			k := m.linear(g, hb, name+"0.SelfAttention.k", hn, blk.K)
 			v := m.linear(g, hb, name+"0.SelfAttention.v", hn, blk.V)
-			selfK[l] = appendStep(selfK[l], k.Values(), G, t, HK)
-			selfV[l] = appendStep(selfV[l], v.Values(), G, t, HK)
-			Kt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfK[l]}
-			Vt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfV[l]}
+			selfK[l].appendStep(k.Values(), G, t, HK, G*maxNew*HK)
+			selfV[l].appendStep(v.Values(), G, t, HK, G*maxNew*HK)
+			Kt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfK[l].rows}
+			Vt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfV[l].rows}
 			a, _ := g.Attention(q, Kt, Vt, bias, nn.AttentionOpts{Heads: H, Causal: true, QOffset: t})
 			x = g.Add(x, m.sub(g, hb, name+"0", m.linear(g, hb, name+"0.SelfAttention.o", a, blk.O)))
 			cq := m.linear(g, hb, name+"1.EncDecAttention.q", m.norm(g, hb, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
@@ -301,8 +310,8 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 			rows[i] = groupRow[p]
 		}
 		for l := range L {
-			selfK[l] = gatherRows(selfK[l], parents, (t+1)*HK)
-			selfV[l] = gatherRows(selfV[l], parents, (t+1)*HK)
+			selfK[l].gatherRows(parents, (t+1)*HK, len(parents)*maxNew*HK)
+			selfV[l].gatherRows(parents, (t+1)*HK, len(parents)*maxNew*HK)
 		}
 		if !slices.Equal(rows, groupRow) {
 			gk.Reset()
@@ -343,13 +352,40 @@ func sequential(ids []int32) bool {
 	return true
 }
 
-// gatherRows returns the rows ids of x, rows of width w.
-func gatherRows(x []float32, ids []int32, w int) []float32 {
-	out := make([]float32, len(ids)*w)
-	for i, r := range ids {
-		copy(out[i*w:(i+1)*w], x[int(r)*w:(int(r)+1)*w])
+// selfCache is one decoder layer's self-attention keys (or values) in
+// greedy decoding: rows holds (G, t, H·K) for the t tokens so far; each step
+// writes the grown (or regrouped) cache into spare and swaps the two. Both
+// stay with the Decoder between calls, so that a trial's many evaluation
+// batches do not each allocate, fault in and zero fresh memory at every
+// step (a pack's decoding spent more on that than on copying).
+type selfCache struct{ rows, spare []float32 }
+
+// into returns spare as n floats, with room for `room` when it must grow.
+func (c *selfCache) into(n, room int) []float32 {
+	if cap(c.spare) < n {
+		c.spare = make([]float32, max(n, room))
 	}
-	return out
+	return c.spare[:n]
+}
+
+// appendStep grows the cache from (B, t, W) to (B, t+1, W) with one step's
+// rows (B, W); room is the size that the call's last step may need.
+func (c *selfCache) appendStep(step []float32, B, t, W, room int) {
+	out := c.into(B*(t+1)*W, room)
+	for b := 0; b < B; b++ {
+		copy(out[b*(t+1)*W:], c.rows[b*t*W:(b+1)*t*W])
+		copy(out[(b*(t+1)+t)*W:], step[b*W:(b+1)*W])
+	}
+	c.rows, c.spare = out, c.rows
+}
+
+// gatherRows keeps the cache's rows ids, rows of width w.
+func (c *selfCache) gatherRows(ids []int32, w, room int) {
+	out := c.into(len(ids)*w, room)
+	for i, r := range ids {
+		copy(out[i*w:(i+1)*w], c.rows[int(r)*w:(int(r)+1)*w])
+	}
+	c.rows, c.spare = out, c.rows
 }
 
 // startRows returns B sequences holding the decoder start token, none
@@ -387,14 +423,3 @@ func (m *Model) pickNext(out [][]int32, done []bool, row func(b int) []float32) 
 }
 
 func decoderName(l int) string { return "decoder.block." + strconv.Itoa(l) + ".layer." }
-
-// appendStep grows a (B, t, W) cache to (B, t+1, W) with one step's rows
-// (B, W).
-func appendStep(cache, step []float32, B, t, W int) []float32 {
-	out := make([]float32, B*(t+1)*W)
-	for b := 0; b < B; b++ {
-		copy(out[b*(t+1)*W:], cache[b*t*W:(b+1)*t*W])
-		copy(out[(b*(t+1)+t)*W:], step[b*W:(b+1)*W])
-	}
-	return out
-}
