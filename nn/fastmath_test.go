@@ -81,8 +81,8 @@ func BenchmarkGates(b *testing.B) {
 	_ = sink
 }
 
-// TestGateVectorsMatchGo runs the GRU and LSTM gate kernels' vector
-// paths (gates_avx2.c, where the CPU has AVX2) and the Go loops on the
+// TestGateVectorsMatchGo runs the GRU (forward and backward) and LSTM
+// gate kernels' vector paths (gates_avx2.c, where the CPU has AVX2) and the Go loops on the
 // same inputs: every gate, state and output bit for bit, over the
 // functions' whole range, their thresholds, ±Inf, NaN and subnormals.
 // Without a vector kernel the test says so and checks nothing else.
@@ -150,6 +150,46 @@ func TestGateVectorsMatchGo(t *testing.T) {
 			if !same(lv[k][i], lg[k][i]) && bad < 25 {
 				bad++
 				t.Errorf("LSTM %s %d: vector %g, Go %g", name, i, lv[k][i], lg[k][i])
+			}
+		}
+	}
+	// GRU backward, into accumulators that already hold values, with each
+	// of them absent in turn.
+	dout, gates := make([]float32, N*R), make([]float32, N*3*R)
+	for _, s := range [][]float32{dout, gates, gh, h} {
+		for i := range s {
+			s[i] = draw()
+		}
+	}
+	for _, absent := range []string{"", "dgi", "dgh", "dh"} {
+		back := func(vector bool) [][]float32 {
+			acc := [][]float32{make([]float32, N*3*R), make([]float32, N*3*R), make([]float32, N*R)}
+			src := rand.New(rand.NewPCG(5, 6))
+			for k, name := range []string{"dgi", "dgh", "dh"} {
+				if name == absent {
+					acc[k] = nil
+				}
+				for i := range acc[k] {
+					acc[k][i] = float32(src.NormFloat64())
+				}
+			}
+			if vector {
+				gruGateBackRows(acc[0], acc[1], acc[2], dout, gates, gh, h, 0, N, R)
+			} else {
+				gruGateBackRowsGo(acc[0], acc[1], acc[2], dout, gates, gh, h, 0, N, R)
+			}
+			return acc
+		}
+		bv, bg := back(true), back(false)
+		for k, name := range []string{"dgi", "dgh", "dh"} {
+			if (bv[k] == nil) != (bg[k] == nil) || (name == absent) != (bg[k] == nil) {
+				t.Fatalf("GRU backward without %q: %s is nil in one result only", absent, name)
+			}
+			for i := range bg[k] {
+				if !same(bv[k][i], bg[k][i]) && bad < 35 {
+					bad++
+					t.Errorf("GRU backward without %q: %s %d: vector %g, Go %g", absent, name, i, bv[k][i], bg[k][i])
+				}
 			}
 		}
 	}

@@ -117,3 +117,32 @@ AVX2 void rs_lstm_gate_forward(float* hOut, float* cOut, float* acts, float* tc,
 		}
 	}
 }
+
+// kernels.go's GRUGateBackward; dgi, dgh and dh may be NULL.
+AVX2 void rs_gru_gate_backward(float* dgi, float* dgh, float* dh, const float* dout, const float* gates, const float* gh,
+		const float* h, int64_t lo, int64_t hi, int64_t R) {
+	__m256 one = _mm256_set1_ps(1.0f);
+	for (int64_t n = lo; n < hi; n++) {
+		int64_t a = n * 3 * R, b = n * R;
+		for (int64_t j = 0; j < R; j += 8) {
+			__m256 r = _mm256_loadu_ps(gates + a + j), z = _mm256_loadu_ps(gates + a + R + j);
+			__m256 c = _mm256_loadu_ps(gates + a + 2 * R + j), d = _mm256_loadu_ps(dout + b + j);
+			__m256 dc = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(one, z)), _mm256_sub_ps(one, _mm256_mul_ps(c, c)));
+			__m256 dz = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(_mm256_loadu_ps(h + b + j), c)), z), _mm256_sub_ps(one, z));
+			__m256 dr = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, _mm256_loadu_ps(gh + a + 2 * R + j)), r), _mm256_sub_ps(one, r));
+			if (dgi != NULL) {
+				_mm256_storeu_ps(dgi + a + j, _mm256_add_ps(_mm256_loadu_ps(dgi + a + j), dr));
+				_mm256_storeu_ps(dgi + a + R + j, _mm256_add_ps(_mm256_loadu_ps(dgi + a + R + j), dz));
+				_mm256_storeu_ps(dgi + a + 2 * R + j, _mm256_add_ps(_mm256_loadu_ps(dgi + a + 2 * R + j), dc));
+			}
+			if (dgh != NULL) {
+				_mm256_storeu_ps(dgh + a + j, _mm256_add_ps(_mm256_loadu_ps(dgh + a + j), dr));
+				_mm256_storeu_ps(dgh + a + R + j, _mm256_add_ps(_mm256_loadu_ps(dgh + a + R + j), dz));
+				_mm256_storeu_ps(dgh + a + 2 * R + j, _mm256_add_ps(_mm256_loadu_ps(dgh + a + 2 * R + j), _mm256_mul_ps(dc, r)));
+			}
+			if (dh != NULL) {
+				_mm256_storeu_ps(dh + b + j, _mm256_add_ps(_mm256_loadu_ps(dh + b + j), _mm256_mul_ps(d, z)));
+			}
+		}
+	}
+}

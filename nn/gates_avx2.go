@@ -34,3 +34,19 @@ func lstmGateRows(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) bool {
 	C.rs_lstm_gate_forward(f(hOut), f(cOut), f(acts), f(tc), f(g), f(c), C.int64_t(lo), C.int64_t(hi), C.int64_t(R))
 	return true
 }
+
+// gruGateBackRows is GRUGateBackward's rows lo to hi as gruGateRows is
+// GRUGateForward's; dgi, dgh and dh may be nil.
+func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) bool {
+	if !haveAVX2 || R%8 != 0 || hi <= lo {
+		return false
+	}
+	f := func(s []float32) *C.float {
+		if s == nil {
+			return nil
+		}
+		return (*C.float)(unsafe.Pointer(&s[0]))
+	}
+	C.rs_gru_gate_backward(f(dgi), f(dgh), f(dh), f(dout), f(gates), f(gh), f(h), C.int64_t(lo), C.int64_t(hi), C.int64_t(R))
+	return true
+}

@@ -5,3 +5,5 @@ void rs_gru_gate_forward(float* out, float* gates, const float* gi, const float*
 		int64_t R);
 void rs_lstm_gate_forward(float* hOut, float* cOut, float* acts, float* tc, const float* g, const float* c, int64_t lo,
 		int64_t hi, int64_t R);
+void rs_gru_gate_backward(float* dgi, float* dgh, float* dh, const float* dout, const float* gates, const float* gh,
+		const float* h, int64_t lo, int64_t hi, int64_t R);

@@ -7,3 +7,6 @@ func gruGateRows(out, gates, gi, gh, h []float32, lo, hi, R int) bool { return f
 
 // lstmGateRows has no vector kernel here: LSTMGateForward's Go loop runs.
 func lstmGateRows(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) bool { return false }
+
+// gruGateBackRows has no vector kernel here: GRUGateBackward's Go loop runs.
+func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) bool { return false }

@@ -453,30 +453,38 @@ func gruGateRowsGo(out, gates, gi, gh, h []float32, lo, hi, R int) {
 // GRUGateBackward adds into dgi, dgh and dh (any may be nil).
 func GRUGateBackward(dgi, dgh, dh, dout, gates, gh, h []float32, N, R int) {
 	parallelFor(N, 8, func(lo, hi int) {
-		for n := lo; n < hi; n++ {
-			for j := 0; j < R; j++ {
-				a, b := n*3*R, n*R
-				r, z, c := gates[a+j], gates[a+R+j], gates[a+2*R+j]
-				d := dout[b+j]
-				dc := d * (1 - z) * (1 - c*c) // through tanh
-				dz := d * (h[b+j] - c) * z * (1 - z)
-				dr := dc * gh[a+2*R+j] * r * (1 - r)
-				if dgi != nil {
-					dgi[a+j] += dr
-					dgi[a+R+j] += dz
-					dgi[a+2*R+j] += dc
-				}
-				if dgh != nil {
-					dgh[a+j] += dr
-					dgh[a+R+j] += dz
-					dgh[a+2*R+j] += dc * r
-				}
-				if dh != nil {
-					dh[b+j] += d * z
-				}
-			}
+		if !gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h, lo, hi, R) {
+			gruGateBackRowsGo(dgi, dgh, dh, dout, gates, gh, h, lo, hi, R)
 		}
 	})
+}
+
+// gruGateBackRowsGo is GRUGateBackward's rows lo to hi, one element at a
+// time: the reference that gruGateBackRows matches bit for bit.
+func gruGateBackRowsGo(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) {
+	for n := lo; n < hi; n++ {
+		for j := 0; j < R; j++ {
+			a, b := n*3*R, n*R
+			r, z, c := gates[a+j], gates[a+R+j], gates[a+2*R+j]
+			d := dout[b+j]
+			dc := d * (1 - z) * (1 - c*c) // through tanh
+			dz := d * (h[b+j] - c) * z * (1 - z)
+			dr := dc * gh[a+2*R+j] * r * (1 - r)
+			if dgi != nil {
+				dgi[a+j] += dr
+				dgi[a+R+j] += dz
+				dgi[a+2*R+j] += dc
+			}
+			if dgh != nil {
+				dgh[a+j] += dr
+				dgh[a+R+j] += dz
+				dgh[a+2*R+j] += dc * r
+			}
+			if dh != nil {
+				dh[b+j] += d * z
+			}
+		}
+	}
 }
 
 // LSTMGateForward combines an LSTM cell's summed projections g = gi + gh,
