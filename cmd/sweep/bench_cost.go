@@ -8,12 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/storage"
+	"gonum.org/v1/gonum/stat"
 )
 
 // benchSweepCost measures what a READ (or LST) study costs as a user runs it: `sweep
@@ -22,7 +24,7 @@ import (
 // start to its end. Every run shares one state cache, which the first trial
 // fills, so the rows after it compare the warm-cache cost the issue is about.
 func benchSweepCost(args []string) error {
-	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--asha-only] [--eval-steps N|S1,S2,…] [--min-resource N] [--reduction-factor 3] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
+	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--asha-only] [--eval-steps N|S1,S2,…] [--min-resource N] [--reduction-factor 3] [--ones 3] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
 	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
 	method := fs.String("method", "read", "the method of the study: read or lst (both pack)")
 	hidden := fs.Int("hidden", 256, "READ's GRU size")
@@ -37,6 +39,7 @@ func benchSweepCost(args []string) error {
 	evalSteps := fs.String("eval-steps", "", "the ASHA rows' eval_steps: N validates every N optimiser steps, S1,S2,… at those steps and after every epoch (default: after every epoch)")
 	minResource := fs.Int("min-resource", 0, "ASHA's min_resource, in the unit of the reports (default: 1 epoch, or the first validation step)")
 	eta := fs.Int("reduction-factor", 3, "ASHA's reduction_factor")
+	ones := fs.Int("ones", 3, "runs of the single trial (warm cache); their median is the baseline of the ratios")
 	data := fs.String("data", "glue/testdata/fixture", "GLUE folder with SST-2")
 	spiece := fs.String("spiece", "examples/spiece-tiny.model", "tokenizer of the random model")
 	dir := fs.String("dir", "", "work folder (default: a temporary one, removed after)")
@@ -71,7 +74,7 @@ func benchSweepCost(args []string) error {
 	if *ashaOnly {
 		*asha = true
 	}
-	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 {
+	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 || *ones < 1 {
 		fs.Usage()
 		return errUsage
 	}
@@ -116,7 +119,17 @@ func benchSweepCost(args []string) error {
 		trials, pack int
 		asha         bool
 	}
-	rows := []row{{"1 trial, computes the state cache", 1, 1, false}, {"1 trial", 1, 1, false}}
+	// One trial's time varies by a tenth or more between runs on a shared
+	// machine, and every ratio divides by it: the baseline is the median of
+	// several.
+	rows := []row{{"1 trial, computes the state cache", 1, 1, false}}
+	for i := range *ones {
+		name := "1 trial"
+		if *ones > 1 {
+			name = fmt.Sprintf("1 trial (%d of %d)", i+1, *ones)
+		}
+		rows = append(rows, row{name, 1, 1, false})
+	}
 	for _, n := range sizes {
 		if !*ashaOnly {
 			rows = append(rows, row{fmt.Sprintf("%d trials", n), n, 1, false}, row{fmt.Sprintf("%d trials, pack %d", n, *pack), n, *pack, false})
@@ -137,6 +150,7 @@ func benchSweepCost(args []string) error {
 	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
 	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
 	var one float64
+	var oneRuns []float64
 	for i, r := range rows {
 		db := fmt.Sprintf("run%d.db", i)
 		pruner, extra, patience := "", "", *epochs
@@ -174,16 +188,20 @@ sampler: {name: tpe, seed: 0}
 		if err != nil {
 			return err
 		}
-		if i == 1 {
-			one = wall.Seconds()
-		}
 		ratio := "-"
-		if one > 0 {
+		switch {
+		case i >= 1 && i <= *ones:
+			oneRuns = append(oneRuns, wall.Seconds())
+			if i == *ones {
+				one = median(oneRuns)
+			}
+		case one > 0:
 			ratio = fmt.Sprintf("%.2f", wall.Seconds()/one)
 		}
 		counts := fmt.Sprintf("%dc/%dp", n[storage.Complete], n[storage.Pruned])
 		fmt.Printf("%-34s %9.1f %9s %12.1f %9.0f%% %9s %15.2f\n", r.name, wall.Seconds(), ratio, side, 100*side/wall.Seconds(), counts, best)
 	}
+	fmt.Printf("× 1 trial: of the median single trial, %.1f s (%s)\n", one, joinSeconds(oneRuns))
 	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
 	return nil
 }
@@ -238,4 +256,20 @@ func costOf(path string) (train, best float64, n map[storage.TrialState]int, err
 		}
 	}
 	return train, best, storage.Count(trials), nil
+}
+
+// median is the middle run (the lower of the two middle ones for an even
+// count).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return stat.Quantile(0.5, stat.Empirical, s, nil)
+}
+
+func joinSeconds(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.1f", x)
+	}
+	return strings.Join(parts, ", ")
 }

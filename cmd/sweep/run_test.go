@@ -486,7 +486,7 @@ func TestBenchSweepCost(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%s: exit %d\n%s\n%s", method, code, out, errOut)
 		}
-		for _, want := range []string{"1 trial, computes the state cache", "3 trials, pack 2, ASHA", "3c/0p", ashaRows[method], map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
+		for _, want := range []string{"1 trial, computes the state cache", "1 trial (3 of 3)", "× 1 trial: of the median single trial", "3 trials, pack 2, ASHA", "3c/0p", ashaRows[method], map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: output lacks %q:\n%s", method, want, out)
 			}
