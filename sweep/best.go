@@ -15,7 +15,16 @@ type StudyInfo struct {
 	storage.Study
 	Method, Arch, Dataset string
 	Final                 bool // a final-run study (FinalPlan), not a sweep's
+	// ReportsSteps: its trials report intermediate values at optimiser
+	// steps (training.eval_steps), not after every epoch.
+	ReportsSteps bool
 }
+
+// AttrReportUnit is the study user attribute that says at what a study's
+// trials report intermediate values: "epoch", or "step" (optimiser steps,
+// with training.eval_steps). Studies made before it existed lack it and
+// count as "epoch".
+const AttrReportUnit = "report_unit"
 
 // Identify reads method, arch and dataset from a study's user attributes,
 // falling back to its method/arch/dataset name.
@@ -25,6 +34,7 @@ func Identify(st storage.Study) StudyInfo {
 	info.Arch, _ = st.UserAttrs["arch"].(string)
 	info.Dataset, _ = st.UserAttrs["dataset"].(string)
 	info.Final, _ = st.UserAttrs["final"].(bool)
+	info.ReportsSteps = st.UserAttrs[AttrReportUnit] == "step"
 	name := st.Name
 	if rest, ok := strings.CutPrefix(name, FinalPrefix); ok {
 		info.Final, name = true, rest

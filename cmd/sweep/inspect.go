@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -277,8 +278,15 @@ func cmdTrials(args []string) error {
 		if err != nil {
 			return err
 		}
+		// A study that validates every few optimiser steps shows the
+		// last step reported; counting its reports would not be epochs.
+		steps := sweep.Identify(st).ReportsSteps
+		progress, column := func(t storage.FrozenTrial) string { return strconv.Itoa(len(t.Intermediate)) }, "EPOCHS"
+		if steps {
+			progress, column = lastReportedStep, "STEPS"
+		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "#\tSTATE\tVALUE\tEPOCHS\tSECONDS\tPARAMS\tNOTE")
+		fmt.Fprintf(tw, "#\tSTATE\tVALUE\t%s\tSECONDS\tPARAMS\tNOTE\n", column)
 		for _, t := range trials {
 			if want != nil && t.State != *want {
 				continue
@@ -295,10 +303,24 @@ func cmdTrials(args []string) error {
 			if f, ok := t.SystemAttrs["failed_trial"].(float64); ok {
 				note = strings.TrimSpace(fmt.Sprintf("retry of #%d %s", int(f), note))
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Number, t.State, val, len(t.Intermediate), secs, formatParams(t), firstLine(note))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Number, t.State, val, progress(t), secs, formatParams(t), firstLine(note))
 		}
 		return tw.Flush()
 	})
+}
+
+// lastReportedStep is the step of a trial's last intermediate value, or
+// "-" before its first.
+func lastReportedStep(t storage.FrozenTrial) string {
+	return cmp.Or(lastStep(t.Intermediate), "-")
+}
+
+// lastStep is the largest step of intermediate values, "" when none.
+func lastStep(values map[int]float64) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return strconv.Itoa(slices.Max(slices.Collect(maps.Keys(values))))
 }
 
 func firstLine(s string) string {
@@ -441,6 +463,7 @@ type exportRow struct {
 	Start        string          `json:"datetime_start"`
 	Complete     string          `json:"datetime_complete"`
 	UserAttrs    map[string]any  `json:"user_attrs"`
+	ReportUnit   string          `json:"report_unit"` // of the intermediate values: epoch or step
 }
 
 func exportRows(ctx context.Context, s storage.Storage) ([]exportRow, error) {
@@ -457,7 +480,10 @@ func exportRows(ctx context.Context, s storage.Storage) ([]exportRow, error) {
 		}
 		for _, t := range trials {
 			r := exportRow{Study: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Number: t.Number,
-				State: t.State.String(), Params: t.ExternalParams(), UserAttrs: t.UserAttrs, Intermediate: map[int]float64{}}
+				State: t.State.String(), Params: t.ExternalParams(), UserAttrs: t.UserAttrs, Intermediate: map[int]float64{}, ReportUnit: "epoch"}
+			if info.ReportsSteps {
+				r.ReportUnit = "step"
+			}
 			if t.Value != nil && !math.IsInf(*t.Value, 0) {
 				r.Value = t.Value
 			}
@@ -491,7 +517,10 @@ func writeCSV(w io.Writer, rows []exportRow) error {
 	for _, p := range pnames {
 		head = append(head, "params_"+p)
 	}
-	head = append(head, "epochs", "datetime_start", "datetime_complete", "user_attrs")
+	// epochs: validations, one an epoch, unless the study reports at steps;
+	// then the trainer's epochs attribute (when it wrote one) and the last
+	// step reported.
+	head = append(head, "epochs", "steps", "datetime_start", "datetime_complete", "user_attrs")
 	cw.Write(head)
 	for _, r := range rows {
 		val := ""
@@ -507,7 +536,14 @@ func writeCSV(w io.Writer, rows []exportRow) error {
 			}
 			rec = append(rec, fmt.Sprint(v))
 		}
-		rec = append(rec, strconv.Itoa(len(r.Intermediate)), r.Start, r.Complete, plainJSON(r.UserAttrs))
+		epochs, steps := strconv.Itoa(len(r.Intermediate)), ""
+		if r.ReportUnit == "step" {
+			epochs, steps = "", lastStep(r.Intermediate)
+			if e, ok := r.UserAttrs["epochs"].(float64); ok {
+				epochs = strconv.Itoa(int(e))
+			}
+		}
+		rec = append(rec, epochs, steps, r.Start, r.Complete, plainJSON(r.UserAttrs))
 		cw.Write(rec)
 	}
 	cw.Flush()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/readsweep/readsweep/hub/hubtest"
+	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/sweep/storage/pgtest"
 )
@@ -880,5 +882,76 @@ func checkDashboardOnPostgres(t *testing.T, dir, storageURL string, want map[str
 	time.Sleep(300 * time.Millisecond) // let the log catch up
 	if strings.Contains(pages.String(), pw) || strings.Contains(log.String(), pw) {
 		t.Errorf("the PostgreSQL password appears on a page or in the dashboard's log:\n%s", log.String())
+	}
+}
+
+// TestTrialsShowStepsOfStepStudies: a study whose trials validate every
+// few optimiser steps (report_unit: step) lists the last step reported,
+// not a count of validations called epochs; export adds the steps column
+// and takes epochs from the trainer's attribute. Studies that report by
+// epoch, and older ones without the attribute, keep EPOCHS.
+func TestTrialsShowStepsOfStepStudies(t *testing.T) {
+	dir := t.TempDir()
+	url := "sqlite:///" + filepath.Join(dir, "s.db")
+	s, err := storage.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, c := range map[string]struct {
+		attrs map[string]any
+		inter map[int]float64
+	}{
+		"read/gru-256/sst2": {map[string]any{sweep.AttrReportUnit: "step"}, map[int]float64{5: 40, 10: 55, 15: 60}},
+		"lora/rank-8/sst2":  {map[string]any{sweep.AttrReportUnit: "epoch"}, map[int]float64{0: 40, 1: 55}},
+		"bitfit/all/sst2":   {nil, map[int]float64{0: 40, 1: 55, 2: 56, 3: 57}},
+	} {
+		st, err := s.CreateStudy(ctx, name, storage.Maximize, c.attrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-4},
+			Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, value := storage.Complete, 60.0
+		if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: c.inter,
+			UserAttrs: map[string]any{"epochs": 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	for study, want := range map[string][]string{
+		"read/gru-256/sst2": {"STEPS", "15"},
+		"lora/rank-8/sst2":  {"EPOCHS", "2"},
+		"bitfit/all/sst2":   {"EPOCHS", "4"},
+	} {
+		stdout, errOut, code := sweepCmd(t, dir, "trials", study, "--storage", url)
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if code != 0 || len(lines) != 2 {
+			t.Fatalf("trials %s: exit %d\n%s%s", study, code, stdout, errOut)
+		}
+		if head, row := strings.Fields(lines[0]), strings.Fields(lines[1]); head[3] != want[0] || row[3] != want[1] {
+			t.Errorf("trials %s: column %q = %q, want %q = %q\n%s", study, head[3], row[3], want[0], want[1], stdout)
+		}
+	}
+	stdout, errOut, code := sweepCmd(t, dir, "export", "--storage", url)
+	if code != 0 {
+		t.Fatalf("export: exit %d: %s", code, errOut)
+	}
+	records, err := csv.NewReader(strings.NewReader(stdout)).ReadAll()
+	if err != nil || len(records) != 4 {
+		t.Fatalf("export: %d records, %v\n%s", len(records), err, stdout)
+	}
+	col := map[string]int{}
+	for i, h := range records[0] {
+		col[h] = i
+	}
+	for _, r := range records[1:] {
+		want := map[string][2]string{"read/gru-256/sst2": {"1", "15"}, "lora/rank-8/sst2": {"2", ""}, "bitfit/all/sst2": {"4", ""}}[r[col["study"]]]
+		if got := [2]string{r[col["epochs"]], r[col["steps"]]}; got != want {
+			t.Errorf("export %s: epochs, steps = %q, want %q", r[col["study"]], got, want)
+		}
 	}
 }

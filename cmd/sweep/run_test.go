@@ -467,6 +467,11 @@ training: {max_epochs: 2, batch_size: 32, patience: 9, state_cache_dir: cache, e
 				tr.UserAttrs["steps"], tr.UserAttrs["epochs"], tr.Intermediate)
 		}
 	}
+	// The study says its values are at steps: `sweep trials` shows the last.
+	stdout, _, _ := sweepCmd(t, dir, "trials", "read/hidden-16/sst2", "--storage", "sqlite:///e.db")
+	if !strings.Contains(stdout, "STEPS") {
+		t.Errorf("sweep trials of a study with eval_steps:\n%s", stdout)
+	}
 }
 
 // TestBenchSweepCost runs the sweep-cost benchmark at a tiny shape for
