@@ -435,7 +435,17 @@ func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (an
 		trials = append(trials, toTrialJSON(t, false))
 	}
 	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
-		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs), "trials": trials}, nil
+		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs),
+		"report_unit": reportUnit(st), "trials": trials}, nil
+}
+
+// reportUnit is what a study's intermediate values are reported at:
+// "step" (optimiser steps, with eval_steps) or "epoch".
+func reportUnit(st storage.Study) string {
+	if sweep.Identify(st).ReportsSteps {
+		return "step"
+	}
+	return "epoch"
 }
 
 func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (any, error) {
@@ -453,7 +463,7 @@ func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	for _, t := range full {
 		if t.Number == n {
-			return map[string]any{"study": st.Name, "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
+			return map[string]any{"study": st.Name, "report_unit": reportUnit(st), "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
 		}
 	}
 	return nil, httpError{http.StatusNotFound, fmt.Sprintf("%s has no trial %d", st.Name, n)}
@@ -487,6 +497,7 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		Study      string   `json:"study"`
 		Device     string   `json:"device"`
 		ETASeconds *float64 `json:"eta_seconds"`
+		ReportUnit string   `json:"report_unit"` // of the intermediate values: epoch or step
 		trialJSON
 	}
 	maxEpochs := 0
@@ -515,8 +526,8 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 			if t.State != storage.Running {
 				continue
 			}
-			r := running{Study: st.Name, Device: device, trialJSON: toTrialJSON(t, false)}
-			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 {
+			r := running{Study: st.Name, Device: device, ReportUnit: reportUnit(st), trialJSON: toTrialJSON(t, false)}
+			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 && r.ReportUnit == "epoch" {
 				eta := r.Seconds / float64(done) * float64(max(0, maxEpochs-done))
 				r.ETASeconds = &eta
 			}

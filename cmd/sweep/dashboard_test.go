@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -298,6 +299,41 @@ func TestDashboardEscapesEverything(t *testing.T) {
 	}
 	if !strings.Contains(page, `<img src=x onerror="window.pwned=4">`) || !strings.Contains(page, "</pre><script>window.pwned=5</script>") {
 		t.Errorf("trial page does not show the attributes as text:\n%.800s", page)
+	}
+}
+
+// TestDashboardStepStudy: a study that validates every few optimiser
+// steps (report_unit: step) shows each trial's last reported step, not a
+// count of validations headed "epochs", and its charts' x axis says step.
+func TestDashboardStepStudy(t *testing.T) {
+	dir := t.TempDir()
+	s, err := storage.OpenSQLite(filepath.Join(dir, "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := s.CreateStudy(ctx, "read/gru-256/sst2", storage.Maximize, map[string]any{sweep.AttrReportUnit: "step"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
+		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, value := storage.Complete, 77.5
+	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: map[int]float64{5: 50, 10: 70, 45: 77.5}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	base := startDashboard(t, dir, io.Discard, "sqlite:///s.db")
+	bctx := browser(t)
+	navigate(t, bctx, base+"#/study/"+url.PathEscape("read/gru-256/sst2"))
+	wait(t, bctx, `document.querySelector("#trials tbody tr") !== null`)
+	head := js[string](t, bctx, `[...document.querySelectorAll("#trials th")].map(h => h.textContent).join("|")`)
+	row := js[string](t, bctx, `[...document.querySelectorAll("#trials tbody tr td")].map(d => d.textContent).join("|")`)
+	if !strings.Contains(head, "last step") || strings.Contains(head, "epochs") || !strings.Contains(row, "|45|") {
+		t.Errorf("trial table of a step study: head %q, row %q; want a last step column holding 45", head, row)
 	}
 }
 

@@ -96,14 +96,21 @@ async function overview(view) {
   view.append(table(["dataset", "progress", "finished", "running", "failed", "pruned", "best", "best lr", "time", "ETA"], rows, { num: [2, 3, 4, 5, 6, 7, 8, 9] }));
 }
 
+// progress is a trial's validations so far, one an epoch, or the last
+// optimiser step it reported at in a study that validates every few steps.
+function progress(t, unit) {
+  if (unit !== "step") return String(t.intermediate.length);
+  return t.intermediate.length ? String(Math.max(...t.intermediate.map(p => p[0]))) : "—";
+}
+
 async function live(view) {
   const o = await api("/api/live");
   view.append(el("h1", {}, "Live: " + o.running.length + " running trial" + (o.running.length === 1 ? "" : "s")));
   if (!o.running.length) { view.append(el("p", { class: "muted" }, "No trial is running.")); return; }
   const rows = o.running.map(r => el("tr", { class: "clickable", onclick: () => go("#/trial/" + encodeURIComponent(r.study) + "/" + r.number) },
     cell(r.study), cell("#" + r.number), cell(Object.entries(r.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")),
-    cell(r.device || "—"), cell(String(r.intermediate.length), true), cell(fmt.dur(r.seconds), true), cell(fmt.dur(r.eta_seconds), true)));
-  view.append(table(["study", "trial", "parameters", "device", "epochs", "elapsed", "ETA"], rows, { num: [4, 5, 6] }));
+    cell(r.device || "—"), cell(progress(r, r.report_unit), true), cell(fmt.dur(r.seconds), true), cell(fmt.dur(r.eta_seconds), true)));
+  view.append(table(["study", "trial", "parameters", "device", "epochs / last step", "elapsed", "ETA"], rows, { num: [4, 5, 6] }));
   const charts = el("div", { class: "charts" });
   view.append(charts);
   o.running.forEach((r, i) => {
@@ -148,7 +155,7 @@ async function study(view, name) {
   if (withSteps.length) {
     const steps = [...new Set(withSteps.flatMap(t => t.intermediate.map(p => p[0])))].sort((a, b) => a - b);
     const data = [steps];
-    const series = [{ label: "epoch" }];
+    const series = [{ label: s.report_unit }];
     withSteps.forEach((t, i) => {
       const m = new Map(t.intermediate.map(p => [p[0], p[1]]));
       data.push(steps.map(x => m.has(x) ? m.get(x) : null));
@@ -169,12 +176,12 @@ async function study(view, name) {
   const key = { number: t => t.number, value: t => t.value === null ? -Infinity : t.value, lr: t => t.params.lr || 0, seconds: t => t.seconds };
   const shown = s.trials.filter(t => !state || t.state === state).sort((a, b) => key[sortKey](a) - key[sortKey](b));
   if (dashboard.sortDesc) shown.reverse();
-  const head = el("tr", {}, [["number", "#"], [null, "state"], ["value", "value"], ["lr", "parameters"], [null, "epochs"], ["seconds", "time"]].map(([k, label]) =>
+  const head = el("tr", {}, [["number", "#"], [null, "state"], ["value", "value"], ["lr", "parameters"], [null, s.report_unit === "step" ? "last step" : "epochs"], ["seconds", "time"]].map(([k, label]) =>
     el("th", { class: k ? "sortable" : "", onclick: () => { if (!k) return; dashboard.sortDesc = dashboard.sortKey === k ? !dashboard.sortDesc : false; dashboard.sortKey = k; render(); } },
       label + (k && k === sortKey ? (dashboard.sortDesc ? " ▾" : " ▴") : ""))));
   const rows = shown.map(t => el("tr", { class: "clickable trial-row", onclick: () => go("#/trial/" + encodeURIComponent(s.name) + "/" + t.number) },
     cell(String(t.number), true), el("td", { class: "state-" + t.state }, t.state), cell(fmt.num(t.value, 4), true),
-    cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(String(t.intermediate.length), true), cell(fmt.dur(t.seconds), true)));
+    cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(progress(t, s.report_unit), true), cell(fmt.dur(t.seconds), true)));
   view.append(el("table", { id: "trials" }, el("thead", {}, head), el("tbody", {}, rows)));
 }
 
@@ -193,7 +200,7 @@ async function trial(view, name, number) {
   if (t.intermediate.length) {
     const charts = el("div", { class: "charts" });
     view.append(charts);
-    chart("trial", "Intermediate values", { series: [{ label: "epoch" }, { label: "value", stroke: "#2f6fdb", points: { show: true } }] },
+    chart("trial", "Intermediate values", { series: [{ label: o.report_unit }, { label: "value", stroke: "#2f6fdb", points: { show: true } }] },
       [t.intermediate.map(p => p[0]), t.intermediate.map(p => p[1])], charts);
   }
   const attrs = Object.assign({}, t.user_attrs);
