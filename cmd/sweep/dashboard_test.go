@@ -257,6 +257,25 @@ func addTrial(t *testing.T, path, study string, value float64) {
 	}
 }
 
+// storeTrial creates study (with attrs) in s and one trial in it (lr
+// 1e-3) finished as u says.
+func storeTrial(t *testing.T, s storage.Storage, study string, attrs map[string]any, u storage.TrialUpdate) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := s.CreateStudy(ctx, study, storage.Maximize, attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
+		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateTrial(ctx, tr.ID, u); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDashboardEscapesEverything: study names, attributes and logs are
 // shown as text; a study called <script>… runs nothing.
 func TestDashboardEscapesEverything(t *testing.T) {
@@ -266,22 +285,10 @@ func TestDashboardEscapesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	evil := `<script>window.pwned=1</script>/<img src=x onerror="window.pwned=2">/sst2`
-	st, err := s.CreateStudy(ctx, evil, storage.Maximize, map[string]any{"note": `<b onmouseover="window.pwned=3">bold</b>`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
-		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	state := storage.Fail
-	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, UserAttrs: map[string]any{
-		"fail_reason": `<img src=x onerror="window.pwned=4">`, "stderr_tail": "</pre><script>window.pwned=5</script>"}}); err != nil {
-		t.Fatal(err)
-	}
+	storeTrial(t, s, evil, map[string]any{"note": `<b onmouseover="window.pwned=3">bold</b>`}, storage.TrialUpdate{State: &state, UserAttrs: map[string]any{
+		"fail_reason": `<img src=x onerror="window.pwned=4">`, "stderr_tail": "</pre><script>window.pwned=5</script>"}})
 	s.Close()
 	base := startDashboard(t, dir, io.Discard, "sqlite:///x.db")
 	bctx := browser(t)
@@ -311,20 +318,9 @@ func TestDashboardStepStudy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	st, err := s.CreateStudy(ctx, "read/gru-256/sst2", storage.Maximize, map[string]any{sweep.AttrReportUnit: "step"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
-		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	state, value := storage.Complete, 77.5
-	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: map[int]float64{5: 50, 10: 70, 45: 77.5}}); err != nil {
-		t.Fatal(err)
-	}
+	storeTrial(t, s, "read/gru-256/sst2", map[string]any{sweep.AttrReportUnit: "step"},
+		storage.TrialUpdate{State: &state, Value: &value, Intermediate: map[int]float64{5: 50, 10: 70, 45: 77.5}})
 	s.Close()
 	base := startDashboard(t, dir, io.Discard, "sqlite:///s.db")
 	bctx := browser(t)

@@ -897,7 +897,6 @@ func TestTrialsShowStepsOfStepStudies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	for name, c := range map[string]struct {
 		attrs map[string]any
 		inter map[int]float64
@@ -906,20 +905,9 @@ func TestTrialsShowStepsOfStepStudies(t *testing.T) {
 		"lora/rank-8/sst2":  {map[string]any{sweep.AttrReportUnit: "epoch"}, map[int]float64{0: 40, 1: 55}},
 		"bitfit/all/sst2":   {nil, map[int]float64{0: 40, 1: 55, 2: 56, 3: 57}},
 	} {
-		st, err := s.CreateStudy(ctx, name, storage.Maximize, c.attrs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-4},
-			Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		state, value := storage.Complete, 60.0
-		if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: c.inter,
-			UserAttrs: map[string]any{"epochs": 1}}); err != nil {
-			t.Fatal(err)
-		}
+		storeTrial(t, s, name, c.attrs, storage.TrialUpdate{State: &state, Value: &value, Intermediate: c.inter,
+			UserAttrs: map[string]any{"epochs": 1}})
 	}
 	s.Close()
 	for study, want := range map[string][]string{
