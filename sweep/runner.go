@@ -376,6 +376,12 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 	if err != nil {
 		return nil, err
 	}
+	var all []storage.FrozenTrial
+	if len(stale) > 0 {
+		if all, err = r.Storage.Trials(ctx, ss.study.ID); err != nil {
+			return nil, err
+		}
+	}
 	for _, t := range stale {
 		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
 		rs.mu.Lock()
@@ -383,6 +389,9 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 		rs.result.Reaped++
 		rs.mu.Unlock()
 		t.State = storage.Fail
+		if slices.ContainsFunc(all, func(o storage.FrozenTrial) bool { return retryOf(o) == t.Number }) {
+			continue // its process enqueued the retry, then died before recording the FAIL
+		}
 		if err := r.retry(ctx, ss, t, true); err != nil {
 			return nil, err
 		}
@@ -521,6 +530,17 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	}
 	// Record even when the sweep is being interrupted: the result exists.
 	wctx := context.WithoutCancel(ctx)
+	retried := false
+	if out.state == storage.Fail {
+		// The retry goes in before the FAIL: a process killed between the
+		// two (a Slurm job's SIGKILL reaches the trial first) leaves a
+		// RUNNING trial that a live process reaps without enqueuing it
+		// again, not a FAIL trial that nobody retries.
+		var err error
+		if retried, err = r.enqueueRetry(wctx, ss, t, !out.retry); err != nil {
+			return 0, err
+		}
+	}
 	if err := r.Storage.UpdateTrial(wctx, t.ID, u); err != nil {
 		return 0, err
 	}
@@ -542,10 +562,8 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		line += ": " + strings.SplitN(out.reason, "\n", 2)[0]
 	}
 	r.logf("%s", line)
-	if out.state == storage.Fail {
-		if err := r.retry(wctx, ss, t, !out.retry); err != nil {
-			return 0, err
-		}
+	if retried {
+		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
 	}
 	return out.state, nil
 }
@@ -553,14 +571,39 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 // retry enqueues a WAITING copy of failed trial t, unless it has used its
 // MaxRetries. Retries of interrupted trials (counted false) are free.
 func (r *Runner) retry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) error {
+	retried, err := r.enqueueRetry(ctx, ss, t, counted)
+	if retried {
+		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
+	}
+	return err
+}
+
+// enqueueRetry is retry without the log line: it reports whether it
+// enqueued one.
+func (r *Runner) enqueueRetry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) (bool, error) {
 	if counted && retriesUsed(t) >= r.Config.MaxRetries {
-		return nil
+		return false, nil
 	}
 	if err := enqueueRetry(ctx, r.Storage, ss.study.ID, t, counted); err != nil {
-		return err
+		return false, err
 	}
-	r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
-	return nil
+	return true, nil
+}
+
+// retryOf is the number of the trial that t retries (the last of its
+// retry history), or −1.
+func retryOf(t storage.FrozenTrial) int {
+	h, _ := t.SystemAttrs["retry_history"].([]any)
+	if len(h) == 0 {
+		return -1
+	}
+	switch n := h[len(h)-1].(type) {
+	case float64: // as stored
+		return int(n)
+	case int:
+		return n
+	}
+	return -1
 }
 
 // retriesUsed counts the counted retries in t's lineage.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
@@ -245,6 +246,66 @@ max_retries: 1
 		log, _ := os.ReadFile(filepath.Join(cfg.OutputDir, "read", "gru", "sst2", fmt.Sprintf("trial-%d", tr.Number), "stderr.log"))
 		if strings.Count(string(log), "epoch ") != len(tr.Intermediate) || !strings.Contains(string(log), "shared line\n") || strings.Contains(string(log), "[#") {
 			t.Errorf("#%d's log:\n%s", tr.Number, log)
+		}
+	}
+}
+
+// TestStaleTrialRetriedOnce: a process that dies after enqueuing its
+// failed trial's retry but before recording the FAIL leaves a RUNNING
+// trial; the next run reaps it and does not enqueue it again. One that
+// died before enqueuing gets its retry from the reaper. Each lost trial
+// ends with exactly one COMPLETE retry.
+func TestStaleTrialRetriedOnce(t *testing.T) {
+	r, store := testRunner(t, `trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 4
+training: {max_epochs: 1}
+heartbeat_interval: 50ms
+heartbeat_grace: 100ms
+`, inProcess)
+	ctx := context.Background()
+	plan := Plan(r.Config, nil)
+	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost []storage.FrozenTrial
+	for _, lr := range []float64{1e-4, 2e-4} {
+		tr, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
+			Params: map[string]float64{"lr": lr}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost = append(lost, tr)
+	}
+	// #0's process enqueued its retry, then died; #1's died at once.
+	if err := enqueueRetry(ctx, store, st.ID, lost[0], true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // both heartbeats go stale
+	if _, err := r.Run(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	trials, err := store.Trials(ctx, st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lost {
+		retries, complete := 0, 0
+		for _, o := range trials {
+			if retryOf(o) == l.Number {
+				retries++
+				if o.State == storage.Complete {
+					complete++
+				}
+			}
+		}
+		if trials[l.Number].State != storage.Fail || retries != 1 || complete != 1 {
+			t.Errorf("#%d: %v, %d retries (%d COMPLETE), want FAIL and one COMPLETE retry", l.Number, trials[l.Number].State, retries, complete)
 		}
 	}
 }
