@@ -436,16 +436,7 @@ func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
 		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs),
-		"report_unit": reportUnit(st), "trials": trials}, nil
-}
-
-// reportUnit is what a study's intermediate values are reported at:
-// "step" (optimiser steps, with eval_steps) or "epoch".
-func reportUnit(st storage.Study) string {
-	if sweep.Identify(st).ReportsSteps {
-		return "step"
-	}
-	return "epoch"
+		"report_unit": info.ReportUnit, "trials": trials}, nil
 }
 
 func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (any, error) {
@@ -463,7 +454,7 @@ func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	for _, t := range full {
 		if t.Number == n {
-			return map[string]any{"study": st.Name, "report_unit": reportUnit(st), "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
+			return map[string]any{"study": st.Name, "report_unit": sweep.Identify(st).ReportUnit, "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
 		}
 	}
 	return nil, httpError{http.StatusNotFound, fmt.Sprintf("%s has no trial %d", st.Name, n)}
@@ -522,12 +513,13 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		if err != nil {
 			return nil, err
 		}
+		unit := sweep.Identify(st).ReportUnit
 		for _, t := range full {
 			if t.State != storage.Running {
 				continue
 			}
-			r := running{Study: st.Name, Device: device, ReportUnit: reportUnit(st), trialJSON: toTrialJSON(t, false)}
-			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 && r.ReportUnit == "epoch" {
+			r := running{Study: st.Name, Device: device, ReportUnit: unit, trialJSON: toTrialJSON(t, false)}
+			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 && unit == sweep.UnitEpoch {
 				eta := r.Seconds / float64(done) * float64(max(0, maxEpochs-done))
 				r.ETASeconds = &eta
 			}

@@ -15,16 +15,21 @@ type StudyInfo struct {
 	storage.Study
 	Method, Arch, Dataset string
 	Final                 bool // a final-run study (FinalPlan), not a sweep's
-	// ReportsSteps: its trials report intermediate values at optimiser
-	// steps (training.eval_steps), not after every epoch.
-	ReportsSteps bool
+	// ReportUnit is what its trials report intermediate values at:
+	// UnitEpoch, or UnitStep (optimiser steps, training.eval_steps).
+	ReportUnit string
 }
 
-// AttrReportUnit is the study user attribute that says at what a study's
-// trials report intermediate values: "epoch", or "step" (optimiser steps,
-// with training.eval_steps). Studies made before it existed lack it and
-// count as "epoch".
+// AttrReportUnit is the study user attribute that holds the unit of its
+// trials' intermediate values, UnitEpoch or UnitStep. Studies made before
+// it existed lack it and count as UnitEpoch.
 const AttrReportUnit = "report_unit"
+
+// The units of intermediate values.
+const (
+	UnitEpoch = "epoch"
+	UnitStep  = "step"
+)
 
 // Identify reads method, arch and dataset from a study's user attributes,
 // falling back to its method/arch/dataset name.
@@ -34,7 +39,10 @@ func Identify(st storage.Study) StudyInfo {
 	info.Arch, _ = st.UserAttrs["arch"].(string)
 	info.Dataset, _ = st.UserAttrs["dataset"].(string)
 	info.Final, _ = st.UserAttrs["final"].(bool)
-	info.ReportsSteps = st.UserAttrs[AttrReportUnit] == "step"
+	info.ReportUnit = UnitEpoch
+	if st.UserAttrs[AttrReportUnit] == UnitStep {
+		info.ReportUnit = UnitStep
+	}
 	name := st.Name
 	if rest, ok := strings.CutPrefix(name, FinalPrefix); ok {
 		info.Final, name = true, rest

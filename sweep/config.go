@@ -348,6 +348,14 @@ func (c *Config) ReportsSteps() bool {
 	return ok && n != 0
 }
 
+// ReportUnit is ReportsSteps as the unit a study records (AttrReportUnit).
+func (c *Config) ReportUnit() string {
+	if c.ReportsSteps() {
+		return UnitStep
+	}
+	return UnitEpoch
+}
+
 // CheckTraining lets a caller that knows the trainer validate the
 // training settings before any trial runs: each key alone, in file order,
 // so an error names its line, then all together.

@@ -105,10 +105,7 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}, Failures: map[string]int{}}}
 	var conflicts []string // studies whose stored trials were sampled from another space
 	for _, p := range plan {
-		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset, AttrReportUnit: "epoch"}
-		if r.Config.ReportsSteps() {
-			attrs[AttrReportUnit] = "step"
-		}
+		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset, AttrReportUnit: r.Config.ReportUnit()}
 		for k, v := range p.Attrs {
 			attrs[k] = v
 		}

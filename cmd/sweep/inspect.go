@@ -280,9 +280,8 @@ func cmdTrials(args []string) error {
 		}
 		// A study that validates every few optimiser steps shows the
 		// last step reported; counting its reports would not be epochs.
-		steps := sweep.Identify(st).ReportsSteps
 		progress, column := func(t storage.FrozenTrial) string { return strconv.Itoa(len(t.Intermediate)) }, "EPOCHS"
-		if steps {
+		if sweep.Identify(st).ReportUnit == sweep.UnitStep {
 			progress, column = lastReportedStep, "STEPS"
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -480,10 +479,7 @@ func exportRows(ctx context.Context, s storage.Storage) ([]exportRow, error) {
 		}
 		for _, t := range trials {
 			r := exportRow{Study: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Number: t.Number,
-				State: t.State.String(), Params: t.ExternalParams(), UserAttrs: t.UserAttrs, Intermediate: map[int]float64{}, ReportUnit: "epoch"}
-			if info.ReportsSteps {
-				r.ReportUnit = "step"
-			}
+				State: t.State.String(), Params: t.ExternalParams(), UserAttrs: t.UserAttrs, Intermediate: map[int]float64{}, ReportUnit: info.ReportUnit}
 			if t.Value != nil && !math.IsInf(*t.Value, 0) {
 				r.Value = t.Value
 			}
@@ -537,7 +533,7 @@ func writeCSV(w io.Writer, rows []exportRow) error {
 			rec = append(rec, fmt.Sprint(v))
 		}
 		epochs, steps := strconv.Itoa(len(r.Intermediate)), ""
-		if r.ReportUnit == "step" {
+		if r.ReportUnit == sweep.UnitStep {
 			epochs, steps = "", lastStep(r.Intermediate)
 			if e, ok := r.UserAttrs["epochs"].(float64); ok {
 				epochs = strconv.Itoa(int(e))
