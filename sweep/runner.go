@@ -534,7 +534,7 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		// RUNNING trial that a live process reaps without enqueuing it
 		// again, not a FAIL trial that nobody retries.
 		var err error
-		if retried, err = r.enqueueRetry(wctx, ss, t, !out.retry); err != nil {
+		if retried, err = r.queueRetry(wctx, ss, t, !out.retry); err != nil {
 			return 0, err
 		}
 	}
@@ -568,16 +568,16 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 // retry enqueues a WAITING copy of failed trial t, unless it has used its
 // MaxRetries. Retries of interrupted trials (counted false) are free.
 func (r *Runner) retry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) error {
-	retried, err := r.enqueueRetry(ctx, ss, t, counted)
+	retried, err := r.queueRetry(ctx, ss, t, counted)
 	if retried {
 		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
 	}
 	return err
 }
 
-// enqueueRetry is retry without the log line: it reports whether it
+// queueRetry is retry without the log line: it reports whether it
 // enqueued one.
-func (r *Runner) enqueueRetry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) (bool, error) {
+func (r *Runner) queueRetry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) (bool, error) {
 	if counted && retriesUsed(t) >= r.Config.MaxRetries {
 		return false, nil
 	}
