@@ -68,8 +68,10 @@ func (o *Output) Once(g *nn.Graph, key string, compute func() *nn.Tensor) *nn.Te
 	if t := o.Memo[key]; t != nil {
 		return t
 	}
+	mark := g.Mark()
 	t := compute()
 	kept := &nn.Tensor{Shape: append([]int(nil), t.Shape...), Data: append([]float32(nil), t.Values()...)}
+	g.Keep(mark)
 	o.Memo[key] = kept
 	return kept
 }

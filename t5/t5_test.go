@@ -422,3 +422,44 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 		t.Errorf("the backbone decoded %d rows over %d steps, no fewer than %d rows a step: finished groups were not dropped", d.rowSteps, maxNew, B)
 	}
 }
+
+// TestOnceReleasesItsWork: a memoised decoding tensor is copied off the
+// step's graph and the work that made it released, so that a pack's k
+// methods do not hold k sets of intermediates in one step's arena.
+func TestOnceReleasesItsWork(t *testing.T) {
+	g := nn.NewGraph(nn.DefaultBackend())
+	g.NoGrad = true
+	defer g.Release()
+	before := g.Zeros(3) // allocated before: must survive
+	before.Data[0] = 7
+	out := &Output{Memo: map[string]*nn.Tensor{}}
+	calls := 0
+	compute := func() *nn.Tensor {
+		calls++
+		big := g.Zeros(256, 256)
+		for i := range big.Data {
+			big.Data[i] = float32(i % 5)
+		}
+		return g.Scale(big, 2)
+	}
+	mark := g.Mark()
+	got := out.Once(g, "k", compute)
+	if g.Mark() != mark {
+		t.Errorf("Once left its intermediates on the graph: mark %+v, want %+v", g.Mark(), mark)
+	}
+	scratch := g.Zeros(256, 256) // reuses the released memory
+	for i := range scratch.Data {
+		scratch.Data[i] = -1
+	}
+	for i, v := range got.Data {
+		if want := float32(2 * (i % 5)); v != want {
+			t.Fatalf("memo[%d] = %g after the graph reused its memory, want %g", i, v, want)
+		}
+	}
+	if again := out.Once(g, "k", compute); again != got || calls != 1 {
+		t.Errorf("second Once: computed %d times, same tensor %v", calls, again == got)
+	}
+	if before.Data[0] != 7 {
+		t.Errorf("a tensor allocated before Once changed: %g", before.Data[0])
+	}
+}
