@@ -201,12 +201,14 @@ type Graph struct {
 	// NoGrad records nothing: every output has a nil Grad.
 	NoGrad bool
 	poison bool // fill new outputs with NaN (see arena.allocOut)
-	// Seed seeds dropout masks; each dropout op draws a fresh stream.
+	// Seed seeds dropout masks. Each dropout op draws a fresh stream, over
+	// the graph's whole life: a training loop that resets its graph every
+	// step draws new masks every step, as torch's generator does.
 	Seed uint64
 
 	arena   arena
 	tape    []func()
-	dropout uint64   // dropout ops run since Reset
+	dropout uint64   // dropout ops run on this graph (Reset keeps the count)
 	gpu     gpuGraph // the ops on a GPU; nil on the CPU
 }
 
@@ -290,7 +292,6 @@ func (g *Graph) Release() {
 func (g *Graph) Reset() {
 	g.arena.reset()
 	g.tape = g.tape[:0]
-	g.dropout = 0
 	if g.gpu != nil {
 		g.gpu.reset()
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -258,6 +259,15 @@ func TestDropout(t *testing.T) {
 	e := NewGraph(Gonum{})
 	if e.Dropout(x, 0.5) != x {
 		t.Error("dropout is not the identity in eval mode")
+	}
+	// A training loop resets its graph every step: the next step's mask
+	// is a new one (it was the first step's again, every step).
+	h.Reset()
+	first := slices.Clone(h.Dropout(x, 0.1).Data)
+	h.Reset()
+	next := h.Dropout(x, 0.1).Data
+	if slices.Equal(first, next) {
+		t.Error("after Reset the graph drew the same dropout mask again")
 	}
 }
 
