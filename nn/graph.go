@@ -201,15 +201,17 @@ type Graph struct {
 	// NoGrad records nothing: every output has a nil Grad.
 	NoGrad bool
 	poison bool // fill new outputs with NaN (see arena.allocOut)
-	// Seed seeds dropout masks. Each dropout op draws a fresh stream, over
-	// the graph's whole life: a training loop that resets its graph every
-	// step draws new masks every step, as torch's generator does.
-	Seed uint64
+	// Seed seeds dropout masks. Each dropout op draws a fresh stream, the
+	// DropoutStreams-th: the count goes on across Reset, so a training loop
+	// that resets its graph every step draws new masks every step, as
+	// torch's generator does. Runs that take turns on one graph (a pack)
+	// each keep their own Seed and count and set them before their step.
+	Seed           uint64
+	DropoutStreams uint64
 
-	arena   arena
-	tape    []func()
-	dropout uint64   // dropout ops run on this graph (Reset keeps the count)
-	gpu     gpuGraph // the ops on a GPU; nil on the CPU
+	arena arena
+	tape  []func()
+	gpu   gpuGraph // the ops on a GPU; nil on the CPU
 }
 
 // gpuGraph runs a Graph's ops on a GPU (graph_cuda.go). Each method does
@@ -686,8 +688,8 @@ func (g *Graph) Dropout(x *Tensor, p float32) *Tensor {
 // dropoutMask returns n scales, each 0 with probability p and 1/(1−p)
 // otherwise, from a stream keyed by the graph's seed and the op's index.
 func (g *Graph) dropoutMask(n int, p float32) []float32 {
-	g.dropout++
-	rng := rand.New(rand.NewPCG(g.Seed, g.dropout))
+	g.DropoutStreams++
+	rng := rand.New(rand.NewPCG(g.Seed, g.DropoutStreams))
 	scale := 1 / (1 - p)
 	mask := g.arena.alloc(n)
 	for i := range mask {

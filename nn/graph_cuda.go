@@ -259,9 +259,9 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 // dropoutMask draws n inverted-dropout scales on the device, keyed by the
 // graph's seed and the op's index as on the CPU (the generators differ).
 func (cg *cudaGraph) dropoutMask(n int, p float32) Buffer {
-	cg.g.dropout++
+	cg.g.DropoutStreams++
 	m := cg.arena.alloc(n)
-	cg.c.DropoutMask(m, cg.g.Seed, cg.g.dropout, p)
+	cg.c.DropoutMask(m, cg.g.Seed, cg.g.DropoutStreams, p)
 	return m
 }
 

@@ -427,7 +427,7 @@ func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f fu
 			}
 		}
 	}
-	if g.dropout == 0 {
+	if g.DropoutStreams == 0 {
 		compare("output", dout.Values(), wantOut, 1e-5)
 		for i, in := range inputs {
 			if in.Grad != nil {

@@ -56,19 +56,27 @@ func TestPackEqualsUnpacked(t *testing.T) {
 	read.Register(reg)
 	baselines.Register(reg)
 	for _, tc := range []struct {
-		method string
-		arch   map[string]any
-	}{{"read", map[string]any{"hidden": 16}}, {"lst", map[string]any{"sidenet_dim": 8}}} {
-		t.Run(tc.method, func(t *testing.T) { testPackEqualsUnpacked(t, model, reg, tc.method, tc.arch) })
+		name, method string
+		arch         map[string]any
+		dropout      float64
+	}{
+		{"read", "read", map[string]any{"hidden": 16}, 0},
+		{"lst", "lst", map[string]any{"sidenet_dim": 8}, 0},
+		{"read with dropout", "read", map[string]any{"hidden": 16}, 0.1},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPackEqualsUnpacked(t, model, reg, tc.method, tc.arch, tc.dropout) })
 	}
 }
 
-func testPackEqualsUnpacked(t *testing.T, model string, reg methods.Registry, method string, arch map[string]any) {
+func testPackEqualsUnpacked(t *testing.T, model string, reg methods.Registry, method string, arch map[string]any, dropout float64) {
 	spec := func(cacheDir string) Spec {
 		s := readSpec(model, cacheDir, "fp32")
 		s.Method, s.Arch, s.Study = method, arch, method+"/x/sst2"
 		s.Training["max_epochs"] = 2
 		s.Training["init_examples"] = 16
+		if dropout > 0 {
+			s.Training["dropout"] = dropout
+		}
 		return s
 	}
 	lrs := []float64{1e-2, 3e-3}

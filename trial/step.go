@@ -29,6 +29,8 @@ type stepper struct {
 	groups    []paramGroup
 	cache     *stateCache // nil: always run the backbone
 	dropout   bool
+	seed      uint64 // of the dropout masks
+	streams   uint64 // dropout streams drawn so far (g.DropoutStreams)
 
 	lr            float64
 	warmup, total int
@@ -52,9 +54,11 @@ type stepStats struct {
 }
 
 // newStepper prepares training meth's tensors on m for total steps at peak
-// learning rate lr.
-func newStepper(m *t5.Model, meth methods.Method, be nn.Backend, set Settings, lr float64, total int, cache *stateCache, dropout bool) *stepper {
-	s := &stepper{m: m, hooks: meth.Hooks(), g: nn.NewGraph(be), trainable: meth.Trainable(), cache: cache, dropout: dropout,
+// learning rate lr, with dropout masks from seed. Its steps run on g, which
+// the steppers of a pack share: their steps take turns, and one graph's
+// activation memory serves them all instead of k copies of it.
+func newStepper(g *nn.Graph, m *t5.Model, meth methods.Method, set Settings, lr float64, total int, cache *stateCache, dropout bool, seed uint64) *stepper {
+	s := &stepper{m: m, hooks: meth.Hooks(), g: g, trainable: meth.Trainable(), cache: cache, dropout: dropout, seed: seed,
 		lr: lr, total: total, shifted: set.LRSchedule == "linear_shifted", clip: set.ClipNorm}
 	s.warmup = warmupSteps(set.WarmupRatio, total, s.shifted)
 	s.groups = paramGroups(meth, lr, set)
@@ -138,6 +142,8 @@ func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
 	g := s.g
 	g.Reset()
 	g.Train = s.dropout
+	g.Seed, g.DropoutStreams = s.seed, s.streams
+	defer func() { s.streams = g.DropoutStreams }()
 	var out *t5.Output
 	if st := s.cache.get(bi); st != nil {
 		out = s.m.HeadLoss(g, s.hooks, st.output(s.m.Config.DModel), bt)

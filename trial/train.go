@@ -308,11 +308,11 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	nn.ToDevice(be, m.Params.Tensors...)
 	beat := heartbeat(stdout, heartbeatEvery)
 	fruns := make([]*fitRun, len(runs))
+	steps := nn.NewGraph(be) // the pack's training steps, one at a time
+	defer steps.Release()
 	for i, pr := range runs {
 		nn.ToDevice(be, pr.meth.Trainable()...)
-		st := newStepper(m, pr.meth, be, set, pr.lr, set.MaxEpochs*len(batches), cache, dropout > 0)
-		defer st.g.Release()
-		st.g.Seed = uint64(pr.seed)
+		st := newStepper(steps, m, pr.meth, set, pr.lr, set.MaxEpochs*len(batches), cache, dropout > 0, uint64(pr.seed))
 		fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
 			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
 				t1 := time.Now()

@@ -122,7 +122,7 @@ func checkTrajectory(t *testing.T, be nn.Backend, reg methods.Registry, c trajec
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := newStepper(m, meth, be, set, c.LR, c.Steps, nil, false)
+	st := newStepper(nn.NewGraph(be), m, meth, set, c.LR, c.Steps, nil, false, 0)
 	defer st.g.Release()
 	wantLoss, wantNorm, wantLR := goldVector(t, gold, "loss"), goldVector(t, gold, "grad_norm"), goldVector(t, gold, "lr")
 	var lossErr, normErr, finalErr float64 // ours, for the log
@@ -274,7 +274,7 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		}
 		set, _ := ParseSettings(map[string]any{"dropout": 0})
 		batches, _ := trajectoryBatches(t, "tiny-t5-v1")
-		st := newStepper(m, meth, nn.Gonum{}, set, 1e-2, tc.maxEpochs*len(batches), nil, false)
+		st := newStepper(nn.NewGraph(nn.Gonum{}), m, meth, set, 1e-2, tc.maxEpochs*len(batches), nil, false, 0)
 		var seen [][]float32 // the parameters at each validation
 		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
 			validate: func(at evalPoint, _, _ float64) (float64, error) {
@@ -362,7 +362,7 @@ func TestEvalSteps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := newStepper(m, meth, nn.Gonum{}, set, 1e-2, 3*nb, nil, false)
+		st := newStepper(nn.NewGraph(nn.Gonum{}), m, meth, set, 1e-2, 3*nb, nil, false, 0)
 		var steps []int
 		var seen [][]float32
 		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
