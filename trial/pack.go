@@ -137,7 +137,7 @@ type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]in
 
 // methodDecoder decodes one trial's batches alone: with the method's own
 // decoder when it has one, from the batch's shared encoding when the key
-// names a batch and the method leaves the encoder unchanged; else with the
+// names a batch and the method keeps the encoder frozen; else with the
 // backbone's cached greedy decoding and the method's hooks in dec's memory.
 // It shares no decoding between trials (packDecoders does).
 func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Method, shared *encodings) decoder {
@@ -148,9 +148,10 @@ func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Met
 			return dec.Generate(ids, mask, B, S, n, hooks)
 		}
 	}
+	reuse := encoderFrozen(m, meth)
 	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
 		encode := func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) }
-		if key == "" || !hooks.EncoderUnchanged() {
+		if key == "" || !reuse {
 			e := encode()
 			defer e.Release()
 			return gen.Generate(be, e, n)
@@ -161,6 +162,28 @@ func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Met
 		}
 		return gen.Generate(be, e, n)
 	}
+}
+
+// encoderFrozen reports whether meth leaves the encoder's outputs (and the
+// cross-attention keys and values) as the frozen backbone computes them,
+// training or not: its hooks leave the encoder alone and it trains none
+// of the backbone's own tensors (full fine-tuning has no hooks, yet its
+// encoder changes every step). Only then does a batch's encoding serve
+// later validations and other trials.
+func encoderFrozen(m *t5.Model, meth methods.Method) bool {
+	if !meth.Hooks().EncoderUnchanged() {
+		return false
+	}
+	backbone := map[*nn.Tensor]bool{}
+	for _, t := range m.Params.Tensors {
+		backbone[t] = true
+	}
+	for _, t := range meth.Trainable() {
+		if backbone[t] {
+			return false
+		}
+	}
+	return true
 }
 
 // Packable reports whether method, with architecture settings arch, trains
@@ -176,9 +199,9 @@ func Packable(reg methods.Registry, standIn *t5.Model, method string, arch map[s
 	return ok && st.TrainsFromStates()
 }
 
-// packDecoders returns each trial's decoder. When every method leaves the
-// encoder unchanged and decodes the backbone's way, a named batch (key) is
-// encoded once (shared) and the trials decode it together
+// packDecoders returns each trial's decoder. When every method keeps the
+// encoder frozen (encoderFrozen) and decodes the backbone's way, a named
+// batch (key) is encoded once (shared) and the trials decode it together
 // (t5.GenerateShared): the first to ask decodes for every trial that want
 // says is evaluating now, at its parameters of the moment (version: its
 // optimiser steps), and the others take their rows. Otherwise, and for
@@ -191,7 +214,7 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 		out[j] = methodDecoder(m, be, dec, meth, shared)
 		_, own := meth.(methods.Generator)
 		hooks[j] = meth.Hooks()
-		joint = joint && !own && hooks[j].EncoderUnchanged()
+		joint = joint && !own && encoderFrozen(m, meth)
 	}
 	if !joint {
 		return out

@@ -3,12 +3,15 @@ package trial
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/read"
+	"github.com/readsweep/readsweep/t5"
 )
 
 // trialLines splits protocol output by trial number (-1: untagged).
@@ -147,5 +150,51 @@ func TestPackRefusesBackboneTrainers(t *testing.T) {
 	err := Run(context.Background(), spec, reg, nil, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "cannot be packed") {
 		t.Fatalf("err = %v, want the pack refused", err)
+	}
+}
+
+// TestEncodingsNotSharedWhenTheEncoderTrains: a validation batch's
+// encoding is kept across epochs only for methods that leave the
+// backbone's encoder frozen. Full fine-tuning has no hooks at all, yet its
+// encoder changes every step: its next validation must decode from the
+// encoder as it is now, as a fresh Generate does.
+func TestEncodingsNotSharedWhenTheEncoderTrains(t *testing.T) {
+	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := t5.DefaultConfig()
+	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
+	m := t5.New(c, 1)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	meth, err := reg.New("full", m, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := nn.DefaultBackend()
+	dec := m.NewDecoder(be)
+	defer dec.Release()
+	shared := newEncodings(1 << 30)
+	defer shared.release()
+	steps := 0
+	decode := packDecoders(m, be, dec, []methods.Method{meth}, shared, func(int) bool { return true }, func(int) int { return steps })[0]
+	const B, S, n = 4, 6, 5
+	ids, mask := make([]int32, B*S), make([]bool, B*S)
+	for i := range ids {
+		ids[i], mask[i] = int32(3+(i*7)%(c.VocabSize-3)), true
+	}
+	before := decode("validation/0", ids, mask, B, S, n)
+	// An optimiser step on the encoder (here: its final norm flipped).
+	for i := range m.EncFinal.Data {
+		m.EncFinal.Data[i] *= -3
+	}
+	steps++
+	want := m.Generate(be, ids, mask, B, S, n, meth.Hooks())
+	if slices.EqualFunc(before, want, slices.Equal) {
+		t.Fatal("the test's encoder change does not change the decoded tokens; change it more")
+	}
+	if got := decode("validation/0", ids, mask, B, S, n); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("after the encoder changed, validation decoded %v (the old encoding's tokens: %v), want %v", got, before, want)
 	}
 }
