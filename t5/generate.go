@@ -1,6 +1,7 @@
 package t5
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -47,8 +48,90 @@ func (e *Encoded) Floats() int {
 	return n
 }
 
-// Release frees e's tensors.
-func (e *Encoded) Release() { e.g.Release() }
+// Release frees e's tensors (those on its graph; a restored Encoded's
+// belong to whoever mapped them).
+func (e *Encoded) Release() {
+	if e.g != nil {
+		e.g.Release()
+	}
+}
+
+// Tensor names of an Encoded in a cache file (EncodedTensors).
+func encodedName(kind string, i int) string { return kind + "." + strconv.Itoa(i) }
+
+// EncodedTensors returns e's tensors by name, for a file that
+// RestoreEncoded reads back: the encoder's output, embeddings and block
+// outputs and the decoder's cross-attention keys and values. ok is false
+// when e holds attention probabilities too (encoded without LeanEncoder),
+// which the file does not keep.
+func (e *Encoded) EncodedTensors() (named map[string]*nn.Tensor, ok bool) {
+	o := e.out
+	if len(o.EncAttn) > 0 || len(o.EncHidden) != len(o.EncBlockOut)+1 {
+		return nil, false
+	}
+	named = map[string]*nn.Tensor{"enc_out": o.EncOut, "enc_embed": o.EncHidden[0]}
+	for i, t := range o.EncBlockOut {
+		named[encodedName("enc_block", i)] = t
+	}
+	for l := range e.ck {
+		named[encodedName("cross_k", l)], named[encodedName("cross_v", l)] = e.ck[l], e.cv[l]
+	}
+	return named, true
+}
+
+// RestoreEncoded rebuilds the Encoded of a batch of B rows with padding
+// mask `mask` from the tensors EncodedTensors named (tensor returns nil
+// for a missing one). The tensors are used in place, without copies (a
+// mapped file's); their shapes are checked against the model.
+func (m *Model) RestoreEncoded(mask []bool, B int, tensor func(name string) *nn.Tensor) (*Encoded, error) {
+	c := m.Config
+	if B <= 0 || len(mask)%B != 0 {
+		return nil, fmt.Errorf("t5: RestoreEncoded: a mask of %d for %d rows", len(mask), B)
+	}
+	S := len(mask) / B
+	get := func(name string, width int) (*nn.Tensor, error) {
+		t := tensor(name)
+		if t == nil {
+			return nil, fmt.Errorf("no tensor %s", name)
+		}
+		if want := []int{B, S, width}; !slices.Equal(t.Shape, want) || len(t.Data) != B*S*width {
+			return nil, fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, want)
+		}
+		return t, nil
+	}
+	o := &Output{Mask: mask}
+	var err error
+	if o.EncOut, err = get("enc_out", c.DModel); err != nil {
+		return nil, err
+	}
+	embed, err := get("enc_embed", c.DModel)
+	if err != nil {
+		return nil, err
+	}
+	o.EncHidden = []*nn.Tensor{embed}
+	for i := range m.Enc {
+		t, err := get(encodedName("enc_block", i), c.DModel)
+		if err != nil {
+			return nil, err
+		}
+		o.EncBlockOut = append(o.EncBlockOut, t)
+		if i < len(m.Enc)-1 {
+			o.EncHidden = append(o.EncHidden, t)
+		}
+	}
+	o.EncHidden = append(o.EncHidden, o.EncOut)
+	L := len(m.Dec)
+	e := &Encoded{B: B, S: S, out: o, ck: make([]*nn.Tensor, L), cv: make([]*nn.Tensor, L)}
+	for l := range L {
+		if e.ck[l], err = get(encodedName("cross_k", l), c.Inner()); err != nil {
+			return nil, err
+		}
+		if e.cv[l], err = get(encodedName("cross_v", l), c.Inner()); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
 
 // EncoderUnchanged reports whether h leaves the encoder and the
 // cross-attention keys and values as the plain backbone computes them

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -227,6 +228,84 @@ func TestGenerateFromSharedEncoding(t *testing.T) {
 	if !(&Hooks{DecoderOutput: func(*nn.Graph, *Output) *nn.Tensor { return nil }}).EncoderUnchanged() ||
 		(&Hooks{Linear: func(*nn.Graph, string, *nn.Tensor, *nn.Tensor) *nn.Tensor { return nil }}).EncoderUnchanged() {
 		t.Error("EncoderUnchanged: a decoder-output hook shares the encoding, a Linear hook must not")
+	}
+}
+
+// TestRestoredEncodingDecodesTheSame writes a batch's lean encoding to a
+// safetensors file, maps it back and decodes from the mapping: the golden
+// greedy rows, and the same encoder fields for the hooks that read them
+// (READ's block outputs, LST's embeddings). A file from another batch
+// shape is refused with the tensor's name.
+func TestRestoredEncodingDecodesTheSame(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v1")
+	want, shape, err := gd.ReadInts("generate_greedy_5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := nn.DefaultBackend()
+	lean := &Hooks{LeanEncoder: true}
+	B, S := gd.batch.B, gd.batch.S
+	e := m.EncodeForDecoding(be, gd.batch.Input, gd.batch.Mask, B, S, lean)
+	defer e.Release()
+	named, ok := e.EncodedTensors()
+	if !ok {
+		t.Fatal("a lean encoding has no tensors to write")
+	}
+	var ts []SafetensorsTensor
+	for name, x := range named {
+		ts = append(ts, SafetensorsTensor{Name: name, Shape: x.Shape, F32: x.Values()})
+	}
+	path := filepath.Join(t.TempDir(), "enc.safetensors")
+	if err := WriteSafetensorsTensors(path, ts); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fromFile := func(name string) *nn.Tensor {
+		v, shape, ok := f.Float32s(name)
+		if !ok {
+			return nil
+		}
+		return &nn.Tensor{Shape: shape, Data: v}
+	}
+	r, err := m.RestoreEncoded(gd.batch.Mask, B, fromFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Floats() != e.Floats() {
+		t.Errorf("restored %d floats, encoded %d", r.Floats(), e.Floats())
+	}
+	same := func(what string, a, b []*nn.Tensor) {
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d tensors restored, %d encoded", what, len(a), len(b))
+		}
+		for i := range a {
+			if !slices.Equal(a[i].Values(), b[i].Values()) {
+				t.Errorf("%s[%d] differs after the round trip", what, i)
+			}
+		}
+	}
+	same("EncHidden", r.out.EncHidden, e.out.EncHidden)
+	same("EncBlockOut", r.out.EncBlockOut, e.out.EncBlockOut)
+	same("cross keys", r.ck, e.ck)
+	same("cross values", r.cv, e.cv)
+	got := m.GenerateFrom(be, r, 5, lean)
+	for b := 0; b < shape[0]; b++ {
+		if row := want[b*shape[1] : (b+1)*shape[1]]; fmt.Sprint(got[b]) != fmt.Sprint(row) {
+			t.Errorf("row %d from the mapped file: %v, want %v", b, got[b], row)
+		}
+	}
+	if _, err := m.RestoreEncoded(gd.batch.Mask[:S*(B-1)], B-1, fromFile); err == nil || !strings.Contains(err.Error(), "enc_out") {
+		t.Errorf("a file of %d rows restored for %d: err = %v, want one naming enc_out", B, B-1, err)
+	}
+	if full := m.EncodeForDecoding(be, gd.batch.Input, gd.batch.Mask, B, S, nil); true {
+		defer full.Release()
+		if _, ok := full.EncodedTensors(); ok {
+			t.Error("an encoding with attention probabilities offered itself for a file that drops them")
+		}
 	}
 }
 

@@ -306,9 +306,10 @@ func (c *stateCache) add(i int, st *batchStates) {
 }
 
 // save writes the states as one safetensors file (float32, or float16
-// for state_cache: fp16), atomically; later trials map it.
+// for state_cache: fp16), atomically; later trials map it. States read
+// from that file are not written again.
 func (c *stateCache) save() error {
-	if c.path == "" || !c.complete() {
+	if c.path == "" || c.file != nil || !c.complete() {
 		return nil
 	}
 	var ts []t5.SafetensorsTensor

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/gob"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -56,9 +57,18 @@ func TestStateCache(t *testing.T) {
 	}
 	plainOut, _ := run("off")
 	firstOut, firstLogs := run("fp32")
+	written := stateFiles(dir)
+	if len(written) != 1 {
+		t.Fatalf("cache files %v after the first trial, want one", written)
+	}
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	os.Chtimes(written[0], old, old)
 	secondOut, secondLogs := run("fp32")
 	if !strings.Contains(firstLogs, "computing the backbone's states") || !strings.Contains(secondLogs, "reading the frozen backbone's states") {
 		t.Fatalf("cache did not go miss then hit:\n%s\n%s", firstLogs, secondLogs)
+	}
+	if st, err := os.Stat(written[0]); err != nil || !st.ModTime().Equal(old) {
+		t.Errorf("the trial that read the state cache wrote it again (%v)", err)
 	}
 	plain, first, second := epochLosses(t, plainOut), epochLosses(t, firstOut), epochLosses(t, secondOut)
 	for i := range plain {
@@ -79,7 +89,7 @@ func TestStateCache(t *testing.T) {
 	}
 	// A damaged file is an error that names it, not a crash: a tensor of the
 	// wrong dtype, then bytes that are no safetensors at all.
-	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	files := stateFiles(dir)
 	if len(files) != 2 {
 		t.Fatalf("cache files %v, want one fp32 and one fp16", files)
 	}
@@ -242,7 +252,7 @@ func TestLSTStateCache(t *testing.T) {
 		}
 	}
 	// A damaged importance file is an error that names it.
-	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	files := stateFiles(dir)
 	if len(files) != 2 {
 		t.Fatalf("cache files %v, want the states and the importance", files)
 	}
@@ -254,4 +264,91 @@ func TestLSTStateCache(t *testing.T) {
 	if err := Run(context.Background(), lstSpec("fp32"), reg, nil, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "importance cache") || !strings.Contains(err.Error(), "delete it to rebuild") {
 		t.Errorf("a damaged importance file: %v", err)
 	}
+}
+
+// stateFiles lists the cache folder's files but the evaluation splits'
+// encodings.
+func stateFiles(dir string) []string {
+	all, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	var out []string
+	for _, f := range all {
+		if !strings.HasPrefix(filepath.Base(f), "encodings-") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestEncodingsFile: the first READ trial writes the validation and test
+// splits' encodings beside the state cache; the next maps them and scores
+// every validation and the test split exactly as the first did, and as a
+// trial with caching off. A damaged file is encoded anew, with a log line
+// naming it, and rewritten.
+func TestEncodingsFile(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	read.Register(reg)
+	dir := t.TempDir()
+	run := func(mode string) ([]Message, string) {
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), readSpec(model, dir, mode), reg, nil, &out, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var scores []Message
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			m, err := ParseMessage([]byte(line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Type == TypeEpoch || m.Type == TypeFinal {
+				scores = append(scores, m)
+			}
+		}
+		return scores, logs.String()
+	}
+	same := func(what string, got, want []Message) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d reports, want %d", what, len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.Value != w.Value || fmt.Sprint(g.Attrs["metrics"]) != fmt.Sprint(w.Attrs["metrics"]) || g.Attrs["test"] != w.Attrs["test"] {
+				t.Errorf("%s: report %d: %v %v %v, want %v %v %v", what, i, g.Value, g.Attrs["metrics"], g.Attrs["test"], w.Value, w.Attrs["metrics"], w.Attrs["test"])
+			}
+		}
+	}
+	plain, plainLogs := run("off")
+	if strings.Contains(plainLogs, "encodings:") {
+		t.Errorf("state_cache: off wrote or read encodings:\n%s", plainLogs)
+	}
+	first, firstLogs := run("fp32")
+	for _, split := range []string{"validation", "test"} {
+		if !strings.Contains(firstLogs, split+" encodings: saved to ") {
+			t.Errorf("first trial did not save the %s encodings:\n%s", split, firstLogs)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "encodings-*.safetensors"))
+	if len(files) != 2 {
+		t.Fatalf("encodings files %v, want validation and test", files)
+	}
+	second, secondLogs := run("fp32")
+	if !strings.Contains(secondLogs, "validation encodings: reading the encoder's outputs from ") || strings.Contains(secondLogs, "saved to") {
+		t.Errorf("second trial did not read the encodings:\n%s", secondLogs)
+	}
+	same("computing", first, plain)
+	same("from the file", second, plain)
+
+	for _, f := range files { // the tensors the trial looks for, renamed
+		raw, _ := os.ReadFile(f)
+		if !bytes.Contains(raw, []byte(`/enc_out"`)) {
+			t.Fatalf("%s has no enc_out tensor to damage", f)
+		}
+		os.WriteFile(f, bytes.ReplaceAll(raw, []byte(`/enc_out"`), []byte(`/enc_Out"`)), 0o644)
+	}
+	third, thirdLogs := run("fp32")
+	if !strings.Contains(thirdLogs, "no tensor enc_out; encoding anew and rewriting it") || !strings.Contains(thirdLogs, "validation encodings: saved to") {
+		t.Errorf("a damaged file was not encoded anew and rewritten:\n%s", thirdLogs)
+	}
+	same("after a damaged file", third, plain)
 }

@@ -94,42 +94,6 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(evalPoint
 	}
 }
 
-// encodings keeps the encoder's side of greedy decoding (t5.Encoded) of
-// every evaluation batch, keyed by split and batch, for the methods that
-// leave the encoder unchanged: the validation split is encoded once per
-// trial, or pack, instead of once per epoch and trial. Beyond the budget
-// batches are encoded anew each time.
-type encodings struct {
-	budget, bytes int64
-	batches       map[string]*t5.Encoded
-}
-
-func newEncodings(budget int64) *encodings {
-	return &encodings{budget: budget, batches: map[string]*t5.Encoded{}}
-}
-
-// get returns key's encoding, computing it with encode when missing; keep
-// is false when it did not fit the budget (the caller releases it).
-func (c *encodings) get(key string, encode func() *t5.Encoded) (e *t5.Encoded, keep bool) {
-	if e := c.batches[key]; e != nil {
-		return e, true
-	}
-	e = encode()
-	if size := int64(e.Floats()) * 4; c.bytes+size <= c.budget {
-		c.bytes += size
-		c.batches[key] = e
-		return e, true
-	}
-	return e, false
-}
-
-func (c *encodings) release() {
-	for _, e := range c.batches {
-		e.Release()
-	}
-	c.batches = nil
-}
-
 // decoder decodes a batch greedily: (key, ids, mask, B, S, maxNew) → rows
 // of ids. key names the batch (split and index) for shared encodings; ""
 // shares nothing.
@@ -156,7 +120,7 @@ func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Met
 			defer e.Release()
 			return gen.Generate(be, e, n)
 		}
-		e, keep := shared.get(key, encode)
+		e, keep := shared.get(key, mask, B, encode)
 		if !keep {
 			defer e.Release()
 		}
@@ -242,7 +206,7 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 					hs = append(hs, hooks[i])
 				}
 			}
-			e, keep := shared.get(key, func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks[j]) })
+			e, keep := shared.get(key, mask, B, func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks[j]) })
 			if !keep {
 				defer e.Release()
 			}

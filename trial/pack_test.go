@@ -175,7 +175,7 @@ func TestEncodingsNotSharedWhenTheEncoderTrains(t *testing.T) {
 	be := nn.DefaultBackend()
 	dec := m.NewDecoder(be)
 	defer dec.Release()
-	shared := newEncodings(1 << 30)
+	shared := newEncodings(m, 1<<30, t.Logf)
 	defer shared.release()
 	steps := 0
 	decode := packDecoders(m, be, dec, []methods.Method{meth}, shared, func(int) bool { return true }, func(int) int { return steps })[0]

@@ -301,8 +301,19 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		return err
 	}
 	defer cache.close()
-	encodings := newEncodings(int64(set.StateCacheGB * 1e9))
+	meths := make([]methods.Method, len(runs))
+	for i, pr := range runs {
+		meths[i] = pr.meth
+	}
+	encodings := newEncodings(m, int64(set.StateCacheGB*1e9), logf)
 	defer encodings.release()
+	if persistEncodings(m, be, meths, set) {
+		if dir, digest, err := cacheDir(set, modelDir); err == nil {
+			for split, ex := range map[string][]example{"validation": val, "test": test} {
+				encodings.persist(split, filepath.Join(dir, "encodings-"+split+"-"+encodingsKey(digest, split, set.EvalBatchSize, ex)+".safetensors"))
+			}
+		}
+	}
 	// On a GPU the parameters move there once (after any data-driven
 	// initialisation); the optimiser updates them there.
 	nn.ToDevice(be, m.Params.Tensors...)
@@ -318,6 +329,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 				t1 := time.Now()
 				var scores glue.Scores
 				phase(ctx, "validation", func() { scores = evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, beat) })
+				encodings.save("validation")
 				pr.evalSeconds += time.Since(t1).Seconds()
 				pr.evalScores = append(pr.evalScores, scores)
 				value := scores["score"]
@@ -329,10 +341,6 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 					trainSeconds+time.Since(t1).Seconds())
 				return value, nil
 			}}
-	}
-	meths := make([]methods.Method, len(runs))
-	for i, pr := range runs {
-		meths[i] = pr.meth
 	}
 	// A trial decodes with its pack while it is training (validation) or
 	// finished (test); a failed or pruned one no longer decodes.
@@ -396,6 +404,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		t2 := time.Now()
 		var testScores glue.Scores
 		phase(ctx, "test", func() { testScores = evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat) })
+		encodings.save("test")
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
 		// Latency is the architecture's, not the learning rate's: a pack
@@ -479,6 +488,22 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 // trial's time by what it was doing: go tool pprof -tagfocus phase=test.
 func phase(ctx context.Context, name string, f func()) {
 	pprof.Do(ctx, pprof.Labels("phase", name), func(context.Context) { f() })
+}
+
+// persistEncodings reports whether the evaluation splits' encodings go to
+// files beside the state cache: caching is on, every method keeps the
+// encoder frozen, and the CPU decodes (a GPU encodes a split in no time,
+// and decodes from device memory).
+func persistEncodings(m *t5.Model, be nn.Backend, meths []methods.Method, set Settings) bool {
+	if _, gpu := be.(nn.GPU); gpu || set.StateCache == "off" {
+		return false
+	}
+	for _, meth := range meths {
+		if !encoderFrozen(m, meth) {
+			return false
+		}
+	}
+	return true
 }
 
 // openStateCache prepares the backbone-state cache when the method trains
