@@ -148,9 +148,17 @@ func benchSweepCost(args []string) error {
 		fmt.Printf("ASHA rows: min_resource %d, reduction_factor %d (%s)\n", *minResource, *eta, unit)
 	}
 	fmt.Printf("%s, %d CPUs; %s; OPENBLAS_CORETYPE=%q\n", runtime.GOARCH, runtime.NumCPU(), blasLine(nn.DefaultBackend()), os.Getenv("OPENBLAS_CORETYPE"))
-	fmt.Printf("%-34s %9s %9s %12s %10s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "trials", "best validation")
+	fmt.Printf("%-34s %9s %9s %12s %10s %7s %9s %15s\n", "run", "wall s", "× 1 trial", "side train s", "side share", "eval s", "trials", "best validation")
 	var one float64
 	var oneRuns []float64
+	// The marginal cost of a trial: between two study sizes of one kind
+	// (packed or not, without ASHA), the extra wall time per extra trial.
+	type seriesPoint struct {
+		trials     int
+		wall, eval float64
+	}
+	series := map[int]seriesPoint{} // by pack size
+	var marginal []string
 	for i, r := range rows {
 		db := fmt.Sprintf("run%d.db", i)
 		pruner, extra, patience := "", "", *epochs
@@ -184,7 +192,7 @@ sampler: {name: tpe, seed: 0}
 		if err != nil {
 			return err
 		}
-		side, best, n, err := costOf(filepath.Join(work, db))
+		c, err := costOf(filepath.Join(work, db))
 		if err != nil {
 			return err
 		}
@@ -198,11 +206,27 @@ sampler: {name: tpe, seed: 0}
 		case one > 0:
 			ratio = fmt.Sprintf("%.2f", wall.Seconds()/one)
 		}
-		counts := fmt.Sprintf("%dc/%dp", n[storage.Complete], n[storage.Pruned])
-		fmt.Printf("%-34s %9.1f %9s %12.1f %9.0f%% %9s %15.2f\n", r.name, wall.Seconds(), ratio, side, 100*side/wall.Seconds(), counts, best)
+		counts := fmt.Sprintf("%dc/%dp", c.n[storage.Complete], c.n[storage.Pruned])
+		fmt.Printf("%-34s %9.1f %9s %12.1f %9.0f%% %7.1f %9s %15.2f\n", r.name, wall.Seconds(), ratio, c.train, 100*c.train/wall.Seconds(), c.eval, counts, c.best)
+		if !r.asha && r.trials > 1 {
+			if prev, ok := series[r.pack]; ok && prev.trials < r.trials {
+				extra := float64(r.trials - prev.trials)
+				cost, side := (wall.Seconds()-prev.wall)/extra, c.train/float64(r.trials)
+				kind := "unpacked"
+				if r.pack > 1 {
+					kind = fmt.Sprintf("pack %d", r.pack)
+				}
+				marginal = append(marginal, fmt.Sprintf("one more trial (%s): %.2f s = (%.1f − %.1f) / %.0f, %.2f× its side network's training (%.2f s); evaluation %.2f s of it",
+					kind, cost, wall.Seconds(), prev.wall, extra, cost/side, side, (c.eval-prev.eval)/extra))
+			}
+			series[r.pack] = seriesPoint{r.trials, wall.Seconds(), c.eval}
+		}
 	}
 	fmt.Printf("× 1 trial: of the median single trial, %.1f s (%s)\n", one, joinSeconds(oneRuns))
-	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time. Wall time includes process starts, model loads, evaluation and sampling.")
+	for _, line := range marginal {
+		fmt.Println(line)
+	}
+	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time; eval s: the COMPLETE trials' validation and test decoding (a pack's shared decoding counts once). Wall time includes process starts, model loads, evaluation and sampling.")
 	return nil
 }
 
@@ -229,33 +253,43 @@ func parseEvalSteps(flag string) (setting string, first int, err error) {
 	return "[" + strings.Join(steps, ", ") + "]", first, nil
 }
 
-// costOf sums the training seconds of the study's COMPLETE trials (a
-// pruned trial's are in its log only) and finds the best validation.
-func costOf(path string) (train, best float64, n map[storage.TrialState]int, err error) {
+// studyCost is what a bench study spent, from its trials' attributes.
+type studyCost struct {
+	train, eval, best float64
+	n                 map[storage.TrialState]int
+}
+
+// costOf sums the training and evaluation seconds of the study's COMPLETE
+// trials (a pruned trial's are in its log only) and finds the best
+// validation.
+func costOf(path string) (studyCost, error) {
 	db, err := storage.OpenReadOnly("sqlite:///" + path)
 	if err != nil {
-		return 0, 0, nil, err
+		return studyCost{}, err
 	}
 	defer db.Close()
 	ctx := context.Background()
 	studies, err := db.Studies(ctx)
 	if err != nil || len(studies) != 1 {
-		return 0, 0, nil, fmt.Errorf("bench sweep-cost: %s: %d studies (%v)", path, len(studies), err)
+		return studyCost{}, fmt.Errorf("bench sweep-cost: %s: %d studies (%v)", path, len(studies), err)
 	}
 	trials, err := db.Trials(ctx, studies[0].ID)
 	if err != nil {
-		return 0, 0, nil, err
+		return studyCost{}, err
 	}
-	best = math.Inf(-1)
+	c := studyCost{best: math.Inf(-1), n: storage.Count(trials)}
 	for _, t := range trials {
 		if s, ok := t.UserAttrs["train_seconds"].(float64); ok {
-			train += s
+			c.train += s
+		}
+		if s, ok := t.UserAttrs["eval_seconds"].(float64); ok {
+			c.eval += s
 		}
 		if t.State == storage.Complete && t.Value != nil {
-			best = math.Max(best, *t.Value)
+			c.best = math.Max(c.best, *t.Value)
 		}
 	}
-	return train, best, storage.Count(trials), nil
+	return c, nil
 }
 
 // median is the middle run (the lower of the two middle ones for an even

@@ -482,8 +482,12 @@ func TestBenchSweepCost(t *testing.T) {
 	// besides.
 	ashaRows := map[string]string{"read": "min_resource 1, reduction_factor 3 (epochs", "lst": "min_resource 2, reduction_factor 3 (optimiser steps; eval_steps: [2, 3])"}
 	for _, method := range []string{"read", "lst"} {
+		sizes := "2,3" // two sizes: the marginal trial's cost
+		if method == "lst" {
+			sizes = "3"
+		}
 		args := []string{"bench", "sweep-cost", "--method", method, "--d-model", "32", "--d-kv", "8", "--d-ff", "64",
-			"--layers", "2", "--heads", "4", "--hidden", "8", "--sidenet-dim", "8", "--epochs", "2", "--trials", "3", "--pack", "2", "--dir", t.TempDir()}
+			"--layers", "2", "--heads", "4", "--hidden", "8", "--sidenet-dim", "8", "--epochs", "2", "--trials", sizes, "--pack", "2", "--dir", t.TempDir()}
 		if method == "lst" {
 			args = append(args, "--eval-steps", "2,3")
 		}
@@ -494,6 +498,13 @@ func TestBenchSweepCost(t *testing.T) {
 		for _, want := range []string{"1 trial, computes the state cache", "1 trial (3 of 3)", "× 1 trial: of the median single trial", "3 trials, pack 2, ASHA", "3c/0p", ashaRows[method], map[string]string{"read": "READ (GRU 8)", "lst": "LST (side width 8"}[method]} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s: output lacks %q:\n%s", method, want, out)
+			}
+		}
+		if method == "read" {
+			for _, want := range []string{"one more trial (unpacked): ", "one more trial (pack 2): ", "× its side network's training"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("read: output lacks %q:\n%s", want, out)
+				}
 			}
 		}
 	}
