@@ -684,6 +684,16 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 	if spec.Arch == nil {
 		spec.Arch = map[string]any{}
 	}
+	if _, set := cfg.Training["latency_examples"]; !set && !strings.HasPrefix(ss.plan.Name, FinalPrefix) {
+		// Table 1's inference time comes from the final runs: a search
+		// trial does not spend a second or more timing single examples,
+		// unless the sweep file asks for it.
+		spec.Training = maps.Clone(cfg.Training)
+		if spec.Training == nil {
+			spec.Training = map[string]any{}
+		}
+		spec.Training["latency_examples"] = 0
+	}
 	if seed, ok := spec.Params["seed"].(int64); ok {
 		spec.Seed = seed // final runs search over seeds
 	}

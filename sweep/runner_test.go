@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -306,6 +307,69 @@ heartbeat_grace: 100ms
 		}
 		if trials[l.Number].State != storage.Fail || retries != 1 || complete != 1 {
 			t.Errorf("#%d: %v, %d retries (%d COMPLETE), want FAIL and one COMPLETE retry", l.Number, trials[l.Number].State, retries, complete)
+		}
+	}
+}
+
+// TestSearchTrialsSkipLatency: Table 1 reads inference time from the final
+// runs, so search trials are told latency_examples 0, unless the sweep
+// file sets it; final runs keep the trainer's default.
+func TestSearchTrialsSkipLatency(t *testing.T) {
+	for _, tc := range []struct {
+		training      string
+		search, final any // latency_examples in the trials' specs
+	}{
+		{"{max_epochs: 2}", 0, nil},
+		{"{max_epochs: 2, latency_examples: 4}", 4, 4},
+	} {
+		var mu sync.Mutex
+		seen := map[bool][]any{} // final → latency_examples of each spawn
+		r, store := testRunner(t, `trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 2
+training: `+tc.training+"\n", func(ctx context.Context, p Proc) error {
+			raw, err := io.ReadAll(p.Stdin)
+			if err != nil {
+				return err
+			}
+			var spec trial.Spec
+			if err := json.Unmarshal(raw, &spec); err != nil {
+				return err
+			}
+			final := strings.HasPrefix(spec.Study, FinalPrefix)
+			mu.Lock()
+			defer mu.Unlock()
+			if v, ok := spec.Training["latency_examples"]; ok {
+				seen[final] = append(seen[final], v)
+			} else {
+				seen[final] = append(seen[final], nil)
+			}
+			return trial.Run(ctx, spec, nil, nil, p.Stdout, p.Stderr)
+		})
+		ctx := context.Background()
+		if _, err := r.Run(ctx, Plan(r.Config, nil)); err != nil {
+			t.Fatal(err)
+		}
+		finals, err := FinalPlan(ctx, store, r.Config, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Run(ctx, finals); err != nil {
+			t.Fatal(err)
+		}
+		for final, want := range map[bool]any{false: tc.search, true: tc.final} {
+			if len(seen[final]) == 0 {
+				t.Fatalf("%s: no trial with final=%v ran", tc.training, final)
+			}
+			for _, got := range seen[final] {
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("training %s: a trial (final %v) was given latency_examples %v, want %v", tc.training, final, got, want)
+				}
+			}
 		}
 	}
 }

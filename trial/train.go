@@ -408,8 +408,9 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
 		// Latency is the architecture's, not the learning rate's: a pack
-		// times it once, with its first finished trial.
-		if latency < 0 {
+		// times it once, with its first finished trial; latency_examples 0
+		// (a search trial's default) times nothing.
+		if latency < 0 && set.LatencyExamples > 0 {
 			phase(ctx, "latency", func() { latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt) })
 		}
 		pr.latency = latency
@@ -456,10 +457,12 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			"eval_seconds":              pr.evalSeconds,
 			"seconds":                   time.Since(start).Seconds(),
 			"train_examples_per_second": float64(fr.examples) / math.Max(fr.trainSeconds, 1e-9),
-			"latency_ms_batch1":         pr.latency,
 			"backend":                   be.Name(),
 			"device":                    device,
 			"split_rule":                splits.Rule,
+		}
+		if pr.latency >= 0 {
+			attrs["latency_ms_batch1"] = pr.latency
 		}
 		if packed {
 			attrs["pack_size"] = len(runs)

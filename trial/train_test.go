@@ -136,3 +136,31 @@ func trialOutput(t *testing.T, out string) (losses []float64, final *Message) {
 	}
 	return losses, final
 }
+
+// TestLatencyOnlyWhenAsked: latency_examples 0 (what the orchestrator
+// gives search trials) times nothing and reports no latency; a count
+// reports a positive one.
+func TestLatencyOnlyWhenAsked(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	read.Register(reg)
+	for _, n := range []int{0, 2} {
+		spec := readSpec(model, t.TempDir(), "fp32")
+		spec.Training["max_epochs"], spec.Training["latency_examples"] = 1, n
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		_, final := trialOutput(t, out.String())
+		if final == nil {
+			t.Fatalf("no final line:\n%s", out.String())
+		}
+		v, ok := final.Attrs["latency_ms_batch1"].(float64)
+		if n == 0 && ok {
+			t.Errorf("latency_examples 0 reported a latency of %v ms", v)
+		}
+		if n > 0 && !(v > 0) {
+			t.Errorf("latency_examples %d reported %v", n, final.Attrs["latency_ms_batch1"])
+		}
+	}
+}
