@@ -226,7 +226,7 @@ sampler: {name: tpe, seed: 0}
 	for _, line := range marginal {
 		fmt.Println(line)
 	}
-	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time; eval s: the COMPLETE trials' validation and test decoding (a pack's shared decoding counts once). Wall time includes process starts, model loads, evaluation and sampling.")
+	fmt.Println("side train s: the COMPLETE trials' own training steps (train_seconds: the side network over cached states, plus the backbone in the first trial; LST's Fisher pass is outside it); side share: of the wall time; eval s: the COMPLETE trials' validation and test decoding (a pack's shared decoding counts in the trial that ran it, so with ASHA some of it may sit in a pruned trial, uncounted). Wall time includes process starts, model loads, evaluation and sampling.")
 	return nil
 }
 
