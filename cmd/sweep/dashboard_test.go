@@ -97,14 +97,13 @@ func js[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
-// text is the rendered text of the page's main view.
+// text is the rendered text of the page's main view, read in one script
+// call: chromedp.Text looks the node up and then reads it, and a live
+// update that redraws the view in between ("No node with given id found")
+// failed the test under CI load.
 func text(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Text("main"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return js[string](t, ctx, `document.querySelector("main").innerText`)
 }
 
 // screenshot saves a PNG of the page in the test's folder and, where
