@@ -373,11 +373,13 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 	if err != nil {
 		return nil, err
 	}
-	var all []storage.FrozenTrial
+	var retried map[int]bool
 	if len(stale) > 0 {
-		if all, err = r.Storage.Trials(ctx, ss.study.ID); err != nil {
+		all, err := r.Storage.Trials(ctx, ss.study.ID)
+		if err != nil {
 			return nil, err
 		}
+		retried = retriedNumbers(all)
 	}
 	for _, t := range stale {
 		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
@@ -386,7 +388,7 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 		rs.result.Reaped++
 		rs.mu.Unlock()
 		t.State = storage.Fail
-		if slices.ContainsFunc(all, func(o storage.FrozenTrial) bool { return retryOf(o) == t.Number }) {
+		if retried[t.Number] {
 			continue // its process enqueued the retry, then died before recording the FAIL
 		}
 		if err := r.retry(ctx, ss, t, true); err != nil {
@@ -587,20 +589,22 @@ func (r *Runner) queueRetry(ctx context.Context, ss *studyState, t storage.Froze
 	return true, nil
 }
 
-// retryOf is the number of the trial that t retries (the last of its
-// retry history), or −1.
-func retryOf(t storage.FrozenTrial) int {
-	h, _ := t.SystemAttrs["retry_history"].([]any)
-	if len(h) == 0 {
-		return -1
+// retriedNumbers is the set of trial numbers that some trial of trials
+// retries: every number in a retry history.
+func retriedNumbers(trials []storage.FrozenTrial) map[int]bool {
+	retried := map[int]bool{}
+	for _, t := range trials {
+		h, _ := t.SystemAttrs["retry_history"].([]any)
+		for _, n := range h {
+			switch n := n.(type) {
+			case float64: // as stored
+				retried[int(n)] = true
+			case int:
+				retried[n] = true
+			}
+		}
 	}
-	switch n := h[len(h)-1].(type) {
-	case float64: // as stored
-		return int(n)
-	case int:
-		return n
-	}
-	return -1
+	return retried
 }
 
 // retriesUsed counts the counted retries in t's lineage.
@@ -643,15 +647,7 @@ func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error
 	if err != nil {
 		return 0, err
 	}
-	retried := map[int]bool{}
-	for _, t := range trials {
-		h, _ := t.SystemAttrs["retry_history"].([]any)
-		for _, n := range h {
-			if f, ok := n.(float64); ok {
-				retried[int(f)] = true
-			}
-		}
-	}
+	retried := retriedNumbers(trials)
 	n := 0
 	for _, t := range trials {
 		if t.State != storage.Fail || retried[t.Number] {
@@ -684,7 +680,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 	if spec.Arch == nil {
 		spec.Arch = map[string]any{}
 	}
-	if _, set := cfg.Training["latency_examples"]; !set && !strings.HasPrefix(ss.plan.Name, FinalPrefix) {
+	if _, set := cfg.Training["latency_examples"]; !set && !Identify(ss.study).Final {
 		// Table 1's inference time comes from the final runs: a search
 		// trial does not spend a second or more timing single examples,
 		// unless the sweep file asks for it.

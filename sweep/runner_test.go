@@ -22,15 +22,22 @@ import (
 // inProcess replaces the trial subprocess with the synthetic trainer run in
 // this process, reading the spec the runner wrote to stdin.
 func inProcess(ctx context.Context, p Proc) error {
-	raw, err := io.ReadAll(p.Stdin)
+	spec, err := stdinSpec(p)
 	if err != nil {
 		return err
 	}
-	var spec trial.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return err
-	}
 	return trial.Run(ctx, spec, nil, nil, p.Stdout, p.Stderr)
+}
+
+// stdinSpec reads the spec the runner wrote to a trial process's stdin.
+func stdinSpec(p Proc) (trial.Spec, error) {
+	var spec trial.Spec
+	raw, err := io.ReadAll(p.Stdin)
+	if err != nil {
+		return spec, err
+	}
+	err = json.Unmarshal(raw, &spec)
+	return spec, err
 }
 
 // testRunner parses a sweep file and returns a Runner over a fresh SQLite
@@ -332,12 +339,8 @@ search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 trials: 2
 training: `+tc.training+"\n", func(ctx context.Context, p Proc) error {
-			raw, err := io.ReadAll(p.Stdin)
+			spec, err := stdinSpec(p)
 			if err != nil {
-				return err
-			}
-			var spec trial.Spec
-			if err := json.Unmarshal(raw, &spec); err != nil {
 				return err
 			}
 			final := strings.HasPrefix(spec.Study, FinalPrefix)
@@ -372,4 +375,20 @@ training: `+tc.training+"\n", func(ctx context.Context, p Proc) error {
 			}
 		}
 	}
+}
+
+// retryOf is the number of the trial that t retries (the last of its
+// retry history), or −1.
+func retryOf(t storage.FrozenTrial) int {
+	h, _ := t.SystemAttrs["retry_history"].([]any)
+	if len(h) == 0 {
+		return -1
+	}
+	switch n := h[len(h)-1].(type) {
+	case float64: // as stored
+		return int(n)
+	case int:
+		return n
+	}
+	return -1
 }
