@@ -294,17 +294,7 @@ func TestEncodingsFile(t *testing.T) {
 		if err := Run(context.Background(), readSpec(model, dir, mode), reg, nil, &out, &logs); err != nil {
 			t.Fatalf("%v\n%s", err, logs.String())
 		}
-		var scores []Message
-		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-			m, err := ParseMessage([]byte(line))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m.Type == TypeEpoch || m.Type == TypeFinal {
-				scores = append(scores, m)
-			}
-		}
-		return scores, logs.String()
+		return trialLines(t, out.String())[-1], logs.String()
 	}
 	same := func(what string, got, want []Message) {
 		t.Helper()
