@@ -90,13 +90,14 @@ type SamplerConfig struct {
 
 // PrunerConfig selects and configures the pruner.
 type PrunerConfig struct {
-	Name string // "none", "median" or "asha"
+	Name string // "none", "median", "asha" or "hyperband"
 	// median (Optuna's MedianPruner)
 	NStartupTrials int
 	NWarmupSteps   int
 	IntervalSteps  int
-	// asha (Optuna's SuccessiveHalvingPruner); MinResource 0 is auto
-	MinResource, ReductionFactor, MinEarlyStoppingRate, BootstrapCount int
+	// asha (Optuna's SuccessiveHalvingPruner; MinResource 0 is auto) and
+	// hyperband (Optuna's HyperbandPruner; MaxResource 0 is auto)
+	MinResource, MaxResource, ReductionFactor, MinEarlyStoppingRate, BootstrapCount int
 }
 
 // knownMethods are the methods the orchestrator accepts.
@@ -732,14 +733,15 @@ func (p parser) sampler(n *yaml.Node, path string) (SamplerConfig, error) {
 }
 
 func (p parser) pruner(n *yaml.Node, path string) (PrunerConfig, error) {
-	pc := PrunerConfig{Name: "none", NStartupTrials: 5, IntervalSteps: 1, ReductionFactor: 4}
+	pc := PrunerConfig{Name: "none", NStartupTrials: 5, IntervalSteps: 1}
 	var seen []string
+	var minResourceNode *yaml.Node
 	err := p.each(n, path, func(key string, v *yaml.Node, kpath string) error {
 		var err error
 		seen = append(seen, key)
 		switch key {
 		case "name":
-			pc.Name, err = p.oneOf(v, kpath, "none", "median", "asha")
+			pc.Name, err = p.oneOf(v, kpath, "none", "median", "asha", "hyperband")
 		case "n_startup_trials":
 			pc.NStartupTrials, err = p.nonNegative(v, kpath)
 		case "n_warmup_steps":
@@ -747,10 +749,17 @@ func (p parser) pruner(n *yaml.Node, path string) (PrunerConfig, error) {
 		case "interval_steps":
 			pc.IntervalSteps, err = p.positive(v, kpath)
 		case "min_resource":
+			minResourceNode = v
 			if v.Value == "auto" {
 				pc.MinResource = 0
 			} else {
 				pc.MinResource, err = p.positive(v, kpath)
+			}
+		case "max_resource":
+			if v.Value == "auto" {
+				pc.MaxResource = 0
+			} else {
+				pc.MaxResource, err = p.positive(v, kpath)
 			}
 		case "reduction_factor":
 			if pc.ReductionFactor, err = p.integer(v, kpath); err == nil && pc.ReductionFactor < 2 {
@@ -762,21 +771,47 @@ func (p parser) pruner(n *yaml.Node, path string) (PrunerConfig, error) {
 			pc.BootstrapCount, err = p.nonNegative(v, kpath)
 		default:
 			err = p.errf(v, kpath, "unknown key (known: name; median: n_startup_trials, n_warmup_steps, interval_steps; "+
-				"asha: min_resource, reduction_factor, min_early_stopping_rate, bootstrap_count)")
+				"asha: min_resource, reduction_factor, min_early_stopping_rate, bootstrap_count; "+
+				"hyperband: min_resource, max_resource, reduction_factor, bootstrap_count)")
 		}
 		return err
 	})
 	if err != nil {
 		return pc, err
 	}
-	asha := map[string]bool{"min_resource": true, "reduction_factor": true, "min_early_stopping_rate": true, "bootstrap_count": true}
+	options := map[string][]string{
+		"median":    {"n_startup_trials", "n_warmup_steps", "interval_steps"},
+		"asha":      {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"},
+		"hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
+	}
 	for _, key := range seen {
-		if key != "name" && asha[key] != (pc.Name == "asha") {
+		if key != "name" && !contains(options[pc.Name], key) {
 			return pc, p.errf(n, path+"."+key, "is not an option of the %s pruner", pc.Name)
 		}
 	}
-	if pc.Name == "asha" && pc.BootstrapCount > 0 && pc.MinResource == 0 {
-		return pc, p.errf(n, path+".bootstrap_count", "needs a min_resource (Optuna refuses bootstrap_count with min_resource auto)")
+	switch pc.Name {
+	case "asha":
+		if pc.ReductionFactor == 0 {
+			pc.ReductionFactor = 4
+		}
+		if pc.BootstrapCount > 0 && pc.MinResource == 0 {
+			return pc, p.errf(n, path+".bootstrap_count", "needs a min_resource (Optuna refuses bootstrap_count with min_resource auto)")
+		}
+	case "hyperband":
+		if pc.ReductionFactor == 0 {
+			pc.ReductionFactor = 3
+		}
+		if minResourceNode == nil {
+			pc.MinResource = 1
+		} else if pc.MinResource == 0 {
+			return pc, p.errf(minResourceNode, path+".min_resource", "hyperband needs a number of steps (auto is the asha pruner's)")
+		}
+		if pc.BootstrapCount > 0 && pc.MaxResource == 0 {
+			return pc, p.errf(n, path+".bootstrap_count", "needs a max_resource (Optuna refuses bootstrap_count with max_resource auto)")
+		}
+		if pc.MaxResource > 0 && pc.MaxResource < pc.MinResource {
+			return pc, p.errf(n, path+".max_resource", "%d is below min_resource %d: no bracket would fit", pc.MaxResource, pc.MinResource)
+		}
 	}
 	return pc, nil
 }

@@ -80,13 +80,18 @@ func TestConfigErrors(t *testing.T) {
 		{"duplicate arch names", "datasets: [sst2]\nmethods:\n  lora:\n    - {rank: 8}\n    - {rank: 8}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:5: methods.lora[1]: two candidates are both named \"rank-8\""},
 		{"missing search", "datasets: [sst2]\nmethods:\n  read: [{}]\n", "search: missing"},
 		{"bad sampler option", base + "sampler: {name: tpe, n_startup: 3}\n", "sweeps.yaml:6: sampler: tpe: unknown sampler option \"n_startup\""},
-		{"bad pruner", base + "pruner: {name: hyperband}\n", "sweeps.yaml:6: pruner.name: \"hyperband\" is not one of none, median"},
+		{"bad pruner", base + "pruner: {name: wilcoxon}\n", "sweeps.yaml:6: pruner.name: \"wilcoxon\" is not one of none, median, asha, hyperband"},
 		{"bad device", base + "device: gpu\n", "sweeps.yaml:6: device: \"gpu\" is not one of auto, cpu, cuda"},
 		{"bad duration", base + "heartbeat_interval: soon\n", "sweeps.yaml:6: heartbeat_interval: want a positive duration"},
 		{"duplicate key", base + "trials: 3\ntrials: 4\n", "sweeps.yaml:7: trials: duplicate key"},
 		{"asha option on median", base + "pruner: {name: median, reduction_factor: 3}\n", "sweeps.yaml:6: pruner.reduction_factor: is not an option of the median pruner"},
 		{"asha eta below 2", base + "pruner: {name: asha, reduction_factor: 1}\n", "sweeps.yaml:6: pruner.reduction_factor: must be at least 2"},
 		{"asha bootstrap with auto", base + "pruner: {name: asha, bootstrap_count: 2}\n", "pruner.bootstrap_count: needs a min_resource"},
+		{"hyperband min_resource auto", base + "pruner:\n  name: hyperband\n  min_resource: auto\n", "sweeps.yaml:8: pruner.min_resource: hyperband needs a number of steps"},
+		{"hyperband bootstrap with auto", base + "pruner: {name: hyperband, bootstrap_count: 2}\n", "pruner.bootstrap_count: needs a max_resource"},
+		{"hyperband max below min", base + "pruner: {name: hyperband, min_resource: 4, max_resource: 3}\n", "pruner.max_resource: 3 is below min_resource 4"},
+		{"asha option on hyperband", base + "pruner: {name: hyperband, min_early_stopping_rate: 1}\n", "pruner.min_early_stopping_rate: is not an option of the hyperband pruner"},
+		{"hyperband option on asha", base + "pruner: {name: asha, max_resource: 9}\n", "pruner.max_resource: is not an option of the asha pruner"},
 		{"bad stall timeout", base + "stall_timeout: -5m\n", "sweeps.yaml:6: stall_timeout: want a positive duration"},
 		{"negative memory", base + "device: cpu\ntrial_memory_gb: -1\n", "sweeps.yaml:7: trial_memory_gb: must not be negative"},
 		{"memory limit on a GPU", base + "trial_memory_gb: 8\n", "trial_memory_gb: limits CPU trials only: set device: cpu (device is auto)"},
@@ -110,6 +115,35 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("error %T is not a *ConfigError", err)
 			}
 		})
+	}
+}
+
+// TestPrunerDefaults: each pruner gets Optuna's defaults for the options a
+// sweep file leaves out (η 4 for asha, 3 for hyperband; hyperband's
+// min_resource 1 and max_resource auto), and takes the ones it sets.
+func TestPrunerDefaults(t *testing.T) {
+	base := "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n"
+	tests := []struct {
+		pruner string
+		want   PrunerConfig
+	}{
+		{"{name: asha}", PrunerConfig{Name: "asha", ReductionFactor: 4}},
+		{"{name: asha, min_resource: 2, reduction_factor: 3, min_early_stopping_rate: 1, bootstrap_count: 1}",
+			PrunerConfig{Name: "asha", MinResource: 2, ReductionFactor: 3, MinEarlyStoppingRate: 1, BootstrapCount: 1}},
+		{"{name: hyperband}", PrunerConfig{Name: "hyperband", MinResource: 1, ReductionFactor: 3}},
+		{"{name: hyperband, min_resource: 5, max_resource: 45, reduction_factor: 3, bootstrap_count: 2}",
+			PrunerConfig{Name: "hyperband", MinResource: 5, MaxResource: 45, ReductionFactor: 3, BootstrapCount: 2}},
+		{"{name: hyperband, max_resource: auto}", PrunerConfig{Name: "hyperband", MinResource: 1, ReductionFactor: 3}},
+	}
+	for _, tc := range tests {
+		c, err := ParseConfig("sweeps.yaml", []byte(base+"pruner: "+tc.pruner+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.pruner, err)
+		}
+		tc.want.NStartupTrials, tc.want.IntervalSteps = 5, 1
+		if c.Pruner != tc.want {
+			t.Errorf("pruner: %s parsed as %+v, want %+v", tc.pruner, c.Pruner, tc.want)
+		}
 	}
 }
 

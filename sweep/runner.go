@@ -496,6 +496,9 @@ func (r *Runner) params(study storage.Study, trials []storage.FrozenTrial, t sto
 	if len(out) == len(space) {
 		return out, nil
 	}
+	if f, ok := r.Pruner.(samplingFilter); ok {
+		trials = f.SamplerTrials(study, trials, t.Number)
+	}
 	sampled, err := r.Sampler.Sample(study, trials, t.Number, space)
 	if err != nil {
 		return nil, fmt.Errorf("sample parameters: %w", err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readsweep/readsweep/sweep/pruner"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
 )
@@ -391,4 +392,70 @@ func retryOf(t storage.FrozenTrial) int {
 		return n
 	}
 	return -1
+}
+
+// samplerSpy records, per trial number, the trials a sampler was shown.
+type samplerSpy struct {
+	Sampler
+	mu   sync.Mutex
+	seen map[int][]int
+}
+
+func (s *samplerSpy) Sample(study storage.Study, trials []storage.FrozenTrial, number int, space map[string]storage.Distribution) (map[string]float64, error) {
+	s.mu.Lock()
+	for _, t := range trials {
+		s.seen[number] = append(s.seen[number], t.Number)
+	}
+	s.mu.Unlock()
+	return s.Sampler.Sample(study, trials, number, space)
+}
+
+// TestRunnerHyperband runs a study under Hyperband: trials are pruned, and
+// once the brackets are set up the sampler learns only from the new
+// trial's bracket, as Optuna's samplers do.
+func TestRunnerHyperband(t *testing.T) {
+	r, store := testRunner(t, `trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 24
+sampler: {seed: 4, n_startup_trials: 4}
+pruner: {name: hyperband, min_resource: 1, max_resource: 9, reduction_factor: 3}
+training: {max_epochs: 9, patience: 9}
+`, inProcess)
+	spy := &samplerSpy{Sampler: r.Sampler, seen: map[int][]int{}}
+	r.Sampler = spy
+	if _, err := r.Run(context.Background(), Plan(r.Config, nil)); err != nil {
+		t.Fatal(err)
+	}
+	studies, _ := store.Studies(context.Background())
+	trials, _ := store.Trials(context.Background(), studies[0].ID)
+	n := storage.Count(trials)
+	if n[storage.Complete]+n[storage.Pruned] != 24 || n[storage.Pruned] == 0 {
+		t.Fatalf("states %v, want 24 finished, some pruned", n)
+	}
+	h := NewPruner(r.Config.Pruner).(pruner.Hyperband)
+	narrowed := 0
+	for number, seen := range spy.seen {
+		if number == 0 {
+			continue // the first report sets the brackets up
+		}
+		own, ok := h.Bracket(studies[0], trials, number)
+		if !ok {
+			t.Fatal("brackets not set up with a fixed max_resource")
+		}
+		for _, other := range seen {
+			if b, _ := h.Bracket(studies[0], trials, other); b != own {
+				t.Errorf("trial %d (bracket %d) was sampled from trial %d of bracket %d", number, own, other, b)
+			}
+		}
+		if len(seen) < number+1 {
+			narrowed++
+		}
+	}
+	if narrowed == 0 {
+		t.Error("no sampling was narrowed to a bracket")
+	}
 }

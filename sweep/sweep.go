@@ -45,6 +45,12 @@ type Pruner interface {
 	Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool
 }
 
+// samplingFilter is a pruner that narrows what the sampler learns from, as
+// Optuna's Hyperband hands samplers the new trial's bracket alone.
+type samplingFilter interface {
+	SamplerTrials(study storage.Study, trials []storage.FrozenTrial, number int) []storage.FrozenTrial
+}
+
 // NewSampler builds the configured sampler.
 func NewSampler(c SamplerConfig) (Sampler, error) {
 	switch c.Name {
@@ -82,6 +88,9 @@ func NewPruner(c PrunerConfig) Pruner {
 	case "asha":
 		return pruner.SuccessiveHalving{MinResource: c.MinResource, ReductionFactor: max(c.ReductionFactor, 2),
 			MinEarlyStoppingRate: c.MinEarlyStoppingRate, BootstrapCount: c.BootstrapCount}
+	case "hyperband":
+		return pruner.Hyperband{MinResource: max(c.MinResource, 1), MaxResource: c.MaxResource, ReductionFactor: max(c.ReductionFactor, 2),
+			BootstrapCount: c.BootstrapCount}
 	}
 	return nil
 }

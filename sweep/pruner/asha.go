@@ -36,24 +36,40 @@ func NewSuccessiveHalving() SuccessiveHalving { return SuccessiveHalving{Reducti
 // Prune reports whether trial, whose latest report is its last step, should
 // stop.
 func (p SuccessiveHalving) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool {
-	step, value, ok := trial.LastStep()
-	if !ok {
+	if _, _, ok := trial.LastStep(); !ok {
 		return false
 	}
 	minRes := p.MinResource
 	// recorded says whether a trial's reports were checked when they were
 	// made: always with a fixed min_resource; with auto, Optuna checks
 	// nothing until a trial is COMPLETE, so only trials started after the
-	// first one ended have rung values (exact when trials run one at a
-	// time; a trial running across that moment had some checked).
+	// first one ended have rung values.
 	recorded := func(storage.FrozenTrial) bool { return true }
 	if minRes == 0 {
-		var known time.Time
-		minRes, known = estimateMinResource(trials)
-		if minRes == 0 {
+		last, known, ok := firstComplete(trials)
+		if !ok {
 			return false // no COMPLETE trial yet: nothing to size the rungs by
 		}
-		recorded = func(t storage.FrozenTrial) bool { return !t.Start.Before(known) }
+		minRes = max(last/100, 1)
+		recorded = startedAfter(known)
+	}
+	return p.prune(study, trials, trial, minRes, recorded)
+}
+
+// startedAfter is the rule for which trials' reports a pruner that set
+// itself up when the first trial completed (at known) has checked: those
+// of the trials started since. It is exact when trials run one at a time;
+// a trial running across that moment had some of its reports checked.
+func startedAfter(known time.Time) func(storage.FrozenTrial) bool {
+	return func(t storage.FrozenTrial) bool { return !t.Start.Before(known) }
+}
+
+// prune is Prune with the rungs sized (rung 0 of rate 0 ends at minRes)
+// and the trials whose reports were checked known.
+func (p SuccessiveHalving) prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial, minRes int, recorded func(storage.FrozenTrial) bool) bool {
+	step, value, ok := trial.LastStep()
+	if !ok {
+		return false
 	}
 	eta := max(p.ReductionFactor, 2)
 	rungEnd := func(k int) int { return minRes * pow(eta, p.MinEarlyStoppingRate+k) }
@@ -96,36 +112,30 @@ func (p SuccessiveHalving) Prune(study storage.Study, trials []storage.FrozenTri
 	}
 }
 
-// estimateMinResource is Optuna's 'auto': the steps the first COMPLETE
-// trial reported, divided by 100 (at least 1), and when it ended; 0 while
-// no trial is complete. Optuna makes the estimate once, from the trials
-// complete at the first check after one completes, and keeps it: in a
-// study run one trial at a time that is the first COMPLETE trial alone.
-// (Taking the most steps of every COMPLETE trial, as this did, agreed only
-// while trials reported fewer than 200 steps; with eval_steps they report
-// optimiser steps, and early stopping makes their last steps differ.)
-func estimateMinResource(trials []storage.FrozenTrial) (int, time.Time) {
-	last := -1
-	var first time.Time
+// firstComplete is the COMPLETE trial that a pruner sizing itself from
+// "the COMPLETE trials" saw: Optuna sizes at the first check after one
+// completes and keeps the size, so in a study run one trial at a time that
+// is the first to complete. It returns that trial's last reported step
+// (the most of any trials completing at the same moment), when it
+// completed, and false while no COMPLETE trial has reported.
+// (Taking the most steps of every COMPLETE trial agreed only while trials
+// reported fewer than 200 steps; with eval_steps they report optimiser
+// steps, and early stopping makes their last steps differ.)
+func firstComplete(trials []storage.FrozenTrial) (last int, at time.Time, ok bool) {
+	last = -1
 	for _, t := range trials {
-		if t.State != storage.Complete {
+		s, _, reported := t.LastStep()
+		if t.State != storage.Complete || !reported {
 			continue
 		}
-		s, _, ok := t.LastStep()
-		if !ok {
-			s = -1
-		}
 		switch {
-		case first.IsZero() || t.Complete.Before(first):
-			first, last = t.Complete, s
-		case t.Complete.Equal(first):
+		case at.IsZero() || t.Complete.Before(at):
+			at, last = t.Complete, s
+		case t.Complete.Equal(at):
 			last = max(last, s)
 		}
 	}
-	if last < 0 {
-		return 0, first
-	}
-	return max(last/100, 1), first
+	return last, at, last >= 0
 }
 
 // firstAtOrAfter is the value of t's first report at step ≥ end: what

@@ -90,10 +90,10 @@ func TestAutoMinResourceIsTheFirstCompleteTrials(t *testing.T) {
 			Start: t0, Complete: t0.Add(end)}
 	}
 	trials := []storage.FrozenTrial{trial(2, 1200, 2*time.Minute), trial(1, 450, time.Minute)}
-	if minRes, first := estimateMinResource(trials); minRes != 4 || !first.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("min_resource %d from the trial ending at %v; want 4 from the first to complete", minRes, first)
+	if last, first, ok := firstComplete(trials); !ok || last != 450 || !first.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("sized by the trial ending at %v with %d steps (%v); want the first to complete, 450 steps", first, last, ok)
 	}
-	if minRes, _ := estimateMinResource(nil); minRes != 0 {
-		t.Fatalf("min_resource %d with no trial complete, want 0 (not sized yet)", minRes)
+	if _, _, ok := firstComplete(nil); ok {
+		t.Fatal("sized with no trial complete (want: not sized yet)")
 	}
 }
