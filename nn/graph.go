@@ -484,6 +484,37 @@ func (g *Graph) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 	return out
 }
 
+// NormLinear returns Linear(RMSNorm(x, nw), w, bias): x (..., C), nw (C),
+// w (OC, C), bias (OC) or nil. Its values are those of the two ops in
+// turn. Its backward differs where x takes no gradient (READ's encoder
+// side reads the frozen backbone's states): the normalised input's
+// gradient, a product as large as the forward one, would serve only the
+// norm weight's, and both weight gradients follow from one product instead,
+// M = doutᵀ·x̂ (OC, C) with x̂ = x·rstd: dw = M·diag(nw) and dnw_c =
+// Σ_o w[o,c]·M[o,c].
+func (g *Graph) NormLinear(x, nw, w, bias *Tensor, eps float32) *Tensor {
+	if g.gpu != nil || x.takesGrad() || !nw.takesGrad() || !w.takesGrad() {
+		return g.Linear(g.RMSNorm(x, nw, eps), w, bias)
+	}
+	C, OC := x.Dim(-1), w.Dim(0)
+	if w.Dim(1) != C || nw.Len() != C {
+		panic(fmt.Sprintf("nn: NormLinear: x has %d features, norm weight %v, w %v", C, nw.Shape, w.Shape))
+	}
+	N := x.Rows()
+	shape := append(append([]int(nil), x.Shape[:len(x.Shape)-1]...), OC)
+	out := g.New(g.wants(w, nw, bias), shape...)
+	in, rstd := g.arena.alloc(N*C), g.arena.alloc(N)
+	RMSNormForward(in, rstd, x.Data, nw.Data, N, C, eps)
+	MatmulForward(g.Backend, out.Data, in, w.Data, data(bias), N, C, OC)
+	if out.Grad != nil {
+		xhat, m := in, g.arena.alloc(OC*C) // in is not needed after the forward product
+		g.record(func() {
+			NormLinearBackward(g.Backend, w.Grad, nw.Grad, grad(bias), out.Grad, x.Data, rstd, w.Data, nw.Data, xhat, m, N, C, OC)
+		})
+	}
+	return out
+}
+
 // AttentionOpts describe one attention call's masking.
 type AttentionOpts struct {
 	Heads   int
@@ -807,9 +838,14 @@ func (g *Graph) Slice(x *Tensor, lo, hi int) *Tensor {
 // GRUCell returns the next state of a PyTorch GRUCell: x (N, I), h (N, R),
 // wih (3R, I), whh (3R, R), biases (3R) or nil.
 func (g *Graph) GRUCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
+	return g.GRUGates(g.Linear(x, wih, bih), g.Linear(h, whh, bhh), h)
+}
+
+// GRUGates is GRUCell from its projections gi = x·wihᵀ + bih and gh =
+// h·whhᵀ + bhh (N, 3R), computed by the caller (NormLinear for gi; bhh
+// alone for gh where h is zero).
+func (g *Graph) GRUGates(gi, gh, h *Tensor) *Tensor {
 	N, R := h.Dim(0), h.Dim(1)
-	gi := g.Linear(x, wih, bih)
-	gh := g.Linear(h, whh, bhh)
 	out := g.New(g.wants(gi, gh, h), N, R)
 	if g.gpu != nil {
 		g.gpu.gru(out, gi, gh, h, N, R)
@@ -826,8 +862,14 @@ func (g *Graph) GRUCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
 // LSTMCell returns the next (h, c) of a PyTorch LSTMCell: x (N, I),
 // h, c (N, R), wih (4R, I), whh (4R, R), biases (4R) or nil.
 func (g *Graph) LSTMCell(x, h, c, wih, whh, bih, bhh *Tensor) (hOut, cOut *Tensor) {
-	N, R := h.Dim(0), h.Dim(1)
-	gates := g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh))
+	return g.LSTMGates(g.Linear(x, wih, bih), g.Linear(h, whh, bhh), c)
+}
+
+// LSTMGates is LSTMCell from its projections gi = x·wihᵀ + bih and gh =
+// h·whhᵀ + bhh (N, 4R).
+func (g *Graph) LSTMGates(gi, gh, c *Tensor) (hOut, cOut *Tensor) {
+	N, R := c.Dim(0), c.Dim(1)
+	gates := g.Add(gi, gh)
 	want := g.wants(gates, c)
 	hOut, cOut = g.New(want, N, R), g.New(want, N, R)
 	if g.gpu != nil {
@@ -844,7 +886,13 @@ func (g *Graph) LSTMCell(x, h, c, wih, whh, bih, bhh *Tensor) (hOut, cOut *Tenso
 
 // RNNCell returns tanh(x·wihᵀ + bih + h·whhᵀ + bhh), PyTorch's RNNCell.
 func (g *Graph) RNNCell(x, h, wih, whh, bih, bhh *Tensor) *Tensor {
-	return g.Tanh(g.Add(g.Linear(x, wih, bih), g.Linear(h, whh, bhh)))
+	return g.RNNGates(g.Linear(x, wih, bih), g.Linear(h, whh, bhh))
+}
+
+// RNNGates is RNNCell from its projections gi = x·wihᵀ + bih and gh =
+// h·whhᵀ + bhh (N, R).
+func (g *Graph) RNNGates(gi, gh *Tensor) *Tensor {
+	return g.Tanh(g.Add(gi, gh))
 }
 
 // AddRow adds b (C) to every row of x (..., C): a bias.

@@ -202,6 +202,14 @@ func opCases() []opCase {
 			targets := []int32{3, -100, 0, 6, -100, 2}
 			checkGrad(t, be, []*Tensor{logits}, 1e-2, func(g *Graph) *Tensor { return g.CrossEntropy(logits, targets) })
 		}},
+		{"norm linear over a frozen input", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, nw, w, b := randTensor(rng, false, 2, 3, 6), randTensor(rng, true, 6), randTensor(rng, true, 5, 6), randTensor(rng, true, 5)
+			checkGrad(t, be, []*Tensor{nw, w, b}, 1e-2, func(g *Graph) *Tensor { return g.NormLinear(x, nw, w, b, 1e-6) })
+		}},
+		{"norm linear, input with gradient", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, nw, w := randTensor(rng, true, 4, 6), randTensor(rng, true, 6), randTensor(rng, true, 5, 6)
+			checkGrad(t, be, []*Tensor{x, nw, w}, 1e-2, func(g *Graph) *Tensor { return g.NormLinear(x, nw, w, nil, 1e-6) })
+		}},
 		{"gru cell", func(t *testing.T, be Backend, rng *rand.Rand) {
 			x, h := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 5)
 			wih, whh, bih, bhh := randTensor(rng, true, 15, 4), randTensor(rng, true, 15, 5), randTensor(rng, true, 15), randTensor(rng, true, 15)
@@ -221,6 +229,51 @@ func opCases() []opCase {
 			wih, whh := randTensor(rng, true, 2, 4), randTensor(rng, true, 2, 2)
 			checkGrad(t, be, []*Tensor{x, h, wih, whh}, 1e-2, func(g *Graph) *Tensor { return g.RNNCell(x, h, wih, whh, nil, nil) })
 		}},
+	}
+}
+
+// TestNormLinearMatchesComposition: over an input without gradient,
+// NormLinear's one-product backward gives the gradients of RMSNorm then
+// Linear to float32 rounding, and the same values bit for bit.
+func TestNormLinearMatchesComposition(t *testing.T) {
+	for _, be := range backends() {
+		rng := rand.New(rand.NewPCG(5, 5))
+		N, C, OC := 37, 48, 40
+		x := randTensor(rng, false, N, C)
+		nw, w, b := randTensor(rng, true, C), randTensor(rng, true, OC, C), randTensor(rng, true, OC)
+		dout := randTensor(rng, false, N, OC)
+		run := func(fused bool) (out []float32, grads [][]float32) {
+			for _, p := range []*Tensor{nw, w, b} {
+				clear(p.Grad)
+			}
+			g := NewGraph(be)
+			var y *Tensor
+			if fused {
+				y = g.NormLinear(x, nw, w, b, 1e-6)
+			} else {
+				y = g.Linear(g.RMSNorm(x, nw, 1e-6), w, b)
+			}
+			copy(y.Grad, dout.Data)
+			for i := len(g.tape) - 1; i >= 0; i-- {
+				g.tape[i]()
+			}
+			return slices.Clone(y.Data), [][]float32{slices.Clone(nw.Grad), slices.Clone(w.Grad), slices.Clone(b.Grad)}
+		}
+		fusedOut, fused := run(true)
+		composedOut, composed := run(false)
+		if !slices.Equal(fusedOut, composedOut) {
+			t.Errorf("%s: NormLinear's values differ from RMSNorm then Linear", be.Name())
+		}
+		for i, name := range []string{"norm weight", "weight", "bias"} {
+			var worst, scale float64
+			for j, v := range composed[i] {
+				worst = math.Max(worst, math.Abs(float64(fused[i][j]-v)))
+				scale = math.Max(scale, math.Abs(float64(v)))
+			}
+			if worst > 1e-5*scale {
+				t.Errorf("%s: %s gradient differs by %.3g (largest %.3g)", be.Name(), name, worst, scale)
+			}
+		}
 	}
 }
 

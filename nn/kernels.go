@@ -41,6 +41,49 @@ func MatmulBackward(be Backend, dinp, dw, dbias, dout, inp, w []float32, N, C, O
 	}
 }
 
+// NormLinearBackward is the backward of Linear(RMSNorm(x, nw), w, bias)
+// for an x that takes no gradient: with x̂ = x·rstd (into xhat, N×C) and
+// M = doutᵀ·x̂ (into m, OC×C), dw += M·diag(nw), dnw_c += Σ_o w[o,c]·M[o,c]
+// (summed in float64) and dbias += Σ_n dout[n]. One product where the
+// composed backward takes two (doutᵀ·in, dout·w).
+func NormLinearBackward(be Backend, dw, dnw, dbias, dout, x, rstd, w, nw, xhat, m []float32, N, C, OC int) {
+	parallelFor(N, 16, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			r := rstd[n]
+			for i, v := range x[n*C : (n+1)*C] {
+				xhat[n*C+i] = v * r
+			}
+		}
+	})
+	be.Sgemm(true, false, OC, C, N, 1, dout, OC, xhat, C, 0, m, C)
+	parallelFor(OC, 16, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			row, d := m[o*C:(o+1)*C], dw[o*C:(o+1)*C]
+			for c, v := range row {
+				d[c] += v * nw[c]
+			}
+		}
+	})
+	sums := make([]float64, C)
+	for o := 0; o < OC; o++ {
+		row, wr := m[o*C:(o+1)*C], w[o*C:(o+1)*C]
+		for c, v := range row {
+			sums[c] += float64(wr[c]) * float64(v)
+		}
+	}
+	for c, v := range sums {
+		dnw[c] += float32(v)
+	}
+	if dbias != nil {
+		for n := 0; n < N; n++ {
+			row := dout[n*OC : (n+1)*OC]
+			for o := range dbias {
+				dbias[o] += row[o]
+			}
+		}
+	}
+}
+
 // EmbeddingForward gathers rows: out[n] = table[ids[n]].
 // table: (V, D); ids: (N); out: (N, D).
 func EmbeddingForward(out, table []float32, ids []int32, D int) {

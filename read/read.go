@@ -214,16 +214,26 @@ func (r *Read) side(g *nn.Graph, side, proj string, xs []*nn.Tensor) *nn.Tensor 
 	}
 	for i, x := range xs {
 		p, q := unitNames(side, proj, i, r.opts.Recurrence)
-		in := g.RMSNorm(x.View(N, D), r.params.Get(p+"norm.weight"), eps)
-		wih, whh := r.params.Get(p+"cell.weight_ih"), r.params.Get(p+"cell.weight_hh")
-		bih, bhh := r.params.Get(p+"cell.bias_ih"), r.params.Get(p+"cell.bias_hh")
+		// The cell's input projection of its normed input, in one op: the
+		// encoder side's inputs are the frozen backbone's states, and
+		// NormLinear then spares the backward a product (see nn.NormLinear).
+		gi := g.NormLinear(x.View(N, D), r.params.Get(p+"norm.weight"), r.params.Get(p+"cell.weight_ih"), r.params.Get(p+"cell.bias_ih"), eps)
+		whh, bhh := r.params.Get(p+"cell.weight_hh"), r.params.Get(p+"cell.bias_hh")
+		var gh *nn.Tensor
+		if i == 0 {
+			// h₀ = 0: its projection is the bias alone, without a product
+			// (forward) or a weight gradient of zeros (backward).
+			gh = g.AddRow(g.Zeros(N, gi.Dim(1)), bhh)
+		} else {
+			gh = g.Linear(h, whh, bhh)
+		}
 		switch r.opts.Cell {
 		case "gru":
-			h = g.GRUCell(in, h, wih, whh, bih, bhh)
+			h = g.GRUGates(gi, gh, h)
 		case "lstm":
-			h, c = g.LSTMCell(in, h, c, wih, whh, bih, bhh)
+			h, c = g.LSTMGates(gi, gh, c)
 		default:
-			h = g.RNNCell(in, h, wih, whh, bih, bhh)
+			h = g.RNNGates(gi, gh)
 		}
 		switch {
 		case !r.opts.Recurrence:
