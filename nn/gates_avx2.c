@@ -146,3 +146,31 @@ AVX2 void rs_gru_gate_backward(float* dgi, float* dgh, float* dh, const float* d
 		}
 	}
 }
+
+// optim.go's AdamW update of elements lo to hi, the same operations in the
+// same order (sqrt and division are correctly rounded in both).
+AVX2 void rs_adamw_rows(float* p, const float* g, float* m, float* v, int64_t lo, int64_t hi, float b1, float c1, float b2,
+		float c2, float bc2Sqrt, float eps, float decay, float stepSize) {
+	__m256 vb1 = _mm256_set1_ps(b1), vc1 = _mm256_set1_ps(c1), vb2 = _mm256_set1_ps(b2), vc2 = _mm256_set1_ps(c2);
+	__m256 vbc = _mm256_set1_ps(bc2Sqrt), veps = _mm256_set1_ps(eps), vdecay = _mm256_set1_ps(decay), vstep = _mm256_set1_ps(stepSize);
+	int64_t i = lo;
+	for (; i + 8 <= hi; i += 8) {
+		__m256 gi = _mm256_loadu_ps(g + i);
+		__m256 mi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(m + i), vb1), _mm256_mul_ps(vc1, gi));
+		__m256 vi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), vb2), _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+		_mm256_storeu_ps(m + i, mi);
+		_mm256_storeu_ps(v + i, vi);
+		__m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc), veps);
+		__m256 pi = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), vdecay), _mm256_mul_ps(vstep, _mm256_div_ps(mi, denom)));
+		_mm256_storeu_ps(p + i, pi);
+	}
+	for (; i < hi; i++) {
+		float gi = g[i];
+		float mi = m[i] * b1 + c1 * gi;
+		float vi = v[i] * b2 + c2 * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		float denom = _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(vi))) / bc2Sqrt + eps;
+		p[i] = p[i] * decay - stepSize * (mi / denom);
+	}
+}

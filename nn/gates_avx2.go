@@ -54,3 +54,15 @@ func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) 
 		C.int64_t(lo), C.int64_t(hi), C.int64_t(R))
 	return true
 }
+
+// adamwRows is AdamW.Step's update of elements lo to hi eight lanes at a
+// time (bit for bit the Go loop's result) where the CPU has AVX2; it
+// reports false, doing nothing, otherwise.
+func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool {
+	if !haveAVX2 || hi <= lo {
+		return false
+	}
+	C.rs_adamw_rows(cFloats(p), cFloats(g), cFloats(m), cFloats(v), C.int64_t(lo), C.int64_t(hi), C.float(s.b1), C.float(s.c1),
+		C.float(s.b2), C.float(s.c2), C.float(s.bc2Sqrt), C.float(s.eps), C.float(s.decay), C.float(s.stepSize))
+	return true
+}

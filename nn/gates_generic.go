@@ -10,3 +10,6 @@ func lstmGateRows(hOut, cOut, acts, tc, g, c []float32, lo, hi, R int) bool { re
 
 // gruGateBackRows has no vector kernel here: GRUGateBackward's Go loop runs.
 func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) bool { return false }
+
+// adamwRows has no vector kernel here: AdamW.Step's Go loop runs.
+func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool { return false }

@@ -200,18 +200,26 @@ func (o *AdamW) Step(ts []*Tensor) {
 	for _, t := range ts {
 		m, v, p, g := o.m[off:off+t.Len()], o.v[off:off+t.Len()], t.Data, t.Grad
 		parallelFor(len(p), 1<<15, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				// torch's order: p·(1 − lr·wd); m·β₁ + (1 − β₁)·g; v·β₂ + (1 − β₂)·g·g;
-				// p − step·(m / (√v/√bc₂ + ε)).
-				gi := g[i]
-				mi := m[i]*s.b1 + s.c1*gi
-				vi := v[i]*s.b2 + s.c2*gi*gi
-				m[i], v[i] = mi, vi
-				denom := float32(math.Sqrt(float64(vi)))/s.bc2Sqrt + s.eps
-				p[i] = p[i]*s.decay - s.stepSize*(mi/denom)
+			if !adamwRows(p, g, m, v, lo, hi, s) {
+				adamwRowsGo(p, g, m, v, lo, hi, s)
 			}
 		})
 		off += t.Len()
+	}
+}
+
+// adamwRowsGo updates elements lo to hi of p and its moments m, v from
+// the gradient g.
+func adamwRowsGo(p, g, m, v []float32, lo, hi int, s adamwScalars) {
+	for i := lo; i < hi; i++ {
+		// torch's order: p·(1 − lr·wd); m·β₁ + (1 − β₁)·g; v·β₂ + (1 − β₂)·g·g;
+		// p − step·(m / (√v/√bc₂ + ε)).
+		gi := g[i]
+		mi := m[i]*s.b1 + s.c1*gi
+		vi := v[i]*s.b2 + s.c2*gi*gi
+		m[i], v[i] = mi, vi
+		denom := float32(math.Sqrt(float64(vi)))/s.bc2Sqrt + s.eps
+		p[i] = p[i]*s.decay - s.stepSize*(mi/denom)
 	}
 }
 
