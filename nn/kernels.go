@@ -64,16 +64,21 @@ func NormLinearBackward(be Backend, dw, dnw, dbias, dout, x, rstd, w, nw, xhat, 
 			}
 		}
 	})
+	// Each worker sums its own columns over every o, in o's order, so the
+	// split changes nothing in the result.
 	sums := make([]float64, C)
-	for o := 0; o < OC; o++ {
-		row, wr := m[o*C:(o+1)*C], w[o*C:(o+1)*C]
-		for c, v := range row {
-			sums[c] += float64(wr[c]) * float64(v)
+	parallelFor(C, 64, func(lo, hi int) {
+		part := sums[lo:hi]
+		for o := 0; o < OC; o++ {
+			row, wr := m[o*C+lo:o*C+hi], w[o*C+lo:o*C+hi]
+			for c, v := range row {
+				part[c] += float64(wr[c]) * float64(v)
+			}
 		}
-	}
-	for c, v := range sums {
-		dnw[c] += float32(v)
-	}
+		for c, v := range part {
+			dnw[lo+c] += float32(v)
+		}
+	})
 	if dbias != nil {
 		for n := 0; n < N; n++ {
 			row := dout[n*OC : (n+1)*OC]
