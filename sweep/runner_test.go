@@ -259,19 +259,23 @@ max_retries: 1
 	}
 }
 
+// oneStudy is the start of a sweep file with one study: the synthetic
+// trainer's READ (GRU) on sst2 over the usual learning-rate range.
+const oneStudy = `trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+`
+
 // TestStaleTrialRetriedOnce: a process that dies after enqueuing its
 // failed trial's retry but before recording the FAIL leaves a RUNNING
 // trial; the next run reaps it and does not enqueue it again. One that
 // died before enqueuing gets its retry from the reaper. Each lost trial
 // ends with exactly one COMPLETE retry.
 func TestStaleTrialRetriedOnce(t *testing.T) {
-	r, store := testRunner(t, `trainer: synthetic
-datasets: [sst2]
-methods:
-  read: [{cell: gru}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 4
+	r, store := testRunner(t, oneStudy+`trials: 4
 training: {max_epochs: 1}
 heartbeat_interval: 50ms
 heartbeat_grace: 100ms
@@ -332,13 +336,7 @@ func TestSearchTrialsSkipLatency(t *testing.T) {
 	} {
 		var mu sync.Mutex
 		seen := map[bool][]any{} // final → latency_examples of each spawn
-		r, store := testRunner(t, `trainer: synthetic
-datasets: [sst2]
-methods:
-  read: [{cell: gru}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 2
+		r, store := testRunner(t, oneStudy+`trials: 2
 training: `+tc.training+"\n", func(ctx context.Context, p Proc) error {
 			spec, err := stdinSpec(p)
 			if err != nil {
@@ -414,13 +412,7 @@ func (s *samplerSpy) Sample(study storage.Study, trials []storage.FrozenTrial, n
 // once the brackets are set up the sampler learns only from the new
 // trial's bracket, as Optuna's samplers do.
 func TestRunnerHyperband(t *testing.T) {
-	r, store := testRunner(t, `trainer: synthetic
-datasets: [sst2]
-methods:
-  read: [{cell: gru}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 24
+	r, store := testRunner(t, oneStudy+`trials: 24
 sampler: {seed: 4, n_startup_trials: 4}
 pruner: {name: hyperband, min_resource: 1, max_resource: 9, reduction_factor: 3}
 training: {max_epochs: 9, patience: 9}

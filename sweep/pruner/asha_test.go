@@ -42,32 +42,10 @@ func TestSuccessiveHalvingMatchesOptuna(t *testing.T) {
 		study := storage.Study{Direction: dir}
 		var trials []storage.FrozenTrial
 		for i, curve := range sc.Values {
-			start := time.Date(2026, 12, 2, 0, i, 0, 0, time.UTC) // one after another, a minute each
-			trials = append(trials, storage.FrozenTrial{ID: int64(i + 1), Number: i, State: storage.Running, Intermediate: map[int]float64{},
-				Start: start})
-			cur := &trials[len(trials)-1]
-			at := -1
-			for step, v := range curve {
-				val := math.NaN()
-				if v != nil {
-					val = *v
-				}
-				cur.Intermediate[step] = val
-				if p.Prune(study, trials, *cur) {
-					at = step
-					break
-				}
-			}
-			cur.Complete = cur.Start.Add(30 * time.Second)
-			switch last := curve[len(curve)-1]; {
-			case at >= 0:
-				cur.State = storage.Pruned
+			trials = append(trials, goldenTrial(i))
+			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return p.Prune(study, trials, cur) })
+			if at >= 0 {
 				pruned++
-			case last == nil:
-				cur.State = storage.Fail
-			default:
-				cur.State = storage.Complete
-				cur.Value = last
 			}
 			if at != sc.PrunedAt[i] {
 				t.Fatalf("scenario %d (%+v, %s), trial %d: pruned at step %d, Optuna at %d", si, p, sc.Direction, i, at, sc.PrunedAt[i])
@@ -77,6 +55,44 @@ func TestSuccessiveHalvingMatchesOptuna(t *testing.T) {
 	if pruned < 100 {
 		t.Fatalf("only %d trials pruned: the goldens exercise little", pruned)
 	}
+}
+
+// goldenTrial is trial i of a golden scenario, RUNNING: trials start one
+// after another, a minute apart.
+func goldenTrial(i int) storage.FrozenTrial {
+	return storage.FrozenTrial{ID: int64(i + 1), Number: i, State: storage.Running, Intermediate: map[int]float64{},
+		Start: time.Date(2026, 12, 2, 0, i, 0, 0, time.UTC)}
+}
+
+// replayReports makes the last of trials report curve's values one step at
+// a time (nil: NaN), asking prune after each, and finishes it as Optuna's
+// golden script did: PRUNED at the step prune said so (returned; -1 when
+// never), else FAIL if its last value is missing, else COMPLETE with it.
+func replayReports(trials []storage.FrozenTrial, curve []*float64, prune func(storage.FrozenTrial) bool) int {
+	cur := &trials[len(trials)-1]
+	at := -1
+	for step, v := range curve {
+		val := math.NaN()
+		if v != nil {
+			val = *v
+		}
+		cur.Intermediate[step] = val
+		if prune(*cur) {
+			at = step
+			break
+		}
+	}
+	cur.Complete = cur.Start.Add(30 * time.Second)
+	switch last := curve[len(curve)-1]; {
+	case at >= 0:
+		cur.State = storage.Pruned
+	case last == nil:
+		cur.State = storage.Fail
+	default:
+		cur.State = storage.Complete
+		cur.Value = last
+	}
+	return at
 }
 
 // TestAutoMinResourceIsTheFirstCompleteTrials: min_resource auto is sized

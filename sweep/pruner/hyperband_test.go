@@ -2,11 +2,9 @@ package pruner
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
 )
@@ -47,9 +45,7 @@ func TestHyperbandMatchesOptuna(t *testing.T) {
 		study := storage.Study{Name: sc.Study, Direction: dir}
 		var trials []storage.FrozenTrial
 		for i, curve := range sc.Values {
-			start := time.Date(2026, 12, 2, 0, i, 0, 0, time.UTC) // one after another, a minute each
-			trials = append(trials, storage.FrozenTrial{ID: int64(i + 1), Number: i, State: storage.Running, Intermediate: map[int]float64{},
-				Start: start})
+			trials = append(trials, goldenTrial(i))
 			var seen []int
 			for _, s := range h.SamplerTrials(study, trials, i) {
 				seen = append(seen, s.Number)
@@ -60,29 +56,9 @@ func TestHyperbandMatchesOptuna(t *testing.T) {
 			if len(seen) < i+1 {
 				filtered++
 			}
-			cur := &trials[len(trials)-1]
-			at := -1
-			for step, v := range curve {
-				val := math.NaN()
-				if v != nil {
-					val = *v
-				}
-				cur.Intermediate[step] = val
-				if h.Prune(study, trials, *cur) {
-					at = step
-					break
-				}
-			}
-			cur.Complete = cur.Start.Add(30 * time.Second)
-			switch last := curve[len(curve)-1]; {
-			case at >= 0:
-				cur.State = storage.Pruned
+			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return h.Prune(study, trials, cur) })
+			if at >= 0 {
 				pruned++
-			case last == nil:
-				cur.State = storage.Fail
-			default:
-				cur.State = storage.Complete
-				cur.Value = last
 			}
 			if at != sc.PrunedAt[i] {
 				t.Fatalf("scenario %d (%+v, %s, %s), trial %d: pruned at step %d, Optuna at %d", si, h, sc.Study, sc.Direction, i, at, sc.PrunedAt[i])

@@ -13,6 +13,8 @@ recorded, once appended) and a trial is promoted a little more often; that is a 
 import json, math, random
 import optuna
 
+from replay import replay
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 scenarios = []
 settings = []
@@ -38,22 +40,7 @@ for i, (min_resource, eta, rate, bootstrap, direction) in enumerate(settings):
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(
                                     min_resource=min_resource, reduction_factor=eta,
                                     min_early_stopping_rate=rate, bootstrap_count=bootstrap))
-    pruned_at = []
-    for curve in values:
-        trial = study.ask()
-        at = -1
-        for step, v in enumerate(curve):
-            trial.report(v, step)
-            if trial.should_prune():
-                at = step
-                break
-        if at >= 0:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif math.isnan(curve[-1]):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, curve[-1])
-        pruned_at.append(at)
+    pruned_at = replay(study, values)
     scenarios.append({"min_resource": 0 if min_resource == "auto" else min_resource, "reduction_factor": eta,
                       "min_early_stopping_rate": rate, "bootstrap_count": bootstrap, "direction": direction,
                       "values": [[None if math.isnan(v) else v for v in c] for c in values], "pruned_at": pruned_at})

@@ -11,6 +11,8 @@ random learning curves; a few are NaN (null). In-memory storage, as for make_ash
 import json, math, random
 import optuna
 
+from replay import replay
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -52,22 +54,7 @@ for name, min_resource, max_resource, eta, bootstrap, direction in settings:
     pruner = optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
                                             reduction_factor=eta, bootstrap_count=bootstrap)
     study = optuna.create_study(study_name=name, direction=direction, sampler=sampler, pruner=pruner)
-    pruned_at = []
-    for curve in values:
-        trial = study.ask()
-        at = -1
-        for step, v in enumerate(curve):
-            trial.report(v, step)
-            if trial.should_prune():
-                at = step
-                break
-        if at >= 0:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        elif math.isnan(curve[-1]):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, curve[-1])
-        pruned_at.append(at)
+    pruned_at = replay(study, values)
     brackets = [pruner._get_bracket_id(study, t) for t in study.get_trials(deepcopy=False)]
     scenarios.append({"study": name, "min_resource": min_resource, "max_resource": 0 if max_resource == "auto" else max_resource,
                       "reduction_factor": eta, "bootstrap_count": bootstrap, "direction": direction,
