@@ -39,7 +39,14 @@ func (Gonum) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 // parallelFor runs fn over [0, n) in contiguous chunks on up to GOMAXPROCS
 // goroutines; grain is the least work worth a goroutine.
 func parallelFor(n, grain int, fn func(lo, hi int)) {
-	workers := runtime.GOMAXPROCS(0)
+	parallelParts(n, grain, runtime.GOMAXPROCS(0), func(_, lo, hi int) { fn(lo, hi) })
+}
+
+// parallelParts is parallelFor on at most parts goroutines, telling fn
+// which part (0, 1, …) it runs, so that each part can have its own working
+// memory. The cut depends on n, grain, parts and GOMAXPROCS alone.
+func parallelParts(n, grain, parts int, fn func(part, lo, hi int)) {
+	workers := min(parts, runtime.GOMAXPROCS(0))
 	if grain < 1 {
 		grain = 1
 	}
@@ -47,17 +54,17 @@ func parallelFor(n, grain int, fn func(lo, hi int)) {
 		workers = w
 	}
 	if workers <= 1 {
-		fn(0, n)
+		fn(0, 0, n)
 		return
 	}
 	var wg sync.WaitGroup
 	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
+	for part, lo := 0, 0; lo < n; part, lo = part+1, lo+chunk {
 		hi := min(lo+chunk, n)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fn(lo, hi)
+			fn(part, lo, hi)
 		}()
 	}
 	wg.Wait()

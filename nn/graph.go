@@ -546,14 +546,16 @@ func (g *Graph) Attention(q, k, v, bias *Tensor, o AttentionOpts) (out, probs *T
 	if g.Train && o.Dropout > 0 {
 		drop = g.dropoutMask(B*H*Tq*Tk, o.Dropout)
 	}
+	// Working memory for each goroutine the kernels may cut the heads into.
+	parts := runtime.GOMAXPROCS(0)
 	var scratch []float32
 	if drop != nil {
-		scratch = g.arena.alloc(Tq * Tk)
+		scratch = g.arena.alloc(parts * Tq * Tk)
 	}
 	AttentionForward(g.Backend, out.Data, probs.Data, drop, scratch, q.Data, k.Data, v.Data, data(bias), o.KeyMask, o.Causal, o.QOffset, B, Tq, Tk, H, K)
 	if want {
 		g.record(func() {
-			scratch := g.arena.alloc(2 * Tq * Tk)
+			scratch := g.arena.alloc(parts * 2 * Tq * Tk)
 			AttentionBackward(g.Backend, q.Grad, k.Grad, v.Grad, grad(bias), scratch, out.Grad, probs.Data, drop, q.Data, k.Data, v.Data, B, Tq, Tk, H, K)
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -527,3 +528,53 @@ func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f fu
 	}
 }
 func clone(x []float32) []float32 { return append([]float32(nil), x...) }
+
+// TestAttentionPartsMatchSerial: the attention kernels cut (b, h) pairs,
+// and for backward heads, across goroutines, each with its own working
+// memory; the results equal one goroutine's bit for bit, with and without
+// dropout, bias, key mask and causal mask.
+func TestAttentionPartsMatchSerial(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const B, Tq, Tk, H, K = 3, 24, 24, 4, 32
+	for _, be := range backends() {
+		rng := rand.New(rand.NewPCG(11, 12))
+		q, k, v := randSlice(rng, B*Tq*H*K), randSlice(rng, B*Tk*H*K), randSlice(rng, B*Tk*H*K)
+		bias, dout := randSlice(rng, H*Tq*Tk), randSlice(rng, B*Tq*H*K)
+		mask := make([]bool, B*Tk)
+		for i := range mask {
+			mask[i] = i%Tk < Tk-3*(i/Tk) // each batch row pads a few more keys
+		}
+		drop := make([]float32, B*H*Tq*Tk)
+		for i := range drop {
+			if rng.Float32() >= 0.1 {
+				drop[i] = 1 / 0.9
+			}
+		}
+		ones := make([]float32, len(drop))
+		for i := range ones {
+			ones[i] = 1
+		}
+		type result struct{ out, probs, dq, dk, dv, dbias []float32 }
+		run := func(parts int, drop []float32, causal bool) result {
+			r := result{out: make([]float32, B*Tq*H*K), probs: make([]float32, B*H*Tq*Tk),
+				dq: make([]float32, len(q)), dk: make([]float32, len(k)), dv: make([]float32, len(v)), dbias: make([]float32, len(bias))}
+			AttentionForward(be, r.out, r.probs, drop, make([]float32, parts*Tq*Tk), q, k, v, bias, mask, causal, 0, B, Tq, Tk, H, K)
+			AttentionBackward(be, r.dq, r.dk, r.dv, r.dbias, make([]float32, parts*2*Tq*Tk), dout, r.probs, drop, q, k, v, B, Tq, Tk, H, K)
+			return r
+		}
+		for _, causal := range []bool{false, true} {
+			for _, tc := range []struct {
+				name        string
+				drop, alone []float32 // alone: the serial run's scales (ones stand for none: same products)
+			}{{"dropout", drop, drop}, {"no dropout", nil, ones}} {
+				serial, split := run(1, tc.alone, causal), run(4, tc.drop, causal)
+				for name, pair := range map[string][2][]float32{"out": {serial.out, split.out}, "probs": {serial.probs, split.probs},
+					"dq": {serial.dq, split.dq}, "dk": {serial.dk, split.dk}, "dv": {serial.dv, split.dv}, "dbias": {serial.dbias, split.dbias}} {
+					if !slices.Equal(pair[0], pair[1]) {
+						t.Errorf("%s, %s, causal %v: %s differs between one goroutine and four", be.Name(), tc.name, causal, name)
+					}
+				}
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math"
+	"runtime"
 )
 
 // MatmulForward computes out = inp·wᵀ (+ bias), PyTorch's nn.Linear.
@@ -171,12 +172,19 @@ func RMSNormBackward(dx, dw, dout, x, w, rstd []float32, N, D int) {
 // probs: (B, H, Tq, Tk), saved for backward; out: (B, Tq, H·K). drop,
 // when not nil, is (B, H, Tq, Tk) of dropout scales applied to probs
 // before they weight v (0 or 1/(1−p)); probs keeps the undropped values,
-// and scratch (Tq, Tk) holds the dropped ones. The products run on be,
-// one (b, h) at a time. reference: HF modeling_t5.py T5Attention.forward.
+// and scratch holds the dropped ones, (Tq, Tk) per goroutine: the (b, h)
+// pairs are cut into at most len(scratch)/(Tq·Tk) parts (any number without
+// dropout), each on its own goroutine, its products on be.
+// reference: HF modeling_t5.py T5Attention.forward.
 func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []float32, keyMask []bool, causal bool, qOffset, B, Tq, Tk, H, K int) {
 	HK := H * K
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
+	parts := runtime.GOMAXPROCS(0)
+	if drop != nil {
+		parts = len(scratch) / (Tq * Tk)
+	}
+	parallelParts(B*H, attentionGrain(Tq, Tk, K), parts, func(part, lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/H, bh%H
 			p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
 			qbh, kbh, vbh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:]
 			be.Sgemm(false, true, Tq, Tk, K, 1, qbh, HK, kbh, HK, 0, p, Tk)
@@ -209,7 +217,7 @@ func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []flo
 			}
 			w := p
 			if drop != nil {
-				w = scratch[:Tq*Tk]
+				w = scratch[part*Tq*Tk : (part+1)*Tq*Tk]
 				d := drop[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
 				for i := range w {
 					w[i] = p[i] * d[i]
@@ -217,66 +225,75 @@ func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []flo
 			}
 			be.Sgemm(false, false, Tq, K, Tk, 1, w, Tk, vbh, HK, 0, out[b*Tq*HK+h*K:], HK)
 		}
-	}
+	})
 }
+
+// attentionGrain is how many (b, h) pairs make a goroutine's worth of
+// attention: about 32k multiply-adds.
+func attentionGrain(Tq, Tk, K int) int { return max(1, (1<<15)/(2*Tq*Tk*K)) }
 
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
 // sums over the batch). drop is the forward's dropout scales or nil.
-// scratch: 2·Tq·Tk of working memory.
+// scratch: 2·Tq·Tk of working memory per goroutine; the heads are cut into
+// at most len(scratch)/(2·Tq·Tk) parts.
 func AttentionBackward(be Backend, dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v []float32, B, Tq, Tk, H, K int) {
 	HK := H * K
-	ds, pd := scratch[:Tq*Tk], scratch[Tq*Tk:2*Tq*Tk]
-	for b := 0; b < B; b++ {
-		for h := 0; h < H; h++ {
-			p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
-			var d []float32
-			if drop != nil {
-				d = drop[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
-			}
-			qbh, kbh, vbh, dobh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:], dout[b*Tq*HK+h*K:]
-			// d(dropped probs) = dout·vᵀ
-			be.Sgemm(false, true, Tq, Tk, K, 1, dobh, HK, vbh, HK, 0, ds, Tk)
-			if dv != nil {
-				w := p
-				if d != nil {
-					for i := range pd {
-						pd[i] = p[i] * d[i]
-					}
-					w = pd
+	// By heads: dbias sums over the batch, so each head's batch stays in
+	// one goroutine and in b's order.
+	parallelParts(H, max(1, attentionGrain(Tq, Tk, K)/B), len(scratch)/(2*Tq*Tk), func(part, lo, hi int) {
+		ds, pd := scratch[2*part*Tq*Tk:(2*part+1)*Tq*Tk], scratch[(2*part+1)*Tq*Tk:(2*part+2)*Tq*Tk]
+		for h := lo; h < hi; h++ {
+			for b := 0; b < B; b++ {
+				p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
+				var d []float32
+				if drop != nil {
+					d = drop[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
 				}
-				be.Sgemm(true, false, Tk, K, Tq, 1, w, Tk, dobh, HK, 1, dv[b*Tk*HK+h*K:], HK)
-			}
-			// Softmax backward on each row: ds = p ⊙ (dp − Σ p·dp).
-			for i := 0; i < Tq; i++ {
-				row, pr := ds[i*Tk:(i+1)*Tk], p[i*Tk:(i+1)*Tk]
-				if d != nil {
-					dr := d[i*Tk : (i+1)*Tk]
+				qbh, kbh, vbh, dobh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:], dout[b*Tq*HK+h*K:]
+				// d(dropped probs) = dout·vᵀ
+				be.Sgemm(false, true, Tq, Tk, K, 1, dobh, HK, vbh, HK, 0, ds, Tk)
+				if dv != nil {
+					w := p
+					if d != nil {
+						for i := range pd {
+							pd[i] = p[i] * d[i]
+						}
+						w = pd
+					}
+					be.Sgemm(true, false, Tk, K, Tq, 1, w, Tk, dobh, HK, 1, dv[b*Tk*HK+h*K:], HK)
+				}
+				// Softmax backward on each row: ds = p ⊙ (dp − Σ p·dp).
+				for i := 0; i < Tq; i++ {
+					row, pr := ds[i*Tk:(i+1)*Tk], p[i*Tk:(i+1)*Tk]
+					if d != nil {
+						dr := d[i*Tk : (i+1)*Tk]
+						for j := range row {
+							row[j] *= dr[j]
+						}
+					}
+					var dot float32
 					for j := range row {
-						row[j] *= dr[j]
+						dot += pr[j] * row[j]
+					}
+					for j := range row {
+						row[j] = pr[j] * (row[j] - dot)
 					}
 				}
-				var dot float32
-				for j := range row {
-					dot += pr[j] * row[j]
+				if dq != nil {
+					be.Sgemm(false, false, Tq, K, Tk, 1, ds, Tk, kbh, HK, 1, dq[b*Tq*HK+h*K:], HK)
 				}
-				for j := range row {
-					row[j] = pr[j] * (row[j] - dot)
+				if dk != nil {
+					be.Sgemm(true, false, Tk, K, Tq, 1, ds, Tk, qbh, HK, 1, dk[b*Tk*HK+h*K:], HK)
 				}
-			}
-			if dq != nil {
-				be.Sgemm(false, false, Tq, K, Tk, 1, ds, Tk, kbh, HK, 1, dq[b*Tq*HK+h*K:], HK)
-			}
-			if dk != nil {
-				be.Sgemm(true, false, Tk, K, Tq, 1, ds, Tk, qbh, HK, 1, dk[b*Tk*HK+h*K:], HK)
-			}
-			if dbias != nil {
-				dst := dbias[h*Tq*Tk : (h+1)*Tq*Tk]
-				for i := range dst {
-					dst[i] += ds[i]
+				if dbias != nil {
+					dst := dbias[h*Tq*Tk : (h+1)*Tq*Tk]
+					for i := range dst {
+						dst[i] += ds[i]
+					}
 				}
 			}
 		}
-	}
+	})
 }
 
 // RelativeBucket maps a relative position (key − query) to T5's bucket.
