@@ -627,22 +627,30 @@ func (g *Graph) Add(a, b *Tensor) *Tensor {
 		g.gpu.add(out, a, b)
 		return out
 	}
-	for i := range out.Data {
-		out.Data[i] = a.Data[i] + b.Data[i]
-	}
+	parallelFor(len(out.Data), elementwiseGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out.Data[i] = a.Data[i] + b.Data[i]
+		}
+	})
 	if out.Grad != nil {
 		g.record(func() {
 			for _, t := range []*Tensor{a, b} {
 				if t.Grad != nil {
-					for i, d := range out.Grad {
-						t.Grad[i] += d
-					}
+					parallelFor(len(out.Grad), elementwiseGrain, func(lo, hi int) {
+						for i := lo; i < hi; i++ {
+							t.Grad[i] += out.Grad[i]
+						}
+					})
 				}
 			}
 		})
 	}
 	return out
 }
+
+// elementwiseGrain is the least number of elements an elementwise op gives
+// a goroutine (as ReLU's kernels do).
+const elementwiseGrain = 1 << 14
 
 // Mul returns the elementwise product a ⊙ b (same shapes).
 func (g *Graph) Mul(a, b *Tensor) *Tensor {
@@ -679,14 +687,18 @@ func (g *Graph) Scale(x *Tensor, s float32) *Tensor {
 		g.gpu.scale(out, x, s)
 		return out
 	}
-	for i, v := range x.Data {
-		out.Data[i] = s * v
-	}
+	parallelFor(len(out.Data), elementwiseGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out.Data[i] = s * x.Data[i]
+		}
+	})
 	if out.Grad != nil {
 		g.record(func() {
-			for i, d := range out.Grad {
-				x.Grad[i] += s * d
-			}
+			parallelFor(len(out.Grad), elementwiseGrain, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					x.Grad[i] += s * out.Grad[i]
+				}
+			})
 		})
 	}
 	return out
