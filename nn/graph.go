@@ -634,23 +634,19 @@ func (g *Graph) Add(a, b *Tensor) *Tensor {
 	})
 	if out.Grad != nil {
 		g.record(func() {
-			for _, t := range []*Tensor{a, b} {
-				if t.Grad != nil {
-					parallelFor(len(out.Grad), elementwiseGrain, func(lo, hi int) {
+			parallelFor(len(out.Grad), elementwiseGrain, func(lo, hi int) {
+				for _, t := range []*Tensor{a, b} {
+					if t.Grad != nil {
 						for i := lo; i < hi; i++ {
 							t.Grad[i] += out.Grad[i]
 						}
-					})
+					}
 				}
-			}
+			})
 		})
 	}
 	return out
 }
-
-// elementwiseGrain is the least number of elements an elementwise op gives
-// a goroutine (as ReLU's kernels do).
-const elementwiseGrain = 1 << 14
 
 // Mul returns the elementwise product a ⊙ b (same shapes).
 func (g *Graph) Mul(a, b *Tensor) *Tensor {

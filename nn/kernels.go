@@ -340,9 +340,13 @@ func PositionBiasBackward(dtable, dout []float32, buckets []int32, H, Tq, Tk int
 	}
 }
 
+// elementwiseGrain is the least number of elements an elementwise op
+// (ReLU, Add, Scale) gives a goroutine.
+const elementwiseGrain = 1 << 14
+
 // ReLUForward: out = max(x, 0).
 func ReLUForward(out, x []float32) {
-	parallelFor(len(x), 1<<14, func(lo, hi int) {
+	parallelFor(len(x), elementwiseGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			out[i] = max(x[i], 0)
 		}
@@ -351,7 +355,7 @@ func ReLUForward(out, x []float32) {
 
 // ReLUBackward adds dout where x > 0 into dx.
 func ReLUBackward(dx, dout, x []float32) {
-	parallelFor(len(x), 1<<14, func(lo, hi int) {
+	parallelFor(len(x), elementwiseGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			// A mask instead of a branch: the sign of x is a coin toss, and
 			// the mispredicted branch was 4 % of a LoRA step. Where x ≤ 0
