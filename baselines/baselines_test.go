@@ -378,7 +378,7 @@ func TestLSTDecodesLikeWholeForwardPasses(t *testing.T) {
 	gen := meth.(methods.Generator)
 	t.Logf("decoded %v", want)
 	for call := range 2 {
-		if got := gen.Generate(be, e, n); fmt.Sprint(got) != fmt.Sprint(want) {
+		if got := gen.Generate(be, e, n, nil); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("call %d: decoded %v, want %v", call, got, want)
 		}
 	}

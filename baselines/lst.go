@@ -139,8 +139,8 @@ func (l *lst) TrainsFromStates() bool { return true }
 
 // Generate re-runs the side decoder on the whole prefix at each step: its
 // self-attention needs every earlier position.
-func (l *lst) Generate(be nn.Backend, e *t5.Encoded, maxNew int) [][]int32 {
-	return l.m.GenerateFullFrom(be, e, maxNew, l.hooks)
+func (l *lst) Generate(be nn.Backend, e *t5.Encoded, maxNew int, viable t5.Viable) [][]int32 {
+	return l.m.GenerateFullFrom(be, e, maxNew, l.hooks, viable)
 }
 
 // decoderOutput runs the side network and returns Up(side decoder output),

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Input returns T5's input text for ex: the task name, then each field as
@@ -73,4 +74,30 @@ func (t *Task) Parse(text string) Prediction {
 		}
 	}
 	return Prediction{Label: -1, Score: -1}
+}
+
+// Reachable reports whether some text that begins with prefix parses to a
+// label, where the rest of the label that must follow prefix (nothing once
+// prefix holds a whole label) satisfies fits (nil: any rest): whether
+// decoding an answer that has produced prefix so far, with what it can
+// still add, can change a score. Any continuation of an unreachable prefix
+// parses to "no label", so evaluation stops decoding it. Regression
+// answers are always reachable (a number's prefixes are too many kinds to
+// rule out).
+func (t *Task) Reachable(prefix string, fits func(rest string) bool) bool {
+	if t.Regression() {
+		return true
+	}
+	// Parse trims the whole text: leading space never matters, and after a
+	// whole label only space may follow.
+	p := strings.TrimLeftFunc(prefix, unicode.IsSpace)
+	for _, l := range t.Labels {
+		if rest, ok := strings.CutPrefix(l, p); ok && (fits == nil || fits(rest)) {
+			return true
+		}
+		if after, ok := strings.CutPrefix(p, l); ok && strings.TrimSpace(after) == "" {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package glue
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -283,6 +284,73 @@ func TestParse(t *testing.T) {
 		if got := stsb.Parse(text).Score; got != want {
 			t.Errorf("stsb Parse(%q) = %v, want %v", text, got, want)
 		}
+	}
+}
+
+// TestReachable: a prefix is unreachable only if no text beginning with it
+// parses to a label. Random answers around the label words (spaces of
+// several kinds on both sides, a label's cuts, doubled labels, stray
+// letters) check the direction that matters: every prefix of a text Parse
+// accepts is reachable, with a rest no longer than what the text adds, so
+// evaluation never stops a row that would score.
+func TestReachable(t *testing.T) {
+	mnli, stsb := mustTask(t, "mnli"), mustTask(t, "stsb")
+	for prefix, want := range map[string]bool{"": true, " \n": true, "neu": true, " neutral": true, "neutral \t": true,
+		"contra": true, "neutral x": false, "neutralx": false, "neu ": false, "Neu": false, "entailment entailment": false, "x": false} {
+		if got := mnli.Reachable(prefix, nil); got != want {
+			t.Errorf("mnli Reachable(%q) = %v, want %v", prefix, got, want)
+		}
+	}
+	short := func(rest string) bool { return len(rest) <= 2 }
+	for prefix, want := range map[string]bool{"neu": false, "neutr": true, "neutral": true, " neutral ": true, "": false} {
+		if got := mnli.Reachable(prefix, short); got != want {
+			t.Errorf("mnli Reachable(%q) with at most 2 bytes to add = %v, want %v", prefix, got, want)
+		}
+	}
+	if !stsb.Reachable("three", nil) {
+		t.Error("an STS-B answer was ruled out; regression answers are never cut short")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{" ", "\u00a0", "\n", "x", "e", "⁇", "not_"}
+	accepted := 0
+	for _, task := range Tasks() {
+		if task.Regression() {
+			continue
+		}
+		for range 2000 {
+			var b strings.Builder
+			for range rng.IntN(3) {
+				b.WriteString(pieces[rng.IntN(3)])
+			}
+			l := task.Labels[rng.IntN(len(task.Labels))]
+			switch rng.IntN(4) {
+			case 0:
+				l = l[:rng.IntN(len(l)+1)]
+			case 1:
+				l += pieces[rng.IntN(len(pieces))] + l
+			}
+			b.WriteString(l)
+			for range rng.IntN(3) {
+				b.WriteString(pieces[rng.IntN(len(pieces))])
+			}
+			text := b.String()
+			if task.Parse(text).Label < 0 {
+				continue
+			}
+			accepted++
+			for i := range text {
+				if !task.Reachable(text[:i], nil) {
+					t.Fatalf("%s: %q parses to a label, yet its prefix %q was ruled out", task.Name, text, text[:i])
+				}
+				// The rest a label needs is never more than the text adds.
+				if !task.Reachable(text[:i], func(rest string) bool { return len(rest) <= len(text)-i }) {
+					t.Fatalf("%s: %q parses to a label, yet its prefix %q needs more than the %d bytes that follow", task.Name, text, text[:i], len(text)-i)
+				}
+			}
+		}
+	}
+	if accepted < 1000 {
+		t.Fatalf("only %d random answers parse: the check is too weak", accepted)
 	}
 }
 

@@ -59,7 +59,7 @@ type StateTrainer interface {
 // method's hooks), which the trainer shares between epochs and packed
 // trials when the hooks leave the encoder unchanged.
 type Generator interface {
-	Generate(be nn.Backend, e *t5.Encoded, maxNew int) [][]int32
+	Generate(be nn.Backend, e *t5.Encoded, maxNew int, viable t5.Viable) [][]int32
 }
 
 // DataInitializer is implemented by methods whose initialisation looks at

@@ -143,7 +143,7 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
 	e := m.EncodeForDecoding(be, ids, mask, B, S, h)
 	defer e.Release()
-	return m.GenerateFullFrom(be, e, maxNew, h)
+	return m.GenerateFullFrom(be, e, maxNew, h, nil)
 }
 
 // GenerateFullFrom is GenerateFull from an encoded batch: the encoder ran
@@ -152,7 +152,7 @@ func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxN
 // encoding serves it. The Output each step hands the DecoderOutput hook
 // carries a Memo that lives for the call, for what the hook computes from
 // the encoder's side alone.
-func (m *Model) GenerateFullFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) [][]int32 {
+func (m *Model) GenerateFullFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks, viable Viable) [][]int32 {
 	if h == nil {
 		h = &Hooks{}
 	}
@@ -179,7 +179,7 @@ func (m *Model) GenerateFullFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks
 		}
 		V := c.VocabSize
 		lv := m.lmHead(g, h, final).Values()
-		if m.pickNext(out, done, func(b int) []float32 { return lv[(b*t+t-1)*V : (b*t+t)*V] }) {
+		if m.pickNext(out, done, viable, func(b int) []float32 { return lv[(b*t+t-1)*V : (b*t+t)*V] }) {
 			break
 		}
 	}

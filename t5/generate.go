@@ -183,7 +183,7 @@ func (m *Model) GenerateFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks) []
 func (m *Model) GenerateShared(be nn.Backend, e *Encoded, maxNew int, hooks []*Hooks) [][][]int32 {
 	d := m.NewDecoder(be)
 	defer d.Release()
-	return d.GenerateShared(e, maxNew, hooks)
+	return d.GenerateShared(e, maxNew, hooks, nil)
 }
 
 // Decoder keeps greedy decoding's working memory between calls: a trial
@@ -216,14 +216,15 @@ func (d *Decoder) Release() {
 // trial timing decoding at batch 1 measures the arithmetic, not fresh
 // memory (which cost a pack of 8 READ trials, with a larger heap, 40 %
 // more per example than a lone trial).
-func (d *Decoder) Generate(ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
+func (d *Decoder) Generate(ids []int32, mask []bool, B, S, maxNew int, h *Hooks, viable Viable) [][]int32 {
 	d.ge.Reset()
 	e := d.m.encodeForDecoding(d.ge, ids, mask, B, S, h)
-	return d.GenerateShared(e, maxNew, []*Hooks{h})[0]
+	return d.GenerateShared(e, maxNew, []*Hooks{h}, viable)[0]
 }
 
-// GenerateShared is Model.GenerateShared in d's memory.
-func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]int32 {
+// GenerateShared is Model.GenerateShared in d's memory, ending rows that
+// viable rejects (nil: none).
+func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks, viable Viable) [][][]int32 {
 	m, g, gk := d.m, d.g, d.gk
 	gk.Reset()
 	c := m.Config
@@ -337,7 +338,7 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks) [][][]i
 			}
 			lv := m.lmHead(g, h, final).Values()
 			V := c.VocabSize
-			all = m.pickNext(outs[j], dones[j], func(b int) []float32 { return lv[b*V : (b+1)*V] }) && all
+			all = m.pickNext(outs[j], dones[j], viable, func(b int) []float32 { return lv[b*V : (b+1)*V] }) && all
 		}
 		if all {
 			break
@@ -471,6 +472,14 @@ func (c *selfCache) gatherRows(ids []int32, w, room int) {
 	c.rows, c.spare = out, c.rows
 }
 
+// Viable reports whether a row's tokens so far (after the start token) can
+// still become an answer the caller accepts. Greedy decoding ends a row for
+// which it returns false as if the row had produced </s>: evaluation passes
+// its task's rule, under which every continuation of such a row scores the
+// same, and saves decoding what cannot change a score. Nil decodes every
+// row until </s> or maxNew tokens.
+type Viable func(tokens []int32) bool
+
 // startRows returns B sequences holding the decoder start token, none
 // ended.
 func (m *Model) startRows(B int) (out [][]int32, done []bool) {
@@ -482,9 +491,10 @@ func (m *Model) startRows(B int) (out [][]int32, done []bool) {
 }
 
 // pickNext appends to each row its most likely next token (the first on
-// ties, as torch.argmax), or the pad id once the row has produced </s>, and
-// reports whether every row has ended. row(b) gives row b's logits.
-func (m *Model) pickNext(out [][]int32, done []bool, row func(b int) []float32) bool {
+// ties, as torch.argmax), or the pad id once the row has ended (produced
+// </s>, or tokens viable rejects), and reports whether every row has
+// ended. row(b) gives row b's logits.
+func (m *Model) pickNext(out [][]int32, done []bool, viable Viable, row func(b int) []float32) bool {
 	all := true
 	for b := range out {
 		next := int32(m.Config.PadTokenID)
@@ -500,6 +510,9 @@ func (m *Model) pickNext(out [][]int32, done []bool, row func(b int) []float32) 
 			done[b] = next == int32(m.Config.EOSTokenID)
 		}
 		out[b] = append(out[b], next)
+		if !done[b] && viable != nil {
+			done[b] = !viable(out[b][1:])
+		}
 		all = all && done[b]
 	}
 	return all

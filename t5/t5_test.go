@@ -216,9 +216,9 @@ func TestGenerateFromSharedEncoding(t *testing.T) {
 	defer d.Release()
 	for round := range 3 {
 		if round == 1 {
-			d.Generate(gd.batch.Input[:gd.batch.S], gd.batch.Mask[:gd.batch.S], 1, gd.batch.S, 2, nil)
+			d.Generate(gd.batch.Input[:gd.batch.S], gd.batch.Mask[:gd.batch.S], 1, gd.batch.S, 2, nil, nil)
 		}
-		got := d.Generate(gd.batch.Input, gd.batch.Mask, gd.batch.B, gd.batch.S, 5, nil)
+		got := d.Generate(gd.batch.Input, gd.batch.Mask, gd.batch.B, gd.batch.S, 5, nil, nil)
 		for b := 0; b < shape[0]; b++ {
 			if row := want[b*shape[1] : (b+1)*shape[1]]; fmt.Sprint(got[b]) != fmt.Sprint(row) {
 				t.Errorf("Decoder.Generate round %d row %d: generated %v, want %v", round, b, got[b], row)
@@ -474,7 +474,7 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	defer e.Release()
 	d := m.NewDecoder(be)
 	defer d.Release()
-	shared := d.GenerateShared(e, maxNew, []*Hooks{hook(0), hook(1), hook(2)})
+	shared := d.GenerateShared(e, maxNew, []*Hooks{hook(0), hook(1), hook(2)}, nil)
 	for j := range 3 {
 		// A set that finishes before the others is padded to their length.
 		alone := m.GenerateFrom(be, e, maxNew, hook(j))
@@ -499,6 +499,65 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	}
 	if d.rowSteps >= B*maxNew {
 		t.Errorf("the backbone decoded %d rows over %d steps, no fewer than %d rows a step: finished groups were not dropped", d.rowSteps, maxNew, B)
+	}
+}
+
+// TestGenerateViable: rows that the viable rule rejects end where it
+// rejects them, padded after, and every other row (of every hook set
+// sharing the backbone) decodes exactly as without the rule, while the
+// backbone decodes fewer rows.
+func TestGenerateViable(t *testing.T) {
+	m, gd := loadGolden(t, "tiny-t5-v11")
+	be := nn.DefaultBackend()
+	B := gd.batch.B
+	pad, eos := int32(m.Config.PadTokenID), int32(m.Config.EOSTokenID)
+	const maxNew = 6
+	scaled := &Hooks{DecoderOutput: func(g *nn.Graph, out *Output) *nn.Tensor { return g.Scale(out.DecOut, -2) }}
+	hooks := []*Hooks{nil, scaled}
+	// Rows whose second token is odd end there.
+	viable := func(tokens []int32) bool { return len(tokens) < 2 || tokens[1]%2 == 0 }
+	e := m.EncodeForDecoding(be, gd.batch.Input, gd.batch.Mask, B, gd.batch.S, nil)
+	defer e.Release()
+	full, cut := m.NewDecoder(be), m.NewDecoder(be)
+	defer full.Release()
+	defer cut.Release()
+	want := full.GenerateShared(e, maxNew, hooks, nil)
+	got := cut.GenerateShared(e, maxNew, hooks, viable)
+	// Rows end in padding once ended; the backbone alone picks the pad id
+	// as its token too, and both count the same here.
+	trim := func(row []int32) string {
+		for len(row) > 1 && row[len(row)-1] == pad {
+			row = row[:len(row)-1]
+		}
+		return fmt.Sprint(row)
+	}
+	stopped, ran := 0, 0
+	for j := range hooks {
+		for b, row := range want[j] {
+			end := len(row)
+			for i := 1; i < len(row); i++ {
+				if row[i] == eos {
+					break
+				}
+				if !viable(row[1 : i+1]) {
+					end = i + 1
+					stopped++
+					break
+				}
+			}
+			if end == len(row) {
+				ran++
+			}
+			if trim(got[j][b]) != trim(row[:end]) {
+				t.Errorf("set %d row %d: with the rule %v, want %v (decoded to the end: %v)", j, b, got[j][b], row[:end], row)
+			}
+		}
+	}
+	if stopped == 0 || ran == 0 {
+		t.Fatalf("%d rows stopped early, %d ran on: the test needs both", stopped, ran)
+	}
+	if cut.rowSteps >= full.rowSteps {
+		t.Errorf("the backbone decoded %d rows with the rule, %d without", cut.rowSteps, full.rowSteps)
 	}
 }
 

@@ -94,10 +94,10 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(evalPoint
 	}
 }
 
-// decoder decodes a batch greedily: (key, ids, mask, B, S, maxNew) → rows
-// of ids. key names the batch (split and index) for shared encodings; ""
-// shares nothing.
-type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int) [][]int32
+// decoder decodes a batch greedily: (key, ids, mask, B, S, maxNew,
+// viable) → rows of ids. key names the batch (split and index) for shared
+// encodings; "" shares nothing. viable ends rows early (nil: none).
+type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int, viable t5.Viable) [][]int32
 
 // methodDecoder decodes one trial's batches alone: with the method's own
 // decoder when it has one, from the batch's shared encoding when the key
@@ -108,23 +108,23 @@ func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Met
 	hooks := meth.Hooks()
 	gen, own := meth.(methods.Generator)
 	if !own {
-		return func(_ string, ids []int32, mask []bool, B, S, n int) [][]int32 {
-			return dec.Generate(ids, mask, B, S, n, hooks)
+		return func(_ string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
+			return dec.Generate(ids, mask, B, S, n, hooks, viable)
 		}
 	}
 	reuse := encoderFrozen(m, meth)
-	return func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+	return func(key string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
 		encode := func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) }
 		if key == "" || !reuse {
 			e := encode()
 			defer e.Release()
-			return gen.Generate(be, e, n)
+			return gen.Generate(be, e, n, viable)
 		}
 		e, keep := shared.get(key, mask, B, encode)
 		if !keep {
 			defer e.Release()
 		}
-		return gen.Generate(be, e, n)
+		return gen.Generate(be, e, n, viable)
 	}
 }
 
@@ -190,9 +190,9 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 	ready := map[string]map[int]rows{} // batch key → trial → its decoded rows
 	for j := range meths {
 		alone := out[j]
-		out[j] = func(key string, ids []int32, mask []bool, B, S, n int) [][]int32 {
+		out[j] = func(key string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
 			if key == "" {
-				return alone(key, ids, mask, B, S, n)
+				return alone(key, ids, mask, B, S, n, viable)
 			}
 			if r, ok := ready[key][j]; ok && r.version == version(j) {
 				delete(ready[key], j)
@@ -210,7 +210,7 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 			if !keep {
 				defer e.Release()
 			}
-			decoded := dec.GenerateShared(e, n, hs)
+			decoded := dec.GenerateShared(e, n, hs, viable)
 			if ready[key] == nil {
 				ready[key] = map[int]rows{}
 			}

@@ -184,7 +184,7 @@ func TestEncodingsNotSharedWhenTheEncoderTrains(t *testing.T) {
 	for i := range ids {
 		ids[i], mask[i] = int32(3+(i*7)%(c.VocabSize-3)), true
 	}
-	before := decode("validation/0", ids, mask, B, S, n)
+	before := decode("validation/0", ids, mask, B, S, n, nil)
 	// An optimiser step on the encoder (here: its final norm flipped).
 	for i := range m.EncFinal.Data {
 		m.EncFinal.Data[i] *= -3
@@ -194,7 +194,7 @@ func TestEncodingsNotSharedWhenTheEncoderTrains(t *testing.T) {
 	if slices.EqualFunc(before, want, slices.Equal) {
 		t.Fatal("the test's encoder change does not change the decoded tokens; change it more")
 	}
-	if got := decode("validation/0", ids, mask, B, S, n); !slices.EqualFunc(got, want, slices.Equal) {
+	if got := decode("validation/0", ids, mask, B, S, n, nil); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("after the encoder changed, validation decoded %v (the old encoding's tokens: %v), want %v", got, before, want)
 	}
 }

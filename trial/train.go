@@ -258,6 +258,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			train[i].tgt = append(train[i].tgt[:maxTgt-1:maxTgt-1], tok.EOS())
 		}
 	}
+	viable := answerRule(tok, task, maxTgt)
 	for _, pr := range runs {
 		pr.logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
 			spec.Study, pr.Number, spec.Method, task.Name, splits.Rule, len(train), len(val), len(test), pr.lr, nTrain,
@@ -328,7 +329,9 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
 				t1 := time.Now()
 				var scores glue.Scores
-				phase(ctx, "validation", func() { scores = evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, beat) })
+				phase(ctx, "validation", func() {
+					scores = evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, viable, beat)
+				})
 				encodings.save("validation")
 				pr.evalSeconds += time.Since(t1).Seconds()
 				pr.evalScores = append(pr.evalScores, scores)
@@ -403,7 +406,9 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		}
 		t2 := time.Now()
 		var testScores glue.Scores
-		phase(ctx, "test", func() { testScores = evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, beat) })
+		phase(ctx, "test", func() {
+			testScores = evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, viable, beat)
+		})
 		encodings.save("test")
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
@@ -622,9 +627,11 @@ func makeBatch(ex []example, pad int32) t5.Batch {
 	return bt
 }
 
-// evaluate decodes greedily and scores the predictions with the task's
-// metric.
-func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, beat func()) glue.Scores {
+// evaluate decodes greedily, at most maxTgt tokens, and scores the
+// predictions with the task's metric. Rows end early where viable (an
+// answerRule for maxTgt) rules them out: the scores are those of decoding
+// them to the end.
+func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, viable t5.Viable, beat func()) glue.Scores {
 	preds := make([]glue.Prediction, len(ex))
 	gold := make([]glue.Example, len(ex))
 	byLen := make([]int, len(ex))
@@ -639,7 +646,7 @@ func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, 
 			b[i] = ex[k]
 		}
 		bt := makeBatch(b, tok.Pad())
-		out := decode(fmt.Sprintf("%s/%d", split, lo), bt.Input, bt.Mask, bt.B, bt.S, maxTgt)
+		out := decode(fmt.Sprintf("%s/%d", split, lo), bt.Input, bt.Mask, bt.B, bt.S, maxTgt, viable)
 		for i, k := range part {
 			preds[k] = task.Parse(tok.Decode(out[i][1:]))
 		}
@@ -651,7 +658,60 @@ func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, 
 	return task.Evaluate(preds, gold)
 }
 
-// latencyMS times greedy decoding of single examples.
+// answerRule is the row-ending rule of evaluation's decoding, at most
+// maxNew tokens a row: a row goes on while its text so far (Decode of its
+// tokens, which the prediction's text extends) can still parse to a label
+// (glue.Task.Reachable) whose rest the tokens left can spell. Decode trims
+// trailing space too, and fewestTokens is a lower bound: both only keep a
+// row going longer than it must. A random model's rows of padding (no
+// text) end once too few steps are left for any label. Nil for regression,
+// whose answers decode to the end.
+func answerRule(tok *t5.Tokenizer, task *glue.Task, maxNew int) t5.Viable {
+	if task.Regression() {
+		return nil
+	}
+	need := fewestTokens(tok, task.Labels)
+	return func(tokens []int32) bool {
+		left := maxNew - len(tokens)
+		return task.Reachable(tok.Decode(tokens), func(rest string) bool { return need[rest] <= left })
+	}
+}
+
+// fewestTokens maps every suffix of every label to a lower bound on the
+// tokens that add it to a decoded text: the fewest pieces whose texts,
+// trimmed of space, spell it in turn (decoding's texts must also put their
+// spaces where Parse allows them, so it needs at least as many). A suffix
+// no pieces spell maps to more tokens than any decoding has.
+func fewestTokens(tok *t5.Tokenizer, labels []string) map[string]int {
+	seen := map[string]bool{}
+	var texts []string
+	for id := range int32(tok.VocabSize()) {
+		if s := tok.Decode([]int32{id}); s != "" && !seen[s] {
+			seen[s] = true
+			texts = append(texts, s)
+		}
+	}
+	need := map[string]int{"": 0}
+	for _, l := range labels {
+		// Shorter suffixes first, so that every longer one finds its rests.
+		for i := len(l) - 1; i >= 0; i-- {
+			s := l[i:]
+			if _, done := need[s]; done {
+				continue
+			}
+			best := math.MaxInt32
+			for _, p := range texts {
+				if rest, ok := strings.CutPrefix(s, p); ok {
+					best = min(best, need[rest]+1)
+				}
+			}
+			need[s] = best
+		}
+	}
+	return need
+}
+
+// latencyMS times greedy decoding of single examples, each to its end.
 func latencyMS(decode decoder, ex []example, n, maxTgt int) float64 {
 	n = min(n, len(ex))
 	if n == 0 {
@@ -659,7 +719,7 @@ func latencyMS(decode decoder, ex []example, n, maxTgt int) float64 {
 	}
 	t0 := time.Now()
 	for _, e := range ex[:n] {
-		decode("", e.src, nil, 1, len(e.src), maxTgt)
+		decode("", e.src, nil, 1, len(e.src), maxTgt, nil)
 	}
 	return float64(time.Since(t0).Microseconds()) / 1000 / float64(n)
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/t5"
 )
@@ -31,6 +34,130 @@ func tinyModel(t *testing.T) string {
 	raw, _ := os.ReadFile("../t5/testdata/spm/tiny.model")
 	os.WriteFile(filepath.Join(dir, "spiece.model"), raw, 0o644)
 	return dir
+}
+
+// TestAnswerRule: evaluation's row-ending rule (the tokenizer's Decode,
+// then glue.Task.Reachable) keeps every token prefix of every label's
+// target, with space pieces before and after, and ends rows whose text has
+// left every label; and a pack of READ trials on a random model (junk
+// answers) scores the same with the rule as decoding every row to the end,
+// while the rule ends rows early.
+func TestAnswerRule(t *testing.T) {
+	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	space := int32(-1)
+	for id := range int32(tok.VocabSize()) {
+		if tok.Piece(id) == "\u2581" {
+			space = id
+		}
+	}
+	if space < 0 {
+		t.Fatal("the test tokenizer has no space piece")
+	}
+	for _, name := range []string{"sst2", "mnli", "cola"} {
+		task, err := glue.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range task.Labels {
+			ids := append(append([]int32{space, space}, tok.EncodePieces(l)...), space)
+			// With just enough tokens to spell the label, every prefix goes on.
+			viable := answerRule(tok, task, len(ids))
+			for i := 1; i <= len(ids); i++ {
+				if !viable(ids[:i]) {
+					t.Errorf("%s: %q's tokens %v: the prefix %v was ruled out", name, l, ids, ids[:i])
+				}
+			}
+			if junk := append(tok.EncodePieces(l), tok.EncodePieces("x")...); viable(junk) {
+				t.Errorf("%s: %q followed by x (%v) was kept", name, l, junk)
+			}
+		}
+		// The bound never exceeds a real spelling, and padding (no text)
+		// goes on exactly while some label's bound fits in the steps left.
+		need := fewestTokens(tok, task.Labels)
+		fewest := math.MaxInt
+		for _, l := range task.Labels {
+			if n := len(tok.EncodePieces(l)); need[l] < 1 || need[l] > n {
+				t.Errorf("%s: %q needs at least %d tokens by the bound, and its encoding has %d", name, l, need[l], n)
+			}
+			fewest = min(fewest, need[l])
+		}
+		viable := answerRule(tok, task, 8)
+		pads := make([]int32, 8)
+		for i := 1; i <= 8; i++ {
+			if got, want := viable(pads[:i]), fewest <= 8-i; got != want {
+				t.Errorf("%s: %d pad tokens of 8: going on %v, want %v (the fewest tokens of a label: %d)", name, i, got, want, fewest)
+			}
+		}
+	}
+	if answerRule(tok, mustLookup(t, "stsb"), 8) != nil {
+		t.Error("STS-B answers are ended early")
+	}
+
+	c := t5.DefaultConfig()
+	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
+	m := t5.New(c, 1)
+	reg := methods.Registry{}
+	read.Register(reg)
+	var meths []methods.Method
+	for seed := range 3 {
+		meth, err := reg.New("read", m, map[string]any{"hidden": 8}, uint64(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range meth.Trainable() {
+			for i := range w.Data {
+				w.Data[i] *= float32(1 + 20*seed)
+			}
+		}
+		meths = append(meths, meth)
+	}
+	task := mustLookup(t, "sst2")
+	var ex []example
+	for i, s := range []string{"a fine film", "dull and long", "the cast is moving", "messy", "truly superb acting", "it is tedious"} {
+		ex = append(ex, example{src: tok.Encode("sst2 sentence: " + s), tgt: tok.Encode(task.Labels[i%2]), gold: glue.Example{Label: i % 2}})
+	}
+	be := nn.DefaultBackend()
+	scores := func(rule bool) (glue.Scores, int) {
+		dec := m.NewDecoder(be)
+		defer dec.Release()
+		shared := newEncodings(m, 1<<30, t.Logf)
+		defer shared.release()
+		decode := packDecoders(m, be, dec, meths, shared, func(int) bool { return true }, func(int) int { return 0 })[0]
+		ended := 0
+		counted := func(key string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
+			if !rule {
+				return decode(key, ids, mask, B, S, n, nil)
+			}
+			return decode(key, ids, mask, B, S, n, func(tokens []int32) bool {
+				ok := viable(tokens)
+				if !ok {
+					ended++
+				}
+				return ok
+			})
+		}
+		return evaluate(counted, "validation", tok, task, ex, 4, 8, answerRule(tok, task, 8), func() {}), ended
+	}
+	full, _ := scores(false)
+	cut, ended := scores(true)
+	if fmt.Sprint(cut) != fmt.Sprint(full) {
+		t.Errorf("scores with the rule %v, decoded to the end %v", cut, full)
+	}
+	if ended == 0 {
+		t.Error("no row ended early: the test does not reach the rule")
+	}
+}
+
+func mustLookup(t *testing.T, name string) *glue.Task {
+	t.Helper()
+	task, err := glue.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
 }
 
 // TestEveryMethodTrains runs one short trial per method on the GLUE

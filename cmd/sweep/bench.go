@@ -244,7 +244,7 @@ func benchStep(args []string) error {
 		decode = func() {
 			e := m.EncodeForDecoding(be, ids, nil, 1, n[1], meth.Hooks())
 			defer e.Release()
-			gen.Generate(be, e, n[2])
+			gen.Generate(be, e, n[2], nil)
 		}
 	}
 	decode()
