@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/methods"
@@ -679,9 +680,10 @@ func answerRule(tok *t5.Tokenizer, task *glue.Task, maxNew int) t5.Viable {
 
 // fewestTokens maps every suffix of every label to a lower bound on the
 // tokens that add it to a decoded text: the fewest pieces whose texts,
-// trimmed of space, spell it in turn (decoding's texts must also put their
-// spaces where Parse allows them, so it needs at least as many). A suffix
-// no pieces spell maps to more tokens than any decoding has.
+// trimmed of space, spell it in turn with any space between them
+// (decoding's texts must also put their spaces where Parse allows them, so
+// it needs at least as many). A suffix no pieces spell maps to more tokens
+// than any decoding has.
 func fewestTokens(tok *t5.Tokenizer, labels []string) map[string]int {
 	seen := map[string]bool{}
 	var texts []string
@@ -697,6 +699,10 @@ func fewestTokens(tok *t5.Tokenizer, labels []string) map[string]int {
 		for i := len(l) - 1; i >= 0; i-- {
 			s := l[i:]
 			if _, done := need[s]; done {
+				continue
+			}
+			if t := strings.TrimLeftFunc(s, unicode.IsSpace); t != s {
+				need[s] = need[t] // space comes with the pieces around it
 				continue
 			}
 			best := math.MaxInt32

@@ -92,6 +92,10 @@ func TestAnswerRule(t *testing.T) {
 			}
 		}
 	}
+	// A label with a space inside: its pieces' texts, trimmed, spell it with a gap.
+	if l := "not entailment"; fewestTokens(tok, []string{l})[l] > len(tok.EncodePieces(l)) {
+		t.Errorf("%q needs %d tokens by the bound, more than its encoding's %d", l, fewestTokens(tok, []string{l})[l], len(tok.EncodePieces(l)))
+	}
 	if answerRule(tok, mustLookup(t, "stsb"), 8) != nil {
 		t.Error("STS-B answers are ended early")
 	}
