@@ -159,12 +159,7 @@ func TestPackRefusesBackboneTrainers(t *testing.T) {
 // encoder changes every step: its next validation must decode from the
 // encoder as it is now, as a fresh Generate does.
 func TestEncodingsNotSharedWhenTheEncoderTrains(t *testing.T) {
-	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
+	_, c := tinyConfig(t)
 	m := t5.New(c, 1)
 	reg := methods.Registry{}
 	baselines.Register(reg)

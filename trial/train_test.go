@@ -18,20 +18,31 @@ import (
 	"github.com/readsweep/readsweep/t5"
 )
 
-// tinyModel writes a random 2-layer T5 with the test tokenizer.
-func tinyModel(t *testing.T) string {
+// tinySpiece is the test tokenizer.
+const tinySpiece = "../t5/testdata/spm/tiny.model"
+
+// tinyConfig is the random 2-layer T5 the trial tests use, sized to the
+// test tokenizer, which it returns too.
+func tinyConfig(t *testing.T) (*t5.Tokenizer, t5.Config) {
 	t.Helper()
-	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
+	tok, err := t5.LoadTokenizer(tinySpiece)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := t5.DefaultConfig()
 	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
+	return tok, c
+}
+
+// tinyModel writes a random tinyConfig T5 with the test tokenizer.
+func tinyModel(t *testing.T) string {
+	t.Helper()
+	_, c := tinyConfig(t)
 	dir := t.TempDir()
 	if err := t5.New(c, 1).Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := os.ReadFile("../t5/testdata/spm/tiny.model")
+	raw, _ := os.ReadFile(tinySpiece)
 	os.WriteFile(filepath.Join(dir, "spiece.model"), raw, 0o644)
 	return dir
 }
@@ -43,10 +54,7 @@ func tinyModel(t *testing.T) string {
 // answers) scores the same with the rule as decoding every row to the end,
 // while the rule ends rows early.
 func TestAnswerRule(t *testing.T) {
-	tok, err := t5.LoadTokenizer("../t5/testdata/spm/tiny.model")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, c := tinyConfig(t)
 	space := int32(-1)
 	for id := range int32(tok.VocabSize()) {
 		if tok.Piece(id) == "\u2581" {
@@ -57,10 +65,7 @@ func TestAnswerRule(t *testing.T) {
 		t.Fatal("the test tokenizer has no space piece")
 	}
 	for _, name := range []string{"sst2", "mnli", "cola"} {
-		task, err := glue.Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
+		task := mustLookup(t, name)
 		for _, l := range task.Labels {
 			ids := append(append([]int32{space, space}, tok.EncodePieces(l)...), space)
 			// With just enough tokens to spell the label, every prefix goes on.
@@ -93,15 +98,14 @@ func TestAnswerRule(t *testing.T) {
 		}
 	}
 	// A label with a space inside: its pieces' texts, trimmed, spell it with a gap.
-	if l := "not entailment"; fewestTokens(tok, []string{l})[l] > len(tok.EncodePieces(l)) {
-		t.Errorf("%q needs %d tokens by the bound, more than its encoding's %d", l, fewestTokens(tok, []string{l})[l], len(tok.EncodePieces(l)))
+	l := "not entailment"
+	if n, pieces := fewestTokens(tok, []string{l})[l], len(tok.EncodePieces(l)); n > pieces {
+		t.Errorf("%q needs %d tokens by the bound, more than its encoding's %d", l, n, pieces)
 	}
 	if answerRule(tok, mustLookup(t, "stsb"), 8) != nil {
 		t.Error("STS-B answers are ended early")
 	}
 
-	c := t5.DefaultConfig()
-	c.VocabSize, c.DModel, c.DKV, c.DFF, c.NumLayers, c.NumDecoderLayers, c.NumHeads = tok.VocabSize(), 32, 8, 64, 2, 2, 4
 	m := t5.New(c, 1)
 	reg := methods.Registry{}
 	read.Register(reg)
