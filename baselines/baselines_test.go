@@ -321,65 +321,76 @@ func TestLSTPruningKeepsEverythingAtFullWidth(t *testing.T) {
 	}
 }
 
-// TestLSTDecodesLikeWholeForwardPasses holds LST's greedy decoding (the
-// encoder run once, the side encoder memoised per call, the encoding shared
-// by two calls) to the plain definition: a whole forward pass over the
-// prefix for every new token, argmax of the last position.
+// TestLSTDecodesLikeWholeForwardPasses holds LST's incremental greedy
+// decoding (the side decoder one position per step with its keys and
+// values cached in the call's Memo, the side encoder and its cross keys
+// and values memoised per call, the encoding shared by two calls) to the
+// plain definition: each token is the argmax of a whole forward pass over
+// the tokens before it. Packed with a second LST trial and the plain
+// backbone, sharing the backbone decoder's rows, each decodes so too.
 func TestLSTDecodesLikeWholeForwardPasses(t *testing.T) {
 	m := loadTiny(t)
-	meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": 8, "init": "random"}, 3)
-	if err != nil {
-		t.Fatal(err)
+	hooks := []*t5.Hooks{nil}
+	for _, seed := range []uint64{3, 8} {
+		meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": 8, "init": "random"}, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hooks = append(hooks, meth.Hooks())
 	}
 	be := nn.DefaultBackend()
 	B, S, n := 2, 6, 5
 	ids := []int32{5, 9, 14, 3, 7, 1, 11, 4, 1, 0, 0, 0}
 	mask := []bool{true, true, true, true, true, true, true, true, true, false, false, false}
 	c := m.Config
-	want := make([][]int32, B)
-	done := make([]bool, B)
-	for b := range want {
-		want[b] = []int32{int32(c.DecoderStartTokenID)}
-	}
-	for step := 1; step <= n; step++ {
-		labels := make([]int32, B*step)
-		for b := range want {
-			copy(labels[b*step:], want[b][1:])
+	// check holds rows decoded with hooks h to the whole forward pass
+	// over them: causal, so position i's logits are those of the prefix.
+	check := func(what string, h *t5.Hooks, rows [][]int32) {
+		T := len(rows[0]) - 1
+		labels := make([]int32, B*T)
+		for b := range rows {
+			copy(labels[b*T:], rows[b][1:])
 		}
 		g := nn.NewGraph(be)
+		defer g.Release()
 		g.NoGrad = true
-		out, err := m.Forward(g, t5.Batch{B: B, S: S, T: step, Input: ids, Mask: mask, Labels: labels}, meth.Hooks())
+		out, err := m.Forward(g, t5.Batch{B: B, S: S, T: T, Input: ids, Mask: mask, Labels: labels}, h)
 		if err != nil {
 			t.Fatal(err)
 		}
 		V, lv := c.VocabSize, out.Logits.Values()
-		all := true
-		for b := range want {
-			next := int32(c.PadTokenID)
-			if !done[b] {
-				row := lv[(b*step+step-1)*V : (b*step+step)*V]
+		for b := range rows {
+			for i := range T {
+				row := lv[(b*T+i)*V : (b*T+i+1)*V]
+				best := 0
 				for v := range row {
-					if row[v] > row[next] {
-						next = int32(v)
+					if row[v] > row[best] {
+						best = v
 					}
 				}
-				done[b] = next == int32(c.EOSTokenID)
+				if int32(best) != rows[b][i+1] {
+					t.Errorf("%s: row %d %v: position %d is %d, a whole forward pass picks %d", what, b, rows[b], i, rows[b][i+1], best)
+					break
+				}
+				if best == c.EOSTokenID {
+					break
+				}
 			}
-			want[b] = append(want[b], next)
-			all = all && done[b]
-		}
-		g.Release()
-		if all {
-			break
 		}
 	}
-	e := m.EncodeForDecoding(be, ids, mask, B, S, meth.Hooks())
+	e := m.EncodeForDecoding(be, ids, mask, B, S, hooks[1])
 	defer e.Release()
-	gen := meth.(methods.Generator)
-	t.Logf("decoded %v", want)
+	var alone [][]int32
 	for call := range 2 {
-		if got := gen.Generate(be, e, n, nil); fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("call %d: decoded %v, want %v", call, got, want)
-		}
+		alone = m.GenerateFrom(be, e, n, hooks[1])
+		check(fmt.Sprintf("alone, call %d", call), hooks[1], alone)
+	}
+	packed := m.GenerateShared(be, e, n, hooks)
+	t.Logf("decoded alone %v, packed %v", alone, packed)
+	for j, h := range hooks {
+		check(fmt.Sprintf("packed, set %d", j), h, packed[j])
+	}
+	if len(alone[0]) < 4 || fmt.Sprint(packed[1]) == fmt.Sprint(packed[2]) {
+		t.Errorf("the two trials decode %v and %v: too short or alike to tell decoders apart", packed[1], packed[2])
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/readsweep/readsweep/methods"
@@ -137,14 +138,12 @@ func (l *lst) Weights() *nn.Params     { return l.weights }
 // state cache and can be packed.
 func (l *lst) TrainsFromStates() bool { return true }
 
-// Generate re-runs the side decoder on the whole prefix at each step: its
-// self-attention needs every earlier position.
-func (l *lst) Generate(be nn.Backend, e *t5.Encoded, maxNew int, viable t5.Viable) [][]int32 {
-	return l.m.GenerateFullFrom(be, e, maxNew, l.hooks, viable)
-}
-
 // decoderOutput runs the side network and returns Up(side decoder output),
-// which replaces the backbone's decoder output before the LM head.
+// which replaces the backbone's decoder output before the LM head. In
+// incremental decoding it runs the side decoder for the step's position
+// alone, with its self-attention keys and values of earlier positions
+// kept in the call's Memo, as the backbone's decoder does: so LST decodes
+// with the backbone's cached greedy decoding, packed trials sharing it.
 func (l *lst) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	sc := l.side.Config
 	eps := float32(sc.LayerNormEps)
@@ -155,11 +154,27 @@ func (l *lst) decoderOutput(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	demb := out.DecHidden[0]
 	T := demb.Dim(1)
 	d := g.Linear(demb, p("down.decoder.embed.weight"), p("down.decoder.embed.bias"))
-	dbias := g.PositionBias(l.side.DecRelBias, T, T, 0, false, sc.RelMaxDistance)
+	var dbias *nn.Tensor
+	if out.Incremental {
+		dbias = g.PositionBias(l.side.DecRelBias, 1, out.Pos+1, out.Pos, false, sc.RelMaxDistance)
+	} else {
+		dbias = g.PositionBias(l.side.DecRelBias, T, T, 0, false, sc.RelMaxDistance)
+	}
 	for j := range l.side.Dec {
 		ladder := g.Linear(out.DecBlockOut[j], p(fmt.Sprintf("down.decoder.%d.weight", j)), p(fmt.Sprintf("down.decoder.%d.bias", j)))
 		d = g.GateMix(d, ladder, p(fmt.Sprintf("gate.decoder.%d", j)), lstGateTemp)
-		d, _, _ = l.side.DecoderLayer(g, none, j, d, dbias, enc, out.Mask)
+		if !out.Incremental {
+			d, _, _ = l.side.DecoderLayer(g, none, j, d, dbias, enc, out.Mask)
+			continue
+		}
+		layer := "lst.dec." + strconv.Itoa(j)
+		blk := l.side.Dec[j]
+		ck := out.Once(g, layer+".crossK", func() *nn.Tensor { return g.Linear(enc, blk.CK, nil) })
+		cv := out.Once(g, layer+".crossV", func() *nn.Tensor { return g.Linear(enc, blk.CV, nil) })
+		past := func(k, v *nn.Tensor) (*nn.Tensor, *nn.Tensor) {
+			return out.Grow(layer+".selfK", k), out.Grow(layer+".selfV", v)
+		}
+		d, _ = l.side.DecoderLayerStep(g, none, j, d, dbias, out.Pos, past, ck, cv, out.Mask)
 	}
 	return g.Linear(g.RMSNorm(d, l.side.DecFinal, eps), p("up.weight"), p("up.bias"))
 }

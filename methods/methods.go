@@ -53,15 +53,6 @@ type StateTrainer interface {
 	TrainsFromStates() bool
 }
 
-// Generator is implemented by methods that decode their own way (LST's
-// side decoder needs every earlier position, so no key/value cache). They
-// decode from the batch's encoding (t5.Model.EncodeForDecoding with the
-// method's hooks), which the trainer shares between epochs and packed
-// trials when the hooks leave the encoder unchanged.
-type Generator interface {
-	Generate(be nn.Backend, e *t5.Encoded, maxNew int, viable t5.Viable) [][]int32
-}
-
 // DataInitializer is implemented by methods whose initialisation looks at
 // training data (LST's Fisher-ranked pruning). Importance reads the data
 // through the frozen backbone alone, so the trainer computes it once, with

@@ -55,6 +55,36 @@ type Output struct {
 	// step's graph, instead of recomputing it at every step. Nil
 	// elsewhere.
 	Memo map[string]*nn.Tensor
+	// Incremental, during cached greedy decoding, says the decoder's
+	// fields hold one target position, Pos, of the same rows whose
+	// earlier positions the hook saw at the call's earlier steps: a hook
+	// whose decoder-side work attends over earlier positions keeps their
+	// keys and values in the Memo (Grow) instead of being handed the whole
+	// prefix again. DecHidden then holds this position's embeddings and
+	// the block outputs, as Hugging Face's hidden_states for one step.
+	Incremental bool
+	Pos         int
+}
+
+// Grow appends step (B, 1, W), position Pos's, to the (B, Pos, W) kept in
+// the Memo under key at the call's earlier steps, keeps the result there
+// and returns it (B, Pos+1, W): a hook's key/value cache for incremental
+// decoding.
+func (o *Output) Grow(key string, step *nn.Tensor) *nn.Tensor {
+	B, W, t := step.Dim(0), step.Len()/step.Dim(0), o.Pos
+	var past []float32
+	if t > 0 {
+		prev := o.Memo[key]
+		if prev == nil || prev.Len() != B*t*W {
+			panic(fmt.Sprintf("t5: Grow(%q) at position %d: the Memo holds %v, want (%d, %d, %d)", key, t, prev.Shape, B, t, W))
+		}
+		past = prev.Data
+	}
+	grown := make([]float32, B*(t+1)*W)
+	appendPosition(grown, past, step.Values(), B, t, W)
+	kept := &nn.Tensor{Shape: []int{B, t + 1, W}, Data: grown}
+	o.Memo[key] = kept
+	return kept
 }
 
 // Once returns compute's tensor, computed at the first step of a greedy
@@ -135,55 +165,6 @@ func (m *Model) Forward(g *nn.Graph, bt Batch, h *Hooks) (*Output, error) {
 	out.Logits = m.lmHead(g, h, final)
 	out.Loss = g.CrossEntropy(out.Logits, bt.Labels)
 	return out, nil
-}
-
-// GenerateFull decodes greedily like Generate but re-runs the whole
-// decoder on the prefix at every step, for methods whose decoder-side
-// computation needs every earlier position (LST's side decoder).
-func (m *Model) GenerateFull(be nn.Backend, ids []int32, mask []bool, B, S, maxNew int, h *Hooks) [][]int32 {
-	e := m.EncodeForDecoding(be, ids, mask, B, S, h)
-	defer e.Release()
-	return m.GenerateFullFrom(be, e, maxNew, h, nil)
-}
-
-// GenerateFullFrom is GenerateFull from an encoded batch: the encoder ran
-// once (it used to run again at every step, as part of a whole forward
-// pass), so with hooks for which EncoderUnchanged holds the batch's shared
-// encoding serves it. The Output each step hands the DecoderOutput hook
-// carries a Memo that lives for the call, for what the hook computes from
-// the encoder's side alone.
-func (m *Model) GenerateFullFrom(be nn.Backend, e *Encoded, maxNew int, h *Hooks, viable Viable) [][]int32 {
-	if h == nil {
-		h = &Hooks{}
-	}
-	c := m.Config
-	B := e.B
-	out, done := m.startRows(B)
-	g := nn.NewGraph(be)
-	g.NoGrad = true
-	defer g.Release()
-	memo := map[string]*nn.Tensor{}
-	for t := 1; t <= maxNew; t++ {
-		g.Reset()
-		// The decoder reads start, y1..y(t-1).
-		labels := make([]int32, B*t)
-		for b := range out {
-			copy(labels[b*t:], out[b][1:])
-		}
-		enc := e.out
-		o := &Output{EncOut: enc.EncOut, EncBlockOut: enc.EncBlockOut, EncHidden: enc.EncHidden, EncAttn: enc.EncAttn, Mask: enc.Mask, Memo: memo}
-		m.decode(g, m.DecoderInputs(labels, B, t), enc.EncOut, enc.Mask, B, t, h, o)
-		final := o.DecOut
-		if h.DecoderOutput != nil {
-			final = h.DecoderOutput(g, o)
-		}
-		V := c.VocabSize
-		lv := m.lmHead(g, h, final).Values()
-		if m.pickNext(out, done, viable, func(b int) []float32 { return lv[(b*t+t-1)*V : (b*t+t)*V] }) {
-			break
-		}
-	}
-	return out
 }
 
 // HeadLoss finishes a forward pass from states the backbone produced

@@ -287,23 +287,15 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks, viable 
 		x := g.Embedding(m.Shared, tok).View(G, 1, D)
 		bias := g.PositionBias(m.DecRelBias, 1, t+1, t, false, c.RelMaxDistance)
 		var blockOut, crossAttn []*nn.Tensor
-		for l, blk := range m.Dec {
-			name := decoderName(l)
-			hn := m.norm(g, hb, name+"0.layer_norm", x, blk.SelfNorm)
-			q := m.linear(g, hb, name+"0.SelfAttention.q", hn, blk.Q)
-			k := m.linear(g, hb, name+"0.SelfAttention.k", hn, blk.K)
-			v := m.linear(g, hb, name+"0.SelfAttention.v", hn, blk.V)
-			selfK[l].appendStep(k.Values(), G, t, HK, G*maxNew*HK)
-			selfV[l].appendStep(v.Values(), G, t, HK, G*maxNew*HK)
-			Kt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfK[l].rows}
-			Vt := &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfV[l].rows}
-			a, _ := g.Attention(q, Kt, Vt, bias, nn.AttentionOpts{Heads: H, Causal: true, QOffset: t})
-			x = g.Add(x, m.sub(g, hb, name+"0", m.linear(g, hb, name+"0.SelfAttention.o", a, blk.O)))
-			cq := m.linear(g, hb, name+"1.EncDecAttention.q", m.norm(g, hb, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
-			ca, cprobs := g.Attention(cq, gck[l], gcv[l], nil, nn.AttentionOpts{Heads: H, KeyMask: gmask})
-			x = g.Add(x, m.linear(g, hb, name+"1.EncDecAttention.o", ca, blk.CO))
-			x = g.Add(x, m.sub(g, hb, name+"2", m.ffn(g, hb, name+"2.DenseReluDense.", blk, m.norm(g, hb, name+"2.layer_norm", x, blk.FFNorm))))
-			x = m.blockOut(g, hb, "decoder", l, x)
+		embeds := x
+		for l := range m.Dec {
+			past := func(k, v *nn.Tensor) (*nn.Tensor, *nn.Tensor) {
+				selfK[l].appendStep(k.Values(), G, t, HK, G*maxNew*HK)
+				selfV[l].appendStep(v.Values(), G, t, HK, G*maxNew*HK)
+				return &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfK[l].rows}, &nn.Tensor{Shape: []int{G, t + 1, HK}, Data: selfV[l].rows}
+			}
+			var cprobs *nn.Tensor
+			x, cprobs = m.DecoderLayerStep(g, hb, l, x, bias, t, past, gck[l], gcv[l], gmask)
 			blockOut = append(blockOut, x)
 			crossAttn = append(crossAttn, cprobs)
 		}
@@ -323,15 +315,18 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks, viable 
 			final := decOut
 			if h.DecoderOutput != nil {
 				step := &Output{EncOut: encOut.EncOut, EncBlockOut: encOut.EncBlockOut, EncHidden: encOut.EncHidden, EncAttn: encOut.EncAttn,
-					DecOut: decOut, DecBlockOut: blockOut, CrossAttn: crossAttn, Memo: memos[j]}
+					Mask: encOut.Mask, DecOut: decOut, DecBlockOut: blockOut, CrossAttn: crossAttn, Memo: memos[j], Incremental: true, Pos: t}
+				stepEmbeds := embeds
 				if !own {
 					step.DecOut = gather(g, decOut, ids, B, 1, D)
+					stepEmbeds = gather(g, embeds, ids, B, 1, D)
 					step.DecBlockOut, step.CrossAttn = make([]*nn.Tensor, L), make([]*nn.Tensor, L)
 					for l := range L {
 						step.DecBlockOut[l] = gather(g, blockOut[l], ids, B, 1, D)
 						step.CrossAttn[l] = gather(g, crossAttn[l], ids, B, H, 1, S)
 					}
 				}
+				step.DecHidden = append(append([]*nn.Tensor{stepEmbeds}, step.DecBlockOut[:L-1]...), step.DecOut)
 				final = h.DecoderOutput(g, step)
 			} else if !own {
 				final = gather(g, decOut, ids, B, 1, D)
@@ -417,6 +412,30 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks, viable 
 	return outs
 }
 
+// DecoderLayerStep runs decoder block i for target position t alone, as
+// greedy decoding does: x is (G, 1, D); bias the stack's position bias
+// for one query at offset t (PositionBias(…, 1, t+1, t, …)); past takes
+// this position's self-attention keys and values (G, 1, H·K each) and
+// returns those of positions 0..t (G, t+1, H·K), from the caller's cache;
+// ck and cv are the block's cross-attention keys and values (G, S, H·K)
+// under encMask. It returns the block output (after the Block hook) and
+// the cross-attention probabilities. Generate runs it with the Decoder's
+// caches; a method with a decoder of its own (LST's side network) with
+// caches kept in the step's Memo.
+func (m *Model) DecoderLayerStep(g *nn.Graph, h *Hooks, i int, x, bias *nn.Tensor, t int, past func(k, v *nn.Tensor) (K, V *nn.Tensor), ck, cv *nn.Tensor, encMask []bool) (out, cprobs *nn.Tensor) {
+	blk, name, H := m.Dec[i], decoderName(i), m.Config.NumHeads
+	hn := m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
+	q := m.linear(g, h, name+"0.SelfAttention.q", hn, blk.Q)
+	K, V := past(m.linear(g, h, name+"0.SelfAttention.k", hn, blk.K), m.linear(g, h, name+"0.SelfAttention.v", hn, blk.V))
+	a, _ := g.Attention(q, K, V, bias, nn.AttentionOpts{Heads: H, Causal: true, QOffset: t})
+	x = g.Add(x, m.sub(g, h, name+"0", m.linear(g, h, name+"0.SelfAttention.o", a, blk.O)))
+	cq := m.linear(g, h, name+"1.EncDecAttention.q", m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), blk.CQ)
+	ca, cprobs := g.Attention(cq, ck, cv, nil, nn.AttentionOpts{Heads: H, KeyMask: encMask})
+	x = g.Add(x, m.linear(g, h, name+"1.EncDecAttention.o", ca, blk.CO))
+	x = g.Add(x, m.sub(g, h, name+"2", m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))))
+	return m.blockOut(g, h, "decoder", i, x), cprobs
+}
+
 func countTrue(bs []bool) int {
 	n := 0
 	for _, b := range bs {
@@ -456,11 +475,17 @@ func (c *selfCache) into(n, room int) []float32 {
 // rows (B, W); room is the size that the call's last step may need.
 func (c *selfCache) appendStep(step []float32, B, t, W, room int) {
 	out := c.into(B*(t+1)*W, room)
+	appendPosition(out, c.rows, step, B, t, W)
+	c.rows, c.spare = out, c.rows
+}
+
+// appendPosition writes into out (B, t+1, W) the rows of past (B, t, W)
+// each followed by its row of step (B, W).
+func appendPosition(out, past, step []float32, B, t, W int) {
 	for b := 0; b < B; b++ {
-		copy(out[b*(t+1)*W:], c.rows[b*t*W:(b+1)*t*W])
+		copy(out[b*(t+1)*W:], past[b*t*W:(b+1)*t*W])
 		copy(out[(b*(t+1)+t)*W:], step[b*W:(b+1)*W])
 	}
-	c.rows, c.spare = out, c.rows
 }
 
 // gatherRows keeps the cache's rows ids, rows of width w.

@@ -99,32 +99,13 @@ func verdictReader(r io.Reader, runs []*packRun, fruns []*fitRun) func(evalPoint
 // encodings; "" shares nothing. viable ends rows early (nil: none).
 type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int, viable t5.Viable) [][]int32
 
-// methodDecoder decodes one trial's batches alone: with the method's own
-// decoder when it has one, from the batch's shared encoding when the key
-// names a batch and the method keeps the encoder frozen; else with the
-// backbone's cached greedy decoding and the method's hooks in dec's memory.
-// It shares no decoding between trials (packDecoders does).
-func methodDecoder(m *t5.Model, be nn.Backend, dec *t5.Decoder, meth methods.Method, shared *encodings) decoder {
+// methodDecoder decodes one trial's batches alone, with the backbone's
+// cached greedy decoding and the method's hooks in dec's memory. It
+// shares no decoding between trials (packDecoders does).
+func methodDecoder(dec *t5.Decoder, meth methods.Method) decoder {
 	hooks := meth.Hooks()
-	gen, own := meth.(methods.Generator)
-	if !own {
-		return func(_ string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
-			return dec.Generate(ids, mask, B, S, n, hooks, viable)
-		}
-	}
-	reuse := encoderFrozen(m, meth)
-	return func(key string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
-		encode := func() *t5.Encoded { return m.EncodeForDecoding(be, ids, mask, B, S, hooks) }
-		if key == "" || !reuse {
-			e := encode()
-			defer e.Release()
-			return gen.Generate(be, e, n, viable)
-		}
-		e, keep := shared.get(key, mask, B, encode)
-		if !keep {
-			defer e.Release()
-		}
-		return gen.Generate(be, e, n, viable)
+	return func(_ string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
+		return dec.Generate(ids, mask, B, S, n, hooks, viable)
 	}
 }
 
@@ -175,10 +156,9 @@ func packDecoders(m *t5.Model, be nn.Backend, dec *t5.Decoder, meths []methods.M
 	hooks := make([]*t5.Hooks, len(meths))
 	joint := true
 	for j, meth := range meths {
-		out[j] = methodDecoder(m, be, dec, meth, shared)
-		_, own := meth.(methods.Generator)
+		out[j] = methodDecoder(dec, meth)
 		hooks[j] = meth.Hooks()
-		joint = joint && !own && encoderFrozen(m, meth)
+		joint = joint && encoderFrozen(m, meth)
 	}
 	if !joint {
 		return out

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/tpe"
 	"github.com/readsweep/readsweep/t5"
@@ -240,13 +239,6 @@ func benchStep(args []string) error {
 		ids[i] = int32(2 + i)
 	}
 	decode := func() { m.Generate(be, ids, nil, 1, n[1], n[2], meth.Hooks()) }
-	if gen, ok := meth.(methods.Generator); ok {
-		decode = func() {
-			e := m.EncodeForDecoding(be, ids, nil, 1, n[1], meth.Hooks())
-			defer e.Release()
-			gen.Generate(be, e, n[2], nil)
-		}
-	}
 	decode()
 	const reps = 5
 	t0 := time.Now()
