@@ -95,6 +95,8 @@ func benchSweepCost(args []string) error {
 			return err
 		}
 		defer os.RemoveAll(work)
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return fmt.Errorf("bench sweep-cost: --dir: %w", err)
 	}
 	sweepCmd := func(args ...string) (time.Duration, error) {
 		cmd := exec.Command(exe, args...)
