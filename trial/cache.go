@@ -387,8 +387,9 @@ func floatToHalf(f float32) uint16 {
 // state_cache_gb.
 
 // dataImportance returns the method's importance over sample, from the
-// cache file when there is one, else computed and saved.
-func dataImportance(di methods.DataInitializer, be nn.Backend, m *t5.Model, sample []t5.Batch, set Settings, modelDir, task, method string, logf func(string, ...any)) (methods.Importance, error) {
+// cache file when there is one (mapped: valid until release), else
+// computed and saved.
+func dataImportance(di methods.DataInitializer, be nn.Backend, m *t5.Model, sample []t5.Batch, set Settings, modelDir, task, method string, logf func(string, ...any)) (imp methods.Importance, release func(), err error) {
 	path := ""
 	if set.StateCache != "off" {
 		dir, digest, err := cacheDir(set, modelDir)
@@ -399,27 +400,29 @@ func dataImportance(di methods.DataInitializer, be nn.Backend, m *t5.Model, samp
 			path = filepath.Join(dir, key+".safetensors")
 		}
 	}
+	release = func() {}
 	if path != "" {
-		imp, found, err := loadImportance(path, m)
+		imp, unmap, found, err := loadImportance(path, m)
 		if err != nil || found {
 			if found {
 				logf("initialised %s from the importance of %d training examples in %s", method, len(sample), path)
+				release = unmap
 			}
-			return imp, err
+			return imp, release, err
 		}
 	}
 	t0 := time.Now()
-	imp, err := di.Importance(be, sample)
+	imp, err = di.Importance(be, sample)
 	if err != nil {
-		return nil, err
+		return nil, release, err
 	}
 	logf("initialised %s from %d training examples (%.1fs)", method, len(sample), time.Since(t0).Seconds())
 	if path == "" || imp == nil {
-		return imp, nil
+		return imp, release, nil
 	}
 	if size := int64(m.Params.Count()) * 4; size > int64(set.StateCacheGB*1e9) {
 		logf("importance: not cached (%d MB exceed state_cache_gb = %g)", size>>20, set.StateCacheGB)
-		return imp, nil
+		return imp, release, nil
 	}
 	var ts []t5.SafetensorsTensor
 	for i, name := range m.Params.Names {
@@ -430,27 +433,33 @@ func dataImportance(di methods.DataInitializer, be nn.Backend, m *t5.Model, samp
 	if err := t5.WriteSafetensorsTensors(path, ts); err != nil {
 		logf("importance: not cached: %v", err)
 	}
-	return imp, nil
+	return imp, release, nil
 }
 
-// loadImportance reads an importance file for m's tensors, reporting
-// whether there was one.
-func loadImportance(path string, m *t5.Model) (methods.Importance, bool, error) {
+// loadImportance maps an importance file for m's tensors, reporting
+// whether there was one. The values are read in place (a copy of the
+// whole backbone's worth, converted value by value, cost a pack of LST
+// trials 0.7 s), so they are valid until release, which the caller calls
+// once the trials are initialised.
+func loadImportance(path string, m *t5.Model) (imp methods.Importance, release func(), found bool, err error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	f, err := t5.OpenSafetensors(path)
 	if err != nil {
-		return nil, false, fmt.Errorf("trial: importance cache %s is unreadable (%v); delete it to rebuild", path, err)
+		return nil, nil, false, fmt.Errorf("trial: importance cache %s is unreadable (%v); delete it to rebuild", path, err)
 	}
-	defer f.Close()
-	imp := methods.Importance{}
+	imp = methods.Importance{}
 	for i, name := range m.Params.Names {
-		v, _, err := f.ReadAll(name)
+		v, _, ok := f.Float32s(name)
+		if !ok {
+			v, _, err = f.ReadAll(name)
+		}
 		if err != nil || len(v) != m.Params.Tensors[i].Len() {
-			return nil, false, fmt.Errorf("trial: importance cache %s: tensor %s is missing or of the wrong size (%v); delete it to rebuild", path, name, err)
+			f.Close()
+			return nil, nil, false, fmt.Errorf("trial: importance cache %s: tensor %s is missing or of the wrong size (%v); delete it to rebuild", path, name, err)
 		}
 		imp[name] = v
 	}
-	return imp, true, nil
+	return imp, func() { f.Close() }, true, nil
 }

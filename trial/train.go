@@ -290,13 +290,14 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		for _, e := range train[:min(len(train), set.InitExamples)] {
 			sample = append(sample, makeBatch([]example{e}, tok.Pad()))
 		}
-		imp, err := dataImportance(di, be, m, sample, set, modelDir, task.Name, spec.Method, logf)
+		imp, release, err := dataImportance(di, be, m, sample, set, modelDir, task.Name, spec.Method, logf)
 		if err != nil {
 			return err
 		}
 		for _, pr := range runs { // the backbone's importance is the pack's
 			pr.meth.(methods.DataInitializer).InitFrom(imp)
 		}
+		release()
 	}
 	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
 	if err != nil {
