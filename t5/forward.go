@@ -49,11 +49,12 @@ type Output struct {
 	EncAttn, DecAttn     []*nn.Tensor
 	CrossAttn            []*nn.Tensor
 
-	// Memo, during greedy decoding, is one map per Generate call shared by
-	// every step's Output: a DecoderOutput hook keeps there what it
-	// derives from the encoder's fields alone, with values copied off the
-	// step's graph, instead of recomputing it at every step. Nil
-	// elsewhere.
+	// Memo, during greedy decoding, is one map per Generate call (per
+	// hook set, in GenerateShared) shared by every step's Output: a
+	// DecoderOutput hook keeps there what it derives from the encoder's
+	// fields alone (Once) and its own key/value caches (Grow), with values
+	// copied off the step's graph, instead of recomputing them at every
+	// step. Nil elsewhere.
 	Memo map[string]*nn.Tensor
 	// Incremental, during cached greedy decoding, says the decoder's
 	// fields hold one target position, Pos, of the same rows whose
