@@ -77,7 +77,11 @@ func (o *Output) Grow(key string, step *nn.Tensor) *nn.Tensor {
 	if t > 0 {
 		prev := o.Memo[key]
 		if prev == nil || prev.Len() != B*t*W {
-			panic(fmt.Sprintf("t5: Grow(%q) at position %d: the Memo holds %v, want (%d, %d, %d)", key, t, prev, B, t, W))
+			var have any = "nothing"
+			if prev != nil {
+				have = prev.Shape
+			}
+			panic(fmt.Sprintf("t5: Grow(%q) at position %d: the Memo holds %v, want (%d, %d, %d)", key, t, have, B, t, W))
 		}
 		past = prev.Data
 	}
