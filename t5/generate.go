@@ -302,6 +302,12 @@ func (d *Decoder) GenerateShared(e *Encoded, maxNew int, hooks []*Hooks, viable 
 		decOut := m.norm(g, hb, "decoder.final_layer_norm", x, m.DecFinal)
 		all := true
 		for j, h := range hooks {
+			if !slices.Contains(dones[j], false) {
+				// Every row of method j has finished: its pick is padding,
+				// and its side of the step (hooks, LM head) is not run.
+				m.pickNext(outs[j], dones[j], viable, nil)
+				continue
+			}
 			// Method j's rows are the backbone's rows, or gathered from them.
 			own := G == B && sequential(group[j])
 			ids := group[j]

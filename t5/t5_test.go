@@ -428,8 +428,9 @@ func TestLeanEncoder(t *testing.T) {
 // sets that end rows at different steps (by adding the LM head's EOS row
 // to their output), so that groups split on EOS and groups whose rows all
 // finished are dropped while one row decodes on: every set's rows are
-// those it decodes alone, and the backbone decodes fewer rows than a
-// batch per step.
+// those it decodes alone, the backbone decodes fewer rows than a batch
+// per step, and a set whose rows have all finished runs no more steps of
+// its own.
 func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	m, gd := loadGolden(t, "tiny-t5-v11")
 	be := nn.DefaultBackend()
@@ -446,9 +447,14 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	for i := range D {
 		boost.Data[D+i] = 1e3 * m.LMHead.Data[eos*D+i]
 	}
-	hook := func(j int) *Hooks {
+	// steps[j] counts the steps set j's hook ran in the shared call.
+	steps := make([]int, 3)
+	hook := func(j int, counted bool) *Hooks {
 		step := 0
 		return &Hooks{DecoderOutput: func(g *nn.Graph, out *Output) *nn.Tensor {
+			if counted {
+				steps[j]++
+			}
 			ids := make([]int32, B)
 			for b := range ids {
 				if endsAt(j, b) == step {
@@ -463,10 +469,10 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	defer e.Release()
 	d := m.NewDecoder(be)
 	defer d.Release()
-	shared := d.GenerateShared(e, maxNew, []*Hooks{hook(0), hook(1), hook(2)}, nil)
+	shared := d.GenerateShared(e, maxNew, []*Hooks{hook(0, true), hook(1, true), hook(2, true)}, nil)
 	for j := range 3 {
 		// A set that finishes before the others is padded to their length.
-		alone := m.GenerateFrom(be, e, maxNew, hook(j))
+		alone := m.GenerateFrom(be, e, maxNew, hook(j, false))
 		for b, row := range alone {
 			got := shared[j][b]
 			same := len(got) >= len(row) && fmt.Sprint(row) == fmt.Sprint(got[:len(row)])
@@ -485,6 +491,19 @@ func TestGenerateSharedDropsFinishedRows(t *testing.T) {
 	}
 	if len(shared[0][0]) != maxNew+1 {
 		t.Fatalf("row 0 of set 0 = %v: it should decode all %d steps", shared[0][0], maxNew)
+	}
+	for j := range 3 {
+		last := -1 // the step at which set j's last row picks EOS
+		for b := range B {
+			if endsAt(j, b) < 0 {
+				last = maxNew - 1
+				break
+			}
+			last = max(last, endsAt(j, b))
+		}
+		if steps[j] != last+1 {
+			t.Errorf("set %d's hook ran %d steps, want %d: its rows had all finished after step %d", j, steps[j], last+1, last)
+		}
 	}
 	if d.rowSteps >= B*maxNew {
 		t.Errorf("the backbone decoded %d rows over %d steps, no fewer than %d rows a step: finished groups were not dropped", d.rowSteps, maxNew, B)
