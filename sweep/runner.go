@@ -441,8 +441,9 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 		rs.running[t.ID] = labels[i]
 	}
 	rs.mu.Unlock()
-	r.running.Add(int64(len(members)))
-	defer r.running.Add(-int64(len(members)))
+	live := int64(len(members)) // members not yet recorded
+	r.running.Add(live)
+	defer func() { r.running.Add(-live) }()
 	start := time.Now()
 	at := func(step int) string { return fmt.Sprintf("epoch %d", step+1) }
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
@@ -451,18 +452,45 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 	if cfg.ReportsSteps() {
 		at = func(step int) string { return fmt.Sprintf("step %d", step) }
 	}
+	// A packed trial that is pruned or finishes while the rest of its pack
+	// goes on is recorded then, not when the pack's process ends: its
+	// state, value and duration are right for readers of the study
+	// meanwhile (and for TPE in parallel workers).
+	var finishErr error
+	ended := func(i int, out outcome) {
+		rs.mu.Lock()
+		delete(rs.running, members[i].ID)
+		rs.mu.Unlock()
+		live--
+		r.running.Add(-1)
+		r.progress(rs)
+		st, err := r.finish(ctx, ss, members[i], out, time.Since(start))
+		if err != nil {
+			if finishErr == nil {
+				finishErr = err
+			}
+			return
+		}
+		states = append(states, st)
+	}
 	outs := r.spawn(ctx, ss, members, slot, func(i, step int) {
 		rs.mu.Lock()
 		rs.running[members[i].ID] = labels[i] + " " + at(step)
 		rs.mu.Unlock()
 		r.progress(rs)
-	})
+	}, ended)
 	rs.mu.Lock()
 	for _, t := range members {
 		delete(rs.running, t.ID)
 	}
 	rs.mu.Unlock()
+	if finishErr != nil {
+		return states, finishErr
+	}
 	for i, t := range members {
+		if outs[i].recorded {
+			continue
+		}
 		if outs[i].lost {
 			r.logf("%s was failed by another process (stale heartbeat); dropped", labels[i])
 			states = append(states, storage.Fail)
@@ -518,6 +546,7 @@ type outcome struct {
 	reason     string // why it failed
 	stderrTail string
 	lost       bool // another process failed the trial (stale heartbeat)
+	recorded   bool // spawn's ended already recorded it (a pack went on without it)
 	retry      bool // interrupted: rerun it whatever the retry count
 }
 
@@ -666,8 +695,11 @@ func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error
 
 // spawn runs one trial process for members (more than one: a pack) and
 // turns what it reports into an outcome per member; onEpoch(i, step) is
-// called after member i reports an epoch, for progress display.
-func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.FrozenTrial, slot int, onEpoch func(i, step int)) []outcome {
+// called after member i reports an epoch, for progress display. A packed
+// member that is pruned, or reports its final line, while its process
+// runs on is handed to ended at once (its outcome is then marked
+// recorded).
+func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.FrozenTrial, slot int, onEpoch func(i, step int), ended func(i int, out outcome)) []outcome {
 	cfg := r.Config
 	packed := len(members) > 1
 	outDir := func(t storage.FrozenTrial) string {
@@ -770,15 +802,25 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var mu sync.Mutex // guards lost, pruned
-	lost, pruned := make([]bool, len(members)), make([]bool, len(members))
+	var mu sync.Mutex // guards lost, pruned, recorded
+	lost, pruned, recorded := make([]bool, len(members)), make([]bool, len(members)), make([]bool, len(members))
+	// allLost: no member is left to run, and another process failed some
+	// (the rest were recorded).
 	allLost := func() bool {
-		for _, l := range lost {
-			if !l {
+		some := false
+		for i, l := range lost {
+			if !l && !recorded[i] {
 				return false
 			}
+			some = some || l
 		}
-		return true
+		return some
+	}
+	record := func(i int, out outcome) {
+		mu.Lock()
+		recorded[i] = true
+		mu.Unlock()
+		ended(i, out)
 	}
 
 	// Heartbeat: prove we are alive; stop the process once someone failed
@@ -794,6 +836,12 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 				return
 			case <-tick.C:
 				for i, t := range members {
+					mu.Lock()
+					done := recorded[i]
+					mu.Unlock()
+					if done {
+						continue
+					}
 					err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Heartbeat: true})
 					if errors.Is(err, storage.ErrTrialFinished) {
 						mu.Lock()
@@ -869,6 +917,15 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		if m.Type == trial.TypeFinal {
 			wd.heard("the final line")
 			finals[i] = &m
+			mu.Lock()
+			over := lost[i] || pruned[i] || recorded[i]
+			mu.Unlock()
+			if packed && !over && !math.IsNaN(float64(m.Value)) {
+				// A packed trial that finished is done, whatever becomes
+				// of the rest of its pack.
+				v := float64(m.Value)
+				record(i, outcome{state: storage.Complete, value: &v, attrs: m.Attrs})
+			}
 			continue
 		}
 		wd.heard(fmt.Sprintf("epoch %d", m.Step))
@@ -878,14 +935,26 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		}
 		mu.Lock()
 		stop := pruned[i] || lost[i]
-		gone := allLost()
+		prunedNow := packed && pruned[i] && !lost[i] && !recorded[i]
 		mu.Unlock()
+		if prunedNow {
+			// Recorded before the verdict goes out: once the pack hears
+			// it, the study says so.
+			out := outcome{state: storage.Pruned}
+			if hasLast[i] && !math.IsNaN(lastValue[i]) {
+				out.value = &lastValue[i]
+			}
+			record(i, out)
+		}
 		switch {
 		case packed:
 			verdicts.Write(trial.Verdict{Trial: members[i].Number, Prune: stop}.Encode())
 		case stop:
 			cancel()
 		}
+		mu.Lock()
+		gone := allLost()
+		mu.Unlock()
 		if gone {
 			cancel()
 		}
@@ -899,6 +968,8 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		out := outcome{stderrTail: tails[i].String()}
 		final := finals[i]
 		switch {
+		case recorded[i]:
+			out.recorded = true
 		case lost[i]:
 			out.lost = true
 		case pruned[i]:
@@ -906,11 +977,6 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 			if hasLast[i] && !math.IsNaN(lastValue[i]) {
 				out.value = &lastValue[i]
 			}
-		case packed && final != nil && !math.IsNaN(float64(final.Value)):
-			// A packed trial that finished is done, whatever became of
-			// the rest of its pack.
-			v := float64(final.Value)
-			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
 		case final != nil && final.Attrs["fail_reason"] != nil:
 			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
 		case wd.fired() != "":

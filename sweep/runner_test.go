@@ -113,7 +113,9 @@ parallel: 3
 // fakePack plays a pack's trial process: every member reports epochs of a
 // value that grows with the epoch and peaks at lr = 3e-4, reads a verdict
 // per epoch line and drops the pruned; trial number 2 fails on its own.
-func fakePack(sizes *[]int) func(ctx context.Context, p Proc) error {
+// Before its final lines it calls beforeFinals (if not nil) with the
+// trial numbers it heard pruned.
+func fakePack(sizes *[]int, beforeFinals func(pruned []int)) func(ctx context.Context, p Proc) error {
 	return func(ctx context.Context, p Proc) error {
 		var spec trial.Spec
 		for _, kv := range p.Env {
@@ -134,6 +136,7 @@ func fakePack(sizes *[]int) func(ctx context.Context, p Proc) error {
 		for _, mb := range members {
 			alive[mb.Number] = true
 		}
+		var pruned []int
 		line := func(mb trial.Member, m trial.Message) {
 			if len(spec.Pack) > 0 {
 				n := mb.Number
@@ -167,8 +170,12 @@ func fakePack(sizes *[]int) func(ctx context.Context, p Proc) error {
 				json.Unmarshal(verdicts.Bytes(), &v)
 				if v.Prune {
 					alive[v.Trial] = false
+					pruned = append(pruned, v.Trial)
 				}
 			}
+		}
+		if beforeFinals != nil {
+			beforeFinals(pruned)
 		}
 		for _, mb := range members {
 			if alive[mb.Number] {
@@ -192,10 +199,31 @@ func intAt(m map[string]any, key string) int {
 
 // TestRunnerPacks runs a study in packs of four under ASHA: the runner
 // samples each pack's trials, routes every line to its trial, prunes
-// inside packs by verdict, fails only the trial that failed (and retries
-// it), splits the logs, and stops at the budget exactly.
+// inside packs by verdict (recording a pruned trial while its pack goes
+// on), fails only the trial that failed (and retries it), splits the
+// logs, and stops at the budget exactly.
 func TestRunnerPacks(t *testing.T) {
 	var sizes []int
+	var store *storage.DB
+	// early lists the trials that were PRUNED, with their end time, in the
+	// study while their pack still ran.
+	early := map[int]bool{}
+	var earlyErrs []string
+	whilePackRuns := func(pruned []int) {
+		studies, _ := store.Studies(context.Background())
+		trials, _ := store.Trials(context.Background(), studies[0].ID)
+		for _, n := range pruned {
+			for _, tr := range trials {
+				if tr.Number != n {
+					continue
+				}
+				if tr.State != storage.Pruned || tr.Complete.IsZero() {
+					earlyErrs = append(earlyErrs, fmt.Sprintf("#%d: %v (finished %v) while its pack ran on", n, tr.State, tr.Complete))
+				}
+				early[n] = true
+			}
+		}
+	}
 	r, store := testRunner(t, `datasets: [sst2]
 methods:
   read: [{cell: gru}]
@@ -207,7 +235,7 @@ pruner: {name: asha, min_resource: 1, reduction_factor: 2}
 training: {max_epochs: 4}
 pack: 4
 max_retries: 1
-`, fakePack(&sizes))
+`, fakePack(&sizes, whilePackRuns))
 	cfg := r.Config
 	r.Packable = func(method string, _ map[string]any) bool { return method == "read" }
 	res, err := r.Run(context.Background(), Plan(cfg, nil))
@@ -226,6 +254,17 @@ max_retries: 1
 	}
 	if !retried {
 		t.Error("trial 2 was not retried")
+	}
+	for _, e := range earlyErrs {
+		t.Error(e)
+	}
+	for _, tr := range trials {
+		if tr.State == storage.Pruned && !early[tr.Number] {
+			t.Errorf("#%d is PRUNED, but its pack did not hear so", tr.Number)
+		}
+	}
+	if len(early) == 0 {
+		t.Error("no trial was pruned inside a pack: the test reaches nothing")
 	}
 	if sizes[0] != 4 || slices.Max(sizes) != 4 {
 		t.Errorf("pack sizes %v, want packs of up to 4", sizes)
