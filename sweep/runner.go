@@ -845,7 +845,8 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 					err := r.Storage.UpdateTrial(tctx, t.ID, storage.TrialUpdate{Heartbeat: true})
 					if errors.Is(err, storage.ErrTrialFinished) {
 						mu.Lock()
-						lost[i] = true
+						// Not if this process recorded it since the check.
+						lost[i] = lost[i] || !recorded[i]
 						mu.Unlock()
 					}
 				}
