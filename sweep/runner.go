@@ -884,6 +884,13 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 
 	finals := make([]*trial.Message, len(members))
 	lastValue, hasLast := make([]float64, len(members)), make([]bool, len(members))
+	// prunedValue is a pruned trial's value: its last reported one.
+	prunedValue := func(i int) *float64 {
+		if hasLast[i] && !math.IsNaN(lastValue[i]) {
+			return &lastValue[i]
+		}
+		return nil
+	}
 	var protoErr error
 	sc := bufio.NewScanner(pr)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
@@ -941,11 +948,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		if prunedNow {
 			// Recorded before the verdict goes out: once the pack hears
 			// it, the study says so.
-			out := outcome{state: storage.Pruned}
-			if hasLast[i] && !math.IsNaN(lastValue[i]) {
-				out.value = &lastValue[i]
-			}
-			record(i, out)
+			record(i, outcome{state: storage.Pruned, value: prunedValue(i)})
 		}
 		switch {
 		case packed:
@@ -974,10 +977,7 @@ func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.Fr
 		case lost[i]:
 			out.lost = true
 		case pruned[i]:
-			out.state = storage.Pruned
-			if hasLast[i] && !math.IsNaN(lastValue[i]) {
-				out.value = &lastValue[i]
-			}
+			out.state, out.value = storage.Pruned, prunedValue(i)
 		case final != nil && final.Attrs["fail_reason"] != nil:
 			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
 		case wd.fired() != "":
