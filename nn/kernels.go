@@ -187,7 +187,7 @@ func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []flo
 			b, h := bh/H, bh%H
 			p := probs[(b*H+h)*Tq*Tk : (b*H+h+1)*Tq*Tk]
 			qbh, kbh, vbh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:]
-			be.Sgemm(false, true, Tq, Tk, K, 1, qbh, HK, kbh, HK, 0, p, Tk)
+			headGemm(be, false, true, Tq, Tk, K, qbh, HK, kbh, HK, 0, p, Tk)
 			for i := 0; i < Tq; i++ {
 				row := p[i*Tk : (i+1)*Tk]
 				mx := float32(math.Inf(-1))
@@ -223,9 +223,30 @@ func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []flo
 					w[i] = p[i] * d[i]
 				}
 			}
-			be.Sgemm(false, false, Tq, K, Tk, 1, w, Tk, vbh, HK, 0, out[b*Tq*HK+h*K:], HK)
+			headGemm(be, false, false, Tq, K, Tk, w, Tk, vbh, HK, 0, out[b*Tq*HK+h*K:], HK)
 		}
 	})
+}
+
+// headGemmMax is the largest of attention's per-head products (m·n·k)
+// that headGemm gives to smallGemm; see BenchmarkHeadGemm.
+const headGemmMax = 1 << 15
+
+// headGemm is one batch row and head's product in attention: c =
+// op(a)·op(b) + beta·c, beta 0 or 1. A small one runs on smallGemm: attention
+// calls thousands of them a step from every core at once, and each call
+// into OpenBLAS locks its buffer pool, so they queued on each other there.
+// The choice reads the head's shape alone, never the batch's size, so a
+// trial packed or alone, a row decoded in any group, gets the same
+// arithmetic.
+func headGemm(be Backend, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m*n*k <= headGemmMax && (beta == 0 || beta == 1) {
+		checkGemm(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+		if smallGemm(transA, transB, m, n, k, a, lda, b, ldb, beta == 1, c, ldc) {
+			return
+		}
+	}
+	be.Sgemm(transA, transB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 }
 
 // attentionGrain is how many (b, h) pairs make a goroutine's worth of
@@ -251,7 +272,7 @@ func AttentionBackward(be Backend, dq, dk, dv, dbias, scratch, dout, probs, drop
 				}
 				qbh, kbh, vbh, dobh := q[b*Tq*HK+h*K:], k[b*Tk*HK+h*K:], v[b*Tk*HK+h*K:], dout[b*Tq*HK+h*K:]
 				// d(dropped probs) = dout·vᵀ
-				be.Sgemm(false, true, Tq, Tk, K, 1, dobh, HK, vbh, HK, 0, ds, Tk)
+				headGemm(be, false, true, Tq, Tk, K, dobh, HK, vbh, HK, 0, ds, Tk)
 				if dv != nil {
 					w := p
 					if d != nil {
@@ -260,7 +281,7 @@ func AttentionBackward(be Backend, dq, dk, dv, dbias, scratch, dout, probs, drop
 						}
 						w = pd
 					}
-					be.Sgemm(true, false, Tk, K, Tq, 1, w, Tk, dobh, HK, 1, dv[b*Tk*HK+h*K:], HK)
+					headGemm(be, true, false, Tk, K, Tq, w, Tk, dobh, HK, 1, dv[b*Tk*HK+h*K:], HK)
 				}
 				// Softmax backward on each row: ds = p ⊙ (dp − Σ p·dp).
 				for i := 0; i < Tq; i++ {
@@ -280,10 +301,10 @@ func AttentionBackward(be Backend, dq, dk, dv, dbias, scratch, dout, probs, drop
 					}
 				}
 				if dq != nil {
-					be.Sgemm(false, false, Tq, K, Tk, 1, ds, Tk, kbh, HK, 1, dq[b*Tq*HK+h*K:], HK)
+					headGemm(be, false, false, Tq, K, Tk, ds, Tk, kbh, HK, 1, dq[b*Tq*HK+h*K:], HK)
 				}
 				if dk != nil {
-					be.Sgemm(true, false, Tk, K, Tq, 1, ds, Tk, qbh, HK, 1, dk[b*Tk*HK+h*K:], HK)
+					headGemm(be, true, false, Tk, K, Tq, ds, Tk, qbh, HK, 1, dk[b*Tk*HK+h*K:], HK)
 				}
 				if dbias != nil {
 					dst := dbias[h*Tq*Tk : (h+1)*Tq*Tk]
