@@ -55,23 +55,7 @@ func TestOpenBLASProducts(t *testing.T) {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
 				m, n, k := size[0], size[1], size[2]
-				lda, ldb, ldc := k+2, n+1, n+3
-				if ta {
-					lda = m + 2
-				}
-				if tb {
-					ldb = k + 1
-				}
-				rowsA, rowsB := m, k
-				if ta {
-					rowsA = k
-				}
-				if tb {
-					rowsB = n
-				}
-				a := randSlice(rng, rowsA*lda)
-				b := randSlice(rng, rowsB*ldb)
-				c := randSlice(rng, m*ldc)
+				a, lda, b, ldb, c, ldc := gemmOperands(rng, ta, tb, m, n, k)
 				want := append([]float32(nil), c...)
 				be.Sgemm(ta, tb, m, n, k, 0.7, a, lda, b, ldb, 0.3, c, ldc)
 				Gonum{}.Sgemm(ta, tb, m, n, k, 0.7, a, lda, b, ldb, 0.3, want, ldc)
@@ -83,6 +67,20 @@ func TestOpenBLASProducts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// gemmOperands makes random a, b and c for an m×n×k product with the
+// given transposes, each with a leading dimension past its width.
+func gemmOperands(rng *rand.Rand, ta, tb bool, m, n, k int) (a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	lda, ldb, ldc = k+2, n+1, n+3
+	rowsA, rowsB := m, k
+	if ta {
+		lda, rowsA = m+2, k
+	}
+	if tb {
+		ldb, rowsB = k+1, n
+	}
+	return randSlice(rng, rowsA*lda), lda, randSlice(rng, rowsB*ldb), ldb, randSlice(rng, m*ldc), ldc
 }
 
 func randSlice(rng *rand.Rand, n int) []float32 {

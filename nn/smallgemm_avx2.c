@@ -125,19 +125,19 @@ static FMA inline void rs_rows1(int transA, int64_t i0, int64_t j0, int64_t n, i
 // rs_byrows is C (+)= op(A)·B for B stored k rows of n at stride ldb.
 static FMA void rs_byrows(int transA, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
 		int64_t ldb, int accumulate, float* c, int64_t ldc) {
-	for (int64_t j0 = 0; j0 < n; j0 += 8) {
+	int64_t j0 = 0;
+	for (; j0 + 16 <= n; j0 += 16) {
 		int64_t i0 = 0;
-		if (j0 + 16 <= n) {
-			for (; i0 + 4 <= m; i0 += 4) {
-				rs_rows4x16(transA, i0, j0, k, a, lda, b, ldb, accumulate, c, ldc);
-			}
-			for (; i0 < m; i0++) {
-				rs_rows1(transA, i0, j0, n, k, a, lda, b, ldb, accumulate, c, ldc);
-				rs_rows1(transA, i0, j0 + 8, n, k, a, lda, b, ldb, accumulate, c, ldc);
-			}
-			j0 += 8;
-			continue;
+		for (; i0 + 4 <= m; i0 += 4) {
+			rs_rows4x16(transA, i0, j0, k, a, lda, b, ldb, accumulate, c, ldc);
 		}
+		for (; i0 < m; i0++) {
+			rs_rows1(transA, i0, j0, n, k, a, lda, b, ldb, accumulate, c, ldc);
+			rs_rows1(transA, i0, j0 + 8, n, k, a, lda, b, ldb, accumulate, c, ldc);
+		}
+	}
+	for (; j0 < n; j0 += 8) {
+		int64_t i0 = 0;
 		for (; i0 + 4 <= m; i0 += 4) {
 			rs_rows4(transA, i0, j0, n, k, a, lda, b, ldb, accumulate, c, ldc);
 		}

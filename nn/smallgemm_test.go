@@ -29,18 +29,8 @@ func TestSmallGemm(t *testing.T) {
 			for _, tb := range []bool{false, true} {
 				for _, acc := range []bool{false, true} {
 					m, n, k := size[0], size[1], size[2]
-					lda, ldb, ldc := k+3, n+2, n+5
-					rowsA, rowsB := m, k
-					if ta {
-						lda, rowsA = m+1, k
-					}
-					if tb {
-						ldb, rowsB = k+4, n
-					}
-					a, b := randFloats(rng, rowsA*lda), randFloats(rng, rowsB*ldb)
-					c0 := randFloats(rng, m*ldc)
+					a, lda, b, ldb, c0, ldc := gemmOperands(rng, ta, tb, m, n, k)
 					c := append([]float32(nil), c0...)
-					checkGemm(ta, tb, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
 					if !smallGemm(ta, tb, m, n, k, a, lda, b, ldb, acc, c, ldc) {
 						t.Fatalf("%v: smallGemm declined", size)
 					}
@@ -87,14 +77,6 @@ func TestSmallGemm(t *testing.T) {
 	}
 }
 
-func randFloats(rng *rand.Rand, n int) []float32 {
-	out := make([]float32, n)
-	for i := range out {
-		out[i] = float32(rng.NormFloat64())
-	}
-	return out
-}
-
 // BenchmarkHeadGemm times attention's per-head products, 20×20×8 (a narrow
 // side network's head) to 1×22×64 and 20×20×64 (t5-small's), on
 // smallGemm and on the default backend, one goroutine and one per core at
@@ -107,7 +89,7 @@ func BenchmarkHeadGemm(b *testing.B) {
 			for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
 				b.Run(fmt.Sprintf("%dx%dx%d/%s/goroutines=%d", m, n, k, kernel, workers), func(b *testing.B) {
 					rng := rand.New(rand.NewPCG(1, 1))
-					x, y := randFloats(rng, m*k), randFloats(rng, k*n)
+					x, y := randSlice(rng, m*k), randSlice(rng, k*n)
 					var wg sync.WaitGroup
 					per := b.N/workers + 1
 					b.ResetTimer()
