@@ -321,6 +321,64 @@ func TestLSTPruningKeepsEverythingAtFullWidth(t *testing.T) {
 	}
 }
 
+// TestLSTPruningRanksByAbsoluteImportance checks the first step of the
+// pruning walk at part width: the hidden selection keeps the embedding's
+// columns of largest summed |score| (by magnitude, large negative weights
+// win), and the side's first layer norm holds the backbone's at those
+// columns, in order; a Fisher importance then selects anew.
+func TestLSTPruningRanksByAbsoluteImportance(t *testing.T) {
+	m := loadTiny(t)
+	d, vocab := m.Config.DModel, m.Config.VocabSize
+	const norm = "encoder.block.0.layer.0.layer_norm.weight"
+	for c := range d {
+		m.Params.Get(norm).Data[c] = float32(c + 1)
+	}
+	kept := func(meth methods.Method) []int {
+		var cols []int
+		for _, v := range meth.Weights().Get("side." + norm).Data {
+			cols = append(cols, int(v)-1)
+		}
+		return cols
+	}
+	emb := m.Params.Get("shared.weight").Data
+	byMagnitude := []int{2, 5, 17, 30}
+	for r := range vocab {
+		for _, c := range byMagnitude {
+			emb[r*d+c] = -1
+		}
+	}
+	meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": len(byMagnitude), "init": "magnitude"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kept(meth); fmt.Sprint(got) != fmt.Sprint(byMagnitude) {
+		t.Fatalf("by magnitude: side kept columns %v, want %v", got, byMagnitude)
+	}
+
+	byFisher := []int{0, 9, 10, 31}
+	imp := methods.Importance{}
+	for i, name := range m.Params.Names {
+		v := make([]float32, m.Params.Tensors[i].Len())
+		for j := range v {
+			v[j] = 1
+		}
+		imp[name] = v
+	}
+	for r := range vocab {
+		for _, c := range byFisher {
+			imp["shared.weight"][r*d+c] = 3
+		}
+	}
+	meth, err = registry().New("lst", m, map[string]any{"sidenet_dim": len(byFisher), "init": "fisher"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meth.(methods.DataInitializer).InitFrom(imp)
+	if got := kept(meth); fmt.Sprint(got) != fmt.Sprint(byFisher) {
+		t.Fatalf("by Fisher importance: side kept columns %v, want %v", got, byFisher)
+	}
+}
+
 // TestLSTDecodesLikeWholeForwardPasses holds LST's incremental greedy
 // decoding (the side decoder one position per step with its keys and
 // values cached in the call's Memo, the side encoder and its cross keys
@@ -392,5 +450,30 @@ func TestLSTDecodesLikeWholeForwardPasses(t *testing.T) {
 	}
 	if len(alone[0]) < 4 || fmt.Sprint(packed[1]) == fmt.Sprint(packed[2]) {
 		t.Errorf("the two trials decode %v and %v: too short or alike to tell decoders apart", packed[1], packed[2])
+	}
+}
+
+// BenchmarkLSTInit times building an LST trial on t5-small's shapes
+// (sidenet_dim 64) with its pruning by magnitude, and pruning it again by
+// a Fisher-style importance, as a trial with init: fisher does.
+func BenchmarkLSTInit(b *testing.B) {
+	m, err := t5.NewBenchModel("t5-small")
+	if err != nil {
+		b.Fatal(err)
+	}
+	imp := methods.Importance{}
+	for i, name := range m.Params.Names {
+		v := make([]float32, m.Params.Tensors[i].Len())
+		for j, w := range m.Params.Tensors[i].Data {
+			v[j] = w * w
+		}
+		imp[name] = v
+	}
+	for b.Loop() {
+		meth, err := registry().New("lst", m, map[string]any{"sidenet_dim": 64}, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		meth.(methods.DataInitializer).InitFrom(imp)
 	}
 }

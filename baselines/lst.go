@@ -197,19 +197,17 @@ func (l *lst) sideEncoder(g *nn.Graph, out *t5.Output) *nn.Tensor {
 	return g.RMSNorm(s, l.side.EncFinal, float32(sc.LayerNormEps))
 }
 
-// importance gives a backbone tensor's per-element importance: the
-// element at a flat index. Pruning reads the importance of the kept input
-// columns only, a small part of each matrix.
-type importance func(name string) func(at int) float32
+// importance gives a backbone tensor's per-element scores, by name;
+// pruning ranks channels by their absolute values. It reads only the kept
+// input columns of each matrix, a small part of it, but the embedding's
+// whole table.
+type importance func(name string) []float32
 
-// magnitude ranks by |W|, read from the backbone where pruning asks: the
-// data-free ranking, without computing it for the whole backbone (which
-// cost each trial of a pack of LST trials ~0.3 s, about a tenth of it).
+// magnitude ranks by |W|: the backbone's weights themselves, read where
+// pruning asks (materialising |W| for the whole backbone cost each trial
+// of a pack of LST trials ~0.3 s, about a tenth of it).
 func magnitude(m *t5.Model) importance {
-	return func(name string) func(int) float32 {
-		w := m.Params.Get(name).Values()
-		return func(at int) float32 { return float32(math.Abs(float64(w[at]))) }
-	}
+	return func(name string) []float32 { return m.Params.Get(name).Values() }
 }
 
 // ImportanceWanted: only init: fisher looks at data.
@@ -252,10 +250,7 @@ func (l *lst) Importance(be nn.Backend, batches []t5.Batch) (methods.Importance,
 // InitFrom prunes the side network by the Fisher information.
 func (l *lst) InitFrom(imp methods.Importance) {
 	if imp != nil {
-		l.prune(func(name string) func(int) float32 {
-			a := imp[name]
-			return func(at int) float32 { return a[at] }
-		})
+		l.prune(func(name string) []float32 { return imp[name] })
 	}
 }
 
@@ -275,8 +270,8 @@ func (l *lst) prune(imp importance) {
 	shared := imp("shared.weight")
 	colScore := make([]float64, bc.DModel)
 	for r := 0; r < bc.VocabSize; r++ {
-		for c := 0; c < bc.DModel; c++ {
-			colScore[c] += float64(shared(r*bc.DModel + c))
+		for c, v := range shared[r*bc.DModel : (r+1)*bc.DModel] {
+			colScore[c] += math.Abs(float64(v))
 		}
 	}
 	hidden := topK(colScore, sc.DModel)
@@ -285,7 +280,7 @@ func (l *lst) prune(imp importance) {
 		w := get(m.Params, names[0])
 		out := w.Dim(0)
 		cols := w.Dim(1)
-		mats := make([]func(int) float32, len(names))
+		mats := make([][]float32, len(names))
 		for i, n := range names {
 			mats[i] = imp(n)
 		}
@@ -294,8 +289,9 @@ func (l *lst) prune(imp importance) {
 			for _, c := range in {
 				prod := 1.0
 				for _, a := range mats {
-					prod *= float64(a(r*cols + c))
+					prod *= float64(a[r*cols+c])
 				}
+				// |∏a| = ∏|a|: the signs of the raw weights drop out here.
 				score[r] += math.Abs(prod)
 			}
 		}
