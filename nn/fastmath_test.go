@@ -261,3 +261,80 @@ func TestAdamWKernelMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxRowsVectorMatchesGo holds the AVX2 softmax to softmaxRowsGo
+// bit for bit, over row lengths around the eight lanes, masked (−∞)
+// scores, a row masked whole, scores far apart (exp underflows to 0), a
+// row's largest score in any lane or the tail, a largest score of zero
+// with both signs, and a NaN score; and softmaxRowsGo to a float64
+// softmax.
+func TestSoftmaxRowsVectorMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	inf := float32(math.Inf(-1))
+	for _, cols := range []int{1, 3, 7, 8, 9, 16, 22, 64, 67} {
+		const rows = 13
+		p := make([]float32, rows*cols)
+		mx := make([]float32, rows)
+		for i := range rows {
+			mx[i] = inf
+			for j := range cols {
+				s := float32(rng.NormFloat64() * 5)
+				switch {
+				case i == 4: // masked whole, as a padded query's row can be
+					s = inf
+				case i == 7 && j == 0:
+					s = 200 // every other score underflows
+				case i == 8 && j == cols-1, i == 9 && j == cols/2:
+					s = 40 // the largest, in the tail or a middle lane
+				case i == 10 && j == cols/3:
+					s = float32(math.NaN())
+				case i == 11: // the largest score is zero, of both signs
+					s = []float32{float32(math.Copysign(0, -1)), 0, -1.5}[j%3]
+				case rng.IntN(5) == 0:
+					s = inf
+				}
+				p[i*cols+j] = s
+				mx[i] = max(mx[i], s)
+			}
+		}
+		want := append([]float32(nil), p...)
+		for i := range rows {
+			row := want[i*cols : (i+1)*cols]
+			var sum float64
+			for _, s := range row {
+				if s != inf {
+					sum += math.Exp(float64(s - mx[i]))
+				}
+			}
+			for j, s := range row {
+				row[j] = 0
+				if s != inf {
+					row[j] = float32(math.Exp(float64(s-mx[i])) / sum)
+				}
+			}
+		}
+		goRows := append([]float32(nil), p...)
+		softmaxRowsGo(goRows, rows, cols)
+		for i, v := range goRows {
+			if r := i / cols; r == 4 || r == 10 {
+				if v == v {
+					t.Fatalf("cols %d: row %d (masked whole, or with a NaN score) gave %g, want NaN", cols, r, v)
+				}
+				continue
+			}
+			if math.Abs(float64(v-want[i])) > 2e-6*float64(want[i])+1e-30 {
+				t.Fatalf("cols %d: softmaxRowsGo[%d] = %g, float64 softmax %g", cols, i, v, want[i])
+			}
+		}
+		vec := append([]float32(nil), p...)
+		if !softmaxRowsVector(vec, rows, cols) {
+			t.Log("no vector kernel on this build or CPU: attention's softmax runs the Go loop")
+			return
+		}
+		for i := range vec {
+			if math.Float32bits(vec[i]) != math.Float32bits(goRows[i]) && (vec[i] == vec[i] || goRows[i] == goRows[i]) {
+				t.Fatalf("cols %d: element %d (score %g): vector %g (%#x), Go %g (%#x)", cols, i, p[i], vec[i], math.Float32bits(vec[i]), goRows[i], math.Float32bits(goRows[i]))
+			}
+		}
+	}
+}

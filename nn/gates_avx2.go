@@ -66,3 +66,15 @@ func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool {
 		C.float(s.b2), C.float(s.c2), C.float(s.bc2Sqrt), C.float(s.eps), C.float(s.decay), C.float(s.stepSize))
 	return true
 }
+
+// softmaxRowsVector is softmaxRowsGo eight lanes at a time (bit for bit
+// its result) where the CPU has AVX2; it reports false, doing nothing,
+// otherwise.
+func softmaxRowsVector(p []float32, rows, cols int) bool {
+	if !haveAVX2 || rows == 0 || cols == 0 {
+		return false
+	}
+	_ = p[rows*cols-1]
+	C.rs_softmax_rows(cFloats(p), C.int64_t(rows), C.int64_t(cols))
+	return true
+}

@@ -13,3 +13,6 @@ func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) 
 
 // adamwRows has no vector kernel here: AdamW.Step's Go loop runs.
 func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool { return false }
+
+// softmaxRowsVector has no vector kernel here: softmaxRowsGo runs.
+func softmaxRowsVector(p []float32, rows, cols int) bool { return false }
