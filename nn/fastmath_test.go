@@ -266,8 +266,8 @@ func TestAdamWKernelMatchesGo(t *testing.T) {
 // bit for bit, over row lengths around the eight lanes, masked (−∞)
 // scores, a row masked whole, scores far apart (exp underflows to 0), a
 // row's largest score in any lane or the tail, a largest score of zero
-// with both signs, and a NaN score; and softmaxRowsGo to a float64
-// softmax.
+// with both signs, and a NaN score, in place and into another slice with
+// the rows' sums and maxima; and softmaxRowsGo to a float64 softmax.
 func TestSoftmaxRowsVectorMatchesGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	inf := float32(math.Inf(-1))
@@ -313,8 +313,9 @@ func TestSoftmaxRowsVectorMatchesGo(t *testing.T) {
 				}
 			}
 		}
-		goRows := append([]float32(nil), p...)
-		softmaxRowsGo(goRows, rows, cols)
+		goRows := make([]float32, rows*cols)
+		goSums, goMaxes := make([]float64, rows), make([]float32, rows)
+		softmaxRowsGo(goRows, p, rows, cols, goSums, goMaxes)
 		for i, v := range goRows {
 			if r := i / cols; r == 4 || r == 10 {
 				if v == v {
@@ -326,14 +327,41 @@ func TestSoftmaxRowsVectorMatchesGo(t *testing.T) {
 				t.Fatalf("cols %d: softmaxRowsGo[%d] = %g, float64 softmax %g", cols, i, v, want[i])
 			}
 		}
-		vec := append([]float32(nil), p...)
-		if !softmaxRowsVector(vec, rows, cols) {
-			t.Log("no vector kernel on this build or CPU: attention's softmax runs the Go loop")
+		inPlace := append([]float32(nil), p...)
+		softmaxRowsGo(inPlace, inPlace, rows, cols, nil, nil)
+		sameBits := func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b) }
+		for i := range inPlace {
+			if !sameBits(inPlace[i], goRows[i]) {
+				t.Fatalf("cols %d: element %d in place %g, to another slice %g", cols, i, inPlace[i], goRows[i])
+			}
+		}
+
+		vec := make([]float32, rows*cols)
+		vecSums, vecMaxes := make([]float64, rows), make([]float32, rows)
+		if !softmaxRowsVector(vec, p, rows, cols, vecSums, vecMaxes) {
+			t.Log("no vector kernel on this build or CPU: softmax runs the Go loop")
 			return
 		}
 		for i := range vec {
-			if math.Float32bits(vec[i]) != math.Float32bits(goRows[i]) && (vec[i] == vec[i] || goRows[i] == goRows[i]) {
+			if !sameBits(vec[i], goRows[i]) {
 				t.Fatalf("cols %d: element %d (score %g): vector %g (%#x), Go %g (%#x)", cols, i, p[i], vec[i], math.Float32bits(vec[i]), goRows[i], math.Float32bits(goRows[i]))
+			}
+		}
+		for r := range rows {
+			if math.Float64bits(vecSums[r]) != math.Float64bits(goSums[r]) && (vecSums[r] == vecSums[r] || goSums[r] == goSums[r]) {
+				t.Fatalf("cols %d: row %d's sum: vector %g, Go %g", cols, r, vecSums[r], goSums[r])
+			}
+			// A NaN row's max may be either; a zero max's sign may differ
+			// (Go's max prefers +0), which shifts no score.
+			if r != 10 && vecMaxes[r] != goMaxes[r] {
+				t.Fatalf("cols %d: row %d's max: vector %g, Go %g", cols, r, vecMaxes[r], goMaxes[r])
+			}
+		}
+		vecInPlace := append([]float32(nil), p...)
+		softmaxRowsVector(vecInPlace, vecInPlace, rows, cols, nil, nil)
+		for i := range vecInPlace {
+			if !sameBits(vecInPlace[i], goRows[i]) {
+				t.Fatalf("cols %d: element %d in place: vector %g, Go %g", cols, i, vecInPlace[i], goRows[i])
 			}
 		}
 	}

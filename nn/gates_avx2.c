@@ -176,19 +176,21 @@ AVX2 void rs_adamw_rows(float* p, const float* g, float* m, float* v, int64_t lo
 }
 
 // kernels.go's softmaxRowsGo, the same operations in the same order: per
-// row, its largest score, e = expf(s − max) (0 where s is −∞), their
-// float64 sum from the left, then each e times (float)(1/sum). (A NaN
-// score may not become the row's max here as it does in Go's max, but its
-// e is NaN either way, and so, through the sum, is every value of its
-// row.) A row's last cols mod 8 scores go through masked loads and
-// stores.
-AVX2 void rs_softmax_rows(float* p, int64_t rows, int64_t cols) {
+// row of in, its largest score, e = expf(s − max) (0 where s is −∞) into
+// out, their float64 sum from the left, then each e times (float)(1/sum);
+// the sum and max to sums and maxes unless NULL. (A NaN score may not
+// become the row's max here as it does in Go's max, but its e is NaN
+// either way, and so, through the sum, is every value of its row; and a
+// zero max may be −0 where Go's is +0, which changes no s − max.) A
+// row's last cols mod 8 scores go through masked loads and stores.
+AVX2 void rs_softmax_rows(float* out, const float* in, int64_t rows, int64_t cols, double* sums, float* maxes) {
 	__m256 ninf = _mm256_set1_ps(-__builtin_inff());
 	__m256i all = _mm256_set1_epi32(-1);
 	__m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cols % 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 	float lanes[8];
 	for (int64_t i = 0; i < rows; i++) {
-		float* row = p + i * cols;
+		const float* row = in + i * cols;
+		float* o = out + i * cols;
 		__m256 vmax = ninf;
 		for (int64_t j = 0; j < cols; j += 8) {
 			__m256i mask = cols - j >= 8 ? all : tail;
@@ -208,7 +210,7 @@ AVX2 void rs_softmax_rows(float* p, int64_t rows, int64_t cols) {
 			__m256 s = _mm256_maskload_ps(row + j, mask);
 			__m256 e = rs_expf8(_mm256_sub_ps(s, m));
 			e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(s, ninf, _CMP_EQ_OQ));
-			_mm256_maskstore_ps(row + j, mask, e);
+			_mm256_maskstore_ps(o + j, mask, e);
 			_mm256_storeu_ps(lanes, e);
 			for (int64_t l = 0; l < n; l++) {
 				sum += (double)lanes[l];
@@ -217,7 +219,11 @@ AVX2 void rs_softmax_rows(float* p, int64_t rows, int64_t cols) {
 		__m256 inv = _mm256_set1_ps((float)(1.0 / sum));
 		for (int64_t j = 0; j < cols; j += 8) {
 			__m256i mask = cols - j >= 8 ? all : tail;
-			_mm256_maskstore_ps(row + j, mask, _mm256_mul_ps(_mm256_maskload_ps(row + j, mask), inv));
+			_mm256_maskstore_ps(o + j, mask, _mm256_mul_ps(_mm256_maskload_ps(o + j, mask), inv));
+		}
+		if (sums != NULL) {
+			sums[i] = sum;
+			maxes[i] = mx;
 		}
 	}
 }

@@ -70,11 +70,17 @@ func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool {
 // softmaxRowsVector is softmaxRowsGo eight lanes at a time (bit for bit
 // its result) where the CPU has AVX2; it reports false, doing nothing,
 // otherwise.
-func softmaxRowsVector(p []float32, rows, cols int) bool {
+func softmaxRowsVector(out, in []float32, rows, cols int, sums []float64, maxes []float32) bool {
 	if !haveAVX2 || rows == 0 || cols == 0 {
 		return false
 	}
-	_ = p[rows*cols-1]
-	C.rs_softmax_rows(cFloats(p), C.int64_t(rows), C.int64_t(cols))
+	_, _ = out[rows*cols-1], in[rows*cols-1]
+	var cSums *C.double
+	var cMaxes *C.float
+	if sums != nil {
+		_, _ = sums[rows-1], maxes[rows-1]
+		cSums, cMaxes = (*C.double)(unsafe.Pointer(&sums[0])), cFloats(maxes)
+	}
+	C.rs_softmax_rows(cFloats(out), cFloats(in), C.int64_t(rows), C.int64_t(cols), cSums, cMaxes)
 	return true
 }

@@ -15,4 +15,6 @@ func gruGateBackRows(dgi, dgh, dh, dout, gates, gh, h []float32, lo, hi, R int) 
 func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool { return false }
 
 // softmaxRowsVector has no vector kernel here: softmaxRowsGo runs.
-func softmaxRowsVector(p []float32, rows, cols int) bool { return false }
+func softmaxRowsVector(out, in []float32, rows, cols int, sums []float64, maxes []float32) bool {
+	return false
+}

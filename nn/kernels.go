@@ -198,7 +198,7 @@ func AttentionForward(be Backend, out, probs, drop, scratch, q, k, v, bias []flo
 					}
 				}
 			}
-			softmaxRows(p, Tq, Tk)
+			softmaxRows(p, p, Tq, Tk, nil, nil)
 			w := p
 			if drop != nil {
 				w = scratch[part*Tq*Tk : (part+1)*Tq*Tk]
@@ -230,22 +230,24 @@ func headGemm(be Backend, transA, transB bool, m, n, k int, a []float32, lda int
 	be.Sgemm(transA, transB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 }
 
-// softmaxRows turns each of p's rows (rows × cols, masked scores −∞) into
-// its softmax: e^(s−max) by expf (a few float32 ulps, as PyTorch's
-// vectorised exp), summed in float64. Where the CPU has AVX2 the rows go
-// eight lanes at a time, bit for bit as softmaxRowsGo: a head's rows are
-// a few dozen scores long and attention makes millions of them a step,
-// where float64 math.Exp per element was a sixteenth of an LST trial's
-// CPU time.
-func softmaxRows(p []float32, rows, cols int) {
-	if !softmaxRowsVector(p, rows, cols) {
-		softmaxRowsGo(p, rows, cols)
+// softmaxRows writes to out each of in's rows' softmax (rows × cols;
+// masked scores −∞; out may be in): e^(s−max) by expf (a few float32
+// ulps, as PyTorch's vectorised exp), summed in float64, and, where sums
+// and maxes are not nil, each row's sum and largest score. Where the CPU
+// has AVX2 the rows go eight lanes at a time, bit for bit as
+// softmaxRowsGo: attention makes millions of rows a few dozen scores long
+// a step, and cross-entropy one a vocabulary long per target token, where
+// float64 math.Exp per element was a sixteenth of an LST trial's CPU
+// time.
+func softmaxRows(out, in []float32, rows, cols int, sums []float64, maxes []float32) {
+	if !softmaxRowsVector(out, in, rows, cols, sums, maxes) {
+		softmaxRowsGo(out, in, rows, cols, sums, maxes)
 	}
 }
 
-func softmaxRowsGo(p []float32, rows, cols int) {
+func softmaxRowsGo(out, in []float32, rows, cols int, sums []float64, maxes []float32) {
 	for i := 0; i < rows; i++ {
-		row := p[i*cols : (i+1)*cols]
+		row, o := in[i*cols:(i+1)*cols], out[i*cols:(i+1)*cols]
 		mx := float32(math.Inf(-1))
 		for _, s := range row {
 			mx = max(mx, s)
@@ -256,12 +258,15 @@ func softmaxRowsGo(p []float32, rows, cols int) {
 			if !math.IsInf(float64(s), -1) {
 				e = expf(s - mx)
 			}
-			row[j] = e
+			o[j] = e
 			sum += float64(e)
 		}
 		inv := float32(1 / sum)
-		for j := range row {
-			row[j] *= inv
+		for j := range o {
+			o[j] *= inv
+		}
+		if sums != nil {
+			sums[i], maxes[i] = sum, mx
 		}
 	}
 }
@@ -465,29 +470,15 @@ func TanhBackward(dx, dout, y []float32) {
 // float64, with the count of such rows. logits: (N, V); targets: (N).
 // probs: (N, V) receives the softmax, saved for backward.
 func CrossEntropyForward(probs, logits []float32, targets []int32, N, V int, ignore int32) (float64, int) {
-	losses := make([]float64, N)
+	losses, sums, maxes := make([]float64, N), make([]float64, N), make([]float32, N)
 	parallelFor(N, 4, func(lo, hi int) {
+		softmaxRows(probs[lo*V:hi*V], logits[lo*V:hi*V], hi-lo, V, sums[lo:hi], maxes[lo:hi])
 		for n := lo; n < hi; n++ {
-			row, p := logits[n*V:(n+1)*V], probs[n*V:(n+1)*V]
-			mx := row[0]
-			for _, v := range row {
-				mx = max(mx, v)
-			}
-			var sum float64
-			for i, v := range row {
-				e := math.Exp(float64(v - mx))
-				p[i] = float32(e)
-				sum += e
-			}
-			inv := 1 / sum
-			for i := range p {
-				p[i] = float32(float64(p[i]) * inv)
-			}
 			if t := targets[n]; t != ignore {
 				if t < 0 || int(t) >= V {
 					panic("nn: CrossEntropyForward: target out of range")
 				}
-				losses[n] = math.Log(sum) - float64(row[t]-mx)
+				losses[n] = math.Log(sums[n]) - float64(logits[n*V+int(t)]-maxes[n])
 			}
 		}
 	})

@@ -78,36 +78,42 @@ func TestSmallGemm(t *testing.T) {
 }
 
 // BenchmarkHeadGemm times attention's per-head products, 20×20×8 (a narrow
-// side network's head) to 1×22×64 and 20×20×64 (t5-small's), on
-// smallGemm and on the default backend, one goroutine and one per core at
-// once (as attention calls them); the ns/op are per product.
+// side network's head) to 1×22×64 and 20×20×64 (t5-small's with short
+// inputs) and 64×64×64 (t5-small's and t5-base's at 64 tokens), in the
+// three transpose pairs attention uses (NT: q·kᵀ, dout·vᵀ; NN: probs·v,
+// ds·k; TN: probsᵀ·dout, dsᵀ·q), on smallGemm and on the default backend,
+// one goroutine and one per core at once (as attention calls them); the
+// ns/op are per product.
 func BenchmarkHeadGemm(b *testing.B) {
 	be := DefaultBackend()
 	for _, size := range [][3]int{{20, 20, 8}, {20, 8, 20}, {64, 64, 8}, {1, 22, 64}, {20, 20, 64}, {20, 64, 20}, {64, 64, 64}} {
 		m, n, k := size[0], size[1], size[2]
-		for _, kernel := range []string{"small", be.Name()} {
-			for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
-				b.Run(fmt.Sprintf("%dx%dx%d/%s/goroutines=%d", m, n, k, kernel, workers), func(b *testing.B) {
-					rng := rand.New(rand.NewPCG(1, 1))
-					x, y := randSlice(rng, m*k), randSlice(rng, k*n)
-					var wg sync.WaitGroup
-					per := b.N/workers + 1
-					b.ResetTimer()
-					for w := 0; w < workers; w++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							c := make([]float32, m*n)
-							for range per {
-								if kernel != "small" || !smallGemm(false, true, m, n, k, x, k, y, k, false, c, n) {
-									be.Sgemm(false, true, m, n, k, 1, x, k, y, k, 0, c, n)
+		for _, op := range []string{"NT", "NN", "TN"} {
+			ta, tb := op[0] == 'T', op[1] == 'T'
+			for _, kernel := range []string{"small", be.Name()} {
+				for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
+					b.Run(fmt.Sprintf("%dx%dx%d/%s/%s/goroutines=%d", m, n, k, op, kernel, workers), func(b *testing.B) {
+						rng := rand.New(rand.NewPCG(1, 1))
+						x, lda, y, ldb, _, ldc := gemmOperands(rng, ta, tb, m, n, k)
+						var wg sync.WaitGroup
+						per := b.N/workers + 1
+						b.ResetTimer()
+						for w := 0; w < workers; w++ {
+							wg.Add(1)
+							go func() {
+								defer wg.Done()
+								c := make([]float32, m*ldc)
+								for range per {
+									if kernel != "small" || !smallGemm(ta, tb, m, n, k, x, lda, y, ldb, false, c, ldc) {
+										be.Sgemm(ta, tb, m, n, k, 1, x, lda, y, ldb, 0, c, ldc)
+									}
 								}
-							}
-						}()
-					}
-					wg.Wait()
-					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(per*workers), "ns/product")
-				})
+							}()
+						}
+						wg.Wait()
+						b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(per*workers), "ns/product")
+					})
+				}
 			}
 		}
 	}
