@@ -366,3 +366,58 @@ func TestSoftmaxRowsVectorMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestGeluVectorMatchesGo holds the AVX2 GELU forward and backward to the
+// Go loops bit for bit, over ranges whose ends are not multiples of eight,
+// tanh's thresholds, large and special inputs; and the Go loops to the
+// float64 formulas.
+func TestGeluVectorMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	special := []float32{0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, 0.5, -0.5, 0.7, -0.7, 3, -3, 5, -5, 9, -9, 30, -30,
+		1e20, -1e20, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())}
+	const n = 203
+	x, dout, dx0 := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range x {
+		if i%4 == 0 {
+			x[i] = special[rng.IntN(len(special))]
+		} else {
+			x[i] = float32(rng.NormFloat64() * 3)
+		}
+		dout[i], dx0[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+	}
+	same := func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b) }
+	outG, dxG := make([]float32, n), append([]float32(nil), dx0...)
+	geluForwardGo(outG, x, 0, n)
+	geluBackwardGo(dxG, dout, x, 0, n)
+	for i, v := range x {
+		if math.IsInf(float64(v), 0) || v != v || math.Abs(float64(v)) > 1e10 {
+			continue // x³ overflows float32 there (as it does in PyTorch's float32 kernel)
+		}
+		w := float64(v)
+		th := math.Tanh(geluC * (w + 0.044715*w*w*w))
+		wantOut := 0.5 * w * (1 + th)
+		wantD := 0.5*(1+th) + 0.5*w*(1-th*th)*geluC*(1+3*0.044715*w*w)
+		if math.Abs(float64(outG[i])-wantOut) > 1e-6*(1+math.Abs(w)) {
+			t.Fatalf("gelu(%g) = %g, float64 %g", v, outG[i], wantOut)
+		}
+		if want := float64(dx0[i]) + wantD*float64(dout[i]); math.Abs(float64(dxG[i])-want) > 1e-5*(1+math.Abs(want)) {
+			t.Fatalf("gelu'(%g) step: dx %g, float64 %g", v, dxG[i], want)
+		}
+	}
+	for _, r := range [][2]int{{0, n}, {3, 200}, {5, 12}, {8, 9}} {
+		lo, hi := r[0], r[1]
+		outV, dxV := make([]float32, n), append([]float32(nil), dx0...)
+		if !geluForwardVector(outV, x, lo, hi) || !geluBackwardVector(dxV, dout, x, lo, hi) {
+			t.Log("no vector kernel on this build or CPU: GELU runs the Go loops")
+			return
+		}
+		outR, dxR := make([]float32, n), append([]float32(nil), dx0...)
+		geluForwardGo(outR, x, lo, hi)
+		geluBackwardGo(dxR, dout, x, lo, hi)
+		for i := range x {
+			if !same(outV[i], outR[i]) || !same(dxV[i], dxR[i]) {
+				t.Fatalf("[%d, %d) element %d (x %g): vector out %g dx %g, Go out %g dx %g", lo, hi, i, x[i], outV[i], dxV[i], outR[i], dxR[i])
+			}
+		}
+	}
+}

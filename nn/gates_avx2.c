@@ -227,3 +227,40 @@ AVX2 void rs_softmax_rows(float* out, const float* in, int64_t rows, int64_t col
 		}
 	}
 }
+
+// kernels.go's geluForwardGo and geluBackwardGo on elements lo to hi, the
+// same float32 operations in the same order; the last (hi − lo) mod 8
+// through masked loads and stores.
+static AVX2 inline __m256i rs_lanes(int64_t n) {
+	return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static AVX2 inline __m256 rs_gelu_tanh8(__m256 v) {
+	__m256 cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
+	return rs_tanhf8(_mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(v, cube)));
+}
+
+AVX2 void rs_gelu_forward(float* out, const float* x, int64_t lo, int64_t hi) {
+	for (int64_t i = lo; i < hi; i += 8) {
+		__m256i mask = rs_lanes(hi - i);
+		__m256 v = _mm256_maskload_ps(x + i, mask);
+		__m256 t = rs_gelu_tanh8(v);
+		__m256 o = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
+		_mm256_maskstore_ps(out + i, mask, o);
+	}
+}
+
+AVX2 void rs_gelu_backward(float* dx, const float* dout, const float* x, int64_t lo, int64_t hi) {
+	__m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+	for (int64_t i = lo; i < hi; i += 8) {
+		__m256i mask = rs_lanes(hi - i);
+		__m256 v = _mm256_maskload_ps(x + i, mask);
+		__m256 t = rs_gelu_tanh8(v);
+		__m256 slope = _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.134145f), v), v));
+		__m256 rest = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_sub_ps(one, _mm256_mul_ps(t, t))),
+				_mm256_set1_ps(0.7978845608028654f)), slope);
+		__m256 d = _mm256_add_ps(_mm256_mul_ps(half, _mm256_add_ps(one, t)), rest);
+		__m256 g = _mm256_add_ps(_mm256_maskload_ps(dx + i, mask), _mm256_mul_ps(d, _mm256_maskload_ps(dout + i, mask)));
+		_mm256_maskstore_ps(dx + i, mask, g);
+	}
+}

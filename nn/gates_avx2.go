@@ -84,3 +84,26 @@ func softmaxRowsVector(out, in []float32, rows, cols int, sums []float64, maxes 
 	C.rs_softmax_rows(cFloats(out), cFloats(in), C.int64_t(rows), C.int64_t(cols), cSums, cMaxes)
 	return true
 }
+
+// geluForwardVector is geluForwardGo eight lanes at a time (bit for bit
+// its result) where the CPU has AVX2; it reports false, doing nothing,
+// otherwise.
+func geluForwardVector(out, x []float32, lo, hi int) bool {
+	if !haveAVX2 || hi <= lo {
+		return false
+	}
+	_, _ = out[hi-1], x[hi-1]
+	C.rs_gelu_forward(cFloats(out), cFloats(x), C.int64_t(lo), C.int64_t(hi))
+	return true
+}
+
+// geluBackwardVector is geluBackwardGo as geluForwardVector is
+// geluForwardGo.
+func geluBackwardVector(dx, dout, x []float32, lo, hi int) bool {
+	if !haveAVX2 || hi <= lo {
+		return false
+	}
+	_, _, _ = dx[hi-1], dout[hi-1], x[hi-1]
+	C.rs_gelu_backward(cFloats(dx), cFloats(dout), cFloats(x), C.int64_t(lo), C.int64_t(hi))
+	return true
+}

@@ -18,3 +18,9 @@ func adamwRows(p, g, m, v []float32, lo, hi int, s adamwScalars) bool { return f
 func softmaxRowsVector(out, in []float32, rows, cols int, sums []float64, maxes []float32) bool {
 	return false
 }
+
+// geluForwardVector has no vector kernel here: geluForwardGo runs.
+func geluForwardVector(out, x []float32, lo, hi int) bool { return false }
+
+// geluBackwardVector has no vector kernel here: geluBackwardGo runs.
+func geluBackwardVector(dx, dout, x []float32, lo, hi int) bool { return false }

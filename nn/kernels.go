@@ -412,29 +412,49 @@ func ReLUBackward(dx, dout, x []float32) {
 	})
 }
 
-const geluC = 0.7978845608028654 // √(2/π)
+// geluC is √(2/π) and geluC3 is 3 × 0.044715, GELU's cubic term's slope.
+const (
+	geluC  = 0.7978845608028654
+	geluC3 = 0.134145
+)
 
 // GeluNewForward is the tanh approximation of GELU, HF's gelu_new:
-// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in float32 with tanhf (as
+// PyTorch's float32 kernel), eight lanes at a time where the CPU has AVX2
+// (bit for bit the Go loop's), where float64 math.Tanh per element took
+// 15 ns on unit-scale inputs.
 func GeluNewForward(out, x []float32) {
 	parallelFor(len(x), 1<<13, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			v := float64(x[i])
-			out[i] = float32(0.5 * v * (1 + math.Tanh(geluC*(v+0.044715*v*v*v))))
+		if !geluForwardVector(out, x, lo, hi) {
+			geluForwardGo(out, x, lo, hi)
 		}
 	})
+}
+
+func geluForwardGo(out, x []float32, lo, hi int) {
+	for i := lo; i < hi; i++ {
+		v := x[i]
+		t := tanhf(geluC * (v + 0.044715*v*v*v))
+		out[i] = 0.5 * v * (1 + t)
+	}
 }
 
 // GeluNewBackward adds into dx.
 func GeluNewBackward(dx, dout, x []float32) {
 	parallelFor(len(x), 1<<13, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			v := float64(x[i])
-			t := math.Tanh(geluC * (v + 0.044715*v*v*v))
-			d := 0.5*(1+t) + 0.5*v*(1-t*t)*geluC*(1+3*0.044715*v*v)
-			dx[i] += float32(d) * dout[i]
+		if !geluBackwardVector(dx, dout, x, lo, hi) {
+			geluBackwardGo(dx, dout, x, lo, hi)
 		}
 	})
+}
+
+func geluBackwardGo(dx, dout, x []float32, lo, hi int) {
+	for i := lo; i < hi; i++ {
+		v := x[i]
+		t := tanhf(geluC * (v + 0.044715*v*v*v))
+		d := 0.5*(1+t) + 0.5*v*(1-t*t)*geluC*(1+geluC3*v*v)
+		dx[i] += d * dout[i]
+	}
 }
 
 // SigmoidForward: out = 1/(1+e^−x).
