@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "gates_avx2.h"
+#include "lanes_avx2.h"
 
 int rs_have_avx2(void) {
 	__builtin_cpu_init();
@@ -186,7 +187,7 @@ AVX2 void rs_adamw_rows(float* p, const float* g, float* m, float* v, int64_t lo
 AVX2 void rs_softmax_rows(float* out, const float* in, int64_t rows, int64_t cols, double* sums, float* maxes) {
 	__m256 ninf = _mm256_set1_ps(-__builtin_inff());
 	__m256i all = _mm256_set1_epi32(-1);
-	__m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cols % 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+	__m256i tail = rs_mask8(cols % 8);
 	float lanes[8];
 	for (int64_t i = 0; i < rows; i++) {
 		const float* row = in + i * cols;
@@ -228,21 +229,18 @@ AVX2 void rs_softmax_rows(float* out, const float* in, int64_t rows, int64_t col
 	}
 }
 
-// kernels.go's geluForwardGo and geluBackwardGo on elements lo to hi, the
-// same float32 operations in the same order; the last (hi − lo) mod 8
-// through masked loads and stores.
-static AVX2 inline __m256i rs_lanes(int64_t n) {
-	return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
+// kernels.go's geluTanh.
 static AVX2 inline __m256 rs_gelu_tanh8(__m256 v) {
 	__m256 cube = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v), v), v);
 	return rs_tanhf8(_mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f), _mm256_add_ps(v, cube)));
 }
 
+// kernels.go's geluForwardGo and geluBackwardGo on elements lo to hi, the
+// same float32 operations in the same order; the last (hi − lo) mod 8
+// through masked loads and stores.
 AVX2 void rs_gelu_forward(float* out, const float* x, int64_t lo, int64_t hi) {
 	for (int64_t i = lo; i < hi; i += 8) {
-		__m256i mask = rs_lanes(hi - i);
+		__m256i mask = rs_mask8(hi - i);
 		__m256 v = _mm256_maskload_ps(x + i, mask);
 		__m256 t = rs_gelu_tanh8(v);
 		__m256 o = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
@@ -253,7 +251,7 @@ AVX2 void rs_gelu_forward(float* out, const float* x, int64_t lo, int64_t hi) {
 AVX2 void rs_gelu_backward(float* dx, const float* dout, const float* x, int64_t lo, int64_t hi) {
 	__m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
 	for (int64_t i = lo; i < hi; i += 8) {
-		__m256i mask = rs_lanes(hi - i);
+		__m256i mask = rs_mask8(hi - i);
 		__m256 v = _mm256_maskload_ps(x + i, mask);
 		__m256 t = rs_gelu_tanh8(v);
 		__m256 slope = _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.134145f), v), v));

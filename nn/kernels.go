@@ -431,11 +431,14 @@ func GeluNewForward(out, x []float32) {
 	})
 }
 
+// geluTanh is tanh(√(2/π)·(x + 0.044715·x³)), which GELU's forward and
+// backward both take.
+func geluTanh(v float32) float32 { return tanhf(geluC * (v + 0.044715*v*v*v)) }
+
 func geluForwardGo(out, x []float32, lo, hi int) {
 	for i := lo; i < hi; i++ {
 		v := x[i]
-		t := tanhf(geluC * (v + 0.044715*v*v*v))
-		out[i] = 0.5 * v * (1 + t)
+		out[i] = 0.5 * v * (1 + geluTanh(v))
 	}
 }
 
@@ -451,7 +454,7 @@ func GeluNewBackward(dx, dout, x []float32) {
 func geluBackwardGo(dx, dout, x []float32, lo, hi int) {
 	for i := lo; i < hi; i++ {
 		v := x[i]
-		t := tanhf(geluC * (v + 0.044715*v*v*v))
+		t := geluTanh(v)
 		d := 0.5*(1+t) + 0.5*v*(1-t*t)*geluC*(1+geluC3*v*v)
 		dx[i] += d * dout[i]
 	}

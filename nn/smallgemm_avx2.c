@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "lanes_avx2.h"
 #include "smallgemm_avx2.h"
 
 int rs_have_fma(void) {
@@ -28,12 +29,6 @@ int rs_have_fma(void) {
 // RS_SMALL_PACKED bounds k·n (n rounded up to 8) where op(B) is packed on the
 // stack.
 #define RS_SMALL_PACKED 8192
-
-// rs_mask8 has lanes 0 to n−1 set (n ≤ 8).
-static FMA inline __m256i rs_mask8(int64_t n) {
-	const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lanes);
-}
 
 // rs_put8 writes a row's columns j0 to j0+cols of C (cols ≤ 8).
 static FMA inline void rs_put8(float* out, __m256 v, __m256i mask, int64_t cols, int accumulate) {
