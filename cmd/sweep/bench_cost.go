@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -13,18 +14,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/t5"
+	"github.com/readsweep/readsweep/trial"
 	"gonum.org/v1/gonum/stat"
 )
 
 // benchSweepCost measures what a READ (or LST) study costs as a user runs it: `sweep
-// run` on a random model, one trial, then studies of 8 and 32 trials,
+// run` on a random model (or a checkpoint named by --model), one trial, then studies of 8 and 32 trials,
 // unpacked and packed, without and with ASHA, each timed from the command's
 // start to its end. Every run shares one state cache, which the first trial
 // fills, so the rows after it compare the warm-cache cost the issue is about.
 func benchSweepCost(args []string) error {
-	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--asha-only] [--eval-steps N|S1,S2,…] [--min-resource N] [--reduction-factor 3] [--ones 3] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--dir DIR]")
+	fs := newFlags("bench sweep-cost", "bench sweep-cost [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method read|lst] [--hidden 256] [--sidenet-dim 64] [--epochs 3] [--batch 16] [--src 64] [--trials 8,32] [--pack 8] [--asha] [--asha-only] [--eval-steps N|S1,S2,…] [--min-resource N] [--reduction-factor 3] [--ones 3] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--model DIR|NAME] [--max-train-examples N] [--max-eval-examples N] [--dir DIR]")
 	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
 	method := fs.String("method", "read", "the method of the study: read or lst (both pack)")
 	hidden := fs.Int("hidden", 256, "READ's GRU size")
@@ -43,6 +47,13 @@ func benchSweepCost(args []string) error {
 	data := fs.String("data", "glue/testdata/fixture", "GLUE folder with SST-2")
 	spiece := fs.String("spiece", "examples/spiece-tiny.model", "tokenizer of the random model")
 	dir := fs.String("dir", "", "work folder (default: a temporary one, removed after)")
+	// The fixture and a random model are what this machine has; a
+	// pretrained checkpoint and the real SST-2 are where early validations
+	// tell learning rates apart and evaluation is a small share, so the
+	// same measurement can run there.
+	modelFlag := fs.String("model", "", "a T5 checkpoint folder, or a name `sweep fetch model` cached, instead of a random model of the shape flags (its own tokenizer)")
+	maxTrain := fs.Int("max-train-examples", 0, "training examples per epoch (0: the split's all)")
+	maxEval := fs.Int("max-eval-examples", 0, "validation and test examples (0: the splits' all)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -74,9 +85,21 @@ func benchSweepCost(args []string) error {
 	if *ashaOnly {
 		*asha = true
 	}
-	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 || *ones < 1 {
+	if len(pos) > 0 || *pack < 2 || *epochs < 1 || *eta < 2 || *ones < 1 || *maxTrain < 0 || *maxEval < 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if *modelFlag != "" {
+		var shapeSet []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "d-model", "d-kv", "d-ff", "layers", "heads", "spiece":
+				shapeSet = append(shapeSet, "--"+f.Name)
+			}
+		})
+		if len(shapeSet) > 0 {
+			return fmt.Errorf("%w: --model %s brings its own shape and tokenizer: drop %s", errUsage, *modelFlag, strings.Join(shapeSet, ", "))
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -86,8 +109,36 @@ func benchSweepCost(args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(absData, "SST-2")); err != nil {
-		return fmt.Errorf("bench sweep-cost: --data %s has no SST-2 folder (run from the repository's root, or name the folder)", *data)
+	sst2, err := glue.Lookup("sst2")
+	if err != nil {
+		return err
+	}
+	// Either layout: GLUE's SST-2/*.tsv (the fixture) or the hub's
+	// sst2/*.parquet that `sweep fetch glue` writes.
+	if _, err := glue.DetectLayout(absData, sst2); err != nil {
+		return fmt.Errorf("bench sweep-cost: --data (run from the repository's root, or name the folder): %w", err)
+	}
+	modelDir := "model" // `sweep model new` writes it in the work folder, where the sweeps run
+	about += " on SST-2 (" + *data + "), "
+	if *modelFlag == "" {
+		about += fmt.Sprintf("random T5 d_model %d, d_ff %d, %d+%d layers, %d heads", shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads)
+	} else {
+		found, err := trial.ResolveModel(*modelFlag)
+		if err != nil {
+			return fmt.Errorf("bench sweep-cost: --model: %w", err)
+		}
+		if modelDir, err = filepath.Abs(found); err != nil {
+			return err
+		}
+		mc, err := t5.LoadConfig(modelDir)
+		if err != nil {
+			return fmt.Errorf("bench sweep-cost: --model: %w", err)
+		}
+		name := modelDir
+		if abs, _ := filepath.Abs(*modelFlag); abs != modelDir {
+			name = *modelFlag + " (" + modelDir + ")" // a name from the cache
+		}
+		about += fmt.Sprintf("T5 %s, d_model %d, d_ff %d, %d+%d layers, %d heads", name, mc.DModel, mc.DFF, mc.NumLayers, mc.NumDecoderLayers, mc.NumHeads)
 	}
 	work := *dir
 	if work == "" {
@@ -109,12 +160,24 @@ func benchSweepCost(args []string) error {
 		}
 		return time.Since(t0), nil
 	}
-	absSpiece, err := filepath.Abs(*spiece)
-	if err != nil {
-		return err
+	if *modelFlag == "" {
+		absSpiece, err := filepath.Abs(*spiece)
+		if err != nil {
+			return err
+		}
+		if _, err := sweepCmd(append([]string{"model", "new", "--out", modelDir, "--spiece", absSpiece}, shape.args()...)...); err != nil {
+			return err
+		}
 	}
-	if _, err := sweepCmd(append([]string{"model", "new", "--out", "model", "--spiece", absSpiece}, shape.args()...)...); err != nil {
-		return err
+	limits := ""
+	for _, l := range []struct {
+		key string
+		n   int
+	}{{"max_train_examples", *maxTrain}, {"max_eval_examples", *maxEval}} {
+		if l.n > 0 {
+			limits += fmt.Sprintf(", %s: %d", l.key, l.n)
+			about += fmt.Sprintf(", %s %d", l.key, l.n)
+		}
 	}
 	type row struct {
 		name         string
@@ -140,8 +203,8 @@ func benchSweepCost(args []string) error {
 			rows = append(rows, row{fmt.Sprintf("%d trials, ASHA", n), n, 1, true}, row{fmt.Sprintf("%d trials, pack %d, ASHA", n, *pack), n, *pack, true})
 		}
 	}
-	fmt.Printf("sweep bench sweep-cost: %s on SST-2 (%s), random T5 d_model %d, d_ff %d, %d+%d layers, %d heads; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
-		about, *data, shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads, *epochs, *batch, *src)
+	fmt.Printf("sweep bench sweep-cost: %s; %d epochs, batch %d, max_source_length %d; state cache fp32, parallel 1, TPE seed 0\n",
+		about, *epochs, *batch, *src)
 	if *asha {
 		unit := "epochs; validation after every epoch"
 		if evalSetting != "" {
@@ -173,8 +236,8 @@ func benchSweepCost(args []string) error {
 			}
 		}
 		cfg := fmt.Sprintf(`storage: sqlite:///%s
-model: model
-data_dir: %s
+model: %q
+data_dir: %q
 output_dir: runs%d
 datasets: [sst2]
 methods:
@@ -184,8 +247,8 @@ search:
 trials: %d
 pack: %d
 sampler: {name: tpe, seed: 0}
-%straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]%s}
-`, db, absData, i, arch, r.trials, r.pack, pruner, *epochs, patience, *batch, *src, extra)
+%straining: {max_epochs: %d, patience: %d, batch_size: %d, max_source_length: %d, state_cache: fp32, state_cache_dir: states, seeds: [0]%s%s}
+`, db, modelDir, absData, i, arch, r.trials, r.pack, pruner, *epochs, patience, *batch, *src, limits, extra)
 		file := fmt.Sprintf("run%d.yaml", i)
 		if err := os.WriteFile(filepath.Join(work, file), []byte(cfg), 0o644); err != nil {
 			return err

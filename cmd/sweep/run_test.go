@@ -508,6 +508,71 @@ func TestBenchSweepCost(t *testing.T) {
 			}
 		}
 	}
+	// A checkpoint of the user's instead of the random model, on part of
+	// the data: its shape is the checkpoint's, and the limits reach every
+	// study's training settings.
+	tmp := t.TempDir()
+	model := filepath.Join(tmp, "their-t5")
+	if _, errOut, code := sweepCmd(t, tmp, "model", "new", "--out", model, "--spiece", mustAbs(t, "../../examples/spiece-tiny.model"),
+		"--d-model", "24", "--d-kv", "8", "--d-ff", "48", "--layers", "1", "--heads", "3"); code != 0 {
+		t.Fatalf("model new: exit %d\n%s", code, errOut)
+	}
+	// The data in the layout `sweep fetch glue` writes (sst2/*.jsonl here).
+	data := filepath.Join(tmp, "glue")
+	if err := os.MkdirAll(filepath.Join(data, "sst2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for split, tsv := range map[string]string{"train": "train.tsv", "validation": "dev.tsv"} {
+		raw, err := os.ReadFile(mustAbs(t, "../../glue/testdata/fixture/SST-2/"+tsv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var jsonl strings.Builder
+		for i, line := range strings.Split(strings.TrimSpace(string(raw)), "\n")[1:] {
+			sentence, label, _ := strings.Cut(line, "\t")
+			fmt.Fprintf(&jsonl, "{\"sentence\": %q, \"label\": %s, \"idx\": %d}\n", sentence, label, i)
+		}
+		if err := os.WriteFile(filepath.Join(data, "sst2", split+".jsonl"), []byte(jsonl.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	work := filepath.Join(tmp, "work")
+	out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--model", model, "--data", data, "--hidden", "8", "--epochs", "1",
+		"--trials", "2", "--pack", "2", "--ones", "1", "--asha=false", "--max-train-examples", "16", "--max-eval-examples", "8", "--dir", work)
+	if code != 0 {
+		t.Fatalf("--model: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"on SST-2 (" + data + "), T5 " + model + ", d_model 24, d_ff 48, 1+1 layers, 3 heads, max_train_examples 16, max_eval_examples 8;", "2 trials, pack 2", "2c/0p"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--model: output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(work, "model")); err == nil {
+		t.Error("--model: the benchmark wrote a random model beside the user's")
+	}
+	for i := range 4 {
+		cfg, err := os.ReadFile(filepath.Join(work, fmt.Sprintf("run%d.yaml", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{fmt.Sprintf("model: %q", model), "max_train_examples: 16, max_eval_examples: 8"} {
+			if !strings.Contains(string(cfg), want) {
+				t.Errorf("run%d.yaml lacks %q:\n%s", i, want, cfg)
+			}
+		}
+	}
+	if _, errOut, code := sweepCmd(t, tmp, "bench", "sweep-cost", "--model", model, "--layers", "2", "--dir", filepath.Join(tmp, "w2")); code != 2 || !strings.Contains(errOut, "drop --layers") {
+		t.Errorf("--model with --layers: exit %d, %s", code, errOut)
+	}
+	missing := filepath.Join(tmp, "no-such-model")
+	if _, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--model", missing, "--dir", filepath.Join(tmp, "w3")); code != 1 || !strings.Contains(errOut, "--model: trial: model folder "+missing+" does not exist") {
+		t.Errorf("--model %s: exit %d, %s", missing, code, errOut)
+	}
+	for _, w := range []string{"w2", "w3"} {
+		if _, err := os.Stat(filepath.Join(tmp, w)); err == nil {
+			t.Errorf("a refused --model left its work folder %s", w)
+		}
+	}
 	if _, errOut, code := sweepCmd(t, t.TempDir(), "bench", "sweep-cost", "--method", "lora"); code != 2 || !strings.Contains(errOut, "want read or lst") {
 		t.Errorf("--method lora: exit %d, %s", code, errOut)
 	}
