@@ -123,6 +123,10 @@ func benchSweepCost(args []string) error {
 	if *modelFlag == "" {
 		about += fmt.Sprintf("random T5 d_model %d, d_ff %d, %d+%d layers, %d heads", shape.DModel, shape.DFF, shape.Layers, shape.Layers, shape.Heads)
 	} else {
+		// What `sweep run` would refuse, refused before any folder is made.
+		if err := trial.Preflight(*modelFlag, absData, []string{"sst2"}); err != nil {
+			return fmt.Errorf("bench sweep-cost: --model: %w", err)
+		}
 		found, err := trial.ResolveModel(*modelFlag)
 		if err != nil {
 			return fmt.Errorf("bench sweep-cost: --model: %w", err)

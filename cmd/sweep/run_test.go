@@ -568,7 +568,24 @@ func TestBenchSweepCost(t *testing.T) {
 	if _, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--model", missing, "--dir", filepath.Join(tmp, "w3")); code != 1 || !strings.Contains(errOut, "--model: trial: model folder "+missing+" does not exist") {
 		t.Errorf("--model %s: exit %d, %s", missing, code, errOut)
 	}
-	for _, w := range []string{"w2", "w3"} {
+	// A folder with weights but no tokenizer: the trials would fail on it.
+	partial := filepath.Join(tmp, "no-tokenizer")
+	if err := os.MkdirAll(partial, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		raw, err := os.ReadFile(filepath.Join(model, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(partial, f), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "sweep-cost", "--model", partial, "--dir", filepath.Join(tmp, "w4")); code != 1 || !strings.Contains(errOut, "model "+partial+" has no spiece.model") {
+		t.Errorf("--model %s: exit %d, %s", partial, code, errOut)
+	}
+	for _, w := range []string{"w2", "w3", "w4"} {
 		if _, err := os.Stat(filepath.Join(tmp, w)); err == nil {
 			t.Errorf("a refused --model left its work folder %s", w)
 		}
