@@ -7,6 +7,7 @@ package pgtest
 import (
 	"database/sql"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -64,18 +65,60 @@ func admin(t testing.TB) string {
 		}
 		os.Chmod(dir, 0o755) // the server runs as the postgres user
 		server.dir, server.root = dir, root
-		port := fmt.Sprint(50000 + os.Getpid()%10000)
-		out, err := exec.Command(filepath.Join(root, "scripts/start-postgres.sh"), filepath.Join(dir, "pg"), port).Output()
-		if err != nil {
-			server.err = fmt.Errorf("scripts/start-postgres.sh: %v (%s)", err, out)
-			return
-		}
-		server.url = strings.TrimSpace(string(out))
+		server.url, server.err = start(root, filepath.Join(dir, "pg"))
 	})
 	if server.err != nil {
 		t.Fatalf("PostgreSQL is needed for this test (apt-get install postgresql-15, or set READSWEEP_TEST_POSTGRES): %v", server.err)
 	}
 	return server.url
+}
+
+// start runs scripts/start-postgres.sh in pgDir on a port that is free
+// when asked. The port can still be taken before the server binds it (test
+// packages run side by side, and their clients' ports come from the same
+// range), so a failed start is tried again, twice, on another port; the
+// error carries the script's stderr and the server log's end.
+func start(root, pgDir string) (string, error) {
+	script := filepath.Join(root, "scripts/start-postgres.sh")
+	var failures []string
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		out, err := exec.Command(script, pgDir, port).Output()
+		if err == nil {
+			return strings.TrimSpace(string(out)), nil
+		}
+		detail := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			detail = strings.TrimSpace(string(ee.Stderr))
+		}
+		if log, rerr := os.ReadFile(filepath.Join(pgDir, "server.log")); rerr == nil {
+			detail += " | server.log: " + lastLines(string(log), 3)
+		}
+		failures = append(failures, fmt.Sprintf("port %s: %v: %s", port, err, detail))
+		// initdb wants an empty folder, and a server that started too
+		// slowly for pg_ctl's wait may still be running.
+		exec.Command(script, "--stop", pgDir).Run()
+		os.RemoveAll(pgDir)
+	}
+	return "", fmt.Errorf("scripts/start-postgres.sh failed 3 times: %s", strings.Join(failures, "; "))
+}
+
+// freePort asks the kernel for a loopback TCP port no one listens on.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pgtest: finding a free port: %w", err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port), nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " / ")
 }
 
 // Fresh creates an empty database and returns its URL.
