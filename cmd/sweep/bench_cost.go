@@ -51,7 +51,7 @@ func benchSweepCost(args []string) error {
 	// pretrained checkpoint and the real SST-2 are where early validations
 	// tell learning rates apart and evaluation is a small share, so the
 	// same measurement can run there.
-	modelFlag := fs.String("model", "", "a T5 checkpoint folder, or a name `sweep fetch model` cached, instead of a random model of the shape flags (its own tokenizer)")
+	modelFlag := fs.String("model", "", "a T5 checkpoint, a folder or a name that 'sweep fetch model' cached, instead of a random model of the shape flags (it brings its own tokenizer)")
 	maxTrain := fs.Int("max-train-examples", 0, "training examples per epoch (0: the split's all)")
 	maxEval := fs.Int("max-eval-examples", 0, "validation and test examples (0: the splits' all)")
 	pos, err := parse(fs, args)
