@@ -79,7 +79,7 @@ func admin(t testing.TB) string {
 // range), so a failed start is tried again, twice, on another port; the
 // error carries the script's stderr and the server log's end.
 func start(root, pgDir string) (string, error) {
-	script := filepath.Join(root, "scripts/start-postgres.sh")
+	script := filepath.Join(root, startScript)
 	var failures []string
 	for range 3 {
 		port, err := freePort()
@@ -100,10 +100,18 @@ func start(root, pgDir string) (string, error) {
 		failures = append(failures, fmt.Sprintf("port %s: %v: %s", port, err, detail))
 		// initdb wants an empty folder, and a server that started too
 		// slowly for pg_ctl's wait may still be running.
-		exec.Command(script, "--stop", pgDir).Run()
+		stopServer(root, pgDir)
 		os.RemoveAll(pgDir)
 	}
-	return "", fmt.Errorf("scripts/start-postgres.sh failed 3 times: %s", strings.Join(failures, "; "))
+	return "", fmt.Errorf("%s failed 3 times: %s", startScript, strings.Join(failures, "; "))
+}
+
+// startScript, under the module root, starts and stops the server.
+const startScript = "scripts/start-postgres.sh"
+
+// stopServer stops the server started in pgDir, if it runs.
+func stopServer(root, pgDir string) {
+	exec.Command(filepath.Join(root, startScript), "--stop", pgDir).Run()
 }
 
 // freePort asks the kernel for a loopback TCP port no one listens on.
@@ -144,6 +152,6 @@ func Stop() {
 	if server.dir == "" {
 		return
 	}
-	exec.Command(filepath.Join(server.root, "scripts/start-postgres.sh"), "--stop", filepath.Join(server.dir, "pg")).Run()
+	stopServer(server.root, filepath.Join(server.dir, "pg"))
 	os.RemoveAll(server.dir)
 }
