@@ -412,10 +412,12 @@ func ReLUBackward(dx, dout, x []float32) {
 	})
 }
 
-// geluC is √(2/π) and geluC3 is 3 × 0.044715, GELU's cubic term's slope.
+// geluC is √(2/π), geluA the cubic term's coefficient and geluC3 its
+// slope's (exact as a constant: 0.134145, as the C kernel writes it).
 const (
 	geluC  = 0.7978845608028654
-	geluC3 = 0.134145
+	geluA  = 0.044715
+	geluC3 = 3 * geluA
 )
 
 // GeluNewForward is the tanh approximation of GELU, HF's gelu_new:
@@ -433,7 +435,7 @@ func GeluNewForward(out, x []float32) {
 
 // geluTanh is tanh(√(2/π)·(x + 0.044715·x³)), which GELU's forward and
 // backward both take.
-func geluTanh(v float32) float32 { return tanhf(geluC * (v + 0.044715*v*v*v)) }
+func geluTanh(v float32) float32 { return tanhf(geluC * (v + geluA*v*v*v)) }
 
 func geluForwardGo(out, x []float32, lo, hi int) {
 	for i := lo; i < hi; i++ {
