@@ -175,224 +175,370 @@ type example struct {
 // pack, carries the orchestrator's answer to each epoch line; nil, or its
 // end, lets every trial go on.
 func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Reader, stdout, stderr io.Writer) error {
-	start := time.Now()
-	meter := startMeter()
-	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
-	set, err := ParseSettings(spec.Training)
+	j, err := newTrainJob(ctx, spec, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	members := spec.Members()
-	packed := len(spec.Pack) > 0
-	for _, mb := range members {
-		if lr, ok := mb.Params["lr"].(float64); !ok || !(lr > 0) {
-			return fmt.Errorf("trial: #%d: params.lr = %v, want a positive number", mb.Number, mb.Params["lr"])
-		}
-	}
-	task, err := glue.Lookup(spec.Dataset)
-	if err != nil {
+	defer j.release()
+	if err := j.load(); err != nil {
 		return err
 	}
-	modelDir, err := ResolveModel(spec.Model)
-	if err != nil {
+	if err := j.attach(reg); err != nil {
 		return err
 	}
-	m, err := t5.Load(modelDir)
-	if err != nil {
+	j.tokenize()
+	if err := j.openDevice(); err != nil {
 		return err
 	}
-	tok, err := t5.LoadTokenizer(filepath.Join(modelDir, "spiece.model"))
-	if err != nil {
+	if err := j.initFromData(); err != nil {
 		return err
 	}
-	if tok.VocabSize() > m.Config.VocabSize {
-		return fmt.Errorf("trial: the tokenizer has %d ids but the model only %d embeddings", tok.VocabSize(), m.Config.VocabSize)
-	}
-	data, err := glue.Load(spec.DataDir, task)
-	if err != nil {
+	if err := j.openCaches(); err != nil {
 		return err
 	}
-	splits, err := glue.PaperSplits(data, set.DataSeed)
-	if err != nil {
-		return err
-	}
-	runs := make([]*packRun, len(members))
-	for i, mb := range members {
-		pr := &packRun{Member: mb, seed: memberSeed(spec.Seed, mb), logf: logf}
-		pr.lr = mb.Params["lr"].(float64)
-		if packed {
-			tag := fmt.Sprintf("[#%d] ", mb.Number)
-			pr.logf = func(format string, args ...any) { fmt.Fprintf(stderr, tag+format+"\n", args...) }
-		}
-		if pr.meth, err = reg.New(spec.Method, m, spec.Arch, uint64(pr.seed)); err != nil {
-			return err
-		}
-		if st, ok := pr.meth.(methods.StateTrainer); packed && (!ok || !st.TrainsFromStates()) {
-			// The members would share, and train, one backbone.
-			return fmt.Errorf("trial: %s does not train from the frozen backbone's states, so its trials cannot be packed", spec.Method)
-		}
-		runs[i] = pr
-	}
-	meth := runs[0].meth
-	nTrain := methods.CountTrainable(meth.Trainable())
-	total := methods.PaperTotal(m)
-	dropout := set.Dropout
-	if dropout < 0 {
-		dropout = 0
-		if d, ok := meth.(methods.Dropouter); ok && d.BackboneDropout() {
-			dropout = m.Config.DropoutRate
-		}
-	}
-	m.Config.DropoutRate = dropout
-
-	train := tokenize(tok, task, limit(splits.Train, set.MaxTrainExamples), set.MaxSourceLength)
-	val := tokenize(tok, task, limit(splits.Validation, set.MaxEvalExamples), set.MaxSourceLength)
-	test := tokenize(tok, task, limit(splits.Test, set.MaxEvalExamples), set.MaxSourceLength)
-	maxTgt := set.MaxTargetLength
-	if maxTgt == 0 {
-		for _, e := range train {
-			maxTgt = max(maxTgt, len(e.tgt))
-		}
-	}
-	for i := range train {
-		if len(train[i].tgt) > maxTgt {
-			train[i].tgt = append(train[i].tgt[:maxTgt-1:maxTgt-1], tok.EOS())
-		}
-	}
-	viable := answerRule(tok, task, maxTgt)
-	for _, pr := range runs {
-		pr.logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
-			spec.Study, pr.Number, spec.Method, task.Name, splits.Rule, len(train), len(val), len(test), pr.lr, nTrain,
-			100*float64(nTrain)/float64(total), dropout)
-	}
-	if packed {
-		logf("pack of %d trials: one model load, one data pipeline and one backbone pass for all", len(runs))
-	}
-
-	be, device, closeBackend, err := nn.SelectBackend(spec.Device)
-	if err != nil {
-		return err
-	}
-	defer closeBackend()
-	logf("device: %s", device)
-	var gpu *gpuMeter
-	if g, ok := be.(nn.GPU); ok {
-		if s, err := openNVML(g.Info().PCIBusID); err != nil {
-			logf("GPU energy: not metered (%v)", err)
-		} else {
-			gpu = startGPUMeter(s, time.Second)
-		}
-	}
-	batches := bucket(train, set.BatchSize)
-	if di, ok := meth.(methods.DataInitializer); ok && di.ImportanceWanted() {
-		// Single training examples, as the LST recipe samples them.
-		var sample []t5.Batch
-		for _, e := range train[:min(len(train), set.InitExamples)] {
-			sample = append(sample, makeBatch([]example{e}, tok.Pad()))
-		}
-		imp, release, err := dataImportance(di, be, m, sample, set, modelDir, task.Name, spec.Method, logf)
-		if err != nil {
-			return err
-		}
-		for _, pr := range runs { // the backbone's importance is the pack's
-			pr.meth.(methods.DataInitializer).InitFrom(imp)
-		}
-		release()
-	}
-	cache, err := openStateCache(meth, set, dropout, modelDir, task.Name, len(batches), logf)
-	if err != nil {
-		return err
-	}
-	defer cache.close()
-	meths := make([]methods.Method, len(runs))
-	for i, pr := range runs {
-		meths[i] = pr.meth
-	}
-	encodings := newEncodings(m, int64(set.StateCacheGB*1e9), logf)
-	defer encodings.release()
-	if persistEncodings(m, be, meths, set) {
-		if dir, digest, err := cacheDir(set, modelDir); err == nil {
-			for split, ex := range map[string][]example{"validation": val, "test": test} {
-				encodings.persist(split, filepath.Join(dir, "encodings-"+split+"-"+encodingsKey(digest, split, set.EvalBatchSize, ex)+".safetensors"))
-			}
-		}
-	}
-	// On a GPU the parameters move there once (after any data-driven
-	// initialisation); the optimiser updates them there.
-	nn.ToDevice(be, m.Params.Tensors...)
-	beat := heartbeat(stdout, heartbeatEvery)
-	fruns := make([]*fitRun, len(runs))
-	steps := nn.NewGraph(be) // the pack's training steps, one at a time
-	defer steps.Release()
-	for i, pr := range runs {
-		nn.ToDevice(be, pr.meth.Trainable()...)
-		st := newStepper(steps, m, pr.meth, set, pr.lr, set.MaxEpochs*len(batches), cache, dropout > 0, uint64(pr.seed))
-		fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
-			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
-				t1 := time.Now()
-				var scores glue.Scores
-				phase(ctx, "validation", func() {
-					scores = evaluate(pr.decode, "validation", tok, task, val, set.EvalBatchSize, maxTgt, viable, beat)
-				})
-				encodings.save("validation")
-				pr.evalSeconds += time.Since(t1).Seconds()
-				pr.evalScores = append(pr.evalScores, scores)
-				value := scores["score"]
-				if _, err := stdout.Write(pr.message(packed, Message{Type: TypeEpoch, Step: at.report(), Value: Float(value),
-					Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}})); err != nil {
-					return 0, fmt.Errorf("trial: %w", err)
-				}
-				pr.logf("%s: train loss %.4f, validation %s %.2f (%.1fs)", at, meanLoss, task.Metric, value,
-					trainSeconds+time.Since(t1).Seconds())
-				return value, nil
-			}}
-	}
-	// A trial decodes with its pack while it is training (validation) or
-	// finished (test); a failed or pruned one no longer decodes.
-	fitDone := false
-	dec := m.NewDecoder(be)
-	defer dec.Release()
-	decoders := packDecoders(m, be, dec, meths, encodings, func(i int) bool {
-		fr := fruns[i]
-		if fitDone {
-			return fr.completed()
-		}
-		return !fr.stopped
-	}, func(i int) int { return fruns[i].st.step })
-	for i, pr := range runs {
-		pr.decode = decoders[i]
-	}
-	fc := fitConfig{
-		maxEpochs: set.MaxEpochs,
-		patience:  set.Patience,
-		batches:   len(batches),
-		evalSteps: set.EvalSteps,
-		evalAt:    set.EvalAt,
-		batch:     func(i int) t5.Batch { return makeBatch(batches[i], tok.Pad()) },
-		beat:      beat,
-		epochDone: func(epoch int) {
-			if epoch != 0 || cache == nil {
-				return
-			}
-			if err := cache.save(); err != nil {
-				logf("state cache: not saved: %v", err)
-			} else if cache.over {
-				logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
-			}
-		},
-	}
-	if packed {
-		fc.afterEval = verdictReader(verdicts, runs, fruns)
+	fruns := j.fitRuns()
+	fc := j.fitConfig()
+	if j.packed {
+		fc.afterEval = verdictReader(verdicts, j.runs, fruns)
 	}
 	if err := fit(ctx, fruns, fc); err != nil {
 		return err
 	}
-	fitDone = true
-	if !packed && fruns[0].err != nil {
+	j.fitDone = true
+	if !j.packed && fruns[0].err != nil {
 		return fruns[0].err
 	}
+	if err := j.scoreTest(fruns); err != nil {
+		return err
+	}
+	return j.report(fruns)
+}
+
+// trainJob is one call of Train: what its steps set up, in order, and
+// what the later steps read.
+type trainJob struct {
+	ctx     context.Context
+	spec    Spec
+	set     Settings
+	members []Member
+	packed  bool
+	stdout  io.Writer
+	stderr  io.Writer
+	logf    func(string, ...any)
+	start   time.Time
+	meter   *meter
+
+	// load
+	task     *glue.Task
+	modelDir string
+	m        *t5.Model
+	tok      *t5.Tokenizer
+	splits   glue.Splits
+
+	// attach
+	runs    []*packRun
+	nTrain  int
+	total   int
+	dropout float64
+
+	// tokenize
+	train, val, test []example
+	batches          [][]example
+	maxTgt           int
+	viable           t5.Viable
+
+	// openDevice
+	be     nn.Backend
+	device string
+	gpu    *gpuMeter
+
+	// openCaches, fitRuns
+	cache     *stateCache
+	encodings *encodings
+	beat      func()
+	fruns     []*fitRun
+	fitDone   bool // a finished trial decodes the test split; others stop decoding
+
+	releases []func() // run by release, last first
+}
+
+// newTrainJob reads the settings and checks each member's learning rate.
+func newTrainJob(ctx context.Context, spec Spec, stdout, stderr io.Writer) (*trainJob, error) {
+	j := &trainJob{ctx: ctx, spec: spec, stdout: stdout, stderr: stderr, start: time.Now(), meter: startMeter(),
+		members: spec.Members(), packed: len(spec.Pack) > 0}
+	j.logf = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	var err error
+	if j.set, err = ParseSettings(spec.Training); err != nil {
+		return nil, err
+	}
+	for _, mb := range j.members {
+		if lr, ok := mb.Params["lr"].(float64); !ok || !(lr > 0) {
+			return nil, fmt.Errorf("trial: #%d: params.lr = %v, want a positive number", mb.Number, mb.Params["lr"])
+		}
+	}
+	return j, nil
+}
+
+// release frees what the steps opened, in the reverse order.
+func (j *trainJob) release() {
+	for i := len(j.releases) - 1; i >= 0; i-- {
+		j.releases[i]()
+	}
+	j.releases = nil
+}
+
+// load reads the task, the backbone, its tokenizer and the paper's splits.
+func (j *trainJob) load() error {
+	var err error
+	if j.task, err = glue.Lookup(j.spec.Dataset); err != nil {
+		return err
+	}
+	if j.modelDir, err = ResolveModel(j.spec.Model); err != nil {
+		return err
+	}
+	if j.m, err = t5.Load(j.modelDir); err != nil {
+		return err
+	}
+	if j.tok, err = t5.LoadTokenizer(filepath.Join(j.modelDir, "spiece.model")); err != nil {
+		return err
+	}
+	if j.tok.VocabSize() > j.m.Config.VocabSize {
+		return fmt.Errorf("trial: the tokenizer has %d ids but the model only %d embeddings", j.tok.VocabSize(), j.m.Config.VocabSize)
+	}
+	data, err := glue.Load(j.spec.DataDir, j.task)
+	if err != nil {
+		return err
+	}
+	j.splits, err = glue.PaperSplits(data, j.set.DataSeed)
+	return err
+}
+
+// attach builds each member's method on the backbone and fixes the
+// dropout rate the backbone trains with.
+func (j *trainJob) attach(reg methods.Registry) error {
+	j.runs = make([]*packRun, len(j.members))
+	for i, mb := range j.members {
+		pr := &packRun{Member: mb, seed: memberSeed(j.spec.Seed, mb), logf: j.logf}
+		pr.lr = mb.Params["lr"].(float64)
+		if j.packed {
+			tag := fmt.Sprintf("[#%d] ", mb.Number)
+			pr.logf = func(format string, args ...any) { fmt.Fprintf(j.stderr, tag+format+"\n", args...) }
+		}
+		var err error
+		if pr.meth, err = reg.New(j.spec.Method, j.m, j.spec.Arch, uint64(pr.seed)); err != nil {
+			return err
+		}
+		if st, ok := pr.meth.(methods.StateTrainer); j.packed && (!ok || !st.TrainsFromStates()) {
+			// The members would share, and train, one backbone.
+			return fmt.Errorf("trial: %s does not train from the frozen backbone's states, so its trials cannot be packed", j.spec.Method)
+		}
+		j.runs[i] = pr
+	}
+	meth := j.runs[0].meth
+	j.nTrain = methods.CountTrainable(meth.Trainable())
+	j.total = methods.PaperTotal(j.m)
+	j.dropout = j.set.Dropout
+	if j.dropout < 0 {
+		j.dropout = 0
+		if d, ok := meth.(methods.Dropouter); ok && d.BackboneDropout() {
+			j.dropout = j.m.Config.DropoutRate
+		}
+	}
+	j.m.Config.DropoutRate = j.dropout
+	return nil
+}
+
+// tokenize encodes the three splits, cuts training targets to the
+// target length and buckets the training split into batches.
+func (j *trainJob) tokenize() {
+	set, tok := j.set, j.tok
+	j.train = tokenize(tok, j.task, limit(j.splits.Train, set.MaxTrainExamples), set.MaxSourceLength)
+	j.val = tokenize(tok, j.task, limit(j.splits.Validation, set.MaxEvalExamples), set.MaxSourceLength)
+	j.test = tokenize(tok, j.task, limit(j.splits.Test, set.MaxEvalExamples), set.MaxSourceLength)
+	j.maxTgt = set.MaxTargetLength
+	if j.maxTgt == 0 {
+		for _, e := range j.train {
+			j.maxTgt = max(j.maxTgt, len(e.tgt))
+		}
+	}
+	for i := range j.train {
+		if len(j.train[i].tgt) > j.maxTgt {
+			j.train[i].tgt = append(j.train[i].tgt[:j.maxTgt-1:j.maxTgt-1], tok.EOS())
+		}
+	}
+	j.viable = answerRule(tok, j.task, j.maxTgt)
+	for _, pr := range j.runs {
+		pr.logf("trial %s#%d: %s on %s (%s), %d/%d/%d examples, lr %.3g, %d trainable parameters (%.3f%%), dropout %.2g",
+			j.spec.Study, pr.Number, j.spec.Method, j.task.Name, j.splits.Rule, len(j.train), len(j.val), len(j.test), pr.lr, j.nTrain,
+			100*float64(j.nTrain)/float64(j.total), j.dropout)
+	}
+	if j.packed {
+		j.logf("pack of %d trials: one model load, one data pipeline and one backbone pass for all", len(j.runs))
+	}
+	j.batches = bucket(j.train, set.BatchSize)
+}
+
+// openDevice selects the backend and, on a GPU, starts its energy meter.
+func (j *trainJob) openDevice() error {
+	be, device, closeBackend, err := nn.SelectBackend(j.spec.Device)
+	if err != nil {
+		return err
+	}
+	j.releases = append(j.releases, func() { closeBackend() })
+	j.be, j.device = be, device
+	j.logf("device: %s", device)
+	if g, ok := be.(nn.GPU); ok {
+		if s, err := openNVML(g.Info().PCIBusID); err != nil {
+			j.logf("GPU energy: not metered (%v)", err)
+		} else {
+			j.gpu = startGPUMeter(s, time.Second)
+		}
+	}
+	return nil
+}
+
+// initFromData runs a data-driven initialisation (LST's importance) once
+// for the pack, when the method asks for one.
+func (j *trainJob) initFromData() error {
+	di, ok := j.runs[0].meth.(methods.DataInitializer)
+	if !ok || !di.ImportanceWanted() {
+		return nil
+	}
+	// Single training examples, as the LST recipe samples them.
+	var sample []t5.Batch
+	for _, e := range j.train[:min(len(j.train), j.set.InitExamples)] {
+		sample = append(sample, makeBatch([]example{e}, j.tok.Pad()))
+	}
+	imp, release, err := dataImportance(di, j.be, j.m, sample, j.set, j.modelDir, j.task.Name, j.spec.Method, j.logf)
+	if err != nil {
+		return err
+	}
+	for _, pr := range j.runs { // the backbone's importance is the pack's
+		pr.meth.(methods.DataInitializer).InitFrom(imp)
+	}
+	release()
+	return nil
+}
+
+// packMethods lists the members' methods, in pack order.
+func (j *trainJob) packMethods() []methods.Method {
+	meths := make([]methods.Method, len(j.runs))
+	for i, pr := range j.runs {
+		meths[i] = pr.meth
+	}
+	return meths
+}
+
+// openCaches opens the training states' cache and the evaluation
+// splits' encodings (kept on disk where the method allows).
+func (j *trainJob) openCaches() error {
+	set := j.set
+	cache, err := openStateCache(j.runs[0].meth, set, j.dropout, j.modelDir, j.task.Name, len(j.batches), j.logf)
+	if err != nil {
+		return err
+	}
+	j.cache = cache
+	j.releases = append(j.releases, cache.close)
+	j.encodings = newEncodings(j.m, int64(set.StateCacheGB*1e9), j.logf)
+	j.releases = append(j.releases, j.encodings.release)
+	if persistEncodings(j.m, j.be, j.packMethods(), set) {
+		if dir, digest, err := cacheDir(set, j.modelDir); err == nil {
+			for split, ex := range map[string][]example{"validation": j.val, "test": j.test} {
+				j.encodings.persist(split, filepath.Join(dir, "encodings-"+split+"-"+encodingsKey(digest, split, set.EvalBatchSize, ex)+".safetensors"))
+			}
+		}
+	}
+	return nil
+}
+
+// fitRuns moves the parameters to the device and gives each member its
+// optimiser, data order, validation and decoder.
+func (j *trainJob) fitRuns() []*fitRun {
+	set := j.set
+	// On a GPU the parameters move there once (after any data-driven
+	// initialisation); the optimiser updates them there.
+	nn.ToDevice(j.be, j.m.Params.Tensors...)
+	j.beat = heartbeat(j.stdout, heartbeatEvery)
+	j.fruns = make([]*fitRun, len(j.runs))
+	steps := nn.NewGraph(j.be) // the pack's training steps, one at a time
+	j.releases = append(j.releases, steps.Release)
+	for i, pr := range j.runs {
+		nn.ToDevice(j.be, pr.meth.Trainable()...)
+		st := newStepper(steps, j.m, pr.meth, set, pr.lr, set.MaxEpochs*len(j.batches), j.cache, j.dropout > 0, uint64(pr.seed))
+		j.fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
+			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
+				return j.validate(pr, at, meanLoss, trainSeconds)
+			}}
+	}
+	// A trial decodes with its pack while it is training (validation) or
+	// finished (test); a failed or pruned one no longer decodes.
+	dec := j.m.NewDecoder(j.be)
+	j.releases = append(j.releases, dec.Release)
+	decoders := packDecoders(j.m, j.be, dec, j.packMethods(), j.encodings, func(i int) bool {
+		fr := j.fruns[i]
+		if j.fitDone {
+			return fr.completed()
+		}
+		return !fr.stopped
+	}, func(i int) int { return j.fruns[i].st.step })
+	for i, pr := range j.runs {
+		pr.decode = decoders[i]
+	}
+	return j.fruns
+}
+
+// validate scores member pr on the validation split and reports the
+// value as an epoch line.
+func (j *trainJob) validate(pr *packRun, at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
+	t1 := time.Now()
+	var scores glue.Scores
+	phase(j.ctx, "validation", func() {
+		scores = evaluate(pr.decode, "validation", j.tok, j.task, j.val, j.set.EvalBatchSize, j.maxTgt, j.viable, j.beat)
+	})
+	j.encodings.save("validation")
+	pr.evalSeconds += time.Since(t1).Seconds()
+	pr.evalScores = append(pr.evalScores, scores)
+	value := scores["score"]
+	if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeEpoch, Step: at.report(), Value: Float(value),
+		Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}})); err != nil {
+		return 0, fmt.Errorf("trial: %w", err)
+	}
+	pr.logf("%s: train loss %.4f, validation %s %.2f (%.1fs)", at, meanLoss, j.task.Metric, value,
+		trainSeconds+time.Since(t1).Seconds())
+	return value, nil
+}
+
+// fitConfig is the loop's schedule, data and per-epoch hook.
+func (j *trainJob) fitConfig() fitConfig {
+	set := j.set
+	return fitConfig{
+		maxEpochs: set.MaxEpochs,
+		patience:  set.Patience,
+		batches:   len(j.batches),
+		evalSteps: set.EvalSteps,
+		evalAt:    set.EvalAt,
+		batch:     func(i int) t5.Batch { return makeBatch(j.batches[i], j.tok.Pad()) },
+		beat:      j.beat,
+		epochDone: func(epoch int) {
+			if epoch != 0 || j.cache == nil {
+				return
+			}
+			if err := j.cache.save(); err != nil {
+				j.logf("state cache: not saved: %v", err)
+			} else if j.cache.over {
+				j.logf("state cache: the training split's states exceed state_cache_gb = %g; running the backbone every epoch", set.StateCacheGB)
+			}
+		},
+	}
+}
+
+// scoreTest scores each member that trained to the end on the test split (and
+// times single examples once a pack); a member that failed reports its
+// reason as its final line.
+func (j *trainJob) scoreTest(fruns []*fitRun) error {
+	set := j.set
 	latency := -1.0
-	for i, pr := range runs {
+	for i, pr := range j.runs {
 		fr := fruns[i]
 		switch {
 		case fr.pruned:
@@ -400,7 +546,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		case fr.err != nil:
 			// The pack goes on; this trial alone fails, with the reason.
 			pr.logf("%v", fr.err)
-			if _, err := stdout.Write(pr.message(packed, Message{Type: TypeFinal, Value: Float(math.NaN()),
+			if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeFinal, Value: Float(math.NaN()),
 				Attrs: map[string]any{"fail_reason": fr.err.Error()}})); err != nil {
 				return err
 			}
@@ -408,25 +554,31 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		}
 		t2 := time.Now()
 		var testScores glue.Scores
-		phase(ctx, "test", func() {
-			testScores = evaluate(pr.decode, "test", tok, task, test, set.EvalBatchSize, maxTgt, viable, beat)
+		phase(j.ctx, "test", func() {
+			testScores = evaluate(pr.decode, "test", j.tok, j.task, j.test, set.EvalBatchSize, j.maxTgt, j.viable, j.beat)
 		})
-		encodings.save("test")
+		j.encodings.save("test")
 		pr.evalSeconds += time.Since(t2).Seconds()
 		pr.test = testScores
 		// Latency is the architecture's, not the learning rate's: a pack
 		// times it once, with its first finished trial; latency_examples 0
 		// (a search trial's default) times nothing.
 		if latency < 0 && set.LatencyExamples > 0 {
-			phase(ctx, "latency", func() { latency = latencyMS(pr.decode, test, set.LatencyExamples, maxTgt) })
+			phase(j.ctx, "latency", func() { latency = latencyMS(pr.decode, j.test, set.LatencyExamples, j.maxTgt) })
 		}
 		pr.latency = latency
 	}
-	energy := meter.stop(set.PackageWatts)
+	return nil
+}
+
+// report writes each finished member's final line: its scores, and the
+// process's time, memory and energy (shared evenly within a pack).
+func (j *trainJob) report(fruns []*fitRun) error {
+	energy := j.meter.stop(j.set.PackageWatts)
 	cpuEnergy := energy
 	var ge gpuEnergy
-	if gpu != nil {
-		ge = gpu.stop(set.GPUP0Watts)
+	if j.gpu != nil {
+		ge = j.gpu.stop(j.set.GPUP0Watts)
 		if !math.IsNaN(ge.joules) {
 			// Table 1 is GPU energy: the counter replaces the CPU figure.
 			energy.joules, energy.source = ge.joules, "nvml"
@@ -441,7 +593,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		}
 	}
 	share := 1 / float64(max(finished, 1))
-	for i, pr := range runs {
+	for i, pr := range j.runs {
 		fr := fruns[i]
 		if !fr.completed() {
 			continue
@@ -455,38 +607,38 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 			"best_step":                 fr.bestAt.steps,
 			"epochs":                    fr.epochs,
 			"steps":                     fr.st.step,
-			"trainable_params":          nTrain,
-			"trainable_percent":         100 * float64(nTrain) / float64(total),
+			"trainable_params":          j.nTrain,
+			"trainable_percent":         100 * float64(j.nTrain) / float64(j.total),
 			"peak_rss_bytes":            peakRSS(),
 			"energy_joules":             energy.joules * share,
 			"energy_source":             energy.source,
 			"train_seconds":             fr.trainSeconds,
 			"eval_seconds":              pr.evalSeconds,
-			"seconds":                   time.Since(start).Seconds(),
+			"seconds":                   time.Since(j.start).Seconds(),
 			"train_examples_per_second": float64(fr.examples) / math.Max(fr.trainSeconds, 1e-9),
-			"backend":                   be.Name(),
-			"device":                    device,
-			"split_rule":                splits.Rule,
+			"backend":                   j.be.Name(),
+			"device":                    j.device,
+			"split_rule":                j.splits.Rule,
 		}
 		if pr.latency >= 0 {
 			attrs["latency_ms_batch1"] = pr.latency
 		}
-		if packed {
-			attrs["pack_size"] = len(runs)
-			attrs["pack_trials"] = packNumbers(members)
+		if j.packed {
+			attrs["pack_size"] = len(j.runs)
+			attrs["pack_trials"] = packNumbers(j.members)
 		}
-		if g, ok := be.(nn.GPU); ok {
+		if g, ok := j.be.(nn.GPU); ok {
 			attrs["gpu"] = g.Info().String()
 			attrs["gpu_peak_bytes"] = g.PeakBytes()
 		}
-		if gpu != nil {
+		if j.gpu != nil {
 			attrs["gpu_utilisation_mean"] = ge.meanUtil
 			attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
 			attrs["energy_paper_estimate_joules"] = ge.paperJoules * share
 			attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules*share, cpuEnergy.source
 		}
 		pr.logf("best validation %.2f at %s; test %.2f", fr.best, fr.bestAt, pr.test["score"])
-		if _, err := stdout.Write(pr.message(packed, Message{Type: TypeFinal, Value: Float(fr.best), Attrs: attrs})); err != nil {
+		if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeFinal, Value: Float(fr.best), Attrs: attrs})); err != nil {
 			return err
 		}
 	}
