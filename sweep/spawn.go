@@ -1,0 +1,435 @@
+package sweep
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
+)
+
+// spawn runs one trial process for members (more than one: a pack) and
+// turns what it reports into an outcome per member; onEpoch(i, step) is
+// called after member i reports an epoch, for progress display. A packed
+// member that is pruned, or reports its final line, while its process
+// runs on is handed to ended at once (its outcome is then marked
+// recorded).
+func (r *Runner) spawn(ctx context.Context, ss *studyState, members []storage.FrozenTrial, slot int, onEpoch func(i, step int), ended func(i int, out outcome)) []outcome {
+	p := newTrialProc(r, ss, members, onEpoch, ended)
+	spec := r.trialSpec(ss, members)
+	specJSON, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return p.failAll("encode spec: %v", err)
+	}
+	specPath, stderr, closeLogs, err := p.openFiles(specJSON)
+	defer closeLogs()
+	if err != nil {
+		return p.failAll("%v", err)
+	}
+	argv, err := r.argv(spec, specPath)
+	if err != nil {
+		return p.failAll("%v", err)
+	}
+	stdin, closePipe, err := p.openStdin(specJSON)
+	defer closePipe()
+	if err != nil {
+		return p.failAll("verdict pipe: %v", err)
+	}
+
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.cancel = cancel
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		p.heartbeat(tctx)
+	}()
+	// A pack's time limit grows with its trials.
+	p.wd = startWatchdog(r.Config.TrialTimeout*time.Duration(len(members)), r.Config.StallTimeout, cancel)
+	defer p.wd.close()
+
+	out, pw := io.Pipe()
+	runErr := make(chan error, 1)
+	run := r.Exec
+	if run == nil {
+		run = ExecProc
+	}
+	go func() {
+		err := run(tctx, Proc{
+			Argv: argv, Env: r.procEnv(specPath, slot), Stdin: stdin,
+			Stdout: pw, Stderr: stderr, KillGrace: r.Config.KillGrace, KillNow: r.KillNow,
+			MemoryBytes: int64(r.Config.TrialMemoryGB * (1 << 30)),
+		})
+		stderr.flush()
+		pw.Close()
+		runErr <- err
+	}()
+	p.readMessages(tctx, out)
+	io.Copy(io.Discard, out) // unblock the writer after a scan error
+	err = <-runErr
+	cancel()
+	<-hbDone
+	return p.outcomes(ctx, err)
+}
+
+// trialDir is trial t's output folder.
+func (r *Runner) trialDir(ss *studyState, t storage.FrozenTrial) string {
+	return filepath.Join(r.Config.OutputDir, filepath.FromSlash(ss.plan.Name), "trial-"+strconv.Itoa(t.Number))
+}
+
+// trialSpec is what the process for members is told to run.
+func (r *Runner) trialSpec(ss *studyState, members []storage.FrozenTrial) trial.Spec {
+	cfg := r.Config
+	t0 := members[0]
+	spec := trial.Spec{
+		Version: trial.Version, TrialID: t0.ID, Number: t0.Number, Study: ss.plan.Name,
+		Method: ss.plan.Method, Arch: ss.plan.Arch.Settings, ArchName: ss.plan.Arch.Name, Dataset: ss.plan.Dataset,
+		Params: t0.ExternalParams(), Seed: cfg.Seed, Training: cfg.Training, Trainer: cfg.Trainer, Device: cfg.Device,
+		Model: cfg.Model, DataDir: cfg.DataDir, OutputDir: r.trialDir(ss, t0),
+	}
+	if spec.Arch == nil {
+		spec.Arch = map[string]any{}
+	}
+	if _, set := cfg.Training["latency_examples"]; !set && !Identify(ss.study).Final {
+		// Table 1's inference time comes from the final runs: a search
+		// trial does not spend a second or more timing single examples,
+		// unless the sweep file asks for it.
+		spec.Training = maps.Clone(cfg.Training)
+		if spec.Training == nil {
+			spec.Training = map[string]any{}
+		}
+		spec.Training["latency_examples"] = 0
+	}
+	if seed, ok := spec.Params["seed"].(int64); ok {
+		spec.Seed = seed // final runs search over seeds
+	}
+	if len(members) > 1 {
+		for _, t := range members {
+			spec.Pack = append(spec.Pack, trial.Member{TrialID: t.ID, Number: t.Number, Params: t.ExternalParams(), OutputDir: r.trialDir(ss, t)})
+		}
+	}
+	return spec
+}
+
+// procEnv is the trial process's environment beyond the orchestrator's:
+// where its spec is, and the GPU of its slot.
+func (r *Runner) procEnv(specPath string, slot int) []string {
+	absSpec, _ := filepath.Abs(specPath)
+	env := []string{trial.SpecEnv + "=" + absSpec}
+	if gpus := r.Config.GPUs; len(gpus) > 0 {
+		env = append(env, "CUDA_VISIBLE_DEVICES="+gpus[slot%len(gpus)])
+	}
+	return env
+}
+
+// trialProc is one trial process as spawn follows it: its members, what
+// each has reported, and whether another process or the pruner ended it.
+type trialProc struct {
+	r       *Runner
+	ss      *studyState
+	members []storage.FrozenTrial
+	packed  bool
+	index   map[int]int // trial number → member
+	onEpoch func(i, step int)
+	ended   func(i int, out outcome)
+
+	tails    []*tailBuffer // each member's stderr tail, for its fail reason
+	verdicts *os.File      // a pack's answers to its epoch lines
+	cancel   context.CancelFunc
+	wd       *watchdog
+
+	mu                     sync.Mutex // guards lost, pruned, recorded
+	lost, pruned, recorded []bool
+
+	finals    []*trial.Message
+	lastValue []float64
+	hasLast   []bool
+	protoErr  error // the first line that broke the protocol
+}
+
+func newTrialProc(r *Runner, ss *studyState, members []storage.FrozenTrial, onEpoch func(i, step int), ended func(i int, out outcome)) *trialProc {
+	n := len(members)
+	p := &trialProc{r: r, ss: ss, members: members, packed: n > 1, index: map[int]int{}, onEpoch: onEpoch, ended: ended,
+		tails: make([]*tailBuffer, n), lost: make([]bool, n), pruned: make([]bool, n), recorded: make([]bool, n),
+		finals: make([]*trial.Message, n), lastValue: make([]float64, n), hasLast: make([]bool, n)}
+	for i, t := range members {
+		p.index[t.Number] = i
+	}
+	return p
+}
+
+// failAll fails every member with the same reason, before the process ran.
+func (p *trialProc) failAll(format string, args ...any) []outcome {
+	outs := make([]outcome, len(p.members))
+	for i := range outs {
+		outs[i] = outcome{state: storage.Fail, reason: fmt.Sprintf(format, args...)}
+	}
+	return outs
+}
+
+// openFiles gives each member its directory with the spec and its own
+// log: the lines the process tags [#N] go to trial N's log, the rest to
+// all. It returns the first member's spec path, the process's stderr and
+// a function that closes the logs (to call in every case).
+func (p *trialProc) openFiles(specJSON []byte) (specPath string, stderr *packLog, closeLogs func(), err error) {
+	var files []*os.File
+	closeLogs = func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	logs := make([]io.Writer, len(p.members))
+	for i, t := range p.members {
+		dir := p.r.trialDir(p.ss, t)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, closeLogs, fmt.Errorf("make output dir: %v", err)
+		}
+		path := filepath.Join(dir, "spec.json")
+		if err := os.WriteFile(path, specJSON, 0o644); err != nil {
+			return "", nil, closeLogs, fmt.Errorf("write spec: %v", err)
+		}
+		if i == 0 {
+			specPath = path
+		}
+		f, err := os.Create(filepath.Join(dir, "stderr.log"))
+		if err != nil {
+			return "", nil, closeLogs, fmt.Errorf("create log: %v", err)
+		}
+		files = append(files, f)
+		p.tails[i] = &tailBuffer{max: 4096}
+		logs[i] = io.MultiWriter(f, p.tails[i])
+	}
+	return specPath, &packLog{index: p.index, to: logs}, closeLogs, nil
+}
+
+// openStdin is the process's standard input. An unpacked trial gets its
+// spec on stdin as well; a pack reads its spec from the file and gets a
+// verdict per epoch line on stdin, written to p.verdicts.
+func (p *trialProc) openStdin(specJSON []byte) (io.Reader, func(), error) {
+	if !p.packed {
+		return strings.NewReader(string(specJSON)), func() {}, nil
+	}
+	// An OS pipe the child inherits: with an io.Pipe, exec's copying
+	// goroutine would hold Wait until the orchestrator closed it.
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return nil, func() {}, err
+	}
+	p.verdicts = wr
+	return rd, func() { rd.Close(); wr.Close() }, nil
+}
+
+// allLost: no member is left to run, and another process failed some
+// (the rest were recorded). The caller holds p.mu.
+func (p *trialProc) allLost() bool {
+	some := false
+	for i, l := range p.lost {
+		if !l && !p.recorded[i] {
+			return false
+		}
+		some = some || l
+	}
+	return some
+}
+
+// record hands member i's outcome to ended while its process runs on.
+func (p *trialProc) record(i int, out outcome) {
+	p.mu.Lock()
+	p.recorded[i] = true
+	p.mu.Unlock()
+	p.ended(i, out)
+}
+
+// heartbeat proves, every HeartbeatInterval until ctx ends, that the
+// members are alive; it stops the process once someone else failed all
+// of them.
+func (p *trialProc) heartbeat(ctx context.Context) {
+	tick := time.NewTicker(p.r.Config.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for i, t := range p.members {
+				p.mu.Lock()
+				done := p.recorded[i]
+				p.mu.Unlock()
+				if done {
+					continue
+				}
+				err := p.r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Heartbeat: true})
+				if errors.Is(err, storage.ErrTrialFinished) {
+					p.mu.Lock()
+					// Not if this process recorded it since the check.
+					p.lost[i] = p.lost[i] || !p.recorded[i]
+					p.mu.Unlock()
+				}
+			}
+			p.mu.Lock()
+			gone := p.allLost()
+			p.mu.Unlock()
+			if gone {
+				p.cancel()
+				return
+			}
+		}
+	}
+}
+
+// prunedValue is a pruned trial's value: its last reported one.
+func (p *trialProc) prunedValue(i int) *float64 {
+	if p.hasLast[i] && !math.IsNaN(p.lastValue[i]) {
+		return &p.lastValue[i]
+	}
+	return nil
+}
+
+// readMessages follows the process's protocol lines until its stdout
+// ends: heartbeats feed the watchdog, epoch lines the study and the
+// pruner, final lines the outcome.
+func (p *trialProc) readMessages(ctx context.Context, out io.Reader) {
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64*1024), 16<<20)
+	for sc.Scan() {
+		m, err := trial.ParseMessage(sc.Bytes())
+		if errors.Is(err, trial.ErrNotMessage) {
+			continue
+		}
+		if err != nil {
+			if p.protoErr == nil {
+				p.protoErr = err
+			}
+			continue
+		}
+		if m.Type == trial.TypeHeartbeat {
+			p.wd.heard("a heartbeat")
+			continue
+		}
+		i := 0
+		if p.packed {
+			var ok bool
+			if m.Trial != nil {
+				i, ok = p.index[*m.Trial]
+			}
+			if !ok {
+				if p.protoErr == nil {
+					p.protoErr = fmt.Errorf("trial: a pack's %q line names no trial of the pack", m.Type)
+				}
+				continue
+			}
+		}
+		if m.Type == trial.TypeFinal {
+			p.final(i, m)
+			continue
+		}
+		p.epochLine(ctx, i, m)
+	}
+}
+
+// final keeps member i's final line; a packed member that finished is
+// recorded at once.
+func (p *trialProc) final(i int, m trial.Message) {
+	p.wd.heard("the final line")
+	p.finals[i] = &m
+	p.mu.Lock()
+	over := p.lost[i] || p.pruned[i] || p.recorded[i]
+	p.mu.Unlock()
+	if p.packed && !over && !math.IsNaN(float64(m.Value)) {
+		// A packed trial that finished is done, whatever becomes
+		// of the rest of its pack.
+		v := float64(m.Value)
+		p.record(i, outcome{state: storage.Complete, value: &v, attrs: m.Attrs})
+	}
+}
+
+// epochLine records member i's epoch line, asks the pruner, and answers
+// a pack's verdict or stops an unpacked trial that must stop.
+func (p *trialProc) epochLine(ctx context.Context, i int, m trial.Message) {
+	p.wd.heard(fmt.Sprintf("epoch %d", m.Step))
+	if ignored := p.r.epoch(ctx, p.ss, p.members[i], m, &p.mu, &p.lost[i], &p.pruned[i]); !ignored {
+		p.lastValue[i], p.hasLast[i] = float64(m.Value), true
+		p.onEpoch(i, m.Step)
+	}
+	p.mu.Lock()
+	stop := p.pruned[i] || p.lost[i]
+	prunedNow := p.packed && p.pruned[i] && !p.lost[i] && !p.recorded[i]
+	p.mu.Unlock()
+	if prunedNow {
+		// Recorded before the verdict goes out: once the pack hears
+		// it, the study says so.
+		p.record(i, outcome{state: storage.Pruned, value: p.prunedValue(i)})
+	}
+	switch {
+	case p.packed:
+		p.verdicts.Write(trial.Verdict{Trial: p.members[i].Number, Prune: stop}.Encode())
+	case stop:
+		p.cancel()
+	}
+	p.mu.Lock()
+	gone := p.allLost()
+	p.mu.Unlock()
+	if gone {
+		p.cancel()
+	}
+}
+
+// outcomes says how each member ended, once the process has exited with
+// err; ctx is the run's (ended: the sweep was stopped).
+func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
+	cfg := p.r.Config
+	outs := make([]outcome, len(p.members))
+	for i := range p.members {
+		out := outcome{stderrTail: p.tails[i].String()}
+		final := p.finals[i]
+		switch {
+		case p.recorded[i]:
+			out.recorded = true
+		case p.lost[i]:
+			out.lost = true
+		case p.pruned[i]:
+			out.state, out.value = storage.Pruned, p.prunedValue(i)
+		case final != nil && final.Attrs["fail_reason"] != nil:
+			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
+		case p.wd.fired() != "":
+			out.state, out.reason = storage.Fail, p.wd.fired()
+		case ctx.Err() != nil:
+			out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
+		case err != nil:
+			out.state, out.reason = storage.Fail, err.Error()
+			cause := stderrCause(out.stderrTail)
+			if cfg.TrialMemoryGB > 0 && (strings.Contains(out.stderrTail, "out of memory") || strings.Contains(out.stderrTail, "cannot allocate memory")) {
+				out.reason = fmt.Sprintf("trial_memory_gb %g: out of memory (%s)", cfg.TrialMemoryGB, err)
+			}
+			if cause != "" {
+				out.reason += ": " + cause
+			}
+			if p.packed {
+				out.reason = fmt.Sprintf("pack of %d: %s", len(p.members), out.reason)
+			}
+		case p.protoErr != nil:
+			out.state, out.reason = storage.Fail, p.protoErr.Error()
+		case final == nil:
+			out.state, out.reason = storage.Fail, "the trial exited without a final line"
+		case math.IsNaN(float64(final.Value)):
+			out.state, out.reason = storage.Fail, "the final value is NaN"
+		default:
+			v := float64(final.Value)
+			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
+		}
+		outs[i] = out
+	}
+	return outs
+}
