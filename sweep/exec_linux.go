@@ -4,6 +4,7 @@ package sweep
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,9 +13,14 @@ import (
 	"time"
 )
 
+// outputDrain is how long a trial's output is still read after its process
+// exited, for children that keep stdout or stderr open.
+const outputDrain = 2 * time.Second
+
 // ExecProc runs p without a shell in its own process group. Cancelling ctx
 // sends SIGTERM to the group, then SIGKILL after p.KillGrace; the trial also
-// gets SIGKILL if the orchestrator dies (kill -9 included).
+// gets SIGKILL if the orchestrator dies (kill -9 included). Once the trial
+// exits, what it left running in its group is killed.
 func ExecProc(ctx context.Context, p Proc) error {
 	argv := p.Argv
 	if p.MemoryBytes > 0 {
@@ -31,6 +37,10 @@ func ExecProc(ctx context.Context, p Proc) error {
 	cmd.Dir = p.Dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The trial's exit ends it, not the end of its output: a child it left
+	// in the background may hold stdout open for ever, and its final line
+	// is already read. Wait gives the pipes outputDrain, then closes them.
+	cmd.WaitDelay = outputDrain
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.Argv[0], err)
 	}
@@ -51,6 +61,11 @@ func ExecProc(ctx context.Context, p Proc) error {
 	}()
 	err := cmd.Wait()
 	close(done)
+	// Whatever the trial left running in its process group goes with it.
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // it exited 0; only a child's copy of stdout was still open
+	}
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -297,46 +298,85 @@ func (p *trialProc) prunedValue(i int) *float64 {
 	return nil
 }
 
+// maxProtocolLine is the longest stdout line read as a protocol line; a
+// longer one is skipped with a warning, and the lines after it are read
+// as usual.
+const maxProtocolLine = 16 << 20
+
 // readMessages follows the process's protocol lines until its stdout
 // ends: heartbeats feed the watchdog, epoch lines the study and the
 // pruner, final lines the outcome.
 func (p *trialProc) readMessages(ctx context.Context, out io.Reader) {
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64*1024), 16<<20)
-	for sc.Scan() {
-		m, err := trial.ParseMessage(sc.Bytes())
-		if errors.Is(err, trial.ErrNotMessage) {
-			continue
+	rd := bufio.NewReaderSize(out, 64*1024)
+	for {
+		line, skipped, err := readLine(rd, maxProtocolLine)
+		if skipped > 0 {
+			p.r.logf("%s#%d: skipped a stdout line of %d bytes (over %d MiB); reading on", p.ss.plan.Name, p.members[0].Number, skipped, maxProtocolLine>>20)
+		}
+		if len(line) > 0 {
+			p.line(ctx, line)
 		}
 		if err != nil {
-			if p.protoErr == nil {
-				p.protoErr = err
-			}
-			continue
+			return
 		}
-		if m.Type == trial.TypeHeartbeat {
-			p.wd.heard("a heartbeat")
-			continue
-		}
-		i := 0
-		if p.packed {
-			var ok bool
-			if m.Trial != nil {
-				i, ok = p.index[*m.Trial]
-			}
-			if !ok {
-				if p.protoErr == nil {
-					p.protoErr = fmt.Errorf("trial: a pack's %q line names no trial of the pack", m.Type)
-				}
-				continue
-			}
-		}
-		if m.Type == trial.TypeFinal {
-			p.final(i, m)
-			continue
-		}
-		p.epochLine(ctx, i, m)
 	}
+}
+
+// readLine reads one line of at most max bytes, without its newline. A
+// longer line is read to its end and dropped: skipped is its length.
+func readLine(rd *bufio.Reader, max int) (line []byte, skipped int, err error) {
+	for {
+		chunk, err := rd.ReadSlice('\n')
+		if skipped == 0 && len(line)+len(chunk) <= max+1 {
+			line = append(line, chunk...)
+		} else {
+			skipped += len(line) + len(chunk)
+			line = nil
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if skipped > 0 {
+			return nil, skipped, err
+		}
+		return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")), 0, err
+	}
+}
+
+// line handles one protocol line of the process.
+func (p *trialProc) line(ctx context.Context, b []byte) {
+	m, err := trial.ParseMessage(b)
+	if errors.Is(err, trial.ErrNotMessage) {
+		return
+	}
+	if err != nil {
+		if p.protoErr == nil {
+			p.protoErr = err
+		}
+		return
+	}
+	if m.Type == trial.TypeHeartbeat {
+		p.wd.heard("a heartbeat")
+		return
+	}
+	i := 0
+	if p.packed {
+		var ok bool
+		if m.Trial != nil {
+			i, ok = p.index[*m.Trial]
+		}
+		if !ok {
+			if p.protoErr == nil {
+				p.protoErr = fmt.Errorf("trial: a pack's %q line names no trial of the pack", m.Type)
+			}
+			return
+		}
+	}
+	if m.Type == trial.TypeFinal {
+		p.final(i, m)
+		return
+	}
+	p.epochLine(ctx, i, m)
 }
 
 // final keeps member i's final line; a packed member that finished is
