@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -54,8 +57,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if err != nil {
 		return err
 	}
-	if *parallel < 0 {
-		return fmt.Errorf("%w: --parallel must be positive", errUsage)
+	if err := checkParallel(fs, *parallel); err != nil {
+		return err
 	}
 	if *parallel > 0 {
 		cfg.Parallel = *parallel
@@ -92,8 +95,8 @@ func cmdFinal(args []string) error {
 	if err := argCount(fs, pos, 1, 1, "one sweep file"); err != nil {
 		return err
 	}
-	if *parallel < 0 {
-		return fmt.Errorf("%w: --parallel must be positive", errUsage)
+	if err := checkParallel(fs, *parallel); err != nil {
+		return err
 	}
 	cfg, err := sweep.LoadConfig(pos[0])
 	if err != nil {
@@ -135,8 +138,9 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		return err
 	}
 
-	// The first Ctrl-C (or SIGTERM) stops the sweep: running trials get
-	// SIGTERM and kill_grace to end; a second one kills them at once.
+	// The first Ctrl-C (or SIGTERM, or SIGHUP from a closed terminal) stops
+	// the sweep: running trials get SIGTERM and kill_grace to end, and are
+	// queued again; a second one kills them at once.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	killNow := make(chan struct{})
@@ -156,18 +160,25 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 			cfg.Pack, packs, len(plan), cfg.Pack)
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	finished := make(chan struct{})
 	defer close(finished)
 	go func() {
+		var sig os.Signal
 		select {
-		case <-sigs:
+		case sig = <-sigs:
 		case <-finished:
 			return
 		}
-		fmt.Fprintf(os.Stderr, "\nsweep: stopping: %d running trial(s) got SIGTERM and have up to kill_grace (%s) to end; Ctrl-C again kills them now\n",
-			r.Running(), cfg.KillGrace)
+		msg := fmt.Sprintf("sweep: stopping on %s: %d running trial(s) got SIGTERM and have up to kill_grace (%s) to end; they are queued again for the next run",
+			signalName(sig), r.Running(), cfg.KillGrace)
+		if sig == syscall.SIGHUP {
+			// The terminal is gone, and stderr with it: the message goes to
+			// the run log in output_dir as well.
+			appendRunLog(cfg.OutputDir, msg)
+		}
+		fmt.Fprintf(os.Stderr, "\n%s; Ctrl-C again kills them now\n", msg)
 		stop()
 		select {
 		case <-sigs:
@@ -360,6 +371,42 @@ func cmdTrial(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return trial.Run(ctx, spec, registry(), os.Stdin, os.Stdout, os.Stderr)
+}
+
+// checkParallel refuses a --parallel below 1 that the user typed (0 is
+// also the flag's "not given" for commands that default to the file's).
+func checkParallel(fs *flag.FlagSet, parallel int) error {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "parallel" })
+	if set && parallel < 1 {
+		return fmt.Errorf("%w: --parallel %d: run at least 1 trial at once", errUsage, parallel)
+	}
+	return nil
+}
+
+// signalName says which signal stopped the run, in the words a user knows.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "Ctrl-C (SIGINT)"
+	case syscall.SIGHUP:
+		return "SIGHUP (the terminal or SSH session closed)"
+	}
+	return sig.String()
+}
+
+// appendRunLog adds a dated line to output_dir/sweep.log, where a run whose
+// terminal has gone leaves its last words.
+func appendRunLog(outputDir, line string) {
+	if err := os.MkdirAll(outputDir, 0o755); err != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(outputDir, "sweep.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s\n", time.Now().Format(time.RFC3339), line)
 }
 
 // planChecked plans the studies --only selects and checks their methods
