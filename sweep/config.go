@@ -171,18 +171,28 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		case "data_dir":
 			c.DataDir, err = p.str(v, path)
 		case "output_dir":
-			c.OutputDir, err = p.str(v, path)
+			if c.OutputDir, err = p.str(v, path); err == nil && c.OutputDir == "" {
+				return p.errf(v, path, "empty: name a folder for the trials' files (the default is runs)")
+			}
 		case "trainer":
 			c.Trainer, err = p.oneOf(v, path, "builtin", "synthetic")
 		case "datasets":
 			c.Datasets, err = p.strList(v, path)
+			if err == nil && len(c.Datasets) == 0 {
+				return p.errf(v, path, "empty: name at least one of %s", strings.Join(knownDatasets(), ", "))
+			}
 			for i, d := range c.Datasets {
 				if !contains(knownDatasets(), d) {
 					return p.errf(v.Content[i], fmt.Sprintf("%s[%d]", path, i), "unknown dataset %q (known: %s)", d, strings.Join(knownDatasets(), ", "))
 				}
+				if j := slices.Index(c.Datasets, d); j < i {
+					return p.errf(v.Content[i], fmt.Sprintf("%s[%d]", path, i), "%s is listed twice (also at %s[%d])", d, path, j)
+				}
 			}
 		case "methods":
-			c.Methods, err = p.methods(v, path)
+			if c.Methods, err = p.methods(v, path); err == nil && len(c.Methods) == 0 {
+				return p.errf(v, path, "empty: name at least one method (known: %s)", strings.Join(knownMethods, ", "))
+			}
 		case "search":
 			c.Space, err = p.space(v, path)
 		case "trials":

@@ -50,6 +50,9 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 	}{
 		{[]string{"run", "sweep.yaml", "other.yaml"}, 2, `sweep: run takes one sweep file; unexpected ["other.yaml"]`},
 		{[]string{"run"}, 2, "sweep: run takes one sweep file; got none"},
+		{[]string{"run", "sweep.yaml", "--parallel", "0"}, 2, "sweep: --parallel 0: run at least 1 trial at once"},
+		{[]string{"worker", "sweep.yaml", "--parallel", "-3"}, 2, "sweep: --parallel -3: run at least 1 trial at once"},
+		{[]string{"final", "sweep.yaml", "--parallel", "0"}, 2, "sweep: --parallel 0: run at least 1 trial at once"},
 		{[]string{"best", "--method", "synthetic", "extra", "--config", "sweep.yaml"}, 2, `sweep: best takes no arguments besides its flags; unexpected ["extra"]`},
 		{[]string{"best", "--method", "synthetic", "--dataset", "sst3", "--config", "sweep.yaml"}, 1, "sweep: no synthetic studies on dataset sst3 (it has sst2)"},
 		{[]string{"best", "--config", "sweep.yaml"}, 2, "best needs --method"},

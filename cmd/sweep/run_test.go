@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -595,5 +596,116 @@ func TestBenchSweepCost(t *testing.T) {
 	}
 	if _, errOut, code := sweepCmd(t, t.TempDir(), "bench", "sweep-cost", "--eval-steps", "5,x"); code != 2 || !strings.Contains(errOut, `--eval-steps "5,x"`) {
 		t.Errorf("--eval-steps 5,x: exit %d, %s", code, errOut)
+	}
+}
+
+// TestHangupStopsLikeInterrupt: SIGHUP (a dropped SSH session) stops the
+// run as Ctrl-C does: the trial is stopped and recorded as interrupted,
+// not left RUNNING, and the reason lands in output_dir/sweep.log, since the
+// terminal that would show it is gone.
+func TestHangupStopsLikeInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	writeConfig(t, dir, `storage: sqlite:///h.db
+output_dir: out
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+kill_grace: 5s
+command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
+`)
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	var errOut syncBuffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, func() bool {
+		_, err := os.Stat(started)
+		return err == nil && storage.Count(load(t, filepath.Join(dir, "h.db"))["lora/rank-1/sst2"])[storage.Running] == 1
+	})
+	cmd.Process.Signal(syscall.SIGHUP)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("sweep run still running 20 s after SIGHUP:\n%s", errOut.String())
+	}
+	trials := load(t, filepath.Join(dir, "h.db"))["lora/rank-1/sst2"]
+	if n := storage.Count(trials); n[storage.Running] != 0 || n[storage.Fail] != 1 {
+		t.Fatalf("after SIGHUP: %v, want the trial FAIL (interrupted), none RUNNING", n)
+	}
+	if got, _ := trials[0].UserAttrs["fail_reason"].(string); !strings.Contains(got, "interrupted") {
+		t.Errorf("fail_reason %q, want interrupted", got)
+	}
+	logged, err := os.ReadFile(filepath.Join(dir, "out", "sweep.log"))
+	if err != nil || !strings.Contains(string(logged), "stopping on SIGHUP") {
+		t.Errorf("out/sweep.log: %q, %v; want the SIGHUP message", logged, err)
+	}
+}
+
+// TestTrialOutputEdgeCases: a trial that leaves a child holding its stdout
+// open still COMPLETEs when it exits after its final line (and the child
+// is killed), and a stdout line over 16 MiB is skipped with a warning
+// without losing the protocol lines after it.
+func TestTrialOutputEdgeCases(t *testing.T) {
+	dir := t.TempDir()
+	childPid := filepath.Join(dir, "child.pid")
+	script := `case "$1" in
+1) echo '{"type": "epoch", "step": 0, "value": 0.5}'
+   sleep 60 & echo $! > ` + childPid + `
+   echo '{"type": "final", "value": 0.5}' ;;
+2) head -c 17000000 /dev/zero | tr '\0' x; echo
+   echo '{"type": "epoch", "step": 0, "value": 0.25}'
+   echo '{"type": "final", "value": 0.25}' ;;
+esac`
+	writeConfig(t, dir, `storage: sqlite:///o.db
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}, {rank: 2}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+trial_timeout: 15s
+max_retries: 0
+command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{rank}"]
+`)
+	start := time.Now()
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if took := time.Since(start); took > 12*time.Second {
+		t.Errorf("the run took %v: it waited for the background child", took)
+	}
+	studies := load(t, filepath.Join(dir, "o.db"))
+	for study, want := range map[string]float64{"lora/rank-1/sst2": 0.5, "lora/rank-2/sst2": 0.25} {
+		trials := studies[study]
+		if len(trials) != 1 || trials[0].State != storage.Complete || *trials[0].Value != want {
+			t.Errorf("%s: %+v, want one COMPLETE trial of value %g", study, trials, want)
+			continue
+		}
+		if len(trials[0].Intermediate) != 1 {
+			t.Errorf("%s: intermediate values %v, want the one epoch", study, trials[0].Intermediate)
+		}
+	}
+	if !strings.Contains(errOut, "skipped a stdout line of 17000001 bytes") {
+		t.Errorf("no warning for the long line:\n%s", errOut)
+	}
+	pid, err := os.ReadFile(childPid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Killed, it may linger as a zombie until init reaps it: a state of
+	// Z (or no process at all) is dead.
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+	if fields := strings.Fields(string(stat)); err == nil && len(fields) > 2 && fields[2] != "Z" {
+		t.Errorf("the trial's background child (pid %s) still runs after the trial ended: %s", strings.TrimSpace(string(pid)), stat)
 	}
 }
