@@ -180,13 +180,13 @@ func sqlitePath(rawURL string) (string, error) {
 		}
 		p, err := url.PathUnescape(rest[1:])
 		if err != nil {
-			return "", fmt.Errorf("storage: %q: %w", rawURL, err)
+			return "", fmt.Errorf("storage: %q: %w", Redact(rawURL), err)
 		}
 		return p, nil
 	case "mysql":
-		return "", fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", rawURL)
+		return "", fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", Redact(rawURL))
 	}
-	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite or postgresql)", rawURL, scheme)
+	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite or postgresql)", Redact(rawURL), scheme)
 }
 
 // OpenSQLite opens (creating if needed) the SQLite file at path.

@@ -97,7 +97,12 @@ func OpenPostgres(rawURL string) (*DB, error) { return openPostgres(rawURL, fals
 func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+		// url.Error repeats the URL, password and all.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("storage: %s: %w", Redact(rawURL), err)
 	}
 	q := u.Query()
 	if q.Get("timezone") == "" {
@@ -107,21 +112,18 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 		q.Set("default_transaction_read_only", "on")
 	}
 	u.RawQuery = q.Encode()
-	shown := *u
-	if _, has := shown.User.Password(); has {
-		shown.User = url.UserPassword(shown.User.Username(), "***")
-	}
+	shown := Redact(u.String())
 	db, err := sql.Open("pgx", u.String())
 	if err != nil {
-		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
+		return nil, fmt.Errorf("storage: open %s: %w", shown, err)
 	}
 	db.SetMaxOpenConns(8)
-	s := &DB{db: db, path: shown.String(), now: time.Now, d: postgresDialect, readOnly: readOnly}
+	s := &DB{db: db, path: shown, now: time.Now, d: postgresDialect, readOnly: readOnly}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("storage: connect to %s: %w", shown.String(), err)
+		return nil, fmt.Errorf("storage: connect to %s: %w", shown, err)
 	}
 	check := s.init
 	if readOnly {
@@ -129,7 +131,7 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 	}
 	if err := check(); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("storage: open %s: %w", shown.String(), err)
+		return nil, fmt.Errorf("storage: open %s: %w", shown, err)
 	}
 	return s, nil
 }
