@@ -72,3 +72,35 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 		t.Errorf("worker -h: want --parallel's default once:\n%s", help)
 	}
 }
+
+// TestSecretsNeverShown: a storage URL's password, in its user information
+// or its password and sslpassword parameters, appears in no command's
+// output or error and in no Slurm job script, whose workers read the URL
+// from a file of mode 0600 instead of their argv.
+func TestSecretsNeverShown(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "Sup3rSecretPw"
+	// Port 1 on loopback: nothing answers, so every command that connects
+	// fails, and its error must not carry the secret either.
+	url := "postgresql://u:" + secret + "@127.0.0.1:1/sweeps?password=" + secret + "&sslpassword=" + secret
+	writeConfig(t, dir, strings.Replace(syntheticSweep("s.db", "{name: fine}", 3, ""), "storage: sqlite:///s.db", "storage: "+url, 1))
+	for _, args := range [][]string{
+		{"run", "sweep.yaml", "--dry-run"},
+		{"run", "sweep.yaml"},
+		{"worker", "sweep.yaml"},
+		{"submit", "--slurm", "sweep.yaml", "--dry-run"},
+		{"studies", "--storage", url},
+		{"studies", "--config", "sweep.yaml"},
+		{"status", "--config", "sweep.yaml"},
+		{"dashboard", "--addr", "127.0.0.1:0", url},
+		{"studies", "--storage", "postgresql://u:" + secret + "@bad host/x"},
+	} {
+		stdout, errOut, _ := sweepCmd(t, dir, args...)
+		if strings.Contains(stdout+errOut, secret) {
+			t.Errorf("sweep %v shows the password:\n%s%s", args[:2], stdout, errOut)
+		}
+		if args[0] == "submit" && !strings.Contains(stdout, "--storage-file") {
+			t.Errorf("the job script does not pass the URL by file:\n%s", stdout)
+		}
+	}
+}

@@ -43,7 +43,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 		help = "trials at once (default: the sweep file's parallel)"
 	}
 	parallel := fs.Int("parallel", defaultParallel, help)
-	url := fs.String("storage", "", "storage URL (overrides the file's), e.g. postgresql://user:pw@host/db")
+	url := fs.String("storage", "", "storage URL (overrides the file's), e.g. postgresql://user@host/db (a password is better in PGPASSWORD or ~/.pgpass)")
+	urlFile := fs.String("storage-file", "", "read the storage URL from this file (keep it mode 0600): unlike --storage, it shows in no process list")
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
 	pos, err := parse(fs, args)
@@ -65,6 +66,15 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	}
 	if *url != "" {
 		cfg.Storage = *url
+	}
+	if *urlFile != "" {
+		b, err := os.ReadFile(*urlFile)
+		if err != nil {
+			return fmt.Errorf("--storage-file: %w", err)
+		}
+		if cfg.Storage = strings.TrimSpace(string(b)); cfg.Storage == "" {
+			return fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", *urlFile)
+		}
 	}
 	plan, err := planChecked(cfg, *only)
 	if err != nil {
@@ -208,7 +218,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 			bar.Set(done)
 		}
 	}
-	fmt.Fprintf(r.Log, "sweep: %d studies → %s (parallel %d)\n", len(plan), cfg.Storage, cfg.Parallel)
+	fmt.Fprintf(r.Log, "sweep: %d studies → %s (parallel %d)\n", len(plan), storage.Redact(cfg.Storage), cfg.Parallel)
 	if cfg.Trainer == "builtin" && len(cfg.Command) == 0 {
 		// Said once here: each trial's own notice goes to its stderr.log.
 		nn.DefaultBackend()
@@ -228,7 +238,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		// Nothing ran: the error is the whole story (a summary of zeros
 		// would only bury it).
 		if strings.Contains(err.Error(), "readonly database") {
-			return fmt.Errorf("%s cannot be written (file or folder permissions; sweep run records every trial there): %w", cfg.Storage, err)
+			return fmt.Errorf("%s cannot be written (file or folder permissions; sweep run records every trial there): %w", storage.Redact(cfg.Storage), err)
 		}
 		return err
 	}
@@ -311,7 +321,7 @@ func dryRun(cfg *sweep.Config, plan []sweep.Planned) error {
 		}
 	}
 	fmt.Printf("%d studies, %d trials each, storage %s, sampler %s, pruner %s, trainer %s\n",
-		len(plan), cfg.Trials, cfg.Storage, cfg.Sampler.Name, cfg.Pruner.Name, cfg.Trainer)
+		len(plan), cfg.Trials, storage.Redact(cfg.Storage), cfg.Sampler.Name, cfg.Pruner.Name, cfg.Trainer)
 	fmt.Printf("%-40s %8s %8s %8s\n", "STUDY", "COMPLETE", "PRUNED", "FAIL")
 	left := 0
 	for _, p := range plan {

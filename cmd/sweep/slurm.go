@@ -63,7 +63,7 @@ func cmdSubmit(args []string) error {
 	}
 	logs := filepath.Join(cwd, "runs", "slurm")
 	var b strings.Builder
-	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, pos[0], storageShown(cfg.Storage))
+	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, pos[0], storage.Redact(cfg.Storage))
 	fmt.Fprintf(&b, "#SBATCH --job-name=sweep\n#SBATCH --array=0-%d\n#SBATCH --requeue\n#SBATCH --ntasks=1\n#SBATCH --output=%s/sweep-%%A_%%a.out\n", *workers-1, logs)
 	if *gres != "" {
 		fmt.Fprintf(&b, "#SBATCH --gres=%s\n", *gres)
@@ -74,7 +74,10 @@ func cmdSubmit(args []string) error {
 	if *partition != "" {
 		fmt.Fprintf(&b, "#SBATCH --partition=%s\n", *partition)
 	}
-	args2 := []string{exe, "worker", cfgPath, "--storage", cfg.Storage, "--parallel", "1"}
+	// The workers read the URL from a file only its owner reads: in argv
+	// it would show in ps and sacct, password and all.
+	urlFile := filepath.Join(logs, "storage.url")
+	args2 := []string{exe, "worker", cfgPath, "--storage-file", urlFile, "--parallel", "1"}
 	if *only != "" {
 		args2 = append(args2, "--only", *only)
 	}
@@ -103,8 +106,18 @@ func cmdSubmit(args []string) error {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return err
 	}
+	// A new file of mode 0600 renamed into place: writing over an older,
+	// more readable one would keep its mode.
+	tmp := urlFile + ".tmp"
+	os.Remove(tmp)
+	if err := os.WriteFile(tmp, []byte(cfg.Storage+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, urlFile); err != nil {
+		return err
+	}
 	script := filepath.Join(logs, "sweep.sbatch")
-	if err := os.WriteFile(script, []byte(b.String()), 0o600); err != nil { // it holds the storage URL
+	if err := os.WriteFile(script, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	out, err := exec.Command("sbatch", "--parsable", script).CombinedOutput()
@@ -115,18 +128,6 @@ func cmdSubmit(args []string) error {
 	fmt.Println(id)
 	fmt.Fprintf(os.Stderr, "sweep: submitted job %s (%d workers, script %s); `sweep status --config %s --job %s` follows it\n", id, *workers, script, pos[0], id)
 	return nil
-}
-
-// storageShown hides a URL's password.
-func storageShown(url string) string {
-	if i := strings.Index(url, "://"); i >= 0 {
-		if at := strings.LastIndex(url, "@"); at > i {
-			if c := strings.Index(url[i+3:at], ":"); c >= 0 {
-				return url[:i+3+c+1] + "***" + url[at:]
-			}
-		}
-	}
-	return url
 }
 
 // cmdStatus shows each study's progress and, with --job, the Slurm states
