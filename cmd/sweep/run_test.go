@@ -263,18 +263,8 @@ trials: 1
 kill_grace: 30s
 command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sleep 0.05; done"]
 `)
-	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
-	cmd.Dir = dir
-	var errOut syncBuffer
-	cmd.Stderr = &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, errOut := startRunning(t, dir, "i.db", started)
 	defer cmd.Process.Kill()
-	waitFor(t, func() bool {
-		_, err := os.Stat(started)
-		return err == nil && storage.Count(load(t, filepath.Join(dir, "i.db"))["lora/rank-1/sst2"])[storage.Running] == 1
-	})
 	cmd.Process.Signal(os.Interrupt)
 	waitFor(t, func() bool { return strings.Contains(errOut.String(), "Ctrl-C again kills them now") })
 	if !strings.Contains(errOut.String(), "1 running trial(s) got SIGTERM and have up to kill_grace (30s) to end") {
@@ -289,6 +279,24 @@ command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sle
 	if !strings.Contains(errOut.String(), "killing the running trials") {
 		t.Errorf("the second interrupt's message:\n%s", errOut.String())
 	}
+}
+
+// startRunning starts `sweep run sweep.yaml` in dir and waits until its
+// trial has made the file started and is RUNNING in the database db.
+func startRunning(t *testing.T, dir, db, started string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	errOut := &syncBuffer{}
+	cmd.Stderr = errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, err := os.Stat(started)
+		return err == nil && storage.Count(load(t, filepath.Join(dir, db))["lora/rank-1/sst2"])[storage.Running] == 1
+	})
+	return cmd, errOut
 }
 
 // waitFor polls cond for up to 20 s.
@@ -617,18 +625,8 @@ trials: 1
 kill_grace: 5s
 command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
 `)
-	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
-	cmd.Dir = dir
-	var errOut syncBuffer
-	cmd.Stderr = &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, errOut := startRunning(t, dir, "h.db", started)
 	defer cmd.Process.Kill()
-	waitFor(t, func() bool {
-		_, err := os.Stat(started)
-		return err == nil && storage.Count(load(t, filepath.Join(dir, "h.db"))["lora/rank-1/sst2"])[storage.Running] == 1
-	})
 	cmd.Process.Signal(syscall.SIGHUP)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
