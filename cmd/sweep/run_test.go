@@ -60,8 +60,8 @@ parallel: 4
 device: cpu
 max_retries: 1
 max_failures: 2
-stall_timeout: 1s
-trial_timeout: 3s
+stall_timeout: 3s
+trial_timeout: 5s
 kill_grace: 300ms
 trial_memory_gb: 0.5
 command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{rank}"]
@@ -72,8 +72,8 @@ command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{
 	}
 	studies := load(t, filepath.Join(dir, "w.db"))
 	for _, tc := range []struct{ study, reason string }{
-		{"lora/rank-1/sst2", "stall_timeout 1s: no message since"},
-		{"lora/rank-2/sst2", "trial_timeout 3s: still running after"},
+		{"lora/rank-1/sst2", "stall_timeout 3s: no message since"},
+		{"lora/rank-2/sst2", "trial_timeout 5s: still running after"},
 		{"lora/rank-3/sst2", "exit status 1: glue: no sst2 data under /nowhere"},
 	} {
 		trials := studies[tc.study]
