@@ -196,22 +196,22 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	if err := j.openCaches(); err != nil {
 		return err
 	}
-	fruns := j.fitRuns()
+	j.newFitRuns()
 	fc := j.fitConfig()
 	if j.packed {
-		fc.afterEval = verdictReader(verdicts, j.runs, fruns)
+		fc.afterEval = verdictReader(verdicts, j.runs, j.fruns)
 	}
-	if err := fit(ctx, fruns, fc); err != nil {
+	if err := fit(ctx, j.fruns, fc); err != nil {
 		return err
 	}
 	j.fitDone = true
-	if !j.packed && fruns[0].err != nil {
-		return fruns[0].err
+	if !j.packed && j.fruns[0].err != nil {
+		return j.fruns[0].err
 	}
-	if err := j.scoreTest(fruns); err != nil {
+	if err := j.scoreTest(); err != nil {
 		return err
 	}
-	return j.report(fruns)
+	return j.report()
 }
 
 // trainJob is one call of Train: what its steps set up, in order, and
@@ -252,7 +252,7 @@ type trainJob struct {
 	device string
 	gpu    *gpuMeter
 
-	// openCaches, fitRuns
+	// openCaches, newFitRuns
 	cache     *stateCache
 	encodings *encodings
 	beat      func()
@@ -451,9 +451,9 @@ func (j *trainJob) openCaches() error {
 	return nil
 }
 
-// fitRuns moves the parameters to the device and gives each member its
+// newFitRuns moves the parameters to the device and gives each member its
 // optimiser, data order, validation and decoder.
-func (j *trainJob) fitRuns() []*fitRun {
+func (j *trainJob) newFitRuns() {
 	set := j.set
 	// On a GPU the parameters move there once (after any data-driven
 	// initialisation); the optimiser updates them there.
@@ -484,7 +484,6 @@ func (j *trainJob) fitRuns() []*fitRun {
 	for i, pr := range j.runs {
 		pr.decode = decoders[i]
 	}
-	return j.fruns
 }
 
 // validate scores member pr on the validation split and reports the
@@ -535,11 +534,11 @@ func (j *trainJob) fitConfig() fitConfig {
 // scoreTest scores each member that trained to the end on the test split (and
 // times single examples once a pack); a member that failed reports its
 // reason as its final line.
-func (j *trainJob) scoreTest(fruns []*fitRun) error {
+func (j *trainJob) scoreTest() error {
 	set := j.set
 	latency := -1.0
 	for i, pr := range j.runs {
-		fr := fruns[i]
+		fr := j.fruns[i]
 		switch {
 		case fr.pruned:
 			continue
@@ -573,7 +572,7 @@ func (j *trainJob) scoreTest(fruns []*fitRun) error {
 
 // report writes each finished member's final line: its scores, and the
 // process's time, memory and energy (shared evenly within a pack).
-func (j *trainJob) report(fruns []*fitRun) error {
+func (j *trainJob) report() error {
 	energy := j.meter.stop(j.set.PackageWatts)
 	cpuEnergy := energy
 	var ge gpuEnergy
@@ -587,14 +586,14 @@ func (j *trainJob) report(fruns []*fitRun) error {
 	// A pack's energy and memory are the process's; energy is split evenly
 	// between the trials that trained to the end.
 	finished := 0
-	for _, fr := range fruns {
+	for _, fr := range j.fruns {
 		if fr.completed() {
 			finished++
 		}
 	}
 	share := 1 / float64(max(finished, 1))
 	for i, pr := range j.runs {
-		fr := fruns[i]
+		fr := j.fruns[i]
 		if !fr.completed() {
 			continue
 		}
