@@ -53,6 +53,7 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 		{[]string{"run", "sweep.yaml", "--parallel", "0"}, 2, "sweep: --parallel 0: run at least 1 trial at once"},
 		{[]string{"worker", "sweep.yaml", "--parallel", "-3"}, 2, "sweep: --parallel -3: run at least 1 trial at once"},
 		{[]string{"final", "sweep.yaml", "--parallel", "0"}, 2, "sweep: --parallel 0: run at least 1 trial at once"},
+		{[]string{"worker", "sweep.yaml", "--storage", "sqlite:///s.db", "--storage-file", "url.txt"}, 2, "sweep: --storage and --storage-file both name the storage; give one"},
 		{[]string{"best", "--method", "synthetic", "extra", "--config", "sweep.yaml"}, 2, `sweep: best takes no arguments besides its flags; unexpected ["extra"]`},
 		{[]string{"best", "--method", "synthetic", "--dataset", "sst3", "--config", "sweep.yaml"}, 1, "sweep: no synthetic studies on dataset sst3 (it has sst2)"},
 		{[]string{"best", "--config", "sweep.yaml"}, 2, "best needs --method"},

@@ -68,6 +68,9 @@ func runCommand(name string, args []string, defaultParallel int) error {
 		cfg.Storage = *url
 	}
 	if *urlFile != "" {
+		if *url != "" {
+			return fmt.Errorf("%w: --storage and --storage-file both name the storage; give one", errUsage)
+		}
 		b, err := os.ReadFile(*urlFile)
 		if err != nil {
 			return fmt.Errorf("--storage-file: %w", err)
