@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -102,6 +104,49 @@ func TestSecretsNeverShown(t *testing.T) {
 		}
 		if args[0] == "submit" && !strings.Contains(stdout, "--storage-file") {
 			t.Errorf("the job script does not pass the URL by file:\n%s", stdout)
+		}
+	}
+}
+
+// TestNonFiniteAttributesFromOptuna: Optuna stores attributes with Python's
+// json.dumps, which writes bare NaN and Infinity. The reading commands show
+// them, and the trial's other attributes, instead of failing the study.
+func TestNonFiniteAttributesFromOptuna(t *testing.T) {
+	dir := t.TempDir()
+	script := `
+import optuna, sys
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+s = optuna.create_study(study_name="nonfinite", storage="sqlite:///" + sys.argv[1], direction="maximize")
+s.set_user_attr("study_score", float("nan"))
+def f(trial):
+    x = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    trial.set_user_attr("loss", float("nan"))
+    trial.set_user_attr("bound", [float("inf"), -float("inf")])
+    trial.set_user_attr("note", "kept")
+    return x
+s.optimize(f, n_trials=2)
+`
+	if out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(dir, "nf.db")).CombinedOutput(); err != nil {
+		t.Fatalf("Optuna (apt-get install python3-optuna) could not write the database: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"studies", "--storage", "sqlite:///nf.db"}, []string{"nonfinite"}},
+		{[]string{"trials", "nonfinite", "--storage", "sqlite:///nf.db"}, []string{"COMPLETE"}},
+		{[]string{"show", "nonfinite#1", "--storage", "sqlite:///nf.db"}, []string{"NaN", "Infinity", "-Infinity", "kept"}},
+		{[]string{"export", "--format", "json", "--storage", "sqlite:///nf.db"}, []string{`"NaN"`, `"kept"`}},
+	} {
+		stdout, errOut, code := sweepCmd(t, dir, tc.args...)
+		if code != 0 {
+			t.Errorf("sweep %v: exit %d\n%s%s", tc.args, code, stdout, errOut)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("sweep %v does not show %s:\n%s", tc.args, w, stdout)
+			}
 		}
 	}
 }

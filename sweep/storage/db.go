@@ -425,11 +425,7 @@ func loadStudy(q querier, id int64) (Study, error) {
 		if err := rows.Scan(&k, &js); err != nil {
 			return st, err
 		}
-		var v any
-		if err := json.Unmarshal([]byte(js), &v); err != nil {
-			return st, fmt.Errorf("study %d user attr %q: %w", id, k, err)
-		}
-		st.UserAttrs[k] = v
+		st.UserAttrs[k] = decodeAttr(js)
 	}
 	return st, rows.Err()
 }
@@ -631,10 +627,7 @@ func loadTrials(q querier, light bool, where string, args ...any) ([]FrozenTrial
 			if err := r.Scan(&id, &k, &js); err != nil {
 				return err
 			}
-			var v any
-			if err := json.Unmarshal([]byte(js), &v); err != nil {
-				return fmt.Errorf("trial %d attr %q: %w", id, k, err)
-			}
+			v := decodeAttr(js)
 			t := &trials[index[id]]
 			if user {
 				t.UserAttrs[k] = v
