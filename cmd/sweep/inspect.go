@@ -42,15 +42,11 @@ func storageFlags(fs *flag.FlagSet) func() (string, error) {
 	}
 }
 
-// sqliteFile returns the file behind a sqlite URL.
+// sqliteFile returns the file behind a sqlite URL, as storage reads it; a
+// URL it cannot read is left to storage's open to report.
 func sqliteFile(url string) (string, bool) {
-	if rest, ok := strings.CutPrefix(url, "sqlite:///"); ok {
-		return rest, true
-	}
-	if !strings.Contains(url, "://") {
-		return url, true
-	}
-	return "", false // a server: it says itself whether the database exists
+	path, ok, err := storage.SQLiteFile(url)
+	return path, ok && err == nil // a server says itself whether the database exists
 }
 
 // openExisting opens a storage that must already exist, for writing

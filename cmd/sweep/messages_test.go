@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -148,5 +150,45 @@ s.optimize(f, n_trials=2)
 				t.Errorf("sweep %v does not show %s:\n%s", tc.args, w, stdout)
 			}
 		}
+	}
+}
+
+// TestSQLiteURLReadAsSQLAlchemyDoes: sqlite:///a#b%41.db names the file
+// "a#b%41.db", as SQLAlchemy reads it (nothing unescaped, '#' no fragment):
+// the sweep writes that file and Optuna finds the study in it.
+func TestSQLiteURLReadAsSQLAlchemyDoes(t *testing.T) {
+	dir := t.TempDir()
+	const name = "a#b%41.db"
+	writeConfig(t, dir, syntheticSweep(name, "{name: fine}", 2, ""))
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, errOut)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		files = append(files, e.Name())
+	}
+	if !slices.Contains(files, name) {
+		t.Fatalf("the run wrote %v, want a file named %q", files, name)
+	}
+	// Debian's Optuna 3.1 reads the newer schema version only with the
+	// compatibility check off.
+	script := `
+import optuna, sys
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+storage = optuna.storages.RDBStorage(sys.argv[1], skip_compatibility_check=True)
+print(len(optuna.load_study(study_name="synthetic/fine/sst2", storage=storage).trials))
+`
+	py := exec.Command("/usr/bin/python3", "-c", script, "sqlite:///"+name)
+	py.Dir = dir
+	out, err := py.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "2" {
+		t.Errorf("Optuna on sqlite:///%s: %v\n%s", name, err, out)
+	}
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml", "--storage", "sqlite:///x.db?mode=ro"); code == 0 || !strings.Contains(errOut, "SQLite URL parameters (?mode=ro) are not supported") {
+		t.Errorf("a SQLite URL with parameters: exit %d\n%s", code, errOut)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -165,35 +164,52 @@ func Open(rawURL string) (*DB, error) {
 	return OpenSQLite(path)
 }
 
-func sqlitePath(rawURL string) (string, error) {
+// SQLiteFile is the database file a storage URL names, read as
+// SQLAlchemy (and so Optuna) reads it: everything after sqlite:/// up to a
+// '?' is the path, verbatim ('#' and '%' included, nothing unescaped). A
+// plain path names a file too. ok is false for a server URL.
+func SQLiteFile(rawURL string) (path string, ok bool, err error) {
 	if !strings.Contains(rawURL, "://") {
 		if rawURL == "" {
-			return "", errors.New("storage: empty storage URL")
+			return "", true, errors.New("storage: empty storage URL")
 		}
-		return rawURL, nil
+		return rawURL, true, nil
 	}
 	scheme, rest, _ := strings.Cut(rawURL, "://")
 	switch scheme {
 	case "sqlite":
-		if !strings.HasPrefix(rest, "/") || len(rest) < 2 {
-			return "", fmt.Errorf("storage: %q: want sqlite:///relative.db or sqlite:////absolute.db", rawURL)
+		path, query, _ := strings.Cut(rest, "?")
+		if !strings.HasPrefix(path, "/") || len(path) < 2 {
+			return "", true, fmt.Errorf("storage: %q: want sqlite:///relative.db or sqlite:////absolute.db", rawURL)
 		}
-		p, err := url.PathUnescape(rest[1:])
-		if err != nil {
-			return "", fmt.Errorf("storage: %q: %w", Redact(rawURL), err)
+		if query != "" {
+			return "", true, fmt.Errorf("storage: %q: SQLite URL parameters (?%s) are not supported", rawURL, query)
 		}
-		return p, nil
+		return path[1:], true, nil
+	case "postgresql", "postgres":
+		return "", false, nil
 	case "mysql":
-		return "", fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", Redact(rawURL))
+		return "", false, fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", Redact(rawURL))
 	}
-	return "", fmt.Errorf("storage: %q: unknown scheme %q (want sqlite or postgresql)", Redact(rawURL), scheme)
+	return "", false, fmt.Errorf("storage: %q: unknown scheme %q (want sqlite or postgresql)", Redact(rawURL), scheme)
+}
+
+func sqlitePath(rawURL string) (string, error) {
+	path, _, err := SQLiteFile(rawURL)
+	return path, err
+}
+
+// sqliteURI is path as the file: URI go-sqlite3 hands to SQLite, which
+// would read '?' as its parameters, '#' as a fragment and '%' as an escape.
+func sqliteURI(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23").Replace(path)
 }
 
 // OpenSQLite opens (creating if needed) the SQLite file at path.
 func OpenSQLite(path string) (*DB, error) {
 	// _txlock=immediate takes the write lock at BEGIN, so two processes never
 	// deadlock upgrading read locks; the busy timeout queues them instead.
-	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=30000&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL"
+	dsn := sqliteURI(path) + "?_journal_mode=WAL&_busy_timeout=30000&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL"
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
@@ -223,7 +239,7 @@ func OpenReadOnly(rawURL string) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("storage: no database at %s", path)
 	}
-	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=30000&_txlock=deferred&_foreign_keys=1")
+	db, err := sql.Open("sqlite3", sqliteURI(path)+"?mode=ro&_busy_timeout=30000&_txlock=deferred&_foreign_keys=1")
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
