@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -96,7 +97,9 @@ func shortDuration(d time.Duration) string {
 }
 
 // stderrCause picks the line of a trial's stderr that says why it failed:
-// a Go panic's message, else the last non-empty line.
+// a Go panic's message, else the last line that reads as an error (error,
+// fatal, panic, traceback, exception), else the last non-empty line: a
+// program that logs "cleanup done" after its error still names the error.
 func stderrCause(tail string) string {
 	lines := strings.Split(strings.TrimSpace(tail), "\n")
 	for _, l := range lines {
@@ -104,13 +107,28 @@ func stderrCause(tail string) string {
 			return l
 		}
 	}
+	last := ""
 	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			if len(l) > 300 {
-				l = l[:300] + "…"
-			}
-			return l
+		l := strings.TrimSpace(lines[i])
+		if l == "" {
+			continue
+		}
+		if last == "" {
+			last = l
+		}
+		if errorLine.MatchString(l) {
+			return cut(l)
 		}
 	}
-	return ""
+	return cut(last)
+}
+
+var errorLine = regexp.MustCompile(`(?i)error|fatal|panic|traceback|exception`)
+
+// cut shortens a fail reason's line to 300 bytes.
+func cut(l string) string {
+	if len(l) > 300 {
+		return l[:300] + "…"
+	}
+	return l
 }
