@@ -31,8 +31,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
+
+	"github.com/readsweep/readsweep/sweep/storage"
 )
 
 // Version is the protocol version written into every Spec.
@@ -160,10 +161,6 @@ func (f *Float) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// bareNonFinite finds Python's invalid-JSON tokens NaN, Infinity, -Infinity
-// outside strings well enough for one-line messages.
-var bareNonFinite = regexp.MustCompile(`([:\[,]\s*)(-?Infinity|NaN)(\s*[,}\]])`)
-
 // ErrNotMessage marks a stdout line that is not a protocol message; the
 // orchestrator ignores such lines.
 var ErrNotMessage = errors.New("trial: not a protocol message")
@@ -179,7 +176,7 @@ func ParseMessage(line []byte) (Message, error) {
 	var probe struct {
 		Type *string `json:"type"`
 	}
-	fixed := bareNonFinite.ReplaceAll(line, []byte(`$1"$2"$3`))
+	fixed := []byte(storage.QuoteNonFinite(string(line)))
 	if err := json.Unmarshal(fixed, &probe); err != nil || probe.Type == nil {
 		return Message{}, ErrNotMessage
 	}

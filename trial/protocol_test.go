@@ -23,6 +23,7 @@ func TestParseMessage(t *testing.T) {
 		{`{"type": "final", "value": NaN}`, Message{Type: "final", Value: Float(math.NaN())}, nil},
 		{`{"type": "epoch", "step": 1, "value": -Infinity}`, Message{Type: "epoch", Step: 1, Value: Float(math.Inf(-1))}, nil},
 		{`{"type": "final", "value": "NaN"}`, Message{Type: "final", Value: Float(math.NaN())}, nil},
+		{`{"type": "final", "value": 0.5, "attrs": {"note": "lr 3, NaN, then 0.1"}}`, Message{Type: "final", Value: 0.5, Attrs: map[string]any{"note": "lr 3, NaN, then 0.1"}}, nil},
 		{`loading checkpoint...`, Message{}, ErrNotMessage},
 		{`{"loss": 0.3}`, Message{}, ErrNotMessage},
 		{`{"type": "final"}`, Message{}, errAny},

@@ -16,15 +16,16 @@ func decodeAttr(js string) any {
 	if err := json.Unmarshal([]byte(js), &v); err == nil {
 		return v
 	}
-	if err := json.Unmarshal([]byte(quoteNonFinite(js)), &v); err == nil {
+	if err := json.Unmarshal([]byte(QuoteNonFinite(js)), &v); err == nil {
 		return v
 	}
 	return js
 }
 
-// quoteNonFinite puts quotes around the tokens NaN, Infinity and -Infinity
-// where they stand outside JSON strings.
-func quoteNonFinite(js string) string {
+// QuoteNonFinite puts quotes around the tokens NaN, Infinity and -Infinity
+// where they stand outside JSON strings: Python's json.dumps writes them
+// bare, in Optuna's attributes and in trial programs' protocol lines.
+func QuoteNonFinite(js string) string {
 	var b strings.Builder
 	inString, escaped := false, false
 	for i := 0; i < len(js); i++ {
