@@ -155,6 +155,7 @@ type trialProc struct {
 	lost, pruned, recorded []bool
 
 	finals    []*trial.Message
+	reported  []map[int]bool // the steps each member has reported
 	lastValue []float64
 	hasLast   []bool
 	protoErr  error // the first line that broke the protocol
@@ -164,9 +165,10 @@ func newTrialProc(r *Runner, ss *studyState, members []storage.FrozenTrial, onEp
 	n := len(members)
 	p := &trialProc{r: r, ss: ss, members: members, packed: n > 1, index: map[int]int{}, onEpoch: onEpoch, ended: ended,
 		tails: make([]*tailBuffer, n), lost: make([]bool, n), pruned: make([]bool, n), recorded: make([]bool, n),
-		finals: make([]*trial.Message, n), lastValue: make([]float64, n), hasLast: make([]bool, n)}
+		finals: make([]*trial.Message, n), reported: make([]map[int]bool, n), lastValue: make([]float64, n), hasLast: make([]bool, n)}
 	for i, t := range members {
 		p.index[t.Number] = i
+		p.reported[i] = map[int]bool{}
 	}
 	return p
 }
@@ -399,7 +401,13 @@ func (p *trialProc) final(i int, m trial.Message) {
 // a pack's verdict or stops an unpacked trial that must stop.
 func (p *trialProc) epochLine(ctx context.Context, i int, m trial.Message) {
 	p.wd.heard(fmt.Sprintf("epoch %d", m.Step))
-	if ignored := p.r.epoch(ctx, p.ss, p.members[i], m, &p.mu, &p.lost[i], &p.pruned[i]); !ignored {
+	switch {
+	case p.reported[i][m.Step]:
+		// As Optuna's report: the first value of a step stands (a pack
+		// still gets its verdict below).
+		p.r.logf("%s#%d: step %d reported again; the first value stands", p.ss.plan.Name, p.members[i].Number, m.Step)
+	case !p.r.epoch(ctx, p.ss, p.members[i], m, &p.mu, &p.lost[i], &p.pruned[i]):
+		p.reported[i][m.Step] = true
 		p.lastValue[i], p.hasLast[i] = float64(m.Value), true
 		p.onEpoch(i, m.Step)
 	}

@@ -194,6 +194,11 @@ func ParseMessage(line []byte) (Message, error) {
 	if !bytes.Contains(fixed, []byte(`"value"`)) {
 		return Message{}, fmt.Errorf("trial: %q message without a value", m.Type)
 	}
+	if m.Type == TypeEpoch && m.Step < 0 {
+		// Optuna refuses a negative step, so a study holding one could
+		// not be read back by it.
+		return Message{}, fmt.Errorf("trial: epoch message with step %d; steps count from 0", m.Step)
+	}
 	return m, nil
 }
 

@@ -29,6 +29,7 @@ func TestParseMessage(t *testing.T) {
 		{`{"type": "final"}`, Message{}, errAny},
 		{`{"type": "progress", "value": 1}`, Message{}, errAny},
 		{`{"type": "epoch", "value": "high"}`, Message{}, errAny},
+		{`{"type": "epoch", "step": -1, "value": 0.5}`, Message{}, errAny},
 	}
 	for _, tc := range tests {
 		t.Run(tc.line, func(t *testing.T) {

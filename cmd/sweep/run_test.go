@@ -650,8 +650,9 @@ command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
 
 // TestTrialOutputEdgeCases: a trial that leaves a child holding its stdout
 // open still COMPLETEs when it exits after its final line (and the child
-// is killed), and a stdout line over 16 MiB is skipped with a warning
-// without losing the protocol lines after it.
+// is killed); a stdout line over 16 MiB is skipped with a warning without
+// losing the protocol lines after it; a step reported twice keeps its first
+// value, as Optuna does; a negative step fails the trial.
 func TestTrialOutputEdgeCases(t *testing.T) {
 	dir := t.TempDir()
 	childPid := filepath.Join(dir, "child.pid")
@@ -662,11 +663,16 @@ func TestTrialOutputEdgeCases(t *testing.T) {
 2) head -c 17000000 /dev/zero | tr '\0' x; echo
    echo '{"type": "epoch", "step": 0, "value": 0.25}'
    echo '{"type": "final", "value": 0.25}' ;;
+3) echo '{"type": "epoch", "step": 0, "value": 0.75}'
+   echo '{"type": "epoch", "step": 0, "value": 0.1}'
+   echo '{"type": "final", "value": 0.75}' ;;
+4) echo '{"type": "epoch", "step": -1, "value": 0.5}'
+   echo '{"type": "final", "value": 0.5}' ;;
 esac`
 	writeConfig(t, dir, `storage: sqlite:///o.db
 datasets: [sst2]
 methods:
-  lora: [{rank: 1}, {rank: 2}]
+  lora: [{rank: 1}, {rank: 2}, {rank: 3}, {rank: 4}]
 search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 trials: 1
@@ -676,14 +682,14 @@ command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{rank}"]
 `)
 	start := time.Now()
 	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
-	if code != 0 {
-		t.Fatalf("exit %d\n%s", code, errOut)
+	if code != 1 { // the study whose trial reports step -1 gives up
+		t.Fatalf("exit %d, want 1\n%s", code, errOut)
 	}
 	if took := time.Since(start); took > 12*time.Second {
 		t.Errorf("the run took %v: it waited for the background child", took)
 	}
 	studies := load(t, filepath.Join(dir, "o.db"))
-	for study, want := range map[string]float64{"lora/rank-1/sst2": 0.5, "lora/rank-2/sst2": 0.25} {
+	for study, want := range map[string]float64{"lora/rank-1/sst2": 0.5, "lora/rank-2/sst2": 0.25, "lora/rank-3/sst2": 0.75} {
 		trials := studies[study]
 		if len(trials) != 1 || trials[0].State != storage.Complete || *trials[0].Value != want {
 			t.Errorf("%s: %+v, want one COMPLETE trial of value %g", study, trials, want)
@@ -691,6 +697,22 @@ command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{rank}"]
 		}
 		if len(trials[0].Intermediate) != 1 {
 			t.Errorf("%s: intermediate values %v, want the one epoch", study, trials[0].Intermediate)
+		}
+	}
+	if got := studies["lora/rank-3/sst2"][0].Intermediate[0]; got != 0.75 {
+		t.Errorf("a step reported twice stored %g, want the first value, 0.75", got)
+	}
+	if !strings.Contains(errOut, "step 0 reported again; the first value stands") {
+		t.Errorf("no warning for the repeated step:\n%s", errOut)
+	}
+	// Its study runs trials until max_failures, each failing alike.
+	if len(studies["lora/rank-4/sst2"]) == 0 {
+		t.Error("the study whose trial reports step -1 ran no trial")
+	}
+	for _, tr := range studies["lora/rank-4/sst2"] {
+		got, _ := tr.UserAttrs["fail_reason"].(string)
+		if tr.State != storage.Fail || len(tr.Intermediate) != 0 || !strings.Contains(got, "step -1; steps count from 0") {
+			t.Errorf("a trial reporting step -1: %s, %v, %q; want FAIL, no intermediate value, the step in the reason", tr.State, tr.Intermediate, got)
 		}
 	}
 	if !strings.Contains(errOut, "skipped a stdout line of 17000001 bytes") {
