@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -624,24 +626,32 @@ func (a Arch) defaultName() string {
 		parts = append([]string{a.keys[0]}, parts...)
 	}
 	name := strings.Join(parts, "-")
+	// Generated names keep to ASCII, as they always have: a study's name
+	// must not change under a sweep that resumes it.
 	return strings.Map(func(r rune) rune {
-		if validName(string(r)) {
+		if r < utf8.RuneSelf && nameRune(r) {
 			return r
 		}
 		return '_'
 	}, name)
 }
 
+// validName: a candidate's name: letters (any script), digits, '-', '_'
+// and '.', which every file system and URL path takes.
 func validName(s string) bool {
 	if s == "" {
 		return false
 	}
 	for _, r := range s {
-		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+		if !nameRune(r) {
 			return false
 		}
 	}
 	return true
+}
+
+func nameRune(r rune) bool {
+	return r == '-' || r == '_' || r == '.' || unicode.IsLetter(r) || unicode.IsDigit(r)
 }
 
 func (p parser) space(n *yaml.Node, path string) (map[string]storage.Distribution, error) {

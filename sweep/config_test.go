@@ -191,3 +191,21 @@ func TestWatchdogDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestCandidateNamesInAnyScript: a candidate's name may use letters of any
+// script; generated names keep their ASCII spelling.
+func TestCandidateNamesInAnyScript(t *testing.T) {
+	c, err := ParseConfig("sweeps.yaml", []byte("datasets: [sst2]\nmethods:\n  lora: [{name: r8-ñ, rank: 8}, {rank: 4, targets: qv-ñ}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Methods[0].Archs[0].Name; got != "r8-ñ" {
+		t.Errorf("named candidate %q, want r8-ñ", got)
+	}
+	if got := c.Methods[0].Archs[1].Name; got != "4-qv-_" {
+		t.Errorf("generated name %q, want 4-qv-_ (ASCII, as before)", got)
+	}
+	if _, err := ParseConfig("sweeps.yaml", []byte("datasets: [sst2]\nmethods:\n  lora: [{name: r8 ñ}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n")); err == nil || !strings.Contains(err.Error(), "want a name of letters") {
+		t.Errorf("a name with a space: %v", err)
+	}
+}
