@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,11 +145,31 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(path, raw)
 }
 
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlSyntaxError puts yaml.v3's syntax error in the file:line form of the
+// other errors. Its parser errors ("did not find expected ...") count lines
+// from 0 (the line where the unclosed block or list began, or where the
+// problem was seen when that is the first line); its scanner errors count
+// from 1.
+func yamlSyntaxError(file string, err error) error {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &ConfigError{File: file, Err: err}
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg := m[2]
+	if strings.HasPrefix(msg, "did not find expected") {
+		line++
+	}
+	return &ConfigError{File: file, Line: line, Err: errors.New(msg)}
+}
+
 // ParseConfig validates the YAML in raw; file names it in errors.
 func ParseConfig(file string, raw []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		return nil, &ConfigError{File: file, Err: err}
+		return nil, yamlSyntaxError(file, err)
 	}
 	p := parser{file: file}
 	c := &Config{

@@ -103,7 +103,9 @@ func TestConfigErrors(t *testing.T) {
 		{"pack zero", base + "pack: 0\n", "sweeps.yaml:6: pack: must be"},
 		{"pack with a command", base + "pack: 4\ncommand: [python3, train.py]\n", "pack: packs trials of the built-in trainer only"},
 		{"pack with the synthetic trainer", base + "pack: 4\ntrainer: synthetic\n", "pack: packs trials of the built-in trainer only"},
-		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml: yaml: line"},
+		{"yaml syntax", "datasets: [sst2\n", "sweeps.yaml:2: did not find expected ',' or ']'"},
+		{"yaml syntax, later line", "datasets: [sst2]\nmethods:\n  lora: [{rank: 8}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:3: did not find expected ',' or ']'"},
+		{"yaml scanner error", "datasets: [sst2]\nmethods:\n\tlora: 1\n", "sweeps.yaml:3: found character that cannot start any token"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
