@@ -78,6 +78,8 @@ func ParseSettings(m map[string]any) (Settings, error) {
 		"eval_batch_size": &s.EvalBatchSize, "max_source_length": &s.MaxSourceLength, "max_target_length": &s.MaxTargetLength,
 		"max_train_examples": &s.MaxTrainExamples, "max_eval_examples": &s.MaxEvalExamples, "latency_examples": &s.LatencyExamples,
 		"init_examples": &s.InitExamples}
+	// The least each whole-number setting can be; the rest take 0.
+	minimums := map[string]int{"max_epochs": 1, "batch_size": 1, "eval_batch_size": 1, "max_source_length": 2}
 	floats := map[string]*float64{"warmup_ratio": &s.WarmupRatio, "weight_decay": &s.WeightDecay, "clip_norm": &s.ClipNorm,
 		"dropout": &s.Dropout, "package_watts": &s.PackageWatts, "gpu_p0_watts": &s.GPUP0Watts, "state_cache_gb": &s.StateCacheGB}
 	for k, v := range m {
@@ -87,8 +89,8 @@ func ParseSettings(m map[string]any) (Settings, error) {
 			if err != nil {
 				return s, err
 			}
-			if f != math.Trunc(f) || f < 0 {
-				return s, fmt.Errorf("trial: training setting %s = %v is not a whole number ≥ 0", k, v)
+			if least := minimums[k]; f != math.Trunc(f) || f < float64(least) {
+				return s, fmt.Errorf("trial: training setting %s = %v is not a whole number ≥ %d", k, v, least)
 			}
 			*ints[k] = int(f)
 		case floats[k] != nil:
@@ -152,8 +154,6 @@ func ParseSettings(m map[string]any) (Settings, error) {
 		}
 	}
 	switch {
-	case s.MaxEpochs < 1, s.BatchSize < 1, s.EvalBatchSize < 1, s.MaxSourceLength < 2:
-		return s, fmt.Errorf("trial: max_epochs, batch_size, eval_batch_size must be ≥ 1 and max_source_length ≥ 2")
 	case s.Dropout >= 1:
 		return s, fmt.Errorf("trial: dropout %v must be below 1", s.Dropout)
 	case s.WarmupRatio < 0 || s.WarmupRatio >= 1:

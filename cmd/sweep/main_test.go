@@ -655,7 +655,9 @@ func TestArchSettingsCheckedBeforeRunning(t *testing.T) {
 	for _, tc := range []struct{ training, want string }{
 		{"training:\n  max_epochs: 3\n  eval_step: 5\n", `sweep.yaml:8: training.eval_step: unknown training setting "eval_step"`},
 		{"training: {max_epochs: 3, eval_steps: [5, 0]}\n", "sweep.yaml:6: training.eval_steps: training setting eval_steps = [5 0]: 0 is not a step ≥ 1"},
-		{"training: {max_epochs: 0}\n", "sweep.yaml:6: training.max_epochs: max_epochs, batch_size, eval_batch_size must be ≥ 1"},
+		{"training: {max_epochs: 0}\n", "sweep.yaml:6: training.max_epochs: training setting max_epochs = 0 is not a whole number ≥ 1"},
+		{"training: {batch_size: -1}\n", "sweep.yaml:6: training.batch_size: training setting batch_size = -1 is not a whole number ≥ 1"},
+		{"training: {max_source_length: 1}\n", "sweep.yaml:6: training.max_source_length: training setting max_source_length = 1 is not a whole number ≥ 2"},
 	} {
 		writeConfig(t, dir, "storage: sqlite:///t.db\nmodel: m\ndatasets: [sst2]\nmethods:\n  lora: [{rank: 8}]\n"+tc.training+"search:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
 		if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 1 || !strings.Contains(errOut, tc.want) {
