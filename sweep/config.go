@@ -261,6 +261,9 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		case "stall_timeout":
 			c.StallTimeout, err = p.durationOrZero(v, path)
 		case "trial_memory_gb":
+			if v.Kind == yaml.ScalarNode && v.Value == "none" {
+				break // no limit, the default, as trial_timeout: none
+			}
 			c.TrialMemoryGB, err = p.nonNegativeFloat(v, path)
 		case "command":
 			c.Command, err = p.strList(v, path)
@@ -472,13 +475,24 @@ func (p parser) oneOf(n *yaml.Node, path string, choices ...string) (string, err
 
 func (p parser) integer(n *yaml.Node, path string) (int, error) {
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-		return 0, p.errf(n, path, "want an integer, got %q", n.Value)
+		return 0, p.errf(n, path, "want an integer, got %s", describe(n))
 	}
 	var v int
 	if err := n.Decode(&v); err != nil {
 		return 0, p.errf(n, path, "%v", err)
 	}
 	return v, nil
+}
+
+// describe names what a node holds, for "want X, got Y" errors.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	}
+	return strconv.Quote(n.Value)
 }
 
 func (p parser) positive(n *yaml.Node, path string) (int, error) {
@@ -499,14 +513,15 @@ func (p parser) nonNegative(n *yaml.Node, path string) (int, error) {
 
 func (p parser) number(n *yaml.Node, path string) (float64, error) {
 	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
-		hint := ""
-		if strings.Contains(n.Value, "e") || strings.Contains(n.Value, "E") {
-			hint = " (YAML 1.2 reads 1e-6 as a string; write 1.0e-6)"
-		}
-		if f, err := strconv.ParseFloat(n.Value, 64); err == nil && n.Tag == "!!str" && n.Style == 0 {
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err == nil && n.Kind == yaml.ScalarNode && n.Tag == "!!str" && n.Style == 0 {
 			return f, nil // 1e-6 without a dot: plainly meant as a number
 		}
-		return 0, p.errf(n, path, "want a number, got %q%s", n.Value, hint)
+		hint := ""
+		if err == nil && n.Kind == yaml.ScalarNode {
+			hint = " (a number in quotes is a string; write it without them)"
+		}
+		return 0, p.errf(n, path, "want a number, got %s%s", describe(n), hint)
 	}
 	var v float64
 	if err := n.Decode(&v); err != nil {

@@ -74,6 +74,9 @@ func TestConfigErrors(t *testing.T) {
 		{"log needs positive", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.0, high: 0.01, log: true}\n", "sweeps.yaml:5: search.lr.low: log scale needs low > 0"},
 		{"unknown method", "datasets: [sst2]\nmethods:\n  reed: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:3: methods.reed: unknown method \"reed\""},
 		{"unknown dataset", "datasets: [sst2, glue]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets[1]: unknown dataset \"glue\""},
+		{"pack as a list", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\npack: [2]\n", "sweeps.yaml:6: pack: want an integer, got a list"},
+		{"a word for a number", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\ntrial_memory_gb: lots\n", "sweeps.yaml:6: trial_memory_gb: want a number, got \"lots\""},
+		{"a quoted number", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\ntrial_memory_gb: \"2e0\"\n", "sweeps.yaml:6: trial_memory_gb: want a number, got \"2e0\" (a number in quotes is a string; write it without them)"},
 		{"no datasets", "datasets: []\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets: empty: name at least one of"},
 		{"a dataset twice", "datasets: [rte, sst2, rte]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets[2]: rte is listed twice (also at datasets[0])"},
 		{"no methods", "datasets: [sst2]\nmethods: {}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:2: methods: empty: name at least one method"},
@@ -209,5 +212,19 @@ func TestCandidateNamesInAnyScript(t *testing.T) {
 	}
 	if _, err := ParseConfig("sweeps.yaml", []byte("datasets: [sst2]\nmethods:\n  lora: [{name: r8 ñ}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n")); err == nil || !strings.Contains(err.Error(), "want a name of letters") {
 		t.Errorf("a name with a space: %v", err)
+	}
+}
+
+// TestNumberHintOnlyForQuotedNumbers: a word where a number belongs gets no
+// hint about quoted numbers; trial_memory_gb: none is the default, no limit.
+func TestNumberHintOnlyForQuotedNumbers(t *testing.T) {
+	const head = "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n"
+	_, err := ParseConfig("sweeps.yaml", []byte(head+"trial_memory_gb: none-at-all\n"))
+	if err == nil || !strings.HasSuffix(err.Error(), `want a number, got "none-at-all"`) {
+		t.Errorf("a word for a number: %v", err)
+	}
+	c, err := ParseConfig("sweeps.yaml", []byte(head+"trial_memory_gb: none\n"))
+	if err != nil || c.TrialMemoryGB != 0 {
+		t.Errorf("trial_memory_gb: none: %v, %+v", err, c)
 	}
 }
