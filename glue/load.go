@@ -79,22 +79,13 @@ func fileExists(p string) bool {
 // Load reads the labelled splits of task t from dir, in whichever layout
 // it finds there.
 func Load(dir string, t *Task) (*Data, error) {
-	layout, err := DetectLayout(dir, t)
+	layout, splits, err := Files(dir, t)
 	if err != nil {
 		return nil, err
 	}
 	d := &Data{Task: t, Layout: layout, Splits: map[string][]Example{}, Files: map[string][]string{}, Skipped: map[string]int{}}
 	for _, split := range t.SplitNames() {
-		var files []string
-		switch layout {
-		case LayoutTSV:
-			files = []string{filepath.Join(dir, t.Dir, tsvFile(split))}
-		default:
-			files, err = splitFiles(filepath.Join(dir, t.Name), split, layout)
-			if err != nil {
-				return nil, err
-			}
-		}
+		files := splits[split]
 		var all []Example
 		for _, f := range files {
 			var ex []Example
@@ -119,6 +110,33 @@ func Load(dir string, t *Task) (*Data, error) {
 		d.Files[split] = files
 	}
 	return d, nil
+}
+
+// Files lists the files of every split Load reads for task t under dir,
+// and their layout; a split without its file is an error naming it, so
+// that a sweep's pre-flight finds it before any trial starts.
+func Files(dir string, t *Task) (layout string, splits map[string][]string, err error) {
+	if layout, err = DetectLayout(dir, t); err != nil {
+		return "", nil, err
+	}
+	splits = map[string][]string{}
+	for _, split := range t.SplitNames() {
+		var files []string
+		switch layout {
+		case LayoutTSV:
+			f := filepath.Join(dir, t.Dir, tsvFile(split))
+			if !fileExists(f) {
+				return "", nil, fmt.Errorf("glue: %s has %s but no %s (the %s split)", filepath.Join(dir, t.Dir), "train.tsv", tsvFile(split), split)
+			}
+			files = []string{f}
+		default:
+			if files, err = splitFiles(filepath.Join(dir, t.Name), split, layout); err != nil {
+				return "", nil, err
+			}
+		}
+		splits[split] = files
+	}
+	return layout, splits, nil
 }
 
 // splitFiles finds a split's files in a hub config folder by split name,

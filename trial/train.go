@@ -928,7 +928,7 @@ func Preflight(model, dataDir string, datasets []string) error {
 		for _, name := range datasets {
 			task, err := glue.Lookup(name)
 			if err == nil {
-				_, err = glue.DetectLayout(dataDir, task)
+				_, _, err = glue.Files(dataDir, task)
 			}
 			if err != nil {
 				problems = append(problems, err)
