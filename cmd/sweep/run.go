@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
@@ -288,6 +289,12 @@ func preflight(cfg *sweep.Config, plan []sweep.Planned, file string) error {
 		}
 		if err := trial.Preflight(cfg.Model, cfg.DataDir, datasets); err != nil {
 			problems = append(problems, err)
+		}
+	}
+	if len(cfg.Command) > 0 && !strings.Contains(cfg.Command[0], "{") {
+		// Looked up as exec will: on PATH, or relative to this directory.
+		if _, err := exec.LookPath(cfg.Command[0]); err != nil {
+			problems = append(problems, fmt.Errorf("command: %s cannot be run: %w", cfg.Command[0], errors.Unwrap(err)))
 		}
 	}
 	if len(problems) == 0 {

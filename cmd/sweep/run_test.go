@@ -729,3 +729,38 @@ command: ["/bin/sh", "-c", `+strconvQuote(script)+`, "trial", "{rank}"]
 		t.Errorf("the trial's background child (pid %s) still runs after the trial ended: %s", strings.TrimSpace(string(pid)), stat)
 	}
 }
+
+// TestPreflightChecksEverySplitAndTheCommand: a task folder with train.tsv
+// but no dev.tsv, and a command: program that does not exist or cannot be
+// executed, stop the sweep before its first trial, each named.
+func TestPreflightChecksEverySplitAndTheCommand(t *testing.T) {
+	dir := t.TempDir()
+	rte := filepath.Join(dir, "data", "RTE")
+	if err := os.MkdirAll(rte, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	train, err := os.ReadFile("../../glue/testdata/fixture/RTE/train.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rte, "train.tsv"), train, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := "storage: sqlite:///p.db\ndatasets: [rte]\nmethods:\n  lora: [{rank: 4}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n"
+	for _, tc := range []struct{ extra, want string }{
+		{"model: ./no-model\ndata_dir: ./data\n", "glue: data/RTE has train.tsv but no dev.tsv (the validation split)"},
+		{"command: [./no-such-trainer, \"{lr}\"]\n", "command: ./no-such-trainer cannot be run"},
+		{"command: [./sweep.yaml, \"{lr}\"]\n", "command: ./sweep.yaml cannot be run: permission denied"},
+	} {
+		writeConfig(t, dir, base+tc.extra)
+		_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+		if code != 1 || !strings.Contains(errOut, "no trial started") || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, want 1 naming %q:\n%s", tc.extra, code, tc.want, errOut)
+		}
+		for name, trials := range load(t, filepath.Join(dir, "p.db")) {
+			if len(trials) > 0 {
+				t.Errorf("%q: %s: %d trials ran", tc.extra, name, len(trials))
+			}
+		}
+	}
+}
