@@ -70,7 +70,11 @@ func openForReading(url string) (*storage.DB, error) {
 			return nil, fmt.Errorf("no database at %s (run `sweep run` first, or pass --storage / --config)", path)
 		}
 	}
-	return storage.OpenReadOnly(url)
+	db, err := storage.OpenReadOnly(url)
+	if err == nil && db.Immutable() {
+		fmt.Fprintf(os.Stderr, "sweep: %s or its folder is not writable here: reading it as a snapshot, without a sweep's later writes\n", db.Path())
+	}
+	return db, err
 }
 
 // withStore parses flags, checks the positional arguments' count (between

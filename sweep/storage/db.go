@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -148,7 +149,15 @@ type DB struct {
 	now      func() time.Time
 	d        *dialect
 	readOnly bool
+	// immutable: a SQLite file read as a snapshot, since this process may
+	// not write its folder or the file itself (see OpenReadOnly).
+	immutable bool
 }
+
+// Immutable reports whether the database was opened as a snapshot that
+// does not follow later writes (a SQLite file in a read-only folder, or
+// one this process may not write).
+func (s *DB) Immutable() bool { return s.immutable }
 
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
@@ -239,11 +248,20 @@ func OpenReadOnly(rawURL string) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("storage: no database at %s", path)
 	}
-	db, err := sql.Open("sqlite3", sqliteURI(path)+"?mode=ro&_busy_timeout=30000&_txlock=deferred&_foreign_keys=1")
+	dsn := sqliteURI(path) + "?mode=ro&_busy_timeout=30000&_txlock=deferred&_foreign_keys=1"
+	// A reader of a WAL database makes its -shm (and -wal) file beside it:
+	// in a folder it cannot write that fails, and beside a file it cannot
+	// write they are left behind. There it reads the file as immutable,
+	// a snapshot that makes no file (and sees no sweep writing it).
+	immutable := !writable(filepath.Dir(path)) || !writable(path)
+	if immutable {
+		dsn += "&immutable=1"
+	}
+	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
-	s := &DB{db: db, path: path, now: time.Now, d: sqliteDialect, readOnly: true}
+	s := &DB{db: db, path: path, now: time.Now, d: sqliteDialect, readOnly: true, immutable: immutable}
 	if err := s.checkSchema(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
