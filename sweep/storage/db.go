@@ -179,8 +179,11 @@ func Open(rawURL string) (*DB, error) {
 // plain path names a file too. ok is false for a server URL.
 func SQLiteFile(rawURL string) (path string, ok bool, err error) {
 	if !strings.Contains(rawURL, "://") {
-		if rawURL == "" {
+		switch {
+		case rawURL == "":
 			return "", true, errors.New("storage: empty storage URL")
+		case strings.HasPrefix(rawURL, "sqlite:"), strings.HasPrefix(rawURL, "postgresql:"), strings.HasPrefix(rawURL, "postgres:"):
+			return "", true, fmt.Errorf("storage: %q: want sqlite:///relative.db, sqlite:////absolute.db or postgresql://host/db", Redact(rawURL))
 		}
 		return rawURL, true, nil
 	}
@@ -208,6 +211,11 @@ func sqlitePath(rawURL string) (string, error) {
 	return path, err
 }
 
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
 // sqliteURI is path as the file: URI go-sqlite3 hands to SQLite, which
 // would read '?' as its parameters, '#' as a fragment and '%' as an escape.
 func sqliteURI(path string) string {
@@ -216,6 +224,9 @@ func sqliteURI(path string) string {
 
 // OpenSQLite opens (creating if needed) the SQLite file at path.
 func OpenSQLite(path string) (*DB, error) {
+	if dir := filepath.Dir(path); !isDir(dir) {
+		return nil, fmt.Errorf("storage: open %s: the folder %s does not exist", path, dir)
+	}
 	// _txlock=immediate takes the write lock at BEGIN, so two processes never
 	// deadlock upgrading read locks; the busy timeout queues them instead.
 	dsn := sqliteURI(path) + "?_journal_mode=WAL&_busy_timeout=30000&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -65,5 +66,20 @@ func TestReadOnlyPlaces(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOpenSaysWhatIsWrongWithThePlace: a URL with one slash, and a file in
+// a folder that does not exist, are named instead of SQLite's bare "unable
+// to open database file".
+func TestOpenSaysWhatIsWrongWithThePlace(t *testing.T) {
+	dir := t.TempDir()
+	for url, want := range map[string]string{
+		"sqlite:/x.db": `"sqlite:/x.db": want sqlite:///relative.db, sqlite:////absolute.db`,
+		"sqlite:///" + filepath.Join(dir, "missing", "x.db"): "the folder " + filepath.Join(dir, "missing") + " does not exist",
+	} {
+		if _, err := Open(url); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q): %v, want %q", url, err, want)
+		}
 	}
 }
