@@ -196,6 +196,9 @@ func (p *trialProc) openFiles(specJSON []byte) (specPath string, stderr *packLog
 	logs := make([]io.Writer, len(p.members))
 	for i, t := range p.members {
 		dir := p.r.trialDir(p.ss, t)
+		if err := p.moveAsideEarlier(dir); err != nil {
+			return "", nil, closeLogs, err
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", nil, closeLogs, fmt.Errorf("make output dir: %v", err)
 		}
@@ -215,6 +218,22 @@ func (p *trialProc) openFiles(specJSON []byte) (specPath string, stderr *packLog
 		logs[i] = io.MultiWriter(f, p.tails[i])
 	}
 	return specPath, &packLog{index: p.index, to: logs}, closeLogs, nil
+}
+
+// moveAsideEarlier renames a trial folder that already holds a spec: a
+// trial number runs once in a database, so the folder is an earlier
+// database's (one deleted and made anew with the same output_dir), whose
+// logs must not be overwritten.
+func (p *trialProc) moveAsideEarlier(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "spec.json")); err != nil {
+		return nil
+	}
+	aside := dir + ".earlier-" + time.Now().Format("20060102-150405.000")
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("move aside an earlier run's %s: %v", dir, err)
+	}
+	p.r.logf("%s: held an earlier run's trial (another database); moved to %s", dir, filepath.Base(aside))
+	return nil
 }
 
 // openStdin is the process's standard input. An unpacked trial gets its

@@ -764,3 +764,36 @@ func TestPreflightChecksEverySplitAndTheCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestRecreatedDatabaseKeepsEarlierLogs: a database deleted and made anew
+// with the same output_dir numbers its trials from 0 again; the earlier
+// run's trial folders are moved aside, not overwritten.
+func TestRecreatedDatabaseKeepsEarlierLogs(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, syntheticSweep("r.db", "{name: fine}", 1, "output_dir: out\n"))
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, errOut)
+	}
+	trialDir := filepath.Join(dir, "out", "synthetic", "fine", "sst2", "trial-0")
+	first, err := os.ReadFile(filepath.Join(trialDir, "spec.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"r.db", "r.db-wal", "r.db-shm"} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
+	if code != 0 {
+		t.Fatalf("second run: exit %d\n%s", code, errOut)
+	}
+	aside, _ := filepath.Glob(trialDir + ".earlier-*")
+	if len(aside) != 1 {
+		t.Fatalf("earlier folders %v, want one moved aside\n%s", aside, errOut)
+	}
+	if kept, err := os.ReadFile(filepath.Join(aside[0], "spec.json")); err != nil || string(kept) != string(first) {
+		t.Errorf("the earlier spec.json was not kept as it was: %v", err)
+	}
+	if !strings.Contains(errOut, "held an earlier run's trial (another database); moved to trial-0.earlier-") {
+		t.Errorf("the run does not say it moved the folder:\n%s", errOut)
+	}
+}
