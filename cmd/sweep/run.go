@@ -170,8 +170,9 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 			}
 		}
 		r.Packable = func(method string, arch map[string]any) bool { return packable[packKey(method, arch)] }
-		fmt.Fprintf(os.Stderr, "sweep: pack %d: %d of %d studies train from the backbone's states and run %d trials per process; the rest one per process\n",
-			cfg.Pack, packs, len(plan), cfg.Pack)
+		// A study never has more trials than its budget to pack.
+		fmt.Fprintf(os.Stderr, "sweep: pack %d: %d of %d studies train from the backbone's states and run up to %d trials per process; the rest one per process\n",
+			cfg.Pack, packs, len(plan), min(cfg.Pack, cfg.Trials))
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
