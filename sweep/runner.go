@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -43,7 +42,10 @@ type Runner struct {
 	// KillNow, when closed, makes running trials get SIGKILL at once
 	// instead of after KillGrace (a second Ctrl-C).
 	KillNow <-chan struct{}
-	running atomic.Int64 // trials running now, for the interrupt message
+	// started holds when each running trial (by id) started, for the
+	// interrupt message.
+	startedMu sync.Mutex
+	started   map[int64]time.Time
 
 	Config  *Config
 	Storage storage.Storage
@@ -203,8 +205,30 @@ func spaceDiff(trials []storage.FrozenTrial, space map[string]storage.Distributi
 	return diff
 }
 
-// Running returns how many trials this runner is running now.
-func (r *Runner) Running() int { return int(r.running.Load()) }
+// Running returns how many trials this runner is running now, and how
+// long the longest-running of them has run.
+func (r *Runner) Running() (n int, longest time.Duration) {
+	r.startedMu.Lock()
+	defer r.startedMu.Unlock()
+	for _, t := range r.started {
+		longest = max(longest, time.Since(t))
+	}
+	return len(r.started), longest
+}
+
+// setRunning records trial id as running since start, or no longer running.
+func (r *Runner) setRunning(id int64, start time.Time, running bool) {
+	r.startedMu.Lock()
+	defer r.startedMu.Unlock()
+	if r.started == nil {
+		r.started = map[int64]time.Time{}
+	}
+	if running {
+		r.started[id] = start
+	} else {
+		delete(r.started, id)
+	}
+}
 
 // refresh re-reads how many trials of the study are finished.
 func (r *Runner) refresh(ctx context.Context, ss *studyState) error {
@@ -438,10 +462,15 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 		rs.running[t.ID] = labels[i]
 	}
 	rs.mu.Unlock()
-	live := int64(len(members)) // members not yet recorded
-	r.running.Add(live)
-	defer func() { r.running.Add(-live) }()
 	start := time.Now()
+	for _, t := range members {
+		r.setRunning(t.ID, start, true)
+	}
+	defer func() {
+		for _, t := range members {
+			r.setRunning(t.ID, start, false)
+		}
+	}()
 	at := func(step int) string { return fmt.Sprintf("epoch %d", step+1) }
 	if e, ok := cfg.Training["max_epochs"].(int); ok {
 		at = func(step int) string { return fmt.Sprintf("epoch %d/%d", step+1, e) }
@@ -458,8 +487,7 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 		rs.mu.Lock()
 		delete(rs.running, members[i].ID)
 		rs.mu.Unlock()
-		live--
-		r.running.Add(-1)
+		r.setRunning(members[i].ID, start, false)
 		r.progress(rs)
 		st, err := r.finish(ctx, ss, members[i], out, time.Since(start))
 		if err != nil {

@@ -186,8 +186,9 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		case <-finished:
 			return
 		}
-		msg := fmt.Sprintf("sweep: stopping on %s: %d running trial(s) got SIGTERM and have up to kill_grace (%s) to end; they are queued again for the next run",
-			signalName(sig), r.Running(), cfg.KillGrace)
+		n, longest := r.Running()
+		msg := fmt.Sprintf("sweep: stopping on %s: %d running trial(s), the longest running for %s, got SIGTERM and have up to kill_grace (%s) to end; they are queued again for the next run",
+			signalName(sig), n, longest.Round(time.Second), cfg.KillGrace)
 		if sig == syscall.SIGHUP {
 			// The terminal is gone, and stderr with it: the message goes to
 			// the run log in output_dir as well.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -267,7 +268,7 @@ command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sle
 	defer cmd.Process.Kill()
 	cmd.Process.Signal(os.Interrupt)
 	waitFor(t, func() bool { return strings.Contains(errOut.String(), "Ctrl-C again kills them now") })
-	if !strings.Contains(errOut.String(), "1 running trial(s) got SIGTERM and have up to kill_grace (30s) to end") {
+	if !regexp.MustCompile(`1 running trial\(s\), the longest running for \d+s, got SIGTERM and have up to kill_grace \(30s\) to end`).MatchString(errOut.String()) {
 		t.Errorf("the first interrupt's message:\n%s", errOut.String())
 	}
 	start := time.Now()
