@@ -1,6 +1,7 @@
 package sweep
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os"
@@ -58,5 +59,33 @@ echo final`
 	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
 	if fields := strings.Fields(string(stat)); err == nil && len(fields) > 2 && fields[2] != "Z" {
 		t.Errorf("the background child still runs: %s", stat)
+	}
+}
+
+// TestReadLineBoundary: a line's limit counts its content, whatever its
+// ending: max bytes pass with "\n", "\r\n" or none at the end; one more is
+// skipped, then the next line reads as usual.
+func TestReadLineBoundary(t *testing.T) {
+	const max = 10
+	content := strings.Repeat("x", max)
+	for _, tc := range []struct {
+		in      string
+		lines   []string
+		skipped []int
+	}{
+		{content + "\nok\n", []string{content, "ok"}, []int{0, 0}},
+		{content + "\r\nok\r\n", []string{content, "ok"}, []int{0, 0}},
+		{content, []string{content}, []int{0}},
+		{content + "x\nok\n", []string{"", "ok"}, []int{11, 0}},
+		{content + "x\r\nok", []string{"", "ok"}, []int{13, 0}},
+		{content + "x", []string{""}, []int{11}},
+	} {
+		rd := bufio.NewReaderSize(strings.NewReader(tc.in), 16)
+		for i := range tc.lines {
+			line, skipped, _ := readLine(rd, max)
+			if string(line) != tc.lines[i] || skipped != tc.skipped[i] {
+				t.Errorf("%q, line %d: %q skipped %d, want %q skipped %d", tc.in, i, line, skipped, tc.lines[i], tc.skipped[i])
+			}
+		}
 	}
 }

@@ -154,11 +154,12 @@ type trialProc struct {
 	mu                     sync.Mutex // guards lost, pruned, recorded
 	lost, pruned, recorded []bool
 
-	finals    []*trial.Message
-	reported  []map[int]bool // the steps each member has reported
-	lastValue []float64
-	hasLast   []bool
-	protoErr  error // the first line that broke the protocol
+	finals       []*trial.Message
+	reported     []map[int]bool // the steps each member has reported
+	lastValue    []float64
+	hasLast      []bool
+	protoErr     error // the first line that broke the protocol
+	skippedLines int   // stdout lines over maxProtocolLine, not read
 }
 
 func newTrialProc(r *Runner, ss *studyState, members []storage.FrozenTrial, onEpoch func(i, step int), ended func(i int, out outcome)) *trialProc {
@@ -332,6 +333,7 @@ func (p *trialProc) readMessages(ctx context.Context, out io.Reader) {
 	for {
 		line, skipped, err := readLine(rd, maxProtocolLine)
 		if skipped > 0 {
+			p.skippedLines++
 			p.r.logf("%s#%d: skipped a stdout line of %d bytes (over %d MiB); reading on", p.ss.plan.Name, p.members[0].Number, skipped, maxProtocolLine>>20)
 		}
 		if len(line) > 0 {
@@ -343,12 +345,14 @@ func (p *trialProc) readMessages(ctx context.Context, out io.Reader) {
 	}
 }
 
-// readLine reads one line of at most max bytes, without its newline. A
-// longer line is read to its end and dropped: skipped is its length.
+// readLine reads one line of at most max bytes, without its line ending
+// ("\n", "\r\n", or none at the end of the stream). A longer line is read
+// to its end and dropped: skipped is its length.
 func readLine(rd *bufio.Reader, max int) (line []byte, skipped int, err error) {
 	for {
 		chunk, err := rd.ReadSlice('\n')
-		if skipped == 0 && len(line)+len(chunk) <= max+1 {
+		// max + 2 leaves room for the ending, cut below.
+		if skipped == 0 && len(line)+len(chunk) <= max+2 {
 			line = append(line, chunk...)
 		} else {
 			skipped += len(line) + len(chunk)
@@ -357,10 +361,14 @@ func readLine(rd *bufio.Reader, max int) (line []byte, skipped int, err error) {
 		if err == bufio.ErrBufferFull {
 			continue
 		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if skipped == 0 && len(line) > max {
+			skipped = len(line)
+		}
 		if skipped > 0 {
 			return nil, skipped, err
 		}
-		return bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r")), 0, err
+		return line, 0, err
 	}
 }
 
@@ -490,6 +498,9 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 			out.state, out.reason = storage.Fail, p.protoErr.Error()
 		case final == nil:
 			out.state, out.reason = storage.Fail, "the trial exited without a final line"
+			if p.skippedLines > 0 {
+				out.reason += fmt.Sprintf(" (%d stdout line(s) over %d MiB were skipped unread)", p.skippedLines, maxProtocolLine>>20)
+			}
 		case math.IsNaN(float64(final.Value)):
 			out.state, out.reason = storage.Fail, "the final value is NaN"
 		default:
