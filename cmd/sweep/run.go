@@ -38,6 +38,11 @@ func cmdRun(args []string) error { return runCommand("run", args, 0) }
 func cmdWorker(args []string) error { return runCommand("worker", args, 1) }
 
 func runCommand(name string, args []string, defaultParallel int) error {
+	// A terminal or a `| tee` that is gone takes stderr with it: writing
+	// there must fail, not kill the run halfway through stopping its
+	// trials or before its last words. Notified for the whole process
+	// rather than ignored, so that trials do not inherit it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	fs := newFlags(name, name+" SWEEPS.yaml [--storage URL] [--parallel N] [--only method=read,dataset=sst2] [--dry-run]")
 	help := "trials at once" // flag adds worker's default, 1
 	if defaultParallel == 0 {
@@ -196,11 +201,22 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 		}
 		fmt.Fprintf(os.Stderr, "\n%s; Ctrl-C again kills them now\n", msg)
 		stop()
-		select {
-		case <-sigs:
-			fmt.Fprintln(os.Stderr, "sweep: killing the running trials")
-			close(killNow)
-		case <-finished:
+		for {
+			select {
+			case again := <-sigs:
+				if again == syscall.SIGHUP {
+					// A closed SSH session often sends two: only a person's
+					// second Ctrl-C (or SIGTERM) cuts kill_grace short.
+					continue
+				}
+				if sig == syscall.SIGHUP {
+					appendRunLog(cfg.OutputDir, "sweep: killing the running trials on "+signalName(again))
+				}
+				fmt.Fprintln(os.Stderr, "sweep: killing the running trials")
+				close(killNow)
+			case <-finished:
+			}
+			return
 		}
 	}()
 	var bar *progressbar.ProgressBar

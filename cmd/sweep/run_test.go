@@ -798,3 +798,80 @@ func TestRecreatedDatabaseKeepsEarlierLogs(t *testing.T) {
 		t.Errorf("the run does not say it moved the folder:\n%s", errOut)
 	}
 }
+
+// TestHangupWithStderrGone: when the terminal or the `| tee` that reads
+// stderr is gone, a SIGHUP still stops the run cleanly (no death by
+// SIGPIPE on its first message), and the trial is recorded as interrupted.
+func TestHangupWithStderrGone(t *testing.T) {
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	writeConfig(t, dir, `storage: sqlite:///g.db
+output_dir: out
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+kill_grace: 5s
+command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
+`)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer cmd.Process.Kill()
+	waitFor(t, func() bool {
+		_, err := os.Stat(started)
+		return err == nil && storage.Count(load(t, filepath.Join(dir, "g.db"))["lora/rank-1/sst2"])[storage.Running] == 1
+	})
+	r.Close() // the reader of stderr is gone
+	cmd.Process.Signal(syscall.SIGHUP)
+	cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("sweep run died of %v", ws.Signal())
+	}
+	trials := load(t, filepath.Join(dir, "g.db"))["lora/rank-1/sst2"]
+	if n := storage.Count(trials); n[storage.Running] != 0 || n[storage.Fail] != 1 {
+		t.Errorf("after SIGHUP: %v, want the trial FAIL (interrupted), none RUNNING", n)
+	}
+}
+
+// TestSecondHangupKeepsKillGrace: a second SIGHUP (a closed SSH session
+// often sends two) does not cut the trials' kill_grace short; a trial that
+// ends on SIGTERM within it is recorded as interrupted.
+func TestSecondHangupKeepsKillGrace(t *testing.T) {
+	dir := t.TempDir()
+	started := filepath.Join(dir, "started")
+	ended := filepath.Join(dir, "ended")
+	writeConfig(t, dir, `storage: sqlite:///k.db
+output_dir: out
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+kill_grace: 20s
+command: ["/bin/sh", "-c", "trap 'sleep 1; touch `+ended+`; exit 1' TERM; touch `+started+`; while :; do sleep 0.05; done"]
+`)
+	cmd, errOut := startRunning(t, dir, "k.db", started)
+	defer cmd.Process.Kill()
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(50 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGHUP)
+	cmd.Wait()
+	if _, err := os.Stat(ended); err != nil {
+		t.Errorf("the trial's TERM handler did not finish: the second SIGHUP killed it\n%s", errOut.String())
+	}
+	if strings.Contains(errOut.String(), "killing the running trials") {
+		t.Errorf("a second SIGHUP escalated to SIGKILL:\n%s", errOut.String())
+	}
+}
