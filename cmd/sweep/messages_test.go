@@ -99,6 +99,17 @@ func TestSecretsNeverShown(t *testing.T) {
 		{"status", "--config", "sweep.yaml"},
 		{"dashboard", "--addr", "127.0.0.1:0", url},
 		{"studies", "--storage", "postgresql://u:" + secret + "@bad host/x"},
+		// Passwords a URL parser misreads, mistyped schemes, other forms.
+		{"studies", "--storage", "postgresql://alice:1234/" + secret + "@127.0.0.1:1/db"},
+		{"studies", "--storage", "postgresql://alice:1234?" + secret + "@127.0.0.1:1/db"},
+		{"studies", "--storage", "postgresql://alice:" + secret + "#x@127.0.0.1:1/db"},
+		{"studies", "--storage", "postgresql://alice:" + secret + "%zz@127.0.0.1:1/db"},
+		{"studies", "--storage", "postgresql:/alice:" + secret + "@127.0.0.1:1/db"},
+		{"studies", "--storage", "sqlite://alice:" + secret + "@127.0.0.1:1/db"},
+		{"studies", "--storage", "postgresql://u@127.0.0.1:1/db#password=" + secret},
+		{"studies", "--storage", "postgresql://u@127.0.0.1:1/db?password=" + secret + ";x"},
+		{"run", "sweep.yaml", "--dry-run", "--storage", "host=127.0.0.1 user=alice password=" + secret + " dbname=db"},
+		{"run", "sweep.yaml", "--storage", "host=127.0.0.1 user=alice password=" + secret + " dbname=db"},
 	} {
 		stdout, errOut, _ := sweepCmd(t, dir, args...)
 		if strings.Contains(stdout+errOut, secret) {
@@ -107,6 +118,11 @@ func TestSecretsNeverShown(t *testing.T) {
 		if args[0] == "submit" && !strings.Contains(stdout, "--storage-file") {
 			t.Errorf("the job script does not pass the URL by file:\n%s", stdout)
 		}
+	}
+	// A libpq key=value string is refused, not made into a SQLite file
+	// named after it, password and all.
+	if made, _ := filepath.Glob(filepath.Join(dir, "host=*")); len(made) > 0 {
+		t.Errorf("a key=value storage string became files %v", made)
 	}
 }
 

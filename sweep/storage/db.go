@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -163,7 +164,7 @@ func (s *DB) Immutable() bool { return s.immutable }
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
 // (and so Optuna) spells them. A bare path is taken as a SQLite file.
 func Open(rawURL string) (*DB, error) {
-	if strings.HasPrefix(rawURL, "postgresql://") || strings.HasPrefix(rawURL, "postgres://") {
+	if isPostgres(rawURL) {
 		return OpenPostgres(rawURL)
 	}
 	path, err := sqlitePath(rawURL)
@@ -173,32 +174,47 @@ func Open(rawURL string) (*DB, error) {
 	return OpenSQLite(path)
 }
 
+// libpqKeyValue is the start of a libpq connection string ("host=db ...").
+var libpqKeyValue = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
+
+// isPostgres reports whether a storage URL names a PostgreSQL server
+// (the scheme in any case, as SQLAlchemy takes it).
+func isPostgres(rawURL string) bool {
+	scheme, _, ok := strings.Cut(rawURL, "://")
+	scheme = strings.ToLower(scheme)
+	return ok && (scheme == "postgresql" || scheme == "postgres" || scheme == "postgresql+psycopg2")
+}
+
 // SQLiteFile is the database file a storage URL names, read as
 // SQLAlchemy (and so Optuna) reads it: everything after sqlite:/// up to a
 // '?' is the path, verbatim ('#' and '%' included, nothing unescaped). A
 // plain path names a file too. ok is false for a server URL.
 func SQLiteFile(rawURL string) (path string, ok bool, err error) {
 	if !strings.Contains(rawURL, "://") {
+		lower := strings.ToLower(rawURL)
 		switch {
 		case rawURL == "":
 			return "", true, errors.New("storage: empty storage URL")
-		case strings.HasPrefix(rawURL, "sqlite:"), strings.HasPrefix(rawURL, "postgresql:"), strings.HasPrefix(rawURL, "postgres:"):
+		case strings.HasPrefix(lower, "sqlite:"), strings.HasPrefix(lower, "postgresql:"), strings.HasPrefix(lower, "postgres:"):
 			return "", true, fmt.Errorf("storage: %q: want sqlite:///relative.db, sqlite:////absolute.db or postgresql://host/db", Redact(rawURL))
+		case libpqKeyValue.MatchString(rawURL):
+			// Not a file name, though it would make a fine one.
+			return "", true, fmt.Errorf("storage: %q is a libpq key=value string, which is not supported: write it as a URL, postgresql://user@host:port/dbname", Redact(rawURL))
 		}
 		return rawURL, true, nil
 	}
 	scheme, rest, _ := strings.Cut(rawURL, "://")
-	switch scheme {
+	switch strings.ToLower(scheme) {
 	case "sqlite":
 		path, query, _ := strings.Cut(rest, "?")
 		if !strings.HasPrefix(path, "/") || len(path) < 2 {
-			return "", true, fmt.Errorf("storage: %q: want sqlite:///relative.db or sqlite:////absolute.db", rawURL)
+			return "", true, fmt.Errorf("storage: %q: want sqlite:///relative.db or sqlite:////absolute.db", Redact(rawURL))
 		}
 		if query != "" {
-			return "", true, fmt.Errorf("storage: %q: SQLite URL parameters (?%s) are not supported", rawURL, query)
+			return "", true, fmt.Errorf("storage: %q: SQLite URL parameters (?%s) are not supported", Redact(rawURL), Redact(query))
 		}
 		return path[1:], true, nil
-	case "postgresql", "postgres":
+	case "postgresql", "postgres", "postgresql+psycopg2":
 		return "", false, nil
 	case "mysql":
 		return "", false, fmt.Errorf("storage: %q: mysql storage is not implemented; use sqlite:///path.db or postgresql://...", Redact(rawURL))
@@ -249,7 +265,7 @@ func OpenSQLite(path string) (*DB, error) {
 // PostgreSQL with default_transaction_read_only. It never creates or
 // upgrades a schema: a file without one is an error, and left untouched.
 func OpenReadOnly(rawURL string) (*DB, error) {
-	if strings.HasPrefix(rawURL, "postgresql://") || strings.HasPrefix(rawURL, "postgres://") {
+	if isPostgres(rawURL) {
 		return openPostgres(rawURL, true)
 	}
 	path, err := sqlitePath(rawURL)

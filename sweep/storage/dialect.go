@@ -95,15 +95,24 @@ func (d *dialect) retryable(err error) bool {
 func OpenPostgres(rawURL string) (*DB, error) { return openPostgres(rawURL, false) }
 
 func openPostgres(rawURL string, readOnly bool) (*DB, error) {
+	shown := Redact(rawURL)
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		// url.Error repeats the URL, password and all.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("storage: %s: %w", Redact(rawURL), err)
+	// An @ outside the parsed user information, or a fragment, means a
+	// password holding / ? # or @ was read as host, path or fragment: the
+	// server would get a wrong name, and its errors would print the rest.
+	if err == nil && (u.Fragment != "" || strings.Contains(u.Host+u.Path+u.RawQuery, "@")) {
+		err = errors.New("misread")
 	}
+	if err != nil {
+		// url.Error and its detail ("invalid port :S3K") repeat pieces of
+		// the password: say what to do instead.
+		return nil, fmt.Errorf("storage: %s is not a valid URL: characters such as / ? # @ %% ; in the password must be percent-encoded (%%2F %%3F %%23 %%40 %%25 %%3B), or the password kept in PGPASSWORD", shown)
+	}
+	if strings.Contains(u.RawQuery, ";") {
+		// Go's query parser drops such a parameter whole, password and all.
+		return nil, fmt.Errorf("storage: %s: a ';' in the URL's parameters must be percent-encoded (%%3B)", shown)
+	}
+	u.Scheme = "postgresql" // pgx knows neither postgresql+psycopg2 nor upper case
 	q := u.Query()
 	if q.Get("timezone") == "" {
 		q.Set("timezone", "UTC")
@@ -112,10 +121,9 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 		q.Set("default_transaction_read_only", "on")
 	}
 	u.RawQuery = q.Encode()
-	shown := Redact(u.String())
 	db, err := sql.Open("pgx", u.String())
 	if err != nil {
-		return nil, fmt.Errorf("storage: open %s: %w", shown, err)
+		return nil, redactedError(fmt.Errorf("storage: open %s: %w", shown, err))
 	}
 	db.SetMaxOpenConns(8)
 	s := &DB{db: db, path: shown, now: time.Now, d: postgresDialect, readOnly: readOnly}
@@ -123,7 +131,7 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("storage: connect to %s: %w", shown, err)
+		return nil, redactedError(fmt.Errorf("storage: connect to %s: %w", shown, err))
 	}
 	check := s.init
 	if readOnly {
