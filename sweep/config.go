@@ -194,7 +194,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		case "data_dir":
 			c.DataDir, err = p.str(v, path)
 		case "output_dir":
-			if c.OutputDir, err = p.str(v, path); err == nil && c.OutputDir == "" {
+			if c.OutputDir, err = p.str(v, path); err == nil && strings.TrimSpace(c.OutputDir) == "" {
 				return p.errf(v, path, "empty: name a folder for the trials' files (the default is runs)")
 			}
 		case "trainer":
@@ -457,7 +457,7 @@ func (p parser) scalar(n *yaml.Node, path string) (any, error) {
 
 func (p parser) str(n *yaml.Node, path string) (string, error) {
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-		return "", p.errf(n, path, "want a string, got %q", n.Value)
+		return "", p.errf(n, path, "want a string, got %s", describe(n))
 	}
 	return n.Value, nil
 }

@@ -80,6 +80,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no datasets", "datasets: []\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets: empty: name at least one of"},
 		{"a dataset twice", "datasets: [rte, sst2, rte]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: datasets[2]: rte is listed twice (also at datasets[0])"},
 		{"no methods", "datasets: [sst2]\nmethods: {}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:2: methods: empty: name at least one method"},
+		{"blank output_dir", "output_dir: \"  \"\ndatasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: output_dir: empty: name a folder"},
+		{"output_dir as a list", "output_dir: []\ndatasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: output_dir: want a string, got a list"},
 		{"empty output_dir", "output_dir: \"\"\ndatasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:1: output_dir: empty: name a folder"},
 		{"unknown space key", "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0, scale: log}\n", "sweeps.yaml:5: search.lr.scale: unknown key"},
 		{"arch not a list", "datasets: [sst2]\nmethods:\n  lora: {rank: 8}\nsearch:\n  lr: {low: 0.1, high: 1.0}\n", "sweeps.yaml:3: methods.lora: want a list"},
