@@ -50,7 +50,7 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	}
 	parallel := fs.Int("parallel", defaultParallel, help)
 	url := fs.String("storage", "", "storage URL (overrides the file's), e.g. postgresql://user@host/db (a password is better in PGPASSWORD or ~/.pgpass)")
-	urlFile := fs.String("storage-file", "", "read the storage URL from this file (keep it mode 0600): unlike --storage, it shows in no process list")
+	urlFile := storageFileFlag(fs)
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
 	pos, err := parse(fs, args)
@@ -70,20 +70,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if *parallel > 0 {
 		cfg.Parallel = *parallel
 	}
-	if *url != "" {
-		cfg.Storage = *url
-	}
-	if *urlFile != "" {
-		if *url != "" {
-			return fmt.Errorf("%w: --storage and --storage-file both name the storage; give one", errUsage)
-		}
-		b, err := os.ReadFile(*urlFile)
-		if err != nil {
-			return fmt.Errorf("--storage-file: %w", err)
-		}
-		if cfg.Storage = strings.TrimSpace(string(b)); cfg.Storage == "" {
-			return fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", *urlFile)
-		}
+	if err := setStorage(cfg, *url, *urlFile); err != nil {
+		return err
 	}
 	plan, err := planChecked(cfg, *only)
 	if err != nil {
@@ -409,6 +397,31 @@ func cmdTrial(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return trial.Run(ctx, spec, registry(), os.Stdin, os.Stdout, os.Stderr)
+}
+
+// storageFileFlag adds --storage-file to fs.
+func storageFileFlag(fs *flag.FlagSet) *string {
+	return fs.String("storage-file", "", "read the storage URL from this file (keep it mode 0600): unlike --storage, it shows in no process list")
+}
+
+// setStorage sets cfg's storage from --storage or --storage-file, when
+// one was given.
+func setStorage(cfg *sweep.Config, url, urlFile string) error {
+	switch {
+	case url != "" && urlFile != "":
+		return fmt.Errorf("%w: --storage and --storage-file both name the storage; give one", errUsage)
+	case url != "":
+		cfg.Storage = url
+	case urlFile != "":
+		b, err := os.ReadFile(urlFile)
+		if err != nil {
+			return fmt.Errorf("--storage-file: %w", err)
+		}
+		if cfg.Storage = strings.TrimSpace(string(b)); cfg.Storage == "" {
+			return fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", urlFile)
+		}
+	}
+	return nil
 }
 
 // checkParallel refuses a --parallel below 1 that the user typed (0 is

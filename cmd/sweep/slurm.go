@@ -18,13 +18,14 @@ import (
 // cmdSubmit plans a sweep in its (shared) storage and submits a Slurm job
 // array of workers.
 func cmdSubmit(args []string) error {
-	fs := newFlags("submit", "submit --slurm SWEEPS.yaml [--workers N] [--gres gpu:1] [--time 24:00:00] [--partition P] [--storage URL] [--only ...] [--dry-run]")
+	fs := newFlags("submit", "submit --slurm SWEEPS.yaml [--workers N] [--gres gpu:1] [--time 24:00:00] [--partition P] [--storage URL | --storage-file F] [--only ...] [--dry-run]")
 	slurm := fs.Bool("slurm", false, "submit to Slurm (the only scheduler so far)")
 	workers := fs.Int("workers", 2, "workers in the job array, one trial at a time each")
 	gres := fs.String("gres", "", "generic resources per worker, e.g. gpu:1")
 	limit := fs.String("time", "", "time limit per worker (sbatch --time)")
 	partition := fs.String("partition", "", "Slurm partition")
 	url := fs.String("storage", "", "storage URL every worker reaches (overrides the file's)")
+	urlFrom := storageFileFlag(fs)
 	only := fs.String("only", "", "restrict to studies: method=M,dataset=D")
 	dry := fs.Bool("dry-run", false, "print the batch script instead of submitting it")
 	pos, err := parse(fs, args)
@@ -39,8 +40,8 @@ func cmdSubmit(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *url != "" {
-		cfg.Storage = *url
+	if err := setStorage(cfg, *url, *urlFrom); err != nil {
+		return err
 	}
 	plan, err := planChecked(cfg, *only)
 	if err != nil {
