@@ -64,7 +64,7 @@ type Config struct {
 	// A trial over either gets SIGTERM, SIGKILL after KillGrace, and FAILs
 	// with the limit named.
 	TrialTimeout, StallTimeout time.Duration
-	// TrialMemoryGB caps a CPU trial's address space (RLIMIT_AS; 0: none).
+	// TrialMemoryGB caps a CPU trial's writable memory (RLIMIT_DATA; 0: none).
 	TrialMemoryGB float64
 	Command       []string // external trial argv template; empty: `sweep trial`
 }

@@ -33,7 +33,11 @@ func ExecProc(ctx context.Context, p Proc) error {
 		// child that inherits no limit, before it lands. Go's exec cannot set
 		// it between fork and exec, so a shell sets it on itself and execs
 		// the trial in its place (same pid, process group and death signal).
-		argv = append([]string{"/bin/sh", "-c", `ulimit -v "$0" || exit 125; exec "$@"`,
+		// RLIMIT_DATA, not RLIMIT_AS: it counts the writable memory a
+		// process maps, not the address space that Go's runtime and glibc
+		// reserve without using (on their own close to 2 GB, which made
+		// a trial under 1 GB die in its package initialisation).
+		argv = append([]string{"/bin/sh", "-c", `ulimit -d "$0" || exit 125; exec "$@"`,
 			strconv.FormatInt(p.MemoryBytes/1024, 10)}, p.Argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)

@@ -31,7 +31,7 @@ type Proc struct {
 	// KillGrace is how long a cancelled process has between SIGTERM and
 	// SIGKILL.
 	KillGrace time.Duration
-	// MemoryBytes caps the process's address space (RLIMIT_AS); 0: none.
+	// MemoryBytes caps the process's writable memory (RLIMIT_DATA); 0: none.
 	MemoryBytes int64
 	// KillNow, when closed, cuts KillGrace short: SIGKILL at once.
 	KillNow <-chan struct{}
@@ -862,16 +862,32 @@ type tailBuffer struct {
 	mu  sync.Mutex
 	buf []byte
 	max int
+	// oom: the stream said it ran out of memory somewhere, maybe far above
+	// the tail (a Go runtime's "fatal error: out of memory" comes before
+	// its goroutine dump).
+	oom bool
 }
+
+var outOfMemory = regexp.MustCompile(`(?i)out of memory|cannot allocate memory|MemoryError`)
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// The phrase may straddle two writes: look at it with the tail's end.
+	seam := t.buf[max(0, len(t.buf)-32):]
+	t.oom = t.oom || outOfMemory.Match(append(append([]byte(nil), seam...), p...))
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.max {
 		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
 	}
 	return len(p), nil
+}
+
+// OOM reports whether the stream said it ran out of memory.
+func (t *tailBuffer) OOM() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.oom
 }
 
 func (t *tailBuffer) String() string {

@@ -485,8 +485,11 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 		case err != nil:
 			out.state, out.reason = storage.Fail, err.Error()
 			cause := stderrCause(out.stderrTail)
-			if cfg.TrialMemoryGB > 0 && (strings.Contains(out.stderrTail, "out of memory") || strings.Contains(out.stderrTail, "cannot allocate memory")) {
+			if cfg.TrialMemoryGB > 0 && p.tails[i].OOM() {
 				out.reason = fmt.Sprintf("trial_memory_gb %g: out of memory (%s)", cfg.TrialMemoryGB, err)
+				if !outOfMemory.MatchString(cause) {
+					cause = "" // a line of a dump (a stack frame), not the reason
+				}
 			}
 			if cause != "" {
 				out.reason += ": " + cause

@@ -380,7 +380,7 @@ func (j *trainJob) tokenize() {
 
 // openDevice selects the backend and, on a GPU, starts its energy meter.
 func (j *trainJob) openDevice() error {
-	be, device, closeBackend, err := nn.SelectBackend(j.spec.Device)
+	be, device, closeBackend, err := selectBackend(j.spec.Device, dataLimit())
 	if err != nil {
 		return err
 	}
@@ -395,6 +395,43 @@ func (j *trainJob) openDevice() error {
 		}
 	}
 	return nil
+}
+
+// blasWarmUp bounds, under a memory limit, the backend's opening and first
+// product: they take milliseconds, unless the BLAS library found no room
+// for its buffers.
+const blasWarmUp = 10 * time.Second
+
+// selectBackend opens the device's backend. Under a memory limit (limit
+// bytes, 0: none) it also makes a first product split across the cores as
+// the trainer's are, so that a BLAS library allocates its buffers before
+// the model does: OpenBLAS, short of memory for them, does not fail but
+// waits for memory for ever inside a C call that nothing can cancel. The
+// trial then ends with an out-of-memory error, and the process's exit ends
+// the waiting thread.
+func selectBackend(device string, limit uint64) (be nn.Backend, note string, closeBackend func() error, err error) {
+	ready := make(chan struct{})
+	go func() {
+		defer close(ready)
+		if be, note, closeBackend, err = nn.SelectBackend(device); err != nil || limit == 0 {
+			return
+		}
+		if _, gpu := be.(nn.GPU); !gpu {
+			const n = 128 // above OpenBLAS's threshold for splitting a product
+			a, c := make([]float32, n*n), make([]float32, n*n)
+			be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
+		}
+	}()
+	if limit == 0 {
+		<-ready
+		return be, note, closeBackend, err
+	}
+	select {
+	case <-ready:
+		return be, note, closeBackend, err
+	case <-time.After(blasWarmUp):
+		return nil, "", nil, fmt.Errorf("trial: out of memory: the matrix library found no room for its buffers under the memory limit of %d MB (trial_memory_gb); raise it", limit>>20)
+	}
 }
 
 // initFromData runs a data-driven initialisation (LST's importance) once

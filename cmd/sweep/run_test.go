@@ -35,12 +35,16 @@ training: {max_epochs: 1}
 // watchdogScript behaves by the LoRA rank it is given: 1 prints an epoch
 // and then hangs ignoring SIGTERM (only SIGKILL ends it), 2 keeps beating
 // but never finishes, 3 fails with a message on stderr, 4 reports its
-// address-space limit as its value.
+// writable-memory limit (RLIMIT_DATA) as its value, 5 dies as the Go
+// runtime does when out of memory, its reason far above its stderr's tail.
 const watchdogScript = `case "$2" in
 1) echo '{"type": "epoch", "step": 0, "value": 0.5}'; trap '' TERM; while :; do sleep 0.05; done ;;
 2) while :; do echo '{"type": "heartbeat"}'; sleep 0.05; done ;;
 3) echo "glue: no sst2 data under /nowhere" >&2; exit 1 ;;
-4) echo "{\"type\": \"final\", \"value\": $(ulimit -v)}" ;;
+4) echo "{\"type\": \"final\", \"value\": $(ulimit -d)}" ;;
+5) echo 'runtime: out of memory: cannot allocate 4194304-byte block' >&2; echo 'fatal error: out of memory' >&2
+   i=0; while [ $i -lt 200 ]; do echo "	/usr/local/go/src/runtime/panic.go:1229 +0x48 fp=0x94ccffe17e0 frame $i" >&2; i=$((i+1)); done
+   exit 2 ;;
 esac`
 
 // TestWatchdog runs a sweep whose trials stall, overrun, fail and report
@@ -53,11 +57,11 @@ func TestWatchdog(t *testing.T) {
 	writeConfig(t, dir, `storage: sqlite:///w.db
 datasets: [sst2]
 methods:
-  lora: [{rank: 1}, {rank: 2}, {rank: 3}, {rank: 4}]
+  lora: [{rank: 1}, {rank: 2}, {rank: 3}, {rank: 4}, {rank: 5}]
 search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 trials: 1
-parallel: 4
+parallel: 5
 device: cpu
 max_retries: 1
 max_failures: 2
@@ -69,7 +73,7 @@ command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{
 `)
 	_, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml")
 	if code != 1 {
-		t.Fatalf("exit %d, want 1 (three studies give up)\n%s", code, errOut)
+		t.Fatalf("exit %d, want 1 (four studies give up)\n%s", code, errOut)
 	}
 	studies := load(t, filepath.Join(dir, "w.db"))
 	for _, tc := range []struct{ study, reason string }{
@@ -96,7 +100,15 @@ command: ["/bin/sh", "-c", `+strconvQuote(watchdogScript)+`, "trial", "{lr}", "{
 	}
 	mem := studies["lora/rank-4/sst2"]
 	if len(mem) != 1 || mem[0].State != storage.Complete || *mem[0].Value != 0.5*(1<<20) {
-		t.Errorf("memory study: %+v, want one COMPLETE trial reporting ulimit -v = %d KiB", mem, 1<<19)
+		t.Errorf("memory study: %+v, want one COMPLETE trial reporting ulimit -d = %d KiB", mem, 1<<19)
+	}
+	if len(studies["lora/rank-5/sst2"]) == 0 {
+		t.Error("the out-of-memory study ran no trial")
+	}
+	for _, tr := range studies["lora/rank-5/sst2"] {
+		if got, _ := tr.UserAttrs["fail_reason"].(string); got != "trial_memory_gb 0.5: out of memory (exit status 2)" {
+			t.Errorf("a Go runtime's out-of-memory death: fail_reason %q", got)
+		}
 	}
 }
 
@@ -873,5 +885,56 @@ command: ["/bin/sh", "-c", "trap 'sleep 1; touch `+ended+`; exit 1' TERM; touch 
 	}
 	if strings.Contains(errOut.String(), "killing the running trials") {
 		t.Errorf("a second SIGHUP escalated to SIGKILL:\n%s", errOut.String())
+	}
+}
+
+// TestMemoryLimitEndsTheTrial: trial_memory_gb on the built-in trainer at
+// a limit too low for the matrix library's buffers ends the trial with an
+// out-of-memory reason within seconds (OpenBLAS used to wait for memory for
+// ever, until stall_timeout); at 1 GB the tiny model trains (the limit
+// counts writable memory, not the address space that Go's runtime and
+// glibc reserve, which killed such trials in their package initialisation).
+func TestMemoryLimitEndsTheTrial(t *testing.T) {
+	dir := t.TempDir()
+	tinyModel(t, dir)
+	for _, tc := range []struct {
+		gb       string
+		complete bool
+	}{{"0.3", false}, {"1", true}} {
+		db := "mem" + tc.gb + ".db"
+		writeConfig(t, dir, `storage: sqlite:///`+db+`
+model: tiny-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+datasets: [sst2]
+methods:
+  full: [{}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 1
+device: cpu
+trial_memory_gb: `+tc.gb+`
+stall_timeout: 90s
+max_retries: 0
+max_failures: 1
+training: {max_epochs: 1, batch_size: 32}
+`)
+		start := time.Now()
+		_, errOut, _ := sweepCmd(t, dir, "run", "sweep.yaml")
+		trials := load(t, filepath.Join(dir, db))["full/default/sst2"]
+		if len(trials) != 1 {
+			t.Fatalf("%s GB: %d trials\n%s", tc.gb, len(trials), errOut)
+		}
+		reason, _ := trials[0].UserAttrs["fail_reason"].(string)
+		switch {
+		case tc.complete && trials[0].State != storage.Complete:
+			t.Errorf("%s GB: %s (%q), want COMPLETE", tc.gb, trials[0].State, reason)
+		case !tc.complete && trials[0].State == storage.Fail && !strings.HasPrefix(reason, "trial_memory_gb "+tc.gb+": out of memory"):
+			// A machine whose matrix library fits may finish instead; a
+			// failure must say why.
+			t.Errorf("%s GB: fail_reason %q, want trial_memory_gb %s: out of memory …", tc.gb, reason, tc.gb)
+		}
+		if took := time.Since(start); took > 60*time.Second {
+			t.Errorf("%s GB: the run took %v: the trial waited instead of ending", tc.gb, took)
+		}
 	}
 }
