@@ -183,7 +183,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 	}
 	root := doc.Content[0]
 	seen := map[string]bool{}
-	err := p.each(root, "", func(key string, v *yaml.Node, path string) error {
+	parseKey := func(key string, v *yaml.Node, path string) error {
 		seen[key] = true
 		var err error
 		switch key {
@@ -274,14 +274,26 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, pack, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, trial_timeout, stall_timeout, trial_memory_gb, command)")
 		}
 		return err
+	}
+	// Every top-level key is checked, and every mistake reported at once,
+	// in file order: a user fixes them in one pass, not one run each.
+	var problems []error
+	err := p.each(root, "", func(key string, v *yaml.Node, path string) error {
+		if err := parseKey(key, v, path); err != nil {
+			problems = append(problems, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, err
+		problems = append(problems, err)
 	}
 	for _, need := range []string{"datasets", "methods", "search"} {
 		if !seen[need] {
-			return nil, &ConfigError{File: file, Line: root.Line, Field: need, Err: errors.New("missing (required)")}
+			problems = append(problems, &ConfigError{File: file, Line: root.Line, Field: need, Err: errors.New("missing (required)")})
 		}
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	if _, ok := c.Space["lr"]; !ok && c.Trainer == "synthetic" {
 		return nil, &ConfigError{File: file, Field: "search.lr", Err: errors.New("the synthetic trainer needs an lr parameter")}

@@ -230,3 +230,26 @@ func TestNumberHintOnlyForQuotedNumbers(t *testing.T) {
 		t.Errorf("trial_memory_gb: none: %v, %+v", err, c)
 	}
 }
+
+// TestEveryMistakeAtOnce: a sweep file's mistakes in several keys are all
+// reported, each with its line, in one error.
+func TestEveryMistakeAtOnce(t *testing.T) {
+	_, err := ParseConfig("sweeps.yaml", []byte("datasets: [sst2, glue]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 0.01}\nparallel: 0\noutput_dir: \"\"\n"))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		`sweeps.yaml:1: datasets[1]: unknown dataset "glue"`,
+		"sweeps.yaml:5: search.lr: low (0.1) must be below high (0.01)",
+		"sweeps.yaml:6: parallel: must be at least 1, got 0",
+		"sweeps.yaml:7: output_dir: empty",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Line != 1 {
+		t.Errorf("errors.As finds %+v, want the first mistake's ConfigError", ce)
+	}
+}
