@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,16 +267,7 @@ func TestSecondInterruptKillsAtOnce(t *testing.T) {
 	// it at once (the trial is RUNNING in the database before its process
 	// has started).
 	started := filepath.Join(dir, "started")
-	writeConfig(t, dir, `storage: sqlite:///i.db
-datasets: [sst2]
-methods:
-  lora: [{rank: 1}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 1
-kill_grace: 30s
-command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sleep 0.05; done"]
-`)
+	writeConfig(t, dir, loopingSweep("i.db", "30s", "trap '' TERM INT; ", started))
 	cmd, errOut := startRunning(t, dir, "i.db", started)
 	defer cmd.Process.Kill()
 	cmd.Process.Signal(os.Interrupt)
@@ -294,14 +286,37 @@ command: ["/bin/sh", "-c", "trap '' TERM INT; touch `+started+`; while :; do sle
 	}
 }
 
+// loopingSweep is a sweep file of one trial that runs until it is stopped:
+// its shell runs trap (a TERM or INT handler, or nothing), then makes the
+// file started. Its trial folders go to dir/out.
+func loopingSweep(db, killGrace, trap, started string) string {
+	return `storage: sqlite:///` + db + `
+output_dir: out
+datasets: [sst2]
+methods:
+  lora: [{rank: 1}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 1
+kill_grace: ` + killGrace + `
+command: ["/bin/sh", "-c", "` + trap + `touch ` + started + `; while :; do sleep 0.05; done"]
+`
+}
+
 // startRunning starts `sweep run sweep.yaml` in dir and waits until its
 // trial has made the file started and is RUNNING in the database db.
 func startRunning(t *testing.T, dir, db, started string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
+	errOut := &syncBuffer{}
+	return startRunningTo(t, dir, db, started, errOut), errOut
+}
+
+// startRunningTo is startRunning with the run's stderr going to stderr.
+func startRunningTo(t *testing.T, dir, db, started string, stderr io.Writer) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
 	cmd.Dir = dir
-	errOut := &syncBuffer{}
-	cmd.Stderr = errOut
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +324,7 @@ func startRunning(t *testing.T, dir, db, started string) (*exec.Cmd, *syncBuffer
 		_, err := os.Stat(started)
 		return err == nil && storage.Count(load(t, filepath.Join(dir, db))["lora/rank-1/sst2"])[storage.Running] == 1
 	})
-	return cmd, errOut
+	return cmd
 }
 
 // waitFor polls cond for up to 20 s.
@@ -627,17 +642,7 @@ func TestBenchSweepCost(t *testing.T) {
 func TestHangupStopsLikeInterrupt(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
-	writeConfig(t, dir, `storage: sqlite:///h.db
-output_dir: out
-datasets: [sst2]
-methods:
-  lora: [{rank: 1}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 1
-kill_grace: 5s
-command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
-`)
+	writeConfig(t, dir, loopingSweep("h.db", "5s", "", started))
 	cmd, errOut := startRunning(t, dir, "h.db", started)
 	defer cmd.Process.Kill()
 	cmd.Process.Signal(syscall.SIGHUP)
@@ -817,33 +822,14 @@ func TestRecreatedDatabaseKeepsEarlierLogs(t *testing.T) {
 func TestHangupWithStderrGone(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
-	writeConfig(t, dir, `storage: sqlite:///g.db
-output_dir: out
-datasets: [sst2]
-methods:
-  lora: [{rank: 1}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 1
-kill_grace: 5s
-command: ["/bin/sh", "-c", "touch `+started+`; while :; do sleep 0.05; done"]
-`)
+	writeConfig(t, dir, loopingSweep("g.db", "5s", "", started))
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
-	cmd.Dir = dir
-	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startRunningTo(t, dir, "g.db", started, w)
 	w.Close()
 	defer cmd.Process.Kill()
-	waitFor(t, func() bool {
-		_, err := os.Stat(started)
-		return err == nil && storage.Count(load(t, filepath.Join(dir, "g.db"))["lora/rank-1/sst2"])[storage.Running] == 1
-	})
 	r.Close() // the reader of stderr is gone
 	cmd.Process.Signal(syscall.SIGHUP)
 	cmd.Wait()
@@ -863,17 +849,7 @@ func TestSecondHangupKeepsKillGrace(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
 	ended := filepath.Join(dir, "ended")
-	writeConfig(t, dir, `storage: sqlite:///k.db
-output_dir: out
-datasets: [sst2]
-methods:
-  lora: [{rank: 1}]
-search:
-  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
-trials: 1
-kill_grace: 20s
-command: ["/bin/sh", "-c", "trap 'sleep 1; touch `+ended+`; exit 1' TERM; touch `+started+`; while :; do sleep 0.05; done"]
-`)
+	writeConfig(t, dir, loopingSweep("k.db", "20s", "trap 'sleep 1; touch "+ended+"; exit 1' TERM; ", started))
 	cmd, errOut := startRunning(t, dir, "k.db", started)
 	defer cmd.Process.Kill()
 	cmd.Process.Signal(syscall.SIGHUP)
