@@ -409,27 +409,32 @@ const blasWarmUp = 10 * time.Second
 // waits for memory for ever inside a C call that nothing can cancel. The
 // trial then ends with an out-of-memory error, and the process's exit ends
 // the waiting thread.
-func selectBackend(device string, limit uint64) (be nn.Backend, note string, closeBackend func() error, err error) {
-	ready := make(chan struct{})
+func selectBackend(device string, limit uint64) (nn.Backend, string, func() error, error) {
+	type opened struct {
+		be           nn.Backend
+		note         string
+		closeBackend func() error
+		err          error
+	}
+	ready := make(chan opened, 1) // the opener never blocks, even if given up on
 	go func() {
-		defer close(ready)
-		if be, note, closeBackend, err = nn.SelectBackend(device); err != nil || limit == 0 {
-			return
-		}
-		if _, gpu := be.(nn.GPU); !gpu {
+		var o opened
+		o.be, o.note, o.closeBackend, o.err = nn.SelectBackend(device)
+		if _, gpu := o.be.(nn.GPU); o.err == nil && limit > 0 && !gpu {
 			const n = 128 // above OpenBLAS's threshold for splitting a product
 			a, c := make([]float32, n*n), make([]float32, n*n)
-			be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
+			o.be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
 		}
+		ready <- o
 	}()
-	if limit == 0 {
-		<-ready
-		return be, note, closeBackend, err
+	var timeout <-chan time.Time
+	if limit > 0 {
+		timeout = time.After(blasWarmUp)
 	}
 	select {
-	case <-ready:
-		return be, note, closeBackend, err
-	case <-time.After(blasWarmUp):
+	case o := <-ready:
+		return o.be, o.note, o.closeBackend, o.err
+	case <-timeout:
 		return nil, "", nil, fmt.Errorf("trial: out of memory: the matrix library found no room for its buffers under the memory limit of %d MB (trial_memory_gb); raise it", limit>>20)
 	}
 }
