@@ -88,6 +88,9 @@ type studyState struct {
 	done     bool
 	waitTill time.Time // full of running trials owned elsewhere: poll later
 	finished int       // COMPLETE+PRUNED, as last seen
+	// checking serialises the study's prune checks, so that each sees the
+	// rung values the one before recorded, as one Optuna process's do.
+	checking sync.Mutex
 }
 
 type runState struct {
@@ -739,12 +742,25 @@ func (r *Runner) epoch(ctx context.Context, ss *studyState, t storage.FrozenTria
 	if r.Pruner == nil {
 		return false
 	}
+	ss.checking.Lock()
+	defer ss.checking.Unlock()
 	trials, err := r.Storage.Trials(ctx, ss.study.ID)
 	if err != nil {
 		return false
 	}
 	for _, other := range trials {
-		if other.ID == t.ID && r.Pruner.Prune(ss.study, trials, other) {
+		if other.ID != t.ID {
+			continue
+		}
+		stop, record := r.Pruner.Prune(ss.study, trials, other)
+		if len(record) > 0 {
+			// Unrecorded, the rungs are judged again at the next check,
+			// as for a trial Optuna never checked: worse pruning, no harm.
+			if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{SystemAttrs: record}); err != nil {
+				r.logf("%s trial %d: its rung values were not recorded: %v", ss.study.Name, t.Number, err)
+			}
+		}
+		if stop {
 			mu.Lock()
 			*pruned = true
 			mu.Unlock()

@@ -467,18 +467,18 @@ training: {max_epochs: 9, patience: 9}
 	if n[storage.Complete]+n[storage.Pruned] != 24 || n[storage.Pruned] == 0 {
 		t.Fatalf("states %v, want 24 finished, some pruned", n)
 	}
-	h := NewPruner(r.Config.Pruner).(pruner.Hyperband)
+	h := r.Pruner.(*pruner.Hyperband)
 	narrowed := 0
 	for number, seen := range spy.seen {
 		if number == 0 {
 			continue // the first report sets the brackets up
 		}
-		own, ok := h.Bracket(studies[0], trials, number)
+		own, ok := h.Bracket(studies[0], number)
 		if !ok {
 			t.Fatal("brackets not set up with a fixed max_resource")
 		}
 		for _, other := range seen {
-			if b, _ := h.Bracket(studies[0], trials, other); b != own {
+			if b, _ := h.Bracket(studies[0], other); b != own {
 				t.Errorf("trial %d (bracket %d) was sampled from trial %d of bracket %d", number, own, other, b)
 			}
 		}

@@ -41,8 +41,12 @@ type Sampler interface {
 }
 
 // Pruner decides after each intermediate value whether trial should stop.
+// It also returns the system attributes its check records on the trial
+// (Optuna's completed_rung_k), which the caller stores before the study's
+// next check. A Pruner may keep what it learnt at its first checks (an
+// auto resource, as Optuna's pruners do): use one for the life of a run.
 type Pruner interface {
-	Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool
+	Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) (bool, map[string]any)
 }
 
 // samplingFilter is a pruner that narrows what the sampler learns from, as
@@ -86,10 +90,10 @@ func NewPruner(c PrunerConfig) Pruner {
 		m.NStartupTrials, m.NWarmupSteps, m.IntervalSteps = c.NStartupTrials, c.NWarmupSteps, max(c.IntervalSteps, 1)
 		return m
 	case "asha":
-		return pruner.SuccessiveHalving{MinResource: c.MinResource, ReductionFactor: max(c.ReductionFactor, 2),
+		return &pruner.SuccessiveHalving{MinResource: c.MinResource, ReductionFactor: max(c.ReductionFactor, 2),
 			MinEarlyStoppingRate: c.MinEarlyStoppingRate, BootstrapCount: c.BootstrapCount}
 	case "hyperband":
-		return pruner.Hyperband{MinResource: max(c.MinResource, 1), MaxResource: c.MaxResource, ReductionFactor: max(c.ReductionFactor, 2),
+		return &pruner.Hyperband{MinResource: max(c.MinResource, 1), MaxResource: c.MaxResource, ReductionFactor: max(c.ReductionFactor, 2),
 			BootstrapCount: c.BootstrapCount}
 	}
 	return nil

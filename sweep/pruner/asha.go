@@ -3,7 +3,8 @@ package pruner
 import (
 	"math"
 	"sort"
-	"time"
+	"strconv"
+	"sync"
 
 	"github.com/readsweep/readsweep/sweep/storage"
 )
@@ -12,145 +13,175 @@ import (
 // rules of Optuna's SuccessiveHalvingPruner (optuna/pruners/
 // _successive_halving.py): rung k ends at step min_resource ·
 // reduction_factor^(min_early_stopping_rate + k); a trial reaching it
-// goes on only if its value there is in the top 1/reduction_factor of the
-// values every trial had there (the best one while fewer than
-// reduction_factor have), and is pruned otherwise, or when
-// bootstrap_count or fewer trials have reached the rung.
+// records its value there and goes on only if that value is in the top
+// 1/reduction_factor of the values recorded for the rung (the best one
+// while fewer than reduction_factor are), and is pruned otherwise, or when
+// bootstrap_count or fewer trials have recorded the rung.
 //
-// Optuna records each trial's rung values as system attributes when it
-// checks; here they are read back from the intermediate values, which is
-// the same thing where every report is checked and a pruned trial reports
-// no more (as the orchestrator does): a trial completed rung k exactly
-// when it reported a step at or past the rung's end, with the value of
-// the first such report.
+// Each check returns the rung values it recorded as Optuna's own
+// completed_rung_k system attributes, and later checks read the rungs back
+// from them, as Optuna does: a trial's rung is the number of such
+// attributes it has, and its competitors are the trials holding the
+// rung's. So a trial that was running when an auto min_resource was fixed
+// records every rung it has passed at its next check, with that check's
+// value, exactly as under Optuna, whatever number of trials run at once;
+// and Optuna can continue a study started here.
+//
+// With min_resource auto the pruner is sized, per study, at its first
+// check that finds a COMPLETE trial, and keeps that size, as an Optuna
+// pruner keeps its estimate for its life; so use one SuccessiveHalving
+// for the life of a run.
 type SuccessiveHalving struct {
 	MinResource          int // steps of rung 0 before the early-stopping rate; 0: auto
 	ReductionFactor      int // η (4)
 	MinEarlyStoppingRate int // s (0)
 	BootstrapCount       int // trials that must reach a rung before any goes on (0)
+
+	sized sizes
 }
 
 // NewSuccessiveHalving returns the pruner with Optuna's defaults.
-func NewSuccessiveHalving() SuccessiveHalving { return SuccessiveHalving{ReductionFactor: 4} }
+func NewSuccessiveHalving() *SuccessiveHalving { return &SuccessiveHalving{ReductionFactor: 4} }
 
 // Prune reports whether trial, whose latest report is its last step, should
-// stop.
-func (p SuccessiveHalving) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool {
+// stop, and returns the rung values the check records on it.
+func (p *SuccessiveHalving) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) (bool, map[string]any) {
 	if _, _, ok := trial.LastStep(); !ok {
-		return false
+		return false, nil
 	}
 	minRes := p.MinResource
-	// recorded says whether a trial's reports were checked when they were
-	// made: always with a fixed min_resource; with auto, Optuna checks
-	// nothing until a trial is COMPLETE, so only trials started after the
-	// first one ended have rung values.
-	recorded := func(storage.FrozenTrial) bool { return true }
 	if minRes == 0 {
-		last, known, ok := firstComplete(trials)
+		var ok bool
+		minRes, ok = p.sized.get(study.ID, func() (int, bool) {
+			last, ok := lastCompleteStep(trials)
+			return max(last/100, 1), ok
+		})
 		if !ok {
-			return false // no COMPLETE trial yet: nothing to size the rungs by
+			return false, nil // no COMPLETE trial yet: nothing to size the rungs by
 		}
-		minRes = max(last/100, 1)
-		recorded = startedAfter(known)
 	}
-	return p.prune(study, trials, trial, minRes, recorded)
+	return p.judge(study, trials, trial, minRes)
 }
 
-// startedAfter is the rule for which trials' reports a pruner that set
-// itself up when the first trial completed (at known) has checked: those
-// of the trials started since. It is exact when trials run one at a time;
-// a trial running across that moment had some of its reports checked.
-func startedAfter(known time.Time) func(storage.FrozenTrial) bool {
-	return func(t storage.FrozenTrial) bool { return !t.Start.Before(known) }
-}
-
-// prune is Prune with the rungs sized (rung 0 of rate 0 ends at minRes)
-// and the trials whose reports were checked known.
-func (p SuccessiveHalving) prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial, minRes int, recorded func(storage.FrozenTrial) bool) bool {
+// judge is Prune with rung 0 of rate 0 ending at step minRes.
+func (p *SuccessiveHalving) judge(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial, minRes int) (bool, map[string]any) {
 	step, value, ok := trial.LastStep()
 	if !ok {
-		return false
+		return false, nil
 	}
 	eta := max(p.ReductionFactor, 2)
-	rungEnd := func(k int) int { return minRes * pow(eta, p.MinEarlyStoppingRate+k) }
-	// Rungs this trial completed at earlier reports.
-	prev := -1
-	for s := range trial.Intermediate {
-		if s < step && s > prev && recorded(trial) {
-			prev = s
-		}
-	}
-	rung := 0
-	for rungEnd(rung) <= prev {
-		rung++
-	}
-	for {
-		end := rungEnd(rung)
-		if step < end {
-			return false
+	var record map[string]any
+	for rung := completedRungs(trial); ; rung++ {
+		if step < minRes*pow(eta, p.MinEarlyStoppingRate+rung) {
+			return false, record
 		}
 		if math.IsNaN(value) {
-			return true
+			return true, record
 		}
+		key := rungKey(rung)
+		if record == nil {
+			record = map[string]any{}
+		}
+		record[key] = value
+		// trials is the study as it was before this check recorded
+		// anything, as Optuna's list is; so the trial's own value is
+		// added here, once.
 		competing := []float64{value}
 		for _, t := range trials {
-			if t.ID == trial.ID || !recorded(t) {
-				continue
-			}
-			// A NaN report is pruned before it is recorded: it never competes.
-			if v, ok := firstAtOrAfter(t, end); ok && !math.IsNaN(v) {
+			if v, ok := rungValue(t, key); ok {
 				competing = append(competing, v)
 			}
 		}
 		if len(competing) <= p.BootstrapCount {
-			return true
+			return true, record
 		}
 		if !promotable(value, competing, eta, study.Direction) {
-			return true
+			return true, record
 		}
-		rung++
 	}
 }
 
-// firstComplete is the COMPLETE trial that a pruner sizing itself from
-// "the COMPLETE trials" saw: Optuna sizes at the first check after one
-// completes and keeps the size, so in a study run one trial at a time that
-// is the first to complete. It returns that trial's last reported step
-// (the most of any trials completing at the same moment), when it
-// completed, and false while no COMPLETE trial has reported.
-// (Taking the most steps of every COMPLETE trial agreed only while trials
-// reported fewer than 200 steps; with eval_steps they report optimiser
-// steps, and early stopping makes their last steps differ.)
-func firstComplete(trials []storage.FrozenTrial) (last int, at time.Time, ok bool) {
-	last = -1
-	for _, t := range trials {
-		s, _, reported := t.LastStep()
-		if t.State != storage.Complete || !reported {
-			continue
+// rungKey is the system attribute Optuna records a trial's value at the end
+// of rung k under.
+func rungKey(k int) string { return "completed_rung_" + strconv.Itoa(k) }
+
+// completedRungs is Optuna's _get_current_rung: how many rungs in a row,
+// from 0, the trial has recorded.
+func completedRungs(t storage.FrozenTrial) int {
+	k := 0
+	for {
+		if _, ok := t.SystemAttrs[rungKey(k)]; !ok {
+			return k
 		}
-		switch {
-		case at.IsZero() || t.Complete.Before(at):
-			at, last = t.Complete, s
-		case t.Complete.Equal(at):
+		k++
+	}
+}
+
+// rungValue is t's recorded value for the rung key. Python's json writes a
+// non-finite float as a bare token, which storage hands back as its text.
+func rungValue(t storage.FrozenTrial, key string) (float64, bool) {
+	switch v := t.SystemAttrs[key].(type) {
+	case float64:
+		return v, true
+	case string:
+		switch v {
+		case "Infinity":
+			return math.Inf(1), true
+		case "-Infinity":
+			return math.Inf(-1), true
+		case "NaN":
+			return math.NaN(), true
+		}
+	}
+	return 0, false
+}
+
+// lastCompleteStep is the last reported step of the study's COMPLETE
+// trials, the most of them, as Optuna sizes an auto resource from; false
+// while no COMPLETE trial has reported.
+func lastCompleteStep(trials []storage.FrozenTrial) (int, bool) {
+	last := -1
+	for _, t := range trials {
+		if s, _, ok := t.LastStep(); ok && t.State == storage.Complete {
 			last = max(last, s)
 		}
 	}
-	return last, at, last >= 0
+	return last, last >= 0
 }
 
-// firstAtOrAfter is the value of t's first report at step ≥ end: what
-// Optuna stored as t's value for the rung that ends at end.
-func firstAtOrAfter(t storage.FrozenTrial, end int) (float64, bool) {
-	best, found := math.MaxInt, false
-	for s := range t.Intermediate {
-		if s >= end && s < best {
-			best, found = s, true
-		}
+// sizes holds, per study, the resource a pruner sized itself with at the
+// first check that could: Optuna's pruners estimate an auto resource once
+// and keep it, and a Runner serves several studies with one pruner.
+type sizes struct {
+	mu sync.Mutex
+	by map[int64]int
+}
+
+// get returns the study's size, estimating it first if it has none; false
+// while estimate cannot.
+func (s *sizes) get(study int64, estimate func() (int, bool)) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.by[study]; ok {
+		return v, true
 	}
-	if !found {
+	v, ok := estimate()
+	if !ok {
 		return 0, false
 	}
-	return t.Intermediate[best], true
+	if s.by == nil {
+		s.by = map[int64]int{}
+	}
+	s.by[study] = v
+	return v, true
+}
+
+// known returns the study's size if one was set.
+func (s *sizes) known(study int64) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.by[study]
+	return v, ok
 }
 
 // promotable is Optuna's _is_trial_promotable_to_next_rung.

@@ -2,6 +2,7 @@ package pruner
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"os"
 	"testing"
@@ -36,14 +37,14 @@ func TestSuccessiveHalvingMatchesOptuna(t *testing.T) {
 	}
 	pruned := 0
 	for si, sc := range golden.Scenarios {
-		p := SuccessiveHalving{MinResource: sc.MinResource, ReductionFactor: sc.ReductionFactor,
+		p := &SuccessiveHalving{MinResource: sc.MinResource, ReductionFactor: sc.ReductionFactor,
 			MinEarlyStoppingRate: sc.MinEarlyStoppingRate, BootstrapCount: sc.BootstrapCount}
 		dir, _ := storage.ParseDirection(sc.Direction)
 		study := storage.Study{Direction: dir}
 		var trials []storage.FrozenTrial
 		for i, curve := range sc.Values {
 			trials = append(trials, goldenTrial(i))
-			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return p.Prune(study, trials, cur) })
+			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return check(p, study, trials, cur) })
 			if at >= 0 {
 				pruned++
 			}
@@ -61,7 +62,7 @@ func TestSuccessiveHalvingMatchesOptuna(t *testing.T) {
 // after another, a minute apart.
 func goldenTrial(i int) storage.FrozenTrial {
 	return storage.FrozenTrial{ID: int64(i + 1), Number: i, State: storage.Running, Intermediate: map[int]float64{},
-		Start: time.Date(2026, 12, 2, 0, i, 0, 0, time.UTC)}
+		SystemAttrs: map[string]any{}, Start: time.Date(2026, 12, 2, 0, i, 0, 0, time.UTC)}
 }
 
 // replayReports makes the last of trials report curve's values one step at
@@ -95,21 +96,54 @@ func replayReports(trials []storage.FrozenTrial, curve []*float64, prune func(st
 	return at
 }
 
-// TestAutoMinResourceIsTheFirstCompleteTrials: min_resource auto is sized
-// once, by the first trial to complete (450 steps: 4), as Optuna keeps its
-// first estimate; a later, longer trial (1,200 steps) does not resize the
-// rungs.
-func TestAutoMinResourceIsTheFirstCompleteTrials(t *testing.T) {
-	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
-	trial := func(id int64, last int, end time.Duration) storage.FrozenTrial {
-		return storage.FrozenTrial{ID: id, State: storage.Complete, Intermediate: map[int]float64{last: 1},
-			Start: t0, Complete: t0.Add(end)}
+// checker is a pruner that records rung values.
+type checker interface {
+	Prune(storage.Study, []storage.FrozenTrial, storage.FrozenTrial) (bool, map[string]any)
+}
+
+// check asks p about cur, one of trials, and stores what the check
+// records on cur, as the orchestrator does before its next check.
+func check(p checker, study storage.Study, trials []storage.FrozenTrial, cur storage.FrozenTrial) bool {
+	stop, record := p.Prune(study, trials, cur)
+	maps.Copy(cur.SystemAttrs, record)
+	return stop
+}
+
+// TestAutoMinResourceIsFixedAtTheFirstCheckThatCanSizeIt: min_resource
+// auto is sized, per study, at the first check that finds a COMPLETE
+// trial, from the most steps of the COMPLETE trials then (1,200: 12), and
+// kept when a longer trial completes later, as an Optuna pruner keeps its
+// estimate; until then a check records nothing.
+func TestAutoMinResourceIsFixedAtTheFirstCheckThatCanSizeIt(t *testing.T) {
+	p := NewSuccessiveHalving()
+	study := storage.Study{ID: 7, Direction: storage.Maximize}
+	trial := func(number, last int, state storage.TrialState) storage.FrozenTrial {
+		return storage.FrozenTrial{ID: int64(number + 1), Number: number, State: state,
+			Intermediate: map[int]float64{last: 0.5}, SystemAttrs: map[string]any{}}
 	}
-	trials := []storage.FrozenTrial{trial(2, 1200, 2*time.Minute), trial(1, 450, time.Minute)}
-	if last, first, ok := firstComplete(trials); !ok || last != 450 || !first.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("sized by the trial ending at %v with %d steps (%v); want the first to complete, 450 steps", first, last, ok)
+	running := trial(0, 2000, storage.Running)
+	if stop, record := p.Prune(study, []storage.FrozenTrial{running}, running); stop || record != nil {
+		t.Fatalf("with no trial COMPLETE: pruned %v, recorded %v (want neither)", stop, record)
 	}
-	if _, _, ok := firstComplete(nil); ok {
-		t.Fatal("sized with no trial complete (want: not sized yet)")
+	if _, ok := p.sized.known(study.ID); ok {
+		t.Fatal("sized with no trial COMPLETE")
+	}
+	trials := []storage.FrozenTrial{running, trial(1, 450, storage.Complete), trial(2, 1200, storage.Complete)}
+	_, record := p.Prune(study, trials, running)
+	if n, _ := p.sized.known(study.ID); n != 12 {
+		t.Fatalf("min_resource sized %d, want 1200/100 = 12", n)
+	}
+	// Step 2000 passes the rungs ending at 12, 48, 192 and 768: a trial
+	// unchecked until now records them all with its one value.
+	if len(record) != 4 || record["completed_rung_3"] != 0.5 {
+		t.Fatalf("recorded %v, want completed_rung_0..3 = 0.5", record)
+	}
+	trials = append(trials, trial(3, 5000, storage.Complete))
+	p.Prune(study, trials, trial(4, 20, storage.Running))
+	if n, _ := p.sized.known(study.ID); n != 12 {
+		t.Fatalf("min_resource resized to %d by a later trial, want it kept at 12", n)
+	}
+	if _, ok := p.sized.known(8); ok {
+		t.Fatal("another study was sized too")
 	}
 }

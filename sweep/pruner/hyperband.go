@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/big"
 	"strconv"
-	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
 )
@@ -20,40 +19,47 @@ import (
 // bracket (SamplerTrials), as Optuna hands its samplers a bracket study.
 //
 // Optuna sets the brackets up at the first check that can size them: at
-// once with a fixed max_resource; with "auto", at the first check after a
-// trial completes, from that trial's last step + 1. Until then nothing is
-// pruned and every trial is in bracket 0, so a sampler sees them all.
+// once with a fixed max_resource; with "auto", at the first check that
+// finds a COMPLETE trial, from the COMPLETE trials' last step + 1. Until
+// then nothing is pruned and every trial is in bracket 0, so a sampler
+// sees them all. Here too, per study, for the pruner's life.
 type Hyperband struct {
 	MinResource     int // steps of the first rung of bracket 0 (1)
 	MaxResource     int // 0: auto
 	ReductionFactor int // η (3)
 	BootstrapCount  int // trials that must reach a rung before any goes on (0)
+
+	sized sizes // max_resource per study, once set up
 }
 
 // NewHyperband returns the pruner with Optuna's defaults.
-func NewHyperband() Hyperband { return Hyperband{MinResource: 1, ReductionFactor: 3} }
+func NewHyperband() *Hyperband { return &Hyperband{MinResource: 1, ReductionFactor: 3} }
 
-// brackets is the pruner once set up: each bracket's trial budget, and
-// which trials had their reports checked since.
+// brackets is the pruner once set up: each bracket's trial budget.
 type brackets struct {
-	budgets  []int
-	total    int
-	recorded func(storage.FrozenTrial) bool
+	budgets []int
+	total   int
 }
 
-// setUp sizes the brackets as Optuna's _try_initialization does, with
-// auto from the first COMPLETE trial (see firstComplete); false while it
-// cannot.
-func (h Hyperband) setUp(trials []storage.FrozenTrial) (brackets, bool) {
-	maxRes := h.MaxResource
-	recorded := func(storage.FrozenTrial) bool { return true }
-	if maxRes == 0 {
-		last, known, ok := firstComplete(trials)
-		if !ok {
-			return brackets{}, false
+// setUp sets the study's brackets up, as Optuna's _try_initialization does,
+// or returns them as they were set up before; false while they cannot be.
+func (h *Hyperband) setUp(study storage.Study, trials []storage.FrozenTrial) (brackets, bool) {
+	maxRes, ok := h.sized.get(study.ID, func() (int, bool) {
+		if h.MaxResource > 0 {
+			return h.MaxResource, true
 		}
-		maxRes, recorded = last+1, startedAfter(known)
+		last, ok := lastCompleteStep(trials)
+		return last + 1, ok
+	})
+	if !ok {
+		return brackets{}, false
 	}
+	return h.bracketsFor(maxRes)
+}
+
+// bracketsFor sizes the brackets for maxRes; false when there are none
+// (max_resource below min_resource: Optuna never prunes).
+func (h *Hyperband) bracketsFor(maxRes int) (brackets, bool) {
 	eta := max(h.ReductionFactor, 2)
 	minRes := max(h.MinResource, 1)
 	// Python's math.log(x, base) is log(x) / log(base) in floats, with
@@ -61,14 +67,13 @@ func (h Hyperband) setUp(trials []storage.FrozenTrial) (brackets, bool) {
 	// off: log_3 243 is 4.999999999999999 there, so Optuna makes 5 brackets,
 	// not 6.
 	n := int(math.Floor(roundedLog(float64(maxRes)/float64(minRes))/roundedLog(float64(eta)))) + 1
-	b := brackets{recorded: recorded}
+	var b brackets
 	for bracket := range max(n, 0) {
 		s := n - 1 - bracket
 		budget := int(math.Ceil(float64(n) * math.Pow(float64(eta), float64(s)) / float64(s+1)))
 		b.budgets = append(b.budgets, budget)
 		b.total += budget
 	}
-	// No bracket (max_resource below min_resource): Optuna never prunes.
 	return b, b.total > 0
 }
 
@@ -95,55 +100,44 @@ func (b brackets) members(study storage.Study, trials []storage.FrozenTrial, bra
 }
 
 // Bracket returns the bracket of trial number, and false while the
-// brackets cannot be sized yet (every trial is then in bracket 0).
-func (h Hyperband) Bracket(study storage.Study, trials []storage.FrozenTrial, number int) (int, bool) {
-	b, ok := h.setUp(trials)
+// study's brackets are not set up (every trial is then in bracket 0).
+func (h *Hyperband) Bracket(study storage.Study, number int) (int, bool) {
+	b, ok := h.current(study)
 	if !ok {
 		return 0, false
 	}
 	return b.of(study, number), true
 }
 
-// Prune reports whether trial, whose latest report is its last step, should
-// stop: successive halving among the trials of its bracket.
-func (h Hyperband) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool {
-	b, ok := h.setUp(trials)
+// current is the study's brackets if a check has set them up.
+func (h *Hyperband) current(study storage.Study) (brackets, bool) {
+	maxRes, ok := h.sized.known(study.ID)
 	if !ok {
-		return false
+		return brackets{}, false
+	}
+	return h.bracketsFor(maxRes)
+}
+
+// Prune reports whether trial, whose latest report is its last step, should
+// stop: successive halving among the trials of its bracket. It returns the
+// rung values the check records on the trial.
+func (h *Hyperband) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) (bool, map[string]any) {
+	b, ok := h.setUp(study, trials)
+	if !ok {
+		return false, nil
 	}
 	bracket := b.of(study, trial.Number)
 	sh := SuccessiveHalving{MinResource: h.MinResource, ReductionFactor: h.ReductionFactor,
 		MinEarlyStoppingRate: bracket, BootstrapCount: h.BootstrapCount}
-	return sh.prune(study, b.members(study, trials, bracket), trial, max(h.MinResource, 1), b.recorded)
+	return sh.judge(study, b.members(study, trials, bracket), trial, max(h.MinResource, 1))
 }
 
 // SamplerTrials returns the trials a sampler may learn from when it
 // suggests trial number's parameters: those of its bracket once a check
-// has set the brackets up, else all. A check sets them up at a report
-// made once they can be sized, so they are set up when another trial has
-// reported since: with auto, a trial started after the first completion,
-// or one that finished after it (its last reports, exact when trials run
-// one at a time).
-func (h Hyperband) SamplerTrials(study storage.Study, trials []storage.FrozenTrial, number int) []storage.FrozenTrial {
-	b, ok := h.setUp(trials)
+// has set the study's brackets up, else all.
+func (h *Hyperband) SamplerTrials(study storage.Study, trials []storage.FrozenTrial, number int) []storage.FrozenTrial {
+	b, ok := h.current(study)
 	if !ok {
-		return trials
-	}
-	var since time.Time
-	if h.MaxResource == 0 {
-		_, since, _ = firstComplete(trials)
-	}
-	checked := false
-	for _, t := range trials {
-		if t.Number == number || len(t.Intermediate) == 0 {
-			continue
-		}
-		if since.IsZero() || !t.Start.Before(since) || (t.State != storage.Running && t.Complete.After(since)) {
-			checked = true
-			break
-		}
-	}
-	if !checked {
 		return trials
 	}
 	return b.members(study, trials, b.of(study, number))

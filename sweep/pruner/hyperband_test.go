@@ -40,7 +40,7 @@ func TestHyperbandMatchesOptuna(t *testing.T) {
 	}
 	pruned, filtered := 0, 0
 	for si, sc := range golden.Scenarios {
-		h := Hyperband{MinResource: sc.MinResource, MaxResource: sc.MaxResource, ReductionFactor: sc.ReductionFactor, BootstrapCount: sc.BootstrapCount}
+		h := &Hyperband{MinResource: sc.MinResource, MaxResource: sc.MaxResource, ReductionFactor: sc.ReductionFactor, BootstrapCount: sc.BootstrapCount}
 		dir, _ := storage.ParseDirection(sc.Direction)
 		study := storage.Study{Name: sc.Study, Direction: dir}
 		var trials []storage.FrozenTrial
@@ -56,7 +56,7 @@ func TestHyperbandMatchesOptuna(t *testing.T) {
 			if len(seen) < i+1 {
 				filtered++
 			}
-			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return h.Prune(study, trials, cur) })
+			at := replayReports(trials, curve, func(cur storage.FrozenTrial) bool { return check(h, study, trials, cur) })
 			if at >= 0 {
 				pruned++
 			}
@@ -64,7 +64,7 @@ func TestHyperbandMatchesOptuna(t *testing.T) {
 				t.Fatalf("scenario %d (%+v, %s, %s), trial %d: pruned at step %d, Optuna at %d", si, h, sc.Study, sc.Direction, i, at, sc.PrunedAt[i])
 			}
 		}
-		b, ok := h.setUp(trials)
+		b, ok := h.current(study)
 		if !ok || !slices.Equal(b.budgets, sc.Budgets) {
 			t.Fatalf("scenario %d (%+v): bracket budgets %v, Optuna's %v", si, h, b.budgets, sc.Budgets)
 		}
@@ -101,8 +101,8 @@ func TestHyperbandBracketCounts(t *testing.T) {
 	for maxRes := 1; maxRes <= 1000; maxRes++ {
 		for minRes := 1; minRes <= 4; minRes++ {
 			for eta := 2; eta <= 6; eta++ {
-				h := Hyperband{MinResource: minRes, MaxResource: maxRes, ReductionFactor: eta}
-				b, _ := h.setUp(nil)
+				h := &Hyperband{MinResource: minRes, MaxResource: maxRes, ReductionFactor: eta}
+				b, _ := h.bracketsFor(maxRes)
 				if want := golden.Counts[i]; len(b.budgets) != max(want, 0) {
 					t.Fatalf("%+v: %d brackets, Optuna %d", h, len(b.budgets), want)
 				}

@@ -28,8 +28,12 @@ type Median struct {
 func NewMedian() Median { return Median{NStartupTrials: 5, IntervalSteps: 1, NMinTrials: 1} }
 
 // Prune reports whether trial, whose latest report is its last step, should
-// stop.
-func (m Median) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool {
+// stop. It records nothing on the trial.
+func (m Median) Prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) (bool, map[string]any) {
+	return m.prune(study, trials, trial), nil
+}
+
+func (m Median) prune(study storage.Study, trials []storage.FrozenTrial, trial storage.FrozenTrial) bool {
 	var complete []storage.FrozenTrial
 	for _, t := range trials {
 		if t.State == storage.Complete {

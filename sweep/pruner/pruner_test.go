@@ -41,8 +41,8 @@ func TestMedian(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := storage.FrozenTrial{Number: 99, State: storage.Running, Intermediate: tc.trial}
-			if got := NewMedian().Prune(tc.study, tc.prior, tr); got != tc.want {
-				t.Errorf("Prune = %v, want %v", got, tc.want)
+			if got, record := NewMedian().Prune(tc.study, tc.prior, tr); got != tc.want || record != nil {
+				t.Errorf("Prune = %v, %v; want %v, nothing recorded", got, record, tc.want)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"math"
 	"reflect"
 	"testing"
 )
@@ -20,6 +21,19 @@ func TestDecodeAttrReadsWhatOptunaWrites(t *testing.T) {
 	} {
 		if got := decodeAttr(tc.js); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("decodeAttr(%s) = %#v, want %#v", tc.js, got, tc.want)
+		}
+	}
+}
+
+// TestMarshalAttrWritesNonFiniteAsPython: an infinite rung value is
+// written as json.dumps writes it, which Optuna and decodeAttr read back.
+func TestMarshalAttrWritesNonFiniteAsPython(t *testing.T) {
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{{math.Inf(1), "Infinity"}, {math.Inf(-1), "-Infinity"}, {math.NaN(), "NaN"}, {0.25, "0.25"}} {
+		if got, err := marshalAttr(tc.v); err != nil || got != tc.want {
+			t.Errorf("marshalAttr(%v) = %q, %v; want %q", tc.v, got, err, tc.want)
 		}
 	}
 }

@@ -172,8 +172,19 @@ var (
 	ErrNotFound      = errors.New("storage: not found")
 )
 
-// marshalAttr encodes an attribute value the way Optuna's json.dumps does.
+// marshalAttr encodes an attribute value the way Optuna's json.dumps does,
+// a non-finite number as Python's bare token (a pruner's rung value can
+// be infinite).
 func marshalAttr(v any) (string, error) {
+	if f, ok := v.(float64); ok && (math.IsInf(f, 0) || math.IsNaN(f)) {
+		switch {
+		case math.IsNaN(f):
+			return "NaN", nil
+		case f > 0:
+			return "Infinity", nil
+		}
+		return "-Infinity", nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return "", err
