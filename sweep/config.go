@@ -407,15 +407,19 @@ func (c *Config) ReportUnit() string {
 
 // CheckTraining lets a caller that knows the trainer validate the
 // training settings before any trial runs: each key alone, in file order,
-// so an error names its line, then all together.
+// so an error names its line (every wrong key at once), then all together.
 func (c *Config) CheckTraining(check func(settings map[string]any) error) error {
 	keys := slices.SortedFunc(maps.Keys(c.Training), func(a, b string) int {
 		return cmp.Or(cmp.Compare(c.TrainingLines[a], c.TrainingLines[b]), strings.Compare(a, b))
 	})
+	var errs []error
 	for _, k := range keys {
 		if err := check(map[string]any{k: c.Training[k]}); err != nil {
-			return &ConfigError{File: c.File, Line: c.TrainingLines[k], Field: "training." + k, Err: err}
+			errs = append(errs, &ConfigError{File: c.File, Line: c.TrainingLines[k], Field: "training." + k, Err: err})
 		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	if err := check(c.Training); err != nil {
 		return &ConfigError{File: c.File, Field: "training", Err: err}
@@ -437,23 +441,27 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// each calls fn for every key of mapping n, in file order.
+// each calls fn for every key of mapping n, in file order, and returns
+// every key's mistake at once: a block with two wrong settings says so in
+// one run, not one run each.
 func (p parser) each(n *yaml.Node, path string, fn func(key string, v *yaml.Node, path string) error) error {
 	if n.Kind != yaml.MappingNode {
 		return p.errf(n, path, "want a mapping (key: value lines)")
 	}
 	seen := map[string]bool{}
+	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if seen[k.Value] {
-			return p.errf(k, join(path, k.Value), "duplicate key")
+			errs = append(errs, p.errf(k, join(path, k.Value), "duplicate key"))
+			continue
 		}
 		seen[k.Value] = true
 		if err := fn(k.Value, v, join(path, k.Value)); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (p parser) scalar(n *yaml.Node, path string) (any, error) {
@@ -616,6 +624,7 @@ func (p parser) methods(n *yaml.Node, path string) ([]Method, error) {
 			return p.errf(v, path, "want a list of architecture candidates, e.g. [{rank: 8}, {rank: 32}] or [{}]")
 		}
 		names := map[string]bool{}
+		var errs []error
 		for i, c := range v.Content {
 			ipath := fmt.Sprintf("%s[%d]", path, i)
 			a := Arch{Settings: map[string]any{}, Line: c.Line, Field: ipath}
@@ -637,19 +646,21 @@ func (p parser) methods(n *yaml.Node, path string) ([]Method, error) {
 				return nil
 			})
 			if err != nil {
-				return err
+				errs = append(errs, err)
+				continue
 			}
 			if a.Name == "" {
 				a.Name = a.defaultName()
 			}
 			if names[a.Name] {
-				return p.errf(c, ipath, "two candidates are both named %q; give one a name: key", a.Name)
+				errs = append(errs, p.errf(c, ipath, "two candidates are both named %q; give one a name: key", a.Name))
+				continue
 			}
 			names[a.Name] = true
 			m.Archs = append(m.Archs, a)
 		}
 		out = append(out, m)
-		return nil
+		return errors.Join(errs...)
 	})
 	return out, err
 }

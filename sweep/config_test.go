@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +252,54 @@ func TestEveryMistakeAtOnce(t *testing.T) {
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.Line != 1 {
 		t.Errorf("errors.As finds %+v, want the first mistake's ConfigError", ce)
+	}
+}
+
+// TestEveryMistakeInABlockAtOnce: inside a block (pruner, search, a
+// method's candidates, training) every wrong key is reported too, not the
+// first alone.
+func TestEveryMistakeInABlockAtOnce(t *testing.T) {
+	_, err := ParseConfig("sweeps.yaml", []byte(`datasets: [sst2]
+methods:
+  lora:
+    - {rank: [8]}
+    - {name: "a b"}
+search:
+  lr: {low: 0.1, high: 1.0, scale: log}
+  seed: {low: 0, high: x}
+pruner: {name: asha, reduction_factor: 1, bootstrap_count: -2}
+`))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{
+		"sweeps.yaml:4: methods.lora[0].rank: want a single value",
+		"sweeps.yaml:5: methods.lora[1].name: want a name",
+		"sweeps.yaml:7: search.lr.scale: unknown key",
+		"sweeps.yaml:8: search.seed.high: want a number",
+		"sweeps.yaml:9: pruner.reduction_factor: must be at least 2",
+		"sweeps.yaml:9: pruner.bootstrap_count: must",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+
+	c, err := ParseConfig("sweeps.yaml", []byte("datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 0.1, high: 1.0}\ntraining:\n  batch_size: -1\n  epochs: 3\n  max_epochs: x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckTraining(func(s map[string]any) error {
+		for k, v := range s {
+			if k == "epochs" || v == -1 || v == "x" {
+				return fmt.Errorf("%s is wrong", k)
+			}
+		}
+		return nil
+	})
+	for _, want := range []string{"sweeps.yaml:7: training.batch_size: batch_size is wrong", "sweeps.yaml:8: training.epochs:", "sweeps.yaml:9: training.max_epochs:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTraining: %v; want it to contain %q", err, want)
+		}
 	}
 }
