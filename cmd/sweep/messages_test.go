@@ -89,6 +89,17 @@ func TestSecretsNeverShown(t *testing.T) {
 	// fails, and its error must not carry the secret either.
 	url := "postgresql://u:" + secret + "@127.0.0.1:1/sweeps?password=" + secret + "&sslpassword=" + secret
 	writeConfig(t, dir, strings.Replace(syntheticSweep("s.db", "{name: fine}", 3, ""), "storage: sqlite:///s.db", "storage: "+url, 1))
+	// A PostgreSQL service file keeps the password out of the URL; a
+	// command that fails to connect with it, or to read it, must not
+	// print the file's lines either.
+	services := filepath.Join(dir, "pg_service.conf")
+	broken := filepath.Join(dir, "broken_service.conf")
+	if err := os.WriteFile(services, []byte("[sweeps]\nhost=127.0.0.1\nport=1\nuser=u\ndbname=sweeps\npassword="+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(broken, []byte("[sweeps]\nhost=127.0.0.1\npassword "+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
 		{"run", "sweep.yaml", "--dry-run"},
 		{"run", "sweep.yaml"},
@@ -110,6 +121,9 @@ func TestSecretsNeverShown(t *testing.T) {
 		{"studies", "--storage", "postgresql://u@127.0.0.1:1/db?password=" + secret + ";x"},
 		{"run", "sweep.yaml", "--dry-run", "--storage", "host=127.0.0.1 user=alice password=" + secret + " dbname=db"},
 		{"run", "sweep.yaml", "--storage", "host=127.0.0.1 user=alice password=" + secret + " dbname=db"},
+		{"studies", "--storage", "postgresql:///?service=sweeps&servicefile=" + services},
+		{"run", "sweep.yaml", "--storage", "postgresql:///?service=sweeps&servicefile=" + services},
+		{"studies", "--storage", "postgresql:///?service=sweeps&servicefile=" + broken},
 	} {
 		stdout, errOut, _ := sweepCmd(t, dir, args...)
 		if strings.Contains(stdout+errOut, secret) {
@@ -118,6 +132,11 @@ func TestSecretsNeverShown(t *testing.T) {
 		if args[0] == "submit" && !strings.Contains(stdout, "--storage-file") {
 			t.Errorf("the job script does not pass the URL by file:\n%s", stdout)
 		}
+	}
+	// The broken service file is named, with its line, and nothing of it.
+	if _, errOut, code := sweepCmd(t, dir, "studies", "--storage", "postgresql:///?service=sweeps&servicefile="+broken); code == 0 ||
+		!strings.Contains(errOut, `service "sweeps": service file `+broken+": unable to parse line 3") {
+		t.Errorf("a broken service file: exit %d, want it and its line named:\n%s", code, errOut)
 	}
 	// A libpq key=value string is refused, not made into a SQLite file
 	// named after it, password and all.

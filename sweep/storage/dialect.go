@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -8,10 +9,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgservicefile"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 )
@@ -114,6 +118,9 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 	}
 	u.Scheme = "postgresql" // pgx knows neither postgresql+psycopg2 nor upper case
 	q := u.Query()
+	if err := checkServiceFile(q); err != nil {
+		return nil, fmt.Errorf("storage: %s: %w", shown, err)
+	}
 	if q.Get("timezone") == "" {
 		q.Set("timezone", "UTC")
 	}
@@ -236,3 +243,30 @@ CREATE TABLE IF NOT EXISTS alembic_version (
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
 `
+
+// checkServiceFile reads the PostgreSQL service file a URL's service
+// (or PGSERVICE) names, where pgx would, to say which file and line is
+// wrong: pgx's own error names neither. Its lines may hold a password, so
+// no line is quoted.
+func checkServiceFile(q url.Values) error {
+	service := cmp.Or(q.Get("service"), os.Getenv("PGSERVICE"))
+	if service == "" {
+		return nil
+	}
+	path := cmp.Or(q.Get("servicefile"), os.Getenv("PGSERVICEFILE"))
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return fmt.Errorf("service %q: no service file: set PGSERVICEFILE (%v)", service, err)
+		}
+		path = filepath.Join(home, ".pg_service.conf")
+	}
+	f, err := pgservicefile.ReadServicefile(path)
+	if err != nil {
+		return fmt.Errorf("service %q: service file %s: %v", service, path, err)
+	}
+	if _, err := f.GetService(service); err != nil {
+		return fmt.Errorf("service %q is not in the service file %s", service, path)
+	}
+	return nil
+}
