@@ -973,15 +973,27 @@ func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Dura
 		if err != nil {
 			return err
 		}
+		// Another process may be reaping the same trials: under
+		// PostgreSQL's READ COMMITTED both read them RUNNING. Only the
+		// rows this update still finds RUNNING are this process's to fail
+		// (and to retry); the other update waits on the row lock, then
+		// finds them FAIL and changes nothing.
+		reaped := stale[:0]
 		for _, t := range stale {
-			if _, err := tx.Exec(`UPDATE trials SET state = 'FAIL', datetime_complete = ? WHERE trial_id = ?`, now, t.ID); err != nil {
+			res, err := tx.Exec(`UPDATE trials SET state = 'FAIL', datetime_complete = ? WHERE trial_id = ? AND state = 'RUNNING'`, now, t.ID)
+			if err != nil {
 				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				continue
 			}
 			if _, err := tx.Exec(`INSERT INTO trial_user_attributes (trial_id, "key", value_json) VALUES (?, 'fail_reason', ?)
 				ON CONFLICT (trial_id, "key") DO UPDATE SET value_json = excluded.value_json`, t.ID, reason); err != nil {
 				return err
 			}
+			reaped = append(reaped, t)
 		}
+		stale = reaped
 		return nil
 	})
 	if err != nil {

@@ -192,6 +192,61 @@ func testWaitingAndStale(t *testing.T, s *DB, ago func(int) string) {
 	}
 }
 
+// TestStaleTrialReapedOnce: workers that start together over one dead
+// trial (independent handles, as processes) all look for stale trials at
+// once; exactly one of them gets the trial, so exactly one queues its
+// retry.
+func TestStaleTrialReapedOnce(t *testing.T) {
+	eachEngine(t, func(t *testing.T, url string, ago func(int) string) {
+		ctx := context.Background()
+		first := openURL(t, url)
+		st, _ := first.CreateStudy(ctx, "s", Minimize, nil)
+		var dead []int64
+		for range 3 {
+			tr, err := first.CreateTrial(ctx, st.ID, TrialOptions{State: Running, Heartbeat: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dead = append(dead, tr.ID)
+		}
+		if _, err := first.db.Exec(first.d.bind(`UPDATE trial_heartbeats SET heartbeat = ` + ago(60))); err != nil {
+			t.Fatal(err)
+		}
+		const workers = 6
+		handles := make([]*DB, workers)
+		for i := range handles {
+			handles[i] = openURL(t, url)
+		}
+		got := make([][]FrozenTrial, workers)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, s := range handles {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				var err error
+				if got[i], err = s.FailStaleTrials(ctx, st.ID, 30*time.Second); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		reaped := map[int64]int{}
+		for _, g := range got {
+			for _, tr := range g {
+				reaped[tr.ID]++
+			}
+		}
+		for _, id := range dead {
+			if reaped[id] != 1 {
+				t.Errorf("trial row %d reaped by %d workers, want exactly 1 (all: %v)", id, reaped[id], reaped)
+			}
+		}
+	})
+}
+
 func TestOpenErrors(t *testing.T) {
 	for _, url := range []string{"mysql://x", "sqlite://relative-without-slash"} {
 		if _, err := Open(url); err == nil {
