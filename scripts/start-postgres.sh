@@ -2,6 +2,8 @@
 # Starts a throw-away PostgreSQL server (Debian's postgresql-15) for tests:
 #   scripts/start-postgres.sh DIR [PORT]   prints the server's URL
 #   scripts/start-postgres.sh --stop DIR   stops it
+# A DIR that holds a stopped server starts it again, with its data and password
+# (tests of a database restart).
 # Password authentication over 127.0.0.1 only. As root, the server runs as the
 # postgres user (initdb refuses root); PID 1 need not be systemd.
 set -euo pipefail
@@ -18,17 +20,21 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
   echo "start-postgres: PostgreSQL is not installed (apt-get install postgresql-15)" >&2
   exit 1
 fi
-mkdir -p "$dir"
-echo "$bin" > "$dir/bin"
-pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '%s\n' "$pw" > "$dir/pw"   # a real file: initdb --pwfile=<(...) fails under runuser
 run=()
-if [ "$(id -u)" = 0 ]; then
-  chown -R postgres "$dir"
-  chmod 700 "$dir"
-  run=(runuser -u postgres --)
+if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
+if [ -f "$dir/data/PG_VERSION" ]; then
+  pw=$(cat "$dir/pw")
+else
+  mkdir -p "$dir"
+  echo "$bin" > "$dir/bin"
+  pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf '%s\n' "$pw" > "$dir/pw"   # a real file: initdb --pwfile=<(...) fails under runuser
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$dir"
+    chmod 700 "$dir"
+  fi
+  "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A scram-sha-256 --pwfile="$dir/pw" >"$dir/initdb.log" 2>&1
 fi
-"${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A scram-sha-256 --pwfile="$dir/pw" >"$dir/initdb.log" 2>&1
 "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
   -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
 echo "postgresql://postgres:$pw@127.0.0.1:$port/postgres"

@@ -153,6 +153,9 @@ type DB struct {
 	// immutable: a SQLite file read as a snapshot, since this process may
 	// not write its folder or the file itself (see OpenReadOnly).
 	immutable bool
+
+	outages Outages
+	out     outageState
 }
 
 // Immutable reports whether the database was opened as a snapshot that
@@ -163,15 +166,20 @@ func (s *DB) Immutable() bool { return s.immutable }
 // Open opens the storage named by a URL. Only sqlite URLs are implemented:
 // sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy
 // (and so Optuna) spells them. A bare path is taken as a SQLite file.
-func Open(rawURL string) (*DB, error) {
+func Open(rawURL string) (*DB, error) { return OpenRidingOutages(rawURL, Outages{}) }
+
+// OpenRidingOutages is Open for a process that writes for hours (sweep run,
+// a worker): opening and every transaction ride out a database outage
+// of up to o.RetryFor.
+func OpenRidingOutages(rawURL string, o Outages) (*DB, error) {
 	if isPostgres(rawURL) {
-		return OpenPostgres(rawURL)
+		return openPostgres(rawURL, false, o)
 	}
 	path, err := sqlitePath(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	return OpenSQLite(path)
+	return OpenSQLite(path) // a local file has no outages to ride
 }
 
 // libpqKeyValue is the start of a libpq connection string ("host=db ...").
@@ -266,7 +274,7 @@ func OpenSQLite(path string) (*DB, error) {
 // upgrades a schema: a file without one is an error, and left untouched.
 func OpenReadOnly(rawURL string) (*DB, error) {
 	if isPostgres(rawURL) {
-		return openPostgres(rawURL, true)
+		return openPostgres(rawURL, true, Outages{})
 	}
 	path, err := sqlitePath(rawURL)
 	if err != nil {
@@ -362,18 +370,7 @@ func (s *DB) init() error {
 // tx runs fn in one transaction, retrying it with back-off when the
 // connection was lost (PostgreSQL); a failed attempt leaves nothing behind.
 func (s *DB) tx(ctx context.Context, fn func(tx) error) error {
-	var err error
-	for attempt := 0; ; attempt++ {
-		err = s.tx1(ctx, fn)
-		if err == nil || !s.d.retryable(err) || attempt == 5 || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
-		case <-ctx.Done():
-			return err
-		}
-	}
+	return s.retrying(ctx, func() error { return s.tx1(ctx, fn) })
 }
 
 func (s *DB) tx1(ctx context.Context, fn func(tx) error) error {
@@ -493,6 +490,15 @@ func loadStudy(q querier, id int64) (Study, error) {
 
 // Studies returns every study, ordered by id.
 func (s *DB) Studies(ctx context.Context) ([]Study, error) {
+	var out []Study
+	err := s.retrying(ctx, func() (err error) {
+		out, err = s.studies(ctx)
+		return err
+	})
+	return out, err
+}
+
+func (s *DB) studies(ctx context.Context) ([]Study, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT study_id FROM studies ORDER BY study_id`) // no placeholders
 	if err != nil {
 		return nil, fmt.Errorf("storage: list studies: %w", err)
@@ -520,6 +526,15 @@ func (s *DB) Studies(ctx context.Context) ([]Study, error) {
 
 // Trials returns every trial of a study, ordered by number.
 func (s *DB) Trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
+	var out []FrozenTrial
+	err := s.retrying(ctx, func() (err error) {
+		out, err = s.trials(ctx, studyID)
+		return err
+	})
+	return out, err
+}
+
+func (s *DB) trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 	// One read transaction gives a consistent snapshot across the tables.
 	t, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -964,7 +979,7 @@ func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Dura
 		var err error
 		stale, err = loadTrials(tx, false, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
 			(SELECT trial_id FROM trial_heartbeats WHERE `+s.d.staleCond+`)`,
-			studyID, s.d.staleArg(int(math.Ceil(grace.Seconds()))))
+			append([]any{studyID}, s.d.staleArgs(int(math.Ceil(grace.Seconds())))...)...)
 		if err != nil {
 			return err
 		}

@@ -34,16 +34,16 @@ type dialect struct {
 	// immediate transactions do).
 	lockStudy string
 	// staleCond selects heartbeats older than a number of seconds given by
-	// staleArg.
+	// staleArgs.
 	staleCond string
-	staleArg  func(seconds int) any
+	staleArgs func(seconds int) []any
 }
 
 var sqliteDialect = &dialect{
 	name:      "sqlite",
 	ddl:       sqliteDDL,
 	staleCond: `heartbeat < datetime('now', ?)`,
-	staleArg:  func(sec int) any { return fmt.Sprintf("-%d seconds", sec) },
+	staleArgs: func(sec int) []any { return []any{fmt.Sprintf("-%d seconds", sec)} },
 }
 
 var postgresDialect = &dialect{
@@ -53,8 +53,10 @@ var postgresDialect = &dialect{
 	initLock:  `SELECT pg_advisory_xact_lock(20230524)`,
 	lockStudy: `SELECT study_id FROM studies WHERE study_id = ? FOR UPDATE`,
 	// The session runs in UTC (OpenPostgres), so timestamps compare as stored.
-	staleCond: `heartbeat < LOCALTIMESTAMP - make_interval(secs => ?)`,
-	staleArg:  func(sec int) any { return sec },
+	// A server that restarted less than a grace ago has not been there
+	// to receive the heartbeats: none is judged stale until it has.
+	staleCond: `heartbeat < LOCALTIMESTAMP - make_interval(secs => ?) AND pg_postmaster_start_time() < now() - make_interval(secs => ?)`,
+	staleArgs: func(sec int) []any { return []any{sec, sec} },
 }
 
 // bind rewrites ? placeholders to the engine's.
@@ -75,6 +77,13 @@ func (d *dialect) bind(q string) string {
 	return b.String()
 }
 
+// conflict reports a serialisation failure or deadlock: the server
+// answered, another transaction was in the way.
+func (d *dialect) conflict(err error) bool {
+	var pe *pgconn.PgError
+	return d.name == "postgres" && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
 // retryable reports errors after which a transaction may simply run again:
 // a lost connection, or (PostgreSQL) a serialisation failure or deadlock.
 func (d *dialect) retryable(err error) bool {
@@ -86,7 +95,9 @@ func (d *dialect) retryable(err error) bool {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "57P01"
+		// 57P01-57P03: the server is shutting down, crashed, or not yet
+		// accepting connections: what a restart looks like.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "40001" || pe.Code == "40P01" || strings.HasPrefix(pe.Code, "57P0")
 	}
 	var ne net.Error
 	return errors.As(err, &ne)
@@ -96,9 +107,9 @@ func (d *dialect) retryable(err error) bool {
 // (postgresql://user:password@host:port/db), creating Optuna's tables when
 // they are missing. The session runs in UTC, as the stored naive datetimes
 // are.
-func OpenPostgres(rawURL string) (*DB, error) { return openPostgres(rawURL, false) }
+func OpenPostgres(rawURL string) (*DB, error) { return openPostgres(rawURL, false, Outages{}) }
 
-func openPostgres(rawURL string, readOnly bool) (*DB, error) {
+func openPostgres(rawURL string, readOnly bool, o Outages) (*DB, error) {
 	shown := Redact(rawURL)
 	u, err := url.Parse(rawURL)
 	// An @ outside the parsed user information, or a fragment, means a
@@ -133,10 +144,15 @@ func openPostgres(rawURL string, readOnly bool) (*DB, error) {
 		return nil, redactedError(fmt.Errorf("storage: open %s: %w", shown, err))
 	}
 	db.SetMaxOpenConns(8)
-	s := &DB{db: db, path: shown, now: time.Now, d: postgresDialect, readOnly: readOnly}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
+	s := &DB{db: db, path: shown, now: time.Now, d: postgresDialect, readOnly: readOnly, outages: o}
+	// A server that is restarting refuses connections for a while: a
+	// worker started then waits for it as long as it would mid-sweep.
+	err = s.retrying(context.Background(), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return db.PingContext(ctx)
+	})
+	if err != nil {
 		db.Close()
 		return nil, redactedError(fmt.Errorf("storage: connect to %s: %w", shown, err))
 	}

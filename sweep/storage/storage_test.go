@@ -161,6 +161,29 @@ func testConcurrency(t *testing.T, url string) {
 	}
 }
 
+// reapGrace is the heartbeat grace of the reaping tests, whose heartbeats
+// are a minute old.
+const reapGrace = 2 * time.Second
+
+// waitServerUp waits until a PostgreSQL server has been up for grace: one
+// younger judges no heartbeat stale (it was not there to receive them).
+func waitServerUp(t *testing.T, s *DB, grace time.Duration) {
+	t.Helper()
+	if s.d != postgresDialect {
+		return
+	}
+	for {
+		var up float64
+		if err := s.db.QueryRow(`SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8`).Scan(&up); err != nil {
+			t.Fatal(err)
+		}
+		if up > grace.Seconds()+0.1 {
+			return
+		}
+		time.Sleep(time.Duration((grace.Seconds()+0.2-up)*1e9) * time.Nanosecond)
+	}
+}
+
 func TestWaitingClaimAndStale(t *testing.T) {
 	eachEngine(t, func(t *testing.T, url string, ago func(int) string) { testWaitingAndStale(t, openURL(t, url), ago) })
 }
@@ -181,7 +204,8 @@ func testWaitingAndStale(t *testing.T, s *DB, ago func(int) string) {
 	if _, err := s.db.Exec(s.d.bind(`UPDATE trial_heartbeats SET heartbeat = `+ago(60)+` WHERE trial_id = ?`), c.ID); err != nil {
 		t.Fatal(err)
 	}
-	stale, err := s.FailStaleTrials(ctx, st.ID, 30*time.Second)
+	waitServerUp(t, s, reapGrace)
+	stale, err := s.FailStaleTrials(ctx, st.ID, reapGrace)
 	if err != nil || len(stale) != 1 || stale[0].ID != c.ID {
 		t.Fatalf("stale = %+v, %v", stale, err)
 	}
@@ -212,6 +236,7 @@ func TestStaleTrialReapedOnce(t *testing.T) {
 		if _, err := first.db.Exec(first.d.bind(`UPDATE trial_heartbeats SET heartbeat = ` + ago(60))); err != nil {
 			t.Fatal(err)
 		}
+		waitServerUp(t, first, reapGrace)
 		const workers = 6
 		handles := make([]*DB, workers)
 		for i := range handles {
@@ -226,7 +251,7 @@ func TestStaleTrialReapedOnce(t *testing.T) {
 				defer wg.Done()
 				<-start
 				var err error
-				if got[i], err = s.FailStaleTrials(ctx, st.ID, 30*time.Second); err != nil {
+				if got[i], err = s.FailStaleTrials(ctx, st.ID, reapGrace); err != nil {
 					t.Error(err)
 				}
 			}()

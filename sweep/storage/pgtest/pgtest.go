@@ -155,3 +155,52 @@ func Stop() {
 	stopServer(server.root, filepath.Join(server.dir, "pg"))
 	os.RemoveAll(server.dir)
 }
+
+// Server is a PostgreSQL server of one test's own, which it may stop and
+// start again (a restart, an outage) without disturbing other tests.
+type Server struct {
+	URL       string // its postgres database, as the admin
+	root, dir string
+	port      string
+}
+
+// Own starts a server for t alone; it is stopped when t ends.
+func Own(t testing.TB) *Server {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "readsweep-pg-own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // the server runs as the postgres user
+	s := &Server{root: root, dir: filepath.Join(dir, "pg")}
+	t.Cleanup(func() {
+		stopServer(root, s.dir)
+		os.RemoveAll(dir)
+	})
+	if s.URL, err = start(root, s.dir); err != nil {
+		t.Fatalf("PostgreSQL is needed for this test (apt-get install postgresql-15): %v", err)
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.port = u.Port()
+	return s
+}
+
+// Stop stops the server at once, as a crash or a failover does: clients
+// lose their connections.
+func (s *Server) Stop() { stopServer(s.root, s.dir) }
+
+// Start starts the stopped server again, on its port, with its data.
+func (s *Server) Start() error {
+	out, err := exec.Command(filepath.Join(s.root, startScript), s.dir, s.port).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgtest: restart: %v: %s", err, out)
+	}
+	return nil
+}
