@@ -26,11 +26,22 @@ import (
 // file sets one: they may not beat between epochs, and an epoch can be long.
 const DefaultStallTimeout = 30 * time.Minute
 
+// DefaultStorageRetry is how long a run waits for a database that went
+// away: a server restart, a failover or a maintenance window on a cluster.
+const DefaultStorageRetry = 10 * time.Minute
+
+// DefaultHeartbeatGrace is the least age of a heartbeat at which its trial
+// is taken for dead, when the file does not set heartbeat_grace.
+const DefaultHeartbeatGrace = time.Minute
+
 // Config is a parsed sweeps.yaml. See the sweeps.yaml at the repository
 // root and docs/config.md for every key.
 type Config struct {
 	File      string
 	Storage   string // storage URL, sqlite:///sweeps.db by default
+	// StorageNamed: the file names its storage, which $SWEEP_STORAGE then
+	// does not replace.
+	StorageNamed bool
 	Model     string // backbone path or hub id
 	DataDir   string
 	OutputDir string // per-trial directories (spec, logs, weights)
@@ -59,6 +70,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	HeartbeatGrace    time.Duration
 	KillGrace         time.Duration
+	// StorageRetry is how long a database that stopped answering is waited
+	// for (each write retried, capped back-off) before the run gives up.
+	StorageRetry time.Duration
 	// TrialTimeout is a trial's wall-clock limit (0: none); StallTimeout the
 	// longest it may go without a protocol message (epoch, heartbeat, final).
 	// A trial over either gets SIGTERM, SIGKILL after KillGrace, and FAILs
@@ -177,6 +191,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		Direction: storage.Maximize, Sampler: SamplerConfig{Name: "tpe", Kwargs: map[string]any{}},
 		Pruner: PrunerConfig{Name: "none"}, Training: map[string]any{}, Parallel: 1, Pack: 1, Device: "auto", MaxRetries: 1, MaxFailures: 5,
 		HeartbeatInterval: 10 * time.Second, KillGrace: 10 * time.Second, StallTimeout: -1,
+		StorageRetry: DefaultStorageRetry,
 	}
 	if len(doc.Content) == 0 {
 		return nil, &ConfigError{File: file, Err: errors.New("empty file")}
@@ -189,6 +204,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		switch key {
 		case "storage":
 			c.Storage, err = p.str(v, path)
+			c.StorageNamed = err == nil
 		case "model":
 			c.Model, err = p.str(v, path)
 		case "data_dir":
@@ -256,6 +272,8 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			c.HeartbeatGrace, err = p.duration(v, path)
 		case "kill_grace":
 			c.KillGrace, err = p.duration(v, path)
+		case "storage_retry":
+			c.StorageRetry, err = p.durationOrZero(v, path)
 		case "trial_timeout":
 			c.TrialTimeout, err = p.durationOrZero(v, path)
 		case "stall_timeout":
@@ -271,7 +289,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 				err = p.errf(v, path, "must name a program")
 			}
 		default:
-			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, pack, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, trial_timeout, stall_timeout, trial_memory_gb, command)")
+			return p.errf(v, path, "unknown key (known: storage, model, data_dir, output_dir, trainer, datasets, methods, search, trials, direction, sampler, pruner, training, parallel, pack, device, gpus, max_retries, max_failures, heartbeat_interval, heartbeat_grace, kill_grace, storage_retry, trial_timeout, stall_timeout, trial_memory_gb, command)")
 		}
 		return err
 	}
@@ -302,7 +320,9 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		return nil, err
 	}
 	if c.HeartbeatGrace == 0 {
-		c.HeartbeatGrace = 2 * c.HeartbeatInterval
+		// Long enough that a node suspended for half a minute (scontrol
+		// suspend, a hypervisor pause) comes back to live trials.
+		c.HeartbeatGrace = max(2*c.HeartbeatInterval, DefaultHeartbeatGrace)
 	}
 	if c.StallTimeout < 0 { // not set
 		c.StallTimeout = 0

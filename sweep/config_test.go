@@ -36,7 +36,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Trials != 16 || c.Seed != 7 || c.Device != "cuda" || c.HeartbeatGrace != 4*time.Second || c.Pruner.NWarmupSteps != 2 {
+	if c.Trials != 16 || c.Seed != 7 || c.Device != "cuda" || c.HeartbeatGrace != DefaultHeartbeatGrace || c.StorageRetry != DefaultStorageRetry || c.Pruner.NWarmupSteps != 2 {
 		t.Errorf("parsed %+v", c)
 	}
 	if d := c.Space["lr"]; d.Low != 1e-6 || d.High != 3e-3 || !d.Log {
@@ -301,5 +301,28 @@ pruner: {name: asha, reduction_factor: 1, bootstrap_count: -2}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("CheckTraining: %v; want it to contain %q", err, want)
 		}
+	}
+}
+
+func TestHeartbeatGraceAndStorageRetry(t *testing.T) {
+	for _, c := range []struct {
+		extra        string
+		grace, retry time.Duration
+	}{
+		{"", DefaultHeartbeatGrace, DefaultStorageRetry},
+		{"heartbeat_interval: 45s\n", 90 * time.Second, DefaultStorageRetry}, // twice the interval, when more
+		{"heartbeat_grace: 15s\nstorage_retry: 0\n", 15 * time.Second, 0},    // 0: give up after a few seconds, as before
+		{"storage_retry: 1h\n", DefaultHeartbeatGrace, time.Hour},
+	} {
+		cfg, err := ParseConfig("sweeps.yaml", []byte(strings.Replace(goodConfig, "heartbeat_interval: 2s\n", c.extra, 1)))
+		if err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		if cfg.HeartbeatGrace != c.grace || cfg.StorageRetry != c.retry {
+			t.Errorf("%q: heartbeat_grace %v, storage_retry %v; want %v, %v", c.extra, cfg.HeartbeatGrace, cfg.StorageRetry, c.grace, c.retry)
+		}
+	}
+	if _, err := ParseConfig("sweeps.yaml", []byte(goodConfig+"storage_retry: soon\n")); err == nil || !strings.Contains(err.Error(), "sweeps.yaml:20: storage_retry: want a positive duration") {
+		t.Errorf("storage_retry: soon: %v", err)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
 )
 
 // checkLog is a pruner that logs every check in the order the study's
@@ -51,6 +53,22 @@ func (c *checkLog) Prune(study storage.Study, trials []storage.FrozenTrial, tria
 	return stop, record
 }
 
+// staggered runs trial N in process after a delay of (N mod 3) × 25 ms,
+// so that three trials at once are at different epochs when the first
+// completes: the moment a pruner sizes itself finds trials mid-way.
+func staggered(ctx context.Context, p Proc) error {
+	spec, err := stdinSpec(p)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-time.After(time.Duration(spec.Number%3) * 25 * time.Millisecond):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return trial.Run(ctx, spec, nil, nil, p.Stdout, p.Stderr)
+}
+
 // TestParallelPruningReplaysThroughOptuna runs a study with three trials at
 // once under ASHA (min_resource auto) and under Hyperband (max_resource
 // auto), then replays every prune check, in the order made, through
@@ -73,7 +91,7 @@ trials: 30
 parallel: 3
 sampler: {seed: 11, n_startup_trials: 6}
 training: {max_epochs: 16, patience: 2}
-pruner: `+tc.pruner+"\n", inProcess)
+pruner: `+tc.pruner+"\n", staggered)
 			log := &checkLog{Pruner: r.Pruner, seen: map[int]storage.TrialState{}}
 			r.Pruner = log
 			if _, err := r.Run(context.Background(), Plan(r.Config, nil)); err != nil {

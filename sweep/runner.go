@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -99,6 +100,7 @@ type runState struct {
 	studies    []*studyState
 	running    map[int64]string // trial id → label for progress
 	result     Result
+	awake      awakeness
 }
 
 // Run fills every planned study to its budget and returns when all are
@@ -120,6 +122,13 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 		if err != nil {
 			return rs.result, err
 		}
+		if n, err := r.replayJournals(ctx, ss, trials); err != nil {
+			return rs.result, err
+		} else if n > 0 {
+			if trials, err = r.Storage.Trials(ctx, st.ID); err != nil {
+				return rs.result, err
+			}
+		}
 		r.count(ss, trials)
 		if diff := spaceDiff(trials, r.space(ss)); len(diff) > 0 {
 			conflicts = append(conflicts, ss.plan.Name+": "+strings.Join(diff, "; "))
@@ -130,6 +139,10 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 		return rs.result, err
 	}
 	r.progress(rs)
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go rs.awake.watch(wctx, r.logf)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, r.Config.Parallel)
@@ -393,9 +406,16 @@ func (r *Runner) logf(format string, args ...any) {
 // storage.ErrStudyFull when the study has no room for a trial.
 func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, slot, n int) ([]storage.TrialState, error) {
 	cfg := r.Config
-	stale, err := r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace)
-	if err != nil {
-		return nil, err
+	var stale []storage.FrozenTrial
+	if back := rs.awake.backSince(r.Storage); back.IsZero() || time.Since(back) >= cfg.HeartbeatGrace {
+		// A dead process's journalled result is recorded, not reaped.
+		if err := r.replayRunning(ctx, ss); err != nil {
+			return nil, err
+		}
+		var err error
+		if stale, err = r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace); err != nil {
+			return nil, err
+		}
 	}
 	var retried map[int]bool
 	if len(stale) > 0 {
@@ -576,6 +596,10 @@ type outcome struct {
 	lost       bool // another process failed the trial (stale heartbeat)
 	recorded   bool // spawn's ended already recorded it (a pack went on without it)
 	retry      bool // interrupted: rerun it whatever the retry count
+	// unsaved are intermediate values the database did not take when
+	// reported (it was away for longer than storage_retry): they go in
+	// with the outcome.
+	unsaved map[int]float64
 }
 
 // finish records the outcome of trial t and logs it.
@@ -600,8 +624,34 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 			return 0, err
 		}
 	}
+	if len(out.unsaved) > 0 {
+		u.Intermediate = out.unsaved
+	}
+	jpath := filepath.Join(r.trialDir(ss, t), journalName)
+	if err := writeJournal(jpath, newJournal(ss.plan.Name, t, u)); err != nil {
+		r.logf("%s#%d: its result journal was not written (%v); the result goes to the database alone", ss.plan.Name, t.Number, err)
+		jpath = ""
+	}
 	if err := r.Storage.UpdateTrial(wctx, t.ID, u); err != nil {
-		return 0, err
+		if !errors.Is(err, storage.ErrTrialFinished) {
+			if jpath != "" {
+				return 0, fmt.Errorf("%w (the result of %s#%d is kept in %s, and recorded by the next run)", err, ss.plan.Name, t.Number, jpath)
+			}
+			return 0, err
+		}
+		// Recorded meanwhile: from the journal, by another process
+		// that found it while the database was away, or failed by one
+		// that took it for dead.
+		if got, ok := r.storedState(wctx, ss, t); !ok || got != out.state {
+			r.logf("%s#%d was failed by another process (stale heartbeat) before its %s result was recorded; the result is kept in %s", ss.plan.Name, t.Number, out.state, filepath.Join(filepath.Dir(jpath), unappliedName))
+			if jpath != "" {
+				os.Rename(jpath, filepath.Join(filepath.Dir(jpath), unappliedName))
+			}
+			return storage.Fail, nil
+		}
+	}
+	if jpath != "" {
+		os.Remove(jpath)
 	}
 	t.State = out.state
 	line := fmt.Sprintf("%s#%d %s", ss.plan.Name, t.Number, out.state)
@@ -625,6 +675,20 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
 	}
 	return out.state, nil
+}
+
+// storedState is trial t's state as the database holds it now.
+func (r *Runner) storedState(ctx context.Context, ss *studyState, t storage.FrozenTrial) (storage.TrialState, bool) {
+	trials, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return 0, false
+	}
+	for _, other := range trials {
+		if other.ID == t.ID {
+			return other.State, true
+		}
+	}
+	return 0, false
 }
 
 // retry enqueues a WAITING copy of failed trial t, unless it has used its
@@ -724,21 +788,32 @@ func Retry(ctx context.Context, s storage.Storage, st storage.Study) (int, error
 // epoch records trial t's epoch line m as an intermediate value and asks
 // the pruner; it reports whether the line came after the trial was pruned
 // or lost (and was ignored). It sets *lost or *pruned under mu.
-func (r *Runner) epoch(ctx context.Context, ss *studyState, t storage.FrozenTrial, m trial.Message, mu *sync.Mutex, lost, pruned *bool) bool {
+func (r *Runner) epoch(ctx context.Context, ss *studyState, t storage.FrozenTrial, m trial.Message, mu *sync.Mutex, lost, pruned *bool, unsaved map[int]float64) bool {
 	mu.Lock()
 	stop := *pruned || *lost
 	mu.Unlock()
 	if stop {
 		return true
 	}
-	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Intermediate: map[int]float64{m.Step: float64(m.Value)}}); err != nil {
+	// Values the database did not take before go in with this one.
+	values := map[int]float64{m.Step: float64(m.Value)}
+	for step, v := range unsaved {
+		values[step] = v
+	}
+	if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Intermediate: values}); err != nil {
 		if errors.Is(err, storage.ErrTrialFinished) {
 			mu.Lock()
 			*lost = true
 			mu.Unlock()
+			return false
 		}
+		if len(unsaved) == 0 {
+			r.logf("%s#%d: %s value not recorded yet (%v); it is kept and recorded with the next one or the result", ss.plan.Name, t.Number, m.Type, err)
+		}
+		unsaved[m.Step] = float64(m.Value)
 		return false
 	}
+	clear(unsaved)
 	if r.Pruner == nil {
 		return false
 	}

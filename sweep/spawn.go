@@ -158,18 +158,21 @@ type trialProc struct {
 	reported     []map[int]bool // the steps each member has reported
 	lastValue    []float64
 	hasLast      []bool
-	protoErr     error // the first line that broke the protocol
-	skippedLines int   // stdout lines over maxProtocolLine, not read
+	unsaved      []map[int]float64 // each member's intermediate values not yet in the database
+	protoErr     error             // the first line that broke the protocol
+	skippedLines int               // stdout lines over maxProtocolLine, not read
 }
 
 func newTrialProc(r *Runner, ss *studyState, members []storage.FrozenTrial, onEpoch func(i, step int), ended func(i int, out outcome)) *trialProc {
 	n := len(members)
 	p := &trialProc{r: r, ss: ss, members: members, packed: n > 1, index: map[int]int{}, onEpoch: onEpoch, ended: ended,
 		tails: make([]*tailBuffer, n), lost: make([]bool, n), pruned: make([]bool, n), recorded: make([]bool, n),
-		finals: make([]*trial.Message, n), reported: make([]map[int]bool, n), lastValue: make([]float64, n), hasLast: make([]bool, n)}
+		finals: make([]*trial.Message, n), reported: make([]map[int]bool, n), lastValue: make([]float64, n), hasLast: make([]bool, n),
+		unsaved: make([]map[int]float64, n)}
 	for i, t := range members {
 		p.index[t.Number] = i
 		p.reported[i] = map[int]bool{}
+		p.unsaved[i] = map[int]float64{}
 	}
 	return p
 }
@@ -269,6 +272,7 @@ func (p *trialProc) allLost() bool {
 
 // record hands member i's outcome to ended while its process runs on.
 func (p *trialProc) record(i int, out outcome) {
+	out.unsaved = p.unsaved[i]
 	p.mu.Lock()
 	p.recorded[i] = true
 	p.mu.Unlock()
@@ -433,7 +437,7 @@ func (p *trialProc) epochLine(ctx context.Context, i int, m trial.Message) {
 		// As Optuna's report: the first value of a step stands (a pack
 		// still gets its verdict below).
 		p.r.logf("%s#%d: step %d reported again; the first value stands", p.ss.plan.Name, p.members[i].Number, m.Step)
-	case !p.r.epoch(ctx, p.ss, p.members[i], m, &p.mu, &p.lost[i], &p.pruned[i]):
+	case !p.r.epoch(ctx, p.ss, p.members[i], m, &p.mu, &p.lost[i], &p.pruned[i], p.unsaved[i]):
 		p.reported[i][m.Step] = true
 		p.lastValue[i], p.hasLast[i] = float64(m.Value), true
 		p.onEpoch(i, m.Step)
@@ -467,7 +471,7 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 	cfg := p.r.Config
 	outs := make([]outcome, len(p.members))
 	for i := range p.members {
-		out := outcome{stderrTail: p.tails[i].String()}
+		out := outcome{stderrTail: p.tails[i].String(), unsaved: p.unsaved[i]}
 		final := p.finals[i]
 		switch {
 		case p.recorded[i]:

@@ -80,7 +80,8 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if *dry {
 		return dryRun(cfg, plan)
 	}
-	store, err := storage.Open(cfg.Storage)
+	// A worker started while the database restarts waits for it.
+	store, err := storage.OpenRidingOutages(cfg.Storage, storage.Outages{RetryFor: cfg.StorageRetry, Logf: stderrf})
 	if err != nil {
 		return err
 	}
@@ -133,6 +134,9 @@ func cmdFinal(args []string) error {
 	}
 	return runPlan(cfg, store, plan, pos[0])
 }
+
+// stderrf writes one "sweep: " line to standard error.
+func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, "sweep: "+format+"\n", args...) }
 
 // runPlan runs a plan's trials with progress display until each study has
 // its budget.
@@ -227,6 +231,12 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 			bar.Describe(desc)
 			bar.Set(done)
 		}
+	}
+	if db, ok := store.(*storage.DB); ok {
+		log := r.Log
+		db.RideOutages(storage.Outages{RetryFor: cfg.StorageRetry, Logf: func(format string, args ...any) {
+			fmt.Fprintf(log, "sweep: "+format+"\n", args...)
+		}})
 	}
 	fmt.Fprintf(r.Log, "sweep: %d studies → %s (parallel %d)\n", len(plan), storage.Redact(cfg.Storage), cfg.Parallel)
 	if cfg.Trainer == "builtin" && len(cfg.Command) == 0 {
@@ -405,7 +415,8 @@ func storageFileFlag(fs *flag.FlagSet) *string {
 }
 
 // setStorage sets cfg's storage from --storage or --storage-file, when
-// one was given.
+// one was given, else from $SWEEP_STORAGE when the file names none, as
+// the reading commands take it.
 func setStorage(cfg *sweep.Config, url, urlFile string) error {
 	switch {
 	case url != "" && urlFile != "":
@@ -413,15 +424,27 @@ func setStorage(cfg *sweep.Config, url, urlFile string) error {
 	case url != "":
 		cfg.Storage = url
 	case urlFile != "":
-		b, err := os.ReadFile(urlFile)
-		if err != nil {
-			return fmt.Errorf("--storage-file: %w", err)
+		var err error
+		if cfg.Storage, err = readStorageFile(urlFile); err != nil {
+			return err
 		}
-		if cfg.Storage = strings.TrimSpace(string(b)); cfg.Storage == "" {
-			return fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", urlFile)
-		}
+	case !cfg.StorageNamed && os.Getenv("SWEEP_STORAGE") != "":
+		cfg.Storage = os.Getenv("SWEEP_STORAGE")
 	}
 	return nil
+}
+
+// readStorageFile reads the storage URL that --storage-file names.
+func readStorageFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--storage-file: %w", err)
+	}
+	url := strings.TrimSpace(string(b))
+	if url == "" {
+		return "", fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", path)
+	}
+	return url, nil
 }
 
 // checkParallel refuses a --parallel below 1 that the user typed (0 is

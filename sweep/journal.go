@@ -1,0 +1,221 @@
+package sweep
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// A finished trial's result is written to a journal in its folder before
+// the database: if the database does not answer within storage_retry, or
+// the process is killed before it does, the result survives, and the next
+// run (or any worker of the sweep) writes it to the database, instead of
+// the trial being found dead and trained again.
+const (
+	journalName   = "result.json"
+	unappliedName = "result.unapplied.json" // a journal the database had overtaken
+)
+
+// journal is one trial's result as the database is to record it.
+type journal struct {
+	TrialID      int64             `json:"trial_id"`
+	Study        string            `json:"study"`
+	Number       int               `json:"number"`
+	State        string            `json:"state"`
+	Value        *jsonFloat        `json:"value,omitempty"`
+	Intermediate map[int]jsonFloat `json:"intermediate,omitempty"`
+	UserAttrs    map[string]any    `json:"user_attrs,omitempty"`
+}
+
+// jsonFloat is a float64 that survives JSON when not finite (a trial may
+// report a NaN loss), written as Python's json.dumps names it, quoted.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"Infinity"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Infinity"`), nil
+	}
+	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
+}
+
+func (f *jsonFloat) UnmarshalJSON(b []byte) error {
+	s := string(bytes.Trim(b, `"`))
+	switch s {
+	case "NaN":
+		*f = jsonFloat(math.NaN())
+	case "Infinity":
+		*f = jsonFloat(math.Inf(1))
+	case "-Infinity":
+		*f = jsonFloat(math.Inf(-1))
+	default:
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %s", b)
+		}
+		*f = jsonFloat(v)
+	}
+	return nil
+}
+
+func newJournal(study string, t storage.FrozenTrial, u storage.TrialUpdate) journal {
+	j := journal{TrialID: t.ID, Study: study, Number: t.Number, State: u.State.String(), UserAttrs: u.UserAttrs}
+	if u.Value != nil {
+		v := jsonFloat(*u.Value)
+		j.Value = &v
+	}
+	if len(u.Intermediate) > 0 {
+		j.Intermediate = map[int]jsonFloat{}
+		for step, v := range u.Intermediate {
+			j.Intermediate[step] = jsonFloat(v)
+		}
+	}
+	return j
+}
+
+// update is the database update the journal stands for.
+func (j journal) update() (storage.TrialUpdate, error) {
+	state, err := storage.ParseTrialState(j.State)
+	if err != nil || !state.IsFinished() {
+		return storage.TrialUpdate{}, fmt.Errorf("state %q is not a finished trial's", j.State)
+	}
+	u := storage.TrialUpdate{State: &state, UserAttrs: j.UserAttrs}
+	if j.Value != nil {
+		v := float64(*j.Value)
+		u.Value = &v
+	}
+	if len(j.Intermediate) > 0 {
+		u.Intermediate = map[int]float64{}
+		for step, v := range j.Intermediate {
+			u.Intermediate[step] = float64(v)
+		}
+	}
+	return u, nil
+}
+
+// writeJournal writes j to path whole or not at all, and to the disk:
+// a node that loses power right after keeps it.
+func writeJournal(path string, j journal) error {
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), journalName+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// readJournal reads the journal at path; a missing file is (nil, nil).
+func readJournal(path string) (*journal, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var j journal
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &j, nil
+}
+
+// replayJournals writes to the database the journalled results of the
+// study's trials that it still holds RUNNING: results a process wrote to
+// its journal and could not record (the database was away, or the
+// process was killed in between). A journal that lost the race to another
+// process's verdict (the trial was found dead meanwhile) is renamed
+// result.unapplied.json and said, not deleted: the result is the user's.
+// It returns how many it recorded.
+func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []storage.FrozenTrial) (int, error) {
+	recorded := 0
+	for _, t := range trials {
+		path := filepath.Join(r.trialDir(ss, t), journalName)
+		j, err := readJournal(path)
+		if err != nil {
+			r.logf("%s#%d: its result journal is not readable, left as it is: %v", ss.plan.Name, t.Number, err)
+			continue
+		}
+		if j == nil {
+			continue
+		}
+		if j.TrialID != t.ID || j.Number != t.Number {
+			// The folder is another study's of the same name (a database
+			// replaced under the same output_dir).
+			continue
+		}
+		u, err := j.update()
+		if err != nil {
+			r.logf("%s#%d: its result journal %s: %v; left as it is", ss.plan.Name, t.Number, path, err)
+			continue
+		}
+		if t.State.IsFinished() {
+			if t.State == *u.State {
+				os.Remove(path) // recorded; its process died before removing it
+				continue
+			}
+			r.logf("%s#%d: its journalled result (%s) was not recorded before the trial was found %s; kept in %s", ss.plan.Name, t.Number, j.State, t.State, filepath.Join(filepath.Dir(path), unappliedName))
+			os.Rename(path, filepath.Join(filepath.Dir(path), unappliedName))
+			continue
+		}
+		err = r.Storage.UpdateTrial(ctx, t.ID, u)
+		if errors.Is(err, storage.ErrTrialFinished) {
+			continue // another process recorded it just now
+		}
+		if err != nil {
+			return recorded, fmt.Errorf("%s#%d: record its journalled result: %w", ss.plan.Name, t.Number, err)
+		}
+		r.logf("%s#%d %s: recorded from its journal (its process could not reach the database)", ss.plan.Name, t.Number, j.State)
+		os.Remove(path)
+		recorded++
+	}
+	return recorded, nil
+}
+
+// replayRunning replays the journals of the study's RUNNING trials.
+func (r *Runner) replayRunning(ctx context.Context, ss *studyState) error {
+	trials, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return err
+	}
+	running := trials[:0]
+	for _, t := range trials {
+		if t.State == storage.Running {
+			running = append(running, t)
+		}
+	}
+	_, err = r.replayJournals(ctx, ss, running)
+	return err
+}

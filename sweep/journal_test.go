@@ -1,0 +1,140 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+)
+
+// awayStore is a storage whose database does not answer some writes: the
+// intermediate values of the steps in lostSteps, and every result while
+// resultsLost.
+type awayStore struct {
+	storage.Storage
+	mu          sync.Mutex
+	lostSteps   map[int]bool
+	resultsLost bool
+}
+
+var errAway = errors.New("failed to connect: connection refused")
+
+func (s *awayStore) UpdateTrial(ctx context.Context, id int64, u storage.TrialUpdate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u.State != nil && s.resultsLost {
+		return errAway
+	}
+	for step := range u.Intermediate {
+		if s.lostSteps[step] && len(u.Intermediate) == 1 {
+			return errAway
+		}
+	}
+	return s.Storage.UpdateTrial(ctx, id, u)
+}
+
+// TestResultSurvivesAnOutage: intermediate values the database did not
+// take go in with the next one, and a result it did not take stays in the
+// trial's journal until the next run records it: the trial is neither
+// trained again nor left with holes in its curve.
+func TestResultSurvivesAnOutage(t *testing.T) {
+	r, store := testRunner(t, oneStudy+"trials: 1\ntraining: {max_epochs: 4}\n", inProcess)
+	away := &awayStore{Storage: store, lostSteps: map[int]bool{0: true, 1: true, 3: true}, resultsLost: true}
+	r.Storage = away
+	var log strings.Builder
+	r.Log = &log
+	ctx := context.Background()
+	plan := Plan(r.Config, nil)
+	_, err := r.Run(ctx, plan)
+	if err == nil || !strings.Contains(err.Error(), "is kept in") {
+		t.Fatalf("run with the database away at the end: %v, want the result kept in its journal", err)
+	}
+	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil) // the run's, as it stands
+	if err != nil {
+		t.Fatal(err)
+	}
+	trials, err := store.Trials(ctx, st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trials) != 1 || trials[0].State != storage.Running || len(trials[0].Intermediate) != 3 {
+		t.Fatalf("after the outage: %+v, want one RUNNING trial with steps 0-2 (0 and 1 late, with 2)", trials)
+	}
+	journal := filepath.Join(r.trialDir(&studyState{plan: plan[0]}, trials[0]), journalName)
+	if _, err := os.Stat(journal); err != nil {
+		t.Fatalf("no journal: %v\nlog:\n%s", err, log.String())
+	}
+
+	// The database answers again; the next run records the result and
+	// trains nothing.
+	r.Storage = store
+	res, err := r.Run(ctx, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trials, err = store.Trials(ctx, st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trials) != 1 || trials[0].State != storage.Complete || trials[0].Value == nil || len(trials[0].Intermediate) != 4 {
+		t.Fatalf("after the next run: %+v, want the trial COMPLETE with its 4 steps", trials)
+	}
+	if n := res.States[storage.Complete] + res.States[storage.Fail]; n != 0 {
+		t.Errorf("the next run trained %d trial(s), want none", n)
+	}
+	if _, err := os.Stat(journal); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the journal is still there after it was recorded: %v", err)
+	}
+}
+
+// backAfterOutage is a storage that came back from an outage at back.
+type backAfterOutage struct {
+	storage.Storage
+	back time.Time
+}
+
+func (s backAfterOutage) BackSince() time.Time { return s.back }
+
+// TestNoTrialTakenForDeadRightAfterAnOutage: after the database was away,
+// every heartbeat looks old, the live ones too; no trial is failed for it
+// until a full grace has passed with the database there.
+func TestNoTrialTakenForDeadRightAfterAnOutage(t *testing.T) {
+	r, store := testRunner(t, oneStudy+`trials: 2
+training: {max_epochs: 1}
+heartbeat_interval: 100ms
+heartbeat_grace: 1s
+`, inProcess)
+	ctx := context.Background()
+	plan := Plan(r.Config, nil)
+	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
+		Params: map[string]float64{"lr": 1e-4}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // its heartbeat is stale
+	back := time.Now()
+	r.Storage = backAfterOutage{Storage: store, back: back}
+	if _, err := r.Run(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	trials, err := store.Trials(ctx, st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := trials[0]
+	if failed.State != storage.Fail || failed.Complete.IsZero() {
+		t.Fatalf("#0: %v, want FAIL", failed.State)
+	}
+	if failed.Complete.Before(back.Add(r.Config.HeartbeatGrace)) {
+		t.Errorf("#0 failed at %v, %v after the database came back; want at least heartbeat_grace %v", failed.Complete, failed.Complete.Sub(back), r.Config.HeartbeatGrace)
+	}
+}
