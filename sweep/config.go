@@ -37,23 +37,23 @@ const DefaultHeartbeatGrace = time.Minute
 // Config is a parsed sweeps.yaml. See the sweeps.yaml at the repository
 // root and docs/config.md for every key.
 type Config struct {
-	File      string
-	Storage   string // storage URL, sqlite:///sweeps.db by default
+	File    string
+	Storage string // storage URL, sqlite:///sweeps.db by default
 	// StorageNamed: the file names its storage, which $SWEEP_STORAGE then
 	// does not replace.
 	StorageNamed bool
-	Model     string // backbone path or hub id
-	DataDir   string
-	OutputDir string // per-trial directories (spec, logs, weights)
-	Trainer   string // "builtin" or "synthetic" (the orchestrator's test double)
-	Datasets  []string
-	Methods   []Method // in file order
-	Space     map[string]storage.Distribution
-	Trials    int // budget of COMPLETE+PRUNED trials per study
-	Direction storage.Direction
-	Sampler   SamplerConfig
-	Pruner    PrunerConfig
-	Training  map[string]any
+	Model        string // backbone path or hub id
+	DataDir      string
+	OutputDir    string // per-trial directories (spec, logs, weights)
+	Trainer      string // "builtin" or "synthetic" (the orchestrator's test double)
+	Datasets     []string
+	Methods      []Method // in file order
+	Space        map[string]storage.Distribution
+	Trials       int // budget of COMPLETE+PRUNED trials per study
+	Direction    storage.Direction
+	Sampler      SamplerConfig
+	Pruner       PrunerConfig
+	Training     map[string]any
 	// TrainingLines is where each training key is written (CheckTraining).
 	TrainingLines map[string]int
 	Seed          int64 // training seed of sweep trials (training.seeds[0])

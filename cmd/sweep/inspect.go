@@ -21,14 +21,19 @@ import (
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
-// storageFlags adds --storage and --config to fs.
+// storageFlags adds --storage, --storage-file and --config to fs.
 func storageFlags(fs *flag.FlagSet) func() (string, error) {
 	url := fs.String("storage", "", "storage URL (default $SWEEP_STORAGE, else sqlite:///sweeps.db)")
+	urlFile := storageFileFlag(fs)
 	cfg := fs.String("config", "", "take the storage URL from this sweep file")
 	return func() (string, error) {
 		switch {
+		case *url != "" && *urlFile != "":
+			return "", fmt.Errorf("%w: --storage and --storage-file both name the storage; give one", errUsage)
 		case *url != "":
 			return *url, nil
+		case *urlFile != "":
+			return readStorageFile(*urlFile)
 		case *cfg != "":
 			c, err := sweep.LoadConfig(*cfg)
 			if err != nil {

@@ -88,7 +88,9 @@ func TestSecretsNeverShown(t *testing.T) {
 	// Port 1 on loopback: nothing answers, so every command that connects
 	// fails, and its error must not carry the secret either.
 	url := "postgresql://u:" + secret + "@127.0.0.1:1/sweeps?password=" + secret + "&sslpassword=" + secret
-	writeConfig(t, dir, strings.Replace(syntheticSweep("s.db", "{name: fine}", 3, ""), "storage: sqlite:///s.db", "storage: "+url, 1))
+	// A short storage_retry: run and worker wait for a database that does
+	// not answer, and say so (without the secret), for that long.
+	writeConfig(t, dir, strings.Replace(syntheticSweep("s.db", "{name: fine}", 3, ""), "storage: sqlite:///s.db", "storage: "+url, 1)+"storage_retry: 2s\n")
 	// A PostgreSQL service file keeps the password out of the URL; a
 	// command that fails to connect with it, or to read it, must not
 	// print the file's lines either.
@@ -225,5 +227,65 @@ print(len(optuna.load_study(study_name="synthetic/fine/sst2", storage=storage).t
 	}
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml", "--storage", "sqlite:///x.db?mode=ro"); code == 0 || !strings.Contains(errOut, "SQLite URL parameters (?mode=ro) are not supported") {
 		t.Errorf("a SQLite URL with parameters: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestSubmitScript: sweep submit --dry-run writes the options a cluster
+// user passes (and any other with --sbatch-arg) as #SBATCH lines, appends
+// to a requeued task's log, stops a task that cannot enter the submit
+// folder, quotes every path for bash whatever it holds, and refuses an
+// option with a line break, which would smuggle a command into the script.
+// $SWEEP_STORAGE names the storage of a sweep file that names none.
+func TestSubmitScript(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), `it's $HOME "and" $(date)`)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, dir, strings.Replace(syntheticSweep("s.db", "{name: fine}", 3, ""), "storage: sqlite:///s.db\n", "", 1))
+	t.Setenv("SWEEP_STORAGE", "sqlite:///from-env.db")
+	script, errOut, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--workers", "3",
+		"--account", "proj1", "--qos", "high", "--mem", "32G", "--cpus-per-task", "8", "--constraint", "a100",
+		"--job-name", "read-sweep", "--output", "logs/w-%A_%a.out", "--sbatch-arg=--mail-type=END", "--sbatch-arg", "--exclusive")
+	if code != 0 {
+		t.Fatalf("submit --dry-run: exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"#SBATCH --account=proj1\n", "#SBATCH --qos=high\n", "#SBATCH --mem=32G\n", "#SBATCH --cpus-per-task=8\n",
+		"#SBATCH --constraint=a100\n", "#SBATCH --job-name=read-sweep\n", "#SBATCH --output=" + filepath.Join(dir, "logs/w-%A_%a.out") + "\n",
+		"#SBATCH --open-mode=append\n", "#SBATCH --mail-type=END\n#SBATCH --exclusive\n", "#SBATCH --array=0-2\n", "from-env.db", "|| {"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("the script lacks %q:\n%s", want, script)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "sweep.sbatch")
+	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("bash", "-n", path).CombinedOutput(); err != nil {
+		t.Fatalf("bash -n: %v: %s\n%s", err, out, script)
+	}
+	// Run the script's cd line: it must enter the folder as named, with
+	// nothing expanded, or stop.
+	for _, line := range strings.Split(script, "\n") {
+		if !strings.HasPrefix(line, "cd ") {
+			continue
+		}
+		out, err := exec.Command("bash", "-c", line+" && pwd").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != dir {
+			t.Errorf("%s: %v: %s, want %s", line, err, out, dir)
+		}
+		os.Rename(dir, dir+".gone")
+		out, err = exec.Command("bash", "-c", line+"; echo went on").CombinedOutput()
+		os.Rename(dir+".gone", dir)
+		if err == nil || strings.Contains(string(out), "went on") {
+			t.Errorf("without the folder the script went on: %v: %s", err, out)
+		}
+	}
+	_, errOut, code = sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--sbatch-arg", "--comment=x\nrm -rf ~")
+	if code != 2 || !strings.Contains(errOut, "line break") {
+		t.Errorf("an option with a line break: exit %d\n%s", code, errOut)
+	}
+	_, errOut, code = sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--sbatch-arg", "mail-type=END")
+	if code != 2 || !strings.Contains(errOut, "give an sbatch option") {
+		t.Errorf("--sbatch-arg without a dash: exit %d\n%s", code, errOut)
 	}
 }

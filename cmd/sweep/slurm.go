@@ -18,12 +18,26 @@ import (
 // cmdSubmit plans a sweep in its (shared) storage and submits a Slurm job
 // array of workers.
 func cmdSubmit(args []string) error {
-	fs := newFlags("submit", "submit --slurm SWEEPS.yaml [--workers N] [--gres gpu:1] [--time 24:00:00] [--partition P] [--storage URL | --storage-file F] [--only ...] [--dry-run]")
+	fs := newFlags("submit", "submit --slurm SWEEPS.yaml [--workers N] [--gres gpu:1] [--time 24:00:00] [--partition P] [--account A] [--qos Q] [--mem M] [--cpus-per-task N] [--constraint C] [--job-name J] [--output F] [--sbatch-arg OPT]... [--storage URL | --storage-file F] [--only ...] [--dry-run]")
 	slurm := fs.Bool("slurm", false, "submit to Slurm (the only scheduler so far)")
 	workers := fs.Int("workers", 2, "workers in the job array, one trial at a time each")
 	gres := fs.String("gres", "", "generic resources per worker, e.g. gpu:1")
 	limit := fs.String("time", "", "time limit per worker (sbatch --time)")
 	partition := fs.String("partition", "", "Slurm partition")
+	pass := map[string]*string{}
+	for _, o := range []struct{ name, usage string }{
+		{"account", "account to charge (sbatch --account)"},
+		{"qos", "quality of service (sbatch --qos)"},
+		{"mem", "memory per worker, e.g. 32G (sbatch --mem)"},
+		{"cpus-per-task", "CPU cores per worker (sbatch --cpus-per-task)"},
+		{"constraint", "node features, e.g. a100 (sbatch --constraint)"},
+	} {
+		pass[o.name] = fs.String(o.name, "", o.usage)
+	}
+	jobName := fs.String("job-name", "sweep", "the job's name (sbatch --job-name)")
+	output := fs.String("output", "", "each worker's log, with sbatch's %A (job) and %a (task) (default runs/slurm/sweep-%A_%a.out)")
+	var extra stringList
+	fs.Var(&extra, "sbatch-arg", "any other sbatch option, e.g. --sbatch-arg=--mail-type=END (repeatable)")
 	url := fs.String("storage", "", "storage URL every worker reaches (overrides the file's)")
 	urlFrom := storageFileFlag(fs)
 	only := fs.String("only", "", "restrict to studies: method=M,dataset=D")
@@ -63,17 +77,40 @@ func cmdSubmit(args []string) error {
 		return err
 	}
 	logs := filepath.Join(cwd, "runs", "slurm")
+	if *output == "" {
+		*output = filepath.Join(logs, "sweep-%A_%a.out")
+	} else if *output, err = filepath.Abs(*output); err != nil {
+		return err
+	}
+	// One option per #SBATCH line, in the order sbatch reads them; the
+	// user's own (--sbatch-arg) last, so they win.
+	opts := []string{"--job-name=" + *jobName, fmt.Sprintf("--array=0-%d", *workers-1), "--requeue", "--ntasks=1",
+		"--output=" + *output,
+		// A requeued task appends to its log: truncated, it would lose
+		// what ran before the requeue, and the record of it.
+		"--open-mode=append"}
+	for _, o := range []struct{ name, value string }{
+		{"gres", *gres}, {"time", *limit}, {"partition", *partition}, {"account", *pass["account"]}, {"qos", *pass["qos"]},
+		{"mem", *pass["mem"]}, {"cpus-per-task", *pass["cpus-per-task"]}, {"constraint", *pass["constraint"]},
+	} {
+		if o.value != "" {
+			opts = append(opts, "--"+o.name+"="+o.value)
+		}
+	}
+	for _, a := range extra {
+		if !strings.HasPrefix(a, "-") {
+			return fmt.Errorf("%w: --sbatch-arg %q: give an sbatch option, e.g. --sbatch-arg=--mail-type=END", errUsage, a)
+		}
+		opts = append(opts, a)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, pos[0], storage.Redact(cfg.Storage))
-	fmt.Fprintf(&b, "#SBATCH --job-name=sweep\n#SBATCH --array=0-%d\n#SBATCH --requeue\n#SBATCH --ntasks=1\n#SBATCH --output=%s/sweep-%%A_%%a.out\n", *workers-1, logs)
-	if *gres != "" {
-		fmt.Fprintf(&b, "#SBATCH --gres=%s\n", *gres)
-	}
-	if *limit != "" {
-		fmt.Fprintf(&b, "#SBATCH --time=%s\n", *limit)
-	}
-	if *partition != "" {
-		fmt.Fprintf(&b, "#SBATCH --partition=%s\n", *partition)
+	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, oneLine(pos[0]), oneLine(storage.Redact(cfg.Storage)))
+	for _, o := range opts {
+		if strings.ContainsAny(o, "\n\r") {
+			// A line break would end the option and start a command.
+			return fmt.Errorf("%w: sbatch option %q holds a line break", errUsage, o)
+		}
+		fmt.Fprintf(&b, "#SBATCH %s\n", o)
 	}
 	// The workers read the URL from a file only its owner reads: in argv
 	// it would show in ps and sacct, password and all.
@@ -84,9 +121,12 @@ func cmdSubmit(args []string) error {
 	}
 	quoted := make([]string, len(args2))
 	for i, a := range args2 {
-		quoted[i] = strconv.Quote(a)
+		quoted[i] = shellQuote(a)
 	}
-	fmt.Fprintf(&b, "cd %s\nexec %s\n", strconv.Quote(cwd), strings.Join(quoted, " "))
+	// Without the submit folder (not mounted on the node, removed), the
+	// worker would write output_dir wherever it stood.
+	fmt.Fprintf(&b, "cd %s || { echo \"sweep worker: cannot enter the submit folder on $(hostname)\" >&2; exit 1; }\nexec %s\n",
+		shellQuote(cwd), strings.Join(quoted, " "))
 	if *dry {
 		fmt.Print(b.String())
 		return nil
@@ -127,8 +167,25 @@ func cmdSubmit(args []string) error {
 	}
 	id := strings.TrimSpace(strings.Split(string(out), ";")[0])
 	fmt.Println(id)
-	fmt.Fprintf(os.Stderr, "sweep: submitted job %s (%d workers, script %s); `sweep status --config %s --job %s` follows it\n", id, *workers, script, pos[0], id)
+	// The URL file, not the sweep file's storage: --storage or
+	// $SWEEP_STORAGE may have named another.
+	fmt.Fprintf(os.Stderr, "sweep: submitted job %s (%d workers, script %s); `sweep status --config %s --storage-file %s --job %s` follows it\n",
+		id, *workers, script, shellQuote(pos[0]), shellQuote(urlFile), id)
 	return nil
+}
+
+// stringList is a flag given any number of times.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// oneLine is s with line breaks shown as \n, for a comment line.
+func oneLine(s string) string { return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(s) }
+
+// shellQuote quotes s for bash as one word, with nothing in it expanded.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // cmdStatus shows each study's progress and, with --job, the Slurm states
