@@ -945,3 +945,82 @@ func TestTrialsShowStepsOfStepStudies(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepRidesOutADatabaseOutage stops the PostgreSQL server for longer
+// than heartbeat_grace in the middle of a sweep with two trials at once,
+// then starts it again: the same `sweep run` goes on, says once that the
+// database went away and once that it came back, fails no trial (none is
+// taken for dead for its heartbeat gap) and ends with every budget exact
+// and every trial's epochs all recorded.
+func TestSweepRidesOutADatabaseOutage(t *testing.T) {
+	srv := pgtest.Own(t)
+	dir := t.TempDir()
+	writeConfig(t, dir, strings.NewReplacer("storage: sqlite:///k.db", "storage: "+srv.URL, "epoch_ms: 60", "epoch_ms: 250",
+		"heartbeat_grace: 1s", "heartbeat_grace: 3s").Replace(slowConfig))
+	cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+	cmd.Dir = dir
+	var errOut syncBuffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := storage.Open(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	counts := func() map[storage.TrialState]int {
+		n := map[storage.TrialState]int{}
+		studies, _ := s.Studies(ctx)
+		for _, st := range studies {
+			trials, _ := s.Trials(ctx, st.ID)
+			for k, v := range storage.Count(trials) {
+				n[k] += v
+			}
+		}
+		return n
+	}
+	waitFor(t, func() bool { n := counts(); return n[storage.Complete] >= 2 && n[storage.Running] == 2 })
+	s.Close()
+	srv.Stop()
+	time.Sleep(5 * time.Second) // over heartbeat_grace
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sweep run: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(3 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("sweep run did not end\n%s", errOut.String())
+	}
+	log := errOut.String()
+	if strings.Count(log, "does not answer") != 1 || strings.Count(log, "answers again") != 1 {
+		t.Errorf("want one line as the database went away and one as it came back:\n%s", log)
+	}
+	s, err = storage.Open(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[string][]storage.FrozenTrial{}
+	studies, _ := s.Studies(ctx)
+	for _, st := range studies {
+		got[st.Name], _ = s.Trials(ctx, st.ID)
+	}
+	checkBudgets(t, got, 2, 6)
+	for name, trials := range got {
+		for _, tr := range trials {
+			if tr.State != storage.Complete && tr.State != storage.Pruned {
+				t.Errorf("%s#%d %s: %v", name, tr.Number, tr.State, tr.UserAttrs["fail_reason"])
+			}
+			if tr.State == storage.Complete && len(tr.Intermediate) != 4 {
+				t.Errorf("%s#%d: %d of its 4 epochs recorded", name, tr.Number, len(tr.Intermediate))
+			}
+		}
+	}
+}
