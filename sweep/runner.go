@@ -62,6 +62,13 @@ type Runner struct {
 	Exec func(ctx context.Context, p Proc) error
 	// Executable is the program `sweep trial` runs as; empty means this one.
 	Executable string
+	// Command is how this process was started ("sweep run", "sweep
+	// worker"), for the messages that tell what to do next.
+	Command string
+	// Where is recorded in every trial's user attributes: the host and,
+	// under Slurm, the job and array task that ran it, so that a failure
+	// can be matched to its log.
+	Where map[string]any
 	// Packable reports whether a study's method trains from the frozen
 	// backbone's states, so that Config.Pack of its trials can share one
 	// process; nil packs nothing.
@@ -335,7 +342,7 @@ func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 			if state == storage.Fail {
 				ss.failures++
 				if ss.failures == r.Config.MaxFailures {
-					r.logf("%s: %d trials failed in this run; not scheduling it again (fix the cause, then `sweep run` again)", ss.plan.Name, ss.failures)
+					r.logf("%s: %d trials failed in this run; not scheduling it again (fix the cause, then %s again)", ss.plan.Name, ss.failures, r.command())
 				}
 			}
 		}
@@ -468,7 +475,7 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 			states = append(states, st)
 			continue
 		}
-		if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: space}); err != nil {
+		if err := r.Storage.UpdateTrial(ctx, t.ID, storage.TrialUpdate{Params: params, Distributions: space, UserAttrs: r.Where}); err != nil {
 			return states, err
 		}
 		t.Params, t.Distributions = params, space
@@ -675,6 +682,14 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
 	}
 	return out.state, nil
+}
+
+// command is Command, or "sweep run" when unset.
+func (r *Runner) command() string {
+	if r.Command == "" {
+		return "sweep run"
+	}
+	return r.Command
 }
 
 // storedState is trial t's state as the database holds it now.

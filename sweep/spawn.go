@@ -485,7 +485,7 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 		case p.wd.fired() != "":
 			out.state, out.reason = storage.Fail, p.wd.fired()
 		case ctx.Err() != nil:
-			out.state, out.reason, out.retry = storage.Fail, "interrupted: sweep run was stopped", true
+			out.state, out.reason, out.retry = storage.Fail, "interrupted: "+p.r.command()+" was stopped", true
 		case err != nil:
 			out.state, out.reason = storage.Fail, err.Error()
 			cause := stderrCause(out.stderrTail)

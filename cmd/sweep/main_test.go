@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -772,11 +774,20 @@ func TestSlurmWorkers(t *testing.T) {
 	t.Setenv("SLURM_CONF", strings.TrimSpace(string(out)))
 	dir := t.TempDir()
 	writeConfig(t, dir, strings.NewReplacer("trials: 6", "trials: 5", "parallel: 2", "parallel: 1", "epoch_ms: 60", "epoch_ms: 150").Replace(slowConfig))
-	stdout, errOut, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "2", "--storage", url)
+	stdout, submitErr, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "2", "--storage", url)
 	if code != 0 {
-		t.Fatalf("submit: exit %d\n%s", code, errOut)
+		t.Fatalf("submit: exit %d\n%s", code, submitErr)
 	}
 	job := strings.TrimSpace(stdout)
+	// A second submit of the same sweep while the first job runs warns
+	// (held, then cancelled: it is not part of this test's budgets).
+	second, secondErr, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "1", "--storage", url, "--sbatch-arg=--hold")
+	if code != 0 || !strings.Contains(secondErr, "job "+job+" of this folder's sweep is still queued or running") {
+		t.Errorf("a second submit while job %s runs: exit %d\n%s", job, code, secondErr)
+	}
+	if id := strings.TrimSpace(second); id != "" {
+		exec.Command("scancel", id).Run()
+	}
 	s, err := storage.Open(url)
 	if err != nil {
 		t.Fatal(err)
@@ -842,9 +853,20 @@ func TestSlurmWorkers(t *testing.T) {
 	if failed == 0 {
 		t.Error("killing a worker mid-trial failed no trial; the test proved nothing")
 	}
-	status, errOut, code := sweepCmd(t, dir, "status", "--storage", url, "--job", job)
-	if code != 0 || !strings.Contains(status, "read/gru-150/sst2") || !strings.Contains(status, "Slurm job "+job) {
-		t.Errorf("status: exit %d\n%s%s", code, status, errOut)
+	// The status command that submit printed works as printed (the URL
+	// came from --storage, not the sweep file), and names where the
+	// killed worker's trial ran.
+	suggested := regexp.MustCompile("`sweep (status [^`]*)`").FindStringSubmatch(submitErr)
+	if suggested == nil {
+		t.Fatalf("submit printed no status command:\n%s", submitErr)
+	}
+	sh := exec.Command("bash", "-c", strconv.Quote(sweepBin)+" "+suggested[1])
+	sh.Dir = dir
+	statusOut, err := sh.CombinedOutput()
+	status := string(statusOut)
+	if err != nil || !strings.Contains(status, "read/gru-150/sst2") || !strings.Contains(status, "Slurm job "+job) ||
+		!strings.Contains(status, "Latest failures:") || !strings.Contains(status, "slurm_job_id "+job) {
+		t.Errorf("%s: %v\n%s", suggested[1], err, status)
 	}
 }
 

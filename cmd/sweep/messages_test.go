@@ -63,6 +63,7 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 		{[]string{"best", "--config", "sweep.yaml"}, 2, "best needs --method"},
 		{[]string{"status", "--config", "sweep.yaml"}, 0, "synthetic/fine/sst2  3 of 3"},
 		{[]string{"status", "--storage", "sqlite:///s.db"}, 0, "pass --config SWEEPS.yaml to see each study's budget"},
+		{[]string{"worker", "sweep.yaml", "--storage", "sqlite:///other.db"}, 0, "sweep: warning: other.db holds no study; this worker plans its 1 studies there"},
 	} {
 		stdout, errOut, code := sweepCmd(t, dir, tc.args...)
 		if code != tc.code || !strings.Contains(stdout+errOut, tc.want) {

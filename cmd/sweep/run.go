@@ -86,7 +86,39 @@ func runCommand(name string, args []string, defaultParallel int) error {
 		return err
 	}
 	defer store.Close()
-	return runPlan(cfg, store, plan, pos[0])
+	if name == "worker" {
+		if err := warnForeignStorage(store, plan); err != nil {
+			return err
+		}
+	}
+	return runPlan(cfg, store, plan, pos[0], name)
+}
+
+// warnForeignStorage warns a worker pointed at a database that holds none
+// of its sweep's studies (`sweep submit` plans them before any worker
+// starts): a wrong --storage or $SWEEP_STORAGE would otherwise start a
+// second, separate sweep there without a word.
+func warnForeignStorage(store *storage.DB, plan []sweep.Planned) error {
+	studies, err := store.Studies(context.Background())
+	if err != nil {
+		return err
+	}
+	planned := map[string]bool{}
+	for _, p := range plan {
+		planned[p.Name] = true
+	}
+	for _, st := range studies {
+		if planned[st.Name] {
+			return nil
+		}
+	}
+	what := "no study"
+	if len(studies) > 0 {
+		what = fmt.Sprintf("%d studies, none of this sweep's", len(studies))
+	}
+	fmt.Fprintf(os.Stderr, "sweep: warning: %s holds %s; this worker plans its %d studies there (is it the storage `sweep submit` used?)\n",
+		storage.Redact(store.Path()), what, len(plan))
+	return nil
 }
 
 // cmdFinal runs the final runs: Appendix D.2's architecture per method, its
@@ -132,7 +164,42 @@ func cmdFinal(args []string) error {
 	if *dry {
 		return nil
 	}
-	return runPlan(cfg, store, plan, pos[0])
+	return runPlan(cfg, store, plan, pos[0], "final")
+}
+
+// allocatedGPUs honours the GPUs that Slurm gave this task: inside an
+// allocation, CUDA_VISIBLE_DEVICES names them, and the sweep file's gpus
+// (numbered on the whole node) would pick others, or ones another job
+// holds. The slots take Slurm's devices in turn instead; note says so.
+func allocatedGPUs(gpus []string, getenv func(string) string) ([]string, string) {
+	slurm := getenv("CUDA_VISIBLE_DEVICES")
+	if len(gpus) == 0 || getenv("SLURM_JOB_ID") == "" || slurm == "" {
+		return gpus, ""
+	}
+	given := strings.Split(slurm, ",")
+	return given, fmt.Sprintf("gpus %v ignored inside Slurm job %s: its slots take the GPUs Slurm gave it, CUDA_VISIBLE_DEVICES=%s",
+		gpus, getenv("SLURM_JOB_ID"), slurm)
+}
+
+// where says where this process runs, for each trial's attributes: the
+// host and, in a Slurm job, its id (an array's, for a task of one) and
+// array task.
+func where() map[string]any {
+	w := map[string]any{}
+	if host, err := os.Hostname(); err == nil {
+		w["host"] = host
+	}
+	job := os.Getenv("SLURM_ARRAY_JOB_ID")
+	if job == "" {
+		job = os.Getenv("SLURM_JOB_ID")
+	}
+	if job != "" {
+		w["slurm_job_id"] = job
+	}
+	if task := os.Getenv("SLURM_ARRAY_TASK_ID"); task != "" {
+		w["slurm_array_task_id"] = task
+	}
+	return w
 }
 
 // stderrf writes one "sweep: " line to standard error.
@@ -140,10 +207,14 @@ func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, "sweep: "+form
 
 // runPlan runs a plan's trials with progress display until each study has
 // its budget.
-func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, file string) error {
+func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, file, command string) error {
 	sampler, err := sweep.NewSampler(cfg.Sampler)
 	if err != nil {
 		return err
+	}
+	if gpus, note := allocatedGPUs(cfg.GPUs, os.Getenv); note != "" {
+		cfg.GPUs = gpus
+		fmt.Fprintln(os.Stderr, "sweep: "+note)
 	}
 	if err := preflight(cfg, plan, file); err != nil {
 		return err
@@ -155,7 +226,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	killNow := make(chan struct{})
-	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow}
+	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow, Where: where(), Command: "sweep " + command}
 	if cfg.Pack > 1 {
 		reg, standIn := registry(), standInModel(cfg.Model)
 		packable := map[string]bool{} // by packKey
@@ -191,7 +262,12 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 			// the run log in output_dir as well.
 			appendRunLog(cfg.OutputDir, msg)
 		}
-		fmt.Fprintf(os.Stderr, "\n%s; Ctrl-C again kills them now\n", msg)
+		again := "Ctrl-C again kills them now"
+		if command == "worker" {
+			// A batch task: the scheduler, not a person, signals it.
+			again = "a second SIGTERM kills them now"
+		}
+		fmt.Fprintf(os.Stderr, "\n%s; %s\n", msg, again)
 		stop()
 		for {
 			select {

@@ -206,7 +206,7 @@ func TestReadOnlyStorageSaysSoFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = runPlan(cfg, ro, plan, path)
+	err = runPlan(cfg, ro, plan, path, "run")
 	if err == nil || !strings.Contains(err.Error(), "cannot be written") {
 		t.Fatalf("runPlan on read-only storage: %v", err)
 	}
@@ -912,5 +912,27 @@ training: {max_epochs: 1, batch_size: 32}
 		if took := time.Since(start); took > 60*time.Second {
 			t.Errorf("%s GB: the run took %v: the trial waited instead of ending", tc.gb, took)
 		}
+	}
+}
+
+// TestGPUsInsideASlurmAllocation: inside a Slurm job, the slots take the
+// GPUs Slurm gave the task, not the sweep file's node-wide numbers, and
+// the run says so; outside one, gpus stands.
+func TestGPUsInsideASlurmAllocation(t *testing.T) {
+	env := func(vars map[string]string) func(string) string { return func(k string) string { return vars[k] } }
+	gpus, note := allocatedGPUs([]string{"0", "1"}, env(map[string]string{"SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "2,5"}))
+	if !slices.Equal(gpus, []string{"2", "5"}) || !strings.Contains(note, "CUDA_VISIBLE_DEVICES=2,5") || !strings.Contains(note, "Slurm job 77") {
+		t.Errorf("inside an allocation: %v, %q", gpus, note)
+	}
+	for _, vars := range []map[string]string{
+		{"CUDA_VISIBLE_DEVICES": "2,5"}, // not Slurm's
+		{"SLURM_JOB_ID": "77"},          // no GPU allocated: the file's stand
+	} {
+		if gpus, note := allocatedGPUs([]string{"0", "1"}, env(vars)); !slices.Equal(gpus, []string{"0", "1"}) || note != "" {
+			t.Errorf("%v: %v, %q", vars, gpus, note)
+		}
+	}
+	if gpus, note := allocatedGPUs(nil, env(map[string]string{"SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "2"})); gpus != nil || note != "" {
+		t.Errorf("no gpus in the file: %v, %q (the trials inherit Slurm's)", gpus, note)
 	}
 }

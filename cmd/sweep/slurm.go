@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -161,17 +162,75 @@ func cmdSubmit(args []string) error {
 	if err := os.WriteFile(script, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
+	jobFile := filepath.Join(logs, "job")
+	if prev, err := os.ReadFile(jobFile); err == nil {
+		// Two jobs of one sweep share its budgets (nothing runs twice),
+		// but it is seldom what was meant.
+		id := strings.TrimSpace(string(prev))
+		if out, err := exec.Command("squeue", "-h", "-j", id).Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+			fmt.Fprintf(os.Stderr, "sweep: warning: job %s of this folder's sweep is still queued or running; the new job's workers share its budgets (scancel %s to replace it)\n", id, id)
+		}
+	}
 	out, err := exec.Command("sbatch", "--parsable", script).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("sbatch %s: %v: %s", script, err, bytes.TrimSpace(out))
 	}
 	id := strings.TrimSpace(strings.Split(string(out), ";")[0])
+	os.WriteFile(jobFile, []byte(id+"\n"), 0o644) // for the next submit's warning
 	fmt.Println(id)
 	// The URL file, not the sweep file's storage: --storage or
 	// $SWEEP_STORAGE may have named another.
 	fmt.Fprintf(os.Stderr, "sweep: submitted job %s (%d workers, script %s); `sweep status --config %s --storage-file %s --job %s` follows it\n",
 		id, *workers, script, shellQuote(pos[0]), shellQuote(urlFile), id)
 	return nil
+}
+
+// staleTrials counts the RUNNING trials whose heartbeat is older than grace.
+func staleTrials(trials []storage.FrozenTrial, grace time.Duration) int {
+	n := 0
+	for _, t := range trials {
+		// Stored heartbeats are naive UTC, read as UTC.
+		if t.State == storage.Running && !t.Heartbeat.IsZero() && time.Since(t.Heartbeat) > grace {
+			n++
+		}
+	}
+	return n
+}
+
+// latestFailures describes the study's last n FAIL trials, newest first:
+// number, where it ran and the first line of its reason.
+func latestFailures(study string, trials []storage.FrozenTrial, n int) []string {
+	var out []string
+	for i := len(trials) - 1; i >= 0 && len(out) < n; i-- {
+		t := trials[i]
+		if t.State != storage.Fail {
+			continue
+		}
+		line := fmt.Sprintf("%s#%d", study, t.Number)
+		var at []string
+		for _, k := range []string{"host", "slurm_job_id", "slurm_array_task_id"} {
+			if v, ok := t.UserAttrs[k]; ok {
+				at = append(at, fmt.Sprintf("%s %v", k, v))
+			}
+		}
+		if len(at) > 0 {
+			line += " (" + strings.Join(at, ", ") + ")"
+		}
+		reason, _ := t.UserAttrs["fail_reason"].(string)
+		if reason == "" {
+			reason = "no reason recorded"
+		}
+		// A trial program wrote the reason: no control character of it
+		// reaches the terminal.
+		reason = strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return -1
+			}
+			return r
+		}, strings.SplitN(reason, "\n", 2)[0])
+		out = append(out, line+": "+reason)
+	}
+	return out
 }
 
 // stringList is a flag given any number of times.
@@ -205,25 +264,48 @@ func cmdStatus(args []string) error {
 				return err
 			}
 		}
+		grace := sweep.DefaultHeartbeatGrace
+		if cfg != nil {
+			grace = cfg.HeartbeatGrace
+		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "STUDY\tDONE\tRUNNING\tWAITING\tFAIL")
+		short := 0 // studies below their budget
+		var failures []string
 		for _, st := range studies {
 			trials, err := s.Trials(ctx, st.ID)
 			if err != nil {
 				return err
 			}
 			n := storage.Count(trials)
-			done := strconv.Itoa(n[storage.Complete] + n[storage.Pruned])
+			finished := n[storage.Complete] + n[storage.Pruned]
+			done := strconv.Itoa(finished)
 			if cfg != nil {
 				budget := cfg.Trials
 				if sweep.Identify(st).Final {
 					budget = len(cfg.Seeds())
 				}
 				done += " of " + strconv.Itoa(budget)
+				if finished < budget {
+					short++
+				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", st.Name, done, n[storage.Running], n[storage.Waiting], n[storage.Fail])
+			running := strconv.Itoa(n[storage.Running])
+			if stale := staleTrials(trials, grace); stale > 0 {
+				// Their process is gone (or cannot reach the database):
+				// the next worker to start a trial fails and retries them.
+				running += fmt.Sprintf(" (%d stale)", stale)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", st.Name, done, running, n[storage.Waiting], n[storage.Fail])
+			failures = append(failures, latestFailures(st.Name, trials, 3)...)
 		}
 		tw.Flush()
+		if len(failures) > 0 {
+			fmt.Println("\nLatest failures:")
+			for _, f := range failures {
+				fmt.Println("  " + f)
+			}
+		}
 		if cfg == nil {
 			fmt.Fprintln(os.Stderr, "sweep: pass --config SWEEPS.yaml to see each study's budget")
 		}
@@ -237,6 +319,10 @@ func cmdStatus(args []string) error {
 		fmt.Printf("\nSlurm job %s:\n", *job)
 		if len(bytes.TrimSpace(out)) == 0 {
 			fmt.Println("  no task queued or running (finished, or not this cluster's job)")
+			if short > 0 {
+				// Dead or timed-out tasks are not replaced.
+				fmt.Printf("  %d studies are below their budget with no worker left: `sweep submit` the sweep file again to finish them\n", short)
+			}
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			if line != "" {
