@@ -138,3 +138,43 @@ heartbeat_grace: 1s
 		t.Errorf("#0 failed at %v, %v after the database came back; want at least heartbeat_grace %v", failed.Complete, failed.Complete.Sub(back), r.Config.HeartbeatGrace)
 	}
 }
+
+// TestNoTrialStartedPastTheDeadline: a worker whose time limit is nearer
+// than its study's mean trial starts no trial (it would be killed at the
+// limit and run again from scratch), says why, and ends; with the time, it
+// runs them.
+func TestNoTrialStartedPastTheDeadline(t *testing.T) {
+	r, store := testRunner(t, `trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru, epoch_ms: 100}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 2
+training: {max_epochs: 3}
+`, inProcess)
+	ctx := context.Background()
+	if _, err := r.Run(ctx, Plan(r.Config, nil)); err != nil {
+		t.Fatal(err)
+	}
+	r.Config.Trials = 4
+	var log strings.Builder
+	r.Log = &log
+	r.Deadline = time.Now().Add(100 * time.Millisecond) // trials take about 300 ms
+	res, err := r.Run(ctx, Plan(r.Config, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := res.States[storage.Complete] + res.States[storage.Fail] + res.States[storage.Pruned]; n != 0 || !strings.Contains(log.String(), "not starting another trial") {
+		t.Errorf("with 100 ms left: %d trials ran\n%s", n, log.String())
+	}
+	r.Deadline = time.Now().Add(time.Hour)
+	if res, err = r.Run(ctx, Plan(r.Config, nil)); err != nil || res.States[storage.Complete] != 2 {
+		t.Errorf("with an hour left: %v, %v; want the 2 trials left run", res.States, err)
+	}
+	studies, _ := store.Studies(ctx)
+	trials, _ := store.Trials(ctx, studies[0].ID)
+	if len(trials) != 4 {
+		t.Errorf("%d trials stored, want 4", len(trials))
+	}
+}

@@ -62,6 +62,10 @@ type Runner struct {
 	Exec func(ctx context.Context, p Proc) error
 	// Executable is the program `sweep trial` runs as; empty means this one.
 	Executable string
+	// Deadline, when set, is when this process will be stopped (a Slurm
+	// task's time limit): no trial starts that would not finish by then,
+	// judged by its study's mean COMPLETE trial.
+	Deadline time.Time
 	// Command is how this process was started ("sweep run", "sweep
 	// worker"), for the messages that tell what to do next.
 	Command string
@@ -94,8 +98,12 @@ type studyState struct {
 	inflight int
 	failures int
 	done     bool
-	waitTill time.Time // full of running trials owned elsewhere: poll later
-	finished int       // COMPLETE+PRUNED, as last seen
+	waitTill time.Time     // full of running trials owned elsewhere: poll later
+	finished int           // COMPLETE+PRUNED, as last seen
+	meanTook time.Duration // a COMPLETE trial's mean wall time, as last seen (0: none yet)
+	// outOfTime: this process's time limit would end a new trial before
+	// it did; it starts none.
+	outOfTime bool
 	// checking serialises the study's prune checks, so that each sees the
 	// rung values the one before recorded, as one Optuna process's do.
 	checking sync.Mutex
@@ -268,6 +276,17 @@ func (r *Runner) count(ss *studyState, trials []storage.FrozenTrial) {
 	n := storage.Count(trials)
 	ss.finished = n[storage.Complete] + n[storage.Pruned]
 	ss.done = ss.finished >= r.budget(ss)
+	var took time.Duration
+	complete := 0
+	for _, t := range trials {
+		if t.State == storage.Complete && !t.Start.IsZero() && t.Complete.After(t.Start) {
+			took += t.Complete.Sub(t.Start)
+			complete++
+		}
+	}
+	if complete > 0 {
+		ss.meanTook = took / time.Duration(complete)
+	}
 }
 
 // budget is a study's number of COMPLETE+PRUNED trials to reach.
@@ -291,7 +310,8 @@ func (r *Runner) space(ss *studyState) map[string]storage.Distribution {
 // reserves the trials that process will run (pack(study) or fewer). It
 // returns nil and how long to wait when every open study is full of trials
 // owned elsewhere, and nil, 0 when all are done.
-func (rs *runState) next(cfg *Config, budget, pack func(*studyState) int) (*studyState, int, time.Duration) {
+func (r *Runner) next(rs *runState) (*studyState, int, time.Duration) {
+	cfg := r.Config
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	var best *studyState
@@ -300,7 +320,15 @@ func (rs *runState) next(cfg *Config, budget, pack func(*studyState) int) (*stud
 	for _, ss := range rs.studies {
 		// Trials in flight may all fail: never start more than the failures
 		// left, so a study stops at exactly max_failures.
-		if ss.done || ss.failures+ss.inflight >= cfg.MaxFailures {
+		if ss.done || ss.outOfTime || ss.failures+ss.inflight >= cfg.MaxFailures {
+			continue
+		}
+		if !r.Deadline.IsZero() && ss.meanTook > 0 && r.Deadline.Sub(now) < ss.meanTook {
+			// Started, it would be killed at the limit and run again
+			// from scratch: better left to a worker with the time.
+			ss.outOfTime = true
+			r.logf("%s: not starting another trial: %v left of the time limit, and its trials take %v on average", ss.plan.Name,
+				r.Deadline.Sub(now).Round(time.Second), ss.meanTook.Round(time.Second))
 			continue
 		}
 		if now.Before(ss.waitTill) {
@@ -316,14 +344,14 @@ func (rs *runState) next(cfg *Config, budget, pack func(*studyState) int) (*stud
 	if best == nil {
 		return nil, 0, wait
 	}
-	n := max(1, min(pack(best), cfg.MaxFailures-best.failures-best.inflight, budget(best)-best.finished-best.inflight))
+	n := max(1, min(r.packSize(best), cfg.MaxFailures-best.failures-best.inflight, r.budget(best)-best.finished-best.inflight))
 	best.inflight += n
 	return best, n, 0
 }
 
 func (r *Runner) worker(ctx context.Context, rs *runState, slot int) error {
 	for ctx.Err() == nil {
-		ss, n, wait := rs.next(r.Config, r.budget, r.packSize)
+		ss, n, wait := r.next(rs)
 		if ss == nil {
 			if wait == 0 {
 				return nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,12 +54,24 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	urlFile := storageFileFlag(fs)
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
+	limit := fs.String("time", "", "this process's time limit, as sbatch's --time (2-00:00:00, 90): no trial starts that its study's mean trial says would not end in time")
+	started := time.Now()
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := argCount(fs, pos, 1, 1, "one sweep file"); err != nil {
 		return err
+	}
+	var deadline time.Time
+	if *limit != "" {
+		d, err := slurmDuration(*limit)
+		if err != nil {
+			return fmt.Errorf("%w: --time %q: %v", errUsage, *limit, err)
+		}
+		if d > 0 {
+			deadline = started.Add(d)
+		}
 	}
 	cfg, err := sweep.LoadConfig(pos[0])
 	if err != nil {
@@ -91,7 +104,55 @@ func runCommand(name string, args []string, defaultParallel int) error {
 			return err
 		}
 	}
-	return runPlan(cfg, store, plan, pos[0], name)
+	return runPlan(cfg, store, plan, pos[0], name, deadline)
+}
+
+// slurmDuration reads a time limit as sbatch's --time takes it: minutes,
+// minutes:seconds, hours:minutes:seconds, days-hours,
+// days-hours:minutes, days-hours:minutes:seconds; UNLIMITED (or
+// infinite) is 0, no limit.
+func slurmDuration(s string) (time.Duration, error) {
+	if l := strings.ToLower(s); l == "unlimited" || l == "infinite" {
+		return 0, nil
+	}
+	days := 0
+	clock := s
+	if d, rest, ok := strings.Cut(s, "-"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("days %q: want a number", d)
+		}
+		days, clock = n, rest
+	}
+	var parts []int
+	for _, p := range strings.Split(clock, ":") {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("%q: want [days-]hours:minutes:seconds, minutes or minutes:seconds", s)
+		}
+		parts = append(parts, n)
+	}
+	var h, m, sec int
+	switch {
+	case len(parts) > 3:
+		return 0, fmt.Errorf("%q: too many fields", s)
+	case days > 0 || strings.Contains(s, "-"):
+		// After days-, fields are hours[:minutes[:seconds]].
+		h = parts[0]
+		if len(parts) > 1 {
+			m = parts[1]
+		}
+		if len(parts) > 2 {
+			sec = parts[2]
+		}
+	case len(parts) == 3:
+		h, m, sec = parts[0], parts[1], parts[2]
+	case len(parts) == 2:
+		m, sec = parts[0], parts[1]
+	default:
+		m = parts[0]
+	}
+	return time.Duration(days)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second, nil
 }
 
 // warnForeignStorage warns a worker pointed at a database that holds none
@@ -164,7 +225,7 @@ func cmdFinal(args []string) error {
 	if *dry {
 		return nil
 	}
-	return runPlan(cfg, store, plan, pos[0], "final")
+	return runPlan(cfg, store, plan, pos[0], "final", time.Time{})
 }
 
 // allocatedGPUs honours the GPUs that Slurm gave this task: inside an
@@ -207,7 +268,7 @@ func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, "sweep: "+form
 
 // runPlan runs a plan's trials with progress display until each study has
 // its budget.
-func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, file, command string) error {
+func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, file, command string, deadline time.Time) error {
 	sampler, err := sweep.NewSampler(cfg.Sampler)
 	if err != nil {
 		return err
@@ -226,7 +287,7 @@ func runPlan(cfg *sweep.Config, store storage.Storage, plan []sweep.Planned, fil
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	killNow := make(chan struct{})
-	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow, Where: where(), Command: "sweep " + command}
+	r := &sweep.Runner{Config: cfg, Storage: store, Sampler: sampler, Pruner: sweep.NewPruner(cfg.Pruner), Log: os.Stderr, KillNow: killNow, Where: where(), Command: "sweep " + command, Deadline: deadline}
 	if cfg.Pack > 1 {
 		reg, standIn := registry(), standInModel(cfg.Model)
 		packable := map[string]bool{} // by packKey

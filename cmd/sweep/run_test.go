@@ -206,7 +206,7 @@ func TestReadOnlyStorageSaysSoFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = runPlan(cfg, ro, plan, path, "run")
+	err = runPlan(cfg, ro, plan, path, "run", time.Time{})
 	if err == nil || !strings.Contains(err.Error(), "cannot be written") {
 		t.Fatalf("runPlan on read-only storage: %v", err)
 	}
@@ -934,5 +934,23 @@ func TestGPUsInsideASlurmAllocation(t *testing.T) {
 	}
 	if gpus, note := allocatedGPUs(nil, env(map[string]string{"SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "2"})); gpus != nil || note != "" {
 		t.Errorf("no gpus in the file: %v, %q (the trials inherit Slurm's)", gpus, note)
+	}
+}
+
+// TestSlurmDuration reads every form of sbatch's --time.
+func TestSlurmDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"90": 90 * time.Minute, "5:30": 5*time.Minute + 30*time.Second, "2:00:00": 2 * time.Hour,
+		"1-12": 36 * time.Hour, "1-00:30": 24*time.Hour + 30*time.Minute, "2-01:02:03": 49*time.Hour + 2*time.Minute + 3*time.Second,
+		"UNLIMITED": 0, "infinite": 0,
+	} {
+		if got, err := slurmDuration(in); err != nil || got != want {
+			t.Errorf("%q: %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "1h", "1:2:3:4", "x-1", "-5", "1:-2"} {
+		if got, err := slurmDuration(bad); err == nil {
+			t.Errorf("%q: %v, want an error", bad, got)
+		}
 	}
 }

@@ -120,6 +120,13 @@ func cmdSubmit(args []string) error {
 	if *only != "" {
 		args2 = append(args2, "--only", *only)
 	}
+	if *limit != "" {
+		if _, err := slurmDuration(*limit); err != nil {
+			return fmt.Errorf("%w: --time %q: %v", errUsage, *limit, err)
+		}
+		// The worker starts no trial its time limit would cut short.
+		args2 = append(args2, "--time", *limit)
+	}
 	quoted := make([]string, len(args2))
 	for i, a := range args2 {
 		quoted[i] = shellQuote(a)
