@@ -23,16 +23,15 @@ const (
 	pauseGap  = 5 * time.Second
 )
 
-// watch notes each pause until ctx ends; log is told of each.
-func (a *awakeness) watch(ctx context.Context, logf func(format string, args ...any)) {
-	tick := time.NewTicker(pauseTick)
-	defer tick.Stop()
+// watch notes each pause until ctx ends, from ticks that come every
+// pauseTick while the process runs; log is told of each.
+func (a *awakeness) watch(ctx context.Context, ticks <-chan time.Time, logf func(format string, args ...any)) {
 	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
+		case now := <-ticks:
 			// Wall time: the monotonic clock stands still in a machine's sleep.
 			if gap := now.Round(0).Sub(last.Round(0)); gap > pauseGap {
 				a.mu.Lock()

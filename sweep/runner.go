@@ -157,7 +157,9 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go rs.awake.watch(wctx, r.logf)
+	tick := time.NewTicker(pauseTick)
+	defer tick.Stop()
+	go rs.awake.watch(wctx, tick.C, r.logf)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, r.Config.Parallel)
