@@ -820,6 +820,26 @@ func TestSlurmWorkers(t *testing.T) {
 	if out, err := exec.Command("scancel", "--signal=KILL", job+"_0").CombinedOutput(); err != nil {
 		t.Fatalf("scancel: %v: %s", err, out)
 	}
+	// Requeue worker 1 mid-trial, as a preemption does: SIGTERM, then the
+	// task runs again. Slurm holds a requeued task for a while (its begin
+	// time); the test lets it go at once. Its log keeps what it wrote
+	// before the requeue.
+	if out, err := exec.Command("scontrol", "requeue", job+"_1").CombinedOutput(); err != nil {
+		t.Fatalf("scontrol requeue: %v: %s", err, out)
+	}
+	for {
+		out, _ := exec.Command("squeue", "-h", "-j", job+"_1", "-o", "%T").Output()
+		if strings.TrimSpace(string(out)) == "PENDING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task 1 never went back to PENDING after the requeue: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := exec.Command("scontrol", "update", "JobId="+job+"_1", "StartTime=now").CombinedOutput(); err != nil {
+		t.Fatalf("scontrol update: %v: %s", err, out)
+	}
 	for {
 		out, _ := exec.Command("squeue", "-h", "-j", job).Output()
 		if len(bytes.TrimSpace(out)) == 0 {
@@ -832,6 +852,13 @@ func TestSlurmWorkers(t *testing.T) {
 	}
 	got := load()
 	checkBudgets(t, got, 2, 5)
+	taskLog, err := os.ReadFile(filepath.Join(dir, "runs", "slurm", "sweep-"+job+"_1.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(taskLog), "studies → "); n != 2 || !strings.Contains(string(taskLog), "stopping on SIGTERM") {
+		t.Errorf("the requeued task's log has %d starts (want 2: before and after the requeue) and lacks its stop before it:\n%s", n, taskLog)
+	}
 	failed := 0
 	for name, trials := range got {
 		for _, tr := range trials {

@@ -602,6 +602,10 @@ func signalName(sig os.Signal) string {
 		return "Ctrl-C (SIGINT)"
 	case syscall.SIGHUP:
 		return "SIGHUP (the terminal or SSH session closed)"
+	case syscall.SIGTERM:
+		// Go names it "terminated"; a scheduler's log reader looks for the
+		// signal (Slurm's preemption, requeue, scancel and time limit).
+		return "SIGTERM"
 	}
 	return sig.String()
 }
