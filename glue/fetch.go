@@ -17,32 +17,58 @@ const HubRepo = "nyu-mll/glue"
 
 // Fetch downloads the labelled splits (train and validation; test labels
 // are hidden anyway) of each task from the hub into dir/<task>/, where Load
-// finds them. Finished files are kept; interrupted ones resume.
-func Fetch(ctx context.Context, c *hub.Client, dir, revision string, tasks []*Task) error {
+// finds them, all at the commit revision names when Fetch starts, which
+// it returns and records in each task folder's hub.RevisionFile. Finished
+// files are kept; interrupted ones resume. Both of the hub's layouts are
+// read: main's <task>/<split>-00000-of-00001.parquet, and the parquet
+// converter's <task>/<split>/0000.parquet (revision refs/convert/parquet),
+// stored as <task>/<split>-0000.parquet.
+func Fetch(ctx context.Context, c *hub.Client, dir, revision string, tasks []*Task) (string, error) {
+	commit, err := c.Resolve(ctx, hub.Datasets, HubRepo, revision)
+	if err != nil {
+		return "", fmt.Errorf("glue: fetch: %w", err)
+	}
 	for _, t := range tasks {
-		files, err := c.List(ctx, hub.Datasets, HubRepo, revision, t.Name)
+		files, err := c.List(ctx, hub.Datasets, HubRepo, commit, t.Name)
 		if err != nil {
-			return fmt.Errorf("glue: fetch %s: %w", t.Name, err)
+			return "", fmt.Errorf("glue: fetch %s: %w", t.Name, err)
 		}
-		var want []hub.File
+		type download struct {
+			f     hub.File
+			local string // under dir
+		}
+		var want []download
 		for _, f := range files {
-			if path.Ext(f.Path) != ".parquet" || path.Dir(f.Path) != t.Name {
+			if path.Ext(f.Path) != ".parquet" {
 				continue
 			}
-			if split := hubSplit(path.Base(f.Path)); slices.Contains(t.SplitNames(), split) {
-				want = append(want, f)
+			local := ""
+			switch parent := path.Dir(f.Path); {
+			case parent == t.Name:
+				local = f.Path
+			case path.Dir(parent) == t.Name:
+				// The converter's layout: the split is a folder.
+				local = t.Name + "/" + path.Base(parent) + "-" + path.Base(f.Path)
+			default:
+				continue
+			}
+			if split := hubSplit(path.Base(local)); slices.Contains(t.SplitNames(), split) {
+				want = append(want, download{f, local})
 			}
 		}
 		if len(want) == 0 {
-			return fmt.Errorf("glue: fetch %s: the hub lists no train/validation parquet files under %s/%s", t.Name, HubRepo, t.Name)
+			return "", fmt.Errorf("glue: fetch %s: the hub lists no train/validation parquet files under %s/%s at %s", t.Name, HubRepo, t.Name, revision)
 		}
-		for _, f := range want {
-			if err := c.Download(ctx, hub.Datasets, HubRepo, revision, f, filepath.Join(dir, filepath.FromSlash(f.Path))); err != nil {
-				return fmt.Errorf("glue: fetch %s: %w", t.Name, err)
+		for _, d := range want {
+			if err := c.Download(ctx, hub.Datasets, HubRepo, commit, d.f, filepath.Join(dir, filepath.FromSlash(d.local))); err != nil {
+				return "", fmt.Errorf("glue: fetch %s: %w", t.Name, err)
 			}
 		}
+		if err := hub.WriteSnapshot(filepath.Join(dir, t.Name), hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Datasets, Repo: HubRepo, Revision: revision, Commit: commit}); err != nil {
+			return "", err
+		}
 	}
-	return nil
+	return commit, nil
 }
 
 // hubSplit returns the split a hub file belongs to: train-00000-of-00001

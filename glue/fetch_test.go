@@ -37,7 +37,7 @@ func TestFetch(t *testing.T) {
 	})
 	dir := t.TempDir()
 	cola := mustTask(t, "cola")
-	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
+	if _, err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
 		t.Fatal(err)
 	}
 	d, err := Load(dir, cola)
@@ -48,13 +48,39 @@ func TestFetch(t *testing.T) {
 		t.Errorf("loaded %+v", d.Splits)
 	}
 	requests := len(srv.Auth())
-	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
+	if _, err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{cola}); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(srv.Auth()) - requests; n != 1 {
-		t.Errorf("a second fetch made %d requests, want only the listing", n)
+	if n := len(srv.Auth()) - requests; n != 2 {
+		t.Errorf("a second fetch made %d requests, want only the revision's commit and the listing", n)
 	}
-	if err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{mustTask(t, "rte")}); err == nil {
+	if _, err := Fetch(context.Background(), hub.FromEnv(), dir, "main", []*Task{mustTask(t, "rte")}); err == nil {
 		t.Error("fetching a task the hub lacks succeeded")
+	}
+}
+
+// TestFetchConverterLayout: the parquet converter's revision
+// (refs/convert/parquet) keeps each split in a folder of its own
+// (cola/train/0000.parquet); its files are fetched and load.
+func TestFetchConverterLayout(t *testing.T) {
+	train := []colaRow{{"A sentence .", 1, 0}, {"Sentence a .", 0, 1}, {"Another one .", 1, 2}}
+	srv := hubtest.NewServer(t, map[string][]byte{"datasets/nyu-mll/glue/cola/train-00000-of-00001.parquet": []byte("main's")})
+	commit := srv.Branch("refs/convert/parquet", map[string][]byte{
+		"datasets/nyu-mll/glue/cola/train/0000.parquet":      parquetBytes(t, train),
+		"datasets/nyu-mll/glue/cola/validation/0000.parquet": parquetBytes(t, train[:2]),
+		"datasets/nyu-mll/glue/cola/test/0000.parquet":       parquetBytes(t, train[:1]),
+	})
+	dir := t.TempDir()
+	cola := mustTask(t, "cola")
+	got, err := Fetch(context.Background(), hub.FromEnv(), dir, "refs/convert/parquet", []*Task{cola})
+	if err != nil || got != commit {
+		t.Fatalf("Fetch = %s, %v; want commit %s", got, err, commit)
+	}
+	d, err := Load(dir, cola)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Splits["train"]) != 3 || len(d.Splits["validation"]) != 2 {
+		t.Errorf("loaded %d train, %d validation", len(d.Splits["train"]), len(d.Splits["validation"]))
 	}
 }

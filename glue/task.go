@@ -114,7 +114,10 @@ func Lookup(name string) (*Task, error) {
 
 // Example is one labelled (or, in test files, unlabelled) pair.
 type Example struct {
-	Idx   int      // 0-based row of the record in its source file (header excluded)
+	// Idx is the record's 0-based row in its TSV or jsonl file (header
+	// excluded), or the hub parquet files' idx column, which for MRPC
+	// counts rows across train and validation together.
+	Idx   int
 	Text  []string // in Task.Fields order
 	Label int      // class id; -1 when unlabelled or for STS-B
 	Score float32  // STS-B only

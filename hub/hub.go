@@ -1,7 +1,10 @@
-// Package hub downloads files from the Hugging Face hub: it lists a
-// repository folder through the hub's tree API and fetches files from their
-// resolve URLs, resuming partial downloads and verifying the sizes and
-// SHA-256 digests the hub reports.
+// Package hub downloads files from the Hugging Face hub as huggingface_hub's
+// snapshot_download does: it resolves a revision to its commit once, lists
+// and downloads at that commit (so a branch that moves meanwhile cannot mix
+// two revisions), verifies every file (SHA-256 for LFS files, the git blob
+// id for the others), retries rate limits, server errors and broken
+// streams, resumes partial downloads, and sends the token to the hub's own
+// host only.
 //
 // # Environment
 //
@@ -11,17 +14,23 @@ package hub
 
 import (
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultEndpoint is the public hub.
@@ -36,16 +45,30 @@ const (
 // Client talks to one hub endpoint.
 type Client struct {
 	Endpoint string // without a trailing slash
-	Token    string // sent as "Authorization: Bearer" when set
-	HTTP     *http.Client
+	Token    string // sent as "Authorization: Bearer" to the endpoint's host, never elsewhere
+	// HTTP is the client requests go through; nil: one with connection
+	// timeouts. Its redirects are followed without the token whenever
+	// they leave the endpoint's host.
+	HTTP *http.Client
 	// Progress, when set, is called as a file's bytes arrive; done counts
 	// bytes already on disk from an earlier, interrupted download too.
 	Progress func(path string, done, total int64)
+	// Log, when set, is told of each retry.
+	Log func(format string, args ...any)
+	// Retries is how many times a request that met a rate limit, a
+	// server error or a broken connection is tried again (0: 5).
+	Retries int
+	// RetryWait is the first wait before a retry, doubled each time up to
+	// a minute, unless the hub says how long (0: 1 s).
+	RetryWait time.Duration
+	// StallTimeout ends a request that makes no progress for this long,
+	// to be retried (0: a minute).
+	StallTimeout time.Duration
 }
 
 // FromEnv returns a client configured by HF_ENDPOINT and HF_TOKEN.
 func FromEnv() *Client {
-	c := &Client{Endpoint: DefaultEndpoint, Token: os.Getenv("HF_TOKEN"), HTTP: http.DefaultClient}
+	c := &Client{Endpoint: DefaultEndpoint, Token: os.Getenv("HF_TOKEN")}
 	if e := os.Getenv("HF_ENDPOINT"); e != "" {
 		c.Endpoint = strings.TrimRight(e, "/")
 	}
@@ -56,58 +79,263 @@ func FromEnv() *Client {
 type File struct {
 	Path   string // relative to the repository root
 	Size   int64
-	SHA256 string // of the content, for files stored with LFS; empty otherwise
+	SHA256 string // of the content, for files stored with LFS
+	// BlobID is the git blob id (SHA-1 of "blob <size>\0" and the
+	// content) of a file stored in git itself; empty for LFS files, whose
+	// blob is their pointer.
+	BlobID string
 }
 
 type treeEntry struct {
 	Type string `json:"type"`
 	Path string `json:"path"`
 	Size int64  `json:"size"`
+	OID  string `json:"oid"`
 	LFS  *struct {
 		OID  string `json:"oid"`
 		Size int64  `json:"size"`
 	} `json:"lfs"`
 }
 
-// StatusError is an unexpected HTTP answer.
+// StatusError is an unexpected HTTP answer. Code is the hub's
+// X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo),
+// Message its explanation.
 type StatusError struct {
-	URL    string
-	Status int
-	Body   string
+	URL     string
+	Status  int
+	Code    string
+	Message string
 }
 
 func (e *StatusError) Error() string {
-	hint := ""
-	switch e.Status {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		hint = "; HINT: set HF_TOKEN to a token with access to this repository"
-	case http.StatusNotFound:
-		hint = "; check the repository name and revision"
+	what := ""
+	switch {
+	case e.Code == "RepoNotFound":
+		// The hub answers 401 for a repository that does not exist too.
+		what = "the repository does not exist (or is private: set HF_TOKEN to a token with access to it)"
+	case e.Code == "RevisionNotFound":
+		what = "the repository has no such revision (branch, tag or commit)"
+	case e.Code == "EntryNotFound":
+		what = "the repository has no such file at this revision"
+	case e.Code == "GatedRepo":
+		what = "the repository is gated: accept its conditions on its page, and set HF_TOKEN to a token of that account"
+	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
+		what = "not allowed: set HF_TOKEN to a token with access to this repository"
+	case e.Status == http.StatusNotFound:
+		what = "not found: check the repository name and revision"
 	}
-	return fmt.Sprintf("hub: GET %s: %s%s", e.URL, http.StatusText(e.Status), hint)
+	msg := fmt.Sprintf("hub: GET %s: %d %s", e.URL, e.Status, http.StatusText(e.Status))
+	if what != "" {
+		msg += ": " + what
+	}
+	if e.Message != "" {
+		msg += " (the hub says: " + e.Message + ")"
+	}
+	return msg
 }
 
+// statusError reads an error answer's code and message.
+func statusError(u string, resp *http.Response) *StatusError {
+	e := &StatusError{URL: u, Status: resp.StatusCode, Code: resp.Header.Get("X-Error-Code"), Message: resp.Header.Get("X-Error-Message")}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var parsed struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &parsed) == nil && parsed.Error != "" {
+		e.Message = parsed.Error
+	} else if e.Message == "" {
+		e.Message = strings.TrimSpace(string(body))
+	}
+	if len(e.Message) > 300 {
+		e.Message = e.Message[:300] + "…"
+	}
+	return e
+}
+
+func (c *Client) retries() int {
+	if c.Retries > 0 {
+		return c.Retries
+	}
+	return 5
+}
+
+func (c *Client) stallTimeout() time.Duration {
+	if c.StallTimeout > 0 {
+		return c.StallTimeout
+	}
+	return time.Minute
+}
+
+func (c *Client) logf(format string, args ...any) {
+	if c.Log != nil {
+		c.Log(format, args...)
+	}
+}
+
+// httpClient is c.HTTP, or one with connection timeouts, with redirects
+// that drop the token off the endpoint's host: Go would forward it to
+// subdomains, and the hub's CDN hosts are its subdomains.
+func (c *Client) httpClient() *http.Client {
+	base := c.HTTP
+	if base == nil {
+		base = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: c.stallTimeout(),
+			MaxIdleConnsPerHost:   4,
+		}}
+	}
+	client := *base
+	home := c.host()
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("hub: more than 10 redirects")
+		}
+		if req.URL.Host != home {
+			req.Header.Del("Authorization")
+		} else if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		return nil
+	}
+	return &client
+}
+
+func (c *Client) host() string {
+	u, err := url.Parse(c.Endpoint)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// retryableStatus: a rate limit or a server that may answer better later.
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// rateLimitReset reads the hub's RateLimit header ("api";r=0;t=55): the
+// seconds until the window resets.
+var rateLimitReset = regexp.MustCompile(`(?:^|;)\s*t=(\d+)`)
+
+// wait is how long to wait before try attempt+1: what the hub asked
+// (Retry-After, RateLimit), else RetryWait doubled per attempt, at most a
+// minute.
+func (c *Client) wait(attempt int, resp *http.Response) time.Duration {
+	first := c.RetryWait
+	if first <= 0 {
+		first = time.Second
+	}
+	d := min(first<<min(attempt, 10), time.Minute)
+	if resp == nil {
+		return d
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		if n, err := strconv.Atoi(strings.TrimSpace(ra)); err == nil && n >= 0 {
+			return min(time.Duration(n)*time.Second, 5*time.Minute)
+		}
+		if t, err := http.ParseTime(ra); err == nil {
+			return min(max(time.Until(t), 0), 5*time.Minute)
+		}
+	}
+	if m := rateLimitReset.FindStringSubmatch(resp.Header.Get("RateLimit")); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			return min(time.Duration(n+1)*time.Second, 5*time.Minute)
+		}
+	}
+	return d
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// get sends a GET, retrying rate limits, server errors and connections
+// that fail or stall. The answer's body ends the request with an error if
+// it stalls for StallTimeout; close it.
 func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("hub: %w", err)
+	client := c.httpClient()
+	for attempt := 0; ; attempt++ {
+		rctx, cancel := context.WithCancel(ctx)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("hub: %w", err)
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		req.Header.Set("User-Agent", "readsweep")
+		resp, err := client.Do(req)
+		if err == nil && !retryableStatus(resp.StatusCode) {
+			resp.Body = &stallReader{r: resp.Body, cancel: cancel, timer: time.AfterFunc(c.stallTimeout(), cancel), every: c.stallTimeout()}
+			return resp, nil
+		}
+		why := ""
+		if err != nil {
+			why = err.Error()
+		} else {
+			why = resp.Status
+		}
+		if ctx.Err() != nil || attempt >= c.retries() {
+			if resp != nil {
+				defer cancel()
+				defer resp.Body.Close()
+				return nil, statusError(u, resp)
+			}
+			cancel()
+			return nil, fmt.Errorf("hub: GET %s: %w (after %d tries)", u, err, attempt+1)
+		}
+		wait := c.wait(attempt, resp)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		cancel()
+		c.logf("hub: GET %s: %s; trying again in %v", u, why, wait.Round(time.Millisecond))
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
 	}
-	for k, v := range header {
-		req.Header[k] = v
+}
+
+// stallReader cancels its request when no byte arrives for a while.
+type stallReader struct {
+	r      io.ReadCloser
+	cancel context.CancelFunc
+	timer  *time.Timer
+	every  time.Duration
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if n > 0 {
+		s.timer.Reset(s.every)
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	req.Header.Set("User-Agent", "readsweep")
-	client := c.HTTP
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("hub: %w", err)
-	}
-	return resp, nil
+	return n, err
+}
+
+func (s *stallReader) Close() error {
+	s.timer.Stop()
+	err := s.r.Close()
+	s.cancel()
+	return err
 }
 
 func escapePath(p string) string {
@@ -118,33 +346,79 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// List returns the files under dir (recursively) of a repository at a
-// revision.
-func (c *Client) List(ctx context.Context, kind, repo, revision, dir string) ([]File, error) {
-	u := fmt.Sprintf("%s/api/%s/%s/tree/%s/%s?recursive=true", c.Endpoint, kind, repo, url.PathEscape(revision), escapePath(dir))
+// Resolve returns the commit a revision (a branch, tag or commit) names
+// now. Listing and downloading at the commit keeps every file of one
+// snapshot from the same revision, however the branch moves.
+func (c *Client) Resolve(ctx context.Context, kind, repo, revision string) (string, error) {
+	u := fmt.Sprintf("%s/api/%s/%s/revision/%s", c.Endpoint, kind, repo, url.PathEscape(revision))
 	resp, err := c.get(ctx, u, nil)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, &StatusError{URL: u, Status: resp.StatusCode, Body: string(body)}
+		return "", statusError(u, resp)
 	}
-	var entries []treeEntry
-	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
-		return nil, fmt.Errorf("hub: GET %s: %w", u, err)
+	var info struct {
+		SHA string `json:"sha"`
 	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		return "", fmt.Errorf("hub: GET %s: %w", u, err)
+	}
+	if !commitID.MatchString(info.SHA) {
+		return "", fmt.Errorf("hub: GET %s: no commit in the answer (sha %q)", u, info.SHA)
+	}
+	return info.SHA, nil
+}
+
+var commitID = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+// nextLink is the rel="next" URL of a Link header.
+var nextLink = regexp.MustCompile(`<([^>]+)>\s*;\s*rel="?next"?`)
+
+// List returns the files under dir (recursively) of a repository at a
+// revision, reading every page of the listing.
+func (c *Client) List(ctx context.Context, kind, repo, revision, dir string) ([]File, error) {
+	u := fmt.Sprintf("%s/api/%s/%s/tree/%s/%s?recursive=true&expand=false", c.Endpoint, kind, repo, url.PathEscape(revision), escapePath(dir))
 	var out []File
-	for _, e := range entries {
-		if e.Type != "file" {
-			continue
+	for page := 0; u != ""; page++ {
+		if page == 10000 {
+			return nil, fmt.Errorf("hub: listing %s: over 10000 pages", repo)
 		}
-		f := File{Path: e.Path, Size: e.Size}
-		if e.LFS != nil {
-			f.SHA256, f.Size = e.LFS.OID, e.LFS.Size
+		resp, err := c.get(ctx, u, nil)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, f)
+		if resp.StatusCode != http.StatusOK {
+			err := statusError(u, resp)
+			resp.Body.Close()
+			return nil, err
+		}
+		var entries []treeEntry
+		err = json.NewDecoder(resp.Body).Decode(&entries)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("hub: GET %s: %w", u, err)
+		}
+		for _, e := range entries {
+			if e.Type != "file" {
+				continue
+			}
+			f := File{Path: e.Path, Size: e.Size, BlobID: e.OID}
+			if e.LFS != nil {
+				f.SHA256, f.Size, f.BlobID = e.LFS.OID, e.LFS.Size, ""
+			}
+			out = append(out, f)
+		}
+		u = ""
+		if m := nextLink.FindStringSubmatch(resp.Header.Get("Link")); m != nil {
+			next, err := url.Parse(m[1])
+			if err != nil {
+				return nil, fmt.Errorf("hub: listing %s: bad Link %q", repo, m[1])
+			}
+			base, _ := url.Parse(c.Endpoint)
+			u = base.ResolveReference(next).String()
+		}
 	}
 	return out, nil
 }
@@ -160,20 +434,66 @@ func (c *Client) URL(kind, repo, revision, path string) string {
 
 // ErrVerify marks a downloaded file whose size or digest is not what the
 // hub reported.
-var ErrVerify = errors.New("hub: downloaded file does not match the hub's size or SHA-256")
+var ErrVerify = errors.New("hub: downloaded file does not match the hub's size and digest")
 
-// Download fetches f to dst. A complete dst that verifies is kept as it
-// is; dst+".part" from an interrupted download is resumed with a Range
-// request. The file appears at dst only once it is complete and verified.
+// Download fetches f of a repository at revision (best a commit, from
+// Resolve) to dst. A complete dst that verifies is kept as it is; a part
+// file of an interrupted download of the same revision is resumed. The
+// file appears at dst only once whole and verified. Two processes
+// downloading the same dst take turns: the second finds the file there.
 func (c *Client) Download(ctx context.Context, kind, repo, revision string, f File, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	unlock, err := lockFile(ctx, dst+".lock")
+	if err != nil {
+		return fmt.Errorf("hub: lock %s: %w", dst, err)
+	}
+	defer unlock()
 	if ok, _ := verify(dst, f); ok {
 		c.report(f, f.Size, f.Size)
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("hub: %w", err)
+	part := partName(dst, revision)
+	u := c.URL(kind, repo, revision, f.Path)
+	for attempt := 0; ; attempt++ {
+		err := c.downloadOnce(ctx, u, f, part)
+		if err == nil {
+			return c.finish(part, dst, f)
+		}
+		var broken *brokenStream
+		if !errors.As(err, &broken) || ctx.Err() != nil {
+			return err
+		}
+		if attempt >= c.retries() {
+			return fmt.Errorf("hub: download %s: %w (after %d tries; run again to resume)", f.Path, broken.err, attempt+1)
+		}
+		wait := c.wait(attempt, nil)
+		c.logf("hub: download %s: %v; resuming in %v", f.Path, broken.err, wait.Round(time.Millisecond))
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
 	}
-	part := dst + ".part"
+}
+
+// partName is where a download of revision to dst grows: one per
+// revision, so that a part file is never resumed with another
+// revision's bytes.
+func partName(dst, revision string) string {
+	tag := revision
+	if commitID.MatchString(revision) {
+		tag = revision[:12]
+	}
+	return dst + "." + url.PathEscape(tag) + ".part"
+}
+
+// brokenStream is a download cut or garbled partway: resumable.
+type brokenStream struct{ err error }
+
+func (b *brokenStream) Error() string { return b.err.Error() }
+
+// downloadOnce adds to part what the server sends from part's end.
+func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string) error {
 	var have int64
 	if st, err := os.Stat(part); err == nil {
 		have = st.Size()
@@ -181,7 +501,6 @@ func (c *Client) Download(ctx context.Context, kind, repo, revision string, f Fi
 			have = 0
 		}
 	}
-	u := c.URL(kind, repo, revision, f.Path)
 	header := http.Header{}
 	if have > 0 {
 		header.Set("Range", fmt.Sprintf("bytes=%d-", have))
@@ -194,17 +513,20 @@ func (c *Client) Download(ctx context.Context, kind, repo, revision string, f Fi
 	flags := os.O_CREATE | os.O_WRONLY
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && have > 0:
+		start, ok := rangeStart(resp.Header.Get("Content-Range"))
+		if !ok || start != have {
+			// Appending would put bytes at the wrong place: start over.
+			os.Remove(part)
+			return &brokenStream{fmt.Errorf("asked for bytes from %d, the answer's Content-Range is %q", have, resp.Header.Get("Content-Range"))}
+		}
 		flags |= os.O_APPEND
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && have > 0 && have == f.Size:
-		// The part file is already whole.
-		resp.Body.Close()
-		return c.finish(part, dst, f)
+		return nil // the part file is already whole
 	case resp.StatusCode == http.StatusOK:
 		flags |= os.O_TRUNC
 		have = 0
 	default:
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return &StatusError{URL: u, Status: resp.StatusCode, Body: string(body)}
+		return statusError(u, resp)
 	}
 	out, err := os.OpenFile(part, flags, 0o644)
 	if err != nil {
@@ -216,13 +538,33 @@ func (c *Client) Download(ctx context.Context, kind, repo, revision string, f Fi
 	}
 	w := &progressWriter{w: out, done: have, total: total, report: func(d, t int64) { c.report(f, d, t) }}
 	_, err = io.Copy(w, resp.Body)
-	if cerr := out.Close(); err == nil {
-		err = cerr
+	if cerr := out.Close(); err == nil && cerr != nil {
+		return fmt.Errorf("hub: %w", cerr)
 	}
 	if err != nil {
-		return fmt.Errorf("hub: download %s (resumable: run again): %w", f.Path, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("hub: download %s (resumable: run again): %w", f.Path, ctx.Err())
+		}
+		return &brokenStream{err}
 	}
-	return c.finish(part, dst, f)
+	if resp.ContentLength >= 0 && w.done-have != resp.ContentLength {
+		return &brokenStream{fmt.Errorf("the stream ended after %d of %d bytes", w.done-have, resp.ContentLength)}
+	}
+	return nil
+}
+
+// rangeStart reads the first byte of "bytes START-END/TOTAL".
+func rangeStart(cr string) (int64, bool) {
+	rest, ok := strings.CutPrefix(cr, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	first, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(first, 10, 64)
+	return n, err == nil
 }
 
 func (c *Client) finish(part, dst string, f File) error {
@@ -246,8 +588,8 @@ func (c *Client) report(f File, done, total int64) {
 	}
 }
 
-// verify reports whether path holds f: its size, and its SHA-256 when the
-// hub gave one.
+// verify reports whether path holds f: its size, and its SHA-256 (LFS) or
+// git blob id (the others) when the hub gave one.
 func verify(path string, f File) (bool, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -256,7 +598,15 @@ func verify(path string, f File) (bool, error) {
 	if f.Size > 0 && st.Size() != f.Size {
 		return false, nil
 	}
-	if f.SHA256 == "" {
+	var h hash.Hash
+	var want string
+	switch {
+	case f.SHA256 != "":
+		h, want = sha256.New(), f.SHA256
+	case f.BlobID != "":
+		h, want = sha1.New(), f.BlobID
+		fmt.Fprintf(h, "blob %d\x00", st.Size())
+	default:
 		return true, nil
 	}
 	in, err := os.Open(path)
@@ -264,11 +614,10 @@ func verify(path string, f File) (bool, error) {
 		return false, fmt.Errorf("hub: %w", err)
 	}
 	defer in.Close()
-	h := sha256.New()
 	if _, err := io.Copy(h, in); err != nil {
 		return false, fmt.Errorf("hub: %w", err)
 	}
-	return hex.EncodeToString(h.Sum(nil)) == strings.ToLower(f.SHA256), nil
+	return hex.EncodeToString(h.Sum(nil)) == strings.ToLower(want), nil
 }
 
 type progressWriter struct {
@@ -282,4 +631,37 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 	p.done += int64(n)
 	p.report(p.done, p.total)
 	return n, err
+}
+
+// RevisionFile, in a folder of downloaded files, records the repository,
+// the revision asked for and the commit it named, so that the files can
+// be traced to their snapshot.
+const RevisionFile = ".hub-revision.json"
+
+// Snapshot is what RevisionFile holds.
+type Snapshot struct {
+	Endpoint string `json:"endpoint"`
+	Kind     string `json:"kind"`
+	Repo     string `json:"repo"`
+	Revision string `json:"revision"`
+	Commit   string `json:"commit"`
+}
+
+// WriteSnapshot records s in dir's RevisionFile.
+func WriteSnapshot(dir string, s Snapshot) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	tmp := filepath.Join(dir, RevisionFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, RevisionFile)); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	return nil
 }

@@ -1,72 +1,309 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/readsweep/readsweep/hub/hubtest"
 )
 
+// newServer starts a fake hub and a client of it that retries at once.
 func newServer(t *testing.T, files map[string][]byte) (*hubtest.Server, *Client) {
 	h := hubtest.NewServer(t, files)
-	return h, FromEnv()
+	c := FromEnv()
+	c.RetryWait = 10 * time.Millisecond
+	c.Log = t.Logf
+	return h, c
 }
 
-func TestListAndDownload(t *testing.T) {
-	content := []byte(strings.Repeat("parquet bytes ", 1000))
-	h, c := newServer(t, map[string][]byte{"datasets/nyu-mll/glue/cola/train-00000-of-00001.parquet": content})
+// weights is an LFS file's content: big enough to be cut and resumed.
+var weights = bytes.Repeat([]byte("safetensors bytes "), 4000)
+
+const (
+	repo    = "google-t5/t5-tiny"
+	weightP = "models/" + repo + "/model.safetensors"
+	configP = "models/" + repo + "/config.json"
+)
+
+// fetchAll resolves, lists and downloads every file of repo into dir.
+func fetchAll(t *testing.T, c *Client, revision, dir string) (string, map[string]File) {
+	t.Helper()
 	ctx := context.Background()
-	files, err := c.List(ctx, Datasets, "nyu-mll/glue", "main", "cola")
-	if err != nil || len(files) != 1 || files[0].Size != int64(len(content)) || files[0].SHA256 == "" {
-		t.Fatalf("List = %+v, %v", files, err)
-	}
-	dst := filepath.Join(t.TempDir(), "cola", "train.parquet")
-	// An interrupted earlier download left the first 5000 bytes.
-	os.MkdirAll(filepath.Dir(dst), 0o755)
-	os.WriteFile(dst+".part", content[:5000], 0o644)
-	var last int64
-	c.Progress = func(_ string, done, total int64) { last = done }
-	if err := c.Download(ctx, Datasets, "nyu-mll/glue", "main", files[0], dst); err != nil {
+	commit, err := c.Resolve(ctx, Models, repo, revision)
+	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ := os.ReadFile(dst)
-	if string(got) != string(content) || last != int64(len(content)) {
-		t.Errorf("downloaded %d bytes (progress %d), want %d", len(got), last, len(content))
+	files, err := c.List(ctx, Models, repo, commit, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(h.Ranges()) != 1 || h.Ranges()[0] != "bytes=5000-" {
-		t.Errorf("range requests %v, want one resuming at 5000", h.Ranges())
+	byPath := map[string]File{}
+	for _, f := range files {
+		byPath[f.Path] = f
+		if err := c.Download(ctx, Models, repo, commit, f, filepath.Join(dir, f.Path)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return commit, byPath
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestListAndDownload: the listing gives an LFS file its SHA-256 and real
+// size and any other file its git blob id; an interrupted download
+// resumes from its part file; the token goes to the hub's host and never
+// to the CDN an LFS file redirects to; a verified file is not fetched
+// again.
+func TestListAndDownload(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{weightP: weights, configP: []byte(`{"d_model": 8}`)})
+	ctx := context.Background()
+	commit, err := c.Resolve(ctx, Models, repo, "main")
+	if err != nil || commit != h.Main() {
+		t.Fatalf("Resolve = %q, %v; want %s", commit, err, h.Main())
+	}
+	files, err := c.List(ctx, Models, repo, commit, "")
+	if err != nil || len(files) != 2 {
+		t.Fatalf("List = %+v, %v", files, err)
+	}
+	for _, f := range files {
+		switch f.Path {
+		case "model.safetensors":
+			if f.Size != int64(len(weights)) || len(f.SHA256) != 64 || f.BlobID != "" {
+				t.Errorf("LFS file listed as %+v", f)
+			}
+		case "config.json":
+			if f.Size != 14 || f.SHA256 != "" || len(f.BlobID) != 40 {
+				t.Errorf("git file listed as %+v", f)
+			}
+		}
+	}
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "model.safetensors")
+	f := files[0]
+	if f.Path != "model.safetensors" {
+		f = files[1]
+	}
+	os.WriteFile(partName(dst, commit), weights[:5000], 0o644) // an earlier, interrupted download
+	var last int64
+	c.Progress = func(_ string, done, total int64) { last = done }
+	if err := c.Download(ctx, Models, repo, commit, f, dst); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mustRead(t, dst), weights) || last != int64(len(weights)) {
+		t.Errorf("downloaded %d bytes (progress %d), want %d", len(mustRead(t, dst)), last, len(weights))
+	}
+	if r := h.Ranges(); len(r) != 1 || r[0] != "bytes=5000-" {
+		t.Errorf("range requests %v, want one resuming at 5000", r)
 	}
 	for _, a := range h.Auth() {
 		if a != "Bearer "+hubtest.Token {
-			t.Errorf("Authorization %q, want the HF_TOKEN", a)
+			t.Errorf("the hub got Authorization %q, want the HF_TOKEN", a)
 		}
 	}
-	// A second call finds the verified file and asks nothing.
-	before := len(h.Auth())
-	if err := c.Download(ctx, Datasets, "nyu-mll/glue", "main", files[0], dst); err != nil || len(h.Auth()) != before {
-		t.Errorf("re-download: %v, %d requests", err, len(h.Auth())-before)
+	if cdn := h.CDNAuth(); len(cdn) != 1 || cdn[0] != "" {
+		t.Errorf("the CDN got Authorization %q: the token left the hub's host", cdn)
+	}
+	before := len(h.Requests())
+	if err := c.Download(ctx, Models, repo, commit, f, dst); err != nil || len(h.Requests()) != before {
+		t.Errorf("re-download: %v, %d requests", err, len(h.Requests())-before)
 	}
 }
 
-func TestDownloadRejectsCorruptFile(t *testing.T) {
-	_, c := newServer(t, map[string][]byte{"models/google-t5/t5-small/config.json": []byte(`{"d_model": 512}`)})
-	dst := filepath.Join(t.TempDir(), "config.json")
-	f := File{Path: "config.json", Size: 16, SHA256: strings.Repeat("0", 64)}
-	err := c.Download(context.Background(), Models, "google-t5/t5-small", "main", f, dst)
-	if !errors.Is(err, ErrVerify) {
-		t.Errorf("Download = %v, want ErrVerify", err)
+// TestPinnedWhileMainMoves: main moves after the listing; every file
+// still comes from the commit the revision named first, byte for byte.
+func TestPinnedWhileMainMoves(t *testing.T) {
+	oldFiles := map[string][]byte{weightP: weights, configP: []byte(`{"d_model": 8}`)}
+	h, c := newServer(t, oldFiles)
+	first := h.Main()
+	moved := false
+	c.Progress = func(string, int64, int64) {
+		if !moved {
+			moved = true
+			h.Commit(map[string][]byte{weightP: bytes.ToUpper(weights), configP: []byte(`{"d_model": 9}`)})
+		}
 	}
-	if _, err := os.Stat(dst); err == nil {
-		t.Error("a file that failed verification was kept")
+	dir := t.TempDir()
+	commit, _ := fetchAll(t, c, "main", dir)
+	if commit != first || h.Main() == first {
+		t.Fatalf("pinned %s; main was %s, now %s", commit, first, h.Main())
 	}
+	for _, p := range []string{"model.safetensors", "config.json"} {
+		if !bytes.Equal(mustRead(t, filepath.Join(dir, p)), oldFiles["models/"+repo+"/"+p]) {
+			t.Errorf("%s is not the pinned commit's", p)
+		}
+	}
+}
+
+// TestGitFileVerifiedByBlobID: a file stored in git (no SHA-256) of the
+// right size but other content is replaced, not kept.
+func TestGitFileVerifiedByBlobID(t *testing.T) {
+	_, c := newServer(t, map[string][]byte{configP: []byte(`{"d_model": 8}`)})
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"d_model": 7}`), 0o644) // same length, older
+	fetchAll(t, c, "main", dir)
+	if got := mustRead(t, filepath.Join(dir, "config.json")); string(got) != `{"d_model": 8}` {
+		t.Errorf("config.json is %s, want the hub's", got)
+	}
+}
+
+// TestRetries: rate limits (with Retry-After honoured), server errors, a
+// stream cut halfway and a stream that stalls are all ridden out, and the
+// file is the hub's.
+func TestRetries(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{weightP: weights, configP: []byte(`{"d_model": 8}`)})
+	c.StallTimeout = 300 * time.Millisecond
+	h.Inject(hubtest.Fault{Match: "/revision/", Status: 429, RetryAfter: "1", Times: 1})
+	h.Inject(hubtest.Fault{Match: "/tree/", Status: 503, Times: 2})
+	h.Inject(hubtest.Fault{Match: "/repos/", CutAfter: 10000, Times: 1})
+	h.Inject(hubtest.Fault{Match: "/repos/", StallAfter: 20000, Times: 1})
+	h.Inject(hubtest.Fault{Match: "config.json", Status: 502, Times: 1})
+	start := time.Now()
+	dir := t.TempDir()
+	fetchAll(t, c, "main", dir)
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("took %v: Retry-After: 1 was not honoured", took)
+	}
+	if !bytes.Equal(mustRead(t, filepath.Join(dir, "model.safetensors")), weights) {
+		t.Error("the weights are not the hub's")
+	}
+	if r := h.Ranges(); len(r) != 2 || r[0] != "bytes=10000-" || r[1] != "bytes=30000-" {
+		t.Errorf("ranges %v, want a resume after the cut and one after the stall", r)
+	}
+
+	// A limit that never lifts ends with the hub's answer, after Retries.
+	h.Inject(hubtest.Fault{Match: "/revision/", Status: 429})
+	c.Retries = 2
+	_, err := c.Resolve(context.Background(), Models, repo, "main")
 	var se *StatusError
-	err = c.Download(context.Background(), Models, "google-t5/t5-small", "main", File{Path: "missing.bin"}, dst)
-	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
-		t.Errorf("missing file: %v", err)
+	if !errors.As(err, &se) || se.Status != 429 {
+		t.Errorf("a lasting rate limit: %v", err)
+	}
+}
+
+// TestWrongContentRange: a 206 that does not start where the part file
+// ends restarts the file instead of appending at the wrong place.
+func TestWrongContentRange(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{weightP: weights})
+	h.Inject(hubtest.Fault{Match: "/repos/", WrongRange: true, Times: 1})
+	ctx := context.Background()
+	commit, _ := c.Resolve(ctx, Models, repo, "main")
+	files, _ := c.List(ctx, Models, repo, commit, "")
+	dst := filepath.Join(t.TempDir(), "model.safetensors")
+	os.WriteFile(partName(dst, commit), weights[:5000], 0o644)
+	if err := c.Download(ctx, Models, repo, commit, files[0], dst); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mustRead(t, dst), weights) {
+		t.Error("the file is not the hub's")
+	}
+}
+
+// TestConcurrentDownloads: two downloads of one file at once (two fetch
+// runs, two Slurm workers) take turns: one fetches, the other finds it.
+func TestConcurrentDownloads(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{weightP: weights})
+	ctx := context.Background()
+	commit, _ := c.Resolve(ctx, Models, repo, "main")
+	files, _ := c.List(ctx, Models, repo, commit, "")
+	dst := filepath.Join(t.TempDir(), "model.safetensors")
+	// Slow, so that the two overlap.
+	h.Inject(hubtest.Fault{Match: "/repos/", StallAfter: 1000, Times: 1})
+	c.StallTimeout = 300 * time.Millisecond
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			other := *c
+			errs[i] = other.Download(ctx, Models, repo, commit, files[0], dst)
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !bytes.Equal(mustRead(t, dst), weights) {
+		t.Fatalf("downloads: %v, %v", errs[0], errs[1])
+	}
+	gets := 0
+	for _, r := range h.Requests() {
+		if strings.Contains(r, "/resolve/") {
+			gets++
+		}
+	}
+	if gets != 2 { // the first try, stalled, and its resume
+		t.Errorf("%d downloads of the file, want one process's (a try and its resume)", gets)
+	}
+}
+
+// TestErrorsSayWhatIsWrong: the hub's X-Error-Code turns into what a user
+// needs to know, with the hub's own message.
+func TestErrorsSayWhatIsWrong(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{configP: []byte(`{}`), "models/org/gated/config.json": []byte(`{}`)})
+	h.Gate("models/org/gated")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		run        func() error
+		code, want string
+	}{
+		{func() error { _, err := c.Resolve(ctx, Models, "org/no-such-model", "main"); return err }, "RepoNotFound", "the repository does not exist"},
+		{func() error { _, err := c.List(ctx, Models, repo, "v9", ""); return err }, "RevisionNotFound", "no such revision"},
+		{func() error {
+			return c.Download(ctx, Models, repo, "main", File{Path: "missing.bin"}, filepath.Join(t.TempDir(), "x"))
+		}, "EntryNotFound", "no such file"},
+		{func() error { _, err := c.Resolve(ctx, Models, "org/gated", "main"); return err }, "GatedRepo", "accept its conditions"},
+	} {
+		err := tc.run()
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != tc.code || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "the hub says") {
+			t.Errorf("%s: %v", tc.code, err)
+		}
+	}
+}
+
+// TestListingPages: a listing longer than a page is read to its end.
+func TestListingPages(t *testing.T) {
+	files := map[string][]byte{}
+	for _, p := range []string{"a.json", "b.json", "sub/c.json", "sub/d.json", "e.json"} {
+		files["models/"+repo+"/"+p] = []byte(p)
+	}
+	h, c := newServer(t, files)
+	h.PageSize(2)
+	got, err := c.List(context.Background(), Models, repo, "main", "")
+	if err != nil || len(got) != 5 {
+		t.Errorf("listed %d files (%v), want 5", len(got), err)
+	}
+}
+
+// TestRenamedRepository: a resolve URL redirected with a relative
+// Location (a renamed repository) is followed, with the token, since it
+// stays on the hub's host.
+func TestRenamedRepository(t *testing.T) {
+	h, c := newServer(t, map[string][]byte{configP: []byte(`{"d_model": 8}`)})
+	h.Alias("models/old-org/t5-tiny", "models/"+repo)
+	files, err := c.List(context.Background(), Models, repo, "main", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "config.json")
+	if err := c.Download(context.Background(), Models, "old-org/t5-tiny", "main", files[0], dst); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range h.Auth() {
+		if a != "Bearer "+hubtest.Token {
+			t.Errorf("the hub got Authorization %q after a redirect on its own host", a)
+		}
 	}
 }

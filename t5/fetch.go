@@ -33,9 +33,22 @@ func CacheDir(name string) (string, error) {
 
 // Fetch downloads what Load and LoadTokenizer read (config.json,
 // spiece.model, and model.safetensors or its index and shards) from the
-// hub into dir, resuming partial files and verifying sizes and digests.
-func Fetch(ctx context.Context, c *hub.Client, name, revision, dir string) error {
+// hub into dir, resuming partial files and verifying every file, all at
+// the commit revision names when Fetch starts, which it returns and
+// records in dir's hub.RevisionFile.
+func Fetch(ctx context.Context, c *hub.Client, name, revision, dir string) (string, error) {
 	repo := HubRepo(name)
+	commit, err := c.Resolve(ctx, hub.Models, repo, revision)
+	if err != nil {
+		return "", fmt.Errorf("t5: fetch %s: %w", repo, err)
+	}
+	if err := fetchAt(ctx, c, repo, commit, dir); err != nil {
+		return "", err
+	}
+	return commit, hub.WriteSnapshot(dir, hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Models, Repo: repo, Revision: revision, Commit: commit})
+}
+
+func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) error {
 	files, err := c.List(ctx, hub.Models, repo, revision, "")
 	if err != nil {
 		return fmt.Errorf("t5: fetch %s: %w", repo, err)

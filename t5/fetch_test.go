@@ -36,7 +36,7 @@ func TestFetch(t *testing.T) {
 		"models/org/pt-only/pytorch_model.bin":       []byte("pickle"),
 	})
 	dir := t.TempDir()
-	if err := Fetch(context.Background(), hub.FromEnv(), "t5-tiny", "main", dir); err != nil {
+	if _, err := Fetch(context.Background(), hub.FromEnv(), "t5-tiny", "main", dir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "README.md")); err == nil {
@@ -51,12 +51,12 @@ func TestFetch(t *testing.T) {
 	}
 	orig, _ := Load(src)
 	compare(t, "shared.weight", m.Shared.Data, orig.Shared.Data, 0, 0)
-	err = Fetch(context.Background(), hub.FromEnv(), "org/pt-only", "main", t.TempDir())
+	_, err = Fetch(context.Background(), hub.FromEnv(), "org/pt-only", "main", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "no safetensors weights") {
 		t.Errorf("pytorch-only repository: %v", err)
 	}
-	err = Fetch(context.Background(), hub.FromEnv(), "org/missing", "main", t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "no config.json") {
+	_, err = Fetch(context.Background(), hub.FromEnv(), "org/missing", "main", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "the repository does not exist") {
 		t.Errorf("missing repository: %v", err)
 	}
 }
@@ -129,5 +129,49 @@ func TestHalfPrecision(t *testing.T) {
 	}
 	if err := s.Read("a", b); err == nil {
 		t.Error("reading 2 values into 1 succeeded")
+	}
+}
+
+// TestFetchPinsTheRevision: main moves while a model downloads; every
+// file on disk is the first commit's, and the commit is recorded beside
+// them.
+func TestFetchPinsTheRevision(t *testing.T) {
+	src := "testdata/tiny-t5-v1"
+	files := map[string][]byte{
+		"models/google-t5/t5-tiny/config.json":       readFile(t, filepath.Join(src, "config.json")),
+		"models/google-t5/t5-tiny/model.safetensors": readFile(t, filepath.Join(src, "model.safetensors")),
+		"models/google-t5/t5-tiny/spiece.model":      readFile(t, "testdata/spm/tiny.model"),
+	}
+	h := hubtest.NewServer(t, files)
+	first := h.Main()
+	c := hub.FromEnv()
+	moved := false
+	c.Progress = func(string, int64, int64) {
+		if !moved {
+			moved = true
+			h.Commit(map[string][]byte{
+				"models/google-t5/t5-tiny/config.json":       []byte(`{"d_model": 4}`),
+				"models/google-t5/t5-tiny/model.safetensors": []byte("other weights"),
+				"models/google-t5/t5-tiny/spiece.model":      []byte("other tokenizer"),
+			})
+		}
+	}
+	dir := t.TempDir()
+	commit, err := Fetch(context.Background(), c, "t5-tiny", "main", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if commit != first || h.Main() == first {
+		t.Fatalf("fetched %s; main was %s, is %s", commit, first, h.Main())
+	}
+	for key, want := range files {
+		p := filepath.Join(dir, filepath.Base(key))
+		if got := readFile(t, p); string(got) != string(want) {
+			t.Errorf("%s is not the first commit's", filepath.Base(key))
+		}
+	}
+	rec := readFile(t, filepath.Join(dir, hub.RevisionFile))
+	if !strings.Contains(string(rec), `"commit": "`+first+`"`) || !strings.Contains(string(rec), `"revision": "main"`) {
+		t.Errorf("%s: %s", hub.RevisionFile, rec)
 	}
 }

@@ -44,12 +44,15 @@ func cmdFetch(args []string) error {
 	}
 	c := hub.FromEnv()
 	c.Progress = byteProgress()
+	c.Log = stderrf
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(os.Stderr, "sweep: fetching %d GLUE tasks from %s/datasets/%s into %s\n", len(tasks), c.Endpoint, glue.HubRepo, *dir)
-	if err := glue.Fetch(ctx, c, *dir, *revision, tasks); err != nil {
+	commit, err := glue.Fetch(ctx, c, *dir, *revision, tasks)
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(os.Stderr, "sweep: %s at %s is commit %s (recorded in each task folder's %s)\n", glue.HubRepo, *revision, commit, hub.RevisionFile)
 	fmt.Fprintf(os.Stderr, "sweep: done; `sweep data stats --dir %s` shows the splits\n", *dir)
 	return nil
 }
@@ -164,12 +167,15 @@ func fetchModel(args []string) error {
 	}
 	c := hub.FromEnv()
 	c.Progress = byteProgress()
+	c.Log = stderrf
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(os.Stderr, "sweep: fetching %s from %s into %s\n", t5.HubRepo(pos[0]), c.Endpoint, *dir)
-	if err := t5.Fetch(ctx, c, pos[0], *revision, *dir); err != nil {
+	commit, err := t5.Fetch(ctx, c, pos[0], *revision, *dir)
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(os.Stderr, "sweep: %s at %s is commit %s (recorded in %s/%s)\n", t5.HubRepo(pos[0]), *revision, commit, *dir, hub.RevisionFile)
 	fmt.Println(*dir)
 	return nil
 }

@@ -578,7 +578,7 @@ func TestDataCommands(t *testing.T) {
 	if _, errOut, code := sweepCmd(t, dir, "fetch", "glue", "--tasks", "glue"); code != 2 || !strings.Contains(errOut, "unknown task") {
 		t.Errorf("fetch of an unknown task: exit %d, %s", code, errOut)
 	}
-	if _, errOut, code := sweepCmd(t, dir, "fetch", "model", "t5-small", "--dir", dir); code != 1 || !strings.Contains(errOut, "google-t5/t5-small: the repository has no config.json") {
+	if _, errOut, code := sweepCmd(t, dir, "fetch", "model", "t5-small", "--dir", dir); code != 1 || !strings.Contains(errOut, "google-t5/t5-small: hub: GET") || !strings.Contains(errOut, "the repository does not exist") {
 		t.Errorf("fetch of a model the hub lacks: exit %d, %s", code, errOut)
 	}
 }
