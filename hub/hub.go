@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -294,7 +295,7 @@ func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.R
 		} else {
 			why = resp.Status
 		}
-		if ctx.Err() != nil || attempt >= c.retries() {
+		if ctx.Err() != nil || attempt >= c.retries() || permanent(err) {
 			if resp != nil {
 				defer cancel()
 				defer resp.Body.Close()
@@ -313,6 +314,16 @@ func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.R
 			return nil, err
 		}
 	}
+}
+
+// permanent reports a failure that no retry mends: a host name that does
+// not exist, a certificate that does not verify.
+func permanent(err error) bool {
+	var dns *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	return err != nil && (errors.As(err, &dns) && dns.IsNotFound || errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname))
 }
 
 // stallReader cancels its request when no byte arrives for a while.

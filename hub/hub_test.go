@@ -3,11 +3,15 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +308,25 @@ func TestRenamedRepository(t *testing.T) {
 	for _, a := range h.Auth() {
 		if a != "Bearer "+hubtest.Token {
 			t.Errorf("the hub got Authorization %q after a redirect on its own host", a)
+		}
+	}
+}
+
+// TestPermanentFailures: a host name that does not exist and a
+// certificate that does not verify are not retried; a refused or reset
+// connection is.
+func TestPermanentFailures(t *testing.T) {
+	wrap := func(err error) error { return &url.Error{Op: "Get", URL: "https://x", Err: err} }
+	for err, want := range map[error]bool{
+		wrap(&net.DNSError{Err: "no such host", Name: "hf.invalid", IsNotFound: true}):   true,
+		wrap(x509.UnknownAuthorityError{}):                                               true,
+		wrap(x509.HostnameError{Host: "x"}):                                              true,
+		wrap(&net.DNSError{Err: "server misbehaving", Name: "hf.co", IsTemporary: true}): false,
+		wrap(&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}):                        false,
+		wrap(&net.OpError{Op: "read", Err: syscall.ECONNRESET}):                          false,
+	} {
+		if got := permanent(err); got != want {
+			t.Errorf("permanent(%v) = %v", err, got)
 		}
 	}
 }
