@@ -273,6 +273,12 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 		case "kill_grace":
 			c.KillGrace, err = p.duration(v, path)
 		case "storage_retry":
+			if v.Value == "none" {
+				// none is "no limit" for trial_timeout; here it would mean
+				// giving up at once, the opposite.
+				err = p.errf(v, path, "none: give a duration such as 10m, or 0 to give up after a few seconds")
+				break
+			}
 			c.StorageRetry, err = p.durationOrZero(v, path)
 		case "trial_timeout":
 			c.TrialTimeout, err = p.durationOrZero(v, path)

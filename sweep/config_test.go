@@ -322,6 +322,9 @@ func TestHeartbeatGraceAndStorageRetry(t *testing.T) {
 			t.Errorf("%q: heartbeat_grace %v, storage_retry %v; want %v, %v", c.extra, cfg.HeartbeatGrace, cfg.StorageRetry, c.grace, c.retry)
 		}
 	}
+	if _, err := ParseConfig("sweeps.yaml", []byte(goodConfig+"storage_retry: none\n")); err == nil || !strings.Contains(err.Error(), "storage_retry: none: give a duration") {
+		t.Errorf("storage_retry: none: %v", err)
+	}
 	if _, err := ParseConfig("sweeps.yaml", []byte(goodConfig+"storage_retry: soon\n")); err == nil || !strings.Contains(err.Error(), "sweeps.yaml:20: storage_retry: want a positive duration") {
 		t.Errorf("storage_retry: soon: %v", err)
 	}

@@ -20,8 +20,10 @@ import (
 // run (or any worker of the sweep) writes it to the database, instead of
 // the trial being found dead and trained again.
 const (
-	journalName   = "result.json"
-	unappliedName = "result.unapplied.json" // a journal the database had overtaken
+	// Hidden, with the tool's name: a trial program's own result.json in
+	// the same folder is left alone.
+	journalName   = ".sweep-result.json"
+	unappliedName = ".sweep-result.unapplied.json" // a journal the database had overtaken, or a bad one
 )
 
 // journal is one trial's result as the database is to record it.
@@ -92,6 +94,15 @@ func (j journal) update() (storage.TrialUpdate, error) {
 	if err != nil || !state.IsFinished() {
 		return storage.TrialUpdate{}, fmt.Errorf("state %q is not a finished trial's", j.State)
 	}
+	finite := j.Value != nil && !math.IsNaN(float64(*j.Value)) && !math.IsInf(float64(*j.Value), 0)
+	switch {
+	case state == storage.Complete && !finite:
+		return storage.TrialUpdate{}, errors.New("a COMPLETE trial needs a finite value")
+	case state == storage.Pruned && j.Value != nil && !finite:
+		return storage.TrialUpdate{}, errors.New("a PRUNED trial's value must be finite")
+	case state == storage.Fail && j.Value != nil:
+		return storage.TrialUpdate{}, errors.New("a FAIL trial has no value")
+	}
 	u := storage.TrialUpdate{State: &state, UserAttrs: j.UserAttrs}
 	if j.Value != nil {
 		v := float64(*j.Value)
@@ -121,6 +132,9 @@ func writeJournal(path string, j journal) error {
 		return err
 	}
 	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644) // as readable as the trial's other files, for a worker of another user
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -157,28 +171,31 @@ func readJournal(path string) (*journal, error) {
 // its journal and could not record (the database was away, or the
 // process was killed in between). A journal that lost the race to another
 // process's verdict (the trial was found dead meanwhile) is renamed
-// result.unapplied.json and said, not deleted: the result is the user's.
+// .sweep-result.unapplied.json and said, not deleted: the result is the
+// user's.
 // It returns how many it recorded.
 func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []storage.FrozenTrial) (int, error) {
 	recorded := 0
 	for _, t := range trials {
 		path := filepath.Join(r.trialDir(ss, t), journalName)
+		aside := filepath.Join(filepath.Dir(path), unappliedName)
 		j, err := readJournal(path)
-		if err != nil {
-			r.logf("%s#%d: its result journal is not readable, left as it is: %v", ss.plan.Name, t.Number, err)
+		if j == nil && err == nil {
 			continue
 		}
-		if j == nil {
-			continue
-		}
-		if j.TrialID != t.ID || j.Number != t.Number {
+		if err == nil && (j.TrialID != t.ID || j.Number != t.Number) {
 			// The folder is another study's of the same name (a database
 			// replaced under the same output_dir).
 			continue
 		}
-		u, err := j.update()
+		var u storage.TrialUpdate
+		if err == nil {
+			u, err = j.update()
+		}
 		if err != nil {
-			r.logf("%s#%d: its result journal %s: %v; left as it is", ss.plan.Name, t.Number, path, err)
+			// Said once: it is set aside, not read again.
+			r.logf("%s#%d: its result journal %s is not a result to record (%v); kept as %s", ss.plan.Name, t.Number, path, err, aside)
+			os.Rename(path, aside)
 			continue
 		}
 		if t.State.IsFinished() {
@@ -186,8 +203,8 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 				os.Remove(path) // recorded; its process died before removing it
 				continue
 			}
-			r.logf("%s#%d: its journalled result (%s) was not recorded before the trial was found %s; kept in %s", ss.plan.Name, t.Number, j.State, t.State, filepath.Join(filepath.Dir(path), unappliedName))
-			os.Rename(path, filepath.Join(filepath.Dir(path), unappliedName))
+			r.logf("%s#%d: its journalled result (%s) was not recorded before the trial was found %s; kept in %s", ss.plan.Name, t.Number, j.State, t.State, aside)
+			os.Rename(path, aside)
 			continue
 		}
 		err = r.Storage.UpdateTrial(ctx, t.ID, u)

@@ -178,3 +178,51 @@ training: {max_epochs: 3}
 		t.Errorf("%d trials stored, want 4", len(trials))
 	}
 }
+
+// TestBadJournalsSetAside: a journal that is not JSON, or holds no result
+// to record (COMPLETE without a finite value), is said once and set
+// aside, never recorded, and does not stop the run; the trial is found
+// dead and retried as any other.
+func TestBadJournalsSetAside(t *testing.T) {
+	r, store := testRunner(t, oneStudy+`trials: 3
+training: {max_epochs: 1}
+heartbeat_interval: 50ms
+heartbeat_grace: 100ms
+`, inProcess)
+	var log strings.Builder
+	r.Log = &log
+	ctx := context.Background()
+	plan := Plan(r.Config, nil)
+	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &studyState{plan: plan[0]}
+	for i, body := range []string{`{not json`, `{"trial_id": 2, "number": 1, "state": "COMPLETE", "value": "NaN"}`} {
+		tr, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
+			Params: map[string]float64{"lr": 1e-4}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+		if err != nil || tr.Number != i {
+			t.Fatal(tr, err)
+		}
+		dir := r.trialDir(ss, tr)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, journalName), []byte(body), 0o644)
+	}
+	time.Sleep(300 * time.Millisecond) // the heartbeats go stale
+	if _, err := r.Run(ctx, plan); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
+	}
+	trials, _ := store.Trials(ctx, st.ID)
+	for _, tr := range trials[:2] {
+		if tr.State != storage.Fail {
+			t.Errorf("#%d: %v, want FAIL (found dead), not recorded from a bad journal", tr.Number, tr.State)
+		}
+		dir := r.trialDir(ss, tr)
+		if _, err := os.Stat(filepath.Join(dir, unappliedName)); err != nil {
+			t.Errorf("#%d: the bad journal was not set aside: %v", tr.Number, err)
+		}
+	}
+	if n := strings.Count(log.String(), "is not a result to record"); n != 2 {
+		t.Errorf("said %d times, want once per bad journal:\n%s", n, log.String())
+	}
+}

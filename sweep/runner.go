@@ -705,7 +705,7 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	}
 	line += fmt.Sprintf(" (%.1fs)", took.Seconds())
 	if out.state == storage.Fail {
-		line += ": " + strings.SplitN(out.reason, "\n", 2)[0]
+		line += ": " + Printable(out.reason)
 	}
 	r.logf("%s", line)
 	if retried {

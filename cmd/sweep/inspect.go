@@ -328,9 +328,9 @@ func lastStep(values map[int]float64) string {
 }
 
 func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	if len(s) > 80 {
-		s = s[:77] + "..."
+	s = sweep.Printable(s)
+	if r := []rune(s); len(r) > 80 {
+		s = string(r[:77]) + "..."
 	}
 	return s
 }

@@ -772,7 +772,12 @@ func TestSlurmWorkers(t *testing.T) {
 		t.Fatalf("Slurm is needed for this test (apt-get install slurm-wlm munge; root): %v\n%s", err, out)
 	}
 	t.Setenv("SLURM_CONF", strings.TrimSpace(string(out)))
-	dir := t.TempDir()
+	// A folder with a space and a # in its name: sbatch reads #SBATCH
+	// lines its own way, and the log path holds the folder.
+	dir := filepath.Join(t.TempDir(), "my sweep #1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	writeConfig(t, dir, strings.NewReplacer("trials: 6", "trials: 5", "parallel: 2", "parallel: 1", "epoch_ms: 60", "epoch_ms: 150").Replace(slowConfig))
 	stdout, submitErr, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "2", "--storage", url)
 	if code != 0 {

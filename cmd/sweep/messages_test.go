@@ -47,6 +47,7 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, errOut)
 	}
+	os.WriteFile(filepath.Join(dir, "two-lines.txt"), []byte("sqlite:///s.db\nsqlite:///other.db\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -64,6 +65,9 @@ func TestCLISaysWhatIsWrong(t *testing.T) {
 		{[]string{"status", "--config", "sweep.yaml"}, 0, "synthetic/fine/sst2  3 of 3"},
 		{[]string{"status", "--storage", "sqlite:///s.db"}, 0, "pass --config SWEEPS.yaml to see each study's budget"},
 		{[]string{"worker", "sweep.yaml", "--storage", "sqlite:///other.db"}, 0, "sweep: warning: other.db holds no study; this worker plans its 1 studies there"},
+		{[]string{"status", "--config", "sweep.yaml", "--job", "-h"}, 2, `--job "-h": want a Slurm job id such as 1234 or 1234_5`},
+		{[]string{"submit", "--slurm", "sweep.yaml", "--workers", "0"}, 2, "--workers 0: submit at least 1"},
+		{[]string{"studies", "--storage-file", "two-lines.txt"}, 1, "holds more than one line; it should hold the storage URL alone"},
 	} {
 		stdout, errOut, code := sweepCmd(t, dir, tc.args...)
 		if code != tc.code || !strings.Contains(stdout+errOut, tc.want) {
@@ -246,13 +250,16 @@ func TestSubmitScript(t *testing.T) {
 	t.Setenv("SWEEP_STORAGE", "sqlite:///from-env.db")
 	script, errOut, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--workers", "3",
 		"--account", "proj1", "--qos", "high", "--mem", "32G", "--cpus-per-task", "8", "--constraint", "a100",
-		"--job-name", "read-sweep", "--output", "logs/w-%A_%a.out", "--sbatch-arg=--mail-type=END", "--sbatch-arg", "--exclusive")
+		"--job-name", "read #1", "--output", "logs/w-%A_%a.out", "--sbatch-arg=--mail-type=END", "--sbatch-arg", "--exclusive")
 	if code != 0 {
 		t.Fatalf("submit --dry-run: exit %d\n%s", code, errOut)
 	}
-	for _, want := range []string{"#SBATCH --account=proj1\n", "#SBATCH --qos=high\n", "#SBATCH --mem=32G\n", "#SBATCH --cpus-per-task=8\n",
-		"#SBATCH --constraint=a100\n", "#SBATCH --job-name=read-sweep\n", "#SBATCH --output=" + filepath.Join(dir, "logs/w-%A_%a.out") + "\n",
-		"#SBATCH --open-mode=append\n", "#SBATCH --mail-type=END\n#SBATCH --exclusive\n", "#SBATCH --array=0-2\n", "from-env.db", "|| {"} {
+	// sbatch's own quoting: a value in double quotes, \\ \" and \# escaped.
+	sbatchQuoted := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "#", `\#`).Replace(filepath.Join(dir, "logs/w-%A_%a.out"))
+	for _, want := range []string{`#SBATCH --account="proj1"` + "\n", `#SBATCH --qos="high"` + "\n", `#SBATCH --mem="32G"` + "\n",
+		`#SBATCH --cpus-per-task="8"` + "\n", `#SBATCH --constraint="a100"` + "\n", `#SBATCH --job-name="read \#1"` + "\n",
+		`#SBATCH --output="` + sbatchQuoted + `"` + "\n", `#SBATCH --open-mode="append"` + "\n",
+		`#SBATCH --mail-type="END"` + "\n#SBATCH --exclusive\n", `#SBATCH --array="0-2"` + "\n", "from-env.db", "|| {"} {
 		if !strings.Contains(script, want) {
 			t.Errorf("the script lacks %q:\n%s", want, script)
 		}
@@ -285,8 +292,15 @@ func TestSubmitScript(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, "line break") {
 		t.Errorf("an option with a line break: exit %d\n%s", code, errOut)
 	}
-	_, errOut, code = sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--sbatch-arg", "mail-type=END")
-	if code != 2 || !strings.Contains(errOut, "give an sbatch option") {
-		t.Errorf("--sbatch-arg without a dash: exit %d\n%s", code, errOut)
+	for _, tc := range []struct{ args, want string }{
+		{"--sbatch-arg mail-type=END", "give an sbatch option"},
+		{"--sbatch-arg --array=0-99", "submit sets it from --workers"},
+		{"--sbatch-arg -o/tmp/x", "use --output"},
+		{"--job-name=", "has an empty value"},
+	} {
+		_, errOut, code = sweepCmd(t, dir, append([]string{"submit", "--slurm", "sweep.yaml", "--dry-run"}, strings.Fields(tc.args)...)...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%s: exit %d\n%s", tc.args, code, errOut)
+		}
 	}
 }

@@ -109,10 +109,10 @@ func runCommand(name string, args []string, defaultParallel int) error {
 
 // slurmDuration reads a time limit as sbatch's --time takes it: minutes,
 // minutes:seconds, hours:minutes:seconds, days-hours,
-// days-hours:minutes, days-hours:minutes:seconds; UNLIMITED (or
-// infinite) is 0, no limit.
+// days-hours:minutes, days-hours:minutes:seconds; UNLIMITED (infinite,
+// -1) is 0, no limit.
 func slurmDuration(s string) (time.Duration, error) {
-	if l := strings.ToLower(s); l == "unlimited" || l == "infinite" {
+	if l := strings.ToLower(s); l == "unlimited" || l == "infinite" || l == "-1" {
 		return 0, nil
 	}
 	days := 0
@@ -580,6 +580,9 @@ func readStorageFile(path string) (string, error) {
 	url := strings.TrimSpace(string(b))
 	if url == "" {
 		return "", fmt.Errorf("--storage-file %s: the file is empty; it should hold the storage URL", path)
+	}
+	if strings.ContainsAny(url, "\n\r") {
+		return "", fmt.Errorf("--storage-file %s: holds more than one line; it should hold the storage URL alone", path)
 	}
 	return url, nil
 }

@@ -942,7 +942,7 @@ func TestSlurmDuration(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"90": 90 * time.Minute, "5:30": 5*time.Minute + 30*time.Second, "2:00:00": 2 * time.Hour,
 		"1-12": 36 * time.Hour, "1-00:30": 24*time.Hour + 30*time.Minute, "2-01:02:03": 49*time.Hour + 2*time.Minute + 3*time.Second,
-		"UNLIMITED": 0, "infinite": 0,
+		"UNLIMITED": 0, "infinite": 0, "-1": 0,
 	} {
 		if got, err := slurmDuration(in); err != nil || got != want {
 			t.Errorf("%q: %v, %v; want %v", in, got, err, want)

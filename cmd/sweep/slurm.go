@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -47,9 +48,12 @@ func cmdSubmit(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || !*slurm || *workers < 1 {
+	if len(pos) != 1 || !*slurm {
 		fs.Usage()
 		return errUsage
+	}
+	if *workers < 1 {
+		return fmt.Errorf("%w: --workers %d: submit at least 1", errUsage, *workers)
 	}
 	cfg, err := sweep.LoadConfig(pos[0])
 	if err != nil {
@@ -102,16 +106,19 @@ func cmdSubmit(args []string) error {
 		if !strings.HasPrefix(a, "-") {
 			return fmt.Errorf("%w: --sbatch-arg %q: give an sbatch option, e.g. --sbatch-arg=--mail-type=END", errUsage, a)
 		}
+		if err := notSubmits(a); err != nil {
+			return fmt.Errorf("%w: --sbatch-arg %q: %v", errUsage, a, err)
+		}
 		opts = append(opts, a)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, oneLine(pos[0]), oneLine(storage.Redact(cfg.Storage)))
 	for _, o := range opts {
-		if strings.ContainsAny(o, "\n\r") {
-			// A line break would end the option and start a command.
-			return fmt.Errorf("%w: sbatch option %q holds a line break", errUsage, o)
+		line, err := sbatchDirective(o)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		fmt.Fprintf(&b, "#SBATCH %s\n", o)
+		b.WriteString(line)
 	}
 	// The workers read the URL from a file only its owner reads: in argv
 	// it would show in ps and sacct, password and all.
@@ -178,9 +185,15 @@ func cmdSubmit(args []string) error {
 			fmt.Fprintf(os.Stderr, "sweep: warning: job %s of this folder's sweep is still queued or running; the new job's workers share its budgets (scancel %s to replace it)\n", id, id)
 		}
 	}
-	out, err := exec.Command("sbatch", "--parsable", script).CombinedOutput()
+	// The job id is on stdout alone: sites' submit plugins write notices
+	// to stderr, passed on as they are.
+	sb := exec.Command("sbatch", "--parsable", script)
+	var sbErr bytes.Buffer
+	sb.Stderr = &sbErr
+	out, err := sb.Output()
+	os.Stderr.Write(sbErr.Bytes())
 	if err != nil {
-		return fmt.Errorf("sbatch %s: %v: %s", script, err, bytes.TrimSpace(out))
+		return fmt.Errorf("sbatch %s: %v: %s", script, err, bytes.TrimSpace(sbErr.Bytes()))
 	}
 	id := strings.TrimSpace(strings.Split(string(out), ";")[0])
 	os.WriteFile(jobFile, []byte(id+"\n"), 0o644) // for the next submit's warning
@@ -191,6 +204,9 @@ func cmdSubmit(args []string) error {
 		id, *workers, script, shellQuote(pos[0]), shellQuote(urlFile), id)
 	return nil
 }
+
+// slurmJobID is a job id as squeue takes it: a job, or an array task.
+var slurmJobID = regexp.MustCompile(`^[0-9]+(_[0-9]+)?$`)
 
 // staleTrials counts the RUNNING trials whose heartbeat is older than grace.
 func staleTrials(trials []storage.FrozenTrial, grace time.Duration) int {
@@ -227,17 +243,58 @@ func latestFailures(study string, trials []storage.FrozenTrial, n int) []string 
 		if reason == "" {
 			reason = "no reason recorded"
 		}
-		// A trial program wrote the reason: no control character of it
-		// reaches the terminal.
-		reason = strings.Map(func(r rune) rune {
-			if r < ' ' || r == 0x7f {
-				return -1
-			}
-			return r
-		}, strings.SplitN(reason, "\n", 2)[0])
-		out = append(out, line+": "+reason)
+		out = append(out, line+": "+sweep.Printable(reason))
 	}
 	return out
+}
+
+// sbatchDirective is the #SBATCH line for one option. sbatch reads such a
+// line its own way: whitespace ends the option unless in double quotes,
+// an unescaped # starts a comment even inside them, and a backslash makes
+// the next character plain. So a value goes in double quotes, with \\, \"
+// and \# escaped: a folder with a space or a job name with a # arrive as
+// given.
+func sbatchDirective(opt string) (string, error) {
+	if strings.ContainsAny(opt, "\n\r") {
+		// A line break would end the directive and start a command.
+		return "", fmt.Errorf("sbatch option %q holds a line break", opt)
+	}
+	name, value, hasValue := strings.Cut(opt, "=")
+	if strings.ContainsAny(name, " \t\"\\#") {
+		return "", fmt.Errorf("sbatch option %q: write it as --option=value", opt)
+	}
+	if !hasValue {
+		return "#SBATCH " + name + "\n", nil
+	}
+	if value == "" {
+		return "", fmt.Errorf("sbatch option %q has an empty value", opt)
+	}
+	return "#SBATCH " + name + `="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "#", `\#`).Replace(value) + "\"\n", nil
+}
+
+// submitsOwn are the sbatch options submit sets: an --sbatch-arg may not
+// set them again (its own flag, where one exists, says how).
+var submitsOwn = map[string]string{
+	"--array": "submit sets it from --workers", "-a": "submit sets it from --workers",
+	"--requeue": "submit sets it", "--no-requeue": "the workers rely on --requeue", "--open-mode": "submit sets append",
+	"--ntasks": "a worker is one task", "-n": "a worker is one task",
+	"--output": "use --output", "-o": "use --output", "--job-name": "use --job-name", "-J": "use --job-name",
+	"--time": "use --time (the workers read it too)", "-t": "use --time (the workers read it too)",
+	"--gres": "use --gres", "--partition": "use --partition", "-p": "use --partition", "--account": "use --account",
+	"-A": "use --account", "--qos": "use --qos", "-q": "use --qos", "--mem": "use --mem",
+	"--cpus-per-task": "use --cpus-per-task", "-c": "use --cpus-per-task", "--constraint": "use --constraint", "-C": "use --constraint",
+}
+
+// notSubmits refuses an --sbatch-arg that sets one of submit's options.
+func notSubmits(opt string) error {
+	name, _, _ := strings.Cut(opt, "=")
+	if !strings.HasPrefix(name, "--") && len(name) > 2 {
+		name = name[:2] // a short option with its value attached: -o/tmp/x
+	}
+	if why, ok := submitsOwn[name]; ok {
+		return fmt.Errorf("%s: %s", name, why)
+	}
+	return nil
 }
 
 // stringList is a flag given any number of times.
@@ -318,6 +375,9 @@ func cmdStatus(args []string) error {
 		}
 		if *job == "" {
 			return nil
+		}
+		if !slurmJobID.MatchString(*job) {
+			return fmt.Errorf("%w: --job %q: want a Slurm job id such as 1234 or 1234_5", errUsage, *job)
 		}
 		out, err := exec.Command("squeue", "-h", "-r", "-j", *job, "-o", "%i %T %R").CombinedOutput()
 		if err != nil {

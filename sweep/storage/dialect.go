@@ -90,6 +90,10 @@ func (d *dialect) retryable(err error) bool {
 	if d.name != "postgres" {
 		return false
 	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) && dns.IsNotFound {
+		return false // a host name that does not exist is a mistake, not an outage
+	}
 	if errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err) {
 		return true
 	}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,8 +28,12 @@ const maxBackoff = 5 * time.Second
 type outageState struct {
 	mu        sync.Mutex
 	downSince time.Time // zero: up
+	lastSaid  time.Time // when the outage was last said
 	backAt    time.Time // when it last came back after an outage; zero: never went away
 }
+
+// remindEvery is how often a long outage is said again.
+const remindEvery = time.Minute
 
 // RideOutages sets how the storage rides out outages from now on.
 func (s *DB) RideOutages(o Outages) { s.outages = o }
@@ -43,17 +48,39 @@ func (s *DB) BackSince() time.Time {
 	return s.out.backAt
 }
 
-// wentAway notes a failed try; the first of an outage is logged.
-func (s *DB) wentAway(err error) {
+// wentAway notes a failed try and returns when the outage began; its
+// first is said, and every minute after.
+func (s *DB) wentAway(err error) time.Time {
 	s.out.mu.Lock()
 	defer s.out.mu.Unlock()
-	if !s.out.downSince.IsZero() {
-		return
+	now := time.Now()
+	if s.out.downSince.IsZero() {
+		s.out.downSince, s.out.lastSaid = now, now
+		if s.outages.Logf != nil {
+			s.outages.Logf("the database %s does not answer (%s); retrying for up to %v (storage_retry)", s.path, oneLine(RedactText(err.Error())), s.outages.RetryFor)
+		}
+	} else if now.Sub(s.out.lastSaid) >= remindEvery {
+		s.out.lastSaid = now
+		if s.outages.Logf != nil {
+			s.outages.Logf("the database %s has not answered for %v; retrying until %v have passed", s.path, now.Sub(s.out.downSince).Round(time.Second), s.outages.RetryFor)
+		}
 	}
-	s.out.downSince = time.Now()
-	if s.outages.Logf != nil {
-		s.outages.Logf("the database %s does not answer (%v); retrying for up to %v", s.path, RedactText(err.Error()), s.outages.RetryFor)
+	return s.out.downSince
+}
+
+// oneLine puts a driver's error on one line: pgx lists each address it
+// tried on a line of its own, often the same error twice.
+func oneLine(msg string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !seen[line] {
+			seen[line] = true
+			parts = append(parts, line)
+		}
 	}
+	return strings.Join(parts, " ")
 }
 
 // answered notes a successful try; the first after an outage is logged.
@@ -90,11 +117,13 @@ func (s *DB) retrying(ctx context.Context, try func() error) error {
 			first = time.Now()
 		}
 		window := s.outages.RetryFor
+		if window > 0 && !s.d.conflict(err) {
+			// The window is the outage's, not this write's: every write
+			// waiting on it gives up together.
+			first = s.wentAway(err)
+		}
 		if window <= 0 && attempt == 5 || window > 0 && time.Since(first) >= window {
 			return err
-		}
-		if window > 0 && !s.d.conflict(err) {
-			s.wentAway(err)
 		}
 		wait := min(time.Duration(100<<min(attempt, 6))*time.Millisecond, maxBackoff)
 		select {

@@ -113,6 +113,32 @@ func TestRideOutAServerRestart(t *testing.T) {
 	if err := <-restarted; err != nil {
 		t.Fatal(err)
 	}
+
+	// The window is the outage's: once it has passed, every write waiting
+	// on it gives up, and a later one at once, not after a window of its
+	// own.
+	short, err := OpenRidingOutages(srv.URL, Outages{RetryFor: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	srv.Stop()
+	start = time.Now()
+	if err := short.UpdateTrial(ctx, tr.ID, TrialUpdate{Heartbeat: true}); err == nil {
+		t.Fatal("a write succeeded with the server down")
+	}
+	first := time.Since(start)
+	start = time.Now()
+	short.UpdateTrial(ctx, tr.ID, TrialUpdate{Heartbeat: true})
+	if again := time.Since(start); first < 2*time.Second || again > time.Second {
+		t.Errorf("the first write gave up after %v (window 2s), the next after %v more: want at once", first, again)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.CreateTrial(ctx, st.ID, TrialOptions{State: Running}); err != nil {
+		t.Errorf("after the server came back: %v", err)
+	}
 }
 
 // pgPassword is the password in a PostgreSQL URL.
