@@ -42,6 +42,9 @@ func Fetch(ctx context.Context, c *hub.Client, dir, revision string, tasks []*Ta
 			if path.Ext(f.Path) != ".parquet" {
 				continue
 			}
+			if strings.ContainsAny(f.Path, `\:`) {
+				continue // not a name this layout has; on Windows, a way out of the folder
+			}
 			local := ""
 			switch parent := path.Dir(f.Path); {
 			case parent == t.Name:
@@ -64,7 +67,11 @@ func Fetch(ctx context.Context, c *hub.Client, dir, revision string, tasks []*Ta
 				return "", fmt.Errorf("glue: fetch %s: %w", t.Name, err)
 			}
 		}
-		if err := hub.WriteSnapshot(filepath.Join(dir, t.Name), hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Datasets, Repo: HubRepo, Revision: revision, Commit: commit}); err != nil {
+		var names []string // relative to the task's folder
+		for _, d := range want {
+			names = append(names, path.Base(d.local))
+		}
+		if err := hub.ReplaceSnapshot(filepath.Join(dir, t.Name), hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Datasets, Repo: HubRepo, Revision: revision, Commit: commit, Files: names}); err != nil {
 			return "", err
 		}
 	}

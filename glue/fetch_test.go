@@ -84,3 +84,32 @@ func TestFetchConverterLayout(t *testing.T) {
 		t.Errorf("loaded %d train, %d validation", len(d.Splits["train"]), len(d.Splits["validation"]))
 	}
 }
+
+// TestFetchReplacesTheSnapshot: CoLA fetched at main, then at the
+// converter's revision into the same folder, loads the second alone, not
+// both (which doubled the training set).
+func TestFetchReplacesTheSnapshot(t *testing.T) {
+	train := []colaRow{{"A sentence .", 1, 0}, {"Sentence a .", 0, 1}, {"Another one .", 1, 2}}
+	srv := hubtest.NewServer(t, map[string][]byte{
+		"datasets/nyu-mll/glue/cola/train-00000-of-00001.parquet":      parquetBytes(t, train),
+		"datasets/nyu-mll/glue/cola/validation-00000-of-00001.parquet": parquetBytes(t, train[:2]),
+	})
+	srv.Branch("refs/convert/parquet", map[string][]byte{
+		"datasets/nyu-mll/glue/cola/train/0000.parquet":      parquetBytes(t, train),
+		"datasets/nyu-mll/glue/cola/validation/0000.parquet": parquetBytes(t, train[:2]),
+	})
+	dir := t.TempDir()
+	cola := mustTask(t, "cola")
+	for _, rev := range []string{"main", "refs/convert/parquet"} {
+		if _, err := Fetch(context.Background(), hub.FromEnv(), dir, rev, []*Task{cola}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := Load(dir, cola)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Splits["train"]) != 3 || len(d.Splits["validation"]) != 2 {
+		t.Errorf("loaded %d train, %d validation: both snapshots' files were read", len(d.Splits["train"]), len(d.Splits["validation"]))
+	}
+}

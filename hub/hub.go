@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -67,9 +68,29 @@ type Client struct {
 	StallTimeout time.Duration
 }
 
-// FromEnv returns a client configured by HF_ENDPOINT and HF_TOKEN.
+// FromEnv returns a client configured by HF_ENDPOINT and the token as
+// huggingface_hub finds it: HF_TOKEN, else the file HF_TOKEN_PATH names,
+// else $HF_HOME/token (~/.cache/huggingface/token, which
+// `huggingface-cli login` writes).
 func FromEnv() *Client {
-	c := &Client{Endpoint: DefaultEndpoint, Token: os.Getenv("HF_TOKEN")}
+	c := &Client{Endpoint: DefaultEndpoint, Token: strings.TrimSpace(os.Getenv("HF_TOKEN"))}
+	if c.Token == "" {
+		path := os.Getenv("HF_TOKEN_PATH")
+		if path == "" {
+			home := os.Getenv("HF_HOME")
+			if home == "" {
+				if cache, err := os.UserCacheDir(); err == nil {
+					home = filepath.Join(cache, "huggingface")
+				}
+			}
+			if home != "" {
+				path = filepath.Join(home, "token")
+			}
+		}
+		if b, err := os.ReadFile(path); err == nil && path != "" {
+			c.Token = strings.TrimSpace(string(b))
+		}
+	}
 	if e := os.Getenv("HF_ENDPOINT"); e != "" {
 		c.Endpoint = strings.TrimRight(e, "/")
 	}
@@ -106,11 +127,15 @@ type StatusError struct {
 	Status  int
 	Code    string
 	Message string
+	// Token says whether the request carried a token, for the hint.
+	Token bool
 }
 
 func (e *StatusError) Error() string {
 	what := ""
 	switch {
+	case e.Code == "RepoNotFound" && e.Token:
+		what = "the repository does not exist, or the token (HF_TOKEN) has no access to it"
 	case e.Code == "RepoNotFound":
 		// The hub answers 401 for a repository that does not exist too.
 		what = "the repository does not exist (or is private: set HF_TOKEN to a token with access to it)"
@@ -137,7 +162,8 @@ func (e *StatusError) Error() string {
 
 // statusError reads an error answer's code and message.
 func statusError(u string, resp *http.Response) *StatusError {
-	e := &StatusError{URL: u, Status: resp.StatusCode, Code: resp.Header.Get("X-Error-Code"), Message: resp.Header.Get("X-Error-Message")}
+	e := &StatusError{URL: u, Status: resp.StatusCode, Code: resp.Header.Get("X-Error-Code"), Message: resp.Header.Get("X-Error-Message"),
+		Token: resp.Request != nil && resp.Request.Header.Get("Authorization") != ""}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	var parsed struct {
 		Error string `json:"error"`
@@ -188,27 +214,27 @@ func (c *Client) httpClient() *http.Client {
 		}}
 	}
 	client := *base
-	home := c.host()
 	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 10 {
-			return errors.New("hub: more than 10 redirects")
+			return errTooManyRedirects
 		}
-		if req.URL.Host != home {
-			req.Header.Del("Authorization")
-		} else if c.Token != "" {
+		if c.home(req.URL) && c.Token != "" {
 			req.Header.Set("Authorization", "Bearer "+c.Token)
+		} else {
+			req.Header.Del("Authorization")
 		}
 		return nil
 	}
 	return &client
 }
 
-func (c *Client) host() string {
-	u, err := url.Parse(c.Endpoint)
-	if err != nil {
-		return ""
-	}
-	return u.Host
+var errTooManyRedirects = errors.New("more than 10 redirects")
+
+// home reports whether u is on the endpoint's own host and scheme: the
+// only place the token goes (not a CDN, not plain http after https).
+func (c *Client) home(u *url.URL) bool {
+	e, err := url.Parse(c.Endpoint)
+	return err == nil && u.Host == e.Host && u.Scheme == e.Scheme
 }
 
 // retryableStatus: a rate limit or a server that may answer better later.
@@ -237,21 +263,26 @@ func (c *Client) wait(attempt int, resp *http.Response) time.Duration {
 	if resp == nil {
 		return d
 	}
+	// Whatever the hub asks, at most maxAsked: longer, a retry is not the
+	// way on, and a huge number must not overflow.
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
-		if n, err := strconv.Atoi(strings.TrimSpace(ra)); err == nil && n >= 0 {
-			return min(time.Duration(n)*time.Second, 5*time.Minute)
+		if n, err := strconv.ParseInt(strings.TrimSpace(ra), 10, 64); err == nil && n >= 0 {
+			return time.Duration(min(n, int64(maxAsked/time.Second))) * time.Second
 		}
 		if t, err := http.ParseTime(ra); err == nil {
-			return min(max(time.Until(t), 0), 5*time.Minute)
+			return min(max(time.Until(t), 0), maxAsked)
 		}
 	}
 	if m := rateLimitReset.FindStringSubmatch(resp.Header.Get("RateLimit")); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil {
-			return min(time.Duration(n+1)*time.Second, 5*time.Minute)
+		if n, err := strconv.ParseInt(m[1], 10, 64); err == nil {
+			return time.Duration(min(n, int64(maxAsked/time.Second))+1) * time.Second
 		}
 	}
 	return d
 }
+
+// maxAsked caps a wait the hub asks for.
+const maxAsked = 5 * time.Minute
 
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
@@ -285,6 +316,10 @@ func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.R
 		}
 		req.Header.Set("User-Agent", "readsweep")
 		resp, err := client.Do(req)
+		if err != nil && resp != nil {
+			resp.Body.Close() // a redirect refused: the error tells why
+			resp = nil
+		}
 		if err == nil && !retryableStatus(resp.StatusCode) {
 			resp.Body = &stallReader{r: resp.Body, cancel: cancel, timer: time.AfterFunc(c.stallTimeout(), cancel), every: c.stallTimeout()}
 			return resp, nil
@@ -302,7 +337,10 @@ func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.R
 				return nil, statusError(u, resp)
 			}
 			cancel()
-			return nil, fmt.Errorf("hub: GET %s: %w (after %d tries)", u, err, attempt+1)
+			if attempt == 0 {
+				return nil, fmt.Errorf("hub: %w", err)
+			}
+			return nil, fmt.Errorf("hub: %w (after %d tries; is %s reachable? HF_ENDPOINT names another hub or mirror)", err, attempt+1, c.Endpoint)
 		}
 		wait := c.wait(attempt, resp)
 		if resp != nil {
@@ -323,7 +361,8 @@ func permanent(err error) bool {
 	var unknownCA x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
 	var hostname x509.HostnameError
-	return err != nil && (errors.As(err, &dns) && dns.IsNotFound || errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname))
+	return err != nil && (errors.Is(err, errTooManyRedirects) || errors.As(err, &dns) && dns.IsNotFound ||
+		errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname))
 }
 
 // stallReader cancels its request when no byte arrives for a while.
@@ -388,28 +427,21 @@ var commitID = regexp.MustCompile(`^[0-9a-f]{40}$`)
 var nextLink = regexp.MustCompile(`<([^>]+)>\s*;\s*rel="?next"?`)
 
 // List returns the files under dir (recursively) of a repository at a
-// revision, reading every page of the listing.
+// revision, reading every page of the listing. Each entry must carry its
+// digest (SHA-256 for LFS files, the git blob id for the others): a file
+// that cannot be verified is not downloaded.
 func (c *Client) List(ctx context.Context, kind, repo, revision, dir string) ([]File, error) {
 	u := fmt.Sprintf("%s/api/%s/%s/tree/%s/%s?recursive=true&expand=false", c.Endpoint, kind, repo, url.PathEscape(revision), escapePath(dir))
 	var out []File
-	for page := 0; u != ""; page++ {
-		if page == 10000 {
-			return nil, fmt.Errorf("hub: listing %s: over 10000 pages", repo)
+	seen := map[string]bool{}
+	for u != "" {
+		if seen[u] {
+			return nil, fmt.Errorf("hub: listing %s: the pages loop back to %s", repo, u)
 		}
-		resp, err := c.get(ctx, u, nil)
+		seen[u] = true
+		entries, next, err := c.listPage(ctx, u)
 		if err != nil {
 			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			err := statusError(u, resp)
-			resp.Body.Close()
-			return nil, err
-		}
-		var entries []treeEntry
-		err = json.NewDecoder(resp.Body).Decode(&entries)
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("hub: GET %s: %w", u, err)
 		}
 		for _, e := range entries {
 			if e.Type != "file" {
@@ -419,19 +451,67 @@ func (c *Client) List(ctx context.Context, kind, repo, revision, dir string) ([]
 			if e.LFS != nil {
 				f.SHA256, f.Size, f.BlobID = e.LFS.OID, e.LFS.Size, ""
 			}
+			if !sha256Hex.MatchString(f.SHA256) && !commitID.MatchString(f.BlobID) {
+				return nil, fmt.Errorf("hub: listing %s: %s has no digest to verify it by (oid %q, lfs oid %q)", repo, e.Path, e.OID, f.SHA256)
+			}
 			out = append(out, f)
 		}
-		u = ""
-		if m := nextLink.FindStringSubmatch(resp.Header.Get("Link")); m != nil {
-			next, err := url.Parse(m[1])
-			if err != nil {
-				return nil, fmt.Errorf("hub: listing %s: bad Link %q", repo, m[1])
-			}
-			base, _ := url.Parse(c.Endpoint)
-			u = base.ResolveReference(next).String()
-		}
+		u = next
 	}
 	return out, nil
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// listPage reads one page of a listing and the URL of the next (empty:
+// none), trying a page cut partway again as get tries a failed request.
+func (c *Client) listPage(ctx context.Context, u string) ([]treeEntry, string, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := c.get(ctx, u, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		if resp.StatusCode != http.StatusOK {
+			err := statusError(u, resp)
+			resp.Body.Close()
+			return nil, "", err
+		}
+		var entries []treeEntry
+		err = json.NewDecoder(resp.Body).Decode(&entries)
+		resp.Body.Close()
+		if err != nil {
+			if ctx.Err() != nil || attempt >= c.retries() || !(errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.Canceled) || isNetErr(err)) {
+				return nil, "", fmt.Errorf("hub: GET %s: %w", u, err)
+			}
+			wait := c.wait(attempt, nil)
+			c.logf("hub: GET %s: %v; trying again in %v", u, err, wait.Round(time.Millisecond))
+			if err := sleep(ctx, wait); err != nil {
+				return nil, "", err
+			}
+			continue
+		}
+		m := nextLink.FindStringSubmatch(resp.Header.Get("Link"))
+		if m == nil {
+			return entries, "", nil
+		}
+		page, _ := url.Parse(u)
+		ref, err := url.Parse(m[1])
+		if err != nil {
+			return nil, "", fmt.Errorf("hub: GET %s: bad Link %q", u, m[1])
+		}
+		next := page.ResolveReference(ref)
+		if !c.home(next) {
+			// The next page would get the token: only the hub's own.
+			return nil, "", fmt.Errorf("hub: GET %s: the next page of the listing is on another host (%s)", u, next.Redacted())
+		}
+		return entries, next.String(), nil
+	}
+}
+
+// isNetErr reports a connection that failed while a body was read.
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // URL returns the download URL of a file.
@@ -453,24 +533,46 @@ var ErrVerify = errors.New("hub: downloaded file does not match the hub's size a
 // file appears at dst only once whole and verified. Two processes
 // downloading the same dst take turns: the second finds the file there.
 func (c *Client) Download(ctx context.Context, kind, repo, revision string, f File, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("hub: %w", err)
-	}
-	unlock, err := lockFile(ctx, dst+".lock")
-	if err != nil {
-		return fmt.Errorf("hub: lock %s: %w", dst, err)
-	}
-	defer unlock()
+	// A file that is there and verifies needs no lock, nor a writable
+	// folder (a shared, read-only cache).
 	if ok, _ := verify(dst, f); ok {
 		c.report(f, f.Size, f.Size)
 		return nil
 	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	unlock, err := lockFile(ctx, dst+".lock")
+	if errors.Is(err, syscall.ENOLCK) || errors.Is(err, syscall.EOPNOTSUPP) {
+		// A file system without locks (Lustre without -o flock): go on;
+		// the download still verifies before it replaces anything.
+		c.logf("hub: %s: the file system does not lock files; two fetches of it at once may each download it", dst)
+		unlock, err = func() {}, nil
+	}
+	if err != nil {
+		return fmt.Errorf("hub: lock %s: %w", dst, err)
+	}
+	defer unlock()
+	if ok, _ := verify(dst, f); ok { // another process fetched it meanwhile
+		c.report(f, f.Size, f.Size)
+		return nil
+	}
 	part := partName(dst, revision)
+	removeOtherParts(dst, part)
 	u := c.URL(kind, repo, revision, f.Path)
+	restarted := false
 	for attempt := 0; ; attempt++ {
 		err := c.downloadOnce(ctx, u, f, part)
 		if err == nil {
-			return c.finish(part, dst, f)
+			err = c.finish(part, dst, f)
+			if errors.Is(err, ErrVerify) && !restarted {
+				// A part file left by an earlier run held other bytes
+				// (finish removed it): once more from the first byte.
+				restarted = true
+				c.logf("hub: %s did not verify; downloading it again from the start", f.Path)
+				continue
+			}
+			return err
 		}
 		var broken *brokenStream
 		if !errors.As(err, &broken) || ctx.Err() != nil {
@@ -496,6 +598,22 @@ func partName(dst, revision string) string {
 		tag = revision[:12]
 	}
 	return dst + "." + url.PathEscape(tag) + ".part"
+}
+
+// removeOtherParts deletes part files of dst other than keep: left by
+// downloads of other revisions, they would never be resumed.
+func removeOtherParts(dst, keep string) {
+	matches, _ := filepath.Glob(globEscape(dst) + ".*.part")
+	for _, m := range matches {
+		if m != keep {
+			os.Remove(m)
+		}
+	}
+}
+
+// globEscape quotes the pattern characters of a path for filepath.Glob.
+func globEscape(p string) string {
+	return strings.NewReplacer(`\`, `\\`, "*", `\*`, "?", `\?`, "[", `\[`).Replace(p)
 }
 
 // brokenStream is a download cut or garbled partway: resumable.
@@ -524,8 +642,8 @@ func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string
 	flags := os.O_CREATE | os.O_WRONLY
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && have > 0:
-		start, ok := rangeStart(resp.Header.Get("Content-Range"))
-		if !ok || start != have {
+		start, total, ok := contentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != have || f.Size > 0 && total >= 0 && total != f.Size {
 			// Appending would put bytes at the wrong place: start over.
 			os.Remove(part)
 			return &brokenStream{fmt.Errorf("asked for bytes from %d, the answer's Content-Range is %q", have, resp.Header.Get("Content-Range"))}
@@ -548,7 +666,18 @@ func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string
 		total = have + resp.ContentLength
 	}
 	w := &progressWriter{w: out, done: have, total: total, report: func(d, t int64) { c.report(f, d, t) }}
-	_, err = io.Copy(w, resp.Body)
+	body := io.Reader(resp.Body)
+	if f.Size > 0 {
+		// Never more than the listing says: a body without end must not
+		// fill the disk before the digest fails.
+		body = io.LimitReader(resp.Body, f.Size-have+1)
+	}
+	_, err = io.Copy(w, body)
+	if err == nil && f.Size > 0 && w.done > f.Size {
+		out.Close()
+		os.Remove(part)
+		return &brokenStream{fmt.Errorf("the hub sent more than the %d bytes it lists", f.Size)}
+	}
 	if cerr := out.Close(); err == nil && cerr != nil {
 		return fmt.Errorf("hub: %w", cerr)
 	}
@@ -564,18 +693,31 @@ func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string
 	return nil
 }
 
-// rangeStart reads the first byte of "bytes START-END/TOTAL".
-func rangeStart(cr string) (int64, bool) {
+// contentRange reads "bytes START-END/TOTAL" (TOTAL -1 when "*").
+func contentRange(cr string) (start, total int64, ok bool) {
 	rest, ok := strings.CutPrefix(cr, "bytes ")
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	first, _, ok := strings.Cut(rest, "-")
+	span, size, ok := strings.Cut(rest, "/")
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
-	n, err := strconv.ParseInt(first, 10, 64)
-	return n, err == nil
+	first, _, ok := strings.Cut(span, "-")
+	if !ok {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(first, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	total = -1
+	if size != "*" {
+		if total, err = strconv.ParseInt(size, 10, 64); err != nil {
+			return 0, 0, false
+		}
+	}
+	return start, total, true
 }
 
 func (c *Client) finish(part, dst string, f File) error {
@@ -656,6 +798,33 @@ type Snapshot struct {
 	Repo     string `json:"repo"`
 	Revision string `json:"revision"`
 	Commit   string `json:"commit"`
+	// Files are the snapshot's files, relative to the folder (slashes).
+	Files []string `json:"files"`
+}
+
+// ReplaceSnapshot records s in dir and removes the files of the snapshot
+// it replaces that s does not have: a fetch of another revision (a
+// re-split dataset, weights sharded since) must not leave the old files
+// for a loader to read beside the new ones. Files this package did not
+// record are left alone.
+func ReplaceSnapshot(dir string, s Snapshot) error {
+	var old Snapshot
+	if b, err := os.ReadFile(filepath.Join(dir, RevisionFile)); err == nil {
+		json.Unmarshal(b, &old) // an unreadable record removes nothing
+	}
+	keep := map[string]bool{}
+	for _, f := range s.Files {
+		keep[f] = true
+	}
+	for _, f := range old.Files {
+		if keep[f] || !filepath.IsLocal(filepath.FromSlash(f)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, filepath.FromSlash(f))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("hub: remove %s of the replaced snapshot %s: %w", f, old.Commit, err)
+		}
+	}
+	return WriteSnapshot(dir, s)
 }
 
 // WriteSnapshot records s in dir's RevisionFile.
@@ -667,11 +836,24 @@ func WriteSnapshot(dir string, s Snapshot) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	tmp := filepath.Join(dir, RevisionFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	// A name of its own: two fetches finishing at once each rename a
+	// whole file.
+	tmp, err := os.CreateTemp(dir, RevisionFile+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, RevisionFile)); err != nil {
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, RevisionFile))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("hub: %w", err)
 	}
 	return nil

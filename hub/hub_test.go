@@ -3,9 +3,14 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -328,5 +333,227 @@ func TestPermanentFailures(t *testing.T) {
 		if got := permanent(err); got != want {
 			t.Errorf("permanent(%v) = %v", err, got)
 		}
+	}
+}
+
+// TestHostileHub: what a broken or hostile hub (or a mirror taken over)
+// answers cannot get the token elsewhere, fill the disk, loop for ever or
+// slip in a file that cannot be verified.
+func TestHostileHub(t *testing.T) {
+	var mu sync.Mutex
+	var stolen []string
+	sent := 0 // bytes of the endless body the client took
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		stolen = append(stolen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Write([]byte("[]"))
+	}))
+	defer other.Close()
+	blob := func(b []byte) string {
+		h := sha1.New()
+		fmt.Fprintf(h, "blob %d\x00", len(b))
+		h.Write(b)
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	small := []byte("0123456789")
+	var hub *httptest.Server
+	hub = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/models/o/leak/tree/main/":
+			w.Header().Set("Link", "<"+other.URL+"/page2>; rel=\"next\"")
+			w.Write([]byte("[]"))
+		case "/api/models/o/loop/tree/main/":
+			w.Header().Set("Link", "<"+hub.URL+r.URL.RequestURI()+">; rel=\"next\"")
+			w.Write([]byte("[]"))
+		case "/api/models/o/nodigest/tree/main/":
+			w.Write([]byte(`[{"type": "file", "path": "config.json", "size": 10}]`))
+		case "/o/endless/resolve/main/f.bin":
+			chunk := bytes.Repeat([]byte("x"), 1<<16)
+			for range 1024 { // 64 MiB for a file listed at 10 bytes
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+				mu.Lock()
+				sent += len(chunk)
+				mu.Unlock()
+			}
+		case "/o/total/resolve/main/f.bin":
+			if r.Header.Get("Range") != "" {
+				// The right start, but another file's length.
+				w.Header().Set("Content-Range", "bytes 5-9/99")
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(small[5:])
+				return
+			}
+			w.Write(small)
+		case "/o/redirect/resolve/main/f.bin":
+			http.Redirect(w, r, r.URL.Path, http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer hub.Close()
+	c := &Client{Endpoint: hub.URL, Token: "SECRET", RetryWait: time.Millisecond}
+	ctx := context.Background()
+
+	if _, err := c.List(ctx, Models, "o/leak", "main", ""); err == nil || !strings.Contains(err.Error(), "on another host") {
+		t.Errorf("a next page on another host: %v", err)
+	}
+	if len(stolen) != 0 {
+		t.Errorf("the other host was asked %d times, with %q", len(stolen), stolen)
+	}
+	if _, err := c.List(ctx, Models, "o/loop", "main", ""); err == nil || !strings.Contains(err.Error(), "loop back") {
+		t.Errorf("pages that loop: %v", err)
+	}
+	if _, err := c.List(ctx, Models, "o/nodigest", "main", ""); err == nil || !strings.Contains(err.Error(), "no digest") {
+		t.Errorf("an entry without a digest: %v", err)
+	}
+
+	dir := t.TempDir()
+	f := File{Path: "f.bin", Size: int64(len(small)), BlobID: blob(small)}
+	dst := filepath.Join(dir, "f.bin")
+	err := c.Download(ctx, Models, "o/endless", "main", f, dst)
+	if err == nil || !strings.Contains(err.Error(), "more than the 10 bytes it lists") {
+		t.Errorf("an endless body: %v", err)
+	}
+	mu.Lock()
+	if sent > 32<<20 {
+		t.Errorf("the client read %d MiB of a file listed at 10 bytes", sent>>20)
+	}
+	mu.Unlock()
+
+	os.WriteFile(partName(dst, "main"), small[:5], 0o644)
+	if err := c.Download(ctx, Models, "o/total", "main", f, dst); err != nil || !bytes.Equal(mustRead(t, dst), small) {
+		t.Errorf("a Content-Range of another length: %v", err)
+	}
+
+	start := time.Now()
+	err = c.Download(ctx, Models, "o/redirect", "main", f, filepath.Join(dir, "g.bin"))
+	if err == nil || !strings.Contains(err.Error(), "more than 10 redirects") || time.Since(start) > 2*time.Second {
+		t.Errorf("a redirect loop: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestTokenStaysHome: the token goes to the endpoint's host and scheme
+// only: not a CDN subdomain, another port, a look-alike host, or plain
+// http after https.
+func TestTokenStaysHome(t *testing.T) {
+	c := &Client{Endpoint: "https://huggingface.co"}
+	for raw, want := range map[string]bool{
+		"https://huggingface.co/org/m/resolve/main/x": true,
+		"http://huggingface.co/org/m/resolve/main/x":  false,
+		"https://cdn-lfs.huggingface.co/repos/x":      false,
+		"https://huggingface.co:8443/x":               false,
+		"https://huggingface.co.evil.com/x":           false,
+		"https://evil.com/huggingface.co/x":           false,
+	} {
+		u, _ := url.Parse(raw)
+		if got := c.home(u); got != want {
+			t.Errorf("token to %s: %v, want %v", raw, got, want)
+		}
+	}
+}
+
+// TestWaitsAskedFor: the hub's Retry-After and RateLimit are honoured up
+// to five minutes, whatever number they hold.
+func TestWaitsAskedFor(t *testing.T) {
+	c := &Client{RetryWait: time.Second}
+	for header, want := range map[[2]string]time.Duration{
+		{"Retry-After", "3"}:                             3 * time.Second,
+		{"Retry-After", "31536000"}:                      maxAsked,
+		{"Retry-After", "9223372036854775807"}:           maxAsked,
+		{"RateLimit", `"api";r=0;t=55`}:                  56 * time.Second,
+		{"RateLimit", `"api";r=0;t=9223372036854775807`}: maxAsked + time.Second,
+	} {
+		resp := &http.Response{Header: http.Header{}}
+		resp.Header.Set(header[0], header[1])
+		if got := c.wait(0, resp); got != want {
+			t.Errorf("%s: %s: wait %v, want %v", header[0], header[1], got, want)
+		}
+	}
+}
+
+// TestSnapshotRecords: two fetches finishing at once each write a whole
+// record; a new snapshot removes the files of the one it replaces that
+// it does not have, and nothing it did not record.
+func TestSnapshotRecords(t *testing.T) {
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				errs <- WriteSnapshot(dir, Snapshot{Repo: "o/r", Commit: strings.Repeat(fmt.Sprint(i), 40)})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"old.parquet", "both.parquet", "mine.txt"} {
+		os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644)
+	}
+	if err := ReplaceSnapshot(dir, Snapshot{Commit: "a", Files: []string{"old.parquet", "both.parquet", "../outside"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReplaceSnapshot(dir, Snapshot{Commit: "b", Files: []string{"both.parquet", "new.parquet"}}); err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]bool{"old.parquet": false, "both.parquet": true, "mine.txt": true} {
+		if _, err := os.Stat(filepath.Join(dir, f)); (err == nil) != want {
+			t.Errorf("%s there: %v, want %v", f, err == nil, want)
+		}
+	}
+}
+
+// TestTokenFromLogin: without HF_TOKEN, the token huggingface-cli login
+// wrote ($HF_HOME/token) is used.
+func TestTokenFromLogin(t *testing.T) {
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "token"), []byte("hf_fromfile\n"), 0o600)
+	t.Setenv("HF_TOKEN", "")
+	t.Setenv("HF_TOKEN_PATH", "")
+	t.Setenv("HF_HOME", home)
+	if c := FromEnv(); c.Token != "hf_fromfile" {
+		t.Errorf("token %q, want the login's", c.Token)
+	}
+	t.Setenv("HF_TOKEN", " hf_env\n")
+	if c := FromEnv(); c.Token != "hf_env" {
+		t.Errorf("token %q, want HF_TOKEN's, trimmed", c.Token)
+	}
+}
+
+// TestCorruptPartRestarts: a part file of the same revision holding other
+// bytes costs one more download, not a failure.
+func TestCorruptPartRestarts(t *testing.T) {
+	_, c := newServer(t, map[string][]byte{weightP: weights})
+	ctx := context.Background()
+	commit, _ := c.Resolve(ctx, Models, repo, "main")
+	files, _ := c.List(ctx, Models, repo, commit, "")
+	dst := filepath.Join(t.TempDir(), "model.safetensors")
+	os.WriteFile(partName(dst, commit), bytes.Repeat([]byte("garbage!"), 1000), 0o644)
+	if err := c.Download(ctx, Models, repo, commit, files[0], dst); err != nil || !bytes.Equal(mustRead(t, dst), weights) {
+		t.Errorf("after a corrupt part file: %v", err)
+	}
+}
+
+// TestCutListingRetried: a listing page cut partway is asked again.
+func TestCutListingRetried(t *testing.T) {
+	files := map[string][]byte{}
+	for i := range 20 {
+		files[fmt.Sprintf("models/%s/f%02d.json", repo, i)] = []byte(fmt.Sprint(i))
+	}
+	h, c := newServer(t, files)
+	h.Inject(hubtest.Fault{Match: "/tree/", CutAfter: 100, Times: 1})
+	got, err := c.List(context.Background(), Models, repo, "main", "")
+	if err != nil || len(got) != 20 {
+		t.Errorf("listed %d (%v), want 20", len(got), err)
 	}
 }

@@ -5,17 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/readsweep/readsweep/hub"
 )
 
-// HubRepo maps the short names of the original checkpoints (t5-small,
-// t5-base, ...) to their hub repositories; other names pass through.
+// HubRepo maps the short names of the original checkpoints to their hub
+// repositories: t5-small ... t5-11b live under google-t5, the v1.1 ones
+// (t5-v1_1-base) under google; other names pass through.
 func HubRepo(name string) string {
-	if !strings.Contains(name, "/") && (strings.HasPrefix(name, "t5-") || strings.HasPrefix(name, "t5-v1_1")) {
+	switch {
+	case strings.Contains(name, "/"):
+		return name
+	case strings.HasPrefix(name, "t5-v1_1"):
+		return "google/" + name
+	case strings.HasPrefix(name, "t5-"):
 		return "google-t5/" + name
 	}
 	return name
@@ -42,16 +48,18 @@ func Fetch(ctx context.Context, c *hub.Client, name, revision, dir string) (stri
 	if err != nil {
 		return "", fmt.Errorf("t5: fetch %s: %w", repo, err)
 	}
-	if err := fetchAt(ctx, c, repo, commit, dir); err != nil {
+	files, err := fetchAt(ctx, c, repo, commit, dir)
+	if err != nil {
 		return "", err
 	}
-	return commit, hub.WriteSnapshot(dir, hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Models, Repo: repo, Revision: revision, Commit: commit})
+	return commit, hub.ReplaceSnapshot(dir, hub.Snapshot{Endpoint: c.Endpoint, Kind: hub.Models, Repo: repo, Revision: revision, Commit: commit, Files: files})
 }
 
-func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) error {
+// fetchAt downloads the model at a commit and returns the files it holds.
+func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) ([]string, error) {
 	files, err := c.List(ctx, hub.Models, repo, revision, "")
 	if err != nil {
-		return fmt.Errorf("t5: fetch %s: %w", repo, err)
+		return nil, fmt.Errorf("t5: fetch %s: %w", repo, err)
 	}
 	byPath := map[string]hub.File{}
 	for _, f := range files {
@@ -60,9 +68,10 @@ func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) err
 	want := []string{"config.json", "spiece.model"}
 	for _, p := range want {
 		if _, ok := byPath[p]; !ok {
-			return fmt.Errorf("t5: fetch %s: the repository has no %s", repo, p)
+			return nil, fmt.Errorf("t5: fetch %s: the repository has no %s", repo, p)
 		}
 	}
+	var index []string // the shard index, when the weights are sharded
 	get := func(p string) error {
 		return c.Download(ctx, hub.Models, repo, revision, byPath[p], filepath.Join(dir, filepath.FromSlash(p)))
 	}
@@ -70,39 +79,44 @@ func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) err
 	case has(byPath, "model.safetensors"):
 		want = append(want, "model.safetensors")
 	case has(byPath, "model.safetensors.index.json"):
+		index = []string{"model.safetensors.index.json"}
 		if err := get("model.safetensors.index.json"); err != nil {
-			return fmt.Errorf("t5: fetch %s: %w", repo, err)
+			return nil, fmt.Errorf("t5: fetch %s: %w", repo, err)
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json"))
 		if err != nil {
-			return fmt.Errorf("t5: %w", err)
+			return nil, fmt.Errorf("t5: %w", err)
 		}
 		var idx struct {
 			WeightMap map[string]string `json:"weight_map"`
 		}
 		if err := json.Unmarshal(raw, &idx); err != nil {
-			return fmt.Errorf("t5: fetch %s: model.safetensors.index.json: %w", repo, err)
+			return nil, fmt.Errorf("t5: fetch %s: model.safetensors.index.json: %w", repo, err)
 		}
 		seen := map[string]bool{}
 		for _, shard := range idx.WeightMap {
-			if !seen[shard] && path.Clean(shard) == shard && !strings.HasPrefix(shard, "..") {
+			if !ShardName(shard) {
+				return nil, fmt.Errorf("t5: fetch %s: model.safetensors.index.json names shard %q, not a file name in the folder", repo, shard)
+			}
+			if !seen[shard] {
 				seen[shard] = true
 				want = append(want, shard)
 			}
 		}
+		slices.Sort(want[2:]) // the map's order is random
 	default:
-		return fmt.Errorf("t5: fetch %s: the repository has no safetensors weights (only pytorch_model.bin?); "+
+		return nil, fmt.Errorf("t5: fetch %s: the repository has no safetensors weights (only pytorch_model.bin?); "+
 			"HINT: convert them with transformers' save_pretrained(..., safe_serialization=True)", repo)
 	}
 	for _, p := range want {
 		if _, ok := byPath[p]; !ok {
-			return fmt.Errorf("t5: fetch %s: the index names %s, which the repository lacks", repo, p)
+			return nil, fmt.Errorf("t5: fetch %s: the index names %s, which the repository lacks", repo, p)
 		}
 		if err := get(p); err != nil {
-			return fmt.Errorf("t5: fetch %s: %w", repo, err)
+			return nil, fmt.Errorf("t5: fetch %s: %w", repo, err)
 		}
 	}
-	return nil
+	return append(want, index...), nil
 }
 
 func has(m map[string]hub.File, p string) bool {

@@ -175,3 +175,65 @@ func TestFetchPinsTheRevision(t *testing.T) {
 		t.Errorf("%s: %s", hub.RevisionFile, rec)
 	}
 }
+
+// TestFetchReplacesTheSnapshot: a model refetched after its weights were
+// sharded keeps no single-file weights of the old snapshot (Load would
+// prefer them), and an index that names a shard outside the folder is
+// refused.
+func TestFetchReplacesTheSnapshot(t *testing.T) {
+	src := "testdata/tiny-t5-v1"
+	base := map[string][]byte{
+		"models/org/m/config.json":  readFile(t, filepath.Join(src, "config.json")),
+		"models/org/m/spiece.model": readFile(t, "testdata/spm/tiny.model"),
+	}
+	with := func(extra map[string][]byte) map[string][]byte {
+		out := map[string][]byte{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for k, v := range extra {
+			out[k] = v
+		}
+		return out
+	}
+	h := hubtest.NewServer(t, with(map[string][]byte{"models/org/m/model.safetensors": readFile(t, filepath.Join(src, "model.safetensors"))}))
+	dir := t.TempDir()
+	if _, err := Fetch(context.Background(), hub.FromEnv(), "org/m", "main", dir); err != nil {
+		t.Fatal(err)
+	}
+	h.Commit(with(map[string][]byte{
+		"models/org/m/model.safetensors.index.json": []byte(`{"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}`),
+		"models/org/m/model-1.safetensors":          []byte("shard one"),
+		"models/org/m/model-2.safetensors":          []byte("shard two"),
+	}))
+	if _, err := Fetch(context.Background(), hub.FromEnv(), "org/m", "main", dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err == nil {
+		t.Error("the replaced snapshot's model.safetensors is still there, and Load would read it")
+	}
+	for _, f := range []string{"model-1.safetensors", "model-2.safetensors", "config.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	h.Commit(with(map[string][]byte{
+		"models/org/m/model.safetensors.index.json": []byte(`{"weight_map": {"a": "../evil.safetensors"}}`),
+	}))
+	_, err := Fetch(context.Background(), hub.FromEnv(), "org/m", "main", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), `names shard "../evil.safetensors", not a file name in the folder`) {
+		t.Errorf("a shard outside the folder: %v", err)
+	}
+}
+
+// TestHubRepo: the short names go where the hub keeps them.
+func TestHubRepo(t *testing.T) {
+	for in, want := range map[string]string{
+		"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-v1_1-base": "google/t5-v1_1-base",
+		"org/my-t5": "org/my-t5", "flan-t5-base": "flan-t5-base",
+	} {
+		if got := HubRepo(in); got != want {
+			t.Errorf("HubRepo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

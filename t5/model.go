@@ -275,6 +275,12 @@ func Load(dir string) (*Model, error) {
 	return m, nil
 }
 
+// ShardName reports whether an index's shard name is a plain file name
+// in the checkpoint's folder: no folder, no way out of it, on any system.
+func ShardName(f string) bool {
+	return f != "" && f != "." && f != ".." && !strings.ContainsAny(f, `/\:`) && filepath.IsLocal(f)
+}
+
 func checkpointFiles(dir string) ([]string, error) {
 	single := filepath.Join(dir, "model.safetensors")
 	if _, err := os.Stat(single); err == nil {
@@ -290,6 +296,9 @@ func checkpointFiles(dir string) ([]string, error) {
 		}
 		set := map[string]bool{}
 		for _, f := range idx.WeightMap {
+			if !ShardName(f) {
+				return nil, fmt.Errorf("t5: %s: shard %q is not a file name in the folder", index, f)
+			}
 			set[filepath.Join(dir, f)] = true
 		}
 		var files []string

@@ -540,5 +540,7 @@ func (s *Server) tree(w http.ResponseWriter, r *http.Request, files map[string][
 	if page == nil {
 		page = []map[string]any{}
 	}
-	json.NewEncoder(w).Encode(page)
+	b, _ := json.Marshal(page)
+	w.Header().Set("Content-Type", "application/json")
+	s.serveBytes(w, r, b) // a page can be cut too
 }
