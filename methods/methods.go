@@ -245,3 +245,20 @@ func PaperTotal(m *t5.Model) int {
 	}
 	return n
 }
+
+// PaperTrainable counts trainable by the paper's convention (see
+// PaperTotal): a tied embedding that is trained counts twice, once as the
+// LM head, so that full fine-tuning is 100 % of PaperTotal, as Table 3's
+// 247.58 M / 100.00 for t5-base.
+func PaperTrainable(m *t5.Model, trainable []*nn.Tensor) int {
+	n := CountTrainable(trainable)
+	if m.LMHead == m.Shared {
+		for _, t := range trainable {
+			if t == m.Shared {
+				n += m.Shared.Len()
+				break
+			}
+		}
+	}
+	return n
+}

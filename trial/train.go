@@ -335,7 +335,7 @@ func (j *trainJob) attach(reg methods.Registry) error {
 		j.runs[i] = pr
 	}
 	meth := j.runs[0].meth
-	j.nTrain = methods.CountTrainable(meth.Trainable())
+	j.nTrain = methods.PaperTrainable(j.m, meth.Trainable())
 	j.total = methods.PaperTotal(j.m)
 	j.dropout = j.set.Dropout
 	if j.dropout < 0 {
