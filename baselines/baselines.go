@@ -26,12 +26,13 @@ import (
 
 // Register adds the baselines to r.
 func Register(r methods.Registry) {
-	r["full"] = newFull
-	r["bitfit"] = newBitFit
-	r["lora"] = newLoRA
-	r["adapter"] = newAdapter
-	r["prompt"] = newPrompt
-	r["lst"] = newLST
+	// Order: the paper's Table 1 rows.
+	r["full"] = methods.Entry{New: newFull, Display: "Full-tuning", Order: 0}
+	r["adapter"] = methods.Entry{New: newAdapter, Display: "Adapter", Order: 1}
+	r["lora"] = methods.Entry{New: newLoRA, Display: "LoRA", Order: 2}
+	r["bitfit"] = methods.Entry{New: newBitFit, Display: "BitFit", Order: 3}
+	r["prompt"] = methods.Entry{New: newPrompt, Display: "Prompt-tuning", Order: 4}
+	r["lst"] = methods.Entry{New: newLST, Display: "LST", Order: 5}
 }
 
 // own is a method's own tensors with every one trainable.

@@ -1,16 +1,9 @@
-// Package methods defines what every fine-tuning method provides to the
-// trainer, and a registry from method names to constructors that validates
-// the architecture settings of a study (e.g. {rank: 32}).
-//
-// A method attaches to a T5 backbone through t5.Hooks: it adds its own
-// tensors, changes the dataflow where it needs to, and names exactly the
-// tensors the optimiser updates. Everything else stays frozen and, having
-// no gradient, runs tape-free.
 package methods
 
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -74,23 +67,66 @@ type Importance map[string][]float32
 // random initialisation.
 type Constructor func(m *t5.Model, s *Settings, seed uint64) (Method, error)
 
-// Registry maps method names to constructors.
-type Registry map[string]Constructor
+// Entry is one method of a Registry: how it is built, and how the
+// paper's tables name and order it.
+type Entry struct {
+	// New builds the method; nil for a name the orchestrator accepts but
+	// no trainer builds (the synthetic trainer's test double).
+	New     Constructor
+	Display string // its name in tables: "Full-tuning", "LoRA"
+	Order   int    // its row in the paper's tables, smaller first
+}
+
+// Registry maps method names to their entries: the one list of methods
+// that the sweep file's parser, the trainer and the tables all read.
+type Registry map[string]Entry
+
+// Names returns the registered methods in table order.
+func (r Registry) Names() []string {
+	names := make([]string, 0, len(r))
+	for n := range r {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if oi, oj := r[names[i]].Order, r[names[j]].Order; oi != oj {
+			return oi < oj
+		}
+		return names[i] < names[j]
+	})
+	return names
+}
+
+// Display is a method's name in tables; an unregistered one's own.
+func (r Registry) Display(name string) string {
+	if e, ok := r[name]; ok && e.Display != "" {
+		return e.Display
+	}
+	return name
+}
+
+// Rank is a method's place in table order; unregistered ones come last.
+func (r Registry) Rank(name string) int {
+	if i := slices.Index(r.Names(), name); i >= 0 {
+		return i
+	}
+	return len(r)
+}
 
 // New builds method name on m from the architecture settings arch,
 // rejecting unknown keys and bad values with an error naming them.
 func (r Registry) New(name string, m *t5.Model, arch map[string]any, seed uint64) (Method, error) {
-	ctor, ok := r[name]
-	if !ok {
-		names := make([]string, 0, len(r))
-		for n := range r {
-			names = append(names, n)
+	e, ok := r[name]
+	if !ok || e.New == nil {
+		var names []string
+		for _, n := range r.Names() {
+			if r[n].New != nil {
+				names = append(names, n)
+			}
 		}
-		sort.Strings(names)
 		return nil, fmt.Errorf("methods: unknown method %q (known: %s)", name, strings.Join(names, ", "))
 	}
 	s := &Settings{method: name, values: arch, used: map[string]bool{}}
-	meth, err := ctor(m, s, seed)
+	meth, err := e.New(m, s, seed)
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,9 @@ import (
 )
 
 // Register adds READ to r.
-func Register(r methods.Registry) { r["read"] = New }
+func Register(r methods.Registry) {
+	r["read"] = methods.Entry{New: New, Display: "READ", Order: 6} // the paper's last row
+}
 
 // Options are READ's architecture settings.
 type Options struct {

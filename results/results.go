@@ -15,15 +15,12 @@ package results
 import (
 	"context"
 	"math"
-	"slices"
 	"sort"
 
+	"github.com/readsweep/readsweep/methods/all"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
-
-// MethodOrder is the paper's row order.
-var MethodOrder = []string{"full", "adapter", "lora", "bitfit", "prompt", "lst", "read"}
 
 // DatasetOrder is the paper's column order.
 var DatasetOrder = []string{"cola", "mnli", "qnli", "mrpc", "qqp", "sst2", "stsb", "rte"}
@@ -192,12 +189,8 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 		r.InferenceS = stat(lats).Mean
 		out = append(out, *r)
 	}
-	rank := func(m string) int {
-		if i := slices.Index(MethodOrder, m); i >= 0 {
-			return i
-		}
-		return len(MethodOrder)
-	}
+	reg := all.Registry()
+	rank := reg.Rank
 	sort.Slice(out, func(i, j int) bool {
 		if ri, rj := rank(out[i].Method), rank(out[j].Method); ri != rj {
 			return ri < rj

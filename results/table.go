@@ -8,6 +8,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/readsweep/readsweep/methods/all"
 )
 
 // Cell is one table entry: its text, the number it shows (NaN for none)
@@ -30,17 +32,8 @@ var datasetNames = map[string]string{
 	"cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "mrpc": "MRPC", "qqp": "QQP", "sst2": "SST-2", "stsb": "STS-B", "rte": "RTE",
 }
 
-var methodNames = map[string]string{
-	"full": "Full-tuning", "adapter": "Adapter", "lora": "LoRA", "bitfit": "BitFit", "prompt": "Prompt-tuning",
-	"lst": "LST", "read": "READ", "synthetic": "synthetic (test double)",
-}
-
-func name(m string) string {
-	if n, ok := methodNames[m]; ok {
-		return n
-	}
-	return m
-}
+// name is a method's name in tables, as the registry gives it.
+func name(m string) string { return all.Registry().Display(m) }
 
 // paperTable1 holds the paper's Table 1: params %, power kW, energy kWh, then
 // CoLA, MNLI, QNLI, MRPC, QQP, SST-2, STS-B and its printed Avg.
@@ -107,7 +100,7 @@ func Table1(rows []Row, datasets []string, withPaper bool) Table {
 	}
 	t.Notes = append(t.Notes, "Avg. is the plain mean of the task columns shown.")
 	if withPaper {
-		for _, m := range MethodOrder {
+		for _, m := range all.Registry().Names() {
 			p, ok := paperTable1[m]
 			if !ok {
 				continue

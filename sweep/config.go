@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/methods/all"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -117,8 +118,8 @@ type PrunerConfig struct {
 	MinResource, MaxResource, ReductionFactor, MinEarlyStoppingRate, BootstrapCount int
 }
 
-// knownMethods are the methods the orchestrator accepts.
-var knownMethods = []string{"full", "bitfit", "lora", "adapter", "prompt", "lst", "read", "synthetic"}
+// knownMethods are the methods the orchestrator accepts: the registry's.
+func knownMethods() []string { return all.Registry().Names() }
 
 // knownDatasets returns the GLUE tasks' names.
 func knownDatasets() []string {
@@ -230,7 +231,7 @@ func ParseConfig(file string, raw []byte) (*Config, error) {
 			}
 		case "methods":
 			if c.Methods, err = p.methods(v, path); err == nil && len(c.Methods) == 0 {
-				return p.errf(v, path, "empty: name at least one method (known: %s)", strings.Join(knownMethods, ", "))
+				return p.errf(v, path, "empty: name at least one method (known: %s)", strings.Join(knownMethods(), ", "))
 			}
 		case "search":
 			c.Space, err = p.space(v, path)
@@ -642,8 +643,8 @@ func (p parser) anyMap(n *yaml.Node, path string) (map[string]any, error) {
 func (p parser) methods(n *yaml.Node, path string) ([]Method, error) {
 	var out []Method
 	err := p.each(n, path, func(name string, v *yaml.Node, path string) error {
-		if !contains(knownMethods, name) {
-			return p.errf(v, path, "unknown method %q (known: %s)", name, strings.Join(knownMethods, ", "))
+		if !contains(knownMethods(), name) {
+			return p.errf(v, path, "unknown method %q (known: %s)", name, strings.Join(knownMethods(), ", "))
 		}
 		m := Method{Name: name}
 		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {

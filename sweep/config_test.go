@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/readsweep/readsweep/methods/all"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
 
@@ -327,5 +328,21 @@ func TestHeartbeatGraceAndStorageRetry(t *testing.T) {
 	}
 	if _, err := ParseConfig("sweeps.yaml", []byte(goodConfig+"storage_retry: soon\n")); err == nil || !strings.Contains(err.Error(), "sweeps.yaml:20: storage_retry: want a positive duration") {
 		t.Errorf("storage_retry: soon: %v", err)
+	}
+}
+
+// TestEveryRegisteredMethodAccepted: the sweep file accepts exactly the
+// registry's methods (one list: a method registered is a method a sweep
+// may name).
+func TestEveryRegisteredMethodAccepted(t *testing.T) {
+	for _, name := range all.Registry().Names() {
+		cfg := fmt.Sprintf("trainer: synthetic\ndatasets: [sst2]\nmethods:\n  %s: [{}]\nsearch:\n  lr: {low: 1.0e-5, high: 1.0e-3, log: true}\n", name)
+		if _, err := ParseConfig("sweeps.yaml", []byte(cfg)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	bad := "trainer: synthetic\ndatasets: [sst2]\nmethods:\n  ia4: [{}]\nsearch:\n  lr: {low: 1.0e-5, high: 1.0e-3, log: true}\n"
+	if _, err := ParseConfig("sweeps.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "known: full, adapter, lora, bitfit, prompt, lst, read, synthetic") {
+		t.Errorf("an unregistered method: %v", err)
 	}
 }

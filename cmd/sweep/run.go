@@ -21,10 +21,9 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/methods/all"
 	"github.com/readsweep/readsweep/nn"
-	"github.com/readsweep/readsweep/read"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/t5"
@@ -697,9 +696,4 @@ func standInModel(model string) *t5.Model {
 func packKey(method string, arch map[string]any) string { return method + " " + fmt.Sprint(arch) }
 
 // registry holds every fine-tuning method this build has.
-func registry() methods.Registry {
-	r := methods.Registry{}
-	baselines.Register(r)
-	read.Register(r)
-	return r
-}
+func registry() methods.Registry { return all.Registry() }
