@@ -1,7 +1,6 @@
 package sweep
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
 )
 
 // A finished trial's result is written to a journal in its folder before
@@ -28,61 +27,25 @@ const (
 
 // journal is one trial's result as the database is to record it.
 type journal struct {
-	TrialID      int64             `json:"trial_id"`
-	Study        string            `json:"study"`
-	Number       int               `json:"number"`
-	State        string            `json:"state"`
-	Value        *jsonFloat        `json:"value,omitempty"`
-	Intermediate map[int]jsonFloat `json:"intermediate,omitempty"`
-	UserAttrs    map[string]any    `json:"user_attrs,omitempty"`
-}
-
-// jsonFloat is a float64 that survives JSON when not finite (a trial may
-// report a NaN loss), written as Python's json.dumps names it, quoted.
-type jsonFloat float64
-
-func (f jsonFloat) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	switch {
-	case math.IsNaN(v):
-		return []byte(`"NaN"`), nil
-	case math.IsInf(v, 1):
-		return []byte(`"Infinity"`), nil
-	case math.IsInf(v, -1):
-		return []byte(`"-Infinity"`), nil
-	}
-	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
-}
-
-func (f *jsonFloat) UnmarshalJSON(b []byte) error {
-	s := string(bytes.Trim(b, `"`))
-	switch s {
-	case "NaN":
-		*f = jsonFloat(math.NaN())
-	case "Infinity":
-		*f = jsonFloat(math.Inf(1))
-	case "-Infinity":
-		*f = jsonFloat(math.Inf(-1))
-	default:
-		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return fmt.Errorf("not a number: %s", b)
-		}
-		*f = jsonFloat(v)
-	}
-	return nil
+	TrialID      int64               `json:"trial_id"`
+	Study        string              `json:"study"`
+	Number       int                 `json:"number"`
+	State        string              `json:"state"`
+	Value        *trial.Float        `json:"value,omitempty"` // NaN and infinities survive, as strings
+	Intermediate map[int]trial.Float `json:"intermediate,omitempty"`
+	UserAttrs    map[string]any      `json:"user_attrs,omitempty"`
 }
 
 func newJournal(study string, t storage.FrozenTrial, u storage.TrialUpdate) journal {
 	j := journal{TrialID: t.ID, Study: study, Number: t.Number, State: u.State.String(), UserAttrs: u.UserAttrs}
 	if u.Value != nil {
-		v := jsonFloat(*u.Value)
+		v := trial.Float(*u.Value)
 		j.Value = &v
 	}
 	if len(u.Intermediate) > 0 {
-		j.Intermediate = map[int]jsonFloat{}
+		j.Intermediate = map[int]trial.Float{}
 		for step, v := range u.Intermediate {
-			j.Intermediate[step] = jsonFloat(v)
+			j.Intermediate[step] = trial.Float(v)
 		}
 	}
 	return j

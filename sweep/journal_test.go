@@ -116,10 +116,7 @@ heartbeat_grace: 1s
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
-		Params: map[string]float64{"lr": 1e-4}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}}); err != nil {
-		t.Fatal(err)
-	}
+	orphan(t, store, st.ID, 1e-4)
 	time.Sleep(1500 * time.Millisecond) // its heartbeat is stale
 	back := time.Now()
 	r.Storage = backAfterOutage{Storage: store, back: back}
@@ -199,10 +196,9 @@ heartbeat_grace: 100ms
 	}
 	ss := &studyState{plan: plan[0]}
 	for i, body := range []string{`{not json`, `{"trial_id": 2, "number": 1, "state": "COMPLETE", "value": "NaN"}`} {
-		tr, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
-			Params: map[string]float64{"lr": 1e-4}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
-		if err != nil || tr.Number != i {
-			t.Fatal(tr, err)
+		tr := orphan(t, store, st.ID, 1e-4)
+		if tr.Number != i {
+			t.Fatalf("trial number %d, want %d", tr.Number, i)
 		}
 		dir := r.trialDir(ss, tr)
 		os.MkdirAll(dir, 0o755)

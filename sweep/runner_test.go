@@ -308,6 +308,18 @@ search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 `
 
+// orphan creates a RUNNING trial of lr with a heartbeat, as a process
+// that then died leaves it.
+func orphan(t *testing.T, store *storage.DB, studyID int64, lr float64) storage.FrozenTrial {
+	t.Helper()
+	tr, err := store.CreateTrial(context.Background(), studyID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
+		Params: map[string]float64{"lr": lr}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
 // TestStaleTrialRetriedOnce: a process that dies after enqueuing its
 // failed trial's retry but before recording the FAIL leaves a RUNNING
 // trial; the next run reaps it and does not enqueue it again. One that
@@ -327,12 +339,7 @@ heartbeat_grace: 100ms
 	}
 	var lost []storage.FrozenTrial
 	for _, lr := range []float64{1e-4, 2e-4} {
-		tr, err := store.CreateTrial(ctx, st.ID, storage.TrialOptions{State: storage.Running, Heartbeat: true,
-			Params: map[string]float64{"lr": lr}, Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		lost = append(lost, tr)
+		lost = append(lost, orphan(t, store, st.ID, lr))
 	}
 	// #0's process enqueued its retry, then died; #1's died at once.
 	if err := enqueueRetry(ctx, store, st.ID, lost[0], true); err != nil {

@@ -295,6 +295,26 @@ func (s *Server) repoFiles(repo, rev string) (files map[string][]byte, commit st
 	return files, commit, repoOK, true
 }
 
+// snapshot finds repo's files at an escaped revision, or answers the
+// hub's error for a repository or revision that does not exist.
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, repo, revEsc string) (files map[string][]byte, commit, rev string, ok bool) {
+	rev, err := url.PathUnescape(revEsc)
+	if err != nil {
+		http.NotFound(w, r)
+		return nil, "", "", false
+	}
+	files, commit, repoOK, revOK := s.repoFiles(repo, rev)
+	switch {
+	case !repoOK:
+		hubError(w, http.StatusUnauthorized, "RepoNotFound", "Repository Not Found for url: "+r.URL.String()+".")
+		return nil, "", "", false
+	case !revOK:
+		hubError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
+		return nil, "", "", false
+	}
+	return files, commit, rev, true
+}
+
 func (s *Server) isGated(repo string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -343,18 +363,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hubError(w, http.StatusUnauthorized, "GatedRepo", "Access to this repository is restricted: accept its conditions on its page")
 		return
 	}
-	rev, err := url.PathUnescape(parts[3])
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	files, commit, repoOK, revOK := s.repoFiles(repo, rev)
-	switch {
-	case !repoOK:
-		hubError(w, http.StatusUnauthorized, "RepoNotFound", "Repository Not Found for url: "+r.URL.String()+".")
-		return
-	case !revOK:
-		hubError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
+	files, commit, rev, ok := s.snapshot(w, r, repo, parts[3])
+	if !ok {
 		return
 	}
 	data, ok := files[parts[4]]
@@ -471,18 +481,8 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request, rest string) {
 	if endpoint == "revision" {
 		revEsc = tail
 	}
-	rev, err := url.PathUnescape(revEsc)
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	files, commit, repoOK, revOK := s.repoFiles(repo, rev)
-	switch {
-	case !repoOK:
-		hubError(w, http.StatusUnauthorized, "RepoNotFound", "Repository Not Found for url: "+r.URL.String()+".")
-		return
-	case !revOK:
-		hubError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
+	files, commit, _, ok := s.snapshot(w, r, repo, revEsc)
+	if !ok {
 		return
 	}
 	switch endpoint {
