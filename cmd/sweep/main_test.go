@@ -1078,3 +1078,92 @@ func TestSweepRidesOutADatabaseOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestSuspendedWorkerKeepsItsTrial suspends one of two `sweep run`
+// processes sharing a sweep, with its trial, for 30 s (what `scontrol
+// suspend` does: SIGSTOP to every process of the job), under the default
+// heartbeat_grace: the other process does not take the suspended trial
+// for dead, the suspended one notices its pause, and the sweep ends with
+// no FAIL and exact budgets.
+func TestSuspendedWorkerKeepsItsTrial(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///s.db
+trainer: synthetic
+datasets: [sst2]
+methods:
+  read: [{cell: gru, epoch_ms: 800}]
+search:
+  lr: {low: 1.0e-6, high: 3.0e-3, log: true}
+trials: 6
+training: {max_epochs: 6}
+`)
+	start := func() (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(sweepBin, "run", "sweep.yaml", "--parallel", "1")
+		cmd.Dir = dir
+		var errOut syncBuffer
+		cmd.Stderr = &errOut
+		// A session of its own, as a job's: the suspension reaches its
+		// trials too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, &errOut
+	}
+	a, aOut := start()
+	waitFor(t, func() bool {
+		return storage.Count(load(t, filepath.Join(dir, "s.db"))["read/gru-800/sst2"])[storage.Running] == 1
+	})
+	b, bOut := start()
+	waitFor(t, func() bool {
+		return storage.Count(load(t, filepath.Join(dir, "s.db"))["read/gru-800/sst2"])[storage.Running] == 2
+	})
+	// Trials of 4.8 s: the suspended one has seconds left after the pause,
+	// time for the run to see its clock jump.
+	signalSession(t, a.Process.Pid, syscall.SIGSTOP)
+	time.Sleep(30 * time.Second)
+	signalSession(t, a.Process.Pid, syscall.SIGCONT)
+	for _, p := range []struct {
+		cmd *exec.Cmd
+		out *syncBuffer
+	}{{a, aOut}, {b, bOut}} {
+		if err := p.cmd.Wait(); err != nil {
+			t.Errorf("sweep run: %v\n%s", err, p.out.String())
+		}
+	}
+	got := load(t, filepath.Join(dir, "s.db"))
+	checkBudgets(t, got, 1, 6)
+	for _, tr := range got["read/gru-800/sst2"] {
+		if tr.State == storage.Fail {
+			t.Errorf("#%d failed: %v\nsuspended:\n%s\nother:\n%s", tr.Number, tr.UserAttrs["fail_reason"], aOut.String(), bOut.String())
+		}
+	}
+	if !strings.Contains(aOut.String(), "this process was stopped for 3") {
+		t.Errorf("the suspended run did not notice its pause:\n%s", aOut.String())
+	}
+}
+
+// signalSession sends sig to every process of session sid (a job's
+// processes, as Slurm signals them).
+func signalSession(t *testing.T, sid int, sig syscall.Signal) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// After the command's closing parenthesis: state ppid pgrp session.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 3 && fields[3] == strconv.Itoa(sid) {
+			syscall.Kill(pid, sig)
+		}
+	}
+}
