@@ -70,6 +70,9 @@ func TestResultSurvivesAnOutage(t *testing.T) {
 	if _, err := os.Stat(journal); err != nil {
 		t.Fatalf("no journal: %v\nlog:\n%s", err, log.String())
 	}
+	if !strings.Contains(log.String(), "COMPLETE: not recorded (the database does not answer); kept in "+journal) {
+		t.Errorf("the log does not name the kept result:\n%s", log.String())
+	}
 
 	// The database answers again; the next run records the result and
 	// trains nothing.

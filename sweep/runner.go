@@ -672,6 +672,9 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	if err := r.Storage.UpdateTrial(wctx, t.ID, u); err != nil {
 		if !errors.Is(err, storage.ErrTrialFinished) {
 			if jpath != "" {
+				// Said here too: with trials at once, the run's error names
+				// only the first of them.
+				r.logf("%s#%d %s: not recorded (the database does not answer); kept in %s for the next run", ss.plan.Name, t.Number, out.state, jpath)
 				return 0, fmt.Errorf("%w (the result of %s#%d is kept in %s, and recorded by the next run)", err, ss.plan.Name, t.Number, jpath)
 			}
 			return 0, err
