@@ -13,13 +13,14 @@ import (
 )
 
 // HubRepo maps the short names of the original checkpoints to their hub
-// repositories: t5-small ... t5-11b live under google-t5, the v1.1 ones
-// (t5-v1_1-base) under google; other names pass through.
+// repositories: t5-small ... t5-11b live under google-t5, the v1.1 and Flan
+// ones (t5-v1_1-base, flan-t5-base) under google; other names pass
+// through.
 func HubRepo(name string) string {
 	switch {
 	case strings.Contains(name, "/"):
 		return name
-	case strings.HasPrefix(name, "t5-v1_1"):
+	case strings.HasPrefix(name, "t5-v1_1") || strings.HasPrefix(name, "flan-t5-"):
 		return "google/" + name
 	case strings.HasPrefix(name, "t5-"):
 		return "google-t5/" + name

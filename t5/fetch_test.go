@@ -230,7 +230,7 @@ func TestFetchReplacesTheSnapshot(t *testing.T) {
 func TestHubRepo(t *testing.T) {
 	for in, want := range map[string]string{
 		"t5-small": "google-t5/t5-small", "t5-base": "google-t5/t5-base", "t5-v1_1-base": "google/t5-v1_1-base",
-		"org/my-t5": "org/my-t5", "flan-t5-base": "flan-t5-base",
+		"flan-t5-base": "google/flan-t5-base", "org/my-t5": "org/my-t5", "mt5-base": "mt5-base",
 	} {
 		if got := HubRepo(in); got != want {
 			t.Errorf("HubRepo(%q) = %q, want %q", in, got, want)
