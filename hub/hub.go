@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/readsweep/readsweep/internal/atomicfile"
 )
 
 // DefaultEndpoint is the public hub.
@@ -651,6 +653,10 @@ func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string
 		flags |= os.O_APPEND
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && have > 0 && have == f.Size:
 		return nil // the part file is already whole
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && have > 0:
+		// The part file is not a beginning of this file: start over.
+		os.Remove(part)
+		return &brokenStream{fmt.Errorf("the hub cannot resume from byte %d", have)}
 	case resp.StatusCode == http.StatusOK:
 		flags |= os.O_TRUNC
 		have = 0
@@ -666,14 +672,11 @@ func (c *Client) downloadOnce(ctx context.Context, u string, f File, part string
 		total = have + resp.ContentLength
 	}
 	w := &progressWriter{w: out, done: have, total: total, report: func(d, t int64) { c.report(f, d, t) }}
-	body := io.Reader(resp.Body)
-	if f.Size > 0 {
-		// Never more than the listing says: a body without end must not
-		// fill the disk before the digest fails.
-		body = io.LimitReader(resp.Body, f.Size-have+1)
-	}
+	// Never more than the listing says (an empty file included): a body
+	// without end must not fill the disk before the digest fails.
+	body := io.LimitReader(resp.Body, f.Size-have+1)
 	_, err = io.Copy(w, body)
-	if err == nil && f.Size > 0 && w.done > f.Size {
+	if err == nil && w.done > f.Size {
 		out.Close()
 		os.Remove(part)
 		return &brokenStream{fmt.Errorf("the hub sent more than the %d bytes it lists", f.Size)}
@@ -827,7 +830,8 @@ func ReplaceSnapshot(dir string, s Snapshot) error {
 	return WriteSnapshot(dir, s)
 }
 
-// WriteSnapshot records s in dir's RevisionFile.
+// WriteSnapshot records s in dir's RevisionFile, whole: two fetches
+// finishing at once each leave a whole record.
 func WriteSnapshot(dir string, s Snapshot) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
@@ -836,24 +840,7 @@ func WriteSnapshot(dir string, s Snapshot) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	// A name of its own: two fetches finishing at once each rename a
-	// whole file.
-	tmp, err := os.CreateTemp(dir, RevisionFile+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("hub: %w", err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, RevisionFile))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(filepath.Join(dir, RevisionFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	return nil

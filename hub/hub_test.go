@@ -423,6 +423,11 @@ func TestHostileHub(t *testing.T) {
 	}
 	mu.Unlock()
 
+	empty := File{Path: "f.bin", Size: 0, BlobID: blob(nil)}
+	if err := c.Download(ctx, Models, "o/endless", "main", empty, filepath.Join(dir, "empty.bin")); err == nil || !strings.Contains(err.Error(), "more than the 0 bytes it lists") {
+		t.Errorf("an endless body for an empty file: %v", err)
+	}
+
 	os.WriteFile(partName(dst, "main"), small[:5], 0o644)
 	if err := c.Download(ctx, Models, "o/total", "main", f, dst); err != nil || !bytes.Equal(mustRead(t, dst), small) {
 		t.Errorf("a Content-Range of another length: %v", err)

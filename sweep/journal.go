@@ -8,7 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/readsweep/readsweep/internal/atomicfile"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
 )
@@ -80,8 +82,9 @@ func (j journal) update() (storage.TrialUpdate, error) {
 	return u, nil
 }
 
-// writeJournal writes j to path whole or not at all, and to the disk:
-// a node that loses power right after keeps it.
+// writeJournal writes j to path whole or not at all, and to the disk: a
+// node that loses power right after keeps it. It is as readable as the
+// trial's other files, for a worker of another user.
 func writeJournal(path string, j journal) error {
 	b, err := json.MarshalIndent(j, "", "  ")
 	if err != nil {
@@ -90,27 +93,7 @@ func writeJournal(path string, j journal) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), journalName+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644) // as readable as the trial's other files, for a worker of another user
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.Write(path, append(b, '\n'), 0o644)
 }
 
 // readJournal reads the journal at path; a missing file is (nil, nil).
@@ -146,9 +129,11 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 		if j == nil && err == nil {
 			continue
 		}
-		if err == nil && (j.TrialID != t.ID || j.Number != t.Number) {
-			// The folder is another study's of the same name (a database
-			// replaced under the same output_dir).
+		if err == nil && (j.TrialID != t.ID || j.Number != t.Number || j.Study != ss.plan.Name || olderThan(path, t.Start)) {
+			// The folder is another study's of the same name, or a
+			// database's that was replaced under the same output_dir (whose
+			// trial ids and numbers start again from the same values; its
+			// journal was written before this trial started).
 			continue
 		}
 		var u storage.TrialUpdate
@@ -175,13 +160,22 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 			continue // another process recorded it just now
 		}
 		if err != nil {
-			return recorded, fmt.Errorf("%s#%d: record its journalled result: %w", ss.plan.Name, t.Number, err)
+			// Left for the next look: one journal never stops a run.
+			r.logf("%s#%d: its journalled result %s was not recorded: %v", ss.plan.Name, t.Number, path, err)
+			continue
 		}
 		r.logf("%s#%d %s: recorded from its journal (its process could not reach the database)", ss.plan.Name, t.Number, j.State)
 		os.Remove(path)
 		recorded++
 	}
 	return recorded, nil
+}
+
+// olderThan reports whether the file at path was last written before t
+// (less a margin for the clocks of a shared file system's nodes).
+func olderThan(path string, t time.Time) bool {
+	st, err := os.Stat(path)
+	return err == nil && !t.IsZero() && st.ModTime().Before(t.Add(-2*time.Second))
 }
 
 // replayRunning replays the journals of the study's RUNNING trials.

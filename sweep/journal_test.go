@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
 )
 
 // awayStore is a storage whose database does not answer some writes: the
@@ -198,7 +199,7 @@ heartbeat_grace: 100ms
 		t.Fatal(err)
 	}
 	ss := &studyState{plan: plan[0]}
-	for i, body := range []string{`{not json`, `{"trial_id": 2, "number": 1, "state": "COMPLETE", "value": "NaN"}`} {
+	for i, body := range []string{`{not json`, `{"trial_id": 2, "study": "` + plan[0].Name + `", "number": 1, "state": "COMPLETE", "value": "NaN"}`} {
 		tr := orphan(t, store, st.ID, 1e-4)
 		if tr.Number != i {
 			t.Fatalf("trial number %d, want %d", tr.Number, i)
@@ -223,5 +224,38 @@ heartbeat_grace: 100ms
 	}
 	if n := strings.Count(log.String(), "is not a result to record"); n != 2 {
 		t.Errorf("said %d times, want once per bad journal:\n%s", n, log.String())
+	}
+}
+
+// TestOldJournalIgnored: a journal left in a trial folder by a database
+// that was replaced (same study, same trial id and number, written before
+// this trial started) is not recorded on the new trial.
+func TestOldJournalIgnored(t *testing.T) {
+	r, store := testRunner(t, oneStudy+`trials: 2
+training: {max_epochs: 1}
+heartbeat_interval: 50ms
+heartbeat_grace: 100ms
+`, inProcess)
+	ctx := context.Background()
+	plan := Plan(r.Config, nil)
+	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := orphan(t, store, st.ID, 1e-4)
+	path := filepath.Join(r.trialDir(&studyState{plan: plan[0]}, tr), journalName)
+	v := trial.Float(0.9)
+	if err := writeJournal(path, journal{TrialID: tr.ID, Study: plan[0].Name, Number: tr.Number, State: "COMPLETE", Value: &v}); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	os.Chtimes(path, hourAgo, hourAgo)
+	time.Sleep(300 * time.Millisecond) // the heartbeat goes stale
+	if _, err := r.Run(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	trials, _ := store.Trials(ctx, st.ID)
+	if trials[0].State != storage.Fail {
+		t.Errorf("#0 is %v with value %v: the old database's journal was recorded on it", trials[0].State, trials[0].Value)
 	}
 }

@@ -649,7 +649,13 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		}
 	}
 	// Record even when the sweep is being interrupted: the result exists.
+	// Not for long then, though: the journal keeps it for the next run.
 	wctx := context.WithoutCancel(ctx)
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(wctx, max(r.Config.KillGrace, 5*time.Second))
+		defer cancel()
+	}
 	retried := false
 	if out.state == storage.Fail {
 		// The retry goes in before the FAIL: a process killed between the
@@ -682,11 +688,18 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 		// Recorded meanwhile: from the journal, by another process
 		// that found it while the database was away, or failed by one
 		// that took it for dead.
-		if got, ok := r.storedState(wctx, ss, t); !ok || got != out.state {
-			r.logf("%s#%d was failed by another process (stale heartbeat) before its %s result was recorded; the result is kept in %s", ss.plan.Name, t.Number, out.state, filepath.Join(filepath.Dir(jpath), unappliedName))
+		got, ok := r.storedState(wctx, ss, t)
+		if !ok {
+			return 0, fmt.Errorf("%s#%d: recorded meanwhile, but its state cannot be read (its result stays in %s): %w", ss.plan.Name, t.Number, jpath, err)
+		}
+		if got != out.state {
+			kept := "lost (its journal could not be written)"
 			if jpath != "" {
-				os.Rename(jpath, filepath.Join(filepath.Dir(jpath), unappliedName))
+				aside := filepath.Join(filepath.Dir(jpath), unappliedName)
+				os.Rename(jpath, aside)
+				kept = "kept in " + aside
 			}
+			r.logf("%s#%d was failed by another process (stale heartbeat) before its %s result was recorded; the result is %s", ss.plan.Name, t.Number, out.state, kept)
 			return storage.Fail, nil
 		}
 	}

@@ -48,7 +48,7 @@ func cmdDashboard(args []string) error {
 	case len(pos) == 1:
 		url = pos[0]
 	case cfg != nil:
-		url = cfg.Storage
+		url = configStorage(cfg)
 	case os.Getenv("SWEEP_STORAGE") != "":
 		url = os.Getenv("SWEEP_STORAGE")
 	default:

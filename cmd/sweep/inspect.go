@@ -39,7 +39,7 @@ func storageFlags(fs *flag.FlagSet) func() (string, error) {
 			if err != nil {
 				return "", err
 			}
-			return c.Storage, nil
+			return configStorage(c), nil
 		case os.Getenv("SWEEP_STORAGE") != "":
 			return os.Getenv("SWEEP_STORAGE"), nil
 		}

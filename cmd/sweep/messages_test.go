@@ -288,6 +288,14 @@ func TestSubmitScript(t *testing.T) {
 			t.Errorf("without the folder the script went on: %v: %s", err, out)
 		}
 	}
+	// status reads the storage run used: $SWEEP_STORAGE, for a sweep file
+	// that names none.
+	if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, errOut)
+	}
+	if status, errOut, code := sweepCmd(t, dir, "status", "--config", "sweep.yaml"); code != 0 || !strings.Contains(status, "3 of 3") {
+		t.Errorf("status --config after run with $SWEEP_STORAGE: exit %d\n%s%s", code, status, errOut)
+	}
 	_, errOut, code = sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--dry-run", "--sbatch-arg", "--comment=x\nrm -rf ~")
 	if code != 2 || !strings.Contains(errOut, "line break") {
 		t.Errorf("an option with a line break: exit %d\n%s", code, errOut)
@@ -295,6 +303,7 @@ func TestSubmitScript(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{"--sbatch-arg mail-type=END", "give an sbatch option"},
 		{"--sbatch-arg --array=0-99", "submit sets it from --workers"},
+		{"--sbatch-arg --arr=0-99", "--arr (--array): submit sets it from --workers"},
 		{"--sbatch-arg -o/tmp/x", "use --output"},
 		{"--job-name=", "has an empty value"},
 	} {

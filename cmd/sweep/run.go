@@ -551,8 +551,7 @@ func storageFileFlag(fs *flag.FlagSet) *string {
 }
 
 // setStorage sets cfg's storage from --storage or --storage-file, when
-// one was given, else from $SWEEP_STORAGE when the file names none, as
-// the reading commands take it.
+// one was given, else as configStorage says.
 func setStorage(cfg *sweep.Config, url, urlFile string) error {
 	switch {
 	case url != "" && urlFile != "":
@@ -564,10 +563,21 @@ func setStorage(cfg *sweep.Config, url, urlFile string) error {
 		if cfg.Storage, err = readStorageFile(urlFile); err != nil {
 			return err
 		}
-	case !cfg.StorageNamed && os.Getenv("SWEEP_STORAGE") != "":
-		cfg.Storage = os.Getenv("SWEEP_STORAGE")
+	default:
+		cfg.Storage = configStorage(cfg)
 	}
 	return nil
+}
+
+// configStorage is the storage a sweep file means: the one it names, else
+// $SWEEP_STORAGE, else the default. Every command reads a sweep file's
+// storage through it, so that run, worker, submit, status and the
+// dashboard agree.
+func configStorage(cfg *sweep.Config) string {
+	if env := os.Getenv("SWEEP_STORAGE"); !cfg.StorageNamed && env != "" {
+		return env
+	}
+	return cfg.Storage
 }
 
 // readStorageFile reads the storage URL that --storage-file names.

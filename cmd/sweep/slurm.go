@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/readsweep/readsweep/internal/atomicfile"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
 )
@@ -164,12 +165,7 @@ func cmdSubmit(args []string) error {
 	}
 	// A new file of mode 0600 renamed into place: writing over an older,
 	// more readable one would keep its mode.
-	tmp := urlFile + ".tmp"
-	os.Remove(tmp)
-	if err := os.WriteFile(tmp, []byte(cfg.Storage+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, urlFile); err != nil {
+	if err := atomicfile.Write(urlFile, []byte(cfg.Storage+"\n"), 0o600); err != nil {
 		return err
 	}
 	script := filepath.Join(logs, "sweep.sbatch")
@@ -293,6 +289,12 @@ func notSubmits(opt string) error {
 	}
 	if why, ok := submitsOwn[name]; ok {
 		return fmt.Errorf("%s: %s", name, why)
+	}
+	// sbatch takes any unambiguous beginning of a long option (--arr=).
+	for own, why := range submitsOwn {
+		if strings.HasPrefix(name, "--") && len(name) > 3 && strings.HasPrefix(own, name) {
+			return fmt.Errorf("%s (%s): %s", name, own, why)
+		}
 	}
 	return nil
 }

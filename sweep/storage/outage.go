@@ -105,9 +105,9 @@ func (s *DB) retrying(ctx context.Context, try func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := try()
 		if err == nil {
-			if !first.IsZero() {
-				s.answered()
-			}
+			// Also on a first try: after an outage longer than the window,
+			// no call is left retrying to see the database come back.
+			s.answered()
 			return nil
 		}
 		if !s.d.retryable(err) || ctx.Err() != nil {

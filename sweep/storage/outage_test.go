@@ -139,6 +139,11 @@ func TestRideOutAServerRestart(t *testing.T) {
 	if _, err := short.CreateTrial(ctx, st.ID, TrialOptions{State: Running}); err != nil {
 		t.Errorf("after the server came back: %v", err)
 	}
+	// Seen back though no call was left retrying: the next outage gets a
+	// window of its own, and the reaper its grace.
+	if short.BackSince().IsZero() {
+		t.Error("the database was not seen back after an outage longer than the window")
+	}
 }
 
 // pgPassword is the password in a PostgreSQL URL.
