@@ -109,17 +109,12 @@ func (s backAfterOutage) BackSince() time.Time { return s.back }
 // every heartbeat looks old, the live ones too; no trial is failed for it
 // until a full grace has passed with the database there.
 func TestNoTrialTakenForDeadRightAfterAnOutage(t *testing.T) {
-	r, store := testRunner(t, oneStudy+`trials: 2
+	r, store, plan, st := oneStudyRunner(t, `trials: 2
 training: {max_epochs: 1}
 heartbeat_interval: 100ms
 heartbeat_grace: 1s
-`, inProcess)
+`)
 	ctx := context.Background()
-	plan := Plan(r.Config, nil)
-	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	orphan(t, store, st.ID, 1e-4)
 	time.Sleep(1500 * time.Millisecond) // its heartbeat is stale
 	back := time.Now()
@@ -185,19 +180,14 @@ training: {max_epochs: 3}
 // aside, never recorded, and does not stop the run; the trial is found
 // dead and retried as any other.
 func TestBadJournalsSetAside(t *testing.T) {
-	r, store := testRunner(t, oneStudy+`trials: 3
+	r, store, plan, st := oneStudyRunner(t, `trials: 3
 training: {max_epochs: 1}
 heartbeat_interval: 50ms
 heartbeat_grace: 100ms
-`, inProcess)
+`)
 	var log strings.Builder
 	r.Log = &log
 	ctx := context.Background()
-	plan := Plan(r.Config, nil)
-	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ss := &studyState{plan: plan[0]}
 	for i, body := range []string{`{not json`, `{"trial_id": 2, "study": "` + plan[0].Name + `", "number": 1, "state": "COMPLETE", "value": "NaN"}`} {
 		tr := orphan(t, store, st.ID, 1e-4)
@@ -231,17 +221,12 @@ heartbeat_grace: 100ms
 // that was replaced (same study, same trial id and number, written before
 // this trial started) is not recorded on the new trial.
 func TestOldJournalIgnored(t *testing.T) {
-	r, store := testRunner(t, oneStudy+`trials: 2
+	r, store, plan, st := oneStudyRunner(t, `trials: 2
 training: {max_epochs: 1}
 heartbeat_interval: 50ms
 heartbeat_grace: 100ms
-`, inProcess)
+`)
 	ctx := context.Background()
-	plan := Plan(r.Config, nil)
-	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tr := orphan(t, store, st.ID, 1e-4)
 	path := filepath.Join(r.trialDir(&studyState{plan: plan[0]}, tr), journalName)
 	v := trial.Float(0.9)

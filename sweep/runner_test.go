@@ -308,6 +308,19 @@ search:
   lr: {low: 1.0e-6, high: 3.0e-3, log: true}
 `
 
+// oneStudyRunner is testRunner over oneStudy with extra keys, its plan and
+// its study, created.
+func oneStudyRunner(t *testing.T, extra string) (*Runner, *storage.DB, []Planned, storage.Study) {
+	t.Helper()
+	r, store := testRunner(t, oneStudy+extra, inProcess)
+	plan := Plan(r.Config, nil)
+	st, err := store.CreateStudy(context.Background(), plan[0].Name, storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, store, plan, st
+}
+
 // orphan creates a RUNNING trial of lr with a heartbeat, as a process
 // that then died leaves it.
 func orphan(t *testing.T, store *storage.DB, studyID int64, lr float64) storage.FrozenTrial {
@@ -326,17 +339,12 @@ func orphan(t *testing.T, store *storage.DB, studyID int64, lr float64) storage.
 // died before enqueuing gets its retry from the reaper. Each lost trial
 // ends with exactly one COMPLETE retry.
 func TestStaleTrialRetriedOnce(t *testing.T) {
-	r, store := testRunner(t, oneStudy+`trials: 4
+	r, store, plan, st := oneStudyRunner(t, `trials: 4
 training: {max_epochs: 1}
 heartbeat_interval: 50ms
 heartbeat_grace: 100ms
-`, inProcess)
+`)
 	ctx := context.Background()
-	plan := Plan(r.Config, nil)
-	st, err := store.CreateStudy(ctx, plan[0].Name, storage.Maximize, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var lost []storage.FrozenTrial
 	for _, lr := range []float64{1e-4, 2e-4} {
 		lost = append(lost, orphan(t, store, st.ID, lr))
