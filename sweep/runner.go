@@ -436,32 +436,28 @@ func (r *Runner) logf(format string, args ...any) {
 	}
 }
 
-// runTrials is the life of one trial process: reap stale trials, create
-// (or claim) n trials (n > 1: a pack), sample their parameters, run them
-// under a heartbeat, record each outcome, enqueue retries of failures, log
-// a line per trial. It returns the states of the trials it finished, or
-// storage.ErrStudyFull when the study has no room for a trial.
-func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, slot, n int) ([]storage.TrialState, error) {
+// reapDead fails the study's RUNNING trials whose process is gone (after
+// recording any result such a process journalled) and queues their
+// retries; not within a heartbeat grace of this process's own pause or
+// outage, when every heartbeat looks old.
+func (r *Runner) reapDead(ctx context.Context, rs *runState, ss *studyState) error {
 	cfg := r.Config
-	var stale []storage.FrozenTrial
-	if back := rs.awake.backSince(r.Storage); back.IsZero() || time.Since(back) >= cfg.HeartbeatGrace {
-		// A dead process's journalled result is recorded, not reaped.
-		if err := r.replayRunning(ctx, ss); err != nil {
-			return nil, err
-		}
-		var err error
-		if stale, err = r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace); err != nil {
-			return nil, err
-		}
+	if back := rs.awake.backSince(r.Storage); !back.IsZero() && time.Since(back) < cfg.HeartbeatGrace {
+		return nil
 	}
-	var retried map[int]bool
-	if len(stale) > 0 {
-		all, err := r.Storage.Trials(ctx, ss.study.ID)
-		if err != nil {
-			return nil, err
-		}
-		retried = retriedNumbers(all)
+	// A dead process's journalled result is recorded, not reaped.
+	if err := r.replayRunning(ctx, ss); err != nil {
+		return err
 	}
+	stale, err := r.Storage.FailStaleTrials(ctx, ss.study.ID, cfg.HeartbeatGrace)
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	all, err := r.Storage.Trials(ctx, ss.study.ID)
+	if err != nil {
+		return err
+	}
+	retried := retriedNumbers(all)
 	for _, t := range stale {
 		r.logf("%s#%d lost its process (no heartbeat for %v): FAIL", ss.plan.Name, t.Number, cfg.HeartbeatGrace)
 		rs.mu.Lock()
@@ -473,8 +469,21 @@ func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, sl
 			continue // its process enqueued the retry, then died before recording the FAIL
 		}
 		if err := r.retry(ctx, ss, t, true); err != nil {
-			return nil, err
+			return err
 		}
+	}
+	return nil
+}
+
+// runTrials is the life of one trial process: reap stale trials, create
+// (or claim) n trials (n > 1: a pack), sample their parameters, run them
+// under a heartbeat, record each outcome, enqueue retries of failures, log
+// a line per trial. It returns the states of the trials it finished, or
+// storage.ErrStudyFull when the study has no room for a trial.
+func (r *Runner) runTrials(ctx context.Context, rs *runState, ss *studyState, slot, n int) ([]storage.TrialState, error) {
+	cfg := r.Config
+	if err := r.reapDead(ctx, rs, ss); err != nil {
+		return nil, err
 	}
 
 	var states []storage.TrialState
