@@ -88,63 +88,32 @@ func cmdSubmit(args []string) error {
 	} else if *output, err = filepath.Abs(*output); err != nil {
 		return err
 	}
-	// One option per #SBATCH line, in the order sbatch reads them; the
-	// user's own (--sbatch-arg) last, so they win.
-	opts := []string{"--job-name=" + *jobName, fmt.Sprintf("--array=0-%d", *workers-1), "--requeue", "--ntasks=1",
-		"--output=" + *output,
-		// A requeued task appends to its log: truncated, it would lose
-		// what ran before the requeue, and the record of it.
-		"--open-mode=append"}
-	for _, o := range []struct{ name, value string }{
-		{"gres", *gres}, {"time", *limit}, {"partition", *partition}, {"account", *pass["account"]}, {"qos", *pass["qos"]},
-		{"mem", *pass["mem"]}, {"cpus-per-task", *pass["cpus-per-task"]}, {"constraint", *pass["constraint"]},
-	} {
-		if o.value != "" {
-			opts = append(opts, "--"+o.name+"="+o.value)
-		}
-	}
-	for _, a := range extra {
-		if !strings.HasPrefix(a, "-") {
-			return fmt.Errorf("%w: --sbatch-arg %q: give an sbatch option, e.g. --sbatch-arg=--mail-type=END", errUsage, a)
-		}
-		if err := notSubmits(a); err != nil {
-			return fmt.Errorf("%w: --sbatch-arg %q: %v", errUsage, a, err)
-		}
-		opts = append(opts, a)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %d workers of %s, sharing %s.\n", *workers, oneLine(pos[0]), oneLine(storage.Redact(cfg.Storage)))
-	for _, o := range opts {
-		line, err := sbatchDirective(o)
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		b.WriteString(line)
+	opts, err := sbatchOptions(*workers, *output, extra, map[string]string{
+		"job-name": *jobName, "gres": *gres, "time": *limit, "partition": *partition, "account": *pass["account"], "qos": *pass["qos"],
+		"mem": *pass["mem"], "cpus-per-task": *pass["cpus-per-task"], "constraint": *pass["constraint"]})
+	if err != nil {
+		return err
 	}
 	// The workers read the URL from a file only its owner reads: in argv
 	// it would show in ps and sacct, password and all.
 	urlFile := filepath.Join(logs, "storage.url")
-	args2 := []string{exe, "worker", cfgPath, "--storage-file", urlFile, "--parallel", "1"}
+	worker := []string{exe, "worker", cfgPath, "--storage-file", urlFile, "--parallel", "1"}
 	if *only != "" {
-		args2 = append(args2, "--only", *only)
+		worker = append(worker, "--only", *only)
 	}
 	if *limit != "" {
 		if _, err := slurmDuration(*limit); err != nil {
 			return fmt.Errorf("%w: --time %q: %v", errUsage, *limit, err)
 		}
 		// The worker starts no trial its time limit would cut short.
-		args2 = append(args2, "--time", *limit)
+		worker = append(worker, "--time", *limit)
 	}
-	quoted := make([]string, len(args2))
-	for i, a := range args2 {
-		quoted[i] = shellQuote(a)
+	script, err := jobScript(fmt.Sprintf("%d workers of %s, sharing %s", *workers, pos[0], storage.Redact(cfg.Storage)), opts, cwd, worker)
+	if err != nil {
+		return err
 	}
-	// Without the submit folder (not mounted on the node, removed), the
-	// worker would write output_dir wherever it stood.
-	fmt.Fprintf(&b, "cd %s || { echo \"sweep worker: cannot enter the submit folder on $(hostname)\" >&2; exit 1; }\nexec %s\n",
-		shellQuote(cwd), strings.Join(quoted, " "))
 	if *dry {
-		fmt.Print(b.String())
+		fmt.Print(script)
 		return nil
 	}
 	// Plan the studies now, so `sweep status` shows them before a worker starts.
@@ -168,37 +137,103 @@ func cmdSubmit(args []string) error {
 	if err := atomicfile.Write(urlFile, []byte(cfg.Storage+"\n"), 0o600); err != nil {
 		return err
 	}
-	script := filepath.Join(logs, "sweep.sbatch")
-	if err := os.WriteFile(script, []byte(b.String()), 0o644); err != nil {
+	scriptFile := filepath.Join(logs, "sweep.sbatch")
+	if err := os.WriteFile(scriptFile, []byte(script), 0o644); err != nil {
 		return err
 	}
 	jobFile := filepath.Join(logs, "job")
-	if prev, err := os.ReadFile(jobFile); err == nil {
-		// Two jobs of one sweep share its budgets (nothing runs twice),
-		// but it is seldom what was meant.
-		id := strings.TrimSpace(string(prev))
-		if out, err := exec.Command("squeue", "-h", "-j", id).Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
-			fmt.Fprintf(os.Stderr, "sweep: warning: job %s of this folder's sweep is still queued or running; the new job's workers share its budgets (scancel %s to replace it)\n", id, id)
-		}
-	}
-	// The job id is on stdout alone: sites' submit plugins write notices
-	// to stderr, passed on as they are.
-	sb := exec.Command("sbatch", "--parsable", script)
-	var sbErr bytes.Buffer
-	sb.Stderr = &sbErr
-	out, err := sb.Output()
-	os.Stderr.Write(sbErr.Bytes())
+	warnIfQueued(jobFile)
+	id, err := sbatch(scriptFile)
 	if err != nil {
-		return fmt.Errorf("sbatch %s: %v: %s", script, err, bytes.TrimSpace(sbErr.Bytes()))
+		return err
 	}
-	id := strings.TrimSpace(strings.Split(string(out), ";")[0])
 	os.WriteFile(jobFile, []byte(id+"\n"), 0o644) // for the next submit's warning
 	fmt.Println(id)
 	// The URL file, not the sweep file's storage: --storage or
 	// $SWEEP_STORAGE may have named another.
 	fmt.Fprintf(os.Stderr, "sweep: submitted job %s (%d workers, script %s); `sweep status --config %s --storage-file %s --job %s` follows it\n",
-		id, *workers, script, shellQuote(pos[0]), shellQuote(urlFile), id)
+		id, *workers, scriptFile, shellQuote(pos[0]), shellQuote(urlFile), id)
 	return nil
+}
+
+// sbatchOptions are the job's sbatch options, one per #SBATCH line in the
+// order sbatch reads them: submit's own, those of its flags (named, by
+// option name; empty ones left out), then the user's --sbatch-arg, last
+// so that they win.
+func sbatchOptions(workers int, output string, extra []string, named map[string]string) ([]string, error) {
+	opts := []string{"--job-name=" + named["job-name"], fmt.Sprintf("--array=0-%d", workers-1), "--requeue", "--ntasks=1",
+		"--output=" + output,
+		// A requeued task appends to its log: truncated, it would lose
+		// what ran before the requeue, and the record of it.
+		"--open-mode=append"}
+	for _, name := range []string{"gres", "time", "partition", "account", "qos", "mem", "cpus-per-task", "constraint"} {
+		if v := named[name]; v != "" {
+			opts = append(opts, "--"+name+"="+v)
+		}
+	}
+	for _, a := range extra {
+		if !strings.HasPrefix(a, "-") {
+			return nil, fmt.Errorf("%w: --sbatch-arg %q: give an sbatch option, e.g. --sbatch-arg=--mail-type=END", errUsage, a)
+		}
+		if err := notSubmits(a); err != nil {
+			return nil, fmt.Errorf("%w: --sbatch-arg %q: %v", errUsage, a, err)
+		}
+		opts = append(opts, a)
+	}
+	return opts, nil
+}
+
+// jobScript is the batch script: a comment saying what it runs, the
+// options as #SBATCH lines, then the worker command, run from the folder
+// submit ran in.
+func jobScript(what string, opts []string, dir string, worker []string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "#!/bin/bash\n# Written by `sweep submit`: %s.\n", oneLine(what))
+	for _, o := range opts {
+		line, err := sbatchDirective(o)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", errUsage, err)
+		}
+		b.WriteString(line)
+	}
+	quoted := make([]string, len(worker))
+	for i, a := range worker {
+		quoted[i] = shellQuote(a)
+	}
+	// Without the submit folder (not mounted on the node, removed), the
+	// worker would write output_dir wherever it stood.
+	fmt.Fprintf(&b, "cd %s || { echo \"sweep worker: cannot enter the submit folder on $(hostname)\" >&2; exit 1; }\nexec %s\n",
+		shellQuote(dir), strings.Join(quoted, " "))
+	return b.String(), nil
+}
+
+// warnIfQueued warns when the job the last submit from this folder
+// recorded in jobFile is still queued or running: two jobs of one sweep
+// share its budgets (nothing runs twice), but it is seldom what was meant.
+func warnIfQueued(jobFile string) {
+	prev, err := os.ReadFile(jobFile)
+	if err != nil {
+		return
+	}
+	id := strings.TrimSpace(string(prev))
+	if out, err := exec.Command("squeue", "-h", "-j", id).Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		fmt.Fprintf(os.Stderr, "sweep: warning: job %s of this folder's sweep is still queued or running; the new job's workers share its budgets (scancel %s to replace it)\n", id, id)
+	}
+}
+
+// sbatch submits a script and returns the job id. The id is on stdout
+// alone: sites' submit plugins write notices to stderr, passed on as they
+// are.
+func sbatch(script string) (string, error) {
+	cmd := exec.Command("sbatch", "--parsable", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	os.Stderr.Write(stderr.Bytes())
+	if err != nil {
+		return "", fmt.Errorf("sbatch %s: %v: %s", script, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return strings.TrimSpace(strings.Split(string(out), ";")[0]), nil
 }
 
 // slurmJobID is a job id as squeue takes it: a job, or an array task.
