@@ -346,3 +346,19 @@ func TestEveryRegisteredMethodAccepted(t *testing.T) {
 		t.Errorf("an unregistered method: %v", err)
 	}
 }
+
+// TestStudyAttrs: a study records the unit of its values whoever plans it
+// (submit and final planned studies without it, read as epochs), and a
+// plan's extra attributes.
+func TestStudyAttrs(t *testing.T) {
+	c, err := ParseConfig("sweeps.yaml", []byte(strings.Replace(goodConfig, "training: {max_epochs: 5, seeds: [7, 8]}", "training: {max_epochs: 5, eval_steps: 100}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Plan(c, nil)[0]
+	p.Attrs = map[string]any{"final": true}
+	a := p.StudyAttrs(c)
+	if a[AttrReportUnit] != UnitStep || a["method"] != p.Method || a["dataset"] != p.Dataset || a["final"] != true {
+		t.Errorf("StudyAttrs = %v", a)
+	}
+}

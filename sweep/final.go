@@ -93,11 +93,7 @@ func FinalPlan(ctx context.Context, s storage.Storage, c *Config, f Filter) ([]P
 // enqueueSeeds adds a WAITING trial for every seed the final study does
 // not have yet (failed ones are retried by the runner, not here).
 func enqueueSeeds(ctx context.Context, s storage.Storage, c *Config, p Planned, seeds []int64) error {
-	attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset}
-	for k, v := range p.Attrs {
-		attrs[k] = v
-	}
-	st, err := s.CreateStudy(ctx, p.Name, c.Direction, attrs)
+	st, err := s.CreateStudy(ctx, p.Name, c.Direction, p.StudyAttrs(c))
 	if err != nil {
 		return err
 	}

@@ -124,11 +124,7 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 	rs := &runState{running: map[int64]string{}, result: Result{States: map[storage.TrialState]int{}, Failures: map[string]int{}}}
 	var conflicts []string // studies whose stored trials were sampled from another space
 	for _, p := range plan {
-		attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset, AttrReportUnit: r.Config.ReportUnit()}
-		for k, v := range p.Attrs {
-			attrs[k] = v
-		}
-		st, err := r.Storage.CreateStudy(ctx, p.Name, r.Config.Direction, attrs)
+		st, err := r.Storage.CreateStudy(ctx, p.Name, r.Config.Direction, p.StudyAttrs(r.Config))
 		if err != nil {
 			return rs.result, err
 		}

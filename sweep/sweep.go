@@ -113,6 +113,18 @@ type Planned struct {
 	Attrs map[string]any
 }
 
+// StudyAttrs are the user attributes of p's study, written when the study
+// is created, by whichever command plans it first (run, worker, final,
+// submit): what it trains on what, and the unit of its trials' values.
+func (p Planned) StudyAttrs(c *Config) map[string]any {
+	attrs := map[string]any{"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset,
+		AttrReportUnit: c.ReportUnit()}
+	for k, v := range p.Attrs {
+		attrs[k] = v
+	}
+	return attrs
+}
+
 // Filter restricts a plan to matching studies: each key (method, arch,
 // dataset) maps to the allowed values.
 type Filter map[string][]string

@@ -122,8 +122,7 @@ func cmdSubmit(args []string) error {
 		return err
 	}
 	for _, p := range plan {
-		if _, err := store.CreateStudy(context.Background(), p.Name, cfg.Direction, map[string]any{
-			"method": p.Method, "arch": p.Arch.Name, "arch_settings": p.Arch.Settings, "dataset": p.Dataset}); err != nil {
+		if _, err := store.CreateStudy(context.Background(), p.Name, cfg.Direction, p.StudyAttrs(cfg)); err != nil {
 			store.Close()
 			return err
 		}
