@@ -286,6 +286,15 @@ func (c *Client) wait(attempt int, resp *http.Response) time.Duration {
 // maxAsked caps a wait the hub asks for.
 const maxAsked = 5 * time.Minute
 
+// backOff says what is tried again, and when, then waits that long (what
+// the hub asked in resp, else the growing back-off of c.wait) or until
+// ctx ends.
+func (c *Client) backOff(ctx context.Context, attempt int, resp *http.Response, again string) error {
+	wait := c.wait(attempt, resp)
+	c.logf("%s in %v", again, wait.Round(time.Millisecond))
+	return sleep(ctx, wait)
+}
+
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -344,13 +353,11 @@ func (c *Client) get(ctx context.Context, u string, header http.Header) (*http.R
 			}
 			return nil, fmt.Errorf("hub: %w (after %d tries; is %s reachable? HF_ENDPOINT names another hub or mirror)", err, attempt+1, c.Endpoint)
 		}
-		wait := c.wait(attempt, resp)
 		if resp != nil {
-			resp.Body.Close()
+			resp.Body.Close() // its headers stay, for the wait they ask
 		}
 		cancel()
-		c.logf("hub: GET %s: %s; trying again in %v", u, why, wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := c.backOff(ctx, attempt, resp, fmt.Sprintf("hub: GET %s: %s; trying again", u, why)); err != nil {
 			return nil, err
 		}
 	}
@@ -485,9 +492,7 @@ func (c *Client) listPage(ctx context.Context, u string) ([]treeEntry, string, e
 			if ctx.Err() != nil || attempt >= c.retries() || !(errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.Canceled) || isNetErr(err)) {
 				return nil, "", fmt.Errorf("hub: GET %s: %w", u, err)
 			}
-			wait := c.wait(attempt, nil)
-			c.logf("hub: GET %s: %v; trying again in %v", u, err, wait.Round(time.Millisecond))
-			if err := sleep(ctx, wait); err != nil {
+			if err := c.backOff(ctx, attempt, nil, fmt.Sprintf("hub: GET %s: %v; trying again", u, err)); err != nil {
 				return nil, "", err
 			}
 			continue
@@ -583,9 +588,7 @@ func (c *Client) Download(ctx context.Context, kind, repo, revision string, f Fi
 		if attempt >= c.retries() {
 			return fmt.Errorf("hub: download %s: %w (after %d tries; run again to resume)", f.Path, broken.err, attempt+1)
 		}
-		wait := c.wait(attempt, nil)
-		c.logf("hub: download %s: %v; resuming in %v", f.Path, broken.err, wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := c.backOff(ctx, attempt, nil, fmt.Sprintf("hub: download %s: %v; resuming", f.Path, broken.err)); err != nil {
 			return err
 		}
 	}
