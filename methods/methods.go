@@ -3,7 +3,6 @@ package methods
 import (
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 	"strings"
 
@@ -104,12 +103,21 @@ func (r Registry) Display(name string) string {
 	return name
 }
 
-// Rank is a method's place in table order; unregistered ones come last.
+// Rank is a method's place in table order (its index in Names);
+// unregistered ones come last. Tables sort by it, so it counts rather
+// than sorting the registry at each comparison.
 func (r Registry) Rank(name string) int {
-	if i := slices.Index(r.Names(), name); i >= 0 {
-		return i
+	e, ok := r[name]
+	if !ok {
+		return len(r)
 	}
-	return len(r)
+	rank := 0
+	for n, o := range r {
+		if o.Order < e.Order || o.Order == e.Order && n < name {
+			rank++
+		}
+	}
+	return rank
 }
 
 // New builds method name on m from the architecture settings arch,
