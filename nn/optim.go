@@ -1,8 +1,10 @@
 package nn
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Params is a named set of parameter tensors whose values share one
@@ -155,6 +157,7 @@ type AdamW struct {
 
 	// On a GPU the moments live there, one pair of buffers per tensor.
 	dm, dv []Buffer
+	dev    tensorDevice
 }
 
 // NewAdamW returns AdamW with PyTorch's defaults (betas 0.9, 0.999, eps
@@ -236,10 +239,79 @@ func (o *AdamW) stepDevice(ts []*Tensor) {
 			t.dev.dev.Zero(v)
 			o.dm, o.dv = append(o.dm, m), append(o.dv, v)
 		}
+		o.dev = ts[0].dev.dev
 	}
 	mustLen("AdamW.Step", "moments", len(o.dm), len(ts))
 	o.t++
 	for i, t := range ts {
 		t.dev.dev.AdamWStep(o, o.t, t.dev.data, t.dev.grad, o.dm[i], o.dv[i])
 	}
+}
+
+// AdamWState is an optimiser's position: the steps taken and the first
+// and second moments of every tensor, concatenated in Step's order (nil
+// before the first step). A checkpoint keeps it so that a resumed run
+// takes the same steps as one never stopped.
+type AdamWState struct {
+	Steps int
+	M, V  []float32
+}
+
+// State returns the optimiser's position, copied from the GPU when the
+// moments live there; on the host it shares their memory until the next
+// Step.
+func (o *AdamW) State() AdamWState {
+	s := AdamWState{Steps: o.t}
+	switch {
+	case o.dm != nil:
+		for i := range o.dm {
+			n := o.dm[i].Len()
+			m, v := make([]float32, n), make([]float32, n)
+			if err := o.dev.Download(m, o.dm[i]); err != nil {
+				panic(fmt.Sprintf("nn: copying AdamW's moments from the GPU: %v", err))
+			}
+			if err := o.dev.Download(v, o.dv[i]); err != nil {
+				panic(fmt.Sprintf("nn: copying AdamW's moments from the GPU: %v", err))
+			}
+			s.M, s.V = append(s.M, m...), append(s.V, v...)
+		}
+	case o.m != nil:
+		s.M, s.V = o.m, o.v
+	}
+	return s
+}
+
+// SetState puts the optimiser where State found it, for the tensors ts
+// it steps (on the GPU when they live there). It returns an error when
+// the moments do not fit ts.
+func (o *AdamW) SetState(s AdamWState, ts []*Tensor) error {
+	total := 0
+	for _, t := range ts {
+		total += t.Len()
+	}
+	if s.M == nil && s.V == nil {
+		o.t, o.m, o.v, o.dm, o.dv = s.Steps, nil, nil, nil, nil
+		return nil
+	}
+	if len(s.M) != total || len(s.V) != total {
+		return fmt.Errorf("nn: AdamW state holds %d and %d moments for tensors of %d values", len(s.M), len(s.V), total)
+	}
+	o.t = s.Steps
+	if len(ts) == 0 || ts[0].dev == nil {
+		o.m, o.v = slices.Clone(s.M), slices.Clone(s.V)
+		return nil
+	}
+	o.dm, o.dv, o.dev = nil, nil, ts[0].dev.dev
+	off := 0
+	for _, t := range ts {
+		if t.dev == nil {
+			return errors.New("nn: AdamW state: a mix of GPU and host tensors")
+		}
+		m, v := t.dev.dev.Alloc(t.Len()), t.dev.dev.Alloc(t.Len())
+		t.dev.dev.Write(m, s.M[off:off+t.Len()])
+		t.dev.dev.Write(v, s.V[off:off+t.Len()])
+		o.dm, o.dv = append(o.dm, m), append(o.dv, v)
+		off += t.Len()
+	}
+	return nil
 }

@@ -31,6 +31,11 @@ type packRun struct {
 	test        glue.Scores
 	evalSeconds float64
 	latency     float64
+	reported    []Reported // the intermediate values so far, a predecessor's included
+
+	fingerprint  string  // of its training (checkpoints)
+	priorSeconds float64 // its predecessors' wall time (resumed from a checkpoint)
+	priorJoules  float64 // and energy
 }
 
 // memberSeed is a packed trial's seed: its own when its parameters search

@@ -63,6 +63,8 @@ type Spec struct {
 	Model     string `json:"model"`
 	DataDir   string `json:"data_dir"`
 	OutputDir string `json:"output_dir"` // the trial's own directory
+	// ResumeFrom is the first member's predecessor's checkpoint (Member).
+	ResumeFrom string `json:"resume_from,omitempty"`
 	// Pack, when set, makes this one process train several trials of the
 	// study side by side over one pass of the frozen backbone (sweep file
 	// `pack: k`); TrialID, Number, Params and OutputDir above are then the
@@ -76,6 +78,9 @@ type Member struct {
 	Number    int            `json:"number"`
 	Params    map[string]any `json:"params"`
 	OutputDir string         `json:"output_dir"`
+	// ResumeFrom is the checkpoint of a predecessor (the trial this one
+	// retries) to continue from; see "Checkpoints" in docs/protocol.md.
+	ResumeFrom string `json:"resume_from,omitempty"`
 }
 
 // Members returns the trials the spec asks for: its pack, or itself.
@@ -83,7 +88,7 @@ func (s Spec) Members() []Member {
 	if len(s.Pack) > 0 {
 		return s.Pack
 	}
-	return []Member{{TrialID: s.TrialID, Number: s.Number, Params: s.Params, OutputDir: s.OutputDir}}
+	return []Member{{TrialID: s.TrialID, Number: s.Number, Params: s.Params, OutputDir: s.OutputDir, ResumeFrom: s.ResumeFrom}}
 }
 
 // Verdict is the orchestrator's answer, on a pack's standard input, to
@@ -106,6 +111,12 @@ const (
 	// TypeHeartbeat says the trial is alive between epochs (no value); the
 	// orchestrator's stall_timeout counts from the last message of any type.
 	TypeHeartbeat = "heartbeat"
+	// TypeResumed says the trial continues from its predecessor's
+	// checkpoint after step optimiser steps (no value). Its attrs name
+	// the predecessor (from_trial) and the intermediate values reported
+	// before the checkpoint (values: [{step, value}]), which the
+	// orchestrator copies into the trial so the pruner sees one curve.
+	TypeResumed = "resumed"
 )
 
 // Message is one line a trial writes on standard output.
@@ -186,10 +197,10 @@ func ParseMessage(line []byte) (Message, error) {
 	}
 	switch m.Type {
 	case TypeEpoch, TypeFinal:
-	case TypeHeartbeat:
+	case TypeHeartbeat, TypeResumed:
 		return m, nil
 	default:
-		return Message{}, fmt.Errorf("trial: unknown message type %q (want epoch, heartbeat or final)", m.Type)
+		return Message{}, fmt.Errorf("trial: unknown message type %q (want epoch, heartbeat, resumed or final)", m.Type)
 	}
 	if !bytes.Contains(fixed, []byte(`"value"`)) {
 		return Message{}, fmt.Errorf("trial: %q message without a value", m.Type)

@@ -214,6 +214,9 @@ type fitConfig struct {
 	// afterEval, when set, is told which runs reported at a validation;
 	// it may stop some (a pack's pruning verdicts).
 	afterEval func(at evalPoint, reported []*fitRun)
+	// between, when set, is called before every round of steps, where
+	// every run's state is whole: checkpoints are taken there.
+	between func()
 }
 
 // evalPoint is one validation in fit: the index-th (from 0), after steps
@@ -242,13 +245,20 @@ func (at evalPoint) String() string {
 // fitRun is one trial's training in fit: its stepper and epoch order, and
 // how it ended.
 type fitRun struct {
-	st      *stepper
-	shuffle *rand.Rand           // the epoch order, from the trial's seed
-	logf    func(string, ...any) // progress lines for the trial's log
+	st    *stepper
+	order *rand.PCG            // the source of the epoch orders, from the trial's seed
+	logf  func(string, ...any) // progress lines for the trial's log
 	// validate scores the current parameters (and reports them); meanLoss
 	// and trainSeconds cover the steps since the previous validation.
 	// Higher is better.
 	validate func(at evalPoint, meanLoss, trainSeconds float64) (float64, error)
+
+	// The cursor: the next step is batch `batch` of epoch `epoch`'s
+	// order perm, drawn from orderAt (the source's state before).
+	epoch, batch int
+	perm         []int
+	orderAt      []byte
+	evals        int // validations so far
 
 	best         float64   // the best validation score
 	bestAt       evalPoint // where it was reached (index −1: nowhere yet)
@@ -264,9 +274,21 @@ type fitRun struct {
 	losses           int
 }
 
+// newFitRun starts a run at its first step; a checkpoint may then move it.
+func newFitRun(st *stepper, seed uint64, logf func(string, ...any)) *fitRun {
+	return &fitRun{st: st, order: rand.NewPCG(seed, 0x7a), logf: logf, best: math.Inf(-1), bestAt: evalPoint{index: -1}}
+}
+
 // completed reports whether the run trained to its end: neither failed
 // nor pruned.
 func (r *fitRun) completed() bool { return r.err == nil && !r.pruned }
+
+// drawOrder starts the run's epoch: it draws the batch order.
+func (r *fitRun) drawOrder(batches int) {
+	r.orderAt, _ = r.order.MarshalBinary()
+	r.perm = rand.New(r.order).Perm(batches)
+	r.epochs = r.epoch + 1
+}
 
 // fit trains its runs epoch after epoch until max_epochs, validating after
 // every epoch (or every eval_steps steps), until `patience` validations in
@@ -274,12 +296,11 @@ func (r *fitRun) completed() bool { return r.err == nil && !r.pruned }
 // its best validation: what the test split is scored with. Several runs (a
 // pack) take their steps in turn, batch by batch, so the first to need a
 // batch's backbone states computes them and the others read them from the
-// state cache. A run's own failure stops that run only; fit returns an
-// error only when ctx ends.
+// state cache. Each run keeps its own place in the data, so runs resumed
+// from checkpoints of different steps train side by side. A run's own
+// failure stops that run only; fit returns an error only when ctx ends,
+// between two steps, where every run's state is whole (a checkpoint's).
 func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
-	for _, r := range runs {
-		r.best, r.bestAt = math.Inf(-1), evalPoint{index: -1}
-	}
 	total := fc.maxEpochs * fc.batches
 	due := func(step int) bool {
 		if fc.evalSteps > 0 {
@@ -287,61 +308,65 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 		}
 		return step%fc.batches == 0 || slices.Contains(fc.evalAt, step)
 	}
-	evals := 0
-	for epoch := 0; epoch < fc.maxEpochs; epoch++ {
+	bySteps := fc.evalSteps > 0 || len(fc.evalAt) > 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return err // pruned or interrupted: stop now, not after the epoch
+		}
 		var active []*fitRun
 		for _, r := range runs {
-			if !r.stopped {
+			if !r.stopped && r.epoch < fc.maxEpochs {
 				active = append(active, r)
 			}
 		}
 		if len(active) == 0 {
 			break
 		}
-		perms := make([][]int, len(active))
-		for i, r := range active {
-			perms[i] = r.shuffle.Perm(fc.batches)
-			r.epochs = epoch + 1
+		if fc.between != nil {
+			fc.between()
 		}
-		for p := range fc.batches {
-			if err := ctx.Err(); err != nil {
-				return err // pruned or interrupted: stop now, not after the epoch
+		var bt t5.Batch
+		built := -1
+		var validating []*fitRun
+		var ended []int // epochs that runs ended in this round
+		for _, r := range active {
+			if r.batch == 0 {
+				r.drawOrder(fc.batches)
 			}
-			var bt t5.Batch
-			built := -1
-			for i, r := range active {
-				if r.stopped {
-					continue
-				}
-				bi := perms[i][p]
-				if bi != built {
-					bt, built = fc.batch(bi), bi
-				}
-				t0 := time.Now()
-				var stats stepStats
-				var err error
-				phase(ctx, "train", func() { stats, err = r.st.run(bi, bt) })
-				r.seconds += time.Since(t0).Seconds()
-				if err != nil {
-					r.err, r.stopped = fmt.Errorf("trial: epoch %d: %w", epoch, err), true
-					continue
-				}
-				r.lossSum += stats.Loss
-				r.losses++
-				r.examples += bt.B
+			bi := r.perm[r.batch]
+			if bi != built {
+				bt, built = fc.batch(bi), bi
 			}
-			fc.beat()
-			step := epoch*fc.batches + p + 1
-			if step%fc.batches == 0 && fc.epochDone != nil {
-				fc.epochDone(epoch)
-			}
-			if !due(step) {
+			t0 := time.Now()
+			var stats stepStats
+			var err error
+			phase(ctx, "train", func() { stats, err = r.st.run(bi, bt) })
+			r.seconds += time.Since(t0).Seconds()
+			if err != nil {
+				r.err, r.stopped = fmt.Errorf("trial: epoch %d: %w", r.epoch, err), true
 				continue
 			}
-			at := evalPoint{index: evals, epoch: epoch, steps: step, bySteps: fc.evalSteps > 0 || len(fc.evalAt) > 0}
-			evals++
-			if !validateRuns(active, at, fc) {
-				break
+			r.lossSum += stats.Loss
+			r.losses++
+			r.examples += bt.B
+			r.batch++
+			if due(r.epoch*fc.batches + r.batch) {
+				validating = append(validating, r)
+			}
+			if r.batch == fc.batches && !slices.Contains(ended, r.epoch) {
+				ended = append(ended, r.epoch)
+			}
+		}
+		fc.beat()
+		if fc.epochDone != nil {
+			for _, e := range ended {
+				fc.epochDone(e)
+			}
+		}
+		validateAll(validating, fc, bySteps)
+		for _, r := range active {
+			if r.batch == fc.batches {
+				r.epoch, r.batch = r.epoch+1, 0
 			}
 		}
 	}
@@ -357,10 +382,31 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 	return ctx.Err()
 }
 
+// validateAll validates runs that are due, together when they stand at
+// the same point (a pack in step: one verdict round), else point by point.
+func validateAll(runs []*fitRun, fc fitConfig, bySteps bool) {
+	for len(runs) > 0 {
+		r0 := runs[0]
+		at := evalPoint{index: r0.evals, epoch: r0.epoch, steps: r0.st.step, bySteps: bySteps}
+		var same, rest []*fitRun
+		for _, r := range runs {
+			if r.evals == at.index && r.epoch == at.epoch && r.st.step == at.steps {
+				same = append(same, r)
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		for _, r := range same {
+			r.evals++
+		}
+		validateRuns(same, at, fc)
+		runs = rest
+	}
+}
+
 // validateRuns validates the runs still training at `at`, keeps each one's
-// best parameters, applies patience and tells afterEval; it reports
-// whether any run goes on.
-func validateRuns(active []*fitRun, at evalPoint, fc fitConfig) bool {
+// best parameters, applies patience and tells afterEval.
+func validateRuns(active []*fitRun, at evalPoint, fc fitConfig) {
 	var reported []*fitRun
 	for _, r := range active {
 		if r.stopped {
@@ -385,10 +431,4 @@ func validateRuns(active []*fitRun, at evalPoint, fc fitConfig) bool {
 	if fc.afterEval != nil && len(reported) > 0 {
 		fc.afterEval(at, reported)
 	}
-	for _, r := range active {
-		if !r.stopped {
-			return true
-		}
-	}
-	return false
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -60,6 +59,12 @@ type Settings struct {
 	StateCache    string
 	StateCacheDir string  // default: the user cache's readsweep/states
 	StateCacheGB  float64 // budget per cache file (2)
+	// CheckpointEvery and CheckpointSteps (checkpoint_every: 30m, or a
+	// number of optimiser steps) are how often a trial writes the
+	// checkpoint a retry resumes from; both 0: never (checkpoint_every: 0).
+	// An interrupted trial (SIGTERM) checkpoints whatever they say.
+	CheckpointEvery time.Duration
+	CheckpointSteps int
 }
 
 // ParseSettings reads the training settings, rejecting unknown keys so a
@@ -67,7 +72,7 @@ type Settings struct {
 func ParseSettings(m map[string]any) (Settings, error) {
 	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
 		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, GPUP0Watts: 250, LatencyExamples: 16, InitExamples: 1024,
-		StateCache: "fp32", StateCacheGB: 2, LRSchedule: "linear"}
+		StateCache: "fp32", StateCacheGB: 2, LRSchedule: "linear", CheckpointEvery: DefaultCheckpointEvery}
 	num := func(key string, v any) (float64, error) {
 		if f, ok := methods.Number(v); ok {
 			return f, nil
@@ -148,6 +153,10 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, fmt.Errorf("trial: training setting state_cache_dir = %v is not a path", v)
 			}
 			s.StateCacheDir = str
+		case k == "checkpoint_every":
+			if err := s.parseCheckpointEvery(v); err != nil {
+				return s, err
+			}
 		case k == "seeds" || k == "seed":
 		default:
 			return s, fmt.Errorf("trial: unknown training setting %q", k)
@@ -197,11 +206,15 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 		return err
 	}
 	j.newFitRuns()
+	if err := j.resume(); err != nil {
+		return err
+	}
 	fc := j.fitConfig()
 	if j.packed {
 		fc.afterEval = verdictReader(verdicts, j.runs, j.fruns)
 	}
 	if err := fit(ctx, j.fruns, fc); err != nil {
+		j.checkpointOnStop()
 		return err
 	}
 	j.fitDone = true
@@ -258,6 +271,12 @@ type trainJob struct {
 	beat      func()
 	fruns     []*fitRun
 	fitDone   bool // a finished trial decodes the test split; others stop decoding
+
+	// checkpoints
+	lastCheckpoint        time.Time
+	roundsSinceCheckpoint int // rounds of steps since the last checkpoint
+	checkpoints           int
+	checkpointSeconds     float64
 
 	releases []func() // run by release, last first
 }
@@ -507,10 +526,11 @@ func (j *trainJob) newFitRuns() {
 	for i, pr := range j.runs {
 		nn.ToDevice(j.be, pr.meth.Trainable()...)
 		st := newStepper(steps, j.m, pr.meth, set, pr.lr, set.MaxEpochs*len(j.batches), j.cache, j.dropout > 0, uint64(pr.seed))
-		j.fruns[i] = &fitRun{st: st, logf: pr.logf, shuffle: rand.New(rand.NewPCG(uint64(pr.seed), 0x7a)),
-			validate: func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
-				return j.validate(pr, at, meanLoss, trainSeconds)
-			}}
+		fr := newFitRun(st, uint64(pr.seed), pr.logf)
+		fr.validate = func(at evalPoint, meanLoss, trainSeconds float64) (float64, error) {
+			return j.validate(pr, at, meanLoss, trainSeconds)
+		}
+		j.fruns[i] = fr
 	}
 	// A trial decodes with its pack while it is training (validation) or
 	// finished (test); a failed or pruned one no longer decodes.
@@ -540,6 +560,7 @@ func (j *trainJob) validate(pr *packRun, at evalPoint, meanLoss, trainSeconds fl
 	pr.evalSeconds += time.Since(t1).Seconds()
 	pr.evalScores = append(pr.evalScores, scores)
 	value := scores["score"]
+	pr.reported = append(pr.reported, Reported{Step: at.report(), Value: Float(value)})
 	if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeEpoch, Step: at.report(), Value: Float(value),
 		Attrs: map[string]any{"train_loss": meanLoss, "metrics": scores}})); err != nil {
 		return 0, fmt.Errorf("trial: %w", err)
@@ -560,6 +581,7 @@ func (j *trainJob) fitConfig() fitConfig {
 		evalAt:    set.EvalAt,
 		batch:     func(i int) t5.Batch { return makeBatch(j.batches[i], j.tok.Pad()) },
 		beat:      j.beat,
+		between:   j.checkpointIfDue,
 		epochDone: func(epoch int) {
 			if epoch != 0 || j.cache == nil {
 				return
@@ -651,11 +673,12 @@ func (j *trainJob) report() error {
 			"trainable_params":          j.nTrain,
 			"trainable_percent":         100 * float64(j.nTrain) / float64(j.total),
 			"peak_rss_bytes":            peakRSS(),
-			"energy_joules":             energy.joules * share,
+			"energy_joules":             energy.joules*share + pr.priorJoules,
 			"energy_source":             energy.source,
 			"train_seconds":             fr.trainSeconds,
 			"eval_seconds":              pr.evalSeconds,
-			"seconds":                   time.Since(j.start).Seconds(),
+			"seconds":                   time.Since(j.start).Seconds() + pr.priorSeconds,
+			"trainable_sha256":          trainableDigest(fr.st.trainable),
 			"train_examples_per_second": float64(fr.examples) / math.Max(fr.trainSeconds, 1e-9),
 			"backend":                   j.be.Name(),
 			"device":                    j.device,

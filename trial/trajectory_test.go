@@ -276,7 +276,7 @@ func TestEarlyStoppingRestoresBestEpoch(t *testing.T) {
 		batches, _ := trajectoryBatches(t, "tiny-t5-v1")
 		st := newStepper(nn.NewGraph(nn.Gonum{}), m, meth, set, 1e-2, tc.maxEpochs*len(batches), nil, false, 0)
 		var seen [][]float32 // the parameters at each validation
-		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
+		r := &fitRun{st: st, order: rand.NewPCG(1, 2), logf: func(string, ...any) {}, best: math.Inf(-1), bestAt: evalPoint{index: -1},
 			validate: func(at evalPoint, _, _ float64) (float64, error) {
 				if at.index != at.epoch || at.report() != at.epoch || at.steps != (at.epoch+1)*len(batches) {
 					t.Fatalf("validation %+v: want one per epoch, reported at the epoch", at)
@@ -365,7 +365,7 @@ func TestEvalSteps(t *testing.T) {
 		st := newStepper(nn.NewGraph(nn.Gonum{}), m, meth, set, 1e-2, 3*nb, nil, false, 0)
 		var steps []int
 		var seen [][]float32
-		r := &fitRun{st: st, shuffle: rand.New(rand.NewPCG(1, 2)), logf: func(string, ...any) {},
+		r := &fitRun{st: st, order: rand.NewPCG(1, 2), logf: func(string, ...any) {}, best: math.Inf(-1), bestAt: evalPoint{index: -1},
 			validate: func(at evalPoint, _, _ float64) (float64, error) {
 				if at.index != len(steps) || at.report() != at.steps || at.steps != st.step || at.epoch != (at.steps-1)/nb {
 					t.Fatalf("%s: validation %+v after %d steps (validation %d)", tc.name, at, st.step, len(steps))

@@ -1,0 +1,287 @@
+package trial
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/nn"
+)
+
+// CheckpointName is a trial's checkpoint in its output folder: hidden,
+// like the result journal, and reserved (docs/protocol.md), so a trial
+// program's own files never collide with it.
+const CheckpointName = ".sweep-checkpoint"
+
+// checkpointMagic opens every checkpoint file; the number is the format's
+// version.
+const checkpointMagic = "READSWEEP-CHECKPOINT 1\n"
+
+// checkpoint is everything a run needs to go on bit for bit where it
+// stopped: its cursor in the data, its optimiser, its early stopping, the
+// values it reported and its cost so far. The tensors follow the header
+// in the file, in the order Tensors lists them.
+type checkpoint struct {
+	// Fingerprint is the training the checkpoint belongs to (checkpointFingerprint):
+	// a checkpoint resumes only the same method, architecture, data,
+	// backbone, parameters, seed and settings.
+	Fingerprint string `json:"fingerprint"`
+	Trial       int    `json:"trial"` // the trial that wrote it
+	Steps       int    `json:"steps"` // optimiser steps taken
+	// The cursor: the next step is batch Batch of epoch Epoch's order,
+	// which Shuffle (the order's source before it was drawn) draws again.
+	Epoch   int    `json:"epoch"`
+	Batch   int    `json:"batch"`
+	Shuffle []byte `json:"shuffle"`
+	Streams uint64 `json:"dropout_streams"`
+	Optim   []int  `json:"optimiser_steps"` // per parameter group
+
+	Evals        int                `json:"validations"`
+	Best         Float              `json:"best"`
+	BestAt       [3]int             `json:"best_at"` // validation index, epoch, steps
+	Epochs       int                `json:"epochs"`
+	Examples     int                `json:"examples"`
+	TrainSeconds float64            `json:"train_seconds"`
+	LossSum      float64            `json:"loss_sum"` // since the last validation
+	Losses       int                `json:"losses"`
+	Seconds      float64            `json:"step_seconds"`
+	Stopped      bool               `json:"stopped"` // patience ran out
+	EvalScores   []map[string]Float `json:"validation_scores"`
+	EvalSeconds  float64            `json:"eval_seconds"`
+	Reported     []Reported         `json:"reported"`
+
+	// The trial's wall time and energy before this process (its
+	// predecessors' included): the final line reports the sum.
+	PriorSeconds float64 `json:"prior_seconds"`
+	PriorJoules  float64 `json:"prior_energy_joules"`
+
+	Shapes  [][]int          `json:"trainable_shapes"`
+	Tensors []checkpointSpan `json:"tensors"`
+}
+
+// Reported is an intermediate value a run reported: at step (an epoch, or
+// optimiser steps with eval_steps), value.
+type Reported struct {
+	Step  int   `json:"step"`
+	Value Float `json:"value"`
+}
+
+// checkpointSpan names one tensor's values in the file.
+type checkpointSpan struct {
+	Name string `json:"name"`
+	Len  int    `json:"len"`
+}
+
+// checkpointData is a checkpoint with its tensors by name.
+type checkpointData struct {
+	checkpoint
+	values map[string][]float32
+}
+
+// writeCheckpoint writes c with tensors (name → values, in the order of
+// names) to path atomically: a temporary file in the same folder, flushed
+// to the disk, then renamed over the last checkpoint. A kill or a full
+// disk in the middle leaves the previous checkpoint as it was.
+func writeCheckpoint(path string, c checkpoint, names []string, values [][]float32) (err error) {
+	c.Tensors = c.Tensors[:0]
+	for i, n := range names {
+		c.Tensors = append(c.Tensors, checkpointSpan{Name: n, Len: len(values[i])})
+	}
+	header, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("trial: checkpoint header: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	digest := sha256.New()
+	w := bufio.NewWriterSize(io.MultiWriter(f, digest), 1<<20)
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
+	w.WriteString(checkpointMagic)
+	w.Write(n[:])
+	w.Write(header)
+	buf := make([]byte, 0, 1<<16)
+	for _, v := range values {
+		for len(v) > 0 {
+			k := min(len(v), cap(buf)/4)
+			buf = buf[:0]
+			for _, x := range v[:k] {
+				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+			}
+			if _, err := w.Write(buf); err != nil {
+				return fmt.Errorf("trial: checkpoint: %w", err)
+			}
+			v = v[k:]
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	if _, err := f.Write(digest.Sum(nil)); err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("trial: checkpoint: %w", err)
+	}
+	// The rename is durable once the folder is.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// readCheckpoint reads and verifies the checkpoint at path: its digest,
+// header and tensor sizes. Any damage (a truncated file, flipped bytes) is
+// an error naming the file.
+func readCheckpoint(path string) (*checkpointData, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	bad := func(why string, args ...any) error {
+		return fmt.Errorf("checkpoint %s: %s", path, fmt.Sprintf(why, args...))
+	}
+	if !bytes.HasPrefix(raw, []byte(checkpointMagic)) {
+		return nil, bad("not a checkpoint of this version")
+	}
+	if len(raw) < len(checkpointMagic)+8+sha256.Size {
+		return nil, bad("truncated (%d bytes)", len(raw))
+	}
+	body, sum := raw[:len(raw)-sha256.Size], raw[len(raw)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, bad("its SHA-256 does not match its contents (truncated or damaged)")
+	}
+	rest := body[len(checkpointMagic):]
+	hlen := binary.LittleEndian.Uint64(rest)
+	rest = rest[8:]
+	if hlen > uint64(len(rest)) {
+		return nil, bad("header of %d bytes in a file of %d", hlen, len(raw))
+	}
+	c := &checkpointData{values: map[string][]float32{}}
+	if err := json.Unmarshal(rest[:hlen], &c.checkpoint); err != nil {
+		return nil, bad("header: %v", err)
+	}
+	rest = rest[hlen:]
+	for _, s := range c.Tensors {
+		if s.Len < 0 || uint64(s.Len)*4 > uint64(len(rest)) {
+			return nil, bad("tensor %s of %d values runs past the end", s.Name, s.Len)
+		}
+		v := make([]float32, s.Len)
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
+		}
+		c.values[s.Name] = v
+		rest = rest[4*s.Len:]
+	}
+	if len(rest) != 0 {
+		return nil, bad("%d bytes after the last tensor", len(rest))
+	}
+	return c, nil
+}
+
+// CheckpointSteps reads the checkpoint at path and returns the optimiser
+// steps it was taken after and the trial that wrote it; an error when it
+// does not verify.
+func CheckpointSteps(path string) (steps, trial int, err error) {
+	c, err := readCheckpoint(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	return c.Steps, c.Trial, nil
+}
+
+// checkpointFingerprint names the training a checkpoint belongs to: the
+// spec's method, architecture, dataset and training settings (less those
+// that change how often it checkpoints, times or meters, not what it
+// learns), the member's parameters and seed, the backbone's digest and
+// the training batches' token ids.
+func checkpointFingerprint(spec Spec, mb Member, seed int64, modelDigest string, batches [][]example) string {
+	training := map[string]any{}
+	for k, v := range spec.Training {
+		switch k {
+		case "checkpoint_every", "latency_examples", "package_watts", "gpu_p0_watts", "state_cache", "state_cache_dir", "state_cache_gb":
+		default:
+			training[k] = v
+		}
+	}
+	id, _ := json.Marshal(map[string]any{
+		"method": spec.Method, "arch": spec.Arch, "dataset": spec.Dataset, "training": training,
+		"params": mb.Params, "seed": seed, "model": modelDigest, "trainer": spec.Trainer,
+	})
+	h := sha256.New()
+	h.Write(id)
+	var b [4]byte
+	for _, batch := range batches {
+		for _, e := range batch {
+			for _, ids := range [][]int32{e.src, {-1}, e.tgt, {-2}} {
+				for _, x := range ids {
+					binary.LittleEndian.PutUint32(b[:], uint32(x))
+					h.Write(b[:])
+				}
+			}
+		}
+		h.Write([]byte{0xff, 0xff, 0xff, 0xff})
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// scoresOut and scoresIn carry validation scores through JSON, which has
+// no NaN.
+func scoresOut(s []glue.Scores) []map[string]Float {
+	out := make([]map[string]Float, len(s))
+	for i, m := range s {
+		out[i] = map[string]Float{}
+		for k, v := range m {
+			out[i][k] = Float(v)
+		}
+	}
+	return out
+}
+
+func scoresIn(s []map[string]Float) []glue.Scores {
+	out := make([]glue.Scores, len(s))
+	for i, m := range s {
+		out[i] = glue.Scores{}
+		for k, v := range m {
+			out[i][k] = float64(v)
+		}
+	}
+	return out
+}
+
+// shapesOf lists the tensors' shapes.
+func shapesOf(ts []*nn.Tensor) [][]int {
+	out := make([][]int, len(ts))
+	for i, t := range ts {
+		out[i] = slices.Clone(t.Shape)
+	}
+	return out
+}
+
+// errCheckpointMismatch marks a checkpoint of another training.
+var errCheckpointMismatch = errors.New("it belongs to another training")
