@@ -205,6 +205,13 @@ func testResume(t *testing.T, reg methods.Registry, model, method string, arch m
 					resumed.ResumeFrom = from
 				}
 			}
+			var mixed Spec // member 0 resumes, member 1 starts: their places in the data differ
+			if packed {
+				mixed = spec(stop.every)
+				raw, _ := os.ReadFile(resumed.Pack[0].ResumeFrom)
+				mixed.Pack[0].ResumeFrom = filepath.Join(t.TempDir(), CheckpointName)
+				os.WriteFile(mixed.Pack[0].ResumeFrom, raw, 0o644)
+			}
 			logs2 := &cancelOn{}
 			after, err := run(context.Background(), resumed, logs2)
 			if err != nil {
@@ -226,6 +233,20 @@ func testResume(t *testing.T, reg methods.Registry, model, method string, arch m
 				if _, err := os.Stat(resumed.Members()[i].ResumeFrom); !os.IsNotExist(err) && stop.every == 1 {
 					t.Errorf("#%d: the predecessor's checkpoint is still there after the trial wrote its own", mb.Number)
 				}
+			}
+			if !packed {
+				return
+			}
+			lines, err := run(context.Background(), mixed, &cancelOn{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, rest := withoutResumed(lines[0])
+			if diff := sameTraining(append(append([]Message{}, before[0]...), rest...), whole[0]); diff != "" {
+				t.Errorf("#0 resumed beside a fresh trial: %s", diff)
+			}
+			if diff := sameTraining(lines[1], whole[1]); diff != "" {
+				t.Errorf("#1 fresh beside a resumed trial: %s", diff)
 			}
 		})
 	}
