@@ -711,6 +711,9 @@ func (r *Runner) finish(ctx context.Context, ss *studyState, t storage.FrozenTri
 	if jpath != "" {
 		os.Remove(jpath)
 	}
+	if !retried {
+		r.dropCheckpoints(ss, t)
+	}
 	t.State = out.state
 	line := fmt.Sprintf("%s#%d %s", ss.plan.Name, t.Number, out.state)
 	if out.value != nil {
@@ -784,17 +787,26 @@ func (r *Runner) queueRetry(ctx context.Context, ss *studyState, t storage.Froze
 func retriedNumbers(trials []storage.FrozenTrial) map[int]bool {
 	retried := map[int]bool{}
 	for _, t := range trials {
-		h, _ := t.SystemAttrs["retry_history"].([]any)
-		for _, n := range h {
-			switch n := n.(type) {
-			case float64: // as stored
-				retried[int(n)] = true
-			case int:
-				retried[n] = true
-			}
+		for _, n := range retryHistory(t) {
+			retried[n] = true
 		}
 	}
 	return retried
+}
+
+// retryHistory lists the trials t retries, the first first.
+func retryHistory(t storage.FrozenTrial) []int {
+	h, _ := t.SystemAttrs["retry_history"].([]any)
+	var out []int
+	for _, n := range h {
+		switch n := n.(type) {
+		case float64: // as stored
+			out = append(out, int(n))
+		case int:
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // retriesUsed counts the counted retries in t's lineage.

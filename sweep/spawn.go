@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,12 +117,39 @@ func (r *Runner) trialSpec(ss *studyState, members []storage.FrozenTrial) trial.
 	if seed, ok := spec.Params["seed"].(int64); ok {
 		spec.Seed = seed // final runs search over seeds
 	}
+	spec.ResumeFrom = r.checkpointOf(ss, t0)
 	if len(members) > 1 {
 		for _, t := range members {
-			spec.Pack = append(spec.Pack, trial.Member{TrialID: t.ID, Number: t.Number, Params: t.ExternalParams(), OutputDir: r.trialDir(ss, t)})
+			spec.Pack = append(spec.Pack, trial.Member{TrialID: t.ID, Number: t.Number, Params: t.ExternalParams(), OutputDir: r.trialDir(ss, t),
+				ResumeFrom: r.checkpointOf(ss, t)})
 		}
 	}
 	return spec
+}
+
+// checkpointOf is the checkpoint a retried trial t resumes: the newest
+// its lineage left (the trials it retries, the latest first); "" for
+// none. A checkpoint is in its trial's folder, so workers on other
+// machines find it when output_dir is on a shared filesystem.
+func (r *Runner) checkpointOf(ss *studyState, t storage.FrozenTrial) string {
+	for _, n := range slices.Backward(retryHistory(t)) {
+		path := filepath.Join(r.trialDir(ss, storage.FrozenTrial{Number: n}), trial.CheckpointName)
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+	}
+	return ""
+}
+
+// dropCheckpoints removes trial t's checkpoint and its lineage's, and the
+// pruning mark: once t is recorded and not retried, nobody resumes them.
+func (r *Runner) dropCheckpoints(ss *studyState, t storage.FrozenTrial) {
+	dir := r.trialDir(ss, t)
+	os.Remove(filepath.Join(dir, trial.CheckpointName))
+	os.Remove(filepath.Join(dir, trial.PrunedName))
+	for _, n := range retryHistory(t) {
+		os.Remove(filepath.Join(r.trialDir(ss, storage.FrozenTrial{Number: n}), trial.CheckpointName))
+	}
 }
 
 // procEnv is the trial process's environment beyond the orchestrator's:
@@ -405,11 +433,46 @@ func (p *trialProc) line(ctx context.Context, b []byte) {
 			return
 		}
 	}
-	if m.Type == trial.TypeFinal {
+	switch m.Type {
+	case trial.TypeFinal:
 		p.final(i, m)
+	case trial.TypeResumed:
+		p.resumed(ctx, i, m)
+	default:
+		p.epochLine(ctx, i, m)
+	}
+}
+
+// resumed copies the intermediate values member i's predecessor reported
+// before its checkpoint into member i, so the study and the pruner see one
+// curve, and says where it resumed (user attribute resumed_from).
+func (p *trialProc) resumed(ctx context.Context, i int, m trial.Message) {
+	p.wd.heard("the resumed line")
+	t := p.members[i]
+	var values []trial.Reported
+	raw, _ := json.Marshal(m.Attrs["values"])
+	if err := json.Unmarshal(raw, &values); err != nil {
+		if p.protoErr == nil {
+			p.protoErr = fmt.Errorf("trial: a resumed line's values: %w", err)
+		}
 		return
 	}
-	p.epochLine(ctx, i, m)
+	from, _ := m.Attrs["from_trial"].(float64)
+	where := fmt.Sprintf("%d at step %d", int(from), m.Step)
+	u := storage.TrialUpdate{Intermediate: map[int]float64{}, UserAttrs: map[string]any{"resumed_from": where}}
+	for _, v := range values {
+		if v.Step < 0 {
+			continue // Optuna refuses a negative step
+		}
+		u.Intermediate[v.Step] = float64(v.Value)
+		p.reported[i][v.Step] = true
+		p.lastValue[i], p.hasLast[i] = float64(v.Value), true
+	}
+	p.r.logf("%s#%d resumes from #%d's checkpoint at step %d (%d values reported before it)", p.ss.plan.Name, t.Number, int(from), m.Step, len(values))
+	if err := p.r.Storage.UpdateTrial(ctx, t.ID, u); err != nil && !errors.Is(err, storage.ErrTrialFinished) {
+		// The values go in with the next one, or with the result.
+		maps.Copy(p.unsaved[i], u.Intermediate)
+	}
 }
 
 // final keeps member i's final line; a packed member that finished is
@@ -444,7 +507,8 @@ func (p *trialProc) epochLine(ctx context.Context, i int, m trial.Message) {
 	}
 	p.mu.Lock()
 	stop := p.pruned[i] || p.lost[i]
-	prunedNow := p.packed && p.pruned[i] && !p.lost[i] && !p.recorded[i]
+	wasPruned := p.pruned[i] && !p.lost[i]
+	prunedNow := p.packed && wasPruned && !p.recorded[i]
 	p.mu.Unlock()
 	if prunedNow {
 		// Recorded before the verdict goes out: once the pack hears
@@ -455,6 +519,10 @@ func (p *trialProc) epochLine(ctx context.Context, i int, m trial.Message) {
 	case p.packed:
 		p.verdicts.Write(trial.Verdict{Trial: p.members[i].Number, Prune: stop}.Encode())
 	case stop:
+		if wasPruned {
+			// Nobody resumes a pruned trial: it need not checkpoint.
+			os.WriteFile(filepath.Join(p.r.trialDir(p.ss, p.members[i]), trial.PrunedName), nil, 0o644)
+		}
 		p.cancel()
 	}
 	p.mu.Lock()

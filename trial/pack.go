@@ -36,6 +36,7 @@ type packRun struct {
 	fingerprint  string  // of its training (checkpoints)
 	priorSeconds float64 // its predecessors' wall time (resumed from a checkpoint)
 	priorJoules  float64 // and energy
+	resumedFrom  string  // "N at step S": the checkpoint it resumed
 }
 
 // memberSeed is a packed trial's seed: its own when its parameters search

@@ -78,6 +78,7 @@ func (j *trainJob) resume() error {
 			continue
 		}
 		fr := j.fruns[i]
+		pr.resumedFrom = fmt.Sprintf("%d at step %d", c.Trial, c.Steps)
 		pr.logf("resuming trial #%d's checkpoint: step %d (epoch %d, batch %d of %d), %d validations so far",
 			c.Trial, c.Steps, c.Epoch, c.Batch, len(j.batches), c.Evals)
 		if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeResumed, Step: fr.st.step,

@@ -358,3 +358,29 @@ func TestCheckpointEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestPrunedTrialDoesNotCheckpoint: a trial stopped after the
+// orchestrator marked it pruned writes no checkpoint; the same stop
+// without the mark does.
+func TestPrunedTrialDoesNotCheckpoint(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	read.Register(reg)
+	for _, pruned := range []bool{true, false} {
+		s := Spec{Version: Version, Study: "read/x/sst2", Method: "read", Arch: map[string]any{"hidden": 16}, Dataset: "sst2",
+			Params: map[string]any{"lr": 1e-2}, Seed: 3, Model: model, DataDir: "../glue/testdata/fixture", OutputDir: t.TempDir(),
+			Training: map[string]any{"max_epochs": 3, "batch_size": 16, "state_cache_dir": t.TempDir()}}
+		if pruned {
+			os.WriteFile(filepath.Join(s.OutputDir, PrunedName), nil, 0o644)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		logs := &cancelOn{cancel: cancel, match: func(line string) bool { return strings.Contains(line, "epoch 0: train loss") }}
+		if err := Run(ctx, s, reg, nil, &bytes.Buffer{}, logs); err == nil {
+			t.Fatal("not stopped")
+		}
+		_, err := os.Stat(filepath.Join(s.OutputDir, CheckpointName))
+		if pruned != os.IsNotExist(err) {
+			t.Errorf("pruned %v: checkpoint stat %v\n%s", pruned, err, logs)
+		}
+	}
+}

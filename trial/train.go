@@ -687,6 +687,9 @@ func (j *trainJob) report() error {
 		if pr.latency >= 0 {
 			attrs["latency_ms_batch1"] = pr.latency
 		}
+		if pr.resumedFrom != "" {
+			attrs["resumed_from"] = pr.resumedFrom
+		}
 		if j.packed {
 			attrs["pack_size"] = len(j.runs)
 			attrs["pack_trials"] = packNumbers(j.members)

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/trial"
+)
+
+// trainLosses reads the training loss of every validation from the
+// stderr.log files of a study's trial folders, by step (a resumed trial's
+// log holds the steps after its checkpoint; its predecessor's the rest).
+func trainLosses(t *testing.T, studyDir string) map[string]string {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(studyDir, "trial-*", "stderr.log"))
+	line := regexp.MustCompile(`(?m)^(epoch \d+): train loss (\S+)`)
+	out := map[string]string{}
+	for _, f := range logs {
+		raw, _ := os.ReadFile(f)
+		for _, m := range line.FindAllStringSubmatch(string(raw), -1) {
+			out[m[1]] = m[2]
+		}
+	}
+	return out
+}
+
+// TestStoppedSweepResumes stops `sweep run` in the middle of a trial's
+// second epoch of four, runs it again, and compares the study with an
+// uninterrupted run's: the resumed trial's every epoch value and training
+// loss, its validation and test scores and its weights' digest are the
+// same bit for bit, its curve is whole in the database, its attributes
+// say where it resumed, the study holds exactly its budget of COMPLETE
+// trials and no checkpoint is left. Stopped by kill -9 (the trial dies
+// with it: the periodic checkpoint is what is left; the next run reaps
+// it after heartbeat_grace), by SIGTERM (a preemption: the trial
+// checkpoints on its way out) and by SIGHUP (a closed terminal).
+func TestStoppedSweepResumes(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, arch string
+		sig                syscall.Signal
+		every              string
+		pack               int
+	}{
+		{"full, kill -9", "full", "{}", syscall.SIGKILL, "5", 1},
+		{"read packed, SIGTERM", "read", "{hidden: 16}", syscall.SIGTERM, "30m", 2},
+		{"lora, SIGHUP", "lora", "{rank: 4}", syscall.SIGHUP, "30m", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			// Wider than tinyModel's, so that an epoch lasts long enough to
+			// be stopped in.
+			if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", "small-t5", "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"),
+				"--d-model", "128", "--d-kv", "32", "--d-ff", "512"); code != 0 {
+				t.Fatalf("model new: %s", errOut)
+			}
+			body := `model: small-t5
+data_dir: ` + mustAbs(t, "../../glue/testdata/fixture") + `
+datasets: [sst2]
+methods:
+  ` + tc.method + `: [` + tc.arch + `]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+sampler: {name: random, seed: 4}
+trials: ` + fmt.Sprint(tc.pack) + `
+pack: ` + fmt.Sprint(tc.pack) + `
+parallel: 1
+heartbeat_interval: 1s
+heartbeat_grace: 3s
+kill_grace: 60s
+training: {max_epochs: 4, batch_size: 4, patience: 10, checkpoint_every: ` + tc.every + `, state_cache_dir: cache}
+`
+			writeConfig(t, dir, "storage: sqlite:///whole.db\noutput_dir: whole\n"+body)
+			if _, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+				t.Fatalf("the uninterrupted run: exit %d\n%s", code, errOut)
+			}
+			writeConfig(t, dir, "storage: sqlite:///r.db\noutput_dir: runs\n"+body)
+			cmd := exec.Command(sweepBin, "run", "sweep.yaml")
+			cmd.Dir = dir
+			errOut := &syncBuffer{}
+			cmd.Stderr = errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var studyName string
+			trialDir := func(n int) string {
+				dirs, _ := filepath.Glob(filepath.Join(dir, "runs", tc.method, "*", "sst2", fmt.Sprintf("trial-%d", n)))
+				if len(dirs) == 0 {
+					return ""
+				}
+				return dirs[0]
+			}
+			// Stop it inside epoch 2 (steps batches+1 … 2·batches−1): by
+			// the checkpoint's step, or by the trial's log.
+			batches := 0
+			waitForLong(t, 60*time.Second, func() bool {
+				d := trialDir(0)
+				if d == "" {
+					return false
+				}
+				if batches == 0 {
+					log, _ := os.ReadFile(filepath.Join(d, "stderr.log"))
+					m := regexp.MustCompile(`(\d+)/\d+/\d+ examples`).FindSubmatch(log)
+					if m == nil {
+						return false
+					}
+					var n int
+					fmt.Sscan(string(m[1]), &n)
+					batches = (n + 3) / 4
+				}
+				if tc.sig == syscall.SIGKILL {
+					steps, _, err := trial.CheckpointSteps(filepath.Join(d, trial.CheckpointName))
+					return err == nil && steps > batches && steps < 2*batches
+				}
+				log, _ := os.ReadFile(filepath.Join(d, "stderr.log"))
+				return strings.Contains(string(log), "epoch 0: train loss")
+			})
+			cmd.Process.Signal(tc.sig)
+			cmd.Wait()
+			first := load(t, filepath.Join(dir, "r.db"))
+			for name := range first {
+				studyName = name
+			}
+			if n := storage.Count(first[studyName]); n[storage.Complete] != 0 {
+				t.Fatalf("the run ended before it was stopped: %v\n%s", n, errOut.String())
+			}
+			if tc.sig == syscall.SIGKILL {
+				time.Sleep(3 * time.Second) // heartbeat_grace: the next run reaps the trial
+			}
+			if _, errOut2, code := sweepCmd(t, dir, "run", "sweep.yaml"); code != 0 {
+				t.Fatalf("the second run: exit %d\n%s\nfirst run:\n%s", code, errOut2, errOut.String())
+			} else if !strings.Contains(errOut2, "resumes from #0's checkpoint at step") {
+				t.Errorf("the second run does not say it resumed:\n%s", errOut2)
+			}
+
+			whole := load(t, filepath.Join(dir, "whole.db"))[studyName]
+			resumed := load(t, filepath.Join(dir, "r.db"))[studyName]
+			var done []storage.FrozenTrial
+			for _, tr := range resumed {
+				if tr.State == storage.Complete {
+					done = append(done, tr)
+				}
+			}
+			if len(done) != tc.pack || storage.Count(resumed)[storage.Running] != 0 {
+				t.Fatalf("%v; want exactly %d COMPLETE (the budget)", storage.Count(resumed), tc.pack)
+			}
+			for k, tr := range done {
+				want := whole[k]
+				from, _ := tr.UserAttrs["resumed_from"].(string)
+				var n, step int
+				if _, err := fmt.Sscanf(from, "%d at step %d", &n, &step); err != nil || n != k || step <= batches || step >= 2*batches {
+					t.Errorf("#%d: resumed_from %q, want trial %d's checkpoint inside epoch 2 (steps %d to %d)", tr.Number, from, k, batches+1, 2*batches-1)
+				}
+				if fmt.Sprint(tr.Intermediate) != fmt.Sprint(want.Intermediate) || *tr.Value != *want.Value {
+					t.Errorf("#%d: curve %v value %v, uninterrupted %v %v", tr.Number, tr.Intermediate, *tr.Value, want.Intermediate, *want.Value)
+				}
+				for _, key := range []string{"test", "validation", "best_epoch", "steps", "trainable_sha256"} {
+					if fmt.Sprint(tr.UserAttrs[key]) != fmt.Sprint(want.UserAttrs[key]) {
+						t.Errorf("#%d: %s %v, uninterrupted %v", tr.Number, key, tr.UserAttrs[key], want.UserAttrs[key])
+					}
+				}
+			}
+			if tc.pack == 1 {
+				studyDir := filepath.Dir(trialDir(0))
+				wholeDir := strings.Replace(studyDir, filepath.Join(dir, "runs"), filepath.Join(dir, "whole"), 1)
+				if got, want := trainLosses(t, studyDir), trainLosses(t, wholeDir); fmt.Sprint(got) != fmt.Sprint(want) || len(got) != 4 {
+					t.Errorf("training losses %v, uninterrupted %v", got, want)
+				}
+			}
+			left, _ := filepath.Glob(filepath.Join(dir, "runs", "*", "*", "*", "trial-*", trial.CheckpointName))
+			if len(left) > 0 {
+				t.Errorf("checkpoints left: %v", left)
+			}
+		})
+	}
+}
+
+// waitForLong polls cond every 10 ms for up to d.
+func waitForLong(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("timed out waiting")
+}
