@@ -755,8 +755,11 @@ print(json.dumps(out))
 // machine) sharing a PostgreSQL database, kills one worker with SIGKILL
 // mid-trial, and checks that its trial went stale, was retried by the
 // other worker, and that every budget ended exact.
-func TestSlurmWorkers(t *testing.T) {
-	url := pgtest.Fresh(t)
+// startSlurm starts a one-node Slurm cluster of the test's own
+// (scripts/start-slurm.sh), stopped when the test ends, and points the
+// Slurm commands at it.
+func startSlurm(t *testing.T) {
+	t.Helper()
 	cluster, err := os.MkdirTemp("", "readsweep-slurm")
 	if err != nil {
 		t.Fatal(err)
@@ -772,6 +775,11 @@ func TestSlurmWorkers(t *testing.T) {
 		t.Fatalf("Slurm is needed for this test (apt-get install slurm-wlm munge; root): %v\n%s", err, out)
 	}
 	t.Setenv("SLURM_CONF", strings.TrimSpace(string(out)))
+}
+
+func TestSlurmWorkers(t *testing.T) {
+	url := pgtest.Fresh(t)
+	startSlurm(t)
 	// A folder with a space and a # in its name: sbatch reads #SBATCH
 	// lines its own way, and the log path holds the folder.
 	dir := filepath.Join(t.TempDir(), "my sweep #1")

@@ -258,7 +258,7 @@ func TestSubmitScript(t *testing.T) {
 	sbatchQuoted := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "#", `\#`).Replace(filepath.Join(dir, "logs/w-%A_%a.out"))
 	for _, want := range []string{`#SBATCH --account="proj1"` + "\n", `#SBATCH --qos="high"` + "\n", `#SBATCH --mem="32G"` + "\n",
 		`#SBATCH --cpus-per-task="8"` + "\n", `#SBATCH --constraint="a100"` + "\n", `#SBATCH --job-name="read \#1"` + "\n",
-		`#SBATCH --output="` + sbatchQuoted + `"` + "\n", `#SBATCH --open-mode="append"` + "\n",
+		`#SBATCH --output="` + sbatchQuoted + `"` + "\n", `#SBATCH --open-mode="append"` + "\n", `#SBATCH --signal="B:TERM@70"` + "\n",
 		`#SBATCH --mail-type="END"` + "\n#SBATCH --exclusive\n", `#SBATCH --array="0-2"` + "\n", "from-env.db", "|| {"} {
 		if !strings.Contains(script, want) {
 			t.Errorf("the script lacks %q:\n%s", want, script)

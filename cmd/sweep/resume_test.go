@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/readsweep/readsweep/sweep/storage"
+	"github.com/readsweep/readsweep/sweep/storage/pgtest"
 	"github.com/readsweep/readsweep/trial"
 )
 
@@ -191,4 +194,80 @@ func waitForLong(t *testing.T, d time.Duration, cond func() bool) {
 		}
 	}
 	t.Fatal("timed out waiting")
+}
+
+// TestSlurmRequeueResumes: `scontrol requeue` of a running worker (what
+// a preemption does) stops its trial, which checkpoints on SIGTERM; the
+// requeued worker resumes the trial from that checkpoint, and the study
+// ends with exactly its budget of COMPLETE trials. Real Slurm, as CI has.
+func TestSlurmRequeueResumes(t *testing.T) {
+	url := pgtest.Fresh(t)
+	startSlurm(t)
+	dir := t.TempDir()
+	if _, errOut, code := sweepCmd(t, dir, "model", "new", "--out", "small-t5", "--spiece", filepath.Join(mustAbs(t, "../../examples"), "spiece-tiny.model"),
+		"--d-model", "128", "--d-kv", "32", "--d-ff", "512"); code != 0 {
+		t.Fatalf("model new: %s", errOut)
+	}
+	writeConfig(t, dir, `model: small-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+output_dir: runs
+datasets: [sst2]
+methods:
+  lora: [{rank: 4}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 1
+heartbeat_interval: 1s
+heartbeat_grace: 5s
+training: {max_epochs: 40, patience: 40, batch_size: 4, state_cache_dir: cache}
+`)
+	stdout, errOut, code := sweepCmd(t, dir, "submit", "--slurm", "sweep.yaml", "--workers", "1", "--storage", url)
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s", code, errOut)
+	}
+	job := strings.TrimSpace(stdout)
+	trialLog := filepath.Join(dir, "runs", "lora", "rank-4", "sst2", "trial-0", "stderr.log")
+	waitForLong(t, 90*time.Second, func() bool {
+		log, _ := os.ReadFile(trialLog)
+		return strings.Contains(string(log), "epoch 1: train loss")
+	})
+	if out, err := exec.Command("scontrol", "requeue", job+"_0").CombinedOutput(); err != nil {
+		t.Fatalf("scontrol requeue: %v: %s", err, out)
+	}
+	waitForLong(t, 60*time.Second, func() bool {
+		out, _ := exec.Command("squeue", "-h", "-j", job+"_0", "-o", "%T").Output()
+		return strings.TrimSpace(string(out)) == "PENDING"
+	})
+	if out, err := exec.Command("scontrol", "update", "JobId="+job+"_0", "StartTime=now").CombinedOutput(); err != nil {
+		t.Fatalf("scontrol update: %v: %s", err, out)
+	}
+	waitForLong(t, 120*time.Second, func() bool {
+		out, _ := exec.Command("squeue", "-h", "-j", job).Output()
+		return len(bytes.TrimSpace(out)) == 0
+	})
+	s, err := storage.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	studies, _ := s.Studies(context.Background())
+	if len(studies) != 1 {
+		t.Fatalf("%d studies", len(studies))
+	}
+	trials, _ := s.Trials(context.Background(), studies[0].ID)
+	taskLog, _ := os.ReadFile(filepath.Join(dir, "runs", "slurm", "sweep-"+job+"_0.out"))
+	n := storage.Count(trials)
+	if n[storage.Complete] != 1 || n[storage.Fail] != 1 || len(trials) != 2 {
+		t.Fatalf("%v; want the interrupted trial FAIL and its retry COMPLETE\n%s", n, taskLog)
+	}
+	done := trials[1]
+	if from, _ := done.UserAttrs["resumed_from"].(string); !strings.HasPrefix(from, "0 at step ") || done.State != storage.Complete {
+		t.Errorf("#1: %v, resumed_from %q; want it resumed from #0's checkpoint\n%s", done.State, from, taskLog)
+	}
+	if len(done.Intermediate) != 40 {
+		t.Errorf("#1: %d intermediate values, want the whole curve of 40 epochs", len(done.Intermediate))
+	}
+	if !strings.Contains(string(taskLog), "resumes from #0's checkpoint") {
+		t.Errorf("the task's log does not say it resumed:\n%s", taskLog)
+	}
 }

@@ -88,7 +88,7 @@ func cmdSubmit(args []string) error {
 	} else if *output, err = filepath.Abs(*output); err != nil {
 		return err
 	}
-	opts, err := sbatchOptions(*workers, *output, extra, map[string]string{
+	opts, err := sbatchOptions(*workers, *output, cfg.KillGrace, extra, map[string]string{
 		"job-name": *jobName, "gres": *gres, "time": *limit, "partition": *partition, "account": *pass["account"], "qos": *pass["qos"],
 		"mem": *pass["mem"], "cpus-per-task": *pass["cpus-per-task"], "constraint": *pass["constraint"]})
 	if err != nil {
@@ -159,12 +159,17 @@ func cmdSubmit(args []string) error {
 // order sbatch reads them: submit's own, those of its flags (named, by
 // option name; empty ones left out), then the user's --sbatch-arg, last
 // so that they win.
-func sbatchOptions(workers int, output string, extra []string, named map[string]string) ([]string, error) {
+func sbatchOptions(workers int, output string, killGrace time.Duration, extra []string, named map[string]string) ([]string, error) {
 	opts := []string{"--job-name=" + named["job-name"], fmt.Sprintf("--array=0-%d", workers-1), "--requeue", "--ntasks=1",
 		"--output=" + output,
 		// A requeued task appends to its log: truncated, it would lose
 		// what ran before the requeue, and the record of it.
-		"--open-mode=append"}
+		"--open-mode=append",
+		// Before the time limit the worker (the batch shell, exec'd) gets
+		// SIGTERM: its trials checkpoint within kill_grace and are queued
+		// again, for the next job to resume. Slurm may signal up to a
+		// minute early or late, hence the minute on top.
+		fmt.Sprintf("--signal=B:TERM@%d", int((killGrace + time.Minute).Seconds()))}
 	for _, name := range []string{"gres", "time", "partition", "account", "qos", "mem", "cpus-per-task", "constraint"} {
 		if v := named[name]; v != "" {
 			opts = append(opts, "--"+name+"="+v)
