@@ -271,3 +271,53 @@ training: {max_epochs: 40, patience: 40, batch_size: 4, state_cache_dir: cache}
 		t.Errorf("the task's log does not say it resumed:\n%s", taskLog)
 	}
 }
+
+// TestDetachedRun: `sweep run --detach` checks the sweep, prints the pid
+// of a run in a session of its own (no terminal to send it SIGHUP) and
+// returns; the run finishes the study with its output in
+// output_dir/sweep.log. A sweep file with a mistake fails at once, in the
+// terminal, with nothing started.
+func TestDetachedRun(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, syntheticSweep("d.db", "{name: fine, epoch_ms: 400}", 3, "output_dir: out\n"))
+	stdout, errOut, code := sweepCmd(t, dir, "run", "sweep.yaml", "--detach")
+	if code != 0 || !strings.Contains(errOut, "running in the background as pid") {
+		t.Fatalf("run --detach: exit %d\n%s", code, errOut)
+	}
+	var pid int
+	if _, err := fmt.Sscan(stdout, &pid); err != nil {
+		t.Fatalf("no pid on stdout: %q", stdout)
+	}
+	if own, theirs := sessionOf(t, os.Getpid()), sessionOf(t, pid); own == theirs || theirs != pid {
+		t.Errorf("the detached run (pid %d) is in session %d, this test in %d; want one of its own", pid, theirs, own)
+	}
+	waitForLong(t, 30*time.Second, func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
+	if n := storage.Count(load(t, filepath.Join(dir, "d.db"))["synthetic/fine/sst2"]); n[storage.Complete] != 3 {
+		t.Errorf("the detached run left %v", n)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "out", "sweep.log"))
+	if !strings.Contains(string(log), "started detached: sweep run sweep.yaml") || !strings.Contains(string(log), "this run: 3 complete") {
+		t.Errorf("out/sweep.log:\n%s", log)
+	}
+
+	writeConfig(t, dir, syntheticSweep("d.db", "{name: fine}", 3, "output_dir: out\nparallel: -1\n"))
+	if _, errOut, code := sweepCmd(t, dir, "run", "--detach", "sweep.yaml"); code == 0 || !strings.Contains(errOut, "parallel") {
+		t.Errorf("a bad sweep file with --detach: exit %d\n%s", code, errOut)
+	}
+}
+
+// sessionOf reads process pid's session id from /proc (field 6 of stat,
+// after the parenthesised name).
+func sessionOf(t *testing.T, pid int) int {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	var sid int
+	fmt.Sscan(fields[3], &sid)
+	return sid
+}

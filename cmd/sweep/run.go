@@ -54,6 +54,7 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	only := fs.String("only", "", "run only matching studies: method=M,arch=A,dataset=D (repeat a key for several values)")
 	dry := fs.Bool("dry-run", false, "print the plan and stored progress, run nothing")
 	limit := fs.String("time", "", "this process's time limit, as sbatch's --time (2-00:00:00, 90): no trial starts that its study's mean trial says would not end in time")
+	detached := fs.Bool("detach", false, "check the sweep, then run it in the background, apart from this terminal (a closed SSH session does not stop it); its output goes to output_dir/sweep.log")
 	started := time.Now()
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -92,6 +93,9 @@ func runCommand(name string, args []string, defaultParallel int) error {
 	if *dry {
 		return dryRun(cfg, plan)
 	}
+	if *detached {
+		return detach(name, args, cfg.OutputDir)
+	}
 	// A worker started while the database restarts waits for it.
 	store, err := storage.OpenRidingOutages(cfg.Storage, storage.Outages{RetryFor: cfg.StorageRetry, Logf: stderrf})
 	if err != nil {
@@ -104,6 +108,45 @@ func runCommand(name string, args []string, defaultParallel int) error {
 		}
 	}
 	return runPlan(cfg, store, plan, pos[0], name, deadline)
+}
+
+// detach starts the same command again without --detach in a session of
+// its own (no controlling terminal: nothing sends it SIGHUP), with its
+// output appended to output_dir/sweep.log, and returns once it runs.
+func detach(name string, args []string, outputDir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rest := []string{name}
+	for _, a := range args {
+		if a == "--detach" || a == "-detach" || strings.HasPrefix(a, "--detach=") || strings.HasPrefix(a, "-detach=") {
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if err := os.MkdirAll(outputDir, 0o755); err != nil {
+		return fmt.Errorf("--detach: %w", err)
+	}
+	logPath := filepath.Join(outputDir, "sweep.log")
+	log, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("--detach: %w", err)
+	}
+	defer log.Close()
+	fmt.Fprintf(log, "%s sweep: started detached: sweep %s\n", time.Now().Format(time.RFC3339), strings.Join(rest, " "))
+	cmd := exec.Command(exe, rest...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("--detach: %w", err)
+	}
+	pid := cmd.Process.Pid
+	cmd.Process.Release()
+	fmt.Printf("%d\n", pid)
+	fmt.Fprintf(os.Stderr, "sweep: running in the background as pid %d, apart from this terminal; its output goes to %s (tail -f it). `kill -INT %d` stops it as Ctrl-C does: its trials checkpoint, and the same command resumes them\n",
+		pid, logPath, pid)
+	return nil
 }
 
 // slurmDuration reads a time limit as sbatch's --time takes it: minutes,
