@@ -78,6 +78,7 @@ func (j *trainJob) resume() error {
 			continue
 		}
 		fr := j.fruns[i]
+		j.resumed = true
 		pr.resumedFrom = fmt.Sprintf("%d at step %d", c.Trial, c.Steps)
 		pr.logf("resuming trial #%d's checkpoint: step %d (epoch %d, batch %d of %d), %d validations so far",
 			c.Trial, c.Steps, c.Epoch, c.Batch, len(j.batches), c.Evals)
@@ -182,6 +183,11 @@ func (j *trainJob) restoreRun(i int, c *checkpointData) error {
 // has passed since the last: a duration, or rounds of steps. fit calls it
 // before each round.
 func (j *trainJob) checkpointIfDue() {
+	if j.resumed && !j.firstStepSaid && j.roundsSinceCheckpoint > 0 {
+		// How long a preempted trial takes to get going again.
+		j.logf("resumed: the first step ended %.2fs after the trial started", time.Since(j.start).Seconds())
+		j.firstStepSaid = true
+	}
 	set := j.set
 	due := (set.CheckpointSteps > 0 && j.roundsSinceCheckpoint >= set.CheckpointSteps) ||
 		(set.CheckpointEvery > 0 && time.Since(j.lastCheckpoint) >= set.CheckpointEvery)

@@ -277,6 +277,8 @@ type trainJob struct {
 	roundsSinceCheckpoint int // rounds of steps since the last checkpoint
 	checkpoints           int
 	checkpointSeconds     float64
+	resumed               bool // some member resumed a checkpoint
+	firstStepSaid         bool
 
 	releases []func() // run by release, last first
 }

@@ -33,8 +33,11 @@ func cmdBench(args []string) error {
 	if len(args) > 0 && args[0] == "sweep-cost" {
 		return benchSweepCost(args[1:])
 	}
+	if len(args) > 0 && args[0] == "resume" {
+		return benchResume(args[1:])
+	}
 	if len(args) == 0 || args[0] != "tpe" {
-		return fmt.Errorf("%w: usage: sweep bench tpe|t5|read|dashboard|sweep-cost [flags] (sweep bench t5 -h shows its flags)", errUsage)
+		return fmt.Errorf("%w: usage: sweep bench tpe|t5|read|dashboard|sweep-cost|resume [flags] (sweep bench t5 -h shows its flags)", errUsage)
 	}
 	fs := newFlags("bench tpe", "bench tpe [--seeds 30] [--trials 32] [--samplers tpe,random] [--objectives lr,branin,hartmann6]")
 	seeds := fs.Int("seeds", 30, "seeds per objective and sampler (0..seeds-1)")

@@ -321,3 +321,27 @@ func sessionOf(t *testing.T, pid int) int {
 	fmt.Sscan(fields[3], &sid)
 	return sid
 }
+
+// TestBenchResume runs `sweep bench resume` on a small random model: two
+// kills, each losing less than checkpoint_every, two restarts timed to
+// their first step, the checkpoint's cost and a finished trial that says
+// where it resumed.
+func TestBenchResume(t *testing.T) {
+	out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "resume", "--d-model", "64", "--d-kv", "16", "--d-ff", "128", "--layers", "2", "--heads", "4",
+		"--every", "1s", "--epochs", "8", "--batch", "4", "--kills", "2", "--dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("bench resume: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`kill 1: [0-9.]+s after its newest checkpoint \(step \d+\): lost ≤ checkpoint_every: true`),
+		regexp.MustCompile(`kill 2: [0-9.]+s after its newest checkpoint \(step \d+\): lost ≤ checkpoint_every: true`),
+		regexp.MustCompile(`restart to the first resumed step \(.*\): [0-9.]+, [0-9.]+ s`),
+		regexp.MustCompile(`checkpoint: \d+ MB in [0-9.]+s \(median of \d+\) = [0-9.]+% of the default interval \(30m0s\)`),
+		regexp.MustCompile(`final: value [0-9.]+, .*resumed_from 1 at step \d+`),
+		regexp.MustCompile(`OPENBLAS_CORETYPE=`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("bench output lacks %s:\n%s", want, out)
+		}
+	}
+}
