@@ -328,7 +328,7 @@ func sessionOf(t *testing.T, pid int) int {
 // where it resumed.
 func TestBenchResume(t *testing.T) {
 	out, errOut, code := sweepCmd(t, mustAbs(t, "../.."), "bench", "resume", "--d-model", "64", "--d-kv", "16", "--d-ff", "128", "--layers", "2", "--heads", "4",
-		"--every", "1s", "--epochs", "8", "--batch", "4", "--kills", "2", "--dir", t.TempDir())
+		"--every", "1s", "--epochs", "30", "--batch", "4", "--kills", "2", "--dir", t.TempDir())
 	if code != 0 {
 		t.Fatalf("bench resume: exit %d\n%s\n%s", code, out, errOut)
 	}
