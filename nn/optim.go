@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 )
 
 // Params is a named set of parameter tensors whose values share one
@@ -282,8 +281,8 @@ func (o *AdamW) State() AdamWState {
 }
 
 // SetState puts the optimiser where State found it, for the tensors ts
-// it steps (on the GPU when they live there). It returns an error when
-// the moments do not fit ts.
+// it steps (on the GPU when they live there). On the host it keeps s's
+// moments as its own. It returns an error when they do not fit ts.
 func (o *AdamW) SetState(s AdamWState, ts []*Tensor) error {
 	total := 0
 	for _, t := range ts {
@@ -298,7 +297,7 @@ func (o *AdamW) SetState(s AdamWState, ts []*Tensor) error {
 	}
 	o.t = s.Steps
 	if len(ts) == 0 || ts[0].dev == nil {
-		o.m, o.v = slices.Clone(s.M), slices.Clone(s.V)
+		o.m, o.v = s.M, s.V
 		return nil
 	}
 	o.dm, o.dv, o.dev = nil, nil, ts[0].dev.dev

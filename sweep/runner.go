@@ -989,7 +989,7 @@ func (r *Runner) argv(spec trial.Spec, specPath string) ([]string, error) {
 		"trial_id": strconv.FormatInt(spec.TrialID, 10), "number": strconv.Itoa(spec.Number),
 		"study": spec.Study, "method": spec.Method, "arch": spec.ArchName, "dataset": spec.Dataset,
 		"seed": strconv.FormatInt(spec.Seed, 10), "spec": specPath, "output_dir": spec.OutputDir,
-		"model": spec.Model, "data_dir": spec.DataDir,
+		"model": spec.Model, "data_dir": spec.DataDir, "resume_from": spec.ResumeFrom,
 	}
 	for k, v := range spec.Arch {
 		vars[k] = fmt.Sprint(v)
@@ -1024,7 +1024,7 @@ var placeholder = regexp.MustCompile(`\{[A-Za-z_][A-Za-z0-9_]*\}`)
 
 // fixedPlaceholders are the command placeholders every trial defines,
 // besides its parameters and architecture settings.
-var fixedPlaceholders = []string{"trial_id", "number", "study", "method", "arch", "dataset", "seed", "spec", "output_dir", "model", "data_dir"}
+var fixedPlaceholders = []string{"trial_id", "number", "study", "method", "arch", "dataset", "seed", "spec", "output_dir", "model", "data_dir", "resume_from"}
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"unsafe"
 
 	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/nn"
@@ -111,25 +113,16 @@ func writeCheckpoint(path string, c checkpoint, names []string, values [][]float
 			os.Remove(f.Name())
 		}
 	}()
-	digest := sha256.New()
+	digest := crc32.New(castagnoli)
 	w := bufio.NewWriterSize(io.MultiWriter(f, digest), 1<<20)
 	var n [8]byte
 	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
 	w.WriteString(checkpointMagic)
 	w.Write(n[:])
 	w.Write(header)
-	buf := make([]byte, 0, 1<<16)
 	for _, v := range values {
-		for len(v) > 0 {
-			k := min(len(v), cap(buf)/4)
-			buf = buf[:0]
-			for _, x := range v[:k] {
-				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
-			}
-			if _, err := w.Write(buf); err != nil {
-				return fmt.Errorf("trial: checkpoint: %w", err)
-			}
-			v = v[k:]
+		if err := writeFloats(w, v); err != nil {
+			return fmt.Errorf("trial: checkpoint: %w", err)
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -155,53 +148,141 @@ func writeCheckpoint(path string, c checkpoint, names []string, values [][]float
 	return nil
 }
 
-// readCheckpoint reads and verifies the checkpoint at path: its digest,
+// castagnoli is CRC-32C, the checkpoint's checksum: it catches a cut or
+// flipped file as surely as a cryptographic digest would (nobody forges
+// a trial's own checkpoint), at memory speed where the CPU computes it
+// (SSE 4.2, ARMv8). SHA-256 hashed some 570 MB/s on the build machine,
+// SHA-NI and all: 1.2 s of CPU for each write and read of a t5-small
+// checkpoint (708 MB), 20 s for t5-large's full fine-tuning (12 GB).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+const crcSize = 4
+
+// readCheckpoint reads and verifies the checkpoint at path: its checksum,
 // header and tensor sizes. Any damage (a truncated file, flipped bytes) is
-// an error naming the file.
+// an error naming the file. It reads the file once, hashing as it goes, so
+// a checkpoint of t5-large's full fine-tuning (12 GB) takes one pass and
+// its own size in memory.
 func readCheckpoint(path string) (*checkpointData, error) {
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	bad := func(why string, args ...any) error {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	digest := crc32.New(castagnoli)
+	r := bufio.NewReaderSize(f, 1<<20)
+	body := max(size-crcSize, 0)
+	in := io.TeeReader(io.LimitReader(r, body), digest)
+	// damaged names the first thing that does not fit; the digest, taken
+	// over the whole file, says whether the file was damaged or written
+	// by something else.
+	damaged := func(why string, args ...any) error {
+		io.Copy(io.Discard, in)
+		sum := make([]byte, crcSize)
+		if _, err := io.ReadFull(r, sum); err != nil || !bytes.Equal(digest.Sum(nil), sum) {
+			return fmt.Errorf("checkpoint %s: its CRC-32C does not match its contents (truncated or damaged; %d bytes)", path, size)
+		}
 		return fmt.Errorf("checkpoint %s: %s", path, fmt.Sprintf(why, args...))
 	}
-	if !bytes.HasPrefix(raw, []byte(checkpointMagic)) {
-		return nil, bad("not a checkpoint of this version")
+	magic := make([]byte, len(checkpointMagic))
+	if _, err := io.ReadFull(in, magic); err != nil || string(magic) != checkpointMagic {
+		return nil, fmt.Errorf("checkpoint %s: not a checkpoint of this version", path)
 	}
-	if len(raw) < len(checkpointMagic)+8+sha256.Size {
-		return nil, bad("truncated (%d bytes)", len(raw))
+	var n [8]byte
+	if _, err := io.ReadFull(in, n[:]); err != nil {
+		return nil, damaged("%v", err)
 	}
-	body, sum := raw[:len(raw)-sha256.Size], raw[len(raw)-sha256.Size:]
-	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, bad("its SHA-256 does not match its contents (truncated or damaged)")
+	left := uint64(body) - uint64(len(checkpointMagic)) - 8
+	hlen := binary.LittleEndian.Uint64(n[:])
+	if hlen > left {
+		return nil, damaged("a header of %d bytes in a file of %d", hlen, size)
 	}
-	rest := body[len(checkpointMagic):]
-	hlen := binary.LittleEndian.Uint64(rest)
-	rest = rest[8:]
-	if hlen > uint64(len(rest)) {
-		return nil, bad("header of %d bytes in a file of %d", hlen, len(raw))
+	left -= hlen
+	header := make([]byte, hlen)
+	if _, err := io.ReadFull(in, header); err != nil {
+		return nil, damaged("%v", err)
 	}
 	c := &checkpointData{values: map[string][]float32{}}
-	if err := json.Unmarshal(rest[:hlen], &c.checkpoint); err != nil {
-		return nil, bad("header: %v", err)
+	if err := json.Unmarshal(header, &c.checkpoint); err != nil {
+		return nil, damaged("header: %v", err)
 	}
-	rest = rest[hlen:]
 	for _, s := range c.Tensors {
-		if s.Len < 0 || uint64(s.Len)*4 > uint64(len(rest)) {
-			return nil, bad("tensor %s of %d values runs past the end", s.Name, s.Len)
+		if s.Len < 0 || uint64(s.Len)*4 > left {
+			return nil, damaged("tensor %s of %d values runs past the end", s.Name, s.Len)
 		}
+		left -= uint64(s.Len) * 4
 		v := make([]float32, s.Len)
-		for i := range v {
-			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(rest[4*i:]))
+		if err := readFloats(in, v); err != nil {
+			return nil, damaged("%v", err)
 		}
 		c.values[s.Name] = v
-		rest = rest[4*s.Len:]
 	}
-	if len(rest) != 0 {
-		return nil, bad("%d bytes after the last tensor", len(rest))
+	if left != 0 {
+		return nil, damaged("%d bytes after the last tensor", left)
+	}
+	sum := make([]byte, crcSize)
+	if _, err := io.ReadFull(r, sum); err != nil || !bytes.Equal(digest.Sum(nil), sum) {
+		return nil, fmt.Errorf("checkpoint %s: its CRC-32C does not match its contents (truncated or damaged; %d bytes)", path, size)
 	}
 	return c, nil
+}
+
+// nativeLittleEndian: the machine keeps float32 as the file does, so
+// tensors go to and from the file in place.
+var nativeLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// floatBytes is v's memory as bytes (little-endian machines only).
+func floatBytes(v []float32) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
+// readFloats fills v with little-endian float32 values from r.
+func readFloats(r io.Reader, v []float32) error {
+	if nativeLittleEndian {
+		_, err := io.ReadFull(r, floatBytes(v))
+		return err
+	}
+	buf := make([]byte, 1<<16)
+	for i := 0; i < len(v); {
+		k := min(len(v)-i, len(buf)/4)
+		if _, err := io.ReadFull(r, buf[:4*k]); err != nil {
+			return err
+		}
+		for j := range k {
+			v[i+j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+		}
+		i += k
+	}
+	return nil
+}
+
+// writeFloats writes v to w as little-endian float32 values.
+func writeFloats(w io.Writer, v []float32) error {
+	if nativeLittleEndian {
+		_, err := w.Write(floatBytes(v))
+		return err
+	}
+	buf := make([]byte, 0, 1<<16)
+	for len(v) > 0 {
+		k := min(len(v), cap(buf)/4)
+		buf = buf[:0]
+		for _, x := range v[:k] {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		v = v[k:]
+	}
+	return nil
 }
 
 // CheckpointSteps reads the checkpoint at path and returns the optimiser

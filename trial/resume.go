@@ -2,7 +2,6 @@ package trial
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -68,6 +67,7 @@ func (j *trainJob) resume() error {
 		if pr.ResumeFrom == "" {
 			continue
 		}
+		t0 := time.Now()
 		c, err := readCheckpoint(pr.ResumeFrom)
 		if err == nil {
 			err = j.restoreRun(i, c)
@@ -80,8 +80,8 @@ func (j *trainJob) resume() error {
 		fr := j.fruns[i]
 		j.resumed = true
 		pr.resumedFrom = fmt.Sprintf("%d at step %d", c.Trial, c.Steps)
-		pr.logf("resuming trial #%d's checkpoint: step %d (epoch %d, batch %d of %d), %d validations so far",
-			c.Trial, c.Steps, c.Epoch, c.Batch, len(j.batches), c.Evals)
+		pr.logf("resuming trial #%d's checkpoint: step %d (epoch %d, batch %d of %d), %d validations so far; read and restored in %.2fs, %.2fs after the trial started",
+			c.Trial, c.Steps, c.Epoch, c.Batch, len(j.batches), c.Evals, time.Since(t0).Seconds(), time.Since(j.start).Seconds())
 		if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeResumed, Step: fr.st.step,
 			Attrs: map[string]any{"from_trial": c.Trial, "epoch": c.Epoch, "values": c.Reported}})); err != nil {
 			return fmt.Errorf("trial: %w", err)
@@ -291,18 +291,8 @@ func (j *trainJob) captureRun(i int, joules float64) (checkpoint, []string, [][]
 // bit, have the same digest.
 func trainableDigest(ts []*nn.Tensor) string {
 	h := sha256.New()
-	buf := make([]byte, 0, 1<<16)
 	for _, t := range ts {
-		v := t.Values()
-		for len(v) > 0 {
-			k := min(len(v), cap(buf)/4)
-			buf = buf[:0]
-			for _, x := range v[:k] {
-				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
-			}
-			h.Write(buf)
-			v = v[k:]
-		}
+		writeFloats(h, t.Values())
 	}
 	return fmt.Sprintf("%x", h.Sum(nil))
 }

@@ -27,12 +27,12 @@ import (
 // checkpoint_every), the seconds from each restart to its first step,
 // and a checkpoint's cost as a share of the default interval.
 func benchResume(args []string) error {
-	fs := newFlags("bench resume", "bench resume [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method full] [--kills 3] [--every 20s] [--epochs 2] [--batch 8] [--src 64] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--model DIR|NAME] [--dir DIR]")
+	fs := newFlags("bench resume", "bench resume [--d-model 512 --d-kv 64 --d-ff 2048 --layers 6 --heads 8] [--method full] [--kills 3] [--every 20s] [--epochs 6] [--batch 8] [--src 64] [--data glue/testdata/fixture] [--spiece examples/spiece-tiny.model] [--model DIR|NAME] [--dir DIR]")
 	shape := addShapeFlags(fs, modelShape{DModel: 512, DKV: 64, DFF: 2048, Layers: 6, Heads: 8}) // t5-small's
 	method := fs.String("method", "full", "the method trained (full: the largest checkpoint)")
 	kills := fs.Int("kills", 3, "times the trial is killed before it may finish")
 	every := fs.Duration("every", 20*time.Second, "checkpoint_every while measuring (the default interval is "+trial.DefaultCheckpointEvery.String()+")")
-	epochs := fs.Int("epochs", 2, "max_epochs")
+	epochs := fs.Int("epochs", 6, "max_epochs")
 	batch := fs.Int("batch", 8, "batch_size")
 	src := fs.Int("src", 64, "max_source_length")
 	data := fs.String("data", "glue/testdata/fixture", "GLUE folder with SST-2")
@@ -95,40 +95,39 @@ func benchResume(args []string) error {
 			return err
 		}
 		own := filepath.Join(spec.OutputDir, trial.CheckpointName)
+		killed := false
 		if k < *kills {
-			// Once the trial has checkpointed, a kill at a random moment of
-			// the next interval.
-			for {
-				if _, err := os.Stat(own); err == nil {
-					break
-				}
-				if run.exited() {
-					return fmt.Errorf("the trial ended before its first checkpoint (%s): give it more epochs or a shorter --every\n%s", spec.OutputDir, run.log())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			time.Sleep(time.Duration(rng.Float64() * float64(*every)))
-			killed := time.Now()
-			run.cmd.Process.Kill()
-			run.wait()
-			st, err := os.Stat(own)
-			if err != nil {
+			var lostNow float64
+			if killed, lostNow, err = killAfterCheckpoint(run, own, time.Duration(rng.Float64()*float64(*every))); err != nil {
 				return err
 			}
-			steps, _, err := trial.CheckpointSteps(own)
-			if err != nil {
-				return fmt.Errorf("the checkpoint left by kill %d: %w", k+1, err)
+			if killed {
+				lost = append(lost, lostNow)
+				steps, _, err := trial.CheckpointSteps(own)
+				if err != nil {
+					return fmt.Errorf("the checkpoint left by kill %d: %w", k+1, err)
+				}
+				fmt.Printf("kill %d: %.1fs after its newest checkpoint (step %d): lost ≤ checkpoint_every: %v\n",
+					k+1, lostNow, steps, lostNow <= (*every+time.Second).Seconds())
+			} else {
+				fmt.Printf("the trial finished before kill %d: give it more --epochs for more kills\n", k+1)
 			}
-			lost = append(lost, killed.Sub(st.ModTime()).Seconds())
-			fmt.Printf("kill %d: %.1fs after its newest checkpoint (step %d): lost ≤ checkpoint_every: %v\n",
-				k+1, lost[len(lost)-1], steps, killed.Sub(st.ModTime()) <= *every+time.Second)
-		} else if err := run.wait(); err != nil {
-			return fmt.Errorf("the last run: %w\n%s", err, run.log())
+		}
+		if !killed {
+			if err := run.wait(); err != nil {
+				return fmt.Errorf("run %d: %w\n%s", k, err, run.log())
+			}
 		}
 		log := run.log()
 		if m := firstStepLine.FindStringSubmatch(log); m != nil {
 			s, _ := strconv.ParseFloat(m[1], 64)
 			restarts = append(restarts, s)
+			if r := resumingLine.FindStringSubmatch(log); r != nil {
+				read, _ := strconv.ParseFloat(r[1], 64)
+				at, _ := strconv.ParseFloat(r[2], 64)
+				fmt.Printf("restart %d: first step %.1fs after the process started: setup (model, data) %.1fs, checkpoint read and restored %.1fs, the step %.1fs\n",
+					k, s, at-read, read, s-at)
+			}
 		} else if k > 0 {
 			return fmt.Errorf("run %d did not resume its predecessor's checkpoint:\n%s", k, log)
 		}
@@ -154,7 +153,36 @@ func benchResume(args []string) error {
 	return nil
 }
 
+// killAfterCheckpoint waits for the trial's first checkpoint at own,
+// then for delay, and kills it (SIGKILL); it returns the seconds since the
+// newest checkpoint, or false when the trial ended first.
+func killAfterCheckpoint(run *benchTrial, own string, delay time.Duration) (bool, float64, error) {
+	for {
+		if _, err := os.Stat(own); err == nil {
+			break
+		}
+		if run.exited() {
+			return false, 0, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-run.done:
+		return false, 0, nil
+	case <-time.After(delay):
+	}
+	killed := time.Now()
+	run.cmd.Process.Kill()
+	run.wait()
+	st, err := os.Stat(own)
+	if err != nil {
+		return false, 0, err
+	}
+	return true, killed.Sub(st.ModTime()).Seconds(), nil
+}
+
 var (
+	resumingLine   = regexp.MustCompile(`read and restored in ([0-9.]+)s, ([0-9.]+)s after the trial started`)
 	firstStepLine  = regexp.MustCompile(`resumed: the first step ended ([0-9.]+)s after the trial started`)
 	checkpointLine = regexp.MustCompile(`checkpoint: \d+ trial\(s\) at step \d+, ([0-9.]+) MB in ([0-9.]+)s`)
 )

@@ -36,7 +36,8 @@ func trainLosses(t *testing.T, studyDir string) map[string]string {
 }
 
 // TestStoppedSweepResumes stops `sweep run` in the middle of a trial's
-// second epoch of four, runs it again, and compares the study with an
+// second epoch of four (full fine-tuning, LoRA, READ alone and packed,
+// LST), runs it again, and compares the study with an
 // uninterrupted run's: the resumed trial's every epoch value and training
 // loss, its validation and test scores and its weights' digest are the
 // same bit for bit, its curve is whole in the database, its attributes
@@ -53,8 +54,14 @@ func TestStoppedSweepResumes(t *testing.T) {
 		pack               int
 	}{
 		{"full, kill -9", "full", "{}", syscall.SIGKILL, "5", 1},
+		{"lora, kill -9", "lora", "{rank: 4}", syscall.SIGKILL, "5", 1},
+		{"read, kill -9", "read", "{hidden: 16}", syscall.SIGKILL, "1", 1},
+		{"read packed, kill -9", "read", "{hidden: 16}", syscall.SIGKILL, "1", 2},
+		{"lst, kill -9", "lst", "{sidenet_dim: 8}", syscall.SIGKILL, "1", 1},
 		{"read packed, SIGTERM", "read", "{hidden: 16}", syscall.SIGTERM, "30m", 2},
+		{"lst, SIGTERM", "lst", "{sidenet_dim: 8}", syscall.SIGTERM, "30m", 1},
 		{"lora, SIGHUP", "lora", "{rank: 4}", syscall.SIGHUP, "30m", 1},
+		{"full, SIGHUP", "full", "{}", syscall.SIGHUP, "30m", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
