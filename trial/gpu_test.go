@@ -80,3 +80,20 @@ func TestTrialOnEmulatedGPU(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeOnEmulatedGPU: a trial stopped and resumed on the GPU (the
+// CPU emulator of CUDA) trains as one never stopped, bit for bit: the
+// trainable tensors and AdamW's moments go from the device into the
+// checkpoint and back onto the device.
+func TestResumeOnEmulatedGPU(t *testing.T) {
+	lib := cudatest.Emulator(t)
+	t.Setenv(nn.EnvLibCUDA, lib)
+	t.Setenv(nn.EnvLibCUBLAS, lib)
+	t.Setenv(cudatest.MaxBlockEnv, "4")
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	read.Register(reg)
+	testResume(t, reg, model, "lora", map[string]any{"rank": 4, "targets": "all_qv"}, false,
+		map[string]any{"max_train_examples": 64, "max_eval_examples": 4, "state_cache": "off"}, "cuda")
+}

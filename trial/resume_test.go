@@ -115,12 +115,12 @@ func TestResumeEqualsUninterrupted(t *testing.T) {
 		{"read eval_steps", "read", map[string]any{"hidden": 16}, false, map[string]any{"eval_steps": 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			testResume(t, reg, model, tc.method, tc.arch, tc.packed, tc.training)
+			testResume(t, reg, model, tc.method, tc.arch, tc.packed, tc.training, "cpu")
 		})
 	}
 }
 
-func testResume(t *testing.T, reg methods.Registry, model, method string, arch map[string]any, packed bool, extra map[string]any) {
+func testResume(t *testing.T, reg methods.Registry, model, method string, arch map[string]any, packed bool, extra map[string]any, device string) {
 	cacheDir := t.TempDir()
 	spec := func(every any) Spec {
 		training := map[string]any{"max_epochs": 4, "batch_size": 16, "patience": 10, "state_cache_dir": cacheDir,
@@ -130,7 +130,7 @@ func testResume(t *testing.T, reg methods.Registry, model, method string, arch m
 		}
 		s := Spec{Version: Version, Study: method + "/x/sst2", Method: method, Arch: arch, Dataset: "sst2",
 			Params: map[string]any{"lr": 1e-2}, Seed: 3, Model: model, DataDir: "../glue/testdata/fixture", Training: training,
-			OutputDir: t.TempDir()}
+			OutputDir: t.TempDir(), Device: device}
 		if method == "full" {
 			s.Params["lr"] = 3e-3
 		}
