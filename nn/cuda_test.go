@@ -626,3 +626,21 @@ func TestCUDACallsCount(t *testing.T) {
 		t.Fatalf("calls %+v → %+v: want one cuBLAS call and a kernel launch", before, after)
 	}
 }
+
+// TestViewOnDeviceIsItsBase: a view made of a host tensor before the
+// tensor went to the GPU carries the gradient into the tensor itself, as
+// on the CPU; it once went to the device as a copy of its own, and the
+// tensor's gradient stayed zero without a word.
+func TestViewOnDeviceIsItsBase(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(3, 3))
+	x := randTensor(rng, false, 2, 4)
+	w := randTensor(rng, true, 12)
+	checkOnDevice(t, c, []*Tensor{w}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, w.View(3, 4), nil) })
+	if !w.OnDevice() {
+		t.Error("the view went to the GPU without its base")
+	}
+	// A view of a view shares the first base too.
+	v := randTensor(rng, true, 12)
+	checkOnDevice(t, c, []*Tensor{v}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, v.View(2, 6).View(3, 4), nil) })
+}

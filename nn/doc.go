@@ -21,6 +21,11 @@
 // no activation for backward, which is how a frozen backbone runs
 // tape-free.
 //
+// A View shares its tensor's data and gradient on the host and on the
+// GPU alike: whichever of the two reaches the GPU first takes the other
+// with it (a view is mirrored as its base), so a gradient that flows into
+// a view is the base's gradient.
+//
 // # Backends
 //
 // Matrix products go through a Backend: OpenBLAS, opened at run time with

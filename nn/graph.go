@@ -18,6 +18,10 @@ type Tensor struct {
 	// tensors of a GPU graph have no Data or Grad (Values and GradValues
 	// copy them back), parameters mirrored by ToDevice keep stale ones.
 	dev *devTensor
+	// base is the tensor a View was made of (nil: none): a view goes to
+	// the GPU as its base, sharing the base's device storage, never as a
+	// copy of its own that the base's gradient would not see.
+	base *Tensor
 }
 
 // Len returns the number of elements.
@@ -746,7 +750,11 @@ func (t *Tensor) View(shape ...int) *Tensor {
 	if numel(shape) != t.Len() {
 		panic(fmt.Sprintf("nn: View: %v has %d elements, %v has %d", t.Shape, t.Len(), shape, numel(shape)))
 	}
-	return &Tensor{Shape: append([]int(nil), shape...), Data: t.Data, Grad: t.Grad, dev: t.dev}
+	base := t
+	if t.base != nil {
+		base = t.base
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), Data: t.Data, Grad: t.Grad, dev: t.dev, base: base}
 }
 
 // CrossEntropy returns the mean of −log softmax(logits)[target] over rows

@@ -119,8 +119,8 @@ func (cg *cudaGraph) d(t *Tensor) Buffer {
 	if t.dev != nil {
 		return t.dev.data
 	}
-	if t.Grad != nil {
-		cg.c.mirror(t)
+	if t.Grad != nil || (t.base != nil && t.base.dev != nil) {
+		cg.c.mirror(t) // a view of a mirrored tensor: the base's buffers
 		return t.dev.data
 	}
 	if b, ok := cg.uploads[t]; ok {
@@ -509,6 +509,13 @@ func (cg *cudaGraph) gateMix(out, a, b, alpha *Tensor, temp float32) {
 // has one, its gradient (see ToDevice).
 func (c *CUDA) mirror(t *Tensor) {
 	if t.dev != nil {
+		return
+	}
+	if t.base != nil {
+		// A view mirrors its base and shares its buffers: a copy of the
+		// view alone would take the gradient the base never sees.
+		c.mirror(t.base)
+		t.dev = t.base.dev
 		return
 	}
 	d := &devTensor{dev: c, data: c.Upload(t.Data), persistent: true}
