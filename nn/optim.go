@@ -259,25 +259,30 @@ type AdamWState struct {
 // State returns the optimiser's position, copied from the GPU when the
 // moments live there; on the host it shares their memory until the next
 // Step.
-func (o *AdamW) State() AdamWState {
+func (o *AdamW) State() (AdamWState, error) {
 	s := AdamWState{Steps: o.t}
 	switch {
 	case o.dm != nil:
+		total := 0
+		for _, b := range o.dm {
+			total += b.Len()
+		}
+		s.M, s.V = make([]float32, total), make([]float32, total)
+		off := 0
 		for i := range o.dm {
 			n := o.dm[i].Len()
-			m, v := make([]float32, n), make([]float32, n)
-			if err := o.dev.Download(m, o.dm[i]); err != nil {
-				panic(fmt.Sprintf("nn: copying AdamW's moments from the GPU: %v", err))
+			if err := o.dev.Download(s.M[off:off+n], o.dm[i]); err != nil {
+				return s, fmt.Errorf("nn: copying AdamW's moments from the GPU: %w", err)
 			}
-			if err := o.dev.Download(v, o.dv[i]); err != nil {
-				panic(fmt.Sprintf("nn: copying AdamW's moments from the GPU: %v", err))
+			if err := o.dev.Download(s.V[off:off+n], o.dv[i]); err != nil {
+				return s, fmt.Errorf("nn: copying AdamW's moments from the GPU: %w", err)
 			}
-			s.M, s.V = append(s.M, m...), append(s.V, v...)
+			off += n
 		}
 	case o.m != nil:
 		s.M, s.V = o.m, o.v
 	}
-	return s
+	return s, nil
 }
 
 // SetState puts the optimiser where State found it, for the tensors ts

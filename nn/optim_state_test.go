@@ -26,7 +26,10 @@ func TestAdamWStateResumes(t *testing.T) {
 		grads(ta, k)
 		oa.Step(ta)
 	}
-	s := oa.State()
+	s, err := oa.State()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range tb {
 		tb[i].SetValues(ta[i].Values())
 	}

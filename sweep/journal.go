@@ -149,6 +149,7 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 		if t.State.IsFinished() {
 			if t.State == *u.State {
 				os.Remove(path) // recorded; its process died before removing it
+				r.dropRecordedCheckpoints(ss, t, *u.State)
 				continue
 			}
 			r.logf("%s#%d: its journalled result (%s) was not recorded before the trial was found %s; kept in %s", ss.plan.Name, t.Number, j.State, t.State, aside)
@@ -166,9 +167,19 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 		}
 		r.logf("%s#%d %s: recorded from its journal (its process could not reach the database)", ss.plan.Name, t.Number, j.State)
 		os.Remove(path)
+		r.dropRecordedCheckpoints(ss, t, *u.State)
 		recorded++
 	}
 	return recorded, nil
+}
+
+// dropRecordedCheckpoints drops the checkpoints of a trial recorded from
+// its journal, unless it FAILed: its process queued the retry that
+// resumes them before writing the journal.
+func (r *Runner) dropRecordedCheckpoints(ss *studyState, t storage.FrozenTrial, state storage.TrialState) {
+	if state != storage.Fail {
+		r.dropCheckpoints(ss, t)
+	}
 }
 
 // olderThan reports whether the file at path was last written before t

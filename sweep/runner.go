@@ -464,8 +464,20 @@ func (r *Runner) reapDead(ctx context.Context, rs *runState, ss *studyState) err
 		if retried[t.Number] {
 			continue // its process enqueued the retry, then died before recording the FAIL
 		}
-		if err := r.retry(ctx, ss, t, true); err != nil {
+		// A trial that left a checkpoint of its own trained for at least
+		// checkpoint_every since it started: retrying it is free, as for
+		// an interruption (each free retry is that much further on, so
+		// there are finitely many). One that did not counts.
+		own, err := os.Stat(filepath.Join(r.trialDir(ss, t), trial.CheckpointName))
+		progressed := err == nil && own.Mode().IsRegular()
+		queued, err := r.queueRetry(ctx, ss, t, !progressed)
+		if err != nil {
 			return err
+		}
+		if queued {
+			r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
+		} else {
+			r.dropCheckpoints(ss, t)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -503,5 +504,69 @@ training: {max_epochs: 9, patience: 9}
 	}
 	if narrowed == 0 {
 		t.Error("no sampling was narrowed to a bracket")
+	}
+}
+
+// TestReapedTrialsAndTheirCheckpoints: a dead trial that left a
+// checkpoint of its own trained on since its start, so its retry is free
+// (it does not use up max_retries); one that left none has used its last
+// retry here (max_retries 0), and its lineage's checkpoints and leftover
+// temporary files are removed, since nobody will resume them.
+func TestReapedTrialsAndTheirCheckpoints(t *testing.T) {
+	r, store, plan, st := oneStudyRunner(t, `trials: 2
+max_retries: 0
+training: {max_epochs: 1}
+heartbeat_interval: 50ms
+heartbeat_grace: 100ms
+`)
+	ctx := context.Background()
+	progressed, stuck := orphan(t, store, st.ID, 1e-4), orphan(t, store, st.ID, 2e-4)
+	ss := &studyState{plan: plan[0], study: st}
+	for _, tr := range []storage.FrozenTrial{progressed, stuck} {
+		os.MkdirAll(r.trialDir(ss, tr), 0o755)
+	}
+	os.WriteFile(filepath.Join(r.trialDir(ss, progressed), trial.CheckpointName), []byte("state"), 0o644)
+	temp := filepath.Join(r.trialDir(ss, stuck), "."+trial.CheckpointName+".123.tmp")
+	os.WriteFile(temp, []byte("half a write"), 0o644)
+	time.Sleep(300 * time.Millisecond) // both heartbeats go stale
+	if _, err := r.Run(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	trials, err := store.Trials(ctx, st.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retried := map[int]bool{}
+	for _, o := range trials {
+		if n := retryOf(o); n >= 0 {
+			retried[n] = true
+		}
+	}
+	if !retried[progressed.Number] || retried[stuck.Number] {
+		t.Errorf("retried %v: want #%d (it checkpointed) and not #%d (max_retries 0)", retried, progressed.Number, stuck.Number)
+	}
+	if _, err := os.Stat(temp); !os.IsNotExist(err) {
+		t.Errorf("the unretried trial's half-written checkpoint is still there (%v)", err)
+	}
+}
+
+// TestFinishedTrialStandsWhenInterrupted: a trial whose final line came
+// in as the sweep was being stopped is COMPLETE, not FAIL "interrupted"
+// and trained again.
+func TestFinishedTrialStandsWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, store := testRunner(t, oneStudy+"trials: 1\n", func(_ context.Context, p Proc) error {
+		p.Stdout.Write(trial.Message{Type: trial.TypeFinal, Value: 0.75}.Encode())
+		cancel() // Ctrl-C, after the result
+		return nil
+	})
+	if _, err := r.Run(ctx, Plan(r.Config, nil)); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	studies, _ := store.Studies(context.Background())
+	trials, _ := store.Trials(context.Background(), studies[0].ID)
+	if len(trials) != 1 || trials[0].State != storage.Complete {
+		t.Errorf("%d trials, the first %v (%v); want one COMPLETE", len(trials), trials[0].State, trials[0].UserAttrs["fail_reason"])
 	}
 }

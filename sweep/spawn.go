@@ -145,10 +145,11 @@ func (r *Runner) checkpointOf(ss *studyState, t storage.FrozenTrial) string {
 // pruning mark: once t is recorded and not retried, nobody resumes them.
 func (r *Runner) dropCheckpoints(ss *studyState, t storage.FrozenTrial) {
 	dir := r.trialDir(ss, t)
-	os.Remove(filepath.Join(dir, trial.CheckpointName))
 	os.Remove(filepath.Join(dir, trial.PrunedName))
-	for _, n := range retryHistory(t) {
-		os.Remove(filepath.Join(r.trialDir(ss, storage.FrozenTrial{Number: n}), trial.CheckpointName))
+	for _, n := range append(retryHistory(t), t.Number) {
+		d := r.trialDir(ss, storage.FrozenTrial{Number: n})
+		os.Remove(filepath.Join(d, trial.CheckpointName))
+		trial.RemoveCheckpointTemps(d)
 	}
 }
 
@@ -552,6 +553,11 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
 		case p.wd.fired() != "":
 			out.state, out.reason = storage.Fail, p.wd.fired()
+		case final != nil && err == nil && p.protoErr == nil && !math.IsNaN(float64(final.Value)):
+			// Finished: a result stands, even if the sweep was being
+			// stopped as the trial wrote it.
+			v := float64(final.Value)
+			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
 		case ctx.Err() != nil:
 			out.state, out.reason, out.retry = storage.Fail, "interrupted: "+p.r.command()+" was stopped", true
 		case err != nil:

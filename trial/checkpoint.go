@@ -64,8 +64,9 @@ type checkpoint struct {
 
 	// The trial's wall time and energy before this process (its
 	// predecessors' included): the final line reports the sum.
-	PriorSeconds float64 `json:"prior_seconds"`
-	PriorJoules  float64 `json:"prior_energy_joules"`
+	PriorSeconds   float64 `json:"prior_seconds"`
+	PriorJoules    float64 `json:"prior_energy_joules"`     // the CPU's (RAPL or the estimate)
+	PriorGPUJoules float64 `json:"prior_gpu_energy_joules"` // NVML's counter, where there was one
 
 	Shapes  [][]int          `json:"trainable_shapes"`
 	Tensors []checkpointSpan `json:"tensors"`
@@ -103,6 +104,10 @@ func writeCheckpoint(path string, c checkpoint, names []string, values [][]float
 	if err != nil {
 		return fmt.Errorf("trial: checkpoint header: %w", err)
 	}
+	// A write cut short by SIGKILL (kill_grace too short for the model,
+	// a node's death) left its temporary file: it goes before a new one
+	// takes the room.
+	RemoveCheckpointTemps(filepath.Dir(path))
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("trial: checkpoint: %w", err)
@@ -158,29 +163,41 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const crcSize = 4
 
-// readCheckpoint reads and verifies the checkpoint at path: its checksum,
-// header and tensor sizes. Any damage (a truncated file, flipped bytes) is
-// an error naming the file. It reads the file once, hashing as it goes, so
-// a checkpoint of t5-large's full fine-tuning (12 GB) takes one pass and
-// its own size in memory.
-func readCheckpoint(path string) (*checkpointData, error) {
+// readCheckpoint reads and verifies the checkpoint at path: a regular
+// file (not a FIFO that would block the trial, nor a device), its header,
+// each tensor's size and the checksum. accept, when set, judges the header
+// and returns the length each tensor must have (by name) before anything
+// is allocated: a damaged or hostile header cannot make the trial allocate
+// what the file claims, and a checkpoint of another training is refused
+// without reading its tensors. nil accept reads the header alone (the
+// tensors are checksummed, not kept). Any damage (a truncated file,
+// flipped bytes) is an error naming the file. It reads the file once,
+// checksumming as it goes, so a checkpoint of t5-large's full fine-tuning
+// (12 GB) takes one pass and its own size in memory.
+func readCheckpoint(path string, accept func(c *checkpoint) (map[string]int, error)) (*checkpointData, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("checkpoint %s: not a regular file (%s)", path, st.Mode().Type())
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	if st, err = f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("checkpoint %s: not a regular file", path)
 	}
 	size := st.Size()
 	digest := crc32.New(castagnoli)
 	r := bufio.NewReaderSize(f, 1<<20)
 	body := max(size-crcSize, 0)
 	in := io.TeeReader(io.LimitReader(r, body), digest)
-	// damaged names the first thing that does not fit; the digest, taken
-	// over the whole file, says whether the file was damaged or written
-	// by something else.
+	// damaged names the first thing that does not fit; the checksum,
+	// taken over the whole file, says whether the file was damaged or
+	// written by something else.
 	damaged := func(why string, args ...any) error {
 		io.Copy(io.Discard, in)
 		sum := make([]byte, crcSize)
@@ -199,7 +216,7 @@ func readCheckpoint(path string) (*checkpointData, error) {
 	}
 	left := uint64(body) - uint64(len(checkpointMagic)) - 8
 	hlen := binary.LittleEndian.Uint64(n[:])
-	if hlen > left {
+	if hlen > left || hlen > 1<<30 {
 		return nil, damaged("a header of %d bytes in a file of %d", hlen, size)
 	}
 	left -= hlen
@@ -211,11 +228,30 @@ func readCheckpoint(path string) (*checkpointData, error) {
 	if err := json.Unmarshal(header, &c.checkpoint); err != nil {
 		return nil, damaged("header: %v", err)
 	}
+	var want map[string]int
+	if accept != nil {
+		if want, err = accept(&c.checkpoint); err != nil {
+			return nil, err
+		}
+	}
 	for _, s := range c.Tensors {
-		if s.Len < 0 || uint64(s.Len)*4 > left {
+		// left/4, not Len·4: a length near 2⁶² must not wrap around.
+		if s.Len < 0 || uint64(s.Len) > left/4 {
 			return nil, damaged("tensor %s of %d values runs past the end", s.Name, s.Len)
 		}
 		left -= uint64(s.Len) * 4
+		if accept == nil {
+			if _, err := io.CopyN(io.Discard, in, int64(s.Len)*4); err != nil {
+				return nil, damaged("%v", err)
+			}
+			continue
+		}
+		if n, ok := want[s.Name]; !ok || n != s.Len {
+			return nil, damaged("tensor %s of %d values is not one of this training's", s.Name, s.Len)
+		}
+		if _, dup := c.values[s.Name]; dup {
+			return nil, damaged("tensor %s twice", s.Name)
+		}
 		v := make([]float32, s.Len)
 		if err := readFloats(in, v); err != nil {
 			return nil, damaged("%v", err)
@@ -285,11 +321,20 @@ func writeFloats(w io.Writer, v []float32) error {
 	return nil
 }
 
+// RemoveCheckpointTemps removes the temporary files of checkpoint writes
+// that never finished from a trial folder.
+func RemoveCheckpointTemps(dir string) {
+	temps, _ := filepath.Glob(filepath.Join(dir, "."+CheckpointName+".*.tmp"))
+	for _, t := range temps {
+		os.Remove(t)
+	}
+}
+
 // CheckpointSteps reads the checkpoint at path and returns the optimiser
 // steps it was taken after and the trial that wrote it; an error when it
 // does not verify.
 func CheckpointSteps(path string) (steps, trial int, err error) {
-	c, err := readCheckpoint(path)
+	c, err := readCheckpoint(path, nil)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -45,7 +45,7 @@ func TestCheckpointWriteFailsWhole(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Error("the previous checkpoint changed")
 	}
-	if c, err := readCheckpoint(path); err != nil || c.Steps != 3 {
+	if c, err := readCheckpoint(path, nil); err != nil || c.Steps != 3 {
 		t.Errorf("the previous checkpoint does not read back: %v", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {

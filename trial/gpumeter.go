@@ -98,6 +98,17 @@ func (m *gpuMeter) stop(p0Watts float64) gpuEnergy {
 	return e
 }
 
+// counterJoules is the counter's energy since start, read while sampling
+// goes on (a checkpoint's); NaN without a counter.
+func (m *gpuMeter) counterJoules() float64 {
+	if m.counter {
+		if e1, ok := m.s.energyMJ(); ok && e1 >= m.e0 {
+			return float64(e1-m.e0) / 1000
+		}
+	}
+	return math.NaN()
+}
+
 // paperEnergyJoules is Eq. 15: E = ∫ u(t)/100 · p₀ dt, given busySeconds =
 // ∫ u(t)/100 dt. (Eq. 16 writes it in kWh from per-minute samples: U·p₀/6000.)
 func paperEnergyJoules(busySeconds, p0Watts float64) float64 { return busySeconds * p0Watts }

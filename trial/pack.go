@@ -33,10 +33,11 @@ type packRun struct {
 	latency     float64
 	reported    []Reported // the intermediate values so far, a predecessor's included
 
-	fingerprint  string  // of its training (checkpoints)
-	priorSeconds float64 // its predecessors' wall time (resumed from a checkpoint)
-	priorJoules  float64 // and energy
-	resumedFrom  string  // "N at step S": the checkpoint it resumed
+	fingerprint    string  // of its training (checkpoints)
+	priorSeconds   float64 // its predecessors' wall time (resumed from a checkpoint)
+	priorJoules    float64 // and energy: the CPU's
+	priorGPUJoules float64 // and the GPU counter's
+	resumedFrom    string  // "N at step S": the checkpoint it resumed
 }
 
 // memberSeed is a packed trial's seed: its own when its parameters search

@@ -68,7 +68,7 @@ func (j *trainJob) resume() error {
 			continue
 		}
 		t0 := time.Now()
-		c, err := readCheckpoint(pr.ResumeFrom)
+		c, err := readCheckpoint(pr.ResumeFrom, func(c *checkpoint) (map[string]int, error) { return j.acceptHeader(i, c) })
 		if err == nil {
 			err = j.restoreRun(i, c)
 		}
@@ -91,9 +91,11 @@ func (j *trainJob) resume() error {
 	return nil
 }
 
-// restoreRun puts run i where checkpoint c stopped, after checking that
-// all of c fits the run; on an error the run is as it was.
-func (j *trainJob) restoreRun(i int, c *checkpointData) error {
+// acceptHeader judges checkpoint c's header for run i, before any
+// tensor is read: the same training, shapes, optimiser groups, a cursor
+// inside the data and validations that add up. It returns the length
+// every tensor of the file must have.
+func (j *trainJob) acceptHeader(i int, c *checkpoint) (map[string]int, error) {
 	pr, fr := j.runs[i], j.fruns[i]
 	nb := len(j.batches)
 	mismatch := func(why string, args ...any) error {
@@ -101,19 +103,51 @@ func (j *trainJob) restoreRun(i int, c *checkpointData) error {
 	}
 	switch {
 	case c.Fingerprint != pr.fingerprint:
-		return mismatch("%v (method, architecture, parameters, seed, training settings, backbone or data differ)", errCheckpointMismatch)
+		return nil, mismatch("%v (method, architecture, parameters, seed, training settings, backbone or data differ)", errCheckpointMismatch)
 	case !slices.EqualFunc(c.Shapes, shapesOf(fr.st.trainable), slices.Equal[[]int]):
-		return mismatch("its trainable tensors have other shapes")
+		return nil, mismatch("its trainable tensors have other shapes")
 	case len(c.Optim) != len(fr.st.groups):
-		return mismatch("%d optimiser groups, want %d", len(c.Optim), len(fr.st.groups))
+		return nil, mismatch("%d optimiser groups, want %d", len(c.Optim), len(fr.st.groups))
 	case c.Epoch < 0 || c.Epoch > j.set.MaxEpochs || c.Batch < 0 || c.Batch >= max(nb, 1) || c.Steps != c.Epoch*nb+c.Batch:
-		return mismatch("step %d at epoch %d, batch %d does not fit %d batches per epoch", c.Steps, c.Epoch, c.Batch, nb)
+		return nil, mismatch("step %d at epoch %d, batch %d does not fit %d batches per epoch", c.Steps, c.Epoch, c.Batch, nb)
 	case c.Evals != len(c.EvalScores) || c.BestAt[0] >= c.Evals || c.BestAt[0] < -1:
-		return mismatch("%d validations with %d scores, the best at %d", c.Evals, len(c.EvalScores), c.BestAt[0])
+		return nil, mismatch("%d validations with %d scores, the best at %d", c.Evals, len(c.EvalScores), c.BestAt[0])
 	}
 	var probe rand.PCG
 	if err := probe.UnmarshalBinary(c.Shuffle); err != nil {
-		return mismatch("data order: %v", err)
+		return nil, mismatch("data order: %v", err)
+	}
+	want := map[string]int{}
+	for k, t := range fr.st.trainable {
+		want["trainable."+strconv.Itoa(k)] = t.Len()
+		if c.BestAt[0] >= 0 {
+			want["best."+strconv.Itoa(k)] = t.Len()
+		}
+	}
+	for g, grp := range fr.st.groups {
+		if c.Optim[g] < 0 {
+			return nil, mismatch("optimiser group %d at step %d", g, c.Optim[g])
+		}
+		if c.Optim[g] == 0 {
+			continue
+		}
+		n := 0
+		for _, t := range grp.tensors {
+			n += t.Len()
+		}
+		want[fmt.Sprintf("adamw.%d.m", g)], want[fmt.Sprintf("adamw.%d.v", g)] = n, n
+	}
+	return want, nil
+}
+
+// restoreRun puts run i where checkpoint c (its header accepted) stopped,
+// after checking that every tensor is there; on an error the run is as it
+// was.
+func (j *trainJob) restoreRun(i int, c *checkpointData) error {
+	pr, fr := j.runs[i], j.fruns[i]
+	nb := len(j.batches)
+	mismatch := func(why string, args ...any) error {
+		return fmt.Errorf("checkpoint %s: %s", pr.ResumeFrom, fmt.Sprintf(why, args...))
 	}
 	need := func(name string, n int) ([]float32, error) {
 		v, ok := c.values[name]
@@ -175,7 +209,7 @@ func (j *trainJob) restoreRun(i int, c *checkpointData) error {
 	fr.lossSum, fr.losses, fr.seconds = c.LossSum, c.Losses, c.Seconds
 	fr.stopped = c.Stopped
 	pr.evalScores, pr.evalSeconds, pr.reported = scoresIn(c.EvalScores), c.EvalSeconds, c.Reported
-	pr.priorSeconds, pr.priorJoules = c.PriorSeconds, c.PriorJoules
+	pr.priorSeconds, pr.priorJoules, pr.priorGPUJoules = c.PriorSeconds, c.PriorJoules, c.PriorGPUJoules
 	return nil
 }
 
@@ -217,6 +251,12 @@ func (j *trainJob) checkpointOnStop() {
 func (j *trainJob) checkpoint() {
 	t0 := time.Now()
 	energy := j.meter.stop(j.set.PackageWatts).joules
+	gpuEnergy := 0.0
+	if j.gpu != nil {
+		if e := j.gpu.counterJoules(); !math.IsNaN(e) {
+			gpuEnergy = e
+		}
+	}
 	going := 0
 	for _, fr := range j.fruns {
 		if fr.err == nil && !fr.pruned {
@@ -229,9 +269,12 @@ func (j *trainJob) checkpoint() {
 		if fr.err != nil || fr.pruned || pr.OutputDir == "" {
 			continue
 		}
-		c, names, values := j.captureRun(i, energy/float64(max(going, 1)))
 		path := filepath.Join(pr.OutputDir, CheckpointName)
-		if err := writeCheckpoint(path, c, names, values); err != nil {
+		c, names, values, err := j.captureRun(i, energy/float64(max(going, 1)), gpuEnergy/float64(max(going, 1)))
+		if err == nil {
+			err = writeCheckpoint(path, c, names, values)
+		}
+		if err != nil {
 			pr.logf("checkpoint at step %d not written (%v); the previous one stays", fr.st.step, err)
 			continue
 		}
@@ -251,7 +294,7 @@ func (j *trainJob) checkpoint() {
 
 // captureRun is run i's checkpoint: its header and tensors by name. The
 // tensors share the run's memory until its next step.
-func (j *trainJob) captureRun(i int, joules float64) (checkpoint, []string, [][]float32) {
+func (j *trainJob) captureRun(i int, joules, gpuJoules float64) (checkpoint, []string, [][]float32, error) {
 	pr, fr := j.runs[i], j.fruns[i]
 	orderAt := fr.orderAt
 	if fr.batch == 0 { // the next epoch's order is not drawn yet
@@ -265,7 +308,8 @@ func (j *trainJob) captureRun(i int, joules float64) (checkpoint, []string, [][]
 		LossSum: fr.lossSum, Losses: fr.losses, Seconds: fr.seconds, Stopped: fr.stopped,
 		EvalScores: scoresOut(pr.evalScores), EvalSeconds: pr.evalSeconds, Reported: pr.reported,
 		PriorSeconds: pr.priorSeconds + time.Since(j.start).Seconds(), PriorJoules: pr.priorJoules + joules,
-		Shapes: shapesOf(fr.st.trainable),
+		PriorGPUJoules: pr.priorGPUJoules + gpuJoules,
+		Shapes:         shapesOf(fr.st.trainable),
 	}
 	var names []string
 	var values [][]float32
@@ -273,7 +317,10 @@ func (j *trainJob) captureRun(i int, joules float64) (checkpoint, []string, [][]
 		names, values = append(names, "trainable."+strconv.Itoa(k)), append(values, t.Values())
 	}
 	for g, grp := range fr.st.groups {
-		s := grp.opt.State()
+		s, err := grp.opt.State()
+		if err != nil {
+			return c, nil, nil, err
+		}
 		c.Optim = append(c.Optim, s.Steps)
 		if s.Steps > 0 {
 			names = append(names, fmt.Sprintf("adamw.%d.m", g), fmt.Sprintf("adamw.%d.v", g))
@@ -283,7 +330,7 @@ func (j *trainJob) captureRun(i int, joules float64) (checkpoint, []string, [][]
 	for k, v := range fr.bestState {
 		names, values = append(names, "best."+strconv.Itoa(k)), append(values, v)
 	}
-	return c, names, values
+	return c, names, values, nil
 }
 
 // trainableDigest is the SHA-256 of the tensors' values (little-endian

@@ -3,6 +3,8 @@ package trial
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/readsweep/readsweep/baselines"
@@ -285,6 +288,26 @@ func TestDamagedCheckpointStartsAfresh(t *testing.T) {
 	}
 	flipped := bytes.Clone(good)
 	flipped[len(flipped)/2] ^= 0x10
+	// A header whose first tensor claims 2⁶²+1 values, and one whose
+	// tensor is far larger than the run's (a sparse file could back it):
+	// neither may be allocated.
+	withLen := func(n int64) []byte {
+		off := len(checkpointMagic)
+		hlen := int(binary.LittleEndian.Uint64(good[off:]))
+		var h map[string]any
+		if err := json.Unmarshal(good[off+8:off+8+hlen], &h); err != nil {
+			t.Fatal(err)
+		}
+		h["tensors"].([]any)[0].(map[string]any)["len"] = n
+		nh, _ := json.Marshal(h)
+		out := append([]byte(checkpointMagic), binary.LittleEndian.AppendUint64(nil, uint64(len(nh)))...)
+		out = append(out, nh...)
+		out = append(out, good[off+8+hlen:]...)
+		if n < 1<<40 {
+			out = append(out, make([]byte, 4*n)...)
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name string
 		file []byte
@@ -295,10 +318,20 @@ func TestDamagedCheckpointStartsAfresh(t *testing.T) {
 		{"flipped byte", flipped, 1e-2, "does not match its contents"},
 		{"empty", nil, 1e-2, "not a checkpoint"},
 		{"another learning rate", good, 3e-3, "belongs to another training"},
+		{"a tensor of 2⁶²+1 values", withLen(1<<62 + 1), 1e-2, "does not match its contents"},
+		{"a tensor larger than the run's", withLen(1 << 24), 1e-2, "does not match its contents"},
+		{"a FIFO", nil, 1e-2, "not a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), CheckpointName)
-			os.WriteFile(path, tc.file, 0o644)
+			if tc.name == "a FIFO" {
+				// Opening one for reading would wait for a writer for ever.
+				if err := syscall.Mkfifo(path, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				os.WriteFile(path, tc.file, 0o644)
+			}
 			s := spec(tc.lr)
 			s.ResumeFrom = path
 			var out, logs bytes.Buffer
@@ -316,8 +349,10 @@ func TestDamagedCheckpointStartsAfresh(t *testing.T) {
 					t.Errorf("not as a fresh trial: %s", diff)
 				}
 			}
-			if raw, _ := os.ReadFile(path); !bytes.Equal(raw, tc.file) {
-				t.Error("the checkpoint file was changed")
+			if tc.file != nil {
+				if raw, _ := os.ReadFile(path); !bytes.Equal(raw, tc.file) {
+					t.Error("the checkpoint file was changed")
+				}
 			}
 		})
 	}

@@ -663,6 +663,10 @@ func (j *trainJob) report() error {
 		if !fr.completed() {
 			continue
 		}
+		prior := pr.priorJoules // what its predecessors spent, in energy_source's terms
+		if energy.source == "nvml" {
+			prior = pr.priorGPUJoules
+		}
 		attrs := map[string]any{
 			"validation":                fr.best,
 			"validation_metrics":        pr.evalScores[fr.bestAt.index],
@@ -675,7 +679,7 @@ func (j *trainJob) report() error {
 			"trainable_params":          j.nTrain,
 			"trainable_percent":         100 * float64(j.nTrain) / float64(j.total),
 			"peak_rss_bytes":            peakRSS(),
-			"energy_joules":             energy.joules*share + pr.priorJoules,
+			"energy_joules":             energy.joules*share + prior,
 			"energy_source":             energy.source,
 			"train_seconds":             fr.trainSeconds,
 			"eval_seconds":              pr.evalSeconds,
@@ -704,7 +708,7 @@ func (j *trainJob) report() error {
 			attrs["gpu_utilisation_mean"] = ge.meanUtil
 			attrs["gpu_memory_used_peak_bytes"] = ge.memPeak
 			attrs["energy_paper_estimate_joules"] = ge.paperJoules * share
-			attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules*share, cpuEnergy.source
+			attrs["cpu_energy_joules"], attrs["cpu_energy_source"] = cpuEnergy.joules*share+pr.priorJoules, cpuEnergy.source
 		}
 		pr.logf("best validation %.2f at %s; test %.2f", fr.best, fr.bestAt, pr.test["score"])
 		if _, err := j.stdout.Write(pr.message(j.packed, Message{Type: TypeFinal, Value: Float(fr.best), Attrs: attrs})); err != nil {

@@ -109,7 +109,7 @@ training: {max_epochs: 4, batch_size: 4, patience: 10, checkpoint_every: ` + tc.
 			}
 			// Stop it inside epoch 2 (steps batches+1 … 2·batches−1): by
 			// the checkpoint's step, or by the trial's log.
-			batches := 0
+			batches, epochSeconds := 0, 0.0
 			waitForLong(t, 60*time.Second, func() bool {
 				d := trialDir(0)
 				if d == "" {
@@ -130,8 +130,15 @@ training: {max_epochs: 4, batch_size: 4, patience: 10, checkpoint_every: ` + tc.
 					return err == nil && steps > batches && steps < 2*batches
 				}
 				log, _ := os.ReadFile(filepath.Join(d, "stderr.log"))
-				return strings.Contains(string(log), "epoch 0: train loss")
+				if m := epochZero.FindSubmatch(log); m != nil {
+					fmt.Sscan(string(m[1]), &epochSeconds)
+					return true
+				}
+				return false
 			})
+			// A third of an epoch on: inside epoch 2, however loaded the
+			// machine (the first epoch's time says how fast it goes).
+			time.Sleep(time.Duration(epochSeconds / 3 * float64(time.Second)))
 			cmd.Process.Signal(tc.sig)
 			cmd.Wait()
 			first := load(t, filepath.Join(dir, "r.db"))
@@ -191,6 +198,9 @@ training: {max_epochs: 4, batch_size: 4, patience: 10, checkpoint_every: ` + tc.
 		})
 	}
 }
+
+// epochZero is a trial's log line for its first epoch, with its seconds.
+var epochZero = regexp.MustCompile(`(?m)^epoch 0: train loss .*\(([0-9.]+)s\)$`)
 
 // waitForLong polls cond every 10 ms for up to d.
 func waitForLong(t *testing.T, d time.Duration, cond func() bool) {
@@ -313,6 +323,17 @@ func TestDetachedRun(t *testing.T) {
 	if _, errOut, code := sweepCmd(t, dir, "run", "--detach", "sweep.yaml"); code == 0 || !strings.Contains(errOut, "parallel") {
 		t.Errorf("a bad sweep file with --detach: exit %d\n%s", code, errOut)
 	}
+	// What the run's own checks would find (a missing model, a database
+	// that cannot open) is said in the terminal too.
+	writeConfig(t, dir, "storage: sqlite:///d.db\noutput_dir: out\nmodel: /nonexistent/model\ndata_dir: "+mustAbs(t, "../../glue/testdata/fixture")+
+		"\ndatasets: [sst2]\nmethods: {lora: [{rank: 4}]}\nsearch: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}\ntrials: 1\n")
+	if _, errOut, code := sweepCmd(t, dir, "run", "--detach", "sweep.yaml"); code == 0 || !strings.Contains(errOut, "/nonexistent/model") {
+		t.Errorf("a missing model with --detach: exit %d\n%s", code, errOut)
+	}
+	writeConfig(t, dir, syntheticSweep("no/such/folder/d.db", "{name: fine}", 3, "output_dir: out\n"))
+	if _, errOut, code := sweepCmd(t, dir, "run", "--detach", "sweep.yaml"); code == 0 || strings.Contains(errOut, "background") {
+		t.Errorf("a database that cannot open with --detach: exit %d\n%s", code, errOut)
+	}
 }
 
 // sessionOf reads process pid's session id from /proc (field 6 of stat,
@@ -349,6 +370,24 @@ func TestBenchResume(t *testing.T) {
 	} {
 		if !want.MatchString(out) {
 			t.Errorf("bench output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestSignalLead(t *testing.T) {
+	for _, tc := range []struct {
+		grace time.Duration
+		limit string
+		want  int
+	}{
+		{10 * time.Second, "", 70},
+		{10 * time.Second, "24:00:00", 70},
+		{10 * time.Second, "1", 30}, // one minute: half of it
+		{30 * time.Hour, "", 65535}, // sbatch's most
+		{10 * time.Second, "UNLIMITED", 70},
+	} {
+		if got := signalLead(tc.grace, tc.limit); got != tc.want {
+			t.Errorf("kill_grace %v, --time %q: lead %d s, want %d", tc.grace, tc.limit, got, tc.want)
 		}
 	}
 }

@@ -94,6 +94,16 @@ func runCommand(name string, args []string, defaultParallel int) error {
 		return dryRun(cfg, plan)
 	}
 	if *detached {
+		// What would stop the run stops it here, in the terminal: not in
+		// a log nobody is reading yet.
+		if err := preflight(cfg, plan, pos[0]); err != nil {
+			return err
+		}
+		store, err := storage.Open(cfg.Storage)
+		if err != nil {
+			return err
+		}
+		store.Close()
 		return detach(name, args, cfg.OutputDir)
 	}
 	// A worker started while the database restarts waits for it.

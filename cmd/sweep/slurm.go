@@ -169,7 +169,7 @@ func sbatchOptions(workers int, output string, killGrace time.Duration, extra []
 		// SIGTERM: its trials checkpoint within kill_grace and are queued
 		// again, for the next job to resume. Slurm may signal up to a
 		// minute early or late, hence the minute on top.
-		fmt.Sprintf("--signal=B:TERM@%d", int((killGrace + time.Minute).Seconds()))}
+		fmt.Sprintf("--signal=B:TERM@%d", signalLead(killGrace, named["time"]))}
 	for _, name := range []string{"gres", "time", "partition", "account", "qos", "mem", "cpus-per-task", "constraint"} {
 		if v := named[name]; v != "" {
 			opts = append(opts, "--"+name+"="+v)
@@ -185,6 +185,17 @@ func sbatchOptions(workers int, output string, killGrace time.Duration, extra []
 		opts = append(opts, a)
 	}
 	return opts, nil
+}
+
+// signalLead is how many seconds before the time limit the worker gets
+// SIGTERM: kill_grace and a minute (Slurm signals up to a minute off),
+// at most half of a short --time and sbatch's 65535.
+func signalLead(killGrace time.Duration, limit string) int {
+	lead := killGrace + time.Minute
+	if d, err := slurmDuration(limit); err == nil && d > 0 && lead > d/2 {
+		lead = d / 2
+	}
+	return max(1, min(int(lead.Seconds()), 65535))
 }
 
 // jobScript is the batch script: a comment saying what it runs, the
