@@ -245,6 +245,31 @@ func (c *CUDA) MulBackward(da, db, dout, a, b Buffer) {
 	c.elementwise("mul_backward", a.n, da, db, dout, a, b)
 }
 
+// MulRow: out = x ⊙ b, b (cols) repeated over x's rows.
+func (c *CUDA) MulRow(out, x, b Buffer) {
+	if b.n == 0 || x.n%b.n != 0 {
+		panic(fmt.Sprintf("nn: CUDA MulRow: %d elements times a row of %d", x.n, b.n))
+	}
+	c.post(func() { c.launch("mul_row_forward", elementwiseGrid(x.n), elementwiseBlock, out, x, b, x.n, b.n) })
+}
+
+// MulRowBackward adds dout ⊙ b (b repeated over rows) into dx and the
+// column sums of dout ⊙ x into db; either may be nil. The column sums
+// take accumulateColumns's fixed order.
+func (c *CUDA) MulRowBackward(dx, db, dout, x, b Buffer, rows, cols int) {
+	c.post(func() {
+		if !dx.IsNil() {
+			c.launch("mul_row_backward", elementwiseGrid(dout.n), elementwiseBlock, dx, dout, b, dout.n, b.n)
+		}
+		if !db.IsNil() {
+			prod := c.alloc(dout.n)
+			c.launch("mul_forward", elementwiseGrid(dout.n), elementwiseBlock, prod, dout, x, dout.n)
+			c.accumulateColumns(db, prod, rows, cols, cols)
+			c.release(prod)
+		}
+	})
+}
+
 // Scale: out = s·x; ScaleBackward: dx += s·dout.
 func (c *CUDA) Scale(out, x Buffer, s float32) { c.elementwise("scale_forward", x.n, out, x, s) }
 func (c *CUDA) ScaleBackward(dx, dout Buffer, s float32) {

@@ -246,6 +246,7 @@ type gpuGraph interface {
 	gru(out, gi, gh, h *Tensor, N, R int)
 	lstm(hOut, cOut, gates, cPrev *Tensor, N, R int)
 	addRow(out, x, b *Tensor, N, C int)
+	mulRow(out, x, b *Tensor, N, C int)
 	prepend(out, p, x *Tensor, B, P, S, D int)
 	batchMatmul(out, a, b *Tensor, B, M, K, N int)
 	meanHeads(out, p *Tensor, B, H, TqTk int)
@@ -944,6 +945,56 @@ func (g *Graph) AddRow(x, b *Tensor) *Tensor {
 						b.Grad[i] += d[i]
 					}
 				}
+			}
+		})
+	}
+	return out
+}
+
+// MulRow multiplies every row of x (..., C) by b (C), elementwise: a
+// learned rescaling of each feature (IA³). b's gradient sums over the
+// rows in float64.
+func (g *Graph) MulRow(x, b *Tensor) *Tensor {
+	C := x.Dim(-1)
+	mustLen("MulRow", "b", b.Len(), C)
+	out := g.New(g.wants(x, b), x.Shape...)
+	N := x.Rows()
+	if g.gpu != nil {
+		g.gpu.mulRow(out, x, b, N, C)
+		return out
+	}
+	parallelFor(N, max(1, (1<<14)/max(C, 1)), func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			o, r := out.Data[n*C:(n+1)*C], x.Data[n*C:(n+1)*C]
+			for i := range o {
+				o[i] = r[i] * b.Data[i]
+			}
+		}
+	})
+	if out.Grad != nil {
+		g.record(func() {
+			if x.Grad != nil {
+				parallelFor(N, max(1, (1<<14)/max(C, 1)), func(lo, hi int) {
+					for n := lo; n < hi; n++ {
+						d, xg := out.Grad[n*C:(n+1)*C], x.Grad[n*C:(n+1)*C]
+						for i := range d {
+							xg[i] += d[i] * b.Data[i]
+						}
+					}
+				})
+			}
+			if b.Grad != nil {
+				// By columns, each summed over every row in order: the
+				// same result on any number of goroutines.
+				parallelFor(C, 64, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						var s float64
+						for n := 0; n < N; n++ {
+							s += float64(out.Grad[n*C+i]) * float64(x.Data[n*C+i])
+						}
+						b.Grad[i] += float32(s)
+					}
+				})
 			}
 		})
 	}

@@ -440,6 +440,14 @@ func (cg *cudaGraph) addRow(out, x, b *Tensor, N, C int) {
 	}
 }
 
+func (cg *cudaGraph) mulRow(out, x, b *Tensor, N, C int) {
+	dx, db := cg.d(x), cg.d(b)
+	cg.c.MulRow(out.dev.data, dx, db)
+	if out.takesGrad() {
+		cg.record(func() { cg.c.MulRowBackward(cg.gr(x), cg.gr(b), cg.gr(out), dx, db, N, C) }, out)
+	}
+}
+
 func (cg *cudaGraph) prepend(out, p, x *Tensor, B, P, S, D int) {
 	dp, dx := cg.d(p), cg.d(x)
 	row := (P + S) * D

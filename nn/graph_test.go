@@ -189,6 +189,14 @@ func opCases() []opCase {
 			x, b, p := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 4), randTensor(rng, true, 2, 4)
 			checkGrad(t, be, []*Tensor{x, b, p}, 1e-2, func(g *Graph) *Tensor { return g.Prepend(p, g.AddRow(x, b)) })
 		}},
+		{"row scaling (IA³)", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, b := randTensor(rng, true, 2, 3, 4), randTensor(rng, true, 4)
+			checkGrad(t, be, []*Tensor{x, b}, 1e-2, func(g *Graph) *Tensor { return g.MulRow(g.Tanh(x), b) })
+			// A frozen input and more rows than one pass of the GPU's
+			// column sum takes (128).
+			frozen, c := randTensor(rng, false, 2, 80, 4), randTensor(rng, true, 4)
+			checkGrad(t, be, []*Tensor{c}, 1e-2, func(g *Graph) *Tensor { return g.MulRow(frozen, c) })
+		}},
 		{"gate mix", func(t *testing.T, be Backend, rng *rand.Rand) {
 			a, b, alpha := randTensor(rng, true, 3, 4), randTensor(rng, true, 3, 4), randTensor(rng, true, 1)
 			alpha.Data[0] *= 0.1

@@ -150,6 +150,17 @@ RS_EXTERN __global__ void mul_forward(float* out, const float* a, const float* b
     RS_FOR(i, n) out[i] = a[i] * b[i];
 }
 
+// out = x ⊙ b with b (nb values) repeated over x's rows: a learned
+// rescaling of every feature (IA³)
+RS_EXTERN __global__ void mul_row_forward(float* out, const float* x, const float* b, long long n, long long nb) {
+    RS_FOR(i, n) out[i] = x[i] * b[i % nb];
+}
+
+// dx += dout ⊙ b, b repeated over the rows
+RS_EXTERN __global__ void mul_row_backward(float* dx, const float* dout, const float* b, long long n, long long nb) {
+    RS_FOR(i, n) dx[i] += dout[i] * b[i % nb];
+}
+
 // da += dout ⊙ b, db += dout ⊙ a; either may be null
 RS_EXTERN __global__ void mul_backward(float* da, float* db, const float* dout, const float* a, const float* b, long long n) {
     RS_FOR(i, n) {
