@@ -33,6 +33,8 @@ func Register(r methods.Registry) {
 	r["bitfit"] = methods.Entry{New: newBitFit, Display: "BitFit", Order: 3}
 	r["prompt"] = methods.Entry{New: newPrompt, Display: "Prompt-tuning", Order: 4}
 	r["lst"] = methods.Entry{New: newLST, Display: "LST", Order: 5}
+	// Not in the paper (READ takes 6): users comparing PEFT methods ask for it.
+	r["ia3"] = methods.Entry{New: newIA3, Display: "IA³", Order: 7}
 }
 
 // own is a method's own tensors with every one trainable.

@@ -34,6 +34,7 @@ func TestPaperParameterCounts(t *testing.T) {
 	_, loraAll := loraShapes(c, "all_qv", 32)
 	_, adapter := adapterShapes(c, "block", 64)
 	_, houlsby := adapterShapes(c, "houlsby", 64)
+	_, ia3 := ia3Shapes(c)
 	rows := []struct {
 		name  string
 		n     int
@@ -51,6 +52,9 @@ func TestPaperParameterCounts(t *testing.T) {
 		{"lora targets all_qv", nn.CountShapes(loraAll), 3538944, ""},
 		{"adapter placement houlsby", nn.CountShapes(houlsby), 4758528, ""},
 		{"lst (sidenet 96: 12+12 side blocks)", lstCount(c, 96), 5097240, ""},
+		// 12 encoder blocks × (k 768 + v 768 + ff 3072) + 12 decoder
+		// blocks × (self and cross k, v 4 × 768 + ff 3072): peft's count.
+		{"ia3 (k, v, wo)", nn.CountShapes(ia3), 129024, ""},
 	}
 	for _, r := range rows {
 		pct := 100 * float64(r.n) / float64(total)
@@ -240,6 +244,7 @@ func TestGradientsByFiniteDifferences(t *testing.T) {
 		{"adapter", map[string]any{"bottleneck": 3, "placement": "houlsby"}},
 		{"lst", map[string]any{"sidenet_dim": 8, "init": "magnitude"}},
 		{"lora", map[string]any{"rank": 2}},
+		{"ia3", nil},
 		{"full", nil},
 	} {
 		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
@@ -309,6 +314,7 @@ func TestSettingsValidation(t *testing.T) {
 		{"adapter", map[string]any{"placement": "everywhere"}, "placement: everywhere is not one of block, houlsby"},
 		{"bitfit", map[string]any{"scope": 3}, "scope: 3 is not one of decoder, all"},
 		{"prompt", map[string]any{"prompts": 100000}, "prompts: 100000 prompts need"},
+		{"ia3", map[string]any{"rank": 4}, `ia3: unknown architecture setting "rank"`},
 		{"readx", nil, `unknown method "readx"`},
 	} {
 		_, err := registry().New(tc.method, loadTiny(t), tc.arch, 1)

@@ -54,6 +54,7 @@ func TestTrialOnEmulatedGPU(t *testing.T) {
 		{"read", map[string]any{"hidden": 16}},
 		{"lst", map[string]any{"sidenet_dim": 16}},
 		{"prompt", map[string]any{"prompts": 4}},
+		{"ia3", nil},
 	} {
 		t.Run(fmt.Sprint(tc.method), func(t *testing.T) {
 			cpuLoss, cpuFinal, _ := run(t, tc.method, tc.arch, "cpu")

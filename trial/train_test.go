@@ -193,6 +193,7 @@ func TestEveryMethodTrains(t *testing.T) {
 		{"read", map[string]any{"hidden": 16, "recurrence": false}, 1e-2},
 		{"lst", map[string]any{"sidenet_dim": 16}, 1e-2},
 		{"lst", map[string]any{"sidenet_dim": 8, "init": "random"}, 1e-2},
+		{"ia3", nil, 3e-2},
 	} {
 		t.Run(fmt.Sprint(tc.method, tc.arch), func(t *testing.T) {
 			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",

@@ -11,7 +11,7 @@ import (
 // name but never built.
 func TestRegistry(t *testing.T) {
 	r := Registry()
-	want := []string{"full", "adapter", "lora", "bitfit", "prompt", "lst", "read", Synthetic}
+	want := []string{"full", "adapter", "lora", "bitfit", "prompt", "lst", "read", "ia3", Synthetic}
 	if got := r.Names(); !slices.Equal(got, want) {
 		t.Errorf("Names() = %v, want %v", got, want)
 	}
