@@ -88,6 +88,32 @@ func TestIA3FoldsIntoTheBackbone(t *testing.T) {
 			if loss == backboneLoss {
 				t.Error("the moved vectors changed nothing: the test proves nothing")
 			}
+			// Decoding computes the cross-attention keys and values once,
+			// through the hook: they must be the folded model's (argmax
+			// tokens of a random tiny model would not tell).
+			lean := *meth.Hooks()
+			lean.LeanEncoder = true
+			eh := m.EncodeForDecoding(be, ids, mask, 2, 6, &lean)
+			ef := folded.EncodeForDecoding(be, ids, mask, 2, 6, &t5.Hooks{LeanEncoder: true})
+			th, okh := eh.EncodedTensors()
+			tf, okf := ef.EncodedTensors()
+			if !okh || !okf {
+				t.Fatal("no encoded tensors")
+			}
+			for name, want := range tf {
+				if !strings.HasPrefix(name, "cross_") {
+					continue
+				}
+				a, b := th[name].Values(), want.Values()
+				for i := range b {
+					if math.Abs(float64(a[i]-b[i])) > 1e-5*(1+math.Abs(float64(b[i]))) {
+						t.Errorf("%s[%d] = %v, folded %v", name, i, a[i], b[i])
+						break
+					}
+				}
+			}
+			eh.Release()
+			ef.Release()
 			got := m.Generate(be, ids, mask, 2, 6, 8, meth.Hooks())
 			want := folded.Generate(be, ids, mask, 2, 6, 8, nil)
 			for b := range want {

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -643,4 +644,18 @@ func TestViewOnDeviceIsItsBase(t *testing.T) {
 	// A view of a view shares the first base too.
 	v := randTensor(rng, true, 12)
 	checkOnDevice(t, c, []*Tensor{v}, 1e-2, func(g *Graph) *Tensor { return g.Linear(x, v.View(2, 6).View(3, 4), nil) })
+
+	// A view made before its base went to the GPU reads and writes the
+	// base's device values, not its stale host copy.
+	u := randTensor(rng, true, 12)
+	early := u.View(3, 4)
+	ToDevice(c, u)
+	sevens := make([]float32, 12)
+	for i := range sevens {
+		sevens[i] = 7
+	}
+	early.SetValues(sevens)
+	if !early.OnDevice() || !slices.Equal(u.Values(), sevens) {
+		t.Errorf("a view set before its base was mirrored: on device %v, base %v", early.OnDevice(), u.Values())
+	}
 }

@@ -37,9 +37,19 @@ func (t *Tensor) takesGrad() bool {
 	return t != nil && (t.Grad != nil || (t.dev != nil && (!t.dev.grad.IsNil() || t.dev.lazyGrad)))
 }
 
+// adoptBase gives a view made before its base went to the GPU the base's
+// device storage, so that every accessor of the view reads and writes
+// what the base does.
+func (t *Tensor) adoptBase() {
+	if t.dev == nil && t.base != nil && t.base.dev != nil {
+		t.dev = t.base.dev
+	}
+}
+
 // Values returns t's values on the host, copying them from the GPU first
 // where t lives there.
 func (t *Tensor) Values() []float32 {
+	t.adoptBase()
 	if t.dev == nil {
 		return t.Data
 	}
@@ -62,6 +72,7 @@ func (t *Tensor) fetch(host *[]float32, b Buffer) []float32 {
 // intermediate tensor's gradient only until the op that made it has run
 // its backward (parameters keep theirs); after that this returns nil.
 func (t *Tensor) GradValues() []float32 {
+	t.adoptBase()
 	if t.dev == nil || t.dev.grad.IsNil() {
 		return t.Grad
 	}
@@ -70,6 +81,7 @@ func (t *Tensor) GradValues() []float32 {
 
 // SetValues sets t's values (on the GPU too, where t lives there).
 func (t *Tensor) SetValues(v []float32) {
+	t.adoptBase()
 	mustLen("SetValues", "v", len(v), t.Len())
 	if len(t.Data) != len(v) {
 		t.Data = make([]float32, len(v))
@@ -81,7 +93,10 @@ func (t *Tensor) SetValues(v []float32) {
 }
 
 // OnDevice reports whether t lives on a GPU.
-func (t *Tensor) OnDevice() bool { return t.dev != nil }
+func (t *Tensor) OnDevice() bool {
+	t.adoptBase()
+	return t.dev != nil
+}
 
 // Dim returns the size of dimension i (negative counts from the end).
 func (t *Tensor) Dim(i int) int {

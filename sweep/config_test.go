@@ -342,7 +342,7 @@ func TestEveryRegisteredMethodAccepted(t *testing.T) {
 		}
 	}
 	bad := "trainer: synthetic\ndatasets: [sst2]\nmethods:\n  ia4: [{}]\nsearch:\n  lr: {low: 1.0e-5, high: 1.0e-3, log: true}\n"
-	if _, err := ParseConfig("sweeps.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "known: full, adapter, lora, bitfit, prompt, lst, read, synthetic") {
+	if _, err := ParseConfig("sweeps.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "known: full, adapter, lora, bitfit, prompt, lst, read, ia3, synthetic") {
 		t.Errorf("an unregistered method: %v", err)
 	}
 }

@@ -122,6 +122,7 @@ func readJournal(path string) (*journal, error) {
 // It returns how many it recorded.
 func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []storage.FrozenTrial) (int, error) {
 	recorded := 0
+	retried := retriedNumbers(trials)
 	for _, t := range trials {
 		path := filepath.Join(r.trialDir(ss, t), journalName)
 		aside := filepath.Join(filepath.Dir(path), unappliedName)
@@ -149,7 +150,7 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 		if t.State.IsFinished() {
 			if t.State == *u.State {
 				os.Remove(path) // recorded; its process died before removing it
-				r.dropRecordedCheckpoints(ss, t, *u.State)
+				r.dropRecordedCheckpoints(ss, t, *u.State, retried[t.Number])
 				continue
 			}
 			r.logf("%s#%d: its journalled result (%s) was not recorded before the trial was found %s; kept in %s", ss.plan.Name, t.Number, j.State, t.State, aside)
@@ -167,17 +168,17 @@ func (r *Runner) replayJournals(ctx context.Context, ss *studyState, trials []st
 		}
 		r.logf("%s#%d %s: recorded from its journal (its process could not reach the database)", ss.plan.Name, t.Number, j.State)
 		os.Remove(path)
-		r.dropRecordedCheckpoints(ss, t, *u.State)
+		r.dropRecordedCheckpoints(ss, t, *u.State, retried[t.Number])
 		recorded++
 	}
 	return recorded, nil
 }
 
 // dropRecordedCheckpoints drops the checkpoints of a trial recorded from
-// its journal, unless it FAILed: its process queued the retry that
-// resumes them before writing the journal.
-func (r *Runner) dropRecordedCheckpoints(ss *studyState, t storage.FrozenTrial, state storage.TrialState) {
-	if state != storage.Fail {
+// its journal, unless it FAILed and has a retry (its process queued it
+// before writing the journal), which resumes them.
+func (r *Runner) dropRecordedCheckpoints(ss *studyState, t storage.FrozenTrial, state storage.TrialState, retried bool) {
+	if state != storage.Fail || !retried {
 		r.dropCheckpoints(ss, t)
 	}
 }

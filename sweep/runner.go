@@ -464,12 +464,18 @@ func (r *Runner) reapDead(ctx context.Context, rs *runState, ss *studyState) err
 		if retried[t.Number] {
 			continue // its process enqueued the retry, then died before recording the FAIL
 		}
-		// A trial that left a checkpoint of its own trained for at least
-		// checkpoint_every since it started: retrying it is free, as for
-		// an interruption (each free retry is that much further on, so
-		// there are finitely many). One that did not counts.
-		own, err := os.Stat(filepath.Join(r.trialDir(ss, t), trial.CheckpointName))
-		progressed := err == nil && own.Mode().IsRegular()
+		dir := r.trialDir(ss, t)
+		if _, err := os.Stat(filepath.Join(dir, trial.PrunedName)); err == nil {
+			// The pruner had stopped it; its process died before saying so.
+			r.logf("%s#%d had been pruned: not retried", ss.plan.Name, t.Number)
+			r.dropCheckpoints(ss, t)
+			continue
+		}
+		// A trial that left a checkpoint beyond the one it was given
+		// trained further than its lineage had: retrying it is free, as
+		// for an interruption (each free retry is further on, so there are
+		// finitely many). One that did not counts.
+		progressed := trial.CheckpointProgressed(filepath.Join(dir, trial.CheckpointName))
 		queued, err := r.queueRetry(ctx, ss, t, !progressed)
 		if err != nil {
 			return err

@@ -3,9 +3,11 @@ package sweep
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
@@ -508,27 +510,31 @@ training: {max_epochs: 9, patience: 9}
 }
 
 // TestReapedTrialsAndTheirCheckpoints: a dead trial that left a
-// checkpoint of its own trained on since its start, so its retry is free
-// (it does not use up max_retries); one that left none has used its last
-// retry here (max_retries 0), and its lineage's checkpoints and leftover
-// temporary files are removed, since nobody will resume them.
+// checkpoint beyond the one it was given trained on, so its retry is free
+// (it does not use up max_retries); one that left none, or one no
+// further than it was given, has used its last retry here (max_retries
+// 0), and its lineage's checkpoints and leftover temporary files go; one
+// the pruner had stopped is not retried at all.
 func TestReapedTrialsAndTheirCheckpoints(t *testing.T) {
-	r, store, plan, st := oneStudyRunner(t, `trials: 2
+	r, store, plan, st := oneStudyRunner(t, `trials: 4
 max_retries: 0
 training: {max_epochs: 1}
 heartbeat_interval: 50ms
 heartbeat_grace: 100ms
 `)
 	ctx := context.Background()
-	progressed, stuck := orphan(t, store, st.ID, 1e-4), orphan(t, store, st.ID, 2e-4)
+	progressed, stuck, again, pruned := orphan(t, store, st.ID, 1e-4), orphan(t, store, st.ID, 2e-4), orphan(t, store, st.ID, 3e-4), orphan(t, store, st.ID, 4e-4)
 	ss := &studyState{plan: plan[0], study: st}
-	for _, tr := range []storage.FrozenTrial{progressed, stuck} {
+	for _, tr := range []storage.FrozenTrial{progressed, stuck, again, pruned} {
 		os.MkdirAll(r.trialDir(ss, tr), 0o755)
 	}
-	os.WriteFile(filepath.Join(r.trialDir(ss, progressed), trial.CheckpointName), []byte("state"), 0o644)
+	fakeCheckpoint(t, filepath.Join(r.trialDir(ss, progressed), trial.CheckpointName), 40, 20)
+	fakeCheckpoint(t, filepath.Join(r.trialDir(ss, again), trial.CheckpointName), 20, 20)
+	fakeCheckpoint(t, filepath.Join(r.trialDir(ss, pruned), trial.CheckpointName), 30, 0)
+	os.WriteFile(filepath.Join(r.trialDir(ss, pruned), trial.PrunedName), nil, 0o644)
 	temp := filepath.Join(r.trialDir(ss, stuck), "."+trial.CheckpointName+".123.tmp")
 	os.WriteFile(temp, []byte("half a write"), 0o644)
-	time.Sleep(300 * time.Millisecond) // both heartbeats go stale
+	time.Sleep(300 * time.Millisecond) // the heartbeats go stale
 	if _, err := r.Run(ctx, plan); err != nil {
 		t.Fatal(err)
 	}
@@ -542,11 +548,30 @@ heartbeat_grace: 100ms
 			retried[n] = true
 		}
 	}
-	if !retried[progressed.Number] || retried[stuck.Number] {
-		t.Errorf("retried %v: want #%d (it checkpointed) and not #%d (max_retries 0)", retried, progressed.Number, stuck.Number)
+	if !retried[progressed.Number] || retried[stuck.Number] || retried[again.Number] || retried[pruned.Number] {
+		t.Errorf("retried %v: want #%d alone (it checkpointed beyond what it was given)", retried, progressed.Number)
 	}
-	if _, err := os.Stat(temp); !os.IsNotExist(err) {
-		t.Errorf("the unretried trial's half-written checkpoint is still there (%v)", err)
+	for _, gone := range []string{temp, filepath.Join(r.trialDir(ss, again), trial.CheckpointName), filepath.Join(r.trialDir(ss, pruned), trial.CheckpointName)} {
+		if _, err := os.Stat(gone); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", gone, err)
+		}
+	}
+}
+
+// fakeCheckpoint writes a checkpoint file with no tensors, after steps
+// optimiser steps, given one of offered steps, in the file format of
+// trial's checkpoints (docs/protocol.md).
+func fakeCheckpoint(t *testing.T, path string, steps, offered int) {
+	t.Helper()
+	header, _ := json.Marshal(map[string]any{"steps": steps, "offered_steps": offered, "tensors": []any{}})
+	body := binary.LittleEndian.AppendUint64([]byte("READSWEEP-CHECKPOINT 1\n"), uint64(len(header)))
+	body = append(body, header...)
+	body = binary.BigEndian.AppendUint32(body, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := trial.CheckpointProgressed(path); got != (steps > offered) {
+		t.Fatalf("fake checkpoint %s does not read as one", path)
 	}
 }
 

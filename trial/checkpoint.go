@@ -40,6 +40,10 @@ type checkpoint struct {
 	Fingerprint string `json:"fingerprint"`
 	Trial       int    `json:"trial"` // the trial that wrote it
 	Steps       int    `json:"steps"` // optimiser steps taken
+	// Offered is the steps of the checkpoint the trial was given to
+	// resume (0: none, or none that read): Steps beyond it are progress
+	// its lineage had not made.
+	Offered int `json:"offered_steps"`
 	// The cursor: the next step is batch Batch of epoch Epoch's order,
 	// which Shuffle (the order's source before it was drawn) draws again.
 	Epoch   int    `json:"epoch"`
@@ -339,6 +343,14 @@ func CheckpointSteps(path string) (steps, trial int, err error) {
 		return 0, 0, err
 	}
 	return c.Steps, c.Trial, nil
+}
+
+// CheckpointProgressed reports whether the checkpoint at path verifies
+// and goes beyond the checkpoint its trial was given to resume: the trial
+// trained further than its lineage had.
+func CheckpointProgressed(path string) bool {
+	c, err := readCheckpoint(path, nil)
+	return err == nil && c.Steps > c.Offered
 }
 
 // checkpointFingerprint names the training a checkpoint belongs to: the

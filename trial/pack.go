@@ -38,6 +38,7 @@ type packRun struct {
 	priorJoules    float64 // and energy: the CPU's
 	priorGPUJoules float64 // and the GPU counter's
 	resumedFrom    string  // "N at step S": the checkpoint it resumed
+	offeredSteps   int     // the steps of the checkpoint it was given (0: none)
 }
 
 // memberSeed is a packed trial's seed: its own when its parameters search

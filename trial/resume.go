@@ -68,7 +68,10 @@ func (j *trainJob) resume() error {
 			continue
 		}
 		t0 := time.Now()
-		c, err := readCheckpoint(pr.ResumeFrom, func(c *checkpoint) (map[string]int, error) { return j.acceptHeader(i, c) })
+		c, err := readCheckpoint(pr.ResumeFrom, func(c *checkpoint) (map[string]int, error) {
+			pr.offeredSteps = c.Steps // even if refused: the lineage's progress
+			return j.acceptHeader(i, c)
+		})
 		if err == nil {
 			err = j.restoreRun(i, c)
 		}
@@ -301,7 +304,7 @@ func (j *trainJob) captureRun(i int, joules, gpuJoules float64) (checkpoint, []s
 		orderAt, _ = fr.order.MarshalBinary()
 	}
 	c := checkpoint{
-		Fingerprint: pr.fingerprint, Trial: pr.Number, Steps: fr.st.step,
+		Fingerprint: pr.fingerprint, Trial: pr.Number, Steps: fr.st.step, Offered: pr.offeredSteps,
 		Epoch: fr.epoch, Batch: fr.batch, Shuffle: orderAt, Streams: fr.st.streams,
 		Evals: fr.evals, Best: Float(fr.best), BestAt: [3]int{fr.bestAt.index, fr.bestAt.epoch, fr.bestAt.steps},
 		Epochs: fr.epochs, Examples: fr.examples, TrainSeconds: fr.trainSeconds,
