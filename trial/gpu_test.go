@@ -23,14 +23,7 @@ import (
 // on the CPU: without dropout the two are the same computation, so the
 // epoch losses and the scores must agree.
 func TestTrialOnEmulatedGPU(t *testing.T) {
-	lib := cudatest.Emulator(t)
-	t.Setenv(nn.EnvLibCUDA, lib)
-	t.Setenv(nn.EnvLibCUBLAS, lib)
-	t.Setenv(cudatest.MaxBlockEnv, "4")
-	model := tinyModel(t)
-	reg := methods.Registry{}
-	baselines.Register(reg)
-	read.Register(reg)
+	model, reg := onEmulatedGPU(t)
 	run := func(t *testing.T, method string, arch map[string]any, device string) ([]float64, Message, string) {
 		spec := Spec{Version: Version, Study: method + "/x/sst2", Method: method, Arch: arch, Dataset: "sst2",
 			Params: map[string]any{"lr": 1e-2}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", Device: device,
@@ -87,14 +80,20 @@ func TestTrialOnEmulatedGPU(t *testing.T) {
 // trainable tensors and AdamW's moments go from the device into the
 // checkpoint and back onto the device.
 func TestResumeOnEmulatedGPU(t *testing.T) {
+	model, reg := onEmulatedGPU(t)
+	testResume(t, reg, model, "lora", map[string]any{"rank": 4, "targets": "all_qv"}, false,
+		map[string]any{"max_train_examples": 64, "max_eval_examples": 4, "state_cache": "off"}, "cuda")
+}
+
+// onEmulatedGPU points the CUDA backend at the CPU emulator for the test
+// (device: cuda opens it), and returns the tiny model and the methods.
+func onEmulatedGPU(t *testing.T) (string, methods.Registry) {
 	lib := cudatest.Emulator(t)
 	t.Setenv(nn.EnvLibCUDA, lib)
 	t.Setenv(nn.EnvLibCUBLAS, lib)
 	t.Setenv(cudatest.MaxBlockEnv, "4")
-	model := tinyModel(t)
 	reg := methods.Registry{}
 	baselines.Register(reg)
 	read.Register(reg)
-	testResume(t, reg, model, "lora", map[string]any{"rank": 4, "targets": "all_qv"}, false,
-		map[string]any{"max_train_examples": 64, "max_eval_examples": 4, "state_cache": "off"}, "cuda")
+	return tinyModel(t), reg
 }

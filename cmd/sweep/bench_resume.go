@@ -190,7 +190,7 @@ var (
 // benchTrial is one `sweep trial` process of the bench.
 type benchTrial struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *syncBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // how, once done
 	final  *trial.Message
@@ -208,7 +208,7 @@ func startBenchTrial(exe string, spec trial.Spec) (*benchTrial, error) {
 	if err := os.WriteFile(specPath, raw, 0o644); err != nil {
 		return nil, err
 	}
-	b := &benchTrial{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	b := &benchTrial{stderr: &syncBuffer{}, done: make(chan struct{})}
 	b.cmd = exec.Command(exe, "trial", "--spec", specPath)
 	b.cmd.Stderr = b.stderr
 	out, err := b.cmd.StdoutPipe()
@@ -248,19 +248,20 @@ func (b *benchTrial) wait() error {
 
 func (b *benchTrial) log() string { return b.stderr.String() }
 
-// lockedBuffer is a buffer a process writes while the bench reads it.
-type lockedBuffer struct {
+// syncBuffer is a buffer a process writes while another goroutine reads
+// it.
+type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (w *lockedBuffer) Write(p []byte) (int, error) {
+func (w *syncBuffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.Write(p)
 }
 
-func (w *lockedBuffer) String() string {
+func (w *syncBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
