@@ -476,13 +476,11 @@ func (r *Runner) reapDead(ctx context.Context, rs *runState, ss *studyState) err
 		// for an interruption (each free retry is further on, so there are
 		// finitely many). One that did not counts.
 		progressed := trial.CheckpointProgressed(filepath.Join(dir, trial.CheckpointName))
-		queued, err := r.queueRetry(ctx, ss, t, !progressed)
+		queued, err := r.retry(ctx, ss, t, !progressed)
 		if err != nil {
 			return err
 		}
-		if queued {
-			r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
-		} else {
+		if !queued {
 			r.dropCheckpoints(ss, t)
 		}
 	}
@@ -779,13 +777,14 @@ func (r *Runner) storedState(ctx context.Context, ss *studyState, t storage.Froz
 }
 
 // retry enqueues a WAITING copy of failed trial t, unless it has used its
-// MaxRetries. Retries of interrupted trials (counted false) are free.
-func (r *Runner) retry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) error {
+// MaxRetries, says so, and reports whether it did. Retries of interrupted
+// trials (counted false) are free.
+func (r *Runner) retry(ctx context.Context, ss *studyState, t storage.FrozenTrial, counted bool) (bool, error) {
 	retried, err := r.queueRetry(ctx, ss, t, counted)
 	if retried {
 		r.logf("%s#%d will be retried with the same parameters", ss.plan.Name, t.Number)
 	}
-	return err
+	return retried, err
 }
 
 // queueRetry is retry without the log line: it reports whether it

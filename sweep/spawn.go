@@ -542,6 +542,7 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 	for i := range p.members {
 		out := outcome{stderrTail: p.tails[i].String(), unsaved: p.unsaved[i]}
 		final := p.finals[i]
+		finished := final != nil && err == nil && p.protoErr == nil && !math.IsNaN(float64(final.Value))
 		switch {
 		case p.recorded[i]:
 			out.recorded = true
@@ -553,12 +554,9 @@ func (p *trialProc) outcomes(ctx context.Context, err error) []outcome {
 			out.state, out.reason = storage.Fail, fmt.Sprint(final.Attrs["fail_reason"])
 		case p.wd.fired() != "":
 			out.state, out.reason = storage.Fail, p.wd.fired()
-		case final != nil && err == nil && p.protoErr == nil && !math.IsNaN(float64(final.Value)):
-			// Finished: a result stands, even if the sweep was being
-			// stopped as the trial wrote it.
-			v := float64(final.Value)
-			out.state, out.value, out.attrs = storage.Complete, &v, final.Attrs
-		case ctx.Err() != nil:
+		case ctx.Err() != nil && !finished:
+			// A finished trial's result stands (the default below), even
+			// if the sweep was being stopped as the trial wrote it.
 			out.state, out.reason, out.retry = storage.Fail, "interrupted: "+p.r.command()+" was stopped", true
 		case err != nil:
 			out.state, out.reason = storage.Fail, err.Error()

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/internal/atomicfile"
 	"github.com/readsweep/readsweep/nn"
 )
 
@@ -99,7 +100,7 @@ type checkpointData struct {
 // names) to path atomically: a temporary file in the same folder, flushed
 // to the disk, then renamed over the last checkpoint. A kill or a full
 // disk in the middle leaves the previous checkpoint as it was.
-func writeCheckpoint(path string, c checkpoint, names []string, values [][]float32) (err error) {
+func writeCheckpoint(path string, c checkpoint, names []string, values [][]float32) error {
 	c.Tensors = c.Tensors[:0]
 	for i, n := range names {
 		c.Tensors = append(c.Tensors, checkpointSpan{Name: n, Len: len(values[i])})
@@ -112,41 +113,26 @@ func writeCheckpoint(path string, c checkpoint, names []string, values [][]float
 	// a node's death) left its temporary file: it goes before a new one
 	// takes the room.
 	RemoveCheckpointTemps(filepath.Dir(path))
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	err = atomicfile.WriteWith(path, 0o600, func(f io.Writer) error {
+		digest := crc32.New(castagnoli)
+		w := bufio.NewWriterSize(io.MultiWriter(f, digest), 1<<20)
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
+		w.WriteString(checkpointMagic)
+		w.Write(n[:])
+		w.Write(header)
+		for _, v := range values {
+			if err := writeFloats(w, v); err != nil {
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		_, err := f.Write(digest.Sum(nil))
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("trial: checkpoint: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	digest := crc32.New(castagnoli)
-	w := bufio.NewWriterSize(io.MultiWriter(f, digest), 1<<20)
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(header)))
-	w.WriteString(checkpointMagic)
-	w.Write(n[:])
-	w.Write(header)
-	for _, v := range values {
-		if err := writeFloats(w, v); err != nil {
-			return fmt.Errorf("trial: checkpoint: %w", err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("trial: checkpoint: %w", err)
-	}
-	if _, err := f.Write(digest.Sum(nil)); err != nil {
-		return fmt.Errorf("trial: checkpoint: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("trial: checkpoint: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("trial: checkpoint: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("trial: checkpoint: %w", err)
 	}
 	// The rename is durable once the folder is.

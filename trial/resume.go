@@ -290,8 +290,6 @@ func (j *trainJob) checkpoint() {
 		}
 	}
 	j.lastCheckpoint, j.roundsSinceCheckpoint = time.Now(), 0
-	j.checkpoints++
-	j.checkpointSeconds += time.Since(t0).Seconds()
 	j.logf("checkpoint: %d trial(s) at step %d, %.1f MB in %.2fs", going, j.fruns[0].st.step, float64(bytes)/1e6, time.Since(t0).Seconds())
 }
 

@@ -274,9 +274,7 @@ type trainJob struct {
 
 	// checkpoints
 	lastCheckpoint        time.Time
-	roundsSinceCheckpoint int // rounds of steps since the last checkpoint
-	checkpoints           int
-	checkpointSeconds     float64
+	roundsSinceCheckpoint int  // rounds of steps since the last checkpoint
 	resumed               bool // some member resumed a checkpoint
 	firstStepSaid         bool
 
