@@ -94,9 +94,9 @@ func Load(dir string, t *Task) (*Data, error) {
 			case LayoutTSV:
 				ex, skipped, err = readTSV(f, t)
 			case LayoutParquet:
-				ex, err = readParquet(f, t)
+				ex, err = readParquet(f, t, false)
 			case LayoutJSONL:
-				ex, err = readJSONL(f, t)
+				ex, err = readJSONL(f, t, false)
 			}
 			if err != nil {
 				return nil, err
@@ -325,7 +325,7 @@ func (t *Task) labelValue(ex *Example, v float64) error {
 }
 
 // readParquet reads a hub parquet file by column name.
-func readParquet(path string, t *Task) ([]Example, error) {
+func readParquet(path string, t *Task, optional bool) ([]Example, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("glue: %w", err)
@@ -352,8 +352,10 @@ func readParquet(path string, t *Task) ([]Example, error) {
 		textCols[i] = c
 	}
 	labelCol, ok := col["label"]
-	if !ok {
+	if !ok && !optional {
 		return nil, fmt.Errorf("glue: %s: no column \"label\"", path)
+	} else if !ok {
+		labelCol = -1
 	}
 	idxCol, hasIdx := col["idx"]
 	var out []Example
@@ -380,6 +382,10 @@ func readParquet(path string, t *Task) ([]Example, error) {
 							}
 						}
 					}
+				}
+				if optional && (!labelSeen || label == -1) { // the hub's test splits: label -1
+					out = append(out, unlabelled(ex))
+					continue
 				}
 				if !labelSeen {
 					return nil, fmt.Errorf("glue: %s: row %d has no label", path, len(out))
@@ -421,7 +427,7 @@ func numeric(v parquet.Value) float64 {
 }
 
 // readJSONL reads datasets' JSON lines export.
-func readJSONL(path string, t *Task) ([]Example, error) {
+func readJSONL(path string, t *Task, optional bool) ([]Example, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("glue: %w", err)
@@ -456,6 +462,10 @@ func readJSONL(path string, t *Task) ([]Example, error) {
 			ex.Idx = int(idx)
 		}
 		label, ok := rec["label"].(float64)
+		if optional && (!ok || label == -1) {
+			out = append(out, unlabelled(ex))
+			continue
+		}
 		if !ok {
 			return nil, fmt.Errorf("glue: %s:%d: field \"label\" missing or not a number", path, lineNo)
 		}

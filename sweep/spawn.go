@@ -114,6 +114,15 @@ func (r *Runner) trialSpec(ss *studyState, members []storage.FrozenTrial) trial.
 		}
 		spec.Training["latency_examples"] = 0
 	}
+	if _, set := cfg.Training["save_model"]; !set && Identify(ss.study).Final && cfg.Trainer != "synthetic" {
+		// A final run's model is the one Table 1 scores: keep it
+		// (docs/models.md), unless the sweep file says otherwise.
+		spec.Training = maps.Clone(spec.Training)
+		if spec.Training == nil {
+			spec.Training = map[string]any{}
+		}
+		spec.Training["save_model"] = "best"
+	}
 	if seed, ok := spec.Params["seed"].(int64); ok {
 		spec.Seed = seed // final runs search over seeds
 	}

@@ -321,10 +321,25 @@ func checkpointFiles(dir string) ([]string, error) {
 // Save writes config.json and model.safetensors in Hugging Face's layout,
 // which Load (and transformers) read back.
 func (m *Model) Save(dir string) error {
+	if err := WriteConfig(dir, m.Config); err != nil {
+		return err
+	}
+	var shapes [][]int
+	var data [][]float32
+	for _, t := range m.Params.Tensors {
+		shapes = append(shapes, t.Shape)
+		data = append(data, t.Values())
+	}
+	return WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Params.Names, shapes, data)
+}
+
+// WriteConfig writes c as dir/config.json, with the fields of
+// transformers' T5Config (and the architecture it names), so that
+// T5ForConditionalGeneration.from_pretrained builds the same model.
+func WriteConfig(dir string, c Config) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("t5: %w", err)
 	}
-	c := m.Config
 	cfg := map[string]any{
 		"architectures": []string{"T5ForConditionalGeneration"}, "model_type": "t5", "is_encoder_decoder": true,
 		"vocab_size": c.VocabSize, "d_model": c.DModel, "d_kv": c.DKV, "d_ff": c.DFF, "num_layers": c.NumLayers,
@@ -341,11 +356,5 @@ func (m *Model) Save(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("t5: %w", err)
 	}
-	var shapes [][]int
-	var data [][]float32
-	for _, t := range m.Params.Tensors {
-		shapes = append(shapes, t.Shape)
-		data = append(data, t.Data)
-	}
-	return WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Params.Names, shapes, data)
+	return nil
 }

@@ -39,6 +39,10 @@ type packRun struct {
 	priorGPUJoules float64 // and the GPU counter's
 	resumedFrom    string  // "N at step S": the checkpoint it resumed
 	offeredSteps   int     // the steps of the checkpoint it was given (0: none)
+
+	modelDir   string // where save_model wrote its model
+	modelBytes int64
+	modelErr   error // why it could not
 }
 
 // memberSeed is a packed trial's seed: its own when its parameters search
@@ -111,7 +115,12 @@ type decoder func(key string, ids []int32, mask []bool, B, S, maxNew int, viable
 // cached greedy decoding and the method's hooks in dec's memory. It
 // shares no decoding between trials (packDecoders does).
 func methodDecoder(dec *t5.Decoder, meth methods.Method) decoder {
-	hooks := meth.Hooks()
+	return hooksDecoder(dec, meth.Hooks())
+}
+
+// hooksDecoder decodes batches with the backbone's cached greedy decoding
+// changed by hooks.
+func hooksDecoder(dec *t5.Decoder, hooks *t5.Hooks) decoder {
 	return func(_ string, ids []int32, mask []bool, B, S, n int, viable t5.Viable) [][]int32 {
 		return dec.Generate(ids, mask, B, S, n, hooks, viable)
 	}

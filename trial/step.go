@@ -217,6 +217,9 @@ type fitConfig struct {
 	// between, when set, is called before every round of steps, where
 	// every run's state is whole: checkpoints are taken there.
 	between func()
+	// keepLast keeps each run's last parameters (lastState) before fit
+	// restores its best.
+	keepLast bool
 }
 
 // evalPoint is one validation in fit: the index-th (from 0), after steps
@@ -266,6 +269,7 @@ type fitRun struct {
 	examples     int       // training examples seen
 	trainSeconds float64   // in this run's own steps
 	bestState    [][]float32
+	lastState    [][]float32 // the parameters at the end, with fitConfig.keepLast
 	stopped      bool  // no more steps: patience ran out, pruned or failed
 	pruned       bool  // stopped by the orchestrator
 	err          error // why it failed
@@ -376,6 +380,9 @@ func fit(ctx context.Context, runs []*fitRun, fc fitConfig) error {
 		case r.bestState == nil:
 			r.err = errors.New("trial: no validation finished")
 		default:
+			if fc.keepLast {
+				r.lastState = snapshot(r.st.trainable, nil)
+			}
 			restore(r.st.trainable, r.bestState)
 		}
 	}

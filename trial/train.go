@@ -65,6 +65,10 @@ type Settings struct {
 	// An interrupted trial (SIGTERM) checkpoints whatever they say.
 	CheckpointEvery time.Duration
 	CheckpointSteps int
+	// SaveModel is none, best (the state of the best validation, what the
+	// test split is scored with) or last: what the trial writes to its
+	// folder's model/ (docs/models.md). Final runs default to best.
+	SaveModel string
 }
 
 // ParseSettings reads the training settings, rejecting unknown keys so a
@@ -72,7 +76,7 @@ type Settings struct {
 func ParseSettings(m map[string]any) (Settings, error) {
 	s := Settings{MaxEpochs: 30, Patience: 5, BatchSize: 32, EvalBatchSize: 64, MaxSourceLength: 128,
 		WeightDecay: 0.01, ClipNorm: 1, Dropout: -1, DataSeed: glue.DefaultSplitSeed, PackageWatts: 65, GPUP0Watts: 250, LatencyExamples: 16, InitExamples: 1024,
-		StateCache: "fp32", StateCacheGB: 2, LRSchedule: "linear", CheckpointEvery: DefaultCheckpointEvery}
+		StateCache: "fp32", StateCacheGB: 2, LRSchedule: "linear", CheckpointEvery: DefaultCheckpointEvery, SaveModel: "none"}
 	num := func(key string, v any) (float64, error) {
 		if f, ok := methods.Number(v); ok {
 			return f, nil
@@ -135,6 +139,12 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, fmt.Errorf("trial: training setting state_cache = %v, want off, fp32 or fp16", v)
 			}
 			s.StateCache = str
+		case k == "save_model":
+			str, _ := v.(string)
+			if str != "none" && str != "best" && str != "last" {
+				return s, fmt.Errorf("trial: training setting save_model = %v, want none, best or last", v)
+			}
+			s.SaveModel = str
 		case k == "lr_schedule":
 			str, _ := v.(string)
 			if str != "linear" && str != "linear_shifted" {
@@ -221,6 +231,7 @@ func Train(ctx context.Context, spec Spec, reg methods.Registry, verdicts io.Rea
 	if !j.packed && j.fruns[0].err != nil {
 		return j.fruns[0].err
 	}
+	j.saveModels()
 	if err := j.scoreTest(); err != nil {
 		return err
 	}
@@ -249,6 +260,7 @@ type trainJob struct {
 	splits   glue.Splits
 
 	// attach
+	baseConfig t5.Config // the backbone's own, before the trial's dropout
 	runs    []*packRun
 	nTrain  int
 	total   int
@@ -363,6 +375,7 @@ func (j *trainJob) attach(reg methods.Registry) error {
 			j.dropout = j.m.Config.DropoutRate
 		}
 	}
+	j.baseConfig = j.m.Config
 	j.m.Config.DropoutRate = j.dropout
 	return nil
 }
@@ -579,6 +592,7 @@ func (j *trainJob) fitConfig() fitConfig {
 		batches:   len(j.batches),
 		evalSteps: set.EvalSteps,
 		evalAt:    set.EvalAt,
+		keepLast:  set.SaveModel == "last",
 		batch:     func(i int) t5.Batch { return makeBatch(j.batches[i], j.tok.Pad()) },
 		beat:      j.beat,
 		between:   j.checkpointIfDue,
@@ -693,6 +707,12 @@ func (j *trainJob) report() error {
 		}
 		if pr.resumedFrom != "" {
 			attrs["resumed_from"] = pr.resumedFrom
+		}
+		switch {
+		case pr.modelErr != nil:
+			attrs["model_error"] = pr.modelErr.Error()
+		case pr.modelDir != "":
+			attrs["model_dir"], attrs["model_bytes"] = pr.modelDir, pr.modelBytes
 		}
 		if j.packed {
 			attrs["pack_size"] = len(j.runs)
@@ -857,8 +877,19 @@ func makeBatch(ex []example, pad int32) t5.Batch {
 // answerRule for maxTgt) rules them out: the scores are those of decoding
 // them to the end.
 func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, viable t5.Viable, beat func()) glue.Scores {
-	preds := make([]glue.Prediction, len(ex))
+	preds, _ := decodeAll(decode, split, tok, task, ex, batchSize, maxTgt, viable, beat)
 	gold := make([]glue.Example, len(ex))
+	for i, e := range ex {
+		gold[i] = e.gold
+	}
+	return task.Evaluate(preds, gold)
+}
+
+// decodeAll decodes ex in batches of similar length and returns each
+// example's prediction and decoded text, in ex's order.
+func decodeAll(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, ex []example, batchSize, maxTgt int, viable t5.Viable, beat func()) ([]glue.Prediction, []string) {
+	preds := make([]glue.Prediction, len(ex))
+	texts := make([]string, len(ex))
 	byLen := make([]int, len(ex))
 	for i := range byLen {
 		byLen[i] = i
@@ -873,14 +904,12 @@ func evaluate(decode decoder, split string, tok *t5.Tokenizer, task *glue.Task, 
 		bt := makeBatch(b, tok.Pad())
 		out := decode(fmt.Sprintf("%s/%d", split, lo), bt.Input, bt.Mask, bt.B, bt.S, maxTgt, viable)
 		for i, k := range part {
-			preds[k] = task.Parse(tok.Decode(out[i][1:]))
+			texts[k] = tok.Decode(out[i][1:])
+			preds[k] = task.Parse(texts[k])
 		}
 		beat()
 	}
-	for i, e := range ex {
-		gold[i] = e.gold
-	}
-	return task.Evaluate(preds, gold)
+	return preds, texts
 }
 
 // answerRule is the row-ending rule of evaluation's decoding, at most

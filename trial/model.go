@@ -1,0 +1,501 @@
+package trial
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
+	"github.com/readsweep/readsweep/t5"
+)
+
+// Saved models. A trial with save_model: best (or last) writes the state
+// it scored into its folder's model/: the files of the format its method's
+// users already read (a Hugging Face T5 folder for full fine-tuning, a
+// peft folder for LoRA and prompt tuning, this project's safetensors for
+// the rest) and ModelInfoName, which names the base model, the method and
+// what prediction needs to decode as the trial did. docs/models.md
+// describes each format.
+
+// ModelDirName is the folder in a trial's output folder that holds its
+// saved model.
+const ModelDirName = "model"
+
+// ModelInfoName is the saved model's description, in every layout.
+const ModelInfoName = "readsweep-model.json"
+
+// ModelFormat is the version of ModelInfo's layout.
+const ModelFormat = 1
+
+// The layouts of a saved model's weights.
+const (
+	LayoutHF         = "hf-t5"              // config.json, model.safetensors, spiece.model
+	LayoutPeftLoRA   = "peft-lora"          // adapter_config.json, adapter_model.safetensors
+	LayoutPeftPrompt = "peft-prompt-tuning" // adapter_config.json, adapter_model.safetensors
+	LayoutOwn        = "readsweep"          // method.safetensors: the method's Weights by name
+)
+
+// ModelInfo is a saved model's readsweep-model.json.
+type ModelInfo struct {
+	Format   int            `json:"format"`
+	Layout   string         `json:"layout"`
+	Method   string         `json:"method"`
+	Arch     map[string]any `json:"arch"`
+	ArchName string         `json:"arch_name,omitempty"`
+	Task     string         `json:"task"`
+	// BaseModel is the model the method was attached to, as the sweep
+	// named it (a hub name or a folder); BaseSHA256 is its weights' and
+	// config's digest, which loading checks. A LayoutHF folder is its own
+	// base.
+	BaseModel  string `json:"base_model"`
+	BaseSHA256 string `json:"base_model_sha256"`
+	// Merged is set on a folder `sweep export --merge` folded the method
+	// into: it is then a plain Hugging Face T5.
+	Merged bool `json:"merged,omitempty"`
+
+	Study      string  `json:"study,omitempty"`
+	Trial      int     `json:"trial"`
+	Seed       int64   `json:"seed"`
+	LR         float64 `json:"lr"`
+	Saved      string  `json:"saved"` // best or last
+	Epoch      int     `json:"epoch"` // of the saved state
+	Step       int     `json:"step"`  // optimiser steps of the saved state
+	Validation Float   `json:"validation"` // of the saved state
+	// What prediction must repeat to decode as validation did.
+	MaxSourceLength int    `json:"max_source_length"`
+	MaxTargetLength int    `json:"max_target_length"`
+	EvalBatchSize   int    `json:"eval_batch_size"`
+	SplitRule       string `json:"split_rule,omitempty"`
+}
+
+// layoutOf is the layout a method's model is saved in.
+func layoutOf(method string) string {
+	switch method {
+	case "full":
+		return LayoutHF
+	case "lora":
+		return LayoutPeftLoRA
+	case "prompt":
+		return LayoutPeftPrompt
+	}
+	return LayoutOwn
+}
+
+// weightsFile is the file of a layout's weights.
+func weightsFile(layout string) string {
+	switch layout {
+	case LayoutHF:
+		return "model.safetensors"
+	case LayoutPeftLoRA, LayoutPeftPrompt:
+		return "adapter_model.safetensors"
+	}
+	return "method.safetensors"
+}
+
+// fileName is a method's weight's name in its layout's file: peft's
+// get_peft_model_state_dict names (the adapter name taken out).
+func fileName(layout, name string) string {
+	switch layout {
+	case LayoutPeftLoRA:
+		return "base_model.model." + name + ".weight"
+	case LayoutPeftPrompt:
+		return "prompt_embeddings"
+	}
+	return name
+}
+
+// savedModel is what writeModel writes: the info, the backbone's config,
+// the method's weights by name (with their values now), and where the
+// tokenizer comes from.
+type savedModel struct {
+	info    ModelInfo
+	config  t5.Config
+	names   []string
+	shapes  [][]int
+	values  [][]float32
+	spiece  string // the base model's spiece.model
+	summary map[string]any
+}
+
+// writeModel writes s into dir as a whole: into a temporary folder beside
+// it, every file synced, then renamed into place, so that a trial killed
+// mid-save leaves the previous model or none, never half of one. It
+// returns the bytes written.
+func writeModel(dir string, s savedModel) (int64, error) {
+	tmp := fmt.Sprintf("%s.tmp-%d", dir, os.Getpid())
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return 0, fmt.Errorf("trial: save model: %w", err)
+	}
+	size, err := fillModel(tmp, s)
+	if err == nil {
+		err = replaceDir(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return 0, fmt.Errorf("trial: save model %s: %w", dir, err)
+	}
+	return size, nil
+}
+
+func fillModel(dir string, s savedModel) (int64, error) {
+	layout := s.info.Layout
+	ts := make([]t5.SafetensorsTensor, len(s.names))
+	for i, name := range s.names {
+		ts[i] = t5.SafetensorsTensor{Name: fileName(layout, name), Shape: s.shapes[i], F32: s.values[i]}
+	}
+	if err := t5.WriteSafetensorsTensors(filepath.Join(dir, weightsFile(layout)), ts); err != nil {
+		return 0, err
+	}
+	switch layout {
+	case LayoutHF:
+		if err := t5.WriteConfig(dir, s.config); err != nil {
+			return 0, err
+		}
+		if err := copyFile(s.spiece, filepath.Join(dir, "spiece.model")); err != nil {
+			return 0, err
+		}
+	case LayoutPeftLoRA, LayoutPeftPrompt:
+		if err := writeJSON(filepath.Join(dir, "adapter_config.json"), peftConfig(s)); err != nil {
+			return 0, err
+		}
+	}
+	if err := writeJSON(filepath.Join(dir, ModelInfoName), s.info); err != nil {
+		return 0, err
+	}
+	return syncFiles(dir)
+}
+
+// peftConfig is adapter_config.json as peft's LoraConfig or
+// PromptTuningConfig writes it (to_dict of the dataclass), for the
+// settings the method trained with.
+func peftConfig(s savedModel) map[string]any {
+	c := s.config
+	cfg := map[string]any{
+		"task_type": "SEQ_2_SEQ_LM", "base_model_name_or_path": s.info.BaseModel, "revision": nil, "inference_mode": true,
+		"auto_mapping": nil,
+	}
+	if s.info.Layout == LayoutPeftPrompt {
+		cfg["peft_type"] = "PROMPT_TUNING"
+		cfg["num_virtual_tokens"] = s.shapes[0][0]
+		cfg["token_dim"] = c.DModel
+		// One submodule: peft's T5 prepends the prompt to the encoder's
+		// input only, as the trainer did (its default of 2 would also
+		// save a decoder half that nothing reads).
+		cfg["num_transformer_submodules"] = 1
+		cfg["num_attention_heads"] = c.NumHeads
+		cfg["num_layers"] = c.NumLayers
+		cfg["prompt_tuning_init"] = "RANDOM"
+		cfg["prompt_tuning_init_text"] = nil
+		cfg["tokenizer_name_or_path"] = nil
+		cfg["tokenizer_kwargs"] = nil
+		return cfg
+	}
+	r := 0
+	for i, n := range s.names {
+		if strings.HasSuffix(n, ".lora_A") {
+			r = s.shapes[i][0]
+			break
+		}
+	}
+	alpha := float64(r)
+	if a, ok := methods.Number(s.info.Arch["alpha"]); ok {
+		alpha = a
+	}
+	var targets any = []string{"q", "v"} // peft's default for T5: every attention's q and v
+	if t, _ := s.info.Arch["targets"].(string); t != "all_qv" {
+		// A string is a regular expression that peft fullmatches against
+		// module names: the decoder's self-attention only.
+		targets = `decoder\.block\.\d+\.layer\.0\.SelfAttention\.(q|v)`
+	}
+	cfg["peft_type"] = "LORA"
+	cfg["r"] = r
+	if alpha == math.Trunc(alpha) {
+		cfg["lora_alpha"] = int(alpha)
+	} else {
+		cfg["lora_alpha"] = alpha
+	}
+	cfg["target_modules"] = targets
+	cfg["lora_dropout"] = 0.0
+	cfg["fan_in_fan_out"] = false
+	cfg["bias"] = "none"
+	cfg["use_rslora"] = false
+	cfg["use_dora"] = false
+	cfg["modules_to_save"] = nil
+	cfg["init_lora_weights"] = true
+	cfg["layers_to_transform"] = nil
+	cfg["layers_pattern"] = nil
+	cfg["rank_pattern"] = map[string]any{}
+	cfg["alpha_pattern"] = map[string]any{}
+	return cfg
+}
+
+func writeJSON(path string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(raw, '\n'), 0o644)
+}
+
+func copyFile(src, dst string) error {
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, raw, 0o644)
+}
+
+// syncFiles flushes every file of dir and dir itself to disk, and returns
+// their size.
+func syncFiles(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var size int64
+	for _, e := range append(entries, nil) {
+		path := dir
+		if e != nil {
+			path = filepath.Join(dir, e.Name())
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, err
+		}
+		err = f.Sync()
+		if st, serr := f.Stat(); serr == nil && e != nil {
+			size += st.Size()
+		}
+		f.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	return size, nil
+}
+
+// replaceDir moves the finished folder tmp to dir, replacing what was
+// there: the old folder is moved aside first and removed after.
+func replaceDir(tmp, dir string) error {
+	old := fmt.Sprintf("%s.old-%d", dir, os.Getpid())
+	hadOld := false
+	if _, err := os.Lstat(dir); err == nil {
+		os.RemoveAll(old)
+		if err := os.Rename(dir, old); err != nil {
+			return err
+		}
+		hadOld = true
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if hadOld {
+			os.Rename(old, dir)
+		}
+		return err
+	}
+	if hadOld {
+		os.RemoveAll(old)
+	}
+	if d, err := os.Open(filepath.Dir(dir)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// ReadModelInfo reads dir's readsweep-model.json.
+func ReadModelInfo(dir string) (ModelInfo, error) {
+	path := filepath.Join(dir, ModelInfoName)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+			return ModelInfo{}, fmt.Errorf("trial: %s is not a folder", dir)
+		}
+		return ModelInfo{}, fmt.Errorf("trial: %s is not a saved model: it has no %s (trials write one with the training setting save_model: best; `sweep export STUDY#N --out DIR` copies one)", dir, ModelInfoName)
+	}
+	if err != nil {
+		return ModelInfo{}, fmt.Errorf("trial: %w", err)
+	}
+	var info ModelInfo
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return ModelInfo{}, fmt.Errorf("trial: %s: %w", path, err)
+	}
+	switch {
+	case info.Format != ModelFormat:
+		return info, fmt.Errorf("trial: %s: format %d, this sweep reads %d", path, info.Format, ModelFormat)
+	case info.Layout != LayoutHF && info.Layout != LayoutPeftLoRA && info.Layout != LayoutPeftPrompt && info.Layout != LayoutOwn:
+		return info, fmt.Errorf("trial: %s: unknown layout %q", path, info.Layout)
+	case info.Task == "":
+		return info, fmt.Errorf("trial: %s: no task", path)
+	case info.MaxSourceLength < 2 || info.MaxTargetLength < 1 || info.EvalBatchSize < 1:
+		return info, fmt.Errorf("trial: %s: max_source_length %d, max_target_length %d, eval_batch_size %d: want positive lengths",
+			path, info.MaxSourceLength, info.MaxTargetLength, info.EvalBatchSize)
+	}
+	return info, nil
+}
+
+// Model is a saved model loaded for prediction: the backbone with the
+// method attached and its trained weights in place.
+type Model struct {
+	Info    ModelInfo
+	Dir     string
+	BaseDir string // where the backbone came from (Dir for LayoutHF)
+	T5      *t5.Model
+	Tok     *t5.Tokenizer
+	Method  methods.Method // nil for LayoutHF: the backbone is the model
+}
+
+// Hooks are the method's changes to the backbone's forward pass.
+func (m *Model) Hooks() *t5.Hooks {
+	if m.Method == nil {
+		return &t5.Hooks{}
+	}
+	return m.Method.Hooks()
+}
+
+// LoadModel reads a saved (or exported) model: for a method saved apart
+// from its backbone, the base model it names, which must be the one it
+// was trained on (its digest), with the method attached from reg and its
+// weights read over it.
+func LoadModel(dir string, reg methods.Registry) (*Model, error) {
+	info, err := ReadModelInfo(dir)
+	if err != nil {
+		return nil, err
+	}
+	lm := &Model{Info: info, Dir: dir, BaseDir: dir}
+	if info.Layout != LayoutHF {
+		if lm.BaseDir, err = ResolveModel(info.BaseModel); err != nil {
+			return nil, fmt.Errorf("trial: %s names base model %q: %w", filepath.Join(dir, ModelInfoName), info.BaseModel, err)
+		}
+		digest, err := modelDigest(lm.BaseDir)
+		if err != nil {
+			return nil, fmt.Errorf("trial: base model %s: %w", lm.BaseDir, err)
+		}
+		if digest != info.BaseSHA256 {
+			return nil, fmt.Errorf("trial: base model %s is not the one %s was trained on: its sha256 is %s, %s says %s",
+				lm.BaseDir, dir, digest, ModelInfoName, info.BaseSHA256)
+		}
+	}
+	if lm.T5, err = t5.Load(lm.BaseDir); err != nil {
+		return nil, err
+	}
+	if lm.Tok, err = t5.LoadTokenizer(filepath.Join(lm.BaseDir, "spiece.model")); err != nil {
+		return nil, err
+	}
+	if info.Layout == LayoutHF {
+		lm.T5.Params.EnableGrad(func(string) bool { return false })
+		return lm, nil
+	}
+	if lm.Method, err = reg.New(info.Method, lm.T5, info.Arch, uint64(info.Seed)); err != nil {
+		return nil, fmt.Errorf("trial: %s: %w", filepath.Join(dir, ModelInfoName), err)
+	}
+	if err := readWeights(filepath.Join(dir, weightsFile(info.Layout)), info.Layout, lm.Method.Weights()); err != nil {
+		return nil, err
+	}
+	lm.T5.Params.EnableGrad(func(string) bool { return false })
+	lm.Method.Weights().EnableGrad(func(string) bool { return false })
+	return lm, nil
+}
+
+// readWeights reads every tensor of w from a layout's file, which must
+// hold exactly those, in their shapes.
+func readWeights(path, layout string, w *nn.Params) error {
+	st, err := t5.OpenSafetensors(path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	used := map[string]bool{}
+	for i, name := range w.Names {
+		t := w.Tensors[i]
+		fn := fileName(layout, name)
+		ti, ok := st.Tensors[fn]
+		if !ok {
+			return fmt.Errorf("trial: %s has no tensor %q (the method's %s, shape %v)", path, fn, name, t.Shape)
+		}
+		if !slices.Equal(ti.Shape, t.Shape) {
+			return fmt.Errorf("trial: %s: tensor %q has shape %v, the method's settings make it %v", path, fn, ti.Shape, t.Shape)
+		}
+		if err := st.Read(fn, t.Data); err != nil {
+			return err
+		}
+		used[fn] = true
+	}
+	var extra []string
+	for name := range st.Tensors {
+		if !used[name] {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("trial: %s has tensors the method does not use, e.g. %q (%d in all): were its settings changed?", path, extra[0], len(extra))
+	}
+	return nil
+}
+
+// saveModels writes each member that trained to the end into its folder's
+// model/, as save_model asks, after fit restored its best state. A model
+// that cannot be written does not undo the trial: its scores stand, and
+// model_error says why there is no model.
+func (j *trainJob) saveModels() {
+	if j.set.SaveModel == "none" {
+		return
+	}
+	base := j.spec.Model
+	if st, err := os.Stat(base); err == nil && st.IsDir() {
+		if abs, err := filepath.Abs(base); err == nil {
+			base = abs // the model is read from elsewhere than the sweep's folder
+		}
+	}
+	digest, err := modelDigest(j.modelDir)
+	for i, pr := range j.runs {
+		fr := j.fruns[i]
+		if !fr.completed() || pr.OutputDir == "" {
+			continue
+		}
+		if err != nil {
+			pr.modelErr = fmt.Errorf("trial: save model: cannot hash the base model: %w", err)
+			pr.logf("%v", pr.modelErr)
+			continue
+		}
+		info := ModelInfo{Format: ModelFormat, Layout: layoutOf(j.spec.Method), Method: j.spec.Method, Arch: j.spec.Arch,
+			ArchName: j.spec.ArchName, Task: j.task.Name, BaseModel: base, BaseSHA256: digest, Study: j.spec.Study,
+			Trial: pr.Number, Seed: pr.seed, LR: pr.lr, Saved: j.set.SaveModel, Epoch: fr.bestAt.epoch, Step: fr.bestAt.steps,
+			Validation: Float(fr.best), MaxSourceLength: j.set.MaxSourceLength, MaxTargetLength: j.maxTgt,
+			EvalBatchSize: j.set.EvalBatchSize, SplitRule: j.splits.Rule}
+		var best [][]float32
+		if j.set.SaveModel == "last" && fr.lastState != nil {
+			best = snapshot(fr.st.trainable, nil)
+			restore(fr.st.trainable, fr.lastState)
+			info.Epoch, info.Step = fr.epochs-1, fr.st.step
+			if n := len(pr.reported); n > 0 {
+				info.Validation = pr.reported[n-1].Value
+			}
+		}
+		w := pr.meth.Weights()
+		s := savedModel{info: info, config: j.baseConfig, names: w.Names, spiece: filepath.Join(j.modelDir, "spiece.model")}
+		for _, t := range w.Tensors {
+			s.shapes = append(s.shapes, t.Shape)
+			s.values = append(s.values, t.Values())
+		}
+		dir := filepath.Join(pr.OutputDir, ModelDirName)
+		pr.modelBytes, pr.modelErr = writeModel(dir, s)
+		if best != nil {
+			restore(fr.st.trainable, best)
+		}
+		if pr.modelErr != nil {
+			pr.logf("%v", pr.modelErr)
+			continue
+		}
+		pr.modelDir = dir
+		pr.logf("model: %s state saved to %s (%.1f MB)", j.set.SaveModel, dir, float64(pr.modelBytes)/1e6)
+	}
+}

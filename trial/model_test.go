@@ -1,0 +1,132 @@
+package trial
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/glue"
+	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/read"
+)
+
+// paperValidation is the paper's validation split of the fixture's task.
+func paperValidation(t *testing.T, task *glue.Task) []glue.Example {
+	t.Helper()
+	data, err := glue.Load("../glue/testdata/fixture", task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	splits, err := glue.PaperSplits(data, glue.DefaultSplitSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return splits.Validation
+}
+
+// TestSavedModelPredictsItsScore trains every method with save_model:
+// best, loads each trial's model/ and predicts the validation split with
+// it: the metrics are the trial's best validation metrics, exactly. A
+// packed READ trial saves each member's own model.
+func TestSavedModelPredictsItsScore(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	read.Register(reg)
+	task := mustLookup(t, "sst2")
+	val := paperValidation(t, task)
+	for _, tc := range []struct {
+		method string
+		arch   map[string]any
+		lrs    []float64
+	}{
+		{"full", nil, []float64{3e-3}},
+		{"bitfit", nil, []float64{3e-2}},
+		{"lora", map[string]any{"rank": 4}, []float64{3e-2}},
+		{"lora", map[string]any{"rank": 4, "targets": "all_qv", "alpha": 8}, []float64{1e-2}},
+		{"adapter", map[string]any{"bottleneck": 8}, []float64{1e-2}},
+		{"prompt", map[string]any{"prompts": 4}, []float64{3e-2}},
+		{"read", map[string]any{"hidden": 16}, []float64{1e-2}},
+		{"read", map[string]any{"hidden": 16}, []float64{1e-2, 3e-2}},
+		{"lst", map[string]any{"sidenet_dim": 8}, []float64{1e-2}},
+		{"ia3", nil, []float64{3e-2}},
+	} {
+		t.Run(fmt.Sprint(tc.method, tc.arch, len(tc.lrs)), func(t *testing.T) {
+			spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
+				Params: map[string]any{"lr": tc.lrs[0]}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", OutputDir: t.TempDir(),
+				Training: map[string]any{"max_epochs": 3, "batch_size": 16, "patience": 10, "state_cache_dir": t.TempDir(),
+					"init_examples": 16, "save_model": "best", "latency_examples": 0}}
+			if len(tc.lrs) > 1 {
+				for i, lr := range tc.lrs {
+					spec.Pack = append(spec.Pack, Member{Number: i, TrialID: int64(i + 1), Params: map[string]any{"lr": lr}, OutputDir: t.TempDir()})
+				}
+			}
+			var out, logs bytes.Buffer
+			if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+				t.Fatalf("%v\n%s", err, logs.String())
+			}
+			lines := trialLines(t, out.String())
+			for _, mb := range spec.Members() {
+				key := -1
+				if len(spec.Pack) > 0 {
+					key = mb.Number
+				}
+				ls := lines[key]
+				final := ls[len(ls)-1]
+				dir, _ := final.Attrs["model_dir"].(string)
+				if final.Type != TypeFinal || dir != filepath.Join(mb.OutputDir, ModelDirName) {
+					t.Fatalf("#%d: final %+v\n%s", mb.Number, final, logs.String())
+				}
+				size, _ := final.Attrs["model_bytes"].(float64)
+				if got := folderBytes(t, dir); size <= 0 || int64(size) != got {
+					t.Errorf("#%d: model_bytes %v, the folder holds %d", mb.Number, size, got)
+				}
+				lm, err := LoadModel(dir, reg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if lm.Info.Trial != mb.Number || lm.Info.Epoch != int(final.Attrs["best_epoch"].(float64)) || lm.Info.Saved != "best" {
+					t.Errorf("#%d: %+v", mb.Number, lm.Info)
+				}
+				trained := lm.T5.Params.Tensors // full fine-tuning trains the whole backbone
+				if lm.Method != nil {
+					trained = lm.Method.Trainable()
+				}
+				if got := trainableDigest(trained); got != final.Attrs["trainable_sha256"] {
+					t.Errorf("#%d: the saved model's trained tensors have digest %s, the trial's best state %v", mb.Number, got, final.Attrs["trainable_sha256"])
+				}
+				p, err := lm.Predict(context.Background(), task, val, true, PredictOptions{Device: "cpu"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := final.Attrs["validation_metrics"].(map[string]any)
+				for k, v := range want {
+					if p.Scores[k] != v.(float64) {
+						t.Errorf("#%d: predicted validation %s %v, the trial's best %v", mb.Number, k, p.Scores[k], v)
+					}
+				}
+				if p.Scores["score"] != final.Attrs["validation"].(float64) || len(p.Texts) != len(val) {
+					t.Errorf("#%d: score %v of %d texts, the trial's %v", mb.Number, p.Scores["score"], len(p.Texts), final.Attrs["validation"])
+				}
+			}
+		})
+	}
+}
+
+func folderBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		info, _ := e.Info()
+		n += info.Size()
+	}
+	return n
+}
