@@ -64,9 +64,9 @@ type ModelInfo struct {
 	Trial      int     `json:"trial"`
 	Seed       int64   `json:"seed"`
 	LR         float64 `json:"lr"`
-	Saved      string  `json:"saved"` // best or last
-	Epoch      int     `json:"epoch"` // of the saved state
-	Step       int     `json:"step"`  // optimiser steps of the saved state
+	Saved      string  `json:"saved"`      // best or last
+	Epoch      int     `json:"epoch"`      // of the saved state
+	Step       int     `json:"step"`       // optimiser steps of the saved state
 	Validation Float   `json:"validation"` // of the saved state
 	// What prediction must repeat to decode as validation did.
 	MaxSourceLength int    `json:"max_source_length"`

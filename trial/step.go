@@ -270,9 +270,9 @@ type fitRun struct {
 	trainSeconds float64   // in this run's own steps
 	bestState    [][]float32
 	lastState    [][]float32 // the parameters at the end, with fitConfig.keepLast
-	stopped      bool  // no more steps: patience ran out, pruned or failed
-	pruned       bool  // stopped by the orchestrator
-	err          error // why it failed
+	stopped      bool        // no more steps: patience ran out, pruned or failed
+	pruned       bool        // stopped by the orchestrator
+	err          error       // why it failed
 
 	lossSum, seconds float64 // since the last validation
 	losses           int

@@ -261,10 +261,10 @@ type trainJob struct {
 
 	// attach
 	baseConfig t5.Config // the backbone's own, before the trial's dropout
-	runs    []*packRun
-	nTrain  int
-	total   int
-	dropout float64
+	runs       []*packRun
+	nTrain     int
+	total      int
+	dropout    float64
 
 	// tokenize
 	train, val, test []example
