@@ -214,7 +214,42 @@ func newLoRA(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, err
 		}
 		return g.Add(y, g.Scale(g.Linear(g.Linear(x, a, nil), o.params.Get(name+".lora_B"), nil), scale))
 	}}
-	return o, nil
+	return &lora{own: o, scale: float64(alpha) / float64(r)}, nil
+}
+
+// lora is LoRA's tensors and its scale α/r, which merging needs.
+type lora struct {
+	*own
+	scale float64
+}
+
+// Merge adds (α/r)·B·A to each target's weight, as peft's merge does
+// (get_delta_weight), with sums in float64.
+func (l *lora) Merge(m *t5.Model) error {
+	for i, name := range l.params.Names {
+		target, ok := strings.CutSuffix(name, ".lora_A")
+		if !ok {
+			continue
+		}
+		a, b, w := l.params.Tensors[i].Values(), l.params.Get(target+".lora_B").Values(), m.Params.Get(target+".weight")
+		if w == nil {
+			return fmt.Errorf("lora: the model has no %s.weight to merge into", target)
+		}
+		r := l.params.Tensors[i].Dim(0)
+		out, in := w.Dim(0), w.Dim(1)
+		wv := w.Values()
+		for o := range out {
+			for j := range in {
+				var sum float64
+				for k := range r {
+					sum += float64(b[o*r+k]) * float64(a[k*in+j])
+				}
+				wv[o*in+j] = float32(float64(wv[o*in+j]) + l.scale*sum)
+			}
+		}
+		w.SetValues(wv)
+	}
+	return nil
 }
 
 // ---- adapters ------------------------------------------------------------

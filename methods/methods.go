@@ -59,6 +59,15 @@ type DataInitializer interface {
 	InitFrom(imp Importance)
 }
 
+// Merger is implemented by methods whose trained weights fold into the
+// backbone's own tensors exactly (LoRA: W + (α/r)·B·A; IA³: rows or
+// columns of W scaled): Merge changes m's tensors so that m without hooks
+// computes what m with the method's hooks did. `sweep export --merge`
+// writes the result as a plain T5.
+type Merger interface {
+	Merge(m *t5.Model) error
+}
+
 // Importance scores every element of the backbone's tensors, by name.
 type Importance map[string][]float32
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -39,6 +40,7 @@ const (
 	LayoutHF         = "hf-t5"              // config.json, model.safetensors, spiece.model
 	LayoutPeftLoRA   = "peft-lora"          // adapter_config.json, adapter_model.safetensors
 	LayoutPeftPrompt = "peft-prompt-tuning" // adapter_config.json, adapter_model.safetensors
+	LayoutPeftIA3    = "peft-ia3"           // adapter_config.json, adapter_model.safetensors
 	LayoutOwn        = "readsweep"          // method.safetensors: the method's Weights by name
 )
 
@@ -84,6 +86,8 @@ func layoutOf(method string) string {
 		return LayoutPeftLoRA
 	case "prompt":
 		return LayoutPeftPrompt
+	case "ia3":
+		return LayoutPeftIA3
 	}
 	return LayoutOwn
 }
@@ -93,7 +97,7 @@ func weightsFile(layout string) string {
 	switch layout {
 	case LayoutHF:
 		return "model.safetensors"
-	case LayoutPeftLoRA, LayoutPeftPrompt:
+	case LayoutPeftLoRA, LayoutPeftPrompt, LayoutPeftIA3:
 		return "adapter_model.safetensors"
 	}
 	return "method.safetensors"
@@ -107,8 +111,23 @@ func fileName(layout, name string) string {
 		return "base_model.model." + name + ".weight"
 	case LayoutPeftPrompt:
 		return "prompt_embeddings"
+	case LayoutPeftIA3:
+		return "base_model.model." + name // peft's IA³ vectors are parameters, not modules
 	}
 	return name
+}
+
+// fileShape is a method's weight's shape in its layout's file: peft keeps
+// IA³'s vectors as (out, 1) over a projection's outputs and (1, in) over
+// a feed-forward projection's inputs.
+func fileShape(layout, name string, shape []int) []int {
+	if layout == LayoutPeftIA3 {
+		if strings.HasSuffix(name, ".wo.ia3_l") {
+			return []int{1, shape[0]}
+		}
+		return []int{shape[0], 1}
+	}
+	return shape
 }
 
 // savedModel is what writeModel writes: the info, the backbone's config,
@@ -149,7 +168,7 @@ func fillModel(dir string, s savedModel) (int64, error) {
 	layout := s.info.Layout
 	ts := make([]t5.SafetensorsTensor, len(s.names))
 	for i, name := range s.names {
-		ts[i] = t5.SafetensorsTensor{Name: fileName(layout, name), Shape: s.shapes[i], F32: s.values[i]}
+		ts[i] = t5.SafetensorsTensor{Name: fileName(layout, name), Shape: fileShape(layout, name, s.shapes[i]), F32: s.values[i]}
 	}
 	if err := t5.WriteSafetensorsTensors(filepath.Join(dir, weightsFile(layout)), ts); err != nil {
 		return 0, err
@@ -162,7 +181,7 @@ func fillModel(dir string, s savedModel) (int64, error) {
 		if err := copyFile(s.spiece, filepath.Join(dir, "spiece.model")); err != nil {
 			return 0, err
 		}
-	case LayoutPeftLoRA, LayoutPeftPrompt:
+	case LayoutPeftLoRA, LayoutPeftPrompt, LayoutPeftIA3:
 		if err := writeJSON(filepath.Join(dir, "adapter_config.json"), peftConfig(s)); err != nil {
 			return 0, err
 		}
@@ -196,6 +215,15 @@ func peftConfig(s savedModel) map[string]any {
 		cfg["prompt_tuning_init_text"] = nil
 		cfg["tokenizer_name_or_path"] = nil
 		cfg["tokenizer_kwargs"] = nil
+		return cfg
+	}
+	if s.info.Layout == LayoutPeftIA3 {
+		cfg["peft_type"] = "IA3"
+		cfg["target_modules"] = []string{"k", "v", "wo"} // peft's default for T5, as the trainer's
+		cfg["feedforward_modules"] = []string{"wo"}
+		cfg["fan_in_fan_out"] = false
+		cfg["modules_to_save"] = nil
+		cfg["init_ia3_weights"] = true
 		return cfg
 	}
 	r := 0
@@ -245,12 +273,22 @@ func writeJSON(path string, v any) error {
 	return os.WriteFile(path, append(raw, '\n'), 0o644)
 }
 
+// copyFile streams src to the new file dst.
 func copyFile(src, dst string) error {
-	raw, err := os.ReadFile(src)
+	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(dst, raw, 0o644)
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // syncFiles flushes every file of dir and dir itself to disk, and returns
@@ -330,7 +368,7 @@ func ReadModelInfo(dir string) (ModelInfo, error) {
 	switch {
 	case info.Format != ModelFormat:
 		return info, fmt.Errorf("trial: %s: format %d, this sweep reads %d", path, info.Format, ModelFormat)
-	case info.Layout != LayoutHF && info.Layout != LayoutPeftLoRA && info.Layout != LayoutPeftPrompt && info.Layout != LayoutOwn:
+	case !slices.Contains([]string{LayoutHF, LayoutPeftLoRA, LayoutPeftPrompt, LayoutPeftIA3, LayoutOwn}, info.Layout):
 		return info, fmt.Errorf("trial: %s: unknown layout %q", path, info.Layout)
 	case info.Task == "":
 		return info, fmt.Errorf("trial: %s: no task", path)
@@ -420,8 +458,8 @@ func readWeights(path, layout string, w *nn.Params) error {
 		if !ok {
 			return fmt.Errorf("trial: %s has no tensor %q (the method's %s, shape %v)", path, fn, name, t.Shape)
 		}
-		if !slices.Equal(ti.Shape, t.Shape) {
-			return fmt.Errorf("trial: %s: tensor %q has shape %v, the method's settings make it %v", path, fn, ti.Shape, t.Shape)
+		if want := fileShape(layout, name, t.Shape); !slices.Equal(ti.Shape, want) {
+			return fmt.Errorf("trial: %s: tensor %q has shape %v, the method's settings make it %v", path, fn, ti.Shape, want)
 		}
 		if err := st.Read(fn, t.Data); err != nil {
 			return err
@@ -498,4 +536,88 @@ func (j *trainJob) saveModels() {
 		pr.modelDir = dir
 		pr.logf("model: %s state saved to %s (%.1f MB)", j.set.SaveModel, dir, float64(pr.modelBytes)/1e6)
 	}
+}
+
+// ExportModel writes the saved model src to the new folder out: a copy of
+// its files, or with merge a Hugging Face T5 folder with the method folded
+// into the backbone's tensors (methods.Merger). out must not exist, or be
+// an empty folder; it appears whole or not at all.
+func ExportModel(src, out string, merge bool, reg methods.Registry) (ModelInfo, error) {
+	info, err := ReadModelInfo(src)
+	if err != nil {
+		return info, err
+	}
+	if entries, err := os.ReadDir(out); err == nil && len(entries) > 0 {
+		return info, fmt.Errorf("trial: export to %s: the folder exists and is not empty; name a new one", out)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return info, fmt.Errorf("trial: export to %s: %w", out, err)
+	}
+	if !merge || info.Layout == LayoutHF {
+		return info, copyModel(src, out)
+	}
+	lm, err := LoadModel(src, reg)
+	if err != nil {
+		return info, err
+	}
+	merger, ok := lm.Method.(methods.Merger)
+	if !ok {
+		return info, fmt.Errorf("trial: %s cannot be merged into a T5: %s; export it without --merge (docs/models.md)", info.Method, whyNoMerge(info.Method))
+	}
+	if err := merger.Merge(lm.T5); err != nil {
+		return info, fmt.Errorf("trial: merge %s: %w", src, err)
+	}
+	info.Layout, info.Merged = LayoutHF, true
+	s := savedModel{info: info, config: lm.T5.Config, names: lm.T5.Params.Names, spiece: filepath.Join(lm.BaseDir, "spiece.model")}
+	for _, t := range lm.T5.Params.Tensors {
+		s.shapes = append(s.shapes, t.Shape)
+		s.values = append(s.values, t.Values())
+	}
+	_, err = writeModel(out, s)
+	return info, err
+}
+
+// whyNoMerge says why a method's weights do not fold into a T5.
+func whyNoMerge(method string) string {
+	switch method {
+	case "bitfit":
+		return "T5's projections and norms have no biases to hold BitFit's (only the key biases could go: softmax ignores them)"
+	case "prompt":
+		return "its prompt vectors are inputs to the encoder, not weights"
+	case "adapter", "read", "lst":
+		return "it adds modules (" + method + "'s networks) that a T5 does not have"
+	}
+	return "it does not implement merging"
+}
+
+// copyModel copies the files of the saved model src into out, through a
+// temporary folder renamed into place.
+func copyModel(src, out string) error {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("trial: %w", err)
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return fmt.Errorf("trial: export: %w", err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue // a saved model holds plain files only
+		}
+		if err = copyFile(filepath.Join(src, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		_, err = syncFiles(tmp)
+	}
+	if err == nil {
+		err = replaceDir(tmp, out)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("trial: export %s to %s: %w", src, out, err)
+	}
+	return nil
 }

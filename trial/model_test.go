@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/readsweep/readsweep/baselines"
 	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/methods"
+	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/read"
+	"github.com/readsweep/readsweep/t5"
 )
 
 // paperValidation is the paper's validation split of the fixture's task.
@@ -129,4 +133,121 @@ func folderBytes(t *testing.T, dir string) int64 {
 		n += info.Size()
 	}
 	return n
+}
+
+// TestExportsLoadInPyTorch trains each method whose saved model is a
+// format other tools read (a Hugging Face T5 folder, peft's LoRA, IA³ and
+// prompt-tuning folders), on both T5 layouts (v1.0: ReLU, tied
+// embeddings; v1.1: gated GELU, its own LM head), exports it with and
+// without --merge, and has plain PyTorch (scripts/peers/torch_t5.py, which
+// follows transformers' and peft's loading: names, shapes, dtypes, config
+// keys, peft's target matching and formulas) compute the logits of a
+// batch from each folder: they equal the trained model's here within
+// 1e-4.
+func TestExportsLoadInPyTorch(t *testing.T) {
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	read.Register(reg)
+	_, v1 := tinyConfig(t)
+	v11 := v1
+	v11.FeedForwardProj, v11.Gated, v11.TieWordEmbeddings = "gated-gelu", true, new(bool)
+	batch := t5.Batch{B: 2, S: 6, T: 3, Input: []int32{5, 17, 33, 80, 9, 1, 44, 12, 1, 0, 0, 0},
+		Mask: []bool{true, true, true, true, true, true, true, true, true, false, false, false}, Labels: []int32{7, 19, 1, 23, 1, -100}}
+	batchFile := filepath.Join(t.TempDir(), "batch.safetensors")
+	asFloats := func(x []int32) []float32 {
+		out := make([]float32, len(x))
+		for i, v := range x {
+			out[i] = float32(v)
+		}
+		return out
+	}
+	mask := make([]int32, len(batch.Mask))
+	for i, m := range batch.Mask {
+		if m {
+			mask[i] = 1
+		}
+	}
+	if err := t5.WriteSafetensors(batchFile, []string{"input_ids", "attention_mask", "labels"}, [][]int{{2, 6}, {2, 6}, {2, 3}},
+		[][]float32{asFloats(batch.Input), asFloats(mask), asFloats(batch.Labels)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, layout := range []struct {
+		name string
+		c    t5.Config
+	}{{"v1.0", v1}, {"v1.1", v11}} {
+		base := t.TempDir()
+		if err := t5.New(layout.c, 1).Save(base); err != nil {
+			t.Fatal(err)
+		}
+		if err := copyFile(tinySpiece, filepath.Join(base, "spiece.model")); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			method string
+			arch   map[string]any
+			lr     float64
+			merge  bool
+		}{
+			{"full", nil, 3e-3, false},
+			{"lora", map[string]any{"rank": 4}, 3e-2, true},
+			{"lora", map[string]any{"rank": 2, "targets": "all_qv", "alpha": 5}, 3e-2, true},
+			{"prompt", map[string]any{"prompts": 3}, 3e-2, false},
+			{"ia3", nil, 3e-2, true},
+		} {
+			t.Run(fmt.Sprint(layout.name, " ", tc.method, tc.arch), func(t *testing.T) {
+				spec := Spec{Version: Version, Study: tc.method + "/x/sst2", Method: tc.method, Arch: tc.arch, Dataset: "sst2",
+					Params: map[string]any{"lr": tc.lr}, Seed: 1, Model: base, DataDir: "../glue/testdata/fixture", OutputDir: t.TempDir(),
+					Training: map[string]any{"max_epochs": 2, "batch_size": 16, "max_train_examples": 64, "max_eval_examples": 16,
+						"save_model": "best", "latency_examples": 0, "state_cache": "off"}}
+				var out, logs bytes.Buffer
+				if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+					t.Fatalf("%v\n%s", err, logs.String())
+				}
+				saved := filepath.Join(spec.OutputDir, ModelDirName)
+				lm, err := LoadModel(saved, reg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g := nn.NewGraph(nn.DefaultBackend())
+				o, err := lm.T5.Forward(g, batch, lm.Hooks())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours := o.Logits.Values()
+				folders := []string{filepath.Join(t.TempDir(), "export")}
+				if _, err := ExportModel(saved, folders[0], false, reg); err != nil {
+					t.Fatal(err)
+				}
+				if tc.merge {
+					folders = append(folders, filepath.Join(t.TempDir(), "merged"))
+					if info, err := ExportModel(saved, folders[1], true, reg); err != nil || !info.Merged {
+						t.Fatalf("merge: %+v, %v", info, err)
+					}
+				}
+				for _, folder := range folders {
+					logitsFile := filepath.Join(t.TempDir(), "logits.safetensors")
+					cmd := exec.Command("/usr/bin/python3", "../scripts/peers/torch_t5.py", "logits", folder, batchFile, logitsFile)
+					if msg, err := cmd.CombinedOutput(); err != nil {
+						t.Fatalf("PyTorch (apt-get install python3-torch) could not read %s: %v\n%s", folder, err, msg)
+					}
+					st, err := t5.OpenSafetensors(logitsFile)
+					if err != nil {
+						t.Fatal(err)
+					}
+					theirs, _, err := st.ReadAll("logits")
+					st.Close()
+					if err != nil || len(theirs) != len(ours) {
+						t.Fatalf("%d logits from PyTorch, %d here (%v)", len(theirs), len(ours), err)
+					}
+					worst := 0.0
+					for i := range ours {
+						worst = max(worst, math.Abs(float64(ours[i]-theirs[i])))
+					}
+					if worst > 1e-4 {
+						t.Errorf("%s: PyTorch's logits differ from ours by up to %g", filepath.Base(folder), worst)
+					}
+				}
+			})
+		}
+	}
 }

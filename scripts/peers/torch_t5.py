@@ -88,7 +88,9 @@ class T5(nn.Module):
         s.scale = c.get("scale_decoder_outputs", c.get("tie_word_embeddings", True))
         if not s.tied: s.lm_head = nn.Linear(d, c["vocab_size"], bias=False)
     def encode(s, ids, am, states=None):
-        x = s.shared(ids); mask = (1.0 - am[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min; pb = None
+        x = getattr(s, "shared_in", None)
+        if x is None: x = s.shared(ids)
+        mask = (1.0 - am[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min; pb = None
         for b in s.enc:
             x, pb, _, _ = b(x, mask, pb)
             if states is not None: states.append(x)
@@ -139,6 +141,83 @@ def load_hf(folder):
     with torch.no_grad():
         for k, p in mp.items(): p.copy_(sd[k])
     return m, mp
+
+def save_safetensors(path, tensors):
+    hdr, off, blobs = {}, 0, []
+    for k, t in tensors.items():
+        b = t.detach().to(torch.float32).contiguous().numpy().tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}; off += len(b); blobs.append(b)
+    h = json.dumps(hdr).encode()
+    with open(path, "wb") as f: f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+def header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]; return json.loads(f.read(n))
+
+def peft_targets(cfg, names):
+    """The modules peft's check_target_module_exists wraps: a string is a regex fullmatched against the module
+    name, a list matches a name equal to an entry or ending in "." + entry."""
+    import re
+    t = cfg["target_modules"]
+    if isinstance(t, str): return {n for n in names if re.fullmatch(t, n)}
+    return {n for n in names if any(n == x or n.endswith("." + x) for x in t)}
+
+def load_export(folder):
+    """A folder `sweep export` wrote, as its consumer reads it: a Hugging Face T5 folder, or a peft LoRA, IA3 or
+    prompt-tuning folder over the base model adapter_config.json names, the adapter applied by peft's formulas.
+    Returns the model and the prompt rows to prepend to the encoder's input (None when there are none)."""
+    import os
+    if not os.path.exists(folder + "/adapter_config.json"):
+        meta = header(folder + "/model.safetensors")
+        assert meta.get("__metadata__") == {"format": "pt"}, meta.get("__metadata__")
+        assert all(v["dtype"] == "F32" for k, v in meta.items() if k != "__metadata__")
+        m, mp = load_hf(folder)
+        extra = set(k for k in meta if k != "__metadata__") - set(mp)
+        assert not extra, extra
+        return m, None
+    cfg = json.load(open(folder + "/adapter_config.json")); assert cfg["task_type"] == "SEQ_2_SEQ_LM", cfg
+    m, mp = load_hf(cfg["base_model_name_or_path"]); sd = load_safetensors(folder + "/adapter_model.safetensors")
+    assert header(folder + "/adapter_model.safetensors").get("__metadata__") == {"format": "pt"}
+    modules = {k[: -len(".weight")] for k in mp if k.endswith(".weight") and "layer_norm" not in k and "relative_attention" not in k and k != "shared.weight" and k != "lm_head.weight"}
+    prompt = None
+    with torch.no_grad():
+        if cfg["peft_type"] == "LORA":
+            wrapped = peft_targets(cfg, modules); scale = cfg["lora_alpha"] / cfg["r"]
+            keys = {k[len("base_model.model."): -len(".lora_A.weight")] for k in sd if k.endswith(".lora_A.weight")}
+            assert keys == wrapped and len(sd) == 2 * len(keys), (sorted(keys), sorted(wrapped))
+            for mod in keys:
+                a, b = sd[f"base_model.model.{mod}.lora_A.weight"], sd[f"base_model.model.{mod}.lora_B.weight"]
+                assert a.shape[0] == cfg["r"] and b.shape[1] == cfg["r"]
+                mp[mod + ".weight"] += b @ a * scale
+        elif cfg["peft_type"] == "IA3":
+            wrapped = peft_targets(cfg, modules); ff = peft_targets({"target_modules": cfg["feedforward_modules"]}, modules)
+            keys = {k[len("base_model.model."): -len(".ia3_l")] for k in sd}
+            assert keys == wrapped, (sorted(keys), sorted(wrapped))
+            for mod in keys:
+                l = sd[f"base_model.model.{mod}.ia3_l"]; w = mp[mod + ".weight"]
+                if mod in ff: assert l.shape == (1, w.shape[1]); w *= l        # scales the input: columns
+                else: assert l.shape == (w.shape[0], 1); w *= l                # scales the output: rows
+        elif cfg["peft_type"] == "PROMPT_TUNING":
+            rows = sd["prompt_embeddings"]
+            assert rows.shape == (cfg["num_virtual_tokens"] * cfg.get("num_transformer_submodules", 2), cfg["token_dim"]), rows.shape
+            prompt = rows[: cfg["num_virtual_tokens"]]
+        else:
+            raise SystemExit("unknown peft_type " + cfg["peft_type"])
+    return m, prompt
+
+def export_logits(folder, batch, out):
+    m, prompt = load_export(folder); b = load_safetensors(batch)
+    ids, am, labels = b["input_ids"].long(), b["attention_mask"].long(), b["labels"].long()
+    if prompt is not None:  # peft's PeftModelForSeq2SeqLM: the prompt before the inputs' embeddings, mask ones
+        emb = torch.cat([prompt[None].expand(ids.shape[0], -1, -1), m.shared(ids)], 1)
+        am = torch.cat([torch.ones(ids.shape[0], prompt.shape[0], dtype=am.dtype), am], 1)
+        m.shared_in = emb
+    with torch.no_grad():
+        _, logits = m(ids, am, labels)
+    save_safetensors(out, {"logits": logits})
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "logits":
+    export_logits(*sys.argv[2:]); sys.exit(0)
 
 if __name__ == "__main__":
     for kind in sys.argv[1:]:
