@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/t5"
@@ -74,7 +75,40 @@ type ModelInfo struct {
 	MaxSourceLength int    `json:"max_source_length"`
 	MaxTargetLength int    `json:"max_target_length"`
 	EvalBatchSize   int    `json:"eval_batch_size"`
+	// Where the trial's examples came from: PaperSplit makes its
+	// validation and test splits again.
+	DataDir         string `json:"data_dir,omitempty"`
+	DataSeed        uint64 `json:"data_seed"`
+	MaxEvalExamples int    `json:"max_eval_examples,omitempty"`
 	SplitRule       string `json:"split_rule,omitempty"`
+}
+
+// PaperSplit returns the trial's validation or test split: the paper's
+// split of the task's data under dataDir (the trial's own when empty),
+// cut to max_eval_examples as the trial's was.
+func (info ModelInfo) PaperSplit(dataDir, split string) ([]glue.Example, error) {
+	if dataDir == "" {
+		dataDir = info.DataDir
+	}
+	task, err := glue.Lookup(info.Task)
+	if err != nil {
+		return nil, err
+	}
+	data, err := glue.Load(dataDir, task)
+	if err != nil {
+		return nil, err
+	}
+	splits, err := glue.PaperSplits(data, info.DataSeed)
+	if err != nil {
+		return nil, err
+	}
+	switch split {
+	case "validation":
+		return limit(splits.Validation, info.MaxEvalExamples), nil
+	case "test":
+		return limit(splits.Test, info.MaxEvalExamples), nil
+	}
+	return nil, fmt.Errorf("trial: split %q: want validation or test (the paper's; --input reads any file)", split)
 }
 
 // layoutOf is the layout a method's model is saved in.
@@ -489,9 +523,7 @@ func (j *trainJob) saveModels() {
 	}
 	base := j.spec.Model
 	if st, err := os.Stat(base); err == nil && st.IsDir() {
-		if abs, err := filepath.Abs(base); err == nil {
-			base = abs // the model is read from elsewhere than the sweep's folder
-		}
+		base = absPath(base) // the model is read from elsewhere than the sweep's folder
 	}
 	digest, err := modelDigest(j.modelDir)
 	for i, pr := range j.runs {
@@ -508,7 +540,8 @@ func (j *trainJob) saveModels() {
 			ArchName: j.spec.ArchName, Task: j.task.Name, BaseModel: base, BaseSHA256: digest, Study: j.spec.Study,
 			Trial: pr.Number, Seed: pr.seed, LR: pr.lr, Saved: j.set.SaveModel, Epoch: fr.bestAt.epoch, Step: fr.bestAt.steps,
 			Validation: Float(fr.best), MaxSourceLength: j.set.MaxSourceLength, MaxTargetLength: j.maxTgt,
-			EvalBatchSize: j.set.EvalBatchSize, SplitRule: j.splits.Rule}
+			EvalBatchSize: j.set.EvalBatchSize, SplitRule: j.splits.Rule, DataDir: absPath(j.spec.DataDir), DataSeed: j.set.DataSeed,
+			MaxEvalExamples: j.set.MaxEvalExamples}
 		var best [][]float32
 		if j.set.SaveModel == "last" && fr.lastState != nil {
 			best = snapshot(fr.st.trainable, nil)
@@ -533,6 +566,7 @@ func (j *trainJob) saveModels() {
 			pr.logf("%v", pr.modelErr)
 			continue
 		}
+		dir = absPath(dir) // the database outlives the sweep's working folder
 		pr.modelDir = dir
 		pr.logf("model: %s state saved to %s (%.1f MB)", j.set.SaveModel, dir, float64(pr.modelBytes)/1e6)
 	}
@@ -620,4 +654,12 @@ func copyModel(src, out string) error {
 		return fmt.Errorf("trial: export %s to %s: %w", src, out, err)
 	}
 	return nil
+}
+
+// absPath is path made absolute, or path where it cannot be.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil && path != "" {
+		return abs
+	}
+	return path
 }

@@ -115,9 +115,11 @@ func withStoreOpened(open func(string) (*storage.DB, error), fs *flag.FlagSet, a
 }
 
 func cmdBest(args []string) error {
-	fs := newFlags("best", "best --method M [--dataset D[,D...]] [--storage URL | --config FILE]")
+	fs := newFlags("best", "best --method M [--dataset D[,D...]] [--export DIR [--merge]] [--storage URL | --config FILE]")
 	method := fs.String("method", "", "method whose architecture to choose (required)")
 	datasets := fs.String("dataset", "", "limit to these datasets (comma-separated)")
+	export := fs.String("export", "", "export the choice's models into this folder: each dataset's final runs (DATASET/seed-S), else its best trial (DATASET)")
+	merge := fs.Bool("merge", false, "with --export: fold the method into plain Hugging Face T5 folders (LoRA, IA³)")
 	get := storageFlags(fs)
 	if *method == "" && len(args) == 0 {
 		fs.Usage()
@@ -136,6 +138,13 @@ func cmdBest(args []string) error {
 			return err
 		}
 		printSelection(os.Stdout, sel)
+		if *export != "" {
+			fmt.Println()
+			return exportBest(ctx, s, sel, *export, *merge)
+		}
+		if *merge {
+			return fmt.Errorf("%w: --merge goes with --export DIR", errUsage)
+		}
 		return nil
 	})
 }
@@ -430,11 +439,18 @@ func cmdRetry(args []string) error {
 }
 
 func cmdExport(args []string) error {
-	fs := newFlags("export", "export [--format csv|json] [--out FILE] [--storage URL | --config FILE]")
+	fs := newFlags("export", "export [--format csv|json] [--out FILE] [--storage URL | --config FILE]\n       sweep export STUDY#N --out DIR [--merge] [--storage URL | --config FILE]")
 	format := fs.String("format", "csv", "csv or json")
-	out := fs.String("out", "", "write here instead of stdout")
+	out := fs.String("out", "", "write here instead of stdout (with STUDY#N: the new folder for its model)")
+	merge := fs.Bool("merge", false, "with STUDY#N: fold the method into a plain Hugging Face T5 folder (LoRA, IA³)")
 	get := storageFlags(fs)
-	return withStore(fs, args, 0, 0, get, func(ctx context.Context, s *storage.DB, pos []string) error {
+	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
+		if len(pos) == 1 {
+			return exportTrialModel(ctx, s, pos[0], *out, *merge)
+		}
+		if *merge {
+			return fmt.Errorf("%w: --merge exports a trial's model: sweep export STUDY#N --out DIR --merge", errUsage)
+		}
 		if *format != "csv" && *format != "json" {
 			return fmt.Errorf("%w: --format %q: want csv or json", errUsage, *format)
 		}

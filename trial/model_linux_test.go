@@ -1,0 +1,103 @@
+package trial
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/readsweep/readsweep/baselines"
+	"github.com/readsweep/readsweep/methods"
+)
+
+// TestSavedModelFailures: a model that cannot be written whole (the file
+// size limit standing in for a full disk) leaves the previous one as it
+// was and no temporary folder; a trial whose save fails keeps its scores
+// and says why in model_error; a saved model whose settings no longer
+// match its weights, and merges that cannot be done, are refused with the
+// file or the reason named.
+func TestSavedModelFailures(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	train := func(method string, arch map[string]any, out string) Message {
+		spec := Spec{Version: Version, Study: method + "/x/sst2", Method: method, Arch: arch, Dataset: "sst2",
+			Params: map[string]any{"lr": 1e-2}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", OutputDir: out,
+			Training: map[string]any{"max_epochs": 1, "batch_size": 32, "save_model": "last", "latency_examples": 0, "max_eval_examples": 8}}
+		var stdout, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, nil, &stdout, &logs); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		lines := trialLines(t, stdout.String())[-1]
+		return lines[len(lines)-1]
+	}
+	out := t.TempDir()
+	first := train("full", nil, out)
+	dir := filepath.Join(out, ModelDirName)
+	if first.Attrs["model_dir"] != dir {
+		t.Fatalf("first save: %v", first.Attrs)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	signal.Ignore(syscall.SIGXFSZ)
+	defer signal.Reset(syscall.SIGXFSZ)
+	low := lim
+	low.Cur = uint64(len(before) / 2)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &low); err != nil {
+		t.Fatal(err)
+	}
+	second := train("full", nil, out)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	why, _ := second.Attrs["model_error"].(string)
+	if second.Type != TypeFinal || !strings.Contains(why, "save model") || second.Attrs["model_dir"] != nil || second.Attrs["test"] == nil {
+		t.Errorf("a save over the size limit: %v", second.Attrs)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+	if !bytes.Equal(before, after) {
+		t.Error("the previous model changed")
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 1 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("left in the trial's folder: %v", names)
+	}
+	if _, err := LoadModel(dir, reg); err != nil {
+		t.Errorf("the previous model does not load: %v", err)
+	}
+
+	// A saved model whose info was edited to other settings.
+	bitfit := filepath.Join(t.TempDir(), "bitfit")
+	os.MkdirAll(bitfit, 0o755)
+	train("bitfit", nil, bitfit)
+	saved := filepath.Join(bitfit, ModelDirName)
+	if _, err := ExportModel(saved, filepath.Join(t.TempDir(), "m"), true, reg); err == nil || !strings.Contains(err.Error(), "bitfit cannot be merged into a T5: T5's projections and norms have no biases") {
+		t.Errorf("merging BitFit: %v", err)
+	}
+	infoPath := filepath.Join(saved, ModelInfoName)
+	raw, _ := os.ReadFile(infoPath)
+	var info map[string]any
+	json.Unmarshal(raw, &info)
+	info["arch"] = map[string]any{"scope": "all"}
+	raw, _ = json.Marshal(info)
+	os.WriteFile(infoPath, raw, 0o644)
+	if _, err := LoadModel(saved, reg); err == nil || !strings.Contains(err.Error(), "method.safetensors has no tensor") {
+		t.Errorf("weights of other settings: %v", err)
+	}
+	os.WriteFile(infoPath, []byte("{not json"), 0o644)
+	if _, err := LoadModel(saved, reg); err == nil || !strings.Contains(err.Error(), infoPath) {
+		t.Errorf("a corrupt %s: %v", ModelInfoName, err)
+	}
+}
