@@ -72,9 +72,9 @@ type ModelInfo struct {
 	Step       int     `json:"step"`       // optimiser steps of the saved state
 	Validation Float   `json:"validation"` // of the saved state
 	// What prediction must repeat to decode as validation did.
-	MaxSourceLength int    `json:"max_source_length"`
-	MaxTargetLength int    `json:"max_target_length"`
-	EvalBatchSize   int    `json:"eval_batch_size"`
+	MaxSourceLength int `json:"max_source_length"`
+	MaxTargetLength int `json:"max_target_length"`
+	EvalBatchSize   int `json:"eval_batch_size"`
 	// Where the trial's examples came from: PaperSplit makes its
 	// validation and test splits again.
 	DataDir         string `json:"data_dir,omitempty"`
