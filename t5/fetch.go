@@ -39,7 +39,8 @@ func CacheDir(name string) (string, error) {
 }
 
 // Fetch downloads what Load and LoadTokenizer read (config.json,
-// spiece.model, and model.safetensors or its index and shards) from the
+// spiece.model, and the first of WeightFiles the repository has, with its
+// shards) from the
 // hub into dir, resuming partial files and verifying every file, all at
 // the commit revision names when Fetch starts, which it returns and
 // records in dir's hub.RevisionFile.
@@ -76,15 +77,24 @@ func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) ([]
 	get := func(p string) error {
 		return c.Download(ctx, hub.Models, repo, revision, byPath[p], filepath.Join(dir, filepath.FromSlash(p)))
 	}
+	weights := ""
+	for _, name := range WeightFiles {
+		if has(byPath, name) {
+			weights = name
+			break
+		}
+	}
 	switch {
-	case has(byPath, "model.safetensors"):
-		want = append(want, "model.safetensors")
-	case has(byPath, "model.safetensors.index.json"):
-		index = []string{"model.safetensors.index.json"}
-		if err := get("model.safetensors.index.json"); err != nil {
+	case weights == "":
+		return nil, fmt.Errorf("t5: fetch %s: the repository has none of %s", repo, strings.Join(WeightFiles, ", "))
+	case !strings.HasSuffix(weights, ".index.json"):
+		want = append(want, weights)
+	default:
+		index = []string{weights}
+		if err := get(weights); err != nil {
 			return nil, fmt.Errorf("t5: fetch %s: %w", repo, err)
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json"))
+		raw, err := os.ReadFile(filepath.Join(dir, weights))
 		if err != nil {
 			return nil, fmt.Errorf("t5: %w", err)
 		}
@@ -92,12 +102,12 @@ func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) ([]
 			WeightMap map[string]string `json:"weight_map"`
 		}
 		if err := json.Unmarshal(raw, &idx); err != nil {
-			return nil, fmt.Errorf("t5: fetch %s: model.safetensors.index.json: %w", repo, err)
+			return nil, fmt.Errorf("t5: fetch %s: %s: %w", repo, weights, err)
 		}
 		seen := map[string]bool{}
 		for _, shard := range idx.WeightMap {
 			if !ShardName(shard) {
-				return nil, fmt.Errorf("t5: fetch %s: model.safetensors.index.json names shard %q, not a file name in the folder", repo, shard)
+				return nil, fmt.Errorf("t5: fetch %s: %s names shard %q, not a file name in the folder", repo, weights, shard)
 			}
 			if !seen[shard] {
 				seen[shard] = true
@@ -105,9 +115,6 @@ func fetchAt(ctx context.Context, c *hub.Client, repo, revision, dir string) ([]
 			}
 		}
 		slices.Sort(want[2:]) // the map's order is random
-	default:
-		return nil, fmt.Errorf("t5: fetch %s: the repository has no safetensors weights (only pytorch_model.bin?); "+
-			"HINT: convert them with transformers' save_pretrained(..., safe_serialization=True)", repo)
 	}
 	for _, p := range want {
 		if _, ok := byPath[p]; !ok {

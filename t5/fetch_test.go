@@ -25,15 +25,19 @@ func readFile(t *testing.T, p string) []byte {
 func TestFetch(t *testing.T) {
 	src := "testdata/tiny-t5-v1"
 	hubtest.NewServer(t, map[string][]byte{
-		"models/google-t5/t5-tiny/config.json":       readFile(t, filepath.Join(src, "config.json")),
-		"models/google-t5/t5-tiny/model.safetensors": readFile(t, filepath.Join(src, "model.safetensors")),
-		"models/google-t5/t5-tiny/spiece.model":      readFile(t, "testdata/spm/tiny.model"),
-		"models/google-t5/t5-tiny/README.md":         []byte("not needed"),
-		"models/org/sharded/config.json":             readFile(t, filepath.Join(src, "config.json")),
-		"models/org/sharded/spiece.model":            readFile(t, "testdata/spm/tiny.model"),
-		"models/org/pt-only/config.json":             readFile(t, filepath.Join(src, "config.json")),
-		"models/org/pt-only/spiece.model":            readFile(t, "testdata/spm/tiny.model"),
-		"models/org/pt-only/pytorch_model.bin":       []byte("pickle"),
+		"models/google-t5/t5-tiny/config.json":                readFile(t, filepath.Join(src, "config.json")),
+		"models/google-t5/t5-tiny/model.safetensors":          readFile(t, filepath.Join(src, "model.safetensors")),
+		"models/google-t5/t5-tiny/spiece.model":               readFile(t, "testdata/spm/tiny.model"),
+		"models/google-t5/t5-tiny/README.md":                  []byte("not needed"),
+		"models/org/sharded/config.json":                      readFile(t, filepath.Join(src, "config.json")),
+		"models/org/sharded/spiece.model":                     readFile(t, "testdata/spm/tiny.model"),
+		"models/org/pt-only/config.json":                      readFile(t, "testdata/pytorch/sharded/config.json"),
+		"models/org/pt-only/spiece.model":                     readFile(t, "testdata/spm/tiny.model"),
+		"models/org/pt-only/pytorch_model.bin.index.json":     readFile(t, "testdata/pytorch/sharded/pytorch_model.bin.index.json"),
+		"models/org/pt-only/pytorch_model-00001-of-00002.bin": readFile(t, "testdata/pytorch/sharded/pytorch_model-00001-of-00002.bin"),
+		"models/org/pt-only/pytorch_model-00002-of-00002.bin": readFile(t, "testdata/pytorch/sharded/pytorch_model-00002-of-00002.bin"),
+		"models/org/no-weights/config.json":                   readFile(t, filepath.Join(src, "config.json")),
+		"models/org/no-weights/spiece.model":                  readFile(t, "testdata/spm/tiny.model"),
 	})
 	dir := t.TempDir()
 	if _, err := Fetch(context.Background(), hub.FromEnv(), "t5-tiny", "main", dir); err != nil {
@@ -51,9 +55,23 @@ func TestFetch(t *testing.T) {
 	}
 	orig, _ := Load(src)
 	compare(t, "shared.weight", m.Shared.Data, orig.Shared.Data, 0, 0)
-	_, err = Fetch(context.Background(), hub.FromEnv(), "org/pt-only", "main", t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "no safetensors weights") {
-		t.Errorf("pytorch-only repository: %v", err)
+	// A repository of pytorch_model.bin shards (the T5 v1.1 ones) loads as
+	// its safetensors twin.
+	ptDir := t.TempDir()
+	if _, err = Fetch(context.Background(), hub.FromEnv(), "org/pt-only", "main", ptDir); err != nil {
+		t.Fatalf("pytorch-only repository: %v", err)
+	}
+	fromPT, err := Load(ptDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin, _ := Load("testdata/tiny-t5-v1")
+	for i, name := range twin.Params.Names {
+		compare(t, name, fromPT.Params.Tensors[i].Data, twin.Params.Tensors[i].Data, 0, 0)
+	}
+	_, err = Fetch(context.Background(), hub.FromEnv(), "org/no-weights", "main", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "the repository has none of model.safetensors") {
+		t.Errorf("a repository without weights: %v", err)
 	}
 	_, err = Fetch(context.Background(), hub.FromEnv(), "org/missing", "main", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "the repository does not exist") {

@@ -219,21 +219,25 @@ func Load(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sts []*Safetensors
-	defer func() {
-		for _, s := range sts {
-			s.Close()
-		}
-	}()
-	where := map[string]*Safetensors{}
+	where := map[string]tensorSource{}
 	for _, f := range files {
-		s, err := OpenSafetensors(f)
-		if err != nil {
-			return nil, err
+		var src tensorSource
+		if strings.HasSuffix(f, ".bin") {
+			tensors, err := readPyTorch(f)
+			if err != nil {
+				return nil, err
+			}
+			src = &pickledFile{path: f, tensors: tensors}
+		} else {
+			s, err := OpenSafetensors(f)
+			if err != nil {
+				return nil, err
+			}
+			defer s.Close()
+			src = s
 		}
-		sts = append(sts, s)
-		for name := range s.Tensors {
-			where[name] = s
+		for _, name := range src.names() {
+			where[name] = src
 		}
 	}
 	_, hasHead := where["lm_head.weight"]
@@ -254,10 +258,10 @@ func Load(dir string) (*Model, error) {
 		if !ok {
 			return nil, fmt.Errorf("t5: %s: checkpoint has no tensor %q (shape %v)", dir, name, t.Shape)
 		}
-		if got := s.Tensors[src].Shape; !slices.Equal(got, t.Shape) {
-			return nil, fmt.Errorf("t5: %s: tensor %q has shape %v, config.json implies %v", s.Path, src, got, t.Shape)
+		if got, _ := s.shapeOf(src); !slices.Equal(got, t.Shape) {
+			return nil, fmt.Errorf("t5: %s: tensor %q has shape %v, config.json implies %v", s.source(), src, got, t.Shape)
 		}
-		if err := s.Read(src, t.Data); err != nil {
+		if err := s.readInto(src, t.Data); err != nil {
 			return nil, err
 		}
 		used[src] = true
@@ -281,23 +285,44 @@ func ShardName(f string) bool {
 	return f != "" && f != "." && f != ".." && !strings.ContainsAny(f, `/\:`) && filepath.IsLocal(f)
 }
 
+// tensorSource is a checkpoint file's tensors by name: a safetensors file
+// or a read pytorch_model.bin.
+type tensorSource interface {
+	source() string
+	names() []string
+	shapeOf(name string) ([]int, bool)
+	readInto(name string, dst []float32) error
+}
+
+// WeightFiles are the names of a checkpoint's weights Load reads, in the
+// order it looks for them: one file, or the index of its shards.
+var WeightFiles = []string{"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"}
+
+// checkpointFiles lists the files of dir's weights: the first of
+// WeightFiles it has, or the shards its index names.
 func checkpointFiles(dir string) ([]string, error) {
-	single := filepath.Join(dir, "model.safetensors")
-	if _, err := os.Stat(single); err == nil {
-		return []string{single}, nil
-	}
-	index := filepath.Join(dir, "model.safetensors.index.json")
-	if raw, err := os.ReadFile(index); err == nil {
+	for _, name := range WeightFiles {
+		path := filepath.Join(dir, name)
+		if !strings.HasSuffix(name, ".index.json") {
+			if _, err := os.Stat(path); err == nil {
+				return []string{path}, nil
+			}
+			continue
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
 		var idx struct {
 			WeightMap map[string]string `json:"weight_map"`
 		}
 		if err := json.Unmarshal(raw, &idx); err != nil {
-			return nil, fmt.Errorf("t5: %s: %w", index, err)
+			return nil, fmt.Errorf("t5: %s: %w", path, err)
 		}
 		set := map[string]bool{}
 		for _, f := range idx.WeightMap {
 			if !ShardName(f) {
-				return nil, fmt.Errorf("t5: %s: shard %q is not a file name in the folder", index, f)
+				return nil, fmt.Errorf("t5: %s: shard %q is not a file name in the folder", path, f)
 			}
 			set[filepath.Join(dir, f)] = true
 		}
@@ -307,15 +332,11 @@ func checkpointFiles(dir string) ([]string, error) {
 		}
 		sort.Strings(files)
 		if len(files) == 0 {
-			return nil, fmt.Errorf("t5: %s: empty weight_map", index)
+			return nil, fmt.Errorf("t5: %s: empty weight_map", path)
 		}
 		return files, nil
 	}
-	if _, err := os.Stat(filepath.Join(dir, "pytorch_model.bin")); err == nil {
-		return nil, fmt.Errorf("t5: %s has only pytorch_model.bin; HINT: convert it once with Python: "+
-			"python3 -c 'from transformers import T5ForConditionalGeneration as M; M.from_pretrained(\"%s\").save_pretrained(\"%s\", safe_serialization=True)'", dir, dir, dir)
-	}
-	return nil, fmt.Errorf("t5: %s: no model.safetensors or model.safetensors.index.json (`sweep fetch model NAME` downloads one)", dir)
+	return nil, fmt.Errorf("t5: %s: no model.safetensors, pytorch_model.bin or their shard index (`sweep fetch model NAME` downloads one)", dir)
 }
 
 // Save writes config.json and model.safetensors in Hugging Face's layout,

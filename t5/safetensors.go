@@ -76,6 +76,23 @@ func OpenSafetensors(path string) (*Safetensors, error) {
 	return s, nil
 }
 
+func (s *Safetensors) source() string { return s.Path }
+
+func (s *Safetensors) names() []string {
+	out := make([]string, 0, len(s.Tensors))
+	for n := range s.Tensors {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (s *Safetensors) shapeOf(name string) ([]int, bool) {
+	ti, ok := s.Tensors[name]
+	return ti.Shape, ok
+}
+
+func (s *Safetensors) readInto(name string, dst []float32) error { return s.Read(name, dst) }
+
 // Close unmaps the file.
 func (s *Safetensors) Close() error {
 	if s.mapped == nil {

@@ -190,8 +190,10 @@ func cacheDir(set Settings, modelDir string) (dir, digest string, err error) {
 // remembered beside them in readsweep.sha256 for the same sizes and times.
 func modelDigest(dir string) (string, error) {
 	files := []string{filepath.Join(dir, "config.json")}
-	matches, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
-	files = append(files, matches...)
+	for _, pattern := range []string{"*.safetensors", "pytorch_model*.bin"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		files = append(files, matches...)
+	}
 	var stamp string
 	for _, f := range files {
 		st, err := os.Stat(f)

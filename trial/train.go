@@ -1017,10 +1017,14 @@ func Preflight(model, dataDir string, datasets []string) error {
 				problems = append(problems, fmt.Errorf("model %s has no %s", dir, f))
 			}
 		}
-		_, errOne := os.Stat(filepath.Join(dir, "model.safetensors"))
-		_, errSharded := os.Stat(filepath.Join(dir, "model.safetensors.index.json"))
-		if errOne != nil && errSharded != nil {
-			problems = append(problems, fmt.Errorf("model %s has no model.safetensors (or model.safetensors.index.json)", dir))
+		found := false
+		for _, f := range t5.WeightFiles {
+			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+				found = true
+			}
+		}
+		if !found {
+			problems = append(problems, fmt.Errorf("model %s has no weights (%s)", dir, strings.Join(t5.WeightFiles, ", ")))
 		}
 	}
 	if dataDir == "" {
