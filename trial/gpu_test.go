@@ -97,3 +97,37 @@ func onEmulatedGPU(t *testing.T) (string, methods.Registry) {
 	read.Register(reg)
 	return tinyModel(t), reg
 }
+
+// TestSavedModelOnEmulatedGPU: a model trained and saved on the (emulated)
+// GPU holds the device's weights, and predicts there its trial's
+// validation metrics.
+func TestSavedModelOnEmulatedGPU(t *testing.T) {
+	model, reg := onEmulatedGPU(t)
+	spec := Spec{Version: Version, Study: "lora/x/sst2", Method: "lora", Arch: map[string]any{"rank": 4}, Dataset: "sst2",
+		Params: map[string]any{"lr": 3e-2}, Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", Device: "cuda", OutputDir: t.TempDir(),
+		Training: map[string]any{"max_epochs": 2, "batch_size": 16, "max_train_examples": 32, "max_eval_examples": 8,
+			"latency_examples": 0, "state_cache": "off", "save_model": "best"}}
+	var out, logs bytes.Buffer
+	if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	_, final := trialOutput(t, out.String())
+	lm, err := LoadModel(final.Attrs["model_dir"].(string), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := trainableDigest(lm.Method.Trainable()); got != final.Attrs["trainable_sha256"] {
+		t.Errorf("the saved weights' digest %s, the trial's %v: the host's stale copy was saved?", got, final.Attrs["trainable_sha256"])
+	}
+	val, err := lm.Info.PaperSplit("", "validation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := lm.Predict(context.Background(), mustLookup(t, "sst2"), val, true, PredictOptions{Device: "cuda"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.Device, "cuda") || p.Scores["score"] != final.Attrs["validation"] {
+		t.Errorf("on %s: validation %v, the trial's %v", p.Device, p.Scores["score"], final.Attrs["validation"])
+	}
+}
