@@ -99,8 +99,8 @@ func onEmulatedGPU(t *testing.T) (string, methods.Registry) {
 }
 
 // TestSavedModelOnEmulatedGPU: a model trained and saved on the (emulated)
-// GPU holds the device's weights, and predicts there its trial's
-// validation metrics.
+// GPU holds the trained weights (their digest is the trial's) and
+// predicts there its trial's validation score.
 func TestSavedModelOnEmulatedGPU(t *testing.T) {
 	model, reg := onEmulatedGPU(t)
 	spec := Spec{Version: Version, Study: "lora/x/sst2", Method: "lora", Arch: map[string]any{"rank": 4}, Dataset: "sst2",
@@ -117,7 +117,7 @@ func TestSavedModelOnEmulatedGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := trainableDigest(lm.Method.Trainable()); got != final.Attrs["trainable_sha256"] {
-		t.Errorf("the saved weights' digest %s, the trial's %v: the host's stale copy was saved?", got, final.Attrs["trainable_sha256"])
+		t.Errorf("the saved weights' digest %s, the trial's %v", got, final.Attrs["trainable_sha256"])
 	}
 	val, err := lm.Info.PaperSplit("", "validation")
 	if err != nil {
