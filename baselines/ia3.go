@@ -1,6 +1,7 @@
 package baselines
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/readsweep/readsweep/methods"
@@ -53,5 +54,34 @@ func newIA3(m *t5.Model, _ *methods.Settings, _ uint64) (methods.Method, error) 
 			return g.MulRow(g.Linear(x, w, nil), l)
 		}
 	}}
-	return o, nil
+	return &ia3{o}, nil
+}
+
+// ia3 is IA³'s vectors; merging folds them into the projections.
+type ia3 struct{ *own }
+
+// Merge scales each key and value projection's rows (its outputs) and
+// each feed-forward output projection's columns (its inputs) by the
+// learned vectors, as peft's IA³ merge does.
+func (l *ia3) Merge(m *t5.Model) error {
+	for i, name := range l.params.Names {
+		target := strings.TrimSuffix(name, ".ia3_l")
+		w := m.Params.Get(target + ".weight")
+		if w == nil {
+			return fmt.Errorf("ia3: the model has no %s.weight to merge into", target)
+		}
+		s, wv := l.params.Tensors[i].Values(), w.Values()
+		out, in := w.Dim(0), w.Dim(1)
+		for o := range out {
+			for j := range in {
+				if strings.HasSuffix(target, ".wo") {
+					wv[o*in+j] *= s[j]
+				} else {
+					wv[o*in+j] *= s[o]
+				}
+			}
+		}
+		w.SetValues(wv)
+	}
+	return nil
 }
