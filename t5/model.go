@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/readsweep/readsweep/nn"
@@ -342,21 +343,75 @@ func checkpointFiles(dir string) ([]string, error) {
 // Save writes config.json and model.safetensors in Hugging Face's layout,
 // which Load (and transformers) read back.
 func (m *Model) Save(dir string) error {
-	if err := WriteConfig(dir, m.Config); err != nil {
-		return err
-	}
 	var shapes [][]int
-	var data [][]float32
+	var values [][]float32
 	for _, t := range m.Params.Tensors {
 		shapes = append(shapes, t.Shape)
-		data = append(data, t.Values())
+		values = append(values, t.Values())
 	}
-	return WriteSafetensors(filepath.Join(dir, "model.safetensors"), m.Params.Names, shapes, data)
+	c, names, shapes, values := HFCheckpoint(m.Config, m.Params.Names, shapes, values)
+	if err := WriteConfig(dir, c); err != nil {
+		return err
+	}
+	return WriteSafetensors(filepath.Join(dir, "model.safetensors"), names, shapes, values)
+}
+
+// HFCheckpoint makes a model of config c with tensors (names, shapes,
+// values) mean the same to every transformers version that reads it.
+// transformers 4 ties lm_head to shared, and scales the decoder's output
+// by d_model^-0.5, exactly when tie_word_embeddings is true; transformers
+// 5 keeps a checkpoint's own lm_head.weight and scales by
+// scale_decoder_outputs. So the result says tie_word_embeddings exactly
+// when it has no lm_head.weight, and scale_decoder_outputs the same: a
+// model with its own head and the scale has the scale folded into its
+// head; a model without a head that is not scaled gets shared.weight
+// written as its head.
+func HFCheckpoint(c Config, names []string, shapes [][]int, values [][]float32) (Config, []string, [][]int, [][]float32) {
+	head, shared := -1, -1
+	for i, n := range names {
+		switch n {
+		case "lm_head.weight":
+			head = i
+		case "shared.weight":
+			shared = i
+		}
+	}
+	scale := c.OutputScale()
+	switch {
+	case head >= 0 && scale != 1:
+		folded := make([]float32, len(values[head]))
+		for i, v := range values[head] {
+			folded[i] = v * scale
+		}
+		values = append(values[:head:head], append([][]float32{folded}, values[head+1:]...)...)
+	case head < 0 && scale == 1 && shared >= 0:
+		names = append(names[:len(names):len(names)], "lm_head.weight")
+		shapes = append(shapes[:len(shapes):len(shapes)], shapes[shared])
+		values = append(values[:len(values):len(values)], values[shared])
+		head = len(names) - 1
+	}
+	tied, scaled := head < 0, head < 0
+	c.TieWordEmbeddings, c.ScaleDecoderOutputs = &tied, &scaled
+	return c, names, shapes, values
+}
+
+// pyFloat is a float that JSON writes with a decimal point (1.0, not 1):
+// transformers 5's strict configs refuse an int where a float is declared.
+type pyFloat float64
+
+func (f pyFloat) MarshalJSON() ([]byte, error) {
+	s := strconv.FormatFloat(float64(f), 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eEnN") {
+		s += ".0"
+	}
+	return []byte(s), nil
 }
 
 // WriteConfig writes c as dir/config.json, with the fields of
 // transformers' T5Config (and the architecture it names), so that
-// T5ForConditionalGeneration.from_pretrained builds the same model.
+// T5ForConditionalGeneration.from_pretrained builds the same model; for
+// a checkpoint, HFCheckpoint makes its tying and scaling agree with the
+// tensors written.
 func WriteConfig(dir string, c Config) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("t5: %w", err)
@@ -365,8 +420,8 @@ func WriteConfig(dir string, c Config) error {
 		"architectures": []string{"T5ForConditionalGeneration"}, "model_type": "t5", "is_encoder_decoder": true,
 		"vocab_size": c.VocabSize, "d_model": c.DModel, "d_kv": c.DKV, "d_ff": c.DFF, "num_layers": c.NumLayers,
 		"num_decoder_layers": c.NumDecoderLayers, "num_heads": c.NumHeads, "relative_attention_num_buckets": c.RelBuckets,
-		"relative_attention_max_distance": c.RelMaxDistance, "dropout_rate": c.DropoutRate, "layer_norm_epsilon": c.LayerNormEps,
-		"initializer_factor": c.InitializerFactor, "feed_forward_proj": c.FeedForwardProj, "tie_word_embeddings": c.Tied(),
+		"relative_attention_max_distance": c.RelMaxDistance, "dropout_rate": pyFloat(c.DropoutRate), "layer_norm_epsilon": pyFloat(c.LayerNormEps),
+		"initializer_factor": pyFloat(c.InitializerFactor), "feed_forward_proj": c.FeedForwardProj, "tie_word_embeddings": c.Tied(),
 		"scale_decoder_outputs": c.OutputScale() != 1, "pad_token_id": c.PadTokenID, "eos_token_id": c.EOSTokenID,
 		"decoder_start_token_id": c.DecoderStartTokenID,
 	}

@@ -1,6 +1,7 @@
 package t5
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -607,5 +608,77 @@ func TestOnceReleasesItsWork(t *testing.T) {
 	}
 	if before.Data[0] != 7 {
 		t.Errorf("a tensor allocated before Once changed: %g", before.Data[0])
+	}
+}
+
+// TestSaveMeansTheSameToEveryTransformers: a saved folder says
+// tie_word_embeddings exactly when it has no lm_head.weight, and
+// scale_decoder_outputs the same (transformers 4 ties and scales by the
+// first, 5 by the checkpoint's head and the second), writes its float
+// fields as floats (transformers 5's strict configs), and loads back to
+// the golden logits: tiny-t5-v11 (no head, no scale: shared.weight is
+// written as its head), tiny-t5-v1 (tied and scaled), and a model with its
+// own head and the scale (folded into the head).
+func TestSaveMeansTheSameToEveryTransformers(t *testing.T) {
+	logits := func(m *Model, bt Batch) []float32 {
+		g := nn.NewGraph(nn.DefaultBackend())
+		out, err := m.Forward(g, bt, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Logits.Values()
+	}
+	headAndScale, _ := loadGolden(t, "tiny-t5-v11")
+	yes := true
+	headAndScale.Config.ScaleDecoderOutputs = &yes
+	headAndScale = func() *Model { // v11's weights with a head of its own, and the scale
+		m := newModel(headAndScale.Config, true)
+		for i, name := range m.Params.Names {
+			src := headAndScale.Params.Get(name)
+			if name == "lm_head.weight" {
+				src = headAndScale.Params.Get("shared.weight")
+			}
+			copy(m.Params.Tensors[i].Data, src.Data)
+		}
+		return m
+	}()
+	for _, tc := range []struct {
+		name string
+		m    *Model
+	}{{"tiny-t5-v11", nil}, {"tiny-t5-v1", nil}, {"own head, scaled", headAndScale}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, gd := loadGolden(t, "tiny-t5-v1")
+			m := tc.m
+			if m == nil {
+				m, gd = loadGolden(t, tc.name)
+			}
+			want := logits(m, gd.batch)
+			dir := t.TempDir()
+			if err := m.Save(dir); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+			var cfg map[string]any
+			json.Unmarshal(raw, &cfg)
+			st, err := OpenSafetensors(filepath.Join(dir, "model.safetensors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, hasHead := st.Tensors["lm_head.weight"]
+			st.Close()
+			if cfg["tie_word_embeddings"] != !hasHead || cfg["scale_decoder_outputs"] != !hasHead {
+				t.Errorf("lm_head.weight written %v, config tie_word_embeddings %v, scale_decoder_outputs %v", hasHead, cfg["tie_word_embeddings"], cfg["scale_decoder_outputs"])
+			}
+			for _, key := range []string{`"initializer_factor": 1.0`, `"dropout_rate": `, `"layer_norm_epsilon": 1e-06`} {
+				if !strings.Contains(string(raw), key) {
+					t.Errorf("config.json lacks %s:\n%s", key, raw)
+				}
+			}
+			back, err := Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compare(t, "logits", logits(back, gd.batch), want, 1e-5, 1e-5)
+		})
 	}
 }

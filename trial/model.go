@@ -200,6 +200,9 @@ func writeModel(dir string, s savedModel) (int64, error) {
 
 func fillModel(dir string, s savedModel) (int64, error) {
 	layout := s.info.Layout
+	if layout == LayoutHF {
+		s.config, s.names, s.shapes, s.values = t5.HFCheckpoint(s.config, s.names, s.shapes, s.values)
+	}
 	ts := make([]t5.SafetensorsTensor, len(s.names))
 	for i, name := range s.names {
 		ts[i] = t5.SafetensorsTensor{Name: fileName(layout, name), Shape: fileShape(layout, name, s.shapes[i]), F32: s.values[i]}
