@@ -251,3 +251,31 @@ func TestExportsLoadInPyTorch(t *testing.T) {
 		}
 	}
 }
+
+// TestSavedFullModelIsAModel: a fully fine-tuned trial's saved folder is
+// a model like any other: a sweep's `model:` trains on it (here LoRA),
+// and that trial's saved adapter names it as its base.
+func TestSavedFullModelIsAModel(t *testing.T) {
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	run := func(method, model string) string {
+		spec := Spec{Version: Version, Study: method + "/x/sst2", Method: method, Dataset: "sst2", Params: map[string]any{"lr": 3e-3},
+			Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", OutputDir: t.TempDir(),
+			Training: map[string]any{"max_epochs": 1, "batch_size": 32, "save_model": "best", "latency_examples": 0, "max_eval_examples": 8}}
+		var out, logs bytes.Buffer
+		if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+			t.Fatalf("%s on %s: %v\n%s", method, model, err, logs.String())
+		}
+		_, final := trialOutput(t, out.String())
+		return final.Attrs["model_dir"].(string)
+	}
+	full := run("full", tinyModel(t))
+	adapter := run("lora", full)
+	lm, err := LoadModel(adapter, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lm.BaseDir != full || lm.Info.BaseModel != full {
+		t.Errorf("the adapter's base is %s (%s), want the fine-tuned %s", lm.BaseDir, lm.Info.BaseModel, full)
+	}
+}
