@@ -221,10 +221,21 @@ func Load(dir string) (*Model, error) {
 		return nil, err
 	}
 	where := map[string]tensorSource{}
+	// A pickled checkpoint may read as many values as the model holds,
+	// four times over: old files save tied embeddings once per name.
+	_, shapes := ParamShapes(c, true)
+	var budget int64 = 1 << 20
+	for _, sh := range shapes {
+		n := int64(1)
+		for _, d := range sh {
+			n *= int64(d)
+		}
+		budget += 4 * n
+	}
 	for _, f := range files {
 		var src tensorSource
 		if strings.HasSuffix(f, ".bin") {
-			tensors, err := readPyTorch(f)
+			tensors, err := readPyTorch(f, &budget)
 			if err != nil {
 				return nil, err
 			}
@@ -395,11 +406,12 @@ func HFCheckpoint(c Config, names []string, shapes [][]int, values [][]float32) 
 	return c, names, shapes, values
 }
 
-// pyFloat is a float that JSON writes with a decimal point (1.0, not 1):
-// transformers 5's strict configs refuse an int where a float is declared.
-type pyFloat float64
+// PyFloat is a float that JSON writes with a decimal point (1.0, not 1),
+// as Python does: transformers 5's strict configs refuse an int where a
+// float is declared.
+type PyFloat float64
 
-func (f pyFloat) MarshalJSON() ([]byte, error) {
+func (f PyFloat) MarshalJSON() ([]byte, error) {
 	s := strconv.FormatFloat(float64(f), 'g', -1, 64)
 	if !strings.ContainsAny(s, ".eEnN") {
 		s += ".0"
@@ -420,8 +432,8 @@ func WriteConfig(dir string, c Config) error {
 		"architectures": []string{"T5ForConditionalGeneration"}, "model_type": "t5", "is_encoder_decoder": true,
 		"vocab_size": c.VocabSize, "d_model": c.DModel, "d_kv": c.DKV, "d_ff": c.DFF, "num_layers": c.NumLayers,
 		"num_decoder_layers": c.NumDecoderLayers, "num_heads": c.NumHeads, "relative_attention_num_buckets": c.RelBuckets,
-		"relative_attention_max_distance": c.RelMaxDistance, "dropout_rate": pyFloat(c.DropoutRate), "layer_norm_epsilon": pyFloat(c.LayerNormEps),
-		"initializer_factor": pyFloat(c.InitializerFactor), "feed_forward_proj": c.FeedForwardProj, "tie_word_embeddings": c.Tied(),
+		"relative_attention_max_distance": c.RelMaxDistance, "dropout_rate": PyFloat(c.DropoutRate), "layer_norm_epsilon": PyFloat(c.LayerNormEps),
+		"initializer_factor": PyFloat(c.InitializerFactor), "feed_forward_proj": c.FeedForwardProj, "tie_word_embeddings": c.Tied(),
 		"scale_decoder_outputs": c.OutputScale() != 1, "pad_token_id": c.PadTokenID, "eos_token_id": c.EOSTokenID,
 		"decoder_start_token_id": c.DecoderStartTokenID,
 	}

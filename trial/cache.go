@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/readsweep/readsweep/internal/atomicfile"
 	"github.com/readsweep/readsweep/methods"
 	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/t5"
@@ -188,7 +189,12 @@ func cacheDir(set Settings, modelDir string) (dir, digest string, err error) {
 
 // modelDigest returns the SHA-256 of a checkpoint's weights and config,
 // remembered beside them in readsweep.sha256 for the same sizes and times.
-func modelDigest(dir string) (string, error) {
+func modelDigest(dir string) (string, error) { return hashModel(dir, true) }
+
+// hashModel is modelDigest; without trustMemo it hashes the files
+// whatever the memo says (a model handed over: an edit that kept sizes
+// and times must not pass).
+func hashModel(dir string, trustMemo bool) (string, error) {
 	files := []string{filepath.Join(dir, "config.json")}
 	for _, pattern := range []string{"*.safetensors", "pytorch_model*.bin"} {
 		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
@@ -203,7 +209,7 @@ func modelDigest(dir string) (string, error) {
 		stamp += fmt.Sprintf("%s:%d:%d;", filepath.Base(f), st.Size(), st.ModTime().UnixNano())
 	}
 	memo := filepath.Join(dir, "readsweep.sha256")
-	if raw, err := os.ReadFile(memo); err == nil {
+	if raw, err := os.ReadFile(memo); err == nil && trustMemo {
 		var m struct{ Stamp, Digest string }
 		if json.Unmarshal(raw, &m) == nil && m.Stamp == stamp {
 			return m.Digest, nil
@@ -223,7 +229,7 @@ func modelDigest(dir string) (string, error) {
 	}
 	digest := hex.EncodeToString(h.Sum(nil))
 	if raw, err := json.Marshal(map[string]string{"Stamp": stamp, "Digest": digest}); err == nil {
-		os.WriteFile(memo, raw, 0o644) // a read-only model folder just means hashing again
+		atomicfile.Write(memo, raw, 0o644) // a read-only model folder just means hashing again; a link there is replaced, not followed
 	}
 	return digest, nil
 }

@@ -1,6 +1,8 @@
 package trial
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +12,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/methods"
@@ -59,6 +63,9 @@ type ModelInfo struct {
 	// base.
 	BaseModel  string `json:"base_model"`
 	BaseSHA256 string `json:"base_model_sha256"`
+	// BaseTokenizerSHA256 is the digest of its spiece.model: another
+	// vocabulary under the same weights decodes other words.
+	BaseTokenizerSHA256 string `json:"base_tokenizer_sha256"`
 	// Merged is set on a folder `sweep export --merge` folded the method
 	// into: it is then a plain Hugging Face T5.
 	Merged bool `json:"merged,omitempty"`
@@ -181,7 +188,13 @@ type savedModel struct {
 // it, every file synced, then renamed into place, so that a trial killed
 // mid-save leaves the previous model or none, never half of one. It
 // returns the bytes written.
-func writeModel(dir string, s savedModel) (int64, error) {
+//
+// With replace, dir's previous model is replaced; without, dir must not
+// exist or be an empty folder, and a writer that finds it otherwise
+// (another writer got there first) fails.
+func writeModel(dir string, s savedModel, replace bool) (int64, error) {
+	dir = filepath.Clean(dir)
+	removeStale(dir)
 	tmp := fmt.Sprintf("%s.tmp-%d", dir, os.Getpid())
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
@@ -189,7 +202,7 @@ func writeModel(dir string, s savedModel) (int64, error) {
 	}
 	size, err := fillModel(tmp, s)
 	if err == nil {
-		err = replaceDir(tmp, dir)
+		err = placeDir(tmp, dir, replace)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -229,32 +242,31 @@ func fillModel(dir string, s savedModel) (int64, error) {
 	return syncFiles(dir)
 }
 
-// peftConfig is adapter_config.json as peft's LoraConfig or
-// PromptTuningConfig writes it (to_dict of the dataclass), for the
-// settings the method trained with.
+// peftConfig is adapter_config.json as peft's LoraConfig,
+// PromptTuningConfig or IA3Config writes it (to_dict of the dataclass),
+// for the settings the method trained with. It names only the fields
+// whose values matter and that every peft release since 0.4 has: peft
+// before 0.14 refuses a field it does not know (use_dora, peft_version),
+// and fills in the defaults of those left out.
 func peftConfig(s savedModel) map[string]any {
 	c := s.config
 	cfg := map[string]any{
 		"task_type": "SEQ_2_SEQ_LM", "base_model_name_or_path": s.info.BaseModel, "revision": nil, "inference_mode": true,
-		"auto_mapping": nil,
 	}
-	if s.info.Layout == LayoutPeftPrompt {
+	switch s.info.Layout {
+	case LayoutPeftPrompt:
 		cfg["peft_type"] = "PROMPT_TUNING"
 		cfg["num_virtual_tokens"] = s.shapes[0][0]
 		cfg["token_dim"] = c.DModel
-		// One submodule: peft's T5 prepends the prompt to the encoder's
-		// input only, as the trainer did (its default of 2 would also
-		// save a decoder half that nothing reads).
+		// One submodule: the file holds exactly the P rows trained, which
+		// peft's T5 prepends to the encoder's input (with its default of
+		// 2 it would expect 2P rows, the second half never trained).
 		cfg["num_transformer_submodules"] = 1
 		cfg["num_attention_heads"] = c.NumHeads
 		cfg["num_layers"] = c.NumLayers
 		cfg["prompt_tuning_init"] = "RANDOM"
-		cfg["prompt_tuning_init_text"] = nil
-		cfg["tokenizer_name_or_path"] = nil
-		cfg["tokenizer_kwargs"] = nil
 		return cfg
-	}
-	if s.info.Layout == LayoutPeftIA3 {
+	case LayoutPeftIA3:
 		cfg["peft_type"] = "IA3"
 		cfg["target_modules"] = []string{"k", "v", "wo"} // peft's default for T5, as the trainer's
 		cfg["feedforward_modules"] = []string{"wo"}
@@ -288,17 +300,11 @@ func peftConfig(s savedModel) map[string]any {
 		cfg["lora_alpha"] = alpha
 	}
 	cfg["target_modules"] = targets
-	cfg["lora_dropout"] = 0.0
+	cfg["lora_dropout"] = t5.PyFloat(0)
 	cfg["fan_in_fan_out"] = false
 	cfg["bias"] = "none"
-	cfg["use_rslora"] = false
-	cfg["use_dora"] = false
 	cfg["modules_to_save"] = nil
 	cfg["init_lora_weights"] = true
-	cfg["layers_to_transform"] = nil
-	cfg["layers_pattern"] = nil
-	cfg["rank_pattern"] = map[string]any{}
-	cfg["alpha_pattern"] = map[string]any{}
 	return cfg
 }
 
@@ -357,9 +363,21 @@ func syncFiles(dir string) (int64, error) {
 	return size, nil
 }
 
-// replaceDir moves the finished folder tmp to dir, replacing what was
-// there: the old folder is moved aside first and removed after.
-func replaceDir(tmp, dir string) error {
+// placeDir moves the finished folder tmp to dir: with replace, whatever
+// was there is moved aside first and removed after; without, only an
+// empty folder may be there (rename replaces it, and fails on a folder
+// that is not empty: two exports to one folder do not both succeed).
+func placeDir(tmp, dir string, replace bool) error {
+	if !replace {
+		if st, err := os.Lstat(dir); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symbolic link; name a new folder", dir)
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("cannot put the model at %s (a file, or a folder another export filled first?): %w", dir, err)
+		}
+		syncParent(dir)
+		return nil
+	}
 	old := fmt.Sprintf("%s.old-%d", dir, os.Getpid())
 	hadOld := false
 	if _, err := os.Lstat(dir); err == nil {
@@ -378,11 +396,39 @@ func replaceDir(tmp, dir string) error {
 	if hadOld {
 		os.RemoveAll(old)
 	}
+	syncParent(dir)
+	return nil
+}
+
+func syncParent(dir string) {
 	if d, err := os.Open(filepath.Dir(dir)); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return nil
+}
+
+// removeStale removes the temporary and set-aside folders of dir that
+// writers killed mid-save left (their process is gone).
+func removeStale(dir string) {
+	for _, kind := range []string{".tmp-", ".old-"} {
+		matches, _ := filepath.Glob(dir + kind + "*")
+		for _, m := range matches {
+			pid, err := strconv.Atoi(strings.TrimPrefix(m, dir+kind))
+			if err == nil && pid != os.Getpid() && !processAlive(pid) {
+				os.RemoveAll(m)
+			}
+		}
+	}
+}
+
+// processAlive reports whether process pid may still be running.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH)
 }
 
 // ReadModelInfo reads dir's readsweep-model.json.
@@ -390,8 +436,10 @@ func ReadModelInfo(dir string) (ModelInfo, error) {
 	path := filepath.Join(dir, ModelInfoName)
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
-			return ModelInfo{}, fmt.Errorf("trial: %s is not a folder", dir)
+		if st, serr := os.Stat(dir); serr != nil {
+			return ModelInfo{}, fmt.Errorf("trial: model folder %s does not exist", dir)
+		} else if !st.IsDir() {
+			return ModelInfo{}, fmt.Errorf("trial: %s is a file, not a model folder", dir)
 		}
 		return ModelInfo{}, fmt.Errorf("trial: %s is not a saved model: it has no %s (trials write one with the training setting save_model: best; `sweep export STUDY#N --out DIR` copies one)", dir, ModelInfoName)
 	}
@@ -409,8 +457,10 @@ func ReadModelInfo(dir string) (ModelInfo, error) {
 		return info, fmt.Errorf("trial: %s: unknown layout %q", path, info.Layout)
 	case info.Task == "":
 		return info, fmt.Errorf("trial: %s: no task", path)
-	case info.MaxSourceLength < 2 || info.MaxTargetLength < 1 || info.EvalBatchSize < 1:
-		return info, fmt.Errorf("trial: %s: max_source_length %d, max_target_length %d, eval_batch_size %d: want positive lengths",
+	case info.MaxSourceLength < 2 || info.MaxTargetLength < 1 || info.EvalBatchSize < 1 ||
+		info.MaxSourceLength > 1<<16 || info.MaxTargetLength > 1<<12 || info.EvalBatchSize > 1<<16:
+		// Decoding allocates by these before it reads a token.
+		return info, fmt.Errorf("trial: %s: max_source_length %d, max_target_length %d, eval_batch_size %d: want 2..65536, 1..4096 and 1..65536",
 			path, info.MaxSourceLength, info.MaxTargetLength, info.EvalBatchSize)
 	}
 	return info, nil
@@ -449,13 +499,21 @@ func LoadModel(dir string, reg methods.Registry) (*Model, error) {
 		if lm.BaseDir, err = ResolveModel(info.BaseModel); err != nil {
 			return nil, fmt.Errorf("trial: %s names base model %q: %w", filepath.Join(dir, ModelInfoName), info.BaseModel, err)
 		}
-		digest, err := modelDigest(lm.BaseDir)
+		digest, err := hashModel(lm.BaseDir, false)
 		if err != nil {
 			return nil, fmt.Errorf("trial: base model %s: %w", lm.BaseDir, err)
 		}
 		if digest != info.BaseSHA256 {
 			return nil, fmt.Errorf("trial: base model %s is not the one %s was trained on: its sha256 is %s, %s says %s",
 				lm.BaseDir, dir, digest, ModelInfoName, info.BaseSHA256)
+		}
+		tok, err := fileDigest(filepath.Join(lm.BaseDir, "spiece.model"))
+		if err != nil {
+			return nil, fmt.Errorf("trial: base model %s: %w", lm.BaseDir, err)
+		}
+		if tok != info.BaseTokenizerSHA256 {
+			return nil, fmt.Errorf("trial: base model %s has another tokenizer than %s was trained with: spiece.model's sha256 is %s, %s says %s",
+				lm.BaseDir, dir, tok, ModelInfoName, info.BaseTokenizerSHA256)
 		}
 	}
 	if lm.T5, err = t5.Load(lm.BaseDir); err != nil {
@@ -529,6 +587,8 @@ func (j *trainJob) saveModels() {
 		base = absPath(base) // the model is read from elsewhere than the sweep's folder
 	}
 	digest, err := modelDigest(j.modelDir)
+	tokDigest, terr := fileDigest(filepath.Join(j.modelDir, "spiece.model"))
+	err = errors.Join(err, terr)
 	for i, pr := range j.runs {
 		fr := j.fruns[i]
 		if !fr.completed() || pr.OutputDir == "" {
@@ -540,7 +600,7 @@ func (j *trainJob) saveModels() {
 			continue
 		}
 		info := ModelInfo{Format: ModelFormat, Layout: layoutOf(j.spec.Method), Method: j.spec.Method, Arch: j.spec.Arch,
-			ArchName: j.spec.ArchName, Task: j.task.Name, BaseModel: base, BaseSHA256: digest, Study: j.spec.Study,
+			ArchName: j.spec.ArchName, Task: j.task.Name, BaseModel: base, BaseSHA256: digest, BaseTokenizerSHA256: tokDigest, Study: j.spec.Study,
 			Trial: pr.Number, Seed: pr.seed, LR: pr.lr, Saved: j.set.SaveModel, Epoch: fr.bestAt.epoch, Step: fr.bestAt.steps,
 			Validation: Float(fr.best), MaxSourceLength: j.set.MaxSourceLength, MaxTargetLength: j.maxTgt,
 			EvalBatchSize: j.set.EvalBatchSize, SplitRule: j.splits.Rule, DataDir: absPath(j.spec.DataDir), DataSeed: j.set.DataSeed,
@@ -561,7 +621,7 @@ func (j *trainJob) saveModels() {
 			s.values = append(s.values, t.Values())
 		}
 		dir := filepath.Join(pr.OutputDir, ModelDirName)
-		pr.modelBytes, pr.modelErr = writeModel(dir, s)
+		pr.modelBytes, pr.modelErr = writeModel(dir, s, true)
 		if best != nil {
 			restore(fr.st.trainable, best)
 		}
@@ -584,6 +644,7 @@ func ExportModel(src, out string, merge bool, reg methods.Registry) (ModelInfo, 
 	if err != nil {
 		return info, err
 	}
+	out = filepath.Clean(out)
 	if entries, err := os.ReadDir(out); err == nil && len(entries) > 0 {
 		return info, fmt.Errorf("trial: export to %s: the folder exists and is not empty; name a new one", out)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -609,7 +670,7 @@ func ExportModel(src, out string, merge bool, reg methods.Registry) (ModelInfo, 
 		s.shapes = append(s.shapes, t.Shape)
 		s.values = append(s.values, t.Values())
 	}
-	_, err = writeModel(out, s)
+	_, err = writeModel(out, s, false)
 	return info, err
 }
 
@@ -633,14 +694,15 @@ func copyModel(src, out string) error {
 	if err != nil {
 		return fmt.Errorf("trial: %w", err)
 	}
+	removeStale(out)
 	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("trial: export: %w", err)
 	}
 	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue // a saved model holds plain files only
+		if st, serr := os.Stat(filepath.Join(src, e.Name())); serr != nil || !st.Mode().IsRegular() {
+			continue // a saved model holds files (a link to one is copied as the file), no folders
 		}
 		if err = copyFile(filepath.Join(src, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
 			break
@@ -650,7 +712,7 @@ func copyModel(src, out string) error {
 		_, err = syncFiles(tmp)
 	}
 	if err == nil {
-		err = replaceDir(tmp, out)
+		err = placeDir(tmp, out, false)
 	}
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -665,4 +727,18 @@ func absPath(path string) string {
 		return abs
 	}
 	return path
+}
+
+// fileDigest is the SHA-256 of a file.
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

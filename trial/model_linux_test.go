@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -100,4 +102,88 @@ func TestSavedModelFailures(t *testing.T) {
 	if _, err := LoadModel(saved, reg); err == nil || !strings.Contains(err.Error(), infoPath) {
 		t.Errorf("a corrupt %s: %v", ModelInfoName, err)
 	}
+}
+
+// TestModelFolderEdges: what a review tried on saved and exported
+// folders. Folders that killed writers left are removed by the next
+// writer; a file linked into a model is exported as the file; `--out
+// dir/` works; an export whose folder another writer filled first fails
+// instead of both succeeding; a base model with another tokenizer, and
+// lengths that would make decoding allocate without bound, are refused.
+func TestModelFolderEdges(t *testing.T) {
+	model := tinyModel(t)
+	reg := methods.Registry{}
+	baselines.Register(reg)
+	spec := Spec{Version: Version, Study: "lora/x/sst2", Method: "lora", Dataset: "sst2", Params: map[string]any{"lr": 1e-2},
+		Seed: 1, Model: model, DataDir: "../glue/testdata/fixture", OutputDir: t.TempDir(),
+		Training: map[string]any{"max_epochs": 1, "batch_size": 32, "save_model": "best", "latency_examples": 0, "max_eval_examples": 8}}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	saved := filepath.Join(spec.OutputDir, ModelDirName)
+	stale := fmt.Sprintf("%s.tmp-%d", saved, dead.Process.Pid)
+	os.MkdirAll(stale, 0o755)
+	var out, logs bytes.Buffer
+	if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
+		t.Fatalf("%v\n%s", err, logs.String())
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("a killed writer's %s is still there", stale)
+	}
+
+	// A linked weights file, exported into "dir/".
+	linked := t.TempDir()
+	for _, e := range []string{"adapter_config.json", ModelInfoName} {
+		raw, _ := os.ReadFile(filepath.Join(saved, e))
+		os.WriteFile(filepath.Join(linked, e), raw, 0o644)
+	}
+	os.Symlink(filepath.Join(saved, "adapter_model.safetensors"), filepath.Join(linked, "adapter_model.safetensors"))
+	dst := filepath.Join(t.TempDir(), "exported") + "/"
+	if _, err := ExportModel(linked, dst, false, reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadModel(dst, reg); err != nil {
+		t.Errorf("the export of a folder with a linked file: %v", err)
+	}
+
+	// Another writer filled the folder between the check and the rename.
+	tmp, busy := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(busy, "theirs"), []byte("x"), 0o644)
+	if err := placeDir(tmp, busy, false); err == nil {
+		t.Error("an export replaced a folder another export had filled")
+	}
+
+	// Another tokenizer under the same weights.
+	other := t.TempDir()
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		raw, _ := os.ReadFile(filepath.Join(model, f))
+		os.WriteFile(filepath.Join(other, f), raw, 0o644)
+	}
+	os.WriteFile(filepath.Join(other, "spiece.model"), append(mustRead(t, filepath.Join(model, "spiece.model")), 0), 0o644)
+	edited := t.TempDir()
+	info, _ := ReadModelInfo(saved)
+	info.BaseModel = other
+	for _, e := range []string{"adapter_config.json", "adapter_model.safetensors"} {
+		os.WriteFile(filepath.Join(edited, e), mustRead(t, filepath.Join(saved, e)), 0o644)
+	}
+	writeJSON(filepath.Join(edited, ModelInfoName), info)
+	if _, err := LoadModel(edited, reg); err == nil || !strings.Contains(err.Error(), "has another tokenizer") {
+		t.Errorf("another tokenizer: %v", err)
+	}
+	info, _ = ReadModelInfo(saved)
+	info.MaxTargetLength = 10_000_000
+	writeJSON(filepath.Join(edited, ModelInfoName), info)
+	if _, err := LoadModel(edited, reg); err == nil || !strings.Contains(err.Error(), "max_target_length 10000000") {
+		t.Errorf("a target length of ten million: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

@@ -446,6 +446,11 @@ func cmdExport(args []string) error {
 	get := storageFlags(fs)
 	return withStore(fs, args, 0, 1, get, func(ctx context.Context, s *storage.DB, pos []string) error {
 		if len(pos) == 1 {
+			formatSet := false
+			fs.Visit(func(f *flag.Flag) { formatSet = formatSet || f.Name == "format" })
+			if formatSet {
+				return fmt.Errorf("%w: --format is for the trials' table; a trial's model (STUDY#N) is exported as its folder", errUsage)
+			}
 			return exportTrialModel(ctx, s, pos[0], *out, *merge)
 		}
 		if *merge {

@@ -66,6 +66,18 @@ func cmdPredict(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *out != "" && *input != "" {
+		a, errA := os.Stat(*out)
+		b, errB := os.Stat(*input)
+		if errA == nil && errB == nil && os.SameFile(a, b) {
+			return fmt.Errorf("%w: --out %s is the input file; name another", errUsage, *out)
+		}
+	}
+	if *submission != "" {
+		if err := os.MkdirAll(*submission, 0o755); err != nil {
+			return fmt.Errorf("--glue-submission: %w", err)
+		}
+	}
 	if *taskName == "" {
 		*taskName = info.Task
 	}

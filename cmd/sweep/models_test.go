@@ -133,6 +133,9 @@ training: {max_epochs: 3, batch_size: 32, seeds: [0, 1]}
 		{"a truncated model", []string{"predict", "--model", "broken", "--split", "test"}, "broken/adapter_model.safetensors"},
 		{"a file of another task", []string{"predict", "--model", model, "--input", filepath.Join(fixture, "RTE", "dev.tsv")}, `no column "sentence" in the header`},
 		{"no examples", []string{"predict", "--model", model}, "predict needs --input FILE"},
+		{"predictions over the input", []string{"predict", "--model", model, "--input", "pred.tsv", "--out", "pred.tsv"}, "--out pred.tsv is the input file"},
+		{"a trial's model as csv", []string{"export", ref, "--out", "y", "--format", "csv", "--config", "sweep.yaml"}, "--format is for the trials' table"},
+		{"a missing model", []string{"predict", "--model", "nosuch", "--split", "test"}, "model folder nosuch does not exist"},
 	} {
 		_, errOut, code := sweepCmd(t, dir, tc.args...)
 		if code == 0 || !strings.Contains(errOut, tc.want) {
