@@ -69,7 +69,7 @@ func OpenSafetensors(path string) (*Safetensors, error) {
 		}
 		if ti.Offsets[0] < 0 || ti.Offsets[1] > len(s.data) || ti.Offsets[0] > ti.Offsets[1] {
 			s.Close()
-			return nil, fmt.Errorf("t5: %s: tensor %q: offsets %v outside the data (%d bytes)", path, name, ti.Offsets, len(s.data))
+			return nil, fmt.Errorf("t5: %s: tensor %q: its bytes %v lie beyond the file's %d bytes of data: the file is truncated or damaged", path, name, ti.Offsets, len(s.data))
 		}
 		s.Tensors[name] = ti
 	}
