@@ -79,15 +79,22 @@ func ParseConfig(path string, raw []byte) (Config, error) {
 	default:
 		return c, fmt.Errorf("t5: %s: feed_forward_proj %q is not supported (want relu or gated-gelu)", path, c.FeedForwardProj)
 	}
+	// The upper bounds are far beyond any T5 (t5-11b: d_ff 65536, 128
+	// heads of 128, 24 layers): a config past them is a mistake, and
+	// building it would fail on memory, not with its name.
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"vocab_size", c.VocabSize}, {"d_model", c.DModel}, {"d_kv", c.DKV}, {"d_ff", c.DFF}, {"num_layers", c.NumLayers},
-		{"num_decoder_layers", c.NumDecoderLayers}, {"num_heads", c.NumHeads}, {"relative_attention_num_buckets", c.RelBuckets},
-		{"relative_attention_max_distance", c.RelMaxDistance}} {
-		if f.v < 1 {
-			return c, fmt.Errorf("t5: %s: %s = %d, want a positive number", path, f.name, f.v)
+		most int
+	}{{"vocab_size", c.VocabSize, 1 << 22}, {"d_model", c.DModel, 1 << 16}, {"d_kv", c.DKV, 1 << 14}, {"d_ff", c.DFF, 1 << 20},
+		{"num_layers", c.NumLayers, 1 << 10}, {"num_decoder_layers", c.NumDecoderLayers, 1 << 10}, {"num_heads", c.NumHeads, 1 << 12},
+		{"relative_attention_num_buckets", c.RelBuckets, 1 << 16}, {"relative_attention_max_distance", c.RelMaxDistance, 1 << 24}} {
+		if f.v < 1 || f.v > f.most {
+			return c, fmt.Errorf("t5: %s: %s = %d, want 1 to %d", path, f.name, f.v, f.most)
 		}
+	}
+	if params := int64(c.VocabSize)*int64(c.DModel)*2 + int64(c.NumLayers+c.NumDecoderLayers)*int64(c.DModel)*int64(4*c.NumHeads*c.DKV+3*c.DFF); params > 1<<36 {
+		return c, fmt.Errorf("t5: %s: the config makes %d parameters, far more than any T5 (t5-11b: 1.1e10)", path, params)
 	}
 	if c.DropoutRate < 0 || c.DropoutRate >= 1 {
 		return c, fmt.Errorf("t5: %s: dropout_rate = %g, want [0, 1)", path, c.DropoutRate)

@@ -221,16 +221,17 @@ func Load(dir string) (*Model, error) {
 		return nil, err
 	}
 	where := map[string]tensorSource{}
-	// A pickled checkpoint may read as many values as the model holds,
-	// four times over: old files save tied embeddings once per name.
+	// A pickled checkpoint reads each value twice (its storage, then its
+	// tensor): at most twice what the model holds, with the embedding
+	// saved under its three other names too (older files do).
 	_, shapes := ParamShapes(c, true)
-	var budget int64 = 1 << 20
+	budget := int64(1<<20) + 6*int64(c.VocabSize)*int64(c.DModel)
 	for _, sh := range shapes {
 		n := int64(1)
 		for _, d := range sh {
 			n *= int64(d)
 		}
-		budget += 4 * n
+		budget += 2 * n
 	}
 	for _, f := range files {
 		var src tensorSource

@@ -2,7 +2,6 @@ package t5
 
 import (
 	"archive/zip"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,28 +10,37 @@ import (
 	"os"
 	"path"
 	"strings"
-
-	"github.com/nlpodyssey/gopickle/pickle"
-	"github.com/nlpodyssey/gopickle/types"
 )
 
 // PyTorch checkpoints. Many hub repositories (the T5 v1.1 ones among them)
 // hold only pytorch_model.bin: a zip archive (torch.save since PyTorch
 // 1.6) of data.pkl, a pickle of the state dict, and data/KEY, the raw
 // bytes of each storage. A pickle is a program: Python's unpickler calls
-// whatever it names. Here the unpickler (gopickle's, which runs nothing
-// by itself) resolves only the names torch.save writes for a dictionary
-// of float tensors; any other name stops the load with an error naming
-// it. Nothing the file claims is allocated before it is checked against
-// what is there: data.pkl is at most maxPickle bytes, and every length
-// inside it fits in what is left of it (scanPickle); a storage is an
-// uncompressed record of exactly its element count's bytes; and the
-// values read, storages and tensors, stay within a budget the model's
+// whatever it names.
+//
+// This reader runs only the part of the pickle machine that torch.save
+// uses for a dictionary of float tensors (unpickleStateDict): about thirty
+// opcodes, the globals OrderedDict, _rebuild_tensor_v2,
+// _rebuild_parameter and the float storages, and nothing else; any other
+// opcode or name stops the load with an error that names it. It first
+// used gopickle (the library this project names for PyTorch files), which
+// runs no code either, but on hostile files it allocated a length before
+// reading it (a 433-byte file asked for 40 GiB) and formatted the
+// file's own structures into its errors (a 1 MB pickle of shared
+// references expands to terabytes of text): both fatal, and beyond
+// recover. Here nothing the file claims is allocated before it is checked
+// against what is there, no error prints a value of the file, and the
+// values read (storages and tensors) stay within a budget the model's
 // config sets.
 
-// maxPickle bounds data.pkl: a state dict's pickle holds names and
-// shapes, about 150 bytes a tensor (t5-11b's: about 100 kB).
-const maxPickle = 1 << 20
+// The bounds of a state dict's pickle.
+const (
+	maxPickle    = 1 << 20 // data.pkl: about 150 bytes a tensor (t5-11b's: about 100 kB)
+	maxPickleStr = 1 << 16 // a name
+	maxTuple     = 1 << 10 // elements of a tuple: a tensor's arguments and shape
+	maxDims      = 8       // of a tensor
+	maxMemo      = 1 << 20 // memo entries
+)
 
 // pickledTensor is one tensor of a state dict, as float32.
 type pickledTensor struct {
@@ -52,108 +60,33 @@ type storage struct {
 	values []float32
 }
 
-// rebuildTensor is torch._utils._rebuild_tensor_v2(storage, offset, size,
-// stride, requires_grad, backward_hooks[, metadata]).
-type rebuildTensor struct {
-	spend func(n int64, what string) error // the reader's budget
+// The pickle machine's values besides int64, string, bool and nil.
+type (
+	pyGlobal string // module.name, one of the allowed
+	pyTuple  []any
+	pyMark   struct{}
+	pyDict   struct { // an OrderedDict of the state dict (or its _metadata)
+		keys   []string
+		values map[string]any
+	}
+)
+
+// storageTypes are the storages a state dict of float tensors holds.
+var storageTypes = map[pyGlobal]storageType{
+	"torch.FloatStorage": {"FloatStorage", 4}, "torch.HalfStorage": {"HalfStorage", 2}, "torch.BFloat16Storage": {"BFloat16Storage", 2},
 }
 
-func (r rebuildTensor) Call(args ...any) (any, error) {
-	if len(args) < 5 {
-		return nil, fmt.Errorf("_rebuild_tensor_v2 with %d arguments", len(args))
-	}
-	st, ok1 := args[0].(*storage)
-	offset, ok2 := args[1].(int)
-	size, ok3 := args[2].(*types.Tuple)
-	stride, ok4 := args[3].(*types.Tuple)
-	if !ok1 || !ok2 || !ok3 || !ok4 || size.Len() != stride.Len() || offset < 0 {
-		return nil, fmt.Errorf("_rebuild_tensor_v2: unexpected arguments")
-	}
-	shape, strides := make([]int, size.Len()), make([]int, size.Len())
-	n, last := 1, offset // elements, and the last one's index
-	for i := range shape {
-		d, ok := size.Get(i).(int)
-		s, ok2 := stride.Get(i).(int)
-		if !ok || !ok2 || d < 0 || s < 0 || d > len(st.values) || s > len(st.values) {
-			return nil, fmt.Errorf("_rebuild_tensor_v2: size %v, stride %v", size, stride)
-		}
-		shape[i], strides[i] = d, s
-		n *= d
-		if n > len(st.values) && d > 0 {
-			return nil, fmt.Errorf("storage %s holds %d values, a tensor of size %v more", st.key, len(st.values), shape)
-		}
-		if d > 0 {
-			last += (d - 1) * s
-		}
-	}
-	if n > 0 && last >= len(st.values) {
-		return nil, fmt.Errorf("storage %s holds %d values; a tensor of size %v and stride %v at offset %d reads beyond it", st.key, len(st.values), shape, strides, offset)
-	}
-	if r.spend != nil {
-		if err := r.spend(int64(n), fmt.Sprintf("a tensor of size %v", shape)); err != nil {
-			return nil, err
-		}
-	}
-	out := make([]float32, n)
-	idx := make([]int, len(shape))
-	for k := range out {
-		at := offset
-		for i, j := range idx {
-			at += j * strides[i]
-		}
-		out[k] = st.values[at]
-		for i := len(idx) - 1; i >= 0; i-- { // row-major odometer
-			if idx[i]++; idx[i] < shape[i] {
-				break
-			}
-			idx[i] = 0
-		}
-	}
-	return &pickledTensor{shape: shape, values: out}, nil
+// allowedGlobal reports whether torch.save writes module.name into a
+// state dict's pickle.
+func allowedGlobal(g pyGlobal) bool {
+	_, isStorage := storageTypes[g]
+	return isStorage || g == "collections.OrderedDict" || g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_parameter"
 }
 
-// rebuildParameter is torch._utils._rebuild_parameter(data,
-// requires_grad, backward_hooks): a saved nn.Parameter is its tensor.
-type rebuildParameter struct{}
-
-func (rebuildParameter) Call(args ...any) (any, error) {
-	if len(args) < 1 {
-		return nil, fmt.Errorf("_rebuild_parameter without arguments")
-	}
-	t, ok := args[0].(*pickledTensor)
-	if !ok {
-		return nil, fmt.Errorf("_rebuild_parameter of a %T", args[0])
-	}
-	return t, nil
-}
-
-// pickleClass is the unpickler's only way to names outside the pickle:
-// the globals of a torch.save'd dictionary of float tensors.
-func pickleClass(module, name string) (any, error) {
-	switch module + "." + name {
-	case "torch._utils._rebuild_tensor_v2":
-		return rebuildTensor{}, nil
-	case "torch._utils._rebuild_parameter":
-		return rebuildParameter{}, nil
-	case "torch.FloatStorage":
-		return storageType{"FloatStorage", 4}, nil
-	case "torch.HalfStorage":
-		return storageType{"HalfStorage", 2}, nil
-	case "torch.BFloat16Storage":
-		return storageType{"BFloat16Storage", 2}, nil
-	}
-	return nil, fmt.Errorf("refused: the pickle calls %s.%s, which a state dict of float tensors (torch.save(model.state_dict())) does not; nothing was run", module, name)
-}
-
-// readPyTorch reads the state dict of a torch.save zip archive.
-// budget is the values (storages' and tensors') it may read, shared by a
+// readPyTorch reads the state dict of a torch.save zip archive. budget
+// is the values (storages' and tensors') it may read, shared by a
 // checkpoint's shards.
-func readPyTorch(file string, budget *int64) (tensors map[string]*pickledTensor, err error) {
-	defer func() {
-		if r := recover(); r != nil { // the unpickler's own checks on hostile bytes
-			tensors, err = nil, fmt.Errorf("t5: %s: malformed pickle (%v)", file, r)
-		}
-	}()
+func readPyTorch(file string, budget *int64) (map[string]*pickledTensor, error) {
 	var fileSize int64
 	if st, err := os.Stat(file); err == nil {
 		fileSize = st.Size()
@@ -166,6 +99,9 @@ func readPyTorch(file string, budget *int64) (tensors map[string]*pickledTensor,
 	records := map[string]*zip.File{}
 	var pkl *zip.File
 	for _, f := range z.File {
+		if _, dup := records[f.Name]; dup {
+			return nil, fmt.Errorf("t5: %s holds two records named %q", file, f.Name)
+		}
 		records[f.Name] = f
 		if path.Base(f.Name) == "data.pkl" && strings.Count(f.Name, "/") == 1 {
 			pkl = f
@@ -174,7 +110,6 @@ func readPyTorch(file string, budget *int64) (tensors map[string]*pickledTensor,
 	if pkl == nil {
 		return nil, fmt.Errorf("t5: %s: no data.pkl: not a torch.save archive", file)
 	}
-	prefix := path.Dir(pkl.Name)
 	if pkl.UncompressedSize64 > maxPickle {
 		return nil, fmt.Errorf("t5: %s: data.pkl claims %d bytes; a state dict's pickle has far fewer (at most %d read)", file, pkl.UncompressedSize64, maxPickle)
 	}
@@ -187,111 +122,519 @@ func readPyTorch(file string, budget *int64) (tensors map[string]*pickledTensor,
 	if err != nil {
 		return nil, fmt.Errorf("t5: %s: data.pkl: %w", file, err)
 	}
-	if err := scanPickle(program); err != nil {
-		return nil, fmt.Errorf("t5: %s: data.pkl: %w", file, err)
+	if len(program) > maxPickle {
+		return nil, fmt.Errorf("t5: %s: data.pkl holds more than %d bytes; a state dict's pickle has far fewer", file, maxPickle)
 	}
-	spend := func(n int64, what string) error {
-		if *budget -= n; *budget < 0 {
-			return fmt.Errorf("%s takes the values read past %d, more than config.json's model holds: not this model's weights", what, budgetOf(budget, n))
-		}
-		return nil
-	}
-	u := pickle.NewUnpickler(bytes.NewReader(program))
-	u.FindClass = func(module, name string) (any, error) {
-		c, err := pickleClass(module, name)
-		if rt, ok := c.(rebuildTensor); ok {
-			rt.spend = spend
-			return rt, nil
-		}
-		return c, err
-	}
-	storages := map[string]*storage{}
-	u.PersistentLoad = func(id any) (any, error) {
-		t, ok := id.(*types.Tuple)
-		if !ok || t.Len() < 5 || t.Get(0) != "storage" {
-			return nil, fmt.Errorf("unexpected persistent id %v", id)
-		}
-		typ, ok1 := t.Get(1).(storageType)
-		key, ok2 := t.Get(2).(string)
-		numel, ok3 := t.Get(4).(int)
-		if !ok1 || !ok2 || !ok3 || numel < 0 {
-			return nil, fmt.Errorf("unexpected storage %v", id)
-		}
-		if st, ok := storages[key]; ok {
-			return st, nil
-		}
-		rec, ok := records[prefix+"/data/"+key]
-		if !ok {
-			return nil, fmt.Errorf("no record data/%s", key)
-		}
-		if rec.Method != zip.Store || rec.CompressedSize64 != rec.UncompressedSize64 {
-			return nil, fmt.Errorf("data/%s is compressed; torch.save stores storages as they are", key)
-		}
-		if rec.UncompressedSize64 != uint64(numel)*uint64(typ.size) {
-			return nil, fmt.Errorf("data/%s has %d bytes, %d %s values need %d", key, rec.UncompressedSize64, numel, typ.name, uint64(numel)*uint64(typ.size))
-		}
-		if rec.CompressedSize64 > uint64(fileSize) {
-			return nil, fmt.Errorf("data/%s claims %d bytes, more than the file's %d", key, rec.CompressedSize64, fileSize)
-		}
-		if err := spend(int64(numel), "storage data/"+key); err != nil {
-			return nil, err
-		}
-		raw := make([]byte, rec.UncompressedSize64)
-		rr, err := rec.Open()
-		if err != nil {
-			return nil, err
-		}
-		_, err = io.ReadFull(rr, raw)
-		rr.Close()
-		if err != nil {
-			return nil, fmt.Errorf("data/%s: %w", key, err)
-		}
-		st := &storage{key: key, values: make([]float32, numel)}
-		for i := range st.values {
-			switch typ.name {
-			case "FloatStorage":
-				st.values[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-			case "HalfStorage":
-				st.values[i] = HalfToFloat(binary.LittleEndian.Uint16(raw[2*i:]))
-			case "BFloat16Storage":
-				st.values[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
-			}
-		}
-		storages[key] = st
-		return st, nil
-	}
-	obj, err := u.Load()
+	rd := &stateDictReader{prefix: path.Dir(pkl.Name), records: records, fileSize: fileSize, budget: budget, storages: map[string]*storage{}}
+	tensors, err := rd.unpickle(program)
 	if err != nil {
 		return nil, fmt.Errorf("t5: %s: %w", file, err)
 	}
-	tensors = map[string]*pickledTensor{}
-	add := func(k, v any) error {
-		name, ok := k.(string)
-		t, ok2 := v.(*pickledTensor)
-		if !ok || !ok2 {
-			return fmt.Errorf("t5: %s: entry %v is a %T, not a tensor: not a state dict", file, k, v)
+	return tensors, nil
+}
+
+// stateDictReader reads one archive's pickle and storages.
+type stateDictReader struct {
+	prefix   string
+	records  map[string]*zip.File
+	fileSize int64
+	budget   *int64
+	storages map[string]*storage
+}
+
+// spend takes n values from the budget.
+func (rd *stateDictReader) spend(n int64, what string) error {
+	if n < 0 || n > *rd.budget {
+		return fmt.Errorf("%s takes the values read past %d, more than config.json's model holds: not this model's weights", what, *rd.budget)
+	}
+	*rd.budget -= n
+	return nil
+}
+
+// unpickle runs program, the pickle of a state dict, and returns its
+// tensors by name.
+func (rd *stateDictReader) unpickle(p []byte) (map[string]*pickledTensor, error) {
+	var stack []any
+	var marks []int
+	memo := map[uint64]any{}
+	i := 0
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("data.pkl byte %d: "+format, append([]any{i}, args...)...)
+	}
+	take := func(n uint64) ([]byte, error) {
+		if n > uint64(len(p)-i) {
+			return nil, fail("a length of %d, and %d bytes follow", n, len(p)-i)
 		}
-		tensors[name] = t
+		b := p[i : i+int(n)]
+		i += int(n)
+		return b, nil
+	}
+	uint := func(width int) (uint64, error) {
+		b, err := take(uint64(width))
+		if err != nil {
+			return 0, err
+		}
+		var n uint64
+		for k := width - 1; k >= 0; k-- {
+			n = n<<8 | uint64(b[k])
+		}
+		return n, nil
+	}
+	line := func() (string, error) {
+		for k := i; k < len(p) && k-i <= maxPickleStr; k++ {
+			if p[k] == '\n' {
+				s := string(p[i:k])
+				i = k + 1
+				return s, nil
+			}
+		}
+		return "", fail("a line without its end")
+	}
+	pop := func() (any, error) {
+		if len(stack) == 0 || len(marks) > 0 && len(stack) == marks[len(marks)-1] {
+			return nil, fail("pop from an empty stack")
+		}
+		v := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		return v, nil
+	}
+	popMark := func() ([]any, error) {
+		if len(marks) == 0 {
+			return nil, fail("no mark")
+		}
+		at := marks[len(marks)-1]
+		marks = marks[:len(marks)-1]
+		items := append([]any(nil), stack[at:]...)
+		stack = stack[:at]
+		return items, nil
+	}
+	top := func() (any, error) {
+		if len(stack) == 0 {
+			return nil, fail("an empty stack")
+		}
+		return stack[len(stack)-1], nil
+	}
+	setItems := func(d any, kv []any) error {
+		dict, ok := d.(*pyDict)
+		if !ok || len(kv)%2 != 0 {
+			return fail("SETITEMS on a %s", kind(d))
+		}
+		for k := 0; k < len(kv); k += 2 {
+			key, ok := kv[k].(string)
+			if !ok {
+				return fail("a key that is a %s, not a name", kind(kv[k]))
+			}
+			if _, dup := dict.values[key]; !dup {
+				dict.keys = append(dict.keys, key)
+			}
+			dict.values[key] = kv[k+1]
+		}
 		return nil
 	}
-	switch d := obj.(type) {
-	case *types.OrderedDict:
-		for e := d.List.Front(); e != nil; e = e.Next() {
-			entry := e.Value.(*types.OrderedDictEntry)
-			if err := add(entry.Key, entry.Value); err != nil {
+	for i < len(p) {
+		op := p[i]
+		i++
+		var err error
+		var push any
+		pushed := true
+		switch op {
+		case 0x80: // PROTO
+			_, err = take(1)
+			pushed = false
+		case 0x95: // FRAME: the length of what follows, which must be there
+			var n uint64
+			if n, err = uint(8); err == nil && n > uint64(len(p)-i) {
+				err = fail("a frame of %d bytes, and %d bytes follow", n, len(p)-i)
+			}
+			pushed = false
+		case '.': // STOP
+			if len(stack) != 1 || len(marks) != 0 {
+				return nil, fail("STOP with %d values on the stack", len(stack))
+			}
+			return rd.tensorsOf(stack[0])
+		case '(':
+			marks = append(marks, len(stack))
+			pushed = false
+		case ')':
+			push = pyTuple{}
+		case 't':
+			var items []any
+			if items, err = popMark(); err == nil {
+				if len(items) > maxTuple {
+					err = fail("a tuple of %d elements", len(items))
+				}
+				push = pyTuple(items)
+			}
+		case 0x85, 0x86, 0x87: // TUPLE1..3
+			n := int(op - 0x84)
+			items := make(pyTuple, n)
+			for k := n - 1; k >= 0 && err == nil; k-- {
+				items[k], err = pop()
+			}
+			push = items
+		case '}':
+			push = &pyDict{values: map[string]any{}}
+		case 's', 'u': // SETITEM, SETITEMS
+			var kv []any
+			if op == 's' {
+				var k, v any
+				if v, err = pop(); err == nil {
+					k, err = pop()
+				}
+				kv = []any{k, v}
+			} else {
+				kv, err = popMark()
+			}
+			if err == nil {
+				var d any
+				if d, err = top(); err == nil {
+					err = setItems(d, kv)
+				}
+			}
+			pushed = false
+		case 'J': // BININT
+			var n uint64
+			n, err = uint(4)
+			push = int64(int32(n))
+		case 'K':
+			var n uint64
+			n, err = uint(1)
+			push = int64(n)
+		case 'M':
+			var n uint64
+			n, err = uint(2)
+			push = int64(n)
+		case 0x8a: // LONG1: a little-endian two's-complement integer
+			var n uint64
+			if n, err = uint(1); err == nil {
+				if n > 8 {
+					err = fail("an integer of %d bytes", n)
+					break
+				}
+				var b []byte
+				if b, err = take(n); err == nil {
+					var v uint64
+					for k := len(b) - 1; k >= 0; k-- {
+						v = v<<8 | uint64(b[k])
+					}
+					if len(b) > 0 && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
+						v -= 1 << (8 * len(b))
+					}
+					push = int64(v)
+				}
+			}
+		case 'N':
+			push = nil
+		case 0x88:
+			push = true
+		case 0x89:
+			push = false
+		case 'X', 0x8c, 0x8d: // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+			width := map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8}[op]
+			var n uint64
+			if n, err = uint(width); err == nil {
+				if n > maxPickleStr {
+					err = fail("a string of %d bytes; a state dict's are names", n)
+					break
+				}
+				var b []byte
+				b, err = take(n)
+				push = string(b)
+			}
+		case 'c': // GLOBAL module\nname\n
+			var module, name string
+			if module, err = line(); err == nil {
+				if name, err = line(); err == nil {
+					push, err = global(module, name)
+				}
+			}
+		case 0x93: // STACK_GLOBAL
+			var m, n any
+			if n, err = pop(); err == nil {
+				if m, err = pop(); err == nil {
+					module, ok1 := m.(string)
+					name, ok2 := n.(string)
+					if !ok1 || !ok2 {
+						err = fail("STACK_GLOBAL of a %s and a %s", kind(m), kind(n))
+						break
+					}
+					push, err = global(module, name)
+				}
+			}
+		case 'q', 'r', 0x94: // BINPUT, LONG_BINPUT, MEMOIZE
+			var at uint64
+			switch op {
+			case 'q':
+				at, err = uint(1)
+			case 'r':
+				at, err = uint(4)
+			default:
+				at = uint64(len(memo))
+			}
+			if err == nil {
+				var v any
+				if v, err = top(); err == nil {
+					if _, ok := memo[at]; !ok && len(memo) >= maxMemo {
+						err = fail("more than %d memo entries", maxMemo)
+					}
+					memo[at] = v
+				}
+			}
+			pushed = false
+		case 'h', 'j': // BINGET, LONG_BINGET
+			var at uint64
+			if op == 'h' {
+				at, err = uint(1)
+			} else {
+				at, err = uint(4)
+			}
+			if err == nil {
+				var ok bool
+				if push, ok = memo[at]; !ok {
+					err = fail("memo entry %d was never stored", at)
+				}
+			}
+		case 'Q': // BINPERSID: the storage a tensor is a view of
+			var id any
+			if id, err = pop(); err == nil {
+				push, err = rd.persistent(id)
+			}
+		case 'R': // REDUCE
+			var f, args any
+			if args, err = pop(); err == nil {
+				if f, err = pop(); err == nil {
+					push, err = rd.call(f, args)
+				}
+			}
+		case 'b': // BUILD: an OrderedDict's attributes (_metadata), which say nothing of the weights
+			var state any
+			if state, err = pop(); err == nil {
+				var obj any
+				if obj, err = top(); err == nil {
+					if _, ok := obj.(*pyDict); !ok {
+						err = fail("BUILD of a %s", kind(obj))
+					}
+				}
+				_ = state
+			}
+			pushed = false
+		default:
+			return nil, fail("opcode 0x%02x, which torch.save does not write for a state dict", op)
+		}
+		if err != nil {
+			if strings.HasPrefix(err.Error(), "data.pkl byte") {
 				return nil, err
 			}
+			return nil, fail("%v", err)
 		}
-	case *types.Dict:
-		for _, e := range *d {
-			if err := add(e.Key, e.Value); err != nil {
-				return nil, err
-			}
+		if pushed {
+			stack = append(stack, push)
 		}
-	default:
-		return nil, fmt.Errorf("t5: %s holds a %T, not a state dict", file, obj)
 	}
-	return tensors, nil
+	return nil, errors.New("data.pkl ends without STOP: cut short")
+}
+
+// kind names a pickle value's type for an error, never its contents.
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "None"
+	case int64:
+		return "int"
+	case string:
+		return "str"
+	case bool:
+		return "bool"
+	case pyTuple:
+		return "tuple"
+	case *pyDict:
+		return "dict"
+	case pyGlobal:
+		return "global"
+	case *storage:
+		return "storage"
+	case *pickledTensor:
+		return "tensor"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// global resolves a GLOBAL: only the names a state dict holds.
+func global(module, name string) (any, error) {
+	g := pyGlobal(module + "." + name)
+	if !allowedGlobal(g) {
+		if len(g) > 200 {
+			g = g[:200] + "…"
+		}
+		return nil, fmt.Errorf("refused: the pickle calls %s, which a state dict of float tensors (torch.save(model.state_dict())) does not; nothing was run", g)
+	}
+	return g, nil
+}
+
+// call runs REDUCE on the allowed globals.
+func (rd *stateDictReader) call(f, args any) (any, error) {
+	g, ok := f.(pyGlobal)
+	a, ok2 := args.(pyTuple)
+	if !ok || !ok2 {
+		return nil, fmt.Errorf("REDUCE of a %s with a %s", kind(f), kind(args))
+	}
+	switch g {
+	case "collections.OrderedDict":
+		if len(a) != 0 {
+			return nil, errors.New("OrderedDict called with arguments")
+		}
+		return &pyDict{values: map[string]any{}}, nil
+	case "torch._utils._rebuild_parameter":
+		if len(a) < 1 {
+			return nil, errors.New("_rebuild_parameter without arguments")
+		}
+		t, ok := a[0].(*pickledTensor)
+		if !ok {
+			return nil, fmt.Errorf("_rebuild_parameter of a %s", kind(a[0]))
+		}
+		return t, nil
+	case "torch._utils._rebuild_tensor_v2":
+		return rd.rebuildTensor(a)
+	}
+	return nil, fmt.Errorf("%s is not callable", g)
+}
+
+// rebuildTensor is torch._utils._rebuild_tensor_v2(storage, offset,
+// size, stride, requires_grad, backward_hooks[, metadata]): the view, as
+// a tensor of its own.
+func (rd *stateDictReader) rebuildTensor(a pyTuple) (any, error) {
+	if len(a) < 4 {
+		return nil, fmt.Errorf("_rebuild_tensor_v2 with %d arguments", len(a))
+	}
+	st, ok1 := a[0].(*storage)
+	offset, ok2 := a[1].(int64)
+	size, ok3 := a[2].(pyTuple)
+	stride, ok4 := a[3].(pyTuple)
+	if !ok1 || !ok2 || !ok3 || !ok4 || len(size) != len(stride) || offset < 0 || offset > int64(len(st.values)) {
+		return nil, errors.New("_rebuild_tensor_v2: unexpected arguments")
+	}
+	if len(size) > maxDims {
+		return nil, fmt.Errorf("a tensor of %d dimensions", len(size))
+	}
+	shape, strides := make([]int, len(size)), make([]int, len(size))
+	n, last := int64(1), offset
+	for k := range size {
+		d, ok := size[k].(int64)
+		s, ok2 := stride[k].(int64)
+		if !ok || !ok2 || d < 0 || s < 0 || s > int64(len(st.values)) || d > 0 && n > (1<<40)/d {
+			return nil, errors.New("_rebuild_tensor_v2: a size or stride out of range")
+		}
+		shape[k], strides[k] = int(d), int(s)
+		n *= d
+		if d > 0 {
+			last += (d - 1) * s
+		}
+	}
+	if n > 0 && last >= int64(len(st.values)) {
+		return nil, fmt.Errorf("storage %s holds %d values; a tensor of size %v and stride %v at offset %d reads beyond it", st.key, len(st.values), shape, strides, offset)
+	}
+	if err := rd.spend(n, fmt.Sprintf("a tensor of size %v", shape)); err != nil {
+		return nil, err
+	}
+	out := make([]float32, n)
+	idx := make([]int, len(shape))
+	for k := range out {
+		at := int(offset)
+		for d, j := range idx {
+			at += j * strides[d]
+		}
+		out[k] = st.values[at]
+		for d := len(idx) - 1; d >= 0; d-- { // row-major odometer
+			if idx[d]++; idx[d] < shape[d] {
+				break
+			}
+			idx[d] = 0
+		}
+	}
+	return &pickledTensor{shape: shape, values: out}, nil
+}
+
+// persistent loads the storage a persistent id names: ("storage", type,
+// key, location, numel).
+func (rd *stateDictReader) persistent(id any) (any, error) {
+	t, ok := id.(pyTuple)
+	if !ok || len(t) < 5 || t[0] != "storage" {
+		return nil, fmt.Errorf("a persistent id that is a %s, not a storage's", kind(id))
+	}
+	g, ok1 := t[1].(pyGlobal)
+	key, ok2 := t[2].(string)
+	numel, ok3 := t[4].(int64)
+	typ, ok4 := storageTypes[g]
+	if !ok1 || !ok2 || !ok3 || !ok4 || numel < 0 {
+		return nil, errors.New("a storage of unexpected type, key or size")
+	}
+	if st, ok := rd.storages[key]; ok {
+		return st, nil
+	}
+	rec, ok := rd.records[rd.prefix+"/data/"+key]
+	if !ok {
+		return nil, fmt.Errorf("no record data/%s", key)
+	}
+	if rec.Method != zip.Store || rec.CompressedSize64 != rec.UncompressedSize64 {
+		return nil, fmt.Errorf("data/%s is compressed; torch.save stores storages as they are", key)
+	}
+	if rec.UncompressedSize64 != uint64(numel)*uint64(typ.size) {
+		return nil, fmt.Errorf("data/%s has %d bytes, %d %s values need %d", key, rec.UncompressedSize64, numel, typ.name, uint64(numel)*uint64(typ.size))
+	}
+	if rec.CompressedSize64 > uint64(rd.fileSize) {
+		return nil, fmt.Errorf("data/%s claims %d bytes, more than the file's %d", key, rec.CompressedSize64, rd.fileSize)
+	}
+	if err := rd.spend(numel, "storage data/"+key); err != nil {
+		return nil, err
+	}
+	raw := make([]byte, rec.UncompressedSize64)
+	r, err := rec.Open()
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.ReadFull(r, raw)
+	r.Close()
+	if err != nil {
+		return nil, fmt.Errorf("data/%s: %w", key, err)
+	}
+	st := &storage{key: key, values: make([]float32, numel)}
+	for k := range st.values {
+		switch typ.name {
+		case "FloatStorage":
+			st.values[k] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*k:]))
+		case "HalfStorage":
+			st.values[k] = HalfToFloat(binary.LittleEndian.Uint16(raw[2*k:]))
+		case "BFloat16Storage":
+			st.values[k] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*k:])) << 16)
+		}
+	}
+	rd.storages[key] = st
+	return st, nil
+}
+
+// tensorsOf is the state dict the pickle built: names to tensors.
+func (rd *stateDictReader) tensorsOf(v any) (map[string]*pickledTensor, error) {
+	d, ok := v.(*pyDict)
+	if !ok {
+		return nil, fmt.Errorf("the pickle holds a %s, not a state dict", kind(v))
+	}
+	out := map[string]*pickledTensor{}
+	for _, k := range d.keys {
+		t, ok := d.values[k].(*pickledTensor)
+		if !ok {
+			return nil, fmt.Errorf("entry %q is a %s, not a tensor: not a state dict", trimName(k), kind(d.values[k]))
+		}
+		out[k] = t
+	}
+	return out, nil
+}
+
+// trimName shortens a name from the file for an error.
+func trimName(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 // pickledFile is a read pytorch_model.bin, for Load.
@@ -325,92 +668,4 @@ func (p *pickledFile) names() []string {
 		out = append(out, n)
 	}
 	return out
-}
-
-// budgetOf is the budget a spend of n overdrew: what it was before.
-func budgetOf(budget *int64, n int64) int64 { return *budget + n }
-
-// pickleArgs gives each pickle opcode (protocols 0 to 5) the size of its
-// argument: a fixed count of bytes, or one of the kinds below.
-const (
-	argLine     = -1 // up to a newline
-	argTwoLines = -2
-	argLen1     = -3 // a length of 1, 4 or 8 bytes, then that many bytes
-	argLen4     = -4
-	argLen8     = -8
-	argFrame    = -9 // an 8-byte frame length; the frame's opcodes follow
-)
-
-var pickleArgs = func() map[byte]int {
-	m := map[byte]int{}
-	for _, op := range []byte("(.012NQRabdelostu})]\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98") {
-		m[byte(op)] = 0
-	}
-	for op, n := range map[byte]int{'K': 1, 'h': 1, 'q': 1, 0x80: 1, 0x82: 1, 'M': 2, 0x83: 2, 'J': 4, 'j': 4, 'r': 4, 0x84: 4, 'G': 8,
-		'F': argLine, 'I': argLine, 'L': argLine, 'P': argLine, 'S': argLine, 'V': argLine, 'g': argLine, 'p': argLine,
-		'c': argTwoLines, 'i': argTwoLines,
-		'U': argLen1, 'C': argLen1, 0x8c: argLen1, 0x8a: argLen1,
-		'T': argLen4, 'X': argLen4, 'B': argLen4, 0x8b: argLen4,
-		0x8d: argLen8, 0x8e: argLen8, 0x96: argLen8, 0x95: argFrame} {
-		m[op] = n
-	}
-	return m
-}()
-
-// scanPickle walks a pickle's opcodes without running them, and refuses
-// one whose lengths exceed what follows them: the unpickler allocates a
-// length before it reads, so a few bytes could ask it for gigabytes.
-func scanPickle(p []byte) error {
-	for i := 0; i < len(p); {
-		op := p[i]
-		kind, ok := pickleArgs[op]
-		if !ok {
-			return fmt.Errorf("byte %d: opcode 0x%02x is not a pickle opcode", i, op)
-		}
-		i++
-		left := len(p) - i
-		switch {
-		case kind >= 0:
-			if kind > left {
-				return fmt.Errorf("byte %d: opcode 0x%02x cut short", i-1, op)
-			}
-			i += kind
-		case kind == argLine || kind == argTwoLines:
-			for range -kind {
-				nl := bytes.IndexByte(p[i:], '\n')
-				if nl < 0 {
-					return fmt.Errorf("byte %d: opcode 0x%02x without its newline", i-1, op)
-				}
-				i += nl + 1
-			}
-		default:
-			width := -kind
-			if kind == argFrame {
-				width = 8
-			}
-			if width > left {
-				return fmt.Errorf("byte %d: opcode 0x%02x cut short", i-1, op)
-			}
-			var n uint64
-			switch width {
-			case 1:
-				n = uint64(p[i])
-			case 4:
-				n = uint64(binary.LittleEndian.Uint32(p[i:]))
-			case 8:
-				n = binary.LittleEndian.Uint64(p[i:])
-			}
-			i += width
-			if n > uint64(len(p)-i) {
-				return fmt.Errorf("byte %d: opcode 0x%02x claims %d bytes, %d follow", i-1-width, op, n, len(p)-i)
-			}
-			if kind != argFrame {
-				i += int(n)
-			}
-		}
-		if op == '.' {
-			return nil
-		}
-	}
-	return errors.New("no STOP opcode: the pickle is cut short")
 }

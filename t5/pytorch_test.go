@@ -110,21 +110,80 @@ func TestPyTorchClaimsChecked(t *testing.T) {
 		budget int64
 		want   string
 	}{
+		{"an 8-dimensional view of one value, 10⁶ times over", rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{manyDimensions(), make([]byte, 4)}, nil), plenty,
+			"a tensor of 9 dimensions"},
 		{"a 40 GiB string in a tiny pickle", rawZip(t, []string{"archive/data.pkl"}, [][]byte{append(huge, "x."...)}, nil), plenty,
-			"opcode 0x8d claims 42949672960 bytes, 2 follow"},
+			"a string of 42949672960 bytes; a state dict's are names"},
+		{"a 40 GiB string behind a short one", rawZip(t, []string{"archive/data.pkl"}, [][]byte{append([]byte("\x80\x02\x8c\x01a\x8d"),
+			binary.LittleEndian.AppendUint64(nil, 40<<30+0x2e)...)}, nil), plenty, "a string of 42949673006 bytes"},
+		{"a frame longer than the pickle", rawZip(t, []string{"archive/data.pkl"}, [][]byte{append([]byte("\x80\x04\x95"),
+			binary.LittleEndian.AppendUint64(nil, 1<<40)...)}, nil), plenty, "a frame of 1099511627776 bytes, and 0 bytes follow"},
+		{"a name a thousand times in an error", rawZip(t, []string{"archive/data.pkl"}, [][]byte{sharedReferences()}, nil), plenty,
+			"OrderedDict called with arguments"},
 		{"a storage record claiming 8 GiB", rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(1<<31 - 1), make([]byte, 16)},
 			[]uint64{0, 4 * (1<<31 - 1)}), plenty, "data/0 claims 8589934588 bytes, more than the file's"},
 		{"more values than the model", rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(4), make([]byte, 16)}, nil), 3,
 			"storage data/0 takes the values read past 3, more than config.json's model holds"},
 	} {
 		budget := tc.budget
-		if _, err := readPyTorch(tc.path, &budget); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: %v", tc.name, err)
+		if _, err := readPyTorch(tc.path, &budget); err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 1000 {
+			t.Errorf("%s: %.2000v", tc.name, err)
 		}
 	}
 	budget := plenty
+	p4, err := readPyTorch("testdata/pytorch/protocol4/pytorch_model.bin", &budget)
+	twin, _ := OpenSafetensors("testdata/tiny-t5-v1/model.safetensors")
+	defer twin.Close()
+	if err != nil || len(p4) != 3 {
+		t.Fatalf("protocol 4: %d tensors, %v", len(p4), err)
+	}
+	for name, tensor := range p4 {
+		want, _, err := twin.ReadAll(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compare(t, "protocol 4 "+name, tensor.values, want, 0, 0)
+	}
 	ts, err := readPyTorch(rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(4), make([]byte, 16)}, nil), &budget)
 	if err != nil || len(ts) != 1 || len(ts["shared.weight"].values) != 4 {
 		t.Errorf("the honest file: %v, %v", ts, err)
 	}
+}
+
+// sharedReferences is a pickle that calls OrderedDict with a tuple of a
+// thousand references to one 60 kB name: an error that printed its
+// arguments would print 60 MB (and nested, without bound).
+func sharedReferences() []byte {
+	p := []byte("\x80\x02ccollections\nOrderedDict\n(X")
+	p = binary.LittleEndian.AppendUint32(p, 60000)
+	p = append(p, strings.Repeat("a", 60000)...)
+	p = append(p, 'q', 0)
+	for range 999 {
+		p = append(p, 'h', 0)
+	}
+	return append(p, "tR."...)
+}
+
+// manyDimensions is a pickle of one tensor of 9 dimensions of size 1 and
+// stride 0 over a one-value storage.
+func manyDimensions() []byte {
+	str := func(s string) []byte {
+		return append(append([]byte{'X'}, binary.LittleEndian.AppendUint32(nil, uint32(len(s)))...), s...)
+	}
+	p := []byte("\x80\x02ccollections\nOrderedDict\n)R")
+	p = append(p, str("w")...)
+	p = append(p, "ctorch._utils\n_rebuild_tensor_v2\n(("...)
+	p = append(p, str("storage")...)
+	p = append(p, "ctorch\nFloatStorage\n"...)
+	p = append(append(p, str("0")...), str("cpu")...)
+	p = append(p, "K\x01tQK\x00("...)
+	for range 9 {
+		p = append(p, 'K', 1)
+	}
+	p = append(p, "t("...)
+	for range 9 {
+		p = append(p, 'K', 0)
+	}
+	p = append(p, "t\x89)tRs."...)
+	return p
 }

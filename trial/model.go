@@ -195,7 +195,7 @@ type savedModel struct {
 func writeModel(dir string, s savedModel, replace bool) (int64, error) {
 	dir = filepath.Clean(dir)
 	removeStale(dir)
-	tmp := fmt.Sprintf("%s.tmp-%d", dir, os.Getpid())
+	tmp := dir + ".tmp-" + writerID()
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return 0, fmt.Errorf("trial: save model: %w", err)
@@ -371,6 +371,8 @@ func placeDir(tmp, dir string, replace bool) error {
 	if !replace {
 		if st, err := os.Lstat(dir); err == nil && st.Mode()&os.ModeSymlink != 0 {
 			return fmt.Errorf("%s is a symbolic link; name a new folder", dir)
+		} else if err == nil && st.IsDir() {
+			os.Remove(dir) // an empty folder; one that is not stays, and the rename fails
 		}
 		if err := os.Rename(tmp, dir); err != nil {
 			return fmt.Errorf("cannot put the model at %s (a file, or a folder another export filled first?): %w", dir, err)
@@ -378,7 +380,7 @@ func placeDir(tmp, dir string, replace bool) error {
 		syncParent(dir)
 		return nil
 	}
-	old := fmt.Sprintf("%s.old-%d", dir, os.Getpid())
+	old := dir + ".old-" + writerID()
 	hadOld := false
 	if _, err := os.Lstat(dir); err == nil {
 		os.RemoveAll(old)
@@ -407,14 +409,26 @@ func syncParent(dir string) {
 	}
 }
 
+// writerID names this process's temporary folders: its host and
+// process, so that a writer on another machine sharing the folder is not
+// taken for a dead one.
+func writerID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", strings.ReplaceAll(host, "-", "_"), os.Getpid())
+}
+
 // removeStale removes the temporary and set-aside folders of dir that
-// writers killed mid-save left (their process is gone).
+// writers on this machine left when killed mid-save (their process is
+// gone).
 func removeStale(dir string) {
+	host, _ := os.Hostname()
+	prefix := strings.ReplaceAll(host, "-", "_") + "-"
 	for _, kind := range []string{".tmp-", ".old-"} {
 		matches, _ := filepath.Glob(dir + kind + "*")
 		for _, m := range matches {
-			pid, err := strconv.Atoi(strings.TrimPrefix(m, dir+kind))
-			if err == nil && pid != os.Getpid() && !processAlive(pid) {
+			rest, ok := strings.CutPrefix(m, dir+kind+prefix)
+			pid, err := strconv.Atoi(rest)
+			if ok && err == nil && pid != os.Getpid() && !processAlive(pid) {
 				os.RemoveAll(m)
 			}
 		}
@@ -695,7 +709,7 @@ func copyModel(src, out string) error {
 		return fmt.Errorf("trial: %w", err)
 	}
 	removeStale(out)
-	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
+	tmp := out + ".tmp-" + writerID()
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return fmt.Errorf("trial: export: %w", err)

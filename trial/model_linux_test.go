@@ -122,7 +122,10 @@ func TestModelFolderEdges(t *testing.T) {
 		t.Fatal(err)
 	}
 	saved := filepath.Join(spec.OutputDir, ModelDirName)
-	stale := fmt.Sprintf("%s.tmp-%d", saved, dead.Process.Pid)
+	host, _ := os.Hostname()
+	stale := fmt.Sprintf("%s.tmp-%s-%d", saved, strings.ReplaceAll(host, "-", "_"), dead.Process.Pid)
+	elsewhere := saved + ".tmp-another_host-1" // a writer on another machine sharing the folder
+	os.MkdirAll(elsewhere, 0o755)
 	os.MkdirAll(stale, 0o755)
 	var out, logs bytes.Buffer
 	if err := Run(context.Background(), spec, reg, nil, &out, &logs); err != nil {
@@ -130,6 +133,9 @@ func TestModelFolderEdges(t *testing.T) {
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("a killed writer's %s is still there", stale)
+	}
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Errorf("another machine's writer's folder was removed: %v", err)
 	}
 
 	// A linked weights file, exported into "dir/".
@@ -139,7 +145,7 @@ func TestModelFolderEdges(t *testing.T) {
 		os.WriteFile(filepath.Join(linked, e), raw, 0o644)
 	}
 	os.Symlink(filepath.Join(saved, "adapter_model.safetensors"), filepath.Join(linked, "adapter_model.safetensors"))
-	dst := filepath.Join(t.TempDir(), "exported") + "/"
+	dst := t.TempDir() + "/" // an empty folder, named with a slash
 	if _, err := ExportModel(linked, dst, false, reg); err != nil {
 		t.Fatal(err)
 	}

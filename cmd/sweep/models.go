@@ -66,11 +66,9 @@ func cmdPredict(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out != "" && *input != "" {
-		a, errA := os.Stat(*out)
-		b, errB := os.Stat(*input)
-		if errA == nil && errB == nil && os.SameFile(a, b) {
-			return fmt.Errorf("%w: --out %s is the input file; name another", errUsage, *out)
+	if *out != "" {
+		if err := replaceable(*out); err != nil {
+			return fmt.Errorf("%w: --out: %v", errUsage, err)
 		}
 	}
 	if *submission != "" {
@@ -117,7 +115,7 @@ func cmdPredict(args []string) error {
 		return err
 	}
 	var rows bytes.Buffer
-	rows.WriteString("index\tprediction\n")
+	rows.WriteString(predictionsHeader)
 	for i, ex := range examples {
 		fmt.Fprintf(&rows, "%d\t%s\n", ex.Idx, predictionText(task, p.Labels[i], p.Texts[i]))
 	}
@@ -138,6 +136,27 @@ func cmdPredict(args []string) error {
 		fmt.Fprintf(os.Stderr, "sweep: no metric: not every example of %s has a label\n", *input)
 	}
 	return nil
+}
+
+// predictionsHeader starts every file predict writes.
+const predictionsHeader = "index\tprediction\n"
+
+// replaceable says whether predict may write path: a new file, or one an
+// earlier predict wrote. Anything else there (the input, a GLUE data
+// file) is refused rather than overwritten.
+func replaceable(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, len(predictionsHeader))
+	if n, _ := io.ReadFull(f, head); n == 0 || string(head[:n]) == predictionsHeader {
+		return nil
+	}
+	return fmt.Errorf("%s exists and is not a predictions file (it does not start with \"index<TAB>prediction\"); name another, or remove it", path)
 }
 
 // predictionText is one answer as the task spells labels: the class name,
@@ -176,8 +195,11 @@ func writeSubmission(dir, input string, task *glue.Task, ex []glue.Example, pred
 	}
 	mismatched := strings.Contains(strings.ToLower(filepath.Base(input)), "mismatched")
 	path := filepath.Join(dir, task.SubmissionName(mismatched))
+	if err := replaceable(path); err != nil {
+		return "", fmt.Errorf("--glue-submission: %w", err)
+	}
 	var b bytes.Buffer
-	b.WriteString("index\tprediction\n")
+	b.WriteString(predictionsHeader)
 	none := 0
 	for i, e := range ex {
 		if task.Regression() && preds[i].Score < 0 || !task.Regression() && preds[i].Label < 0 {

@@ -114,6 +114,12 @@ training: {max_epochs: 3, batch_size: 32, seeds: [0, 1]}
 
 	// Mistakes.
 	os.MkdirAll(filepath.Join(dir, "broken"), 0o755)
+	dev, _ := os.ReadFile(filepath.Join(fixture, "SST-2", "dev.tsv"))
+	os.WriteFile(filepath.Join(dir, "dev.tsv"), dev, 0o644)
+	os.WriteFile(filepath.Join(dir, "SST-2.tsv"), dev, 0o644)
+	fixtureCopy := filepath.Join(dir, "data")
+	os.MkdirAll(filepath.Join(fixtureCopy, "SST-2"), 0o755)
+	os.WriteFile(filepath.Join(fixtureCopy, "SST-2", "dev.tsv"), dev, 0o644)
 	for _, f := range []string{"adapter_config.json", trial.ModelInfoName} {
 		raw, _ := os.ReadFile(filepath.Join(dir, model, f))
 		os.WriteFile(filepath.Join(dir, "broken", f), raw, 0o644)
@@ -133,7 +139,9 @@ training: {max_epochs: 3, batch_size: 32, seeds: [0, 1]}
 		{"a truncated model", []string{"predict", "--model", "broken", "--split", "test"}, "broken/adapter_model.safetensors"},
 		{"a file of another task", []string{"predict", "--model", model, "--input", filepath.Join(fixture, "RTE", "dev.tsv")}, `no column "sentence" in the header`},
 		{"no examples", []string{"predict", "--model", model}, "predict needs --input FILE"},
-		{"predictions over the input", []string{"predict", "--model", model, "--input", "pred.tsv", "--out", "pred.tsv"}, "--out pred.tsv is the input file"},
+		{"predictions over the input", []string{"predict", "--model", model, "--input", "dev.tsv", "--out", "dev.tsv"}, "dev.tsv exists and is not a predictions file"},
+		{"predictions over the data", []string{"predict", "--model", model, "--split", "test", "--out", filepath.Join(fixtureCopy, "SST-2", "dev.tsv")}, "exists and is not a predictions file"},
+		{"a leaderboard file over the input", []string{"predict", "--model", model, "--input", "SST-2.tsv", "--glue-submission", "."}, "SST-2.tsv exists and is not a predictions file"},
 		{"a trial's model as csv", []string{"export", ref, "--out", "y", "--format", "csv", "--config", "sweep.yaml"}, "--format is for the trials' table"},
 		{"a missing model", []string{"predict", "--model", "nosuch", "--split", "test"}, "model folder nosuch does not exist"},
 	} {
@@ -143,6 +151,11 @@ training: {max_epochs: 3, batch_size: 32, seeds: [0, 1]}
 		}
 	}
 
+	for _, f := range []string{"dev.tsv", "SST-2.tsv", filepath.Join("data", "SST-2", "dev.tsv")} {
+		if raw, _ := os.ReadFile(filepath.Join(dir, f)); string(raw) != string(dev) {
+			t.Errorf("%s was overwritten", f)
+		}
+	}
 	// The base model changed under the adapter: refused by its digest.
 	cfg := filepath.Join(dir, "tiny-t5", "config.json")
 	raw, _ := os.ReadFile(cfg)

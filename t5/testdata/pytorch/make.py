@@ -49,3 +49,10 @@ with zipfile.ZipFile(lie + "/pytorch_model.bin", "w", zipfile.ZIP_STORED) as dst
         if info.filename.endswith("/data/0"):
             data = data[: len(data) // 2]
         dst.writestr(info, data)
+
+# Protocol 4 (torch.save(..., pickle_protocol=4)): frames, short strings, MEMOIZE, with three tensors of the model,
+# for the reader's opcodes; small, read with readPyTorch directly.
+p4 = folder("protocol4")
+os.remove(p4 + "/config.json")
+torch.save(collections.OrderedDict((k, sd[k]) for k in ["encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight",
+    "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]), p4 + "/pytorch_model.bin", pickle_protocol=4)
