@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"maps"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,6 +48,19 @@ type Options struct {
 	Label string
 	// Poll is how often an open page asks for the change token (default 1 s).
 	Poll time.Duration
+	// Addr is the address the server listens on: its host, with the
+	// loopback names, is what a request's Host header may name (DNS
+	// rebinding: a page of any site whose name is made to resolve to
+	// 127.0.0.1 would otherwise read the studies). An unspecified host
+	// (0.0.0.0, ::) admits this machine's names and addresses.
+	Addr string
+	// AllowHosts are further names the Host header may carry (a reverse
+	// proxy's).
+	AllowHosts []string
+	// File is the SQLite database's file ("" for a server): the dashboard
+	// notices it deleted, replaced or overwritten, and says so instead of
+	// showing what it read before.
+	File string
 }
 
 // Server is the dashboard's HTTP handler.
@@ -54,6 +68,9 @@ type Server struct {
 	store *storage.DB
 	opt   Options
 	mux   *http.ServeMux
+
+	hosts map[string]bool // what the Host header may name
+	file  *fileWatch
 
 	mu   sync.Mutex
 	snap *snapshot
@@ -65,7 +82,10 @@ func New(store *storage.DB, opt Options) *Server {
 	if opt.Poll <= 0 {
 		opt.Poll = time.Second
 	}
-	s := &Server{store: store, opt: opt, mux: http.NewServeMux()}
+	s := &Server{store: store, opt: opt, mux: http.NewServeMux(), hosts: allowedHosts(opt.Addr, opt.AllowHosts)}
+	if opt.File != "" {
+		s.file = watchFile(opt.File)
+	}
 	files, _ := fs.Sub(static, "static")
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(files)))
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -93,7 +113,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the dashboard is read-only", http.StatusMethodNotAllowed)
 		return
 	}
+	if host := hostOf(r.Host); !s.hosts[host] {
+		http.Error(w, fmt.Sprintf("dashboard: Host %q is not a name of this server, and a page of another site may be using it to read the studies (DNS rebinding); "+
+			"`sweep dashboard --allow-host %s` admits it", r.Host, host), http.StatusForbidden)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// hostOf is a Host header's name, without its port, in lower case.
+func hostOf(hostport string) string {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.Trim(host, "[]"))
+}
+
+// allowedHosts are the names a request may be addressed to: the loopback
+// names, the listening host (or, listening on every interface, this
+// machine's name and addresses) and extra.
+func allowedHosts(addr string, extra []string) map[string]bool {
+	hosts := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	for _, h := range extra {
+		hosts[hostOf(h)] = true
+	}
+	host := hostOf(addr)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		hosts[host] = true
+		return hosts
+	}
+	if name, err := os.Hostname(); err == nil {
+		hosts[strings.ToLower(name)] = true
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				hosts[ipn.IP.String()] = true
+			}
+		}
+	}
+	return hosts
 }
 
 // httpError is an error with the status it answers.
@@ -113,6 +173,9 @@ func (s *Server) jsonHandler(fn func(ctx context.Context, r *http.Request, snap 
 		}
 		if err != nil {
 			status := http.StatusInternalServerError
+			if errors.Is(err, errFileChanged) {
+				status = http.StatusServiceUnavailable
+			}
 			var he httpError
 			if errors.As(err, &he) {
 				status = he.status
@@ -187,6 +250,9 @@ var _ storage.Storage = (*snapshot)(nil)
 
 // current returns the snapshot, reloading it when the change token moved.
 func (s *Server) current(ctx context.Context) (*snapshot, error) {
+	if err := s.file.check(); err != nil {
+		return nil, err
+	}
 	token, err := s.store.ChangeToken(ctx)
 	if err != nil {
 		return nil, err
@@ -238,7 +304,7 @@ type studyRow struct {
 	Dataset    string   `json:"dataset"`
 	Final      bool     `json:"final"`
 	Budget     int      `json:"budget"` // 0: unknown (no config)
-	Best       *float64 `json:"best"`
+	Best       any      `json:"best"`   // a number, "Infinity", "-Infinity" or "NaN"; null: none
 	BestLR     *float64 `json:"best_lr"`
 	Seconds    float64  `json:"seconds"`     // summed over finished trials
 	ETASeconds *float64 `json:"eta_seconds"` // remaining budget × mean trial time
@@ -253,7 +319,22 @@ type overview struct {
 	Studies   []studyRow `json:"studies"`
 }
 
-// finite drops NaN and ±Inf, which JSON cannot carry.
+// number is v for JSON, which has no NaN or ±Inf: those as the strings
+// JavaScript's Number() reads back ("NaN", "Infinity", "-Infinity"), so a
+// trial that scored +inf shows as such, not as "no value".
+func number(v float64) any {
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case math.IsInf(v, 1):
+		return "Infinity"
+	case math.IsInf(v, -1):
+		return "-Infinity"
+	}
+	return v
+}
+
+// finite drops NaN and ±Inf (for parameters, which are never either).
 func finite(v float64) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
@@ -298,7 +379,7 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 			}
 		}
 		if b, ok := storage.BestTrial(trials, st.Direction); ok && b.Value != nil {
-			row.Best = finite(*b.Value)
+			row.Best = number(*b.Value)
 			if lr, ok := b.Params["lr"]; ok {
 				row.BestLR = finite(lr)
 			}
@@ -343,12 +424,13 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 // ---- trials ------------------------------------------------------------
 
 type trialJSON struct {
-	Number       int                             `json:"number"`
-	State        string                          `json:"state"`
-	Value        *float64                        `json:"value"`
+	Number int    `json:"number"`
+	State  string `json:"state"`
+	Value  any    `json:"value"` // number(), or null
+
 	Params       map[string]any                  `json:"params"`
 	Distribution map[string]storage.Distribution `json:"distributions,omitempty"`
-	Intermediate [][2]float64                    `json:"intermediate"`
+	Intermediate [][2]any                        `json:"intermediate"` // [step, number()]
 	Start        string                          `json:"start,omitempty"`
 	Complete     string                          `json:"complete,omitempty"`
 	Seconds      float64                         `json:"seconds"`
@@ -388,21 +470,19 @@ func cleanJSON(v any) any {
 }
 
 func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
-	j := trialJSON{Number: t.Number, State: t.State.String(), Params: map[string]any{}, Intermediate: [][2]float64{},
+	j := trialJSON{Number: t.Number, State: t.State.String(), Params: map[string]any{}, Intermediate: [][2]any{},
 		Start: stamp(t.Start), Complete: stamp(t.Complete), Seconds: trialSeconds(t)}
 	if t.State == storage.Running && !t.Start.IsZero() {
 		j.Seconds = time.Since(t.Start).Seconds()
 	}
 	if t.Value != nil {
-		j.Value = finite(*t.Value)
+		j.Value = number(*t.Value)
 	}
 	for k, v := range t.ExternalParams() { // a categorical by its choice, not its index
 		j.Params[k] = cleanJSON(v)
 	}
 	for _, st := range t.Steps() {
-		if v := t.Intermediate[st]; !math.IsNaN(v) && !math.IsInf(v, 0) {
-			j.Intermediate = append(j.Intermediate, [2]float64{float64(st), v})
-		}
+		j.Intermediate = append(j.Intermediate, [2]any{st, number(t.Intermediate[st])})
 	}
 	if attrs {
 		j.UserAttrs = cleanJSON(t.UserAttrs).(map[string]any)
@@ -533,14 +613,14 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 
 func (s *Server) selection(ctx context.Context, _ *http.Request, snap *snapshot) (any, error) {
 	type cell struct {
-		Value  *float64 `json:"value"`
+		Value  any      `json:"value"`
 		LR     *float64 `json:"lr"`
 		Study  string   `json:"study"`
 		Number int      `json:"number"`
 	}
 	type arch struct {
 		Arch     string          `json:"arch"`
-		Mean     *float64        `json:"mean"`
+		Mean     any             `json:"mean"`
 		Complete bool            `json:"complete"`
 		Best     map[string]cell `json:"best"`
 	}
@@ -569,11 +649,11 @@ func (s *Server) selection(ctx context.Context, _ *http.Request, snap *snapshot)
 			mj.Chosen = c.Arch
 		}
 		for _, a := range sel.Archs {
-			aj := arch{Arch: a.Arch, Mean: finite(a.Mean), Complete: a.Complete, Best: map[string]cell{}}
+			aj := arch{Arch: a.Arch, Mean: number(a.Mean), Complete: a.Complete, Best: map[string]cell{}}
 			for ds, t := range a.Best {
 				c := cell{Study: a.Study[ds], Number: t.Number}
 				if t.Value != nil {
-					c.Value = finite(*t.Value)
+					c.Value = number(*t.Value)
 				}
 				if lr, ok := t.Params["lr"]; ok {
 					c.LR = finite(lr)
@@ -661,6 +741,10 @@ func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
 // stream, polling holds no connection open, and a browser allows only six
 // to one host, so a stream per tab would stop the seventh tab from loading.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if err := s.file.check(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	token, err := s.store.ChangeToken(r.Context())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +31,8 @@ func cmdDashboard(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (127.0.0.1: this machine only)")
 	cfgFile := fs.String("config", "", "sweep file: budgets, ETAs and trial logs; its storage unless STORAGE is given")
 	poll := fs.Duration("poll", time.Second, "how often open pages check the database for changes")
+	allow := fs.String("allow-host", "", "further names requests may address the dashboard by, comma-separated (a reverse proxy's); "+
+		"others are refused (DNS rebinding)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -66,7 +69,15 @@ func cmdDashboard(args []string) error {
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		fmt.Fprintf(os.Stderr, "sweep: the dashboard listens on %s: anyone who reaches this machine can read the studies\n", ln.Addr())
 	}
-	srv := &http.Server{Handler: dashboard.New(store, dashboard.Options{Config: cfg, Label: store.Path(), Poll: *poll}),
+	var allowHosts []string
+	for _, h := range strings.Split(*allow, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			allowHosts = append(allowHosts, h)
+		}
+	}
+	file, _, _ := storage.SQLiteFile(url)
+	srv := &http.Server{Handler: dashboard.New(store, dashboard.Options{Config: cfg, Label: store.Path(), Poll: *poll,
+		Addr: ln.Addr().String(), AllowHosts: allowHosts, File: file}),
 		ReadHeaderTimeout: 10 * time.Second}
 	// The URL on stdout is for scripts (and the tests) to read.
 	fmt.Printf("http://%s/\n", ln.Addr())

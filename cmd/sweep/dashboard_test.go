@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -512,5 +513,141 @@ func BenchmarkDashboardInBrowser(b *testing.B) {
 	}
 	for _, p := range pages {
 		b.ReportMetric(float64(total[p.name].Milliseconds())/float64(b.N), p.name+"-ms")
+	}
+}
+
+// TestDashboardRefusesOtherHosts: a request addressed to a name that is
+// not the server's (a page of another site whose name resolves to
+// 127.0.0.1: DNS rebinding) is refused with 403; the loopback names, the
+// listening address and --allow-host names are served.
+func TestDashboardRefusesOtherHosts(t *testing.T) {
+	dir := t.TempDir()
+	addTrialStudy(t, filepath.Join(dir, "h.db"))
+	base := startDashboard(t, dir, io.Discard, "sqlite:///h.db", "--allow-host", "proxy.example")
+	u, _ := url.Parse(base)
+	for _, tc := range []struct {
+		host string
+		want int
+	}{{"evil.example", 403}, {"evil.example:" + u.Port(), 403}, {"127.0.0.1.evil.example", 403},
+		{u.Host, 200}, {"localhost:" + u.Port(), 200}, {"proxy.example", 200}} {
+		req, _ := http.NewRequest("GET", base+"api/overview", nil)
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || tc.want == 403 && !strings.Contains(string(body), "DNS rebinding") {
+			t.Errorf("Host %s: %d %s, want %d", tc.host, resp.StatusCode, body, tc.want)
+		}
+	}
+}
+
+// addTrialStudy writes a database with one study and one trial.
+func addTrialStudy(t *testing.T, path string) {
+	t.Helper()
+	s, err := storage.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, value := storage.Complete, 0.5
+	storeTrial(t, s, "lora/r8/sst2", nil, storage.TrialUpdate{State: &state, Value: &value})
+	s.Close()
+}
+
+// TestDashboardSeesItsFileChange: a database file deleted, replaced (mv)
+// or overwritten under a running dashboard is said so, on the page and by
+// every answer (503), instead of showing what was read before as live.
+func TestDashboardSeesItsFileChange(t *testing.T) {
+	dir := t.TempDir()
+	bctx := browser(t)
+	for _, tc := range []struct {
+		name   string
+		change func(path string)
+		want   string
+	}{
+		{"deleted", func(path string) { os.Remove(path) }, "was deleted"},
+		{"replaced", func(path string) {
+			other := path + ".new"
+			addTrialStudy(t, other)
+			os.Rename(other, path)
+		}, "was replaced by another file"},
+		{"overwritten", func(path string) { os.WriteFile(path, []byte("not a database"), 0o644) }, "overwritten"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := tc.name + ".db"
+			path := filepath.Join(dir, name)
+			addTrialStudy(t, path)
+			base := startDashboard(t, dir, io.Discard, "sqlite:///"+name)
+			navigate(t, bctx, base)
+			wait(t, bctx, `document.querySelector("#status").className === "live"`)
+			tc.change(path)
+			wait(t, bctx, fmt.Sprintf(`document.querySelector("#status").textContent.includes(%q) && document.querySelector("#view .error") !== null`, tc.want))
+			resp, err := http.Get(base + "api/overview")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 503 || !strings.Contains(string(body), tc.want) {
+				t.Errorf("overview after the file was %s: %d %s", tc.name, resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestDashboardNonFiniteValues: +inf, −inf and NaN are shown as such, not
+// as "no value": a study whose best trial scored +inf says +∞, a trial's
+// non-finite intermediate values are listed under its chart, and every
+// chart's x axis counts (trials, epochs) rather than reading them as dates.
+func TestDashboardNonFiniteValues(t *testing.T) {
+	dir := t.TempDir()
+	s, err := storage.OpenSQLite(filepath.Join(dir, "inf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := s.CreateStudy(ctx, "lora/r8/stsb", storage.Maximize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []float64{0.3, math.Inf(1), math.Inf(-1)} {
+		tr, err := s.CreateTrial(ctx, st.ID, storage.TrialOptions{Params: map[string]float64{"lr": 1e-3},
+			Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, value := storage.Complete, v
+		if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value,
+			Intermediate: map[int]float64{0: 0.1, 1: math.NaN(), 2: v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	base := startDashboard(t, dir, io.Discard, "sqlite:///inf.db")
+	bctx := browser(t)
+	navigate(t, bctx, base)
+	wait(t, bctx, `document.querySelector("tr.study-row") !== null`)
+	if row := js[string](t, bctx, `document.querySelector("tr.study-row").textContent`); !strings.Contains(row, "+∞") {
+		t.Errorf("the overview's best: %q, want +∞", row)
+	}
+	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/r8/stsb"))
+	wait(t, bctx, `document.querySelectorAll("#trials tbody tr").length === 3`)
+	values := js[string](t, bctx, `[...document.querySelectorAll("#trials tbody tr")].map(r => r.children[2].textContent).join(" ")`)
+	epochs := js[string](t, bctx, `[...document.querySelectorAll("#trials tbody tr")].map(r => r.children[4].textContent).join(" ")`)
+	if values != "0.3000 +∞ −∞" || epochs != "3 3 3" {
+		t.Errorf("trial values %q, epochs %q; want 0.3000 +∞ −∞ and 3 3 3", values, epochs)
+	}
+	if !js[bool](t, bctx, `Object.values(dashboard.charts).every(u => u.scales.x.time === false)`) {
+		t.Error("a study chart reads its x axis as time")
+	}
+	navigate(t, bctx, base+"#/trial/"+url.PathEscape("lora/r8/stsb")+"/1")
+	wait(t, bctx, `document.querySelector("#non-finite") !== null`)
+	if note := js[string](t, bctx, `document.querySelector("#non-finite").textContent`); note != "Not drawn: epoch 1 = NaN, epoch 2 = +∞" {
+		t.Errorf("trial page: %q", note)
+	}
+	if !js[bool](t, bctx, `dashboard.charts.trial.scales.x.time === false`) {
+		t.Error("the trial page's chart labels its epochs as dates")
 	}
 }

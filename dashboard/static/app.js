@@ -21,8 +21,18 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// Values the server sends as strings because JSON has no such numbers.
+const nonFinite = { "Infinity": "+∞", "-Infinity": "−∞", "NaN": "NaN" };
+
+// plottable is v where a chart can draw it, else null (a gap).
+function plottable(v) { return typeof v === "number" ? v : null; }
+
 const fmt = {
-  num(v, d = 2) { return v === null || v === undefined ? "—" : (typeof v === "number" ? v.toFixed(d) : String(v)); },
+  num(v, d = 2) {
+    if (v === null || v === undefined) return "—";
+    if (typeof v === "number") return v.toFixed(d);
+    return nonFinite[v] || String(v);
+  },
   lr(v) { return v === null || v === undefined ? "—" : Number(v).toExponential(2); },
   dur(s) {
     if (s === null || s === undefined) return "—";
@@ -48,6 +58,9 @@ function chart(name, title, opts, data, target) {
   if (dashboard.charts[name]) dashboard.charts[name].destroy();
   const box = el("div", { class: "chart", "data-chart": name }, el("h3", {}, title));
   target.append(box);
+  // Every x axis here counts (trials, epochs, steps, learning rates): uPlot's
+  // default reads x as Unix time and labels it with dates of 1970.
+  opts = Object.assign({}, opts, { scales: Object.assign({}, opts.scales, { x: Object.assign({ time: false }, (opts.scales || {}).x) }) });
   const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: false } }, opts), data, box);
   dashboard.charts[name] = u;
   return u;
@@ -116,7 +129,7 @@ async function live(view) {
   o.running.forEach((r, i) => {
     if (!r.intermediate.length) return;
     chart("live" + i, r.study + " #" + r.number, { width: 360, height: 180, series: [{}, { label: "validation", stroke: "#2f6fdb", points: { show: true } }] },
-      [r.intermediate.map(p => p[0]), r.intermediate.map(p => p[1])], charts);
+      [r.intermediate.map(p => p[0]), r.intermediate.map(p => plottable(p[1]))], charts);
   });
 }
 
@@ -124,7 +137,8 @@ async function study(view, name) {
   const s = await api("/api/study?name=" + encodeURIComponent(name));
   view.append(el("h1", {}, s.name), el("p", { class: "muted" },
     [s.method, s.arch, s.dataset].filter(Boolean).join(" · ") + " · " + s.direction + (s.budget ? " · budget " + s.budget : "")));
-  const done = s.trials.filter(t => t.state === "COMPLETE" && t.value !== null);
+  // Charts draw finite values; ±∞ and NaN are in the table below.
+  const done = s.trials.filter(t => t.state === "COMPLETE" && typeof t.value === "number");
   const charts = el("div", { class: "charts" });
   view.append(charts);
   // Optimisation history: each complete trial's value and the best so far.
@@ -158,7 +172,7 @@ async function study(view, name) {
     const series = [{ label: s.report_unit }];
     withSteps.forEach((t, i) => {
       const m = new Map(t.intermediate.map(p => [p[0], p[1]]));
-      data.push(steps.map(x => m.has(x) ? m.get(x) : null));
+      data.push(steps.map(x => m.has(x) ? plottable(m.get(x)) : null));
       series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true });
     });
     chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } }, axes: [{ incrs: wholeSteps }, {}], series }, data, charts);
@@ -173,7 +187,7 @@ async function study(view, name) {
   select.addEventListener("change", () => { dashboard.stateFilter = select.value; render(); });
   view.append(el("h2", {}, "Trials"), el("div", { class: "controls" }, "show ", select));
   const sortKey = dashboard.sortKey || "number";
-  const key = { number: t => t.number, value: t => t.value === null ? -Infinity : t.value, lr: t => t.params.lr || 0, seconds: t => t.seconds };
+  const key = { number: t => t.number, value: t => t.value === null || Number.isNaN(Number(t.value)) ? -Infinity : Number(t.value), lr: t => t.params.lr || 0, seconds: t => t.seconds };
   const shown = s.trials.filter(t => !state || t.state === state).sort((a, b) => key[sortKey](a) - key[sortKey](b));
   if (dashboard.sortDesc) shown.reverse();
   const head = el("tr", {}, [["number", "#"], [null, "state"], ["value", "value"], ["lr", "parameters"], [null, s.report_unit === "step" ? "last step" : "epochs"], ["seconds", "time"]].map(([k, label]) =>
@@ -201,7 +215,9 @@ async function trial(view, name, number) {
     const charts = el("div", { class: "charts" });
     view.append(charts);
     chart("trial", "Intermediate values", { series: [{ label: o.report_unit }, { label: "value", stroke: "#2f6fdb", points: { show: true } }] },
-      [t.intermediate.map(p => p[0]), t.intermediate.map(p => p[1])], charts);
+      [t.intermediate.map(p => p[0]), t.intermediate.map(p => plottable(p[1]))], charts);
+    const odd = t.intermediate.filter(p => typeof p[1] !== "number");
+    if (odd.length) view.append(el("p", { class: "muted", id: "non-finite" }, "Not drawn: " + odd.map(p => o.report_unit + " " + p[0] + " = " + fmt.num(p[1])).join(", ")));
   }
   const attrs = Object.assign({}, t.user_attrs);
   const stderrTail = attrs.stderr_tail;
@@ -274,13 +290,17 @@ async function follow() {
   try {
     const t = await api("/api/token");
     wait = t.poll_ms || wait;
+    if (dashboard.problem) { dashboard.problem = ""; scheduleRender(); }
     status.textContent = "live, checked " + new Date().toLocaleTimeString();
     status.className = "live";
     if (dashboard.token && dashboard.token !== t.token) scheduleRender();
     dashboard.token = t.token;
   } catch (e) {
-    status.textContent = "cannot reach the dashboard; retrying";
-    status.className = "";
+    // The server's reason (a database deleted or replaced under it), or none.
+    const m = String(e.message || e).match(/^\/api\/token: 503 (.*)/s);
+    status.textContent = m ? m[1].trim() : "cannot reach the dashboard; retrying";
+    status.className = m ? "error" : "";
+    if (m && dashboard.problem !== m[1]) { dashboard.problem = m[1]; scheduleRender(); }
   }
   setTimeout(follow, wait);
 }
