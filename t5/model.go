@@ -225,18 +225,18 @@ func Load(dir string) (*Model, error) {
 	// tensor): at most twice what the model holds, with the embedding
 	// saved under its three other names too (older files do).
 	_, shapes := ParamShapes(c, true)
-	budget := int64(1<<20) + 6*int64(c.VocabSize)*int64(c.DModel)
+	budget := &pickleBudget{values: int64(1<<20) + 6*int64(c.VocabSize)*int64(c.DModel), entries: 8*int64(len(shapes)) + 1024}
 	for _, sh := range shapes {
 		n := int64(1)
 		for _, d := range sh {
 			n *= int64(d)
 		}
-		budget += 2 * n
+		budget.values += 2 * n
 	}
 	for _, f := range files {
 		var src tensorSource
 		if strings.HasSuffix(f, ".bin") {
-			tensors, err := readPyTorch(f, &budget)
+			tensors, err := readPyTorch(f, budget)
 			if err != nil {
 				return nil, err
 			}
@@ -287,7 +287,7 @@ func Load(dir string) (*Model, error) {
 	}
 	if len(extra) > 0 {
 		sort.Strings(extra)
-		return nil, fmt.Errorf("t5: %s: checkpoint has tensors this config does not use, e.g. %q (%d in all); does config.json match the weights?", dir, extra[0], len(extra))
+		return nil, fmt.Errorf("t5: %s: checkpoint has tensors this config does not use, e.g. %s (%d in all); does config.json match the weights?", dir, quoteName(extra[0]), len(extra))
 	}
 	return m, nil
 }

@@ -8,7 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
-	"path"
+	"strconv"
 	"strings"
 )
 
@@ -83,49 +83,70 @@ func allowedGlobal(g pyGlobal) bool {
 	return isStorage || g == "collections.OrderedDict" || g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_parameter"
 }
 
-// readPyTorch reads the state dict of a torch.save zip archive. budget
-// is the values (storages' and tensors') it may read, shared by a
-// checkpoint's shards.
-func readPyTorch(file string, budget *int64) (map[string]*pickledTensor, error) {
+// pickleBudget is what a checkpoint's files may make the reader hold,
+// shared by its shards: values (each storage's, then each tensor's; an
+// empty one counts as one) and state-dict entries.
+type pickleBudget struct {
+	values  int64
+	entries int64
+}
+
+// readPyTorch reads the state dict of a torch.save zip archive.
+func readPyTorch(file string, budget *pickleBudget) (map[string]*pickledTensor, error) {
 	var fileSize int64
 	if st, err := os.Stat(file); err == nil {
 		fileSize = st.Size()
 	}
 	z, err := zip.OpenReader(file)
 	if err != nil {
-		return nil, fmt.Errorf("t5: %s is not a zip archive of torch.save (PyTorch ≥ 1.6); the legacy format is not read: re-save it with torch.save, or as safetensors (%v)", file, err)
+		return nil, fmt.Errorf("t5: %s is not a zip archive of torch.save (PyTorch ≥ 1.6), or it is damaged; the legacy format is not read: re-save it with torch.save, or as safetensors (%v)", file, err)
 	}
 	defer z.Close()
+	// torch.save writes one folder of records: data.pkl, data/KEY per
+	// storage, version (and byteorder), all stored uncompressed. A second
+	// data.pkl or folder would make this reader and torch see different
+	// weights.
 	records := map[string]*zip.File{}
 	var pkl *zip.File
+	folder := ""
 	for _, f := range z.File {
+		top, _, _ := strings.Cut(f.Name, "/")
+		switch {
+		case folder == "":
+			folder = top
+		case top != folder:
+			return nil, fmt.Errorf("t5: %s holds records in two folders (%s and %s); torch.save writes one", file, quoteName(folder), quoteName(top))
+		}
 		if _, dup := records[f.Name]; dup {
-			return nil, fmt.Errorf("t5: %s holds two records named %q", file, f.Name)
+			return nil, fmt.Errorf("t5: %s holds two records named %s", file, quoteName(f.Name))
 		}
 		records[f.Name] = f
-		if path.Base(f.Name) == "data.pkl" && strings.Count(f.Name, "/") == 1 {
+		if f.Name == folder+"/data.pkl" {
 			pkl = f
 		}
 	}
 	if pkl == nil {
 		return nil, fmt.Errorf("t5: %s: no data.pkl: not a torch.save archive", file)
 	}
+	if order, ok := records[folder+"/byteorder"]; ok {
+		if b, err := readRecord(order, 16); err != nil || string(b) != "little" {
+			return nil, fmt.Errorf("t5: %s was saved on a big-endian machine (its byteorder record); load and re-save it on a little-endian one", file)
+		}
+	}
+	if pkl.Method != zip.Store {
+		return nil, fmt.Errorf("t5: %s: data.pkl is compressed; torch.save stores it as it is", file)
+	}
 	if pkl.UncompressedSize64 > maxPickle {
 		return nil, fmt.Errorf("t5: %s: data.pkl claims %d bytes; a state dict's pickle has far fewer (at most %d read)", file, pkl.UncompressedSize64, maxPickle)
 	}
-	r, err := pkl.Open()
-	if err != nil {
-		return nil, fmt.Errorf("t5: %s: %w", file, err)
-	}
-	program, err := io.ReadAll(io.LimitReader(r, maxPickle+1))
-	r.Close()
+	program, err := readRecord(pkl, maxPickle)
 	if err != nil {
 		return nil, fmt.Errorf("t5: %s: data.pkl: %w", file, err)
 	}
-	if len(program) > maxPickle {
-		return nil, fmt.Errorf("t5: %s: data.pkl holds more than %d bytes; a state dict's pickle has far fewer", file, maxPickle)
+	if err := budget.spend(&budget.entries, 1, "another file"); err != nil { // a shard holds something
+		return nil, fmt.Errorf("t5: %s: %w", file, err)
 	}
-	rd := &stateDictReader{prefix: path.Dir(pkl.Name), records: records, fileSize: fileSize, budget: budget, storages: map[string]*storage{}}
+	rd := &stateDictReader{prefix: folder, records: records, fileSize: fileSize, budget: budget, storages: map[string]*storage{}}
 	tensors, err := rd.unpickle(program)
 	if err != nil {
 		return nil, fmt.Errorf("t5: %s: %w", file, err)
@@ -133,22 +154,61 @@ func readPyTorch(file string, budget *int64) (map[string]*pickledTensor, error) 
 	return tensors, nil
 }
 
+// readRecord reads a whole record of at most limit bytes, to its end, so
+// that its checksum is checked.
+func readRecord(f *zip.File, limit uint64) ([]byte, error) {
+	if f.UncompressedSize64 > limit {
+		return nil, fmt.Errorf("%d bytes, more than the %d read", f.UncompressedSize64, limit)
+	}
+	r, err := f.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b := make([]byte, f.UncompressedSize64)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(io.Discard, io.LimitReader(r, 1)); err != nil { // io.EOF is where zip checks the CRC
+		return nil, err
+	}
+	return b, nil
+}
+
+// quoteName is a name from the file for an error: cut, and quoted so that
+// control characters are escaped.
+func quoteName(s string) string {
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return strconv.Quote(s)
+}
+
 // stateDictReader reads one archive's pickle and storages.
 type stateDictReader struct {
 	prefix   string
 	records  map[string]*zip.File
 	fileSize int64
-	budget   *int64
+	budget   *pickleBudget
 	storages map[string]*storage
 }
 
-// spend takes n values from the budget.
-func (rd *stateDictReader) spend(n int64, what string) error {
-	if n < 0 || n > *rd.budget {
-		return fmt.Errorf("%s takes the values read past %d, more than config.json's model holds: not this model's weights", what, *rd.budget)
+// spend takes n from one of b's counts.
+func (b *pickleBudget) spend(count *int64, n int64, what string) error {
+	name := "values"
+	if count == &b.entries {
+		name = "tensors"
 	}
-	*rd.budget -= n
+	if n < 0 || n > *count {
+		return fmt.Errorf("%s takes the %s read past what config.json's model holds: not this model's weights", what, name)
+	}
+	*count -= n
 	return nil
+}
+
+// spend takes n values (at least one) from the budget.
+func (rd *stateDictReader) spend(n int64, what string) error {
+	return rd.budget.spend(&rd.budget.values, max(n, 1), what)
 }
 
 // unpickle runs program, the pickle of a state dict, and returns its
@@ -225,6 +285,9 @@ func (rd *stateDictReader) unpickle(p []byte) (map[string]*pickledTensor, error)
 				return fail("a key that is a %s, not a name", kind(kv[k]))
 			}
 			if _, dup := dict.values[key]; !dup {
+				if err := rd.budget.spend(&rd.budget.entries, 1, "entry "+quoteName(key)); err != nil {
+					return err
+				}
 				dict.keys = append(dict.keys, key)
 			}
 			dict.values[key] = kv[k+1]
@@ -463,10 +526,7 @@ func kind(v any) string {
 func global(module, name string) (any, error) {
 	g := pyGlobal(module + "." + name)
 	if !allowedGlobal(g) {
-		if len(g) > 200 {
-			g = g[:200] + "…"
-		}
-		return nil, fmt.Errorf("refused: the pickle calls %s, which a state dict of float tensors (torch.save(model.state_dict())) does not; nothing was run", g)
+		return nil, fmt.Errorf("refused: the pickle calls %s, which a state dict of float tensors (torch.save(model.state_dict())) does not; nothing was run", strings.Trim(quoteName(string(g)), `"`))
 	}
 	return g, nil
 }
@@ -521,17 +581,17 @@ func (rd *stateDictReader) rebuildTensor(a pyTuple) (any, error) {
 	for k := range size {
 		d, ok := size[k].(int64)
 		s, ok2 := stride[k].(int64)
-		if !ok || !ok2 || d < 0 || s < 0 || s > int64(len(st.values)) || d > 0 && n > (1<<40)/d {
+		if !ok || !ok2 || d < 0 || s < 0 || d > 0 && n > (1<<40)/d || d > 1 && s > 0 && d-1 > int64(len(st.values))/s {
 			return nil, errors.New("_rebuild_tensor_v2: a size or stride out of range")
 		}
 		shape[k], strides[k] = int(d), int(s)
 		n *= d
-		if d > 0 {
-			last += (d - 1) * s
+		if d > 1 {
+			last += (d - 1) * s // at most the storage's length, by the check above
 		}
 	}
 	if n > 0 && last >= int64(len(st.values)) {
-		return nil, fmt.Errorf("storage %s holds %d values; a tensor of size %v and stride %v at offset %d reads beyond it", st.key, len(st.values), shape, strides, offset)
+		return nil, fmt.Errorf("storage %s holds %d values; a tensor of size %v and stride %v at offset %d reads beyond it", quoteName(st.key), len(st.values), shape, strides, offset)
 	}
 	if err := rd.spend(n, fmt.Sprintf("a tensor of size %v", shape)); err != nil {
 		return nil, err
@@ -571,31 +631,26 @@ func (rd *stateDictReader) persistent(id any) (any, error) {
 	if st, ok := rd.storages[key]; ok {
 		return st, nil
 	}
+	name := quoteName("data/" + key)
 	rec, ok := rd.records[rd.prefix+"/data/"+key]
 	if !ok {
-		return nil, fmt.Errorf("no record data/%s", key)
+		return nil, fmt.Errorf("no record %s", name)
 	}
 	if rec.Method != zip.Store || rec.CompressedSize64 != rec.UncompressedSize64 {
-		return nil, fmt.Errorf("data/%s is compressed; torch.save stores storages as they are", key)
+		return nil, fmt.Errorf("%s is compressed; torch.save stores storages as they are", name)
 	}
-	if rec.UncompressedSize64 != uint64(numel)*uint64(typ.size) {
-		return nil, fmt.Errorf("data/%s has %d bytes, %d %s values need %d", key, rec.UncompressedSize64, numel, typ.name, uint64(numel)*uint64(typ.size))
+	if numel > math.MaxInt64/8 || rec.UncompressedSize64 != uint64(numel)*uint64(typ.size) {
+		return nil, fmt.Errorf("%s has %d bytes, %d %s values need %d", name, rec.UncompressedSize64, numel, typ.name, uint64(numel)*uint64(typ.size))
 	}
 	if rec.CompressedSize64 > uint64(rd.fileSize) {
-		return nil, fmt.Errorf("data/%s claims %d bytes, more than the file's %d", key, rec.CompressedSize64, rd.fileSize)
+		return nil, fmt.Errorf("%s claims %d bytes, more than the file's %d", name, rec.CompressedSize64, rd.fileSize)
 	}
-	if err := rd.spend(numel, "storage data/"+key); err != nil {
+	if err := rd.spend(numel, "storage "+name); err != nil {
 		return nil, err
 	}
-	raw := make([]byte, rec.UncompressedSize64)
-	r, err := rec.Open()
+	raw, err := readRecord(rec, rec.UncompressedSize64)
 	if err != nil {
-		return nil, err
-	}
-	_, err = io.ReadFull(r, raw)
-	r.Close()
-	if err != nil {
-		return nil, fmt.Errorf("data/%s: %w", key, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	st := &storage{key: key, values: make([]float32, numel)}
 	for k := range st.values {
@@ -622,19 +677,11 @@ func (rd *stateDictReader) tensorsOf(v any) (map[string]*pickledTensor, error) {
 	for _, k := range d.keys {
 		t, ok := d.values[k].(*pickledTensor)
 		if !ok {
-			return nil, fmt.Errorf("entry %q is a %s, not a tensor: not a state dict", trimName(k), kind(d.values[k]))
+			return nil, fmt.Errorf("entry %s is a %s, not a tensor: not a state dict", quoteName(k), kind(d.values[k]))
 		}
 		out[k] = t
 	}
 	return out, nil
-}
-
-// trimName shortens a name from the file for an error.
-func trimName(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
 }
 
 // pickledFile is a read pytorch_model.bin, for Load.

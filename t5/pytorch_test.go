@@ -34,7 +34,7 @@ func TestPyTorchCheckpoints(t *testing.T) {
 	os.Remove(ran)
 	for _, tc := range []struct{ dir, want string }{
 		{"testdata/pytorch/malicious", "refused: the pickle calls posix.system, which a state dict of float tensors"},
-		{"testdata/pytorch/short-storage", "data/0 has 2048 bytes, 1024 FloatStorage values need 4096"},
+		{"testdata/pytorch/short-storage", `"data/0" has 2048 bytes, 1024 FloatStorage values need 4096`},
 	} {
 		if _, err := Load(tc.dir); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.dir) {
 			t.Errorf("%s: %v", tc.dir, err)
@@ -121,17 +121,29 @@ func TestPyTorchClaimsChecked(t *testing.T) {
 		{"a name a thousand times in an error", rawZip(t, []string{"archive/data.pkl"}, [][]byte{sharedReferences()}, nil), plenty,
 			"OrderedDict called with arguments"},
 		{"a storage record claiming 8 GiB", rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(1<<31 - 1), make([]byte, 16)},
-			[]uint64{0, 4 * (1<<31 - 1)}), plenty, "data/0 claims 8589934588 bytes, more than the file's"},
+			[]uint64{0, 4 * (1<<31 - 1)}), plenty, "\"data/0\" claims 8589934588 bytes, more than the file's"},
+		{"a second folder with its own data.pkl", rawZip(t, []string{"archive/data.pkl", "archive/data/0", "zzz/data.pkl"},
+			[][]byte{oneTensorPickle(4), make([]byte, 16), oneTensorPickle(4)}, nil), plenty, `records in two folders ("archive" and "zzz")`},
+		{"a big-endian file", rawZip(t, []string{"archive/data.pkl", "archive/data/0", "archive/byteorder"},
+			[][]byte{oneTensorPickle(4), make([]byte, 16), []byte("big")}, nil), plenty, "saved on a big-endian machine"},
+		{"a damaged storage", corruptStorage(t), plenty, "checksum error"},
+		{"a long control-character name, twice", rawZip(t, []string{"archive/data.pkl", "archive/\x1b[2J" + strings.Repeat("B", 5000), "archive/\x1b[2J" + strings.Repeat("B", 5000)},
+			[][]byte{oneTensorPickle(4), nil, nil}, nil), plenty, `two records named "archive/\x1b[2JBBB`},
 		{"more values than the model", rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(4), make([]byte, 16)}, nil), 3,
-			"storage data/0 takes the values read past 3, more than config.json's model holds"},
+			"storage \"data/0\" takes the values read past what config.json's model holds"},
 	} {
-		budget := tc.budget
-		if _, err := readPyTorch(tc.path, &budget); err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 1000 {
+		budget := &pickleBudget{values: tc.budget, entries: 1 << 20}
+		if _, err := readPyTorch(tc.path, budget); err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 1000 {
 			t.Errorf("%s: %.2000v", tc.name, err)
 		}
 	}
-	budget := plenty
-	p4, err := readPyTorch("testdata/pytorch/protocol4/pytorch_model.bin", &budget)
+	few := &pickleBudget{values: plenty, entries: 1} // a file, and then no room for its entry
+	if _, err := readPyTorch(rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(0), nil}, nil), few); err == nil ||
+		!strings.Contains(err.Error(), `entry "shared.weight" takes the tensors read past what config.json's model holds`) {
+		t.Errorf("more entries than the model (empty tensors, which hold no values): %v", err)
+	}
+	budget := &pickleBudget{values: plenty, entries: 1 << 20}
+	p4, err := readPyTorch("testdata/pytorch/protocol4/pytorch_model.bin", budget)
 	twin, _ := OpenSafetensors("testdata/tiny-t5-v1/model.safetensors")
 	defer twin.Close()
 	if err != nil || len(p4) != 3 {
@@ -144,7 +156,7 @@ func TestPyTorchClaimsChecked(t *testing.T) {
 		}
 		compare(t, "protocol 4 "+name, tensor.values, want, 0, 0)
 	}
-	ts, err := readPyTorch(rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(4), make([]byte, 16)}, nil), &budget)
+	ts, err := readPyTorch(rawZip(t, []string{"archive/data.pkl", "archive/data/0"}, [][]byte{oneTensorPickle(4), make([]byte, 16)}, nil), budget)
 	if err != nil || len(ts) != 1 || len(ts["shared.weight"].values) != 4 {
 		t.Errorf("the honest file: %v, %v", ts, err)
 	}
@@ -186,4 +198,27 @@ func manyDimensions() []byte {
 	}
 	p = append(p, "t\x89)tRs."...)
 	return p
+}
+
+// corruptStorage is a file whose storage's bytes do not match its
+// recorded checksum.
+func corruptStorage(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pytorch_model.bin")
+	f, _ := os.Create(path)
+	zw := zip.NewWriter(f)
+	for name, data := range map[string][]byte{"archive/data.pkl": oneTensorPickle(4), "archive/data/0": make([]byte, 16)} {
+		crc := crc32.ChecksumIEEE(data)
+		if name == "archive/data/0" {
+			crc++
+		}
+		w, err := zw.CreateRaw(&zip.FileHeader{Name: name, Method: zip.Store, CRC32: crc, CompressedSize64: uint64(len(data)), UncompressedSize64: uint64(len(data))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(data)
+	}
+	zw.Close()
+	f.Close()
+	return path
 }
