@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/readsweep/readsweep/glue"
 	"github.com/readsweep/readsweep/results"
 	"github.com/readsweep/readsweep/sweep"
 	"github.com/readsweep/readsweep/sweep/storage"
@@ -57,6 +58,9 @@ type Options struct {
 	// AllowHosts are further names the Host header may carry (a reverse
 	// proxy's).
 	AllowHosts []string
+	// Waiting, when the server has no store yet, is what every data
+	// request answers (503) meanwhile: the database is not there yet.
+	Waiting string
 	// File is the SQLite database's file ("" for a server): the dashboard
 	// notices it deleted, replaced or overwritten, and says so instead of
 	// showing what it read before.
@@ -83,7 +87,7 @@ func New(store *storage.DB, opt Options) *Server {
 		opt.Poll = time.Second
 	}
 	s := &Server{store: store, opt: opt, mux: http.NewServeMux(), hosts: allowedHosts(opt.Addr, opt.AllowHosts)}
-	if opt.File != "" {
+	if opt.File != "" && store != nil {
 		s.file = watchFile(opt.File)
 	}
 	files, _ := fs.Sub(static, "static")
@@ -116,6 +120,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if host := hostOf(r.Host); !s.hosts[host] {
 		http.Error(w, fmt.Sprintf("dashboard: Host %q is not a name of this server, and a page of another site may be using it to read the studies (DNS rebinding); "+
 			"`sweep dashboard --allow-host %s` admits it", r.Host, host), http.StatusForbidden)
+		return
+	}
+	if s.store == nil && (strings.HasPrefix(r.URL.Path, "/api/") || strings.HasPrefix(r.URL.Path, "/figure/")) {
+		http.Error(w, s.opt.Waiting, http.StatusServiceUnavailable)
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -307,8 +315,25 @@ type studyRow struct {
 	Best       any      `json:"best"`   // a number, "Infinity", "-Infinity" or "NaN"; null: none
 	BestLR     *float64 `json:"best_lr"`
 	Seconds    float64  `json:"seconds"`     // summed over finished trials
-	ETASeconds *float64 `json:"eta_seconds"` // remaining budget × mean trial time
+	ETASeconds *float64 `json:"eta_seconds"` // remaining budget × mean trial time; none while nothing runs
+	// Stopped: below its budget with nothing running or waiting (the run
+	// gave up on it at max_failures, or was stopped).
+	Stopped bool   `json:"stopped"`
+	Metric  string `json:"metric"` // what its values are
 	counts
+}
+
+// metricNames say what a task's values are.
+var metricNames = map[glue.Metric]string{glue.MetricAccuracy: "accuracy", glue.MetricMCC: "Matthews correlation",
+	glue.MetricF1Accuracy: "mean of F1 and accuracy", glue.MetricPearsonSpearman: "mean of Pearson and Spearman"}
+
+// metricOf is what a study's values are: its task's metric (×100), or
+// "value" for a study of no known task.
+func metricOf(info sweep.StudyInfo) string {
+	if task, err := glue.Lookup(info.Dataset); err == nil {
+		return metricNames[task.Metric] + " ×100"
+	}
+	return "value"
 }
 
 type overview struct {
@@ -368,7 +393,7 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 	var allFinished int
 	for _, st := range snap.studies {
 		info := sweep.Identify(st)
-		row := studyRow{Name: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Final: info.Final, Budget: s.budget(info)}
+		row := studyRow{Name: st.Name, Method: info.Method, Arch: info.Arch, Dataset: info.Dataset, Final: info.Final, Budget: s.budget(info), Metric: metricOf(info)}
 		trials := snap.trials[st.ID]
 		row.counts = countsOf(trials)
 		finished := 0
@@ -386,16 +411,18 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 		}
 		allSeconds += row.Seconds
 		allFinished += finished
-		if row.Budget > 0 && finished > 0 {
-			eta := float64(max(0, row.Budget-row.Complete-row.Pruned)) * row.Seconds / float64(finished)
+		left := row.Budget - row.Complete - row.Pruned
+		if row.Budget > 0 && finished > 0 && row.Running > 0 {
+			eta := float64(max(0, left)) * row.Seconds / float64(finished)
 			row.ETASeconds = &eta
 		}
+		row.Stopped = row.Budget > 0 && left > 0 && row.Running == 0 && row.Waiting == 0 && len(trials) > 0
 		out.Studies = append(out.Studies, row)
 		out.Totals.counts.plus(row.counts)
 		out.Totals.Budget += row.Budget
 		out.Totals.Seconds += row.Seconds
 	}
-	if out.Totals.Budget > 0 && allFinished > 0 {
+	if out.Totals.Budget > 0 && allFinished > 0 && out.Totals.Running > 0 {
 		// Studies without a finished trial yet take the sweep's mean.
 		mean := allSeconds / float64(allFinished)
 		var eta float64
@@ -445,10 +472,18 @@ func stamp(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// maxAttrString is the most of one attribute string a page is sent: a
+// trial may store megabytes (a log), which no page can show.
+const maxAttrString = 8 << 10
+
 // cleanJSON replaces values JSON cannot carry (NaN, ±Inf, anywhere in
-// nested attributes) with their names as strings.
+// nested attributes) with their names as strings, and cuts long strings.
 func cleanJSON(v any) any {
 	switch x := v.(type) {
+	case string:
+		if len(x) > maxAttrString {
+			return strings.ToValidUTF8(x[:maxAttrString], "") + fmt.Sprintf("… (%d bytes more, cut by the dashboard)", len(x)-maxAttrString)
+		}
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return strconv.FormatFloat(x, 'g', -1, 64)
@@ -515,7 +550,7 @@ func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (an
 		trials = append(trials, toTrialJSON(t, false))
 	}
 	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
-		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs),
+		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs), "metric": metricOf(info),
 		"report_unit": info.ReportUnit, "trials": trials}, nil
 }
 
@@ -534,7 +569,8 @@ func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	for _, t := range full {
 		if t.Number == n {
-			return map[string]any{"study": st.Name, "report_unit": sweep.Identify(st).ReportUnit, "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
+			info := sweep.Identify(st)
+			return map[string]any{"study": st.Name, "report_unit": info.ReportUnit, "metric": metricOf(info), "trial": toTrialJSON(t, true), "log": s.logTail(st.Name, n)}, nil
 		}
 	}
 	return nil, httpError{http.StatusNotFound, fmt.Sprintf("%s has no trial %d", st.Name, n)}

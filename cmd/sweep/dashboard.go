@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,11 +58,28 @@ func cmdDashboard(args []string) error {
 	default:
 		url = "sqlite:///sweeps.db"
 	}
-	store, err := openForReading(url)
+	file, isFile, err := storage.SQLiteFile(url)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	if !isFile {
+		file = ""
+	}
+	// A SQLite file that `sweep run` has not created yet is waited for:
+	// the pages say so until it appears, then show it.
+	var store *storage.DB
+	if _, err := os.Stat(file); file == "" || err == nil {
+		if store, err = openForReading(url); err != nil {
+			return err
+		}
+	}
+	var opened atomic.Pointer[storage.DB] // the store, once there is one
+	opened.Store(store)
+	defer func() {
+		if db := opened.Load(); db != nil {
+			db.Close()
+		}
+	}()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("dashboard: %w", err)
@@ -75,15 +93,40 @@ func cmdDashboard(args []string) error {
 			allowHosts = append(allowHosts, h)
 		}
 	}
-	file, _, _ := storage.SQLiteFile(url)
-	srv := &http.Server{Handler: dashboard.New(store, dashboard.Options{Config: cfg, Label: store.Path(), Poll: *poll,
-		Addr: ln.Addr().String(), AllowHosts: allowHosts, File: file}),
+	label := file
+	if store != nil {
+		label = store.Path()
+	}
+	opt := dashboard.Options{Config: cfg, Label: label, Poll: *poll, Addr: ln.Addr().String(), AllowHosts: allowHosts, File: file,
+		Waiting: fmt.Sprintf("waiting for %s: no database there yet (`sweep run` creates it); this page shows it once it appears", file)}
+	var current atomic.Pointer[dashboard.Server]
+	current.Store(dashboard.New(store, opt))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if store == nil {
+		fmt.Fprintf(os.Stderr, "sweep: %s\n", opt.Waiting)
+		go func() {
+			for ctx.Err() == nil {
+				time.Sleep(*poll)
+				if _, err := os.Stat(file); err != nil {
+					continue
+				}
+				db, err := openForReading(url)
+				if err != nil {
+					continue // being created: a moment later it opens
+				}
+				opened.Store(db)
+				current.Store(dashboard.New(db, opt))
+				fmt.Fprintf(os.Stderr, "sweep: %s appeared; showing it\n", file)
+				return
+			}
+		}()
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) }),
 		ReadHeaderTimeout: 10 * time.Second}
 	// The URL on stdout is for scripts (and the tests) to read.
 	fmt.Printf("http://%s/\n", ln.Addr())
-	fmt.Fprintf(os.Stderr, "sweep: dashboard of %s (read-only); Ctrl-C stops it\n", store.Path())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	fmt.Fprintf(os.Stderr, "sweep: dashboard of %s (read-only); Ctrl-C stops it\n", opt.Label)
 	go func() {
 		<-ctx.Done()
 		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -651,3 +651,68 @@ func TestDashboardNonFiniteValues(t *testing.T) {
 		t.Error("the trial page's chart labels its epochs as dates")
 	}
 }
+
+// TestDashboardSaysWhatHappened: opened before `sweep run` has made the
+// database, the dashboard waits for it and says so, then shows it; a study
+// below its budget with nothing running is marked stopped, with no ETA;
+// each study's page names its metric; a long name is cut instead of
+// pushing the numbers off the screen; a long attribute is cut by the
+// server; a trial's log opens at its end.
+func TestDashboardSaysWhatHappened(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///w.db
+model: tiny-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+datasets: [sst2]
+methods:
+  lora: [{rank: 4}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 3
+`)
+	var logs syncBuffer
+	base := startDashboard(t, dir, &logs, "--config", "sweep.yaml")
+	bctx := browser(t)
+	navigate(t, bctx, base)
+	wait(t, bctx, `document.querySelector("#status").textContent.includes("waiting for") && document.querySelector("#view .error") !== null`)
+
+	s, err := storage.OpenSQLite(filepath.Join(dir, "w.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("very-long-architecture-", 30)
+	complete, failed, value := storage.Complete, storage.Fail, 71.5
+	storeTrial(t, s, "lora/rank-4/sst2", nil, storage.TrialUpdate{State: &complete, Value: &value})
+	var tail strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&tail, "line %d of the trial's log\n", i)
+	}
+	storeTrial(t, s, "lora/"+long+"/sst2", nil, storage.TrialUpdate{State: &failed,
+		UserAttrs: map[string]any{"fail_reason": "out of memory", "stderr_tail": tail.String()}})
+	s.Close()
+	wait(t, bctx, `document.querySelector("#status").className === "live" && document.querySelectorAll("tr.study-row").length === 2`)
+	if !strings.Contains(logs.String(), "appeared; showing it") {
+		t.Errorf("the dashboard did not say the database appeared:\n%s", logs.String())
+	}
+	stopped := js[int](t, bctx, `document.querySelectorAll("td.stopped").length`)
+	cards := js[string](t, bctx, `document.querySelector(".cards").textContent`)
+	if stopped != 2 || !strings.Contains(cards, "nothing running") {
+		t.Errorf("%d studies marked stopped (want 2); cards %q", stopped, cards)
+	}
+	if right, width := js[float64](t, bctx, `document.querySelector("#view table").getBoundingClientRect().right`), js[float64](t, bctx, `window.innerWidth`); right > width {
+		t.Errorf("the overview is %.0f px wide in a %.0f px window: a long name pushed the numbers off", right, width)
+	}
+	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/rank-4/sst2"))
+	if sub := js[string](t, bctx, `document.querySelector("#view p.muted").textContent`); !strings.Contains(sub, "accuracy ×100") {
+		t.Errorf("the study page does not name its metric: %q", sub)
+	}
+	navigate(t, bctx, base+"#/trial/"+url.PathEscape("lora/"+long+"/sst2")+"/0")
+	wait(t, bctx, `document.querySelector("#log") !== null`)
+	log := js[string](t, bctx, `document.querySelector("#log").textContent`)
+	if !strings.Contains(log, "bytes more, cut by the dashboard") || strings.Contains(log, "line 1999 ") {
+		t.Errorf("a %d-byte attribute reached the page whole", tail.Len())
+	}
+	if !js[bool](t, bctx, `(p => p.scrollTop > 0 && p.scrollTop + p.clientHeight >= p.scrollHeight - 2)(document.querySelector("#log"))`) {
+		t.Error("the log box does not open at its end")
+	}
+}

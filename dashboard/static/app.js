@@ -73,6 +73,10 @@ function table(headers, rows, opts = {}) {
 
 function cell(v, num) { return el("td", { class: num ? "num" : "" }, v); }
 
+// nameCell holds a name that may be long: cut with an ellipsis, whole in
+// its tooltip, so that it never pushes the numbers off the screen.
+function nameCell(v) { return el("td", { class: "name", title: v }, v); }
+
 // ---- views ---------------------------------------------------------------
 
 async function overview(view) {
@@ -89,22 +93,24 @@ async function overview(view) {
     el("div", { class: "card" }, el("b", {}, t.budget ? Math.round(100 * done / t.budget) + " %" : "—"),
       t.budget ? done + " of " + t.budget + " trials" : "no budget (pass --config)"),
     el("div", { class: "card" }, el("b", {}, fmt.dur(t.seconds)), "trial time so far"),
-    el("div", { class: "card" }, el("b", {}, fmt.dur(t.eta_seconds)), "remaining (≈, parallel " + o.parallel + ")"));
+    el("div", { class: "card" }, el("b", {}, t.running ? fmt.dur(t.eta_seconds) : "—"),
+      t.running ? "remaining (≈, parallel " + o.parallel + ")" : "nothing running"));
   view.append(cards);
   const rows = [];
   let method = null, arch = null;
   for (const s of o.studies) {
     const m = (s.final ? "final: " : "") + (s.method || "(no method)");
-    if (m !== method) { method = m; arch = null; rows.push(el("tr", { class: "group" }, el("td", { colspan: 10 }, m))); }
-    if (s.arch !== arch) { arch = s.arch; rows.push(el("tr", { class: "group2" }, el("td", { colspan: 10 }, s.arch || "(no architecture)"))); }
+    if (m !== method) { method = m; arch = null; rows.push(el("tr", { class: "group" }, el("td", { colspan: 10, class: "name", title: m }, m))); }
+    if (s.arch !== arch) { arch = s.arch; rows.push(el("tr", { class: "group2" }, el("td", { colspan: 10, class: "name", title: s.arch || "" }, s.arch || "(no architecture)"))); }
     const finished = s.complete + s.pruned;
     const pct = s.budget ? Math.min(100, 100 * finished / s.budget) : 0;
     const bar = el("div", { class: "bar" }, el("span", { style: "width:" + pct.toFixed(0) + "%" }));
     rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, onclick: () => go("#/study/" + encodeURIComponent(s.name)) },
-      cell(s.dataset || s.name), el("td", {}, bar),
+      nameCell(s.dataset || s.name), el("td", {}, bar),
       cell(s.budget ? finished + " / " + s.budget : String(finished), true),
       cell(String(s.running), true), cell(String(s.fail), true), cell(String(s.pruned), true),
-      cell(fmt.num(s.best, 4), true), cell(fmt.lr(s.best_lr), true), cell(fmt.dur(s.seconds), true), cell(fmt.dur(s.eta_seconds), true)));
+      el("td", { class: "num", title: s.metric }, fmt.num(s.best, 4)), cell(fmt.lr(s.best_lr), true), cell(fmt.dur(s.seconds), true),
+      s.stopped ? el("td", { class: "num muted stopped", title: "below its budget with nothing running or waiting" }, "stopped") : cell(fmt.dur(s.eta_seconds), true)));
   }
   view.append(table(["dataset", "progress", "finished", "running", "failed", "pruned", "best", "best lr", "time", "ETA"], rows, { num: [2, 3, 4, 5, 6, 7, 8, 9] }));
 }
@@ -136,7 +142,7 @@ async function live(view) {
 async function study(view, name) {
   const s = await api("/api/study?name=" + encodeURIComponent(name));
   view.append(el("h1", {}, s.name), el("p", { class: "muted" },
-    [s.method, s.arch, s.dataset].filter(Boolean).join(" · ") + " · " + s.direction + (s.budget ? " · budget " + s.budget : "")));
+    [s.method, s.arch, s.dataset].filter(Boolean).join(" · ") + " · " + s.direction + " " + s.metric + (s.budget ? " · budget " + s.budget : "")));
   // Charts draw finite values; ±∞ and NaN are in the table below.
   const done = s.trials.filter(t => t.state === "COMPLETE" && typeof t.value === "number");
   const charts = el("div", { class: "charts" });
@@ -203,12 +209,12 @@ async function trial(view, name, number) {
   const o = await api("/api/trial?study=" + encodeURIComponent(name) + "&number=" + encodeURIComponent(number));
   const t = o.trial;
   view.append(el("h1", {}, o.study + " #" + t.number),
-    el("p", {}, el("span", { class: "state-" + t.state }, t.state), " · value " + fmt.num(t.value, 4) + " · " + fmt.dur(t.seconds),
+    el("p", {}, el("span", { class: "state-" + t.state }, t.state), " · " + o.metric + " " + fmt.num(t.value, 4) + " · " + fmt.dur(t.seconds),
       " · ", el("a", { href: "#/study/" + encodeURIComponent(o.study) }, "back to the study")));
   const kv = obj => el("table", { class: "kv" }, el("tbody", {}, Object.keys(obj || {}).sort().map(k => {
     const v = obj[k];
     const text = typeof v === "object" && v !== null ? JSON.stringify(v) : (typeof v === "number" ? fmt.param(v) : String(v));
-    return el("tr", {}, el("td", {}, k), el("td", {}, text.length > 400 ? text.slice(0, 400) + "…" : text));
+    return el("tr", {}, el("td", { class: "name", title: k }, k), el("td", { class: "value", title: text.length > 400 ? text.slice(0, 4000) : "" }, text.length > 400 ? text.slice(0, 400) + "…" : text));
   })));
   view.append(el("h2", {}, "Parameters"), kv(t.params));
   if (t.intermediate.length) {
@@ -269,6 +275,8 @@ async function render() {
     next.append(el("p", { class: "error" }, String(e.message || e)));
   }
   view.replaceWith(next);
+  // A log is read from its end: where the trial stopped, and why.
+  for (const pre of next.querySelectorAll("pre")) pre.scrollTop = pre.scrollHeight;
   dashboard.view = hash;
   dashboard.renders++;
 }
