@@ -207,8 +207,9 @@ type snapshot struct {
 	byName  map[string]storage.Study
 	final   map[int64]bool // final-run studies, whose trials Trials reads in full
 
-	fullMu sync.Mutex
-	full   map[int64][]storage.FrozenTrial // final studies in full, read when asked
+	fullMu  sync.Mutex
+	full    map[int64][]storage.FrozenTrial // final studies in full, read when asked
+	reasons map[int64]string                // a study's latest fail_reason, read when asked
 
 	// Table 1's rows and Figure 1's SVGs, computed once per snapshot.
 	resultsOnce sync.Once
@@ -240,6 +241,38 @@ func (p *snapshot) Trials(ctx context.Context, id int64) ([]storage.FrozenTrial,
 	}
 	p.full[id] = t
 	return t, nil
+}
+
+// failReason is the fail_reason of a study's latest failed trial (the
+// summary holds no attributes: the study's trials are read, once per
+// snapshot).
+func (p *snapshot) failReason(ctx context.Context, id int64) (string, error) {
+	p.fullMu.Lock()
+	defer p.fullMu.Unlock()
+	if r, ok := p.reasons[id]; ok {
+		return r, nil
+	}
+	trials, err := p.store.Trials(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	reason := ""
+	for _, t := range trials {
+		if r, ok := t.UserAttrs["fail_reason"].(string); ok && t.State == storage.Fail {
+			reason = r
+		}
+	}
+	p.reasons[id] = shortReason(reason)
+	return p.reasons[id], nil
+}
+
+// shortReason is a fail reason's first line, cut for a table.
+func shortReason(r string) string {
+	r, _, _ = strings.Cut(strings.TrimSpace(r), "\n")
+	if len(r) > 300 {
+		r = strings.ToValidUTF8(r[:300], "") + "…"
+	}
+	return r
 }
 
 func (p *snapshot) CreateStudy(context.Context, string, storage.Direction, map[string]any) (storage.Study, error) {
@@ -275,7 +308,7 @@ func (s *Server) current(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	snap := &snapshot{token: token, store: s.store, studies: studies, trials: trials, byName: map[string]storage.Study{},
-		final: map[int64]bool{}, full: map[int64][]storage.FrozenTrial{}}
+		final: map[int64]bool{}, full: map[int64][]storage.FrozenTrial{}, reasons: map[int64]string{}}
 	for _, st := range studies {
 		snap.byName[st.Name] = st
 		snap.final[st.ID] = sweep.Identify(st).Final
@@ -320,6 +353,8 @@ type studyRow struct {
 	// gave up on it at max_failures, or was stopped).
 	Stopped bool   `json:"stopped"`
 	Metric  string `json:"metric"` // what its values are
+	// FailReason is its latest failed trial's fail_reason.
+	FailReason string `json:"fail_reason,omitempty"`
 	counts
 }
 
@@ -384,7 +419,7 @@ func trialSeconds(t storage.FrozenTrial) float64 {
 	return t.Complete.Sub(t.Start).Seconds()
 }
 
-func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (any, error) {
+func (s *Server) overview(ctx context.Context, _ *http.Request, snap *snapshot) (any, error) {
 	out := overview{Storage: s.opt.Label, Generated: time.Now().UTC().Format(time.RFC3339), Parallel: 1, Studies: []studyRow{}}
 	if s.opt.Config != nil {
 		out.Parallel = s.opt.Config.Parallel
@@ -417,6 +452,13 @@ func (s *Server) overview(_ context.Context, _ *http.Request, snap *snapshot) (a
 			row.ETASeconds = &eta
 		}
 		row.Stopped = row.Budget > 0 && left > 0 && row.Running == 0 && row.Waiting == 0 && len(trials) > 0
+		if row.Fail > 0 {
+			reason, err := snap.failReason(ctx, st.ID)
+			if err != nil {
+				return nil, err
+			}
+			row.FailReason = reason
+		}
 		out.Studies = append(out.Studies, row)
 		out.Totals.counts.plus(row.counts)
 		out.Totals.Budget += row.Budget
@@ -461,6 +503,7 @@ type trialJSON struct {
 	Start        string                          `json:"start,omitempty"`
 	Complete     string                          `json:"complete,omitempty"`
 	Seconds      float64                         `json:"seconds"`
+	FailReason   string                          `json:"fail_reason,omitempty"`
 	UserAttrs    map[string]any                  `json:"user_attrs,omitempty"`
 	SystemAttrs  map[string]any                  `json:"system_attrs,omitempty"`
 }
@@ -512,6 +555,9 @@ func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
 	}
 	if t.Value != nil {
 		j.Value = number(*t.Value)
+	}
+	if r, ok := t.UserAttrs["fail_reason"].(string); ok && t.State == storage.Fail {
+		j.FailReason = shortReason(r)
 	}
 	for k, v := range t.ExternalParams() { // a categorical by its choice, not its index
 		j.Params[k] = cleanJSON(v)

@@ -655,7 +655,8 @@ func TestDashboardNonFiniteValues(t *testing.T) {
 // TestDashboardSaysWhatHappened: opened before `sweep run` has made the
 // database, the dashboard waits for it and says so, then shows it; a study
 // below its budget with nothing running is marked stopped, with no ETA;
-// each study's page names its metric; a long name is cut instead of
+// failures give their reason in the overview and the trial table; rows and
+// the selection's cells are links; each study's page names its metric; a long name is cut instead of
 // pushing the numbers off the screen; a long attribute is cut by the
 // server; a trial's log opens at its end.
 func TestDashboardSaysWhatHappened(t *testing.T) {
@@ -702,9 +703,26 @@ trials: 3
 	if right, width := js[float64](t, bctx, `document.querySelector("#view table").getBoundingClientRect().right`), js[float64](t, bctx, `window.innerWidth`); right > width {
 		t.Errorf("the overview is %.0f px wide in a %.0f px window: a long name pushed the numbers off", right, width)
 	}
+	if failed := js[string](t, bctx, `[...document.querySelectorAll("tr.study-row")].map(r => r.children[4].textContent).join("|")`); !strings.Contains(failed, "1out of memory") {
+		t.Errorf("the overview's failed column does not give the reason: %q", failed)
+	}
+	if links := js[string](t, bctx, `[...document.querySelectorAll("tr.study-row a")].map(a => a.getAttribute("href")).join(" ")`); !strings.Contains(links, "#/study/lora%2Frank-4%2Fsst2") {
+		t.Errorf("the overview's rows are not links: %q", links)
+	}
+	navigate(t, bctx, base+"#/selection")
+	if link := js[string](t, bctx, `(a => a ? a.getAttribute("href") : "")(document.querySelector("#view td a"))`); link != "#/trial/lora%2Frank-4%2Fsst2/0" {
+		t.Errorf("the selection's cell links to %q, want its trial", link)
+	}
+	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/"+long+"/sst2"))
+	if state := js[string](t, bctx, `document.querySelector("#trials tbody tr").children[1].textContent`); state != "FAILout of memory" {
+		t.Errorf("the trial table's state cell: %q, want the reason beside FAIL", state)
+	}
 	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/rank-4/sst2"))
 	if sub := js[string](t, bctx, `document.querySelector("#view p.muted").textContent`); !strings.Contains(sub, "accuracy ×100") {
 		t.Errorf("the study page does not name its metric: %q", sub)
+	}
+	if link := js[string](t, bctx, `document.querySelector("#trials tbody a").getAttribute("href")`); link != "#/trial/lora%2Frank-4%2Fsst2/0" {
+		t.Errorf("the trial number links to %q", link)
 	}
 	navigate(t, bctx, base+"#/trial/"+url.PathEscape("lora/"+long+"/sst2")+"/0")
 	wait(t, bctx, `document.querySelector("#log") !== null`)

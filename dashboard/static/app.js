@@ -75,7 +75,18 @@ function cell(v, num) { return el("td", { class: num ? "num" : "" }, v); }
 
 // nameCell holds a name that may be long: cut with an ellipsis, whole in
 // its tooltip, so that it never pushes the numbers off the screen.
-function nameCell(v) { return el("td", { class: "name", title: v }, v); }
+function nameCell(v, href) { return el("td", { class: "name", title: v }, href ? el("a", { href }, v) : v); }
+
+// Pages have addresses: a link opens one in a new tab or copies it.
+const studyHref = name => "#/study/" + encodeURIComponent(name);
+const trialHref = (study, n) => "#/trial/" + encodeURIComponent(study) + "/" + n;
+
+// rowClick opens href from a click anywhere on a row, except on a link,
+// which does it itself (a middle or ctrl click: a new tab, not this one).
+const rowClick = href => e => { if (!e.target.closest("a")) go(href); };
+
+// reason is a failure's reason beside its count or state.
+function reason(r) { return r ? el("span", { class: "reason", title: r }, r) : null; }
 
 // ---- views ---------------------------------------------------------------
 
@@ -105,10 +116,10 @@ async function overview(view) {
     const finished = s.complete + s.pruned;
     const pct = s.budget ? Math.min(100, 100 * finished / s.budget) : 0;
     const bar = el("div", { class: "bar" }, el("span", { style: "width:" + pct.toFixed(0) + "%" }));
-    rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, onclick: () => go("#/study/" + encodeURIComponent(s.name)) },
-      nameCell(s.dataset || s.name), el("td", {}, bar),
+    rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, onclick: rowClick(studyHref(s.name)) },
+      nameCell(s.dataset || s.name, studyHref(s.name)), el("td", {}, bar),
       cell(s.budget ? finished + " / " + s.budget : String(finished), true),
-      cell(String(s.running), true), cell(String(s.fail), true), cell(String(s.pruned), true),
+      cell(String(s.running), true), el("td", { class: "num" }, String(s.fail), reason(s.fail_reason)), cell(String(s.pruned), true),
       el("td", { class: "num", title: s.metric }, fmt.num(s.best, 4)), cell(fmt.lr(s.best_lr), true), cell(fmt.dur(s.seconds), true),
       s.stopped ? el("td", { class: "num muted stopped", title: "below its budget with nothing running or waiting" }, "stopped") : cell(fmt.dur(s.eta_seconds), true)));
   }
@@ -126,8 +137,8 @@ async function live(view) {
   const o = await api("/api/live");
   view.append(el("h1", {}, "Live: " + o.running.length + " running trial" + (o.running.length === 1 ? "" : "s")));
   if (!o.running.length) { view.append(el("p", { class: "muted" }, "No trial is running.")); return; }
-  const rows = o.running.map(r => el("tr", { class: "clickable", onclick: () => go("#/trial/" + encodeURIComponent(r.study) + "/" + r.number) },
-    cell(r.study), cell("#" + r.number), cell(Object.entries(r.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")),
+  const rows = o.running.map(r => el("tr", { class: "clickable", onclick: rowClick(trialHref(r.study, r.number)) },
+    nameCell(r.study, studyHref(r.study)), el("td", {}, el("a", { href: trialHref(r.study, r.number) }, "#" + r.number)), cell(Object.entries(r.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")),
     cell(r.device || "—"), cell(progress(r, r.report_unit), true), cell(fmt.dur(r.seconds), true), cell(fmt.dur(r.eta_seconds), true)));
   view.append(table(["study", "trial", "parameters", "device", "epochs / last step", "elapsed", "ETA"], rows, { num: [4, 5, 6] }));
   const charts = el("div", { class: "charts" });
@@ -199,8 +210,9 @@ async function study(view, name) {
   const head = el("tr", {}, [["number", "#"], [null, "state"], ["value", "value"], ["lr", "parameters"], [null, s.report_unit === "step" ? "last step" : "epochs"], ["seconds", "time"]].map(([k, label]) =>
     el("th", { class: k ? "sortable" : "", onclick: () => { if (!k) return; dashboard.sortDesc = dashboard.sortKey === k ? !dashboard.sortDesc : false; dashboard.sortKey = k; render(); } },
       label + (k && k === sortKey ? (dashboard.sortDesc ? " ▾" : " ▴") : ""))));
-  const rows = shown.map(t => el("tr", { class: "clickable trial-row", onclick: () => go("#/trial/" + encodeURIComponent(s.name) + "/" + t.number) },
-    cell(String(t.number), true), el("td", { class: "state-" + t.state }, t.state), cell(fmt.num(t.value, 4), true),
+  const rows = shown.map(t => el("tr", { class: "clickable trial-row", onclick: rowClick(trialHref(s.name, t.number)) },
+    el("td", { class: "num" }, el("a", { href: trialHref(s.name, t.number) }, String(t.number))),
+    el("td", { class: "state-" + t.state }, t.state, reason(t.fail_reason)), cell(fmt.num(t.value, 4), true),
     cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(progress(t, s.report_unit), true), cell(fmt.dur(t.seconds), true)));
   view.append(el("table", { id: "trials" }, el("thead", {}, head), el("tbody", {}, rows)));
 }
@@ -241,7 +253,10 @@ async function selection(view) {
     view.append(el("h2", {}, m.method + (m.chosen ? ": " + m.chosen : "")));
     const rows = m.archs.map(a => el("tr", { class: a.arch === m.chosen ? "chosen" : "" },
       cell(a.arch + (a.complete ? "" : " (incomplete)")), cell(fmt.num(a.mean, 4), true),
-      m.datasets.map(ds => { const c = a.best[ds]; return cell(c ? fmt.num(c.value, 4) + " @ " + fmt.lr(c.lr) : "—", true); })));
+      m.datasets.map(ds => {
+        const c = a.best[ds];
+        return el("td", { class: "num" }, c ? el("a", { href: trialHref(c.study, c.number), title: c.study + " #" + c.number }, fmt.num(c.value, 4) + " @ " + fmt.lr(c.lr)) : "—");
+      })));
     view.append(table(["candidate", "mean"].concat(m.datasets), rows, { num: [1].concat(m.datasets.map((_, i) => i + 2)) }));
   }
   if (o.table1) {
