@@ -734,3 +734,45 @@ trials: 3
 		t.Error("the log box does not open at its end")
 	}
 }
+
+// TestDashboardChartsFollowInPlace: a zoomed chart keeps its zoom (and
+// stays the same chart) while three polls bring new trials into it;
+// hovering a point shows its trial and learning rate, and clicking it
+// opens the trial.
+func TestDashboardChartsFollowInPlace(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "z.db")
+	s, err := storage.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, value := storage.Complete, 40.0
+	storeTrial(t, s, "lora/r8/sst2", nil, storage.TrialUpdate{State: &state, Value: &value})
+	s.Close()
+	addTrial(t, path, "lora/r8/sst2", 60)
+	addTrial(t, path, "lora/r8/sst2", 50)
+	base := startDashboard(t, dir, io.Discard, "sqlite:///z.db")
+	bctx := browser(t)
+	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/r8/sst2"))
+	wait(t, bctx, `dashboard.charts.history !== undefined && dashboard.charts.history.data[0].length === 3`)
+	js[bool](t, bctx, `window.zoomed = dashboard.charts.history; zoomed.setScale("x", {min: 0.5, max: 1.5}); true`)
+	for k := range 3 {
+		addTrial(t, path, "lora/r8/sst2", 55+float64(k))
+		wait(t, bctx, fmt.Sprintf(`dashboard.charts.history.data[0].length === %d`, 4+k))
+	}
+	if !js[bool](t, bctx, `dashboard.charts.history === zoomed && zoomed.scales.x.min === 0.5 && zoomed.scales.x.max === 1.5`) {
+		t.Errorf("the zoom was lost: x from %v to %v, same chart %v", js[any](t, bctx, `dashboard.charts.history.scales.x.min`),
+			js[any](t, bctx, `dashboard.charts.history.scales.x.max`), js[bool](t, bctx, `dashboard.charts.history === zoomed`))
+	}
+	js[bool](t, bctx, `dashboard.charts.history.setScale("x", {min: -0.5, max: 6.5}); true`)
+	time.Sleep(100 * time.Millisecond) // the redraw at the new scale
+	js[bool](t, bctx, `(u => { u.setCursor({left: u.valToPos(1, "x"), top: u.valToPos(60, "y")}); return true })(dashboard.charts.history)`)
+	if legend := js[string](t, bctx, `dashboard.charts.history.root.querySelector(".u-legend").textContent`); !strings.Contains(legend, "#1, lr 1.00e-4") || !strings.Contains(legend, "60") {
+		t.Errorf("hovering trial 1 shows %q", legend)
+	}
+	js[bool](t, bctx, `(u => {
+		const r = u.over.getBoundingClientRect(), at = {bubbles: true, clientX: r.left + u.valToPos(1, "x"), clientY: r.top + u.valToPos(60, "y")};
+		for (const type of ["mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(type, at));
+		return true })(dashboard.charts.history)`)
+	wait(t, bctx, `location.hash === "#/trial/lora%2Fr8%2Fsst2/1"`)
+}

@@ -3,7 +3,7 @@
 // textContent (el() below), never parsed as HTML.
 "use strict";
 
-const dashboard = { charts: {}, renders: 0, view: "", token: "" };
+const dashboard = { charts: {}, renders: 0, view: "", token: "", drawn: new Set() };
 window.dashboard = dashboard;
 
 // el builds an element; string children become text nodes.
@@ -54,14 +54,38 @@ async function api(path) {
 // Trial numbers and epochs are whole: ticks at 1, 2, 5, 10, ...
 const wholeSteps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
 
+// chart draws one uPlot chart into target. Redrawing the same view (a
+// poll saw the database move) keeps the chart itself and gives it the new
+// data without resetting its scales: a zoom, and the cursor, survive.
+// opts.onPick, when set, is called with the index of a point clicked;
+// opts.info, when set, is kept as the chart's info for the formatters
+// (they outlive the render that made them, so they read it from there).
 function chart(name, title, opts, data, target) {
-  if (dashboard.charts[name]) dashboard.charts[name].destroy();
   const box = el("div", { class: "chart", "data-chart": name }, el("h3", {}, title));
   target.append(box);
+  dashboard.drawn.add(name);
+  const old = dashboard.charts[name];
+  if (old && dashboard.chartsView === dashboard.rendering && old.series.length === data.length) {
+    box.append(old.root);
+    old.info = opts.info;
+    old.pick = opts.onPick;
+    old.setData(data, false);
+    return old;
+  }
+  if (old) old.destroy();
   // Every x axis here counts (trials, epochs, steps, learning rates): uPlot's
   // default reads x as Unix time and labels it with dates of 1970.
   opts = Object.assign({}, opts, { scales: Object.assign({}, opts.scales, { x: Object.assign({ time: false }, (opts.scales || {}).x) }) });
-  const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: false } }, opts), data, box);
+  const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: !!opts.onPick, live: true } }, opts), data, box);
+  u.pick = opts.onPick;
+  u.info = opts.info;
+  // A click on the chart (not the end of a drag that zooms) opens the point under the cursor.
+  let down = null;
+  u.over.addEventListener("mousedown", e => { down = [e.clientX, e.clientY]; });
+  u.over.addEventListener("click", e => {
+    const moved = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 3;
+    if (!moved && u.pick && u.cursor.idx !== null && u.cursor.idx !== undefined) u.pick(u.cursor.idx);
+  });
   dashboard.charts[name] = u;
   return u;
 }
@@ -159,6 +183,7 @@ async function study(view, name) {
   const charts = el("div", { class: "charts" });
   view.append(charts);
   // Optimisation history: each complete trial's value and the best so far.
+  const lrOf = new Map(done.filter(t => typeof t.params.lr === "number").map(t => [t.number, t.params.lr]));
   const maximize = s.direction.toLowerCase() === "maximize";
   let best = null;
   const hist = [[], [], []];
@@ -168,17 +193,23 @@ async function study(view, name) {
   }
   chart("history", "Optimisation history (" + done.length + " complete trials)", {
     scales: { x: { time: false } },
-    axes: [{ incrs: wholeSteps }, {}],
-    series: [{ label: "trial" }, { label: "value", stroke: "transparent", points: { show: true, size: 7, fill: "#2f6fdb", stroke: "#2f6fdb" } },
+    axes: [{ incrs: wholeSteps, label: "trial" }, { label: s.metric }],
+    series: [{ label: "trial", value: (u, v) => v === null ? "—" : "#" + v + (u.info.has(v) ? ", lr " + fmt.lr(u.info.get(v)) : "") },
+      { label: "value", stroke: "transparent", points: { show: true, size: 7, fill: "#2f6fdb", stroke: "#2f6fdb" } },
       { label: "best so far", stroke: "#2b8a3e", width: 2, points: { show: false } }],
+    onPick: i => go(trialHref(s.name, hist[0][i])),
+    info: lrOf,
   }, hist, charts);
   // Learning rate against value, on a log axis.
   const withLR = done.filter(t => typeof t.params.lr === "number").sort((a, b) => a.params.lr - b.params.lr);
   if (withLR.length) {
     chart("lr", "Learning rate vs value", {
       scales: { x: { time: false, distr: 3 } },
-      axes: [{ values: (u, vals) => vals.map(v => v === null ? "" : Number(v).toExponential(0)) }, {}],
-      series: [{ label: "lr" }, { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#e67700" } }],
+      axes: [{ values: (u, vals) => vals.map(v => v === null ? "" : Number(v).toExponential(0)), label: "learning rate" }, { label: s.metric }],
+      series: [{ label: "lr", value: (u, v, si, i) => i === null || i === undefined || !u.info[i] ? "—" : "#" + u.info[i].number + ", lr " + fmt.lr(v) },
+        { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#e67700" } }],
+      onPick: i => go(trialHref(s.name, withLR[i].number)),
+      info: withLR,
     }, [withLR.map(t => t.params.lr), withLR.map(t => t.value)], charts);
   }
   // Intermediate values of every trial (up to the 40 most recent).
@@ -192,7 +223,8 @@ async function study(view, name) {
       data.push(steps.map(x => m.has(x) ? plottable(m.get(x)) : null));
       series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true });
     });
-    chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } }, axes: [{ incrs: wholeSteps }, {}], series }, data, charts);
+    chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } },
+      axes: [{ incrs: wholeSteps, label: s.report_unit }, { label: s.metric }], series }, data, charts);
   }
   // Trial table: filter by state, sort by a column.
   const state = dashboard.stateFilter || "";
@@ -276,6 +308,8 @@ function go(hash) { location.hash = hash; }
 let rendering = null;
 async function render() {
   const hash = location.hash || "#/";
+  dashboard.rendering = hash;
+  dashboard.drawn = new Set();
   const parts = hash.slice(2).split("/").map(decodeURIComponent);
   const view = document.getElementById("view");
   const next = el("main", { id: "view" });
@@ -290,6 +324,11 @@ async function render() {
     next.append(el("p", { class: "error" }, String(e.message || e)));
   }
   view.replaceWith(next);
+  // Charts this view did not draw again are gone with the old page.
+  for (const [name, u] of Object.entries(dashboard.charts)) {
+    if (!dashboard.drawn.has(name)) { u.destroy(); delete dashboard.charts[name]; }
+  }
+  dashboard.chartsView = hash;
   // A log is read from its end: where the trial stopped, and why.
   for (const pre of next.querySelectorAll("pre")) pre.scrollTop = pre.scrollHeight;
   dashboard.view = hash;
