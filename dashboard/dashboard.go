@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -645,6 +646,30 @@ func (s *Server) logTail(study string, number int) string {
 
 // ---- live --------------------------------------------------------------
 
+// deviceLine is the trainer's log line naming the device it opened.
+var deviceLine = regexp.MustCompile(`(?m)^(?:\[#\d+\] )?device: (.+)$`)
+
+// deviceOf is the device a running trial opened, as its stderr.log's head
+// says (a GPU the sweep asked for may have fallen back to the CPU), else
+// the sweep file's device setting, marked as such.
+func (s *Server) deviceOf(study string, number int, configured string) string {
+	if s.opt.Config != nil && filepath.IsLocal(filepath.FromSlash(study)) {
+		path := filepath.Join(s.opt.Config.OutputDir, filepath.FromSlash(study), "trial-"+strconv.Itoa(number), "stderr.log")
+		if f, err := os.Open(path); err == nil {
+			head := make([]byte, 16<<10)
+			n, _ := io.ReadFull(f, head)
+			f.Close()
+			if m := deviceLine.FindSubmatch(head[:n]); m != nil {
+				return string(m[1])
+			}
+		}
+	}
+	if configured == "" {
+		return ""
+	}
+	return configured + " (configured)"
+}
+
 func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any, error) {
 	type running struct {
 		Study      string   `json:"study"`
@@ -680,7 +705,7 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 			if t.State != storage.Running {
 				continue
 			}
-			r := running{Study: st.Name, Device: device, ReportUnit: unit, trialJSON: toTrialJSON(t, false)}
+			r := running{Study: st.Name, Device: s.deviceOf(st.Name, t.Number, device), ReportUnit: unit, trialJSON: toTrialJSON(t, false)}
 			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 && unit == sweep.UnitEpoch {
 				eta := r.Seconds / float64(done) * float64(max(0, maxEpochs-done))
 				r.ETASeconds = &eta

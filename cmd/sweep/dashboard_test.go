@@ -776,3 +776,57 @@ func TestDashboardChartsFollowInPlace(t *testing.T) {
 		return true })(dashboard.charts.history)`)
 	wait(t, bctx, `location.hash === "#/trial/lora%2Fr8%2Fsst2/1"`)
 }
+
+// TestDashboardOverviewFilterAndLive: the overview's filter box keeps the
+// studies whose name holds its words, a method's row folds its studies
+// away; a running trial's row on the live page names the device its log
+// says it opened; a WAITING trial's page says it waits.
+func TestDashboardOverviewFilterAndLive(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, dir, `storage: sqlite:///f.db
+model: tiny-t5
+data_dir: `+mustAbs(t, "../../glue/testdata/fixture")+`
+datasets: [sst2]
+methods:
+  lora: [{rank: 4}, {rank: 8}]
+search:
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+trials: 3
+output_dir: runs
+device: cuda
+`)
+	s, err := storage.OpenSQLite(filepath.Join(dir, "f.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, waiting := storage.Running, storage.Waiting
+	storeTrial(t, s, "lora/rank-4/sst2", nil, storage.TrialUpdate{State: &running})
+	storeTrial(t, s, "lora/rank-8/sst2", nil, storage.TrialUpdate{State: &waiting})
+	s.Close()
+	logDir := filepath.Join(dir, "runs", "lora", "rank-4", "sst2", "trial-0")
+	os.MkdirAll(logDir, 0o755)
+	os.WriteFile(filepath.Join(logDir, "stderr.log"), []byte("trial lora/rank-4/sst2#0: lora on sst2\ndevice: cpu (gonum; no GPU: cuInit failed)\n"), 0o644)
+	base := startDashboard(t, dir, io.Discard, "--config", "sweep.yaml")
+	bctx := browser(t)
+	navigate(t, bctx, base)
+	visible := func() int { return js[int](t, bctx, `[...document.querySelectorAll("tr.study-row")].filter(r => !r.hidden).length`) }
+	if n := visible(); n != 2 {
+		t.Fatalf("%d studies shown, want 2", n)
+	}
+	if err := chromedp.Do(bctx, chromedp.SendKeys("#study-filter", "rank-8")); err != nil {
+		t.Fatal(err)
+	}
+	if n := visible(); n != 1 {
+		t.Errorf("the filter rank-8 shows %d studies", n)
+	}
+	js[bool](t, bctx, `document.getElementById("study-filter").value = ""; document.getElementById("study-filter").dispatchEvent(new Event("input")); document.querySelector("tr.group").click(); true`)
+	if n := visible(); n != 0 {
+		t.Errorf("a folded method still shows %d studies", n)
+	}
+	navigate(t, bctx, base+"#/live")
+	if device := js[string](t, bctx, `document.querySelector("#view tbody tr").children[3].textContent`); device != "cpu (gonum; no GPU: cuInit failed)" {
+		t.Errorf("the live page's device: %q, want the one the trial's log names", device)
+	}
+	navigate(t, bctx, base+"#/trial/"+url.PathEscape("lora/rank-8/sst2")+"/0")
+	wait(t, bctx, `document.querySelector("#waiting") !== null`)
+}

@@ -131,16 +131,27 @@ async function overview(view) {
     el("div", { class: "card" }, el("b", {}, t.running ? fmt.dur(t.eta_seconds) : "—"),
       t.running ? "remaining (≈, parallel " + o.parallel + ")" : "nothing running"));
   view.append(cards);
+  // A filter of the studies by name, and groups that fold: a sweep of the
+  // paper's grid has 833 studies.
+  const filter = el("input", { id: "study-filter", type: "search", placeholder: "filter studies (method/arch/dataset)", value: dashboard.studyFilter || "" });
+  filter.addEventListener("input", () => { dashboard.studyFilter = filter.value; applyFilter(); });
+  view.append(el("div", { class: "controls" }, filter));
+  dashboard.folded = dashboard.folded || new Set();
   const rows = [];
   let method = null, arch = null;
+  const toggle = key => () => { dashboard.folded.has(key) ? dashboard.folded.delete(key) : dashboard.folded.add(key); applyFilter(); };
   for (const s of o.studies) {
     const m = (s.final ? "final: " : "") + (s.method || "(no method)");
-    if (m !== method) { method = m; arch = null; rows.push(el("tr", { class: "group" }, el("td", { colspan: 10, class: "name", title: m }, m))); }
-    if (s.arch !== arch) { arch = s.arch; rows.push(el("tr", { class: "group2" }, el("td", { colspan: 10, class: "name", title: s.arch || "" }, s.arch || "(no architecture)"))); }
+    if (m !== method) { method = m; arch = null; rows.push(el("tr", { class: "group", "data-group": m, onclick: toggle(m) }, el("td", { colspan: 10, class: "name", title: m }, m))); }
+    if (s.arch !== arch) {
+      arch = s.arch;
+      const key = m + "\u0000" + s.arch;
+      rows.push(el("tr", { class: "group2", "data-group": key, "data-parent": m, onclick: toggle(key) }, el("td", { colspan: 10, class: "name", title: s.arch || "" }, s.arch || "(no architecture)")));
+    }
     const finished = s.complete + s.pruned;
     const pct = s.budget ? Math.min(100, 100 * finished / s.budget) : 0;
     const bar = el("div", { class: "bar" }, el("span", { style: "width:" + pct.toFixed(0) + "%" }));
-    rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, onclick: rowClick(studyHref(s.name)) },
+    rows.push(el("tr", { class: "clickable study-row", "data-study": s.name, "data-parent": m, "data-arch": m + "\u0000" + s.arch, onclick: rowClick(studyHref(s.name)) },
       nameCell(s.dataset || s.name, studyHref(s.name)), el("td", {}, bar),
       cell(s.budget ? finished + " / " + s.budget : String(finished), true),
       cell(String(s.running), true), el("td", { class: "num" }, String(s.fail), reason(s.fail_reason)), cell(String(s.pruned), true),
@@ -148,6 +159,28 @@ async function overview(view) {
       s.stopped ? el("td", { class: "num muted stopped", title: "below its budget with nothing running or waiting" }, "stopped") : cell(fmt.dur(s.eta_seconds), true)));
   }
   view.append(table(["dataset", "progress", "finished", "running", "failed", "pruned", "best", "best lr", "time", "ETA"], rows, { num: [2, 3, 4, 5, 6, 7, 8, 9] }));
+  applyFilter(view);
+}
+
+// applyFilter shows the overview's studies whose name holds the filter's
+// words, under unfolded groups; a group shows while any of its studies
+// match, marked ▸ when folded.
+function applyFilter(root) {
+  root = root || document;
+  const words = (dashboard.studyFilter || "").toLowerCase().split(/\s+/).filter(Boolean);
+  const folded = dashboard.folded || new Set();
+  const matching = new Set();
+  for (const r of root.querySelectorAll("tr.study-row")) {
+    const name = r.getAttribute("data-study").toLowerCase();
+    const match = words.every(w => name.includes(w));
+    if (match) { matching.add(r.getAttribute("data-parent")); matching.add(r.getAttribute("data-arch")); }
+    r.hidden = !match || folded.has(r.getAttribute("data-parent")) || folded.has(r.getAttribute("data-arch"));
+  }
+  for (const g of root.querySelectorAll("tr.group, tr.group2")) {
+    const key = g.getAttribute("data-group"), parent = g.getAttribute("data-parent");
+    g.hidden = !matching.has(key) || (parent !== null && folded.has(parent));
+    g.classList.toggle("folded", folded.has(key));
+  }
 }
 
 // progress is a trial's validations so far, one an epoch, or the last
@@ -269,6 +302,7 @@ async function trial(view, name, number) {
     const odd = t.intermediate.filter(p => typeof p[1] !== "number");
     if (odd.length) view.append(el("p", { class: "muted", id: "non-finite" }, "Not drawn: " + odd.map(p => o.report_unit + " " + p[0] + " = " + fmt.num(p[1])).join(", ")));
   }
+  if (t.state === "WAITING") view.append(el("p", { class: "muted", id: "waiting" }, "Waiting: queued (by a retry, `sweep final` or an enqueue) and not yet started by a worker."));
   const attrs = Object.assign({}, t.user_attrs);
   const stderrTail = attrs.stderr_tail;
   delete attrs.stderr_tail;
@@ -313,6 +347,7 @@ async function render() {
   const parts = hash.slice(2).split("/").map(decodeURIComponent);
   const view = document.getElementById("view");
   const next = el("main", { id: "view" });
+  const focused = document.activeElement && document.activeElement.id; // a filter being typed in keeps its focus
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || ""));
   try {
     if (parts[0] === "live") await live(next);
@@ -329,6 +364,8 @@ async function render() {
     if (!dashboard.drawn.has(name)) { u.destroy(); delete dashboard.charts[name]; }
   }
   dashboard.chartsView = hash;
+  const again = focused && document.getElementById(focused);
+  if (again && again.focus) { again.focus(); if (again.setSelectionRange && again.value) again.setSelectionRange(again.value.length, again.value.length); }
   // A log is read from its end: where the trial stopped, and why.
   for (const pre of next.querySelectorAll("pre")) pre.scrollTop = pre.scrollHeight;
   dashboard.view = hash;
