@@ -809,7 +809,9 @@ device: cuda
 	base := startDashboard(t, dir, io.Discard, "--config", "sweep.yaml")
 	bctx := browser(t)
 	navigate(t, bctx, base)
-	visible := func() int { return js[int](t, bctx, `[...document.querySelectorAll("tr.study-row")].filter(r => !r.hidden).length`) }
+	visible := func() int {
+		return js[int](t, bctx, `[...document.querySelectorAll("tr.study-row")].filter(r => !r.hidden).length`)
+	}
 	if n := visible(); n != 2 {
 		t.Fatalf("%d studies shown, want 2", n)
 	}
