@@ -598,7 +598,22 @@ func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
 		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs), "metric": metricOf(info),
-		"report_unit": info.ReportUnit, "trials": trials}, nil
+		"report_unit": info.ReportUnit, "objectives": st.Objectives, "log_params": logParams(full), "trials": trials}, nil
+}
+
+// logParams lists the parameters sampled on a log scale: their slice
+// plots use a log axis.
+func logParams(trials []storage.FrozenTrial) []string {
+	out := []string{}
+	for _, t := range trials {
+		for name, d := range t.Distributions {
+			if d.Log && !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (s *Server) trial(ctx context.Context, r *http.Request, snap *snapshot) (any, error) {

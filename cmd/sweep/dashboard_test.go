@@ -435,6 +435,14 @@ def f(trial):
         trial.report(x * (3 - step), step)
     return x if opt == "adam" else 2 * x
 s.optimize(f, n_trials=6)
+m = optuna.create_study(study_name="multi", storage="sqlite:///" + sys.argv[1], directions=["minimize", "maximize"],
+                        sampler=optuna.samplers.RandomSampler(seed=2))
+def g(trial):
+    x = trial.suggest_float("x", 1e-3, 1.0, log=True)
+    n = trial.suggest_int("layers", 1, 4)
+    act = trial.suggest_categorical("act", ["relu", "gelu", "tanh"])
+    return x * n, len(act) - x
+m.optimize(g, n_trials=8)
 `
 	if out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(dir, "optuna.db")).CombinedOutput(); err != nil {
 		t.Fatalf("Optuna (apt-get install python3-optuna) could not write the database: %v\n%s", err, out)
@@ -442,9 +450,30 @@ s.optimize(f, n_trials=6)
 	base := startDashboard(t, dir, io.Discard, "sqlite:///optuna.db")
 	ctx := browser(t)
 	navigate(t, ctx, base)
-	if n := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); n != 1 {
-		t.Fatalf("overview lists %d studies, want 1:\n%s", n, text(t, ctx))
+	if n := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); n != 2 {
+		t.Fatalf("overview lists %d studies, want 2:\n%s", n, text(t, ctx))
 	}
+	// Several parameters and objectives: a slice plot per parameter (a
+	// categorical one by its choices), parallel coordinates with a line
+	// per trial, and a notice that the first objective is shown.
+	navigate(t, ctx, base+"#/study/multi")
+	wait(t, ctx, `dashboard.charts["slice-x"] !== undefined && document.querySelector("#parallel") !== null`)
+	for _, c := range []string{"slice-x", "slice-layers", "slice-act"} {
+		if n := js[int](t, ctx, fmt.Sprintf(`(dashboard.charts[%q] || {data: [[]]}).data[0].length`, c)); n != 8 {
+			t.Errorf("%s has %d points, want 8", c, n)
+		}
+	}
+	if n := js[int](t, ctx, `document.querySelectorAll("#parallel .pc-line").length`); n != 8 {
+		t.Errorf("parallel coordinates draw %d trials, want 8", n)
+	}
+	if !js[bool](t, ctx, `dashboard.charts["slice-x"].scales.x.distr === 3`) {
+		t.Error("x, sampled on a log scale, is not plotted on one")
+	}
+	if note := js[string](t, ctx, `(e => e ? e.textContent : "")(document.querySelector("#objectives"))`); !strings.Contains(note, "2 objectives") {
+		t.Errorf("no notice that only the first of 2 objectives is shown: %q", note)
+	}
+	js[bool](t, ctx, `document.querySelector("#parallel .pc-line").dispatchEvent(new MouseEvent("click", {bubbles: true})); true`)
+	wait(t, ctx, `location.hash.startsWith("#/trial/multi/")`)
 	navigate(t, ctx, base+"#/study/optuna-native")
 	wait(t, ctx, `dashboard.charts.history !== undefined`)
 	if n := js[int](t, ctx, `dashboard.charts.history.data[0].length`); n != 6 {

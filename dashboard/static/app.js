@@ -209,6 +209,7 @@ async function live(view) {
 
 async function study(view, name) {
   const s = await api("/api/study?name=" + encodeURIComponent(name));
+  dashboard.studyName = s.name;
   view.append(el("h1", {}, s.name), el("p", { class: "muted" },
     [s.method, s.arch, s.dataset].filter(Boolean).join(" · ") + " · " + s.direction + " " + s.metric + (s.budget ? " · budget " + s.budget : "")));
   // Charts draw finite values; ±∞ and NaN are in the table below.
@@ -233,6 +234,32 @@ async function study(view, name) {
     onPick: i => go(trialHref(s.name, hist[0][i])),
     info: lrOf,
   }, hist, charts);
+  if (s.objectives > 1) {
+    view.insertBefore(el("p", { class: "notice", id: "objectives" }, "This study has " + s.objectives +
+      " objectives; the dashboard reads the first only: its values, best and charts are the first objective's."), charts);
+  }
+  // A slice plot per parameter: its value against the trial's (learning
+  // rate first; a log axis where it was sampled on one; categorical
+  // parameters by their choices).
+  const names = [...new Set(done.flatMap(t => Object.keys(t.params)))].sort((a, b) => (a !== "lr") - (b !== "lr") || a.localeCompare(b));
+  for (const p of names.filter(p => p !== "lr")) {
+    const has = done.filter(t => t.params[p] !== undefined);
+    const categorical = has.some(t => typeof t.params[p] !== "number");
+    const choices = categorical ? [...new Set(has.map(t => String(t.params[p])))].sort() : [];
+    const x = t => categorical ? choices.indexOf(String(t.params[p])) : t.params[p];
+    const pts = has.slice().sort((a, b) => x(a) - x(b));
+    const log = (s.log_params || []).includes(p) && !categorical;
+    chart("slice-" + p, p + " vs value", {
+      scales: { x: { time: false, distr: log ? 3 : 1, range: categorical ? [-0.5, choices.length - 0.5] : undefined } },
+      axes: [{ label: p, values: categorical ? (u, vals) => vals.map(v => Number.isInteger(v) && choices[v] !== undefined ? choices[v] : "") : undefined,
+        incrs: categorical ? [1] : undefined }, { label: s.metric }],
+      series: [{ label: p, value: (u, v, si, i) => i === null || i === undefined || !u.info[i] ? "—" : "#" + u.info[i].number + ", " + p + " " + fmt.param(u.info[i].params[p]) },
+        { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#7048e8" } }],
+      onPick: i => go(trialHref(s.name, pts[i].number)),
+      info: pts,
+    }, [pts.map(x), pts.map(t => t.value)], charts);
+  }
+  if (names.length > 1) charts.append(parallel(done, names, (s.log_params || []), s.metric, s.direction.toLowerCase() === "maximize"));
   // Learning rate against value, on a log axis.
   const withLR = done.filter(t => typeof t.params.lr === "number").sort((a, b) => a.params.lr - b.params.lr);
   if (withLR.length) {
@@ -280,6 +307,54 @@ async function study(view, name) {
     el("td", { class: "state-" + t.state }, t.state, reason(t.fail_reason)), cell(fmt.num(t.value, 4), true),
     cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(progress(t, s.report_unit), true), cell(fmt.dur(t.seconds), true)));
   view.append(el("table", { id: "trials" }, el("thead", {}, head), el("tbody", {}, rows)));
+}
+
+// parallel draws a parallel-coordinate plot: an axis per parameter and one
+// for the value, a line per complete trial, darker the better; a click on a
+// line opens its trial.
+function parallel(trials, names, logParams, metric, maximize) {
+  const W = 520, H = 260, top = 28, bottom = 20, left = 20, right = 20;
+  const axes = names.concat(["value"]);
+  const get = (t, a) => a === "value" ? t.value : t.params[a];
+  const scales = axes.map(a => {
+    const vals = trials.map(t => get(t, a)).filter(v => v !== undefined);
+    if (vals.some(v => typeof v !== "number")) {
+      const choices = [...new Set(vals.map(String))].sort();
+      return { f: v => choices.length > 1 ? choices.indexOf(String(v)) / (choices.length - 1) : 0.5, lo: choices[0], hi: choices[choices.length - 1] };
+    }
+    const log = logParams.includes(a), tr = v => log ? Math.log(v) : v;
+    const lo = Math.min(...vals), hi = Math.max(...vals);
+    return { f: v => hi > lo ? (tr(v) - tr(lo)) / (tr(hi) - tr(lo)) : 0.5, lo: fmt.param(lo), hi: fmt.param(hi) };
+  });
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("id", "parallel");
+  const node = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const X = i => left + i * (W - left - right) / Math.max(1, axes.length - 1);
+  const Y = f => top + (1 - f) * (H - top - bottom);
+  const values = trials.map(t => t.value), vlo = Math.min(...values), vhi = Math.max(...values);
+  for (const t of trials) {
+    const pts = axes.map((a, i) => { const v = get(t, a); return v === undefined ? null : X(i) + "," + Y(scales[i].f(v)); }).filter(Boolean).join(" ");
+    const good = vhi > vlo ? (t.value - vlo) / (vhi - vlo) : 1;
+    const line = node("polyline", { points: pts, fill: "none", stroke: `hsl(220 70% ${75 - 45 * (maximize ? good : 1 - good)}%)`, "stroke-width": 1.5, class: "pc-line", "data-trial": t.number });
+    line.append(Object.assign(document.createElementNS(ns, "title"), { textContent: "#" + t.number + ": " + axes.map(a => a + " " + fmt.param(get(t, a))).join(", ") }));
+  }
+  axes.forEach((a, i) => {
+    node("line", { x1: X(i), x2: X(i), y1: top, y2: H - bottom, stroke: "#888" });
+    node("text", { x: X(i), y: 12, "text-anchor": "middle", "font-size": 11 }, a === "value" ? metric : a);
+    node("text", { x: X(i), y: top - 4, "text-anchor": "middle", "font-size": 9, fill: "#666" }, String(scales[i].hi));
+    node("text", { x: X(i), y: H - 6, "text-anchor": "middle", "font-size": 9, fill: "#666" }, String(scales[i].lo));
+  });
+  const box = el("div", { class: "chart", "data-chart": "parallel" }, el("h3", {}, "Parallel coordinates (" + trials.length + " complete trials)"));
+  box.append(svg);
+  svg.addEventListener("click", e => { const l = e.target.closest(".pc-line"); if (l) go("#/trial/" + encodeURIComponent(dashboard.studyName) + "/" + l.getAttribute("data-trial")); });
+  return box;
 }
 
 async function trial(view, name, number) {

@@ -465,8 +465,9 @@ type querier interface {
 func loadStudy(q querier, id int64) (Study, error) {
 	st := Study{ID: id, UserAttrs: map[string]any{}}
 	var dir string
-	err := q.QueryRow(`SELECT s.study_name, COALESCE(d.direction, 'MINIMIZE') FROM studies s
-		LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 WHERE s.study_id = ?`, id).Scan(&st.Name, &dir)
+	err := q.QueryRow(`SELECT s.study_name, COALESCE(d.direction, 'MINIMIZE'),
+		(SELECT COUNT(*) FROM study_directions n WHERE n.study_id = s.study_id) FROM studies s
+		LEFT JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 WHERE s.study_id = ?`, id).Scan(&st.Name, &dir, &st.Objectives)
 	if err != nil {
 		return st, err
 	}

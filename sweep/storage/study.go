@@ -83,8 +83,11 @@ func (d Direction) Better(a, b float64) bool {
 type Study struct {
 	ID        int64
 	Name      string
-	Direction Direction
+	Direction Direction // of the first objective, the one this package reads
 	UserAttrs map[string]any
+	// Objectives counts the study's directions: Optuna's multi-objective
+	// studies have several, whose values past the first are not read.
+	Objectives int
 }
 
 // FrozenTrial is a snapshot of one trial. Storage returns fresh copies, so a
