@@ -363,11 +363,11 @@ type studyRow struct {
 var metricNames = map[glue.Metric]string{glue.MetricAccuracy: "accuracy", glue.MetricMCC: "Matthews correlation",
 	glue.MetricF1Accuracy: "mean of F1 and accuracy", glue.MetricPearsonSpearman: "mean of Pearson and Spearman"}
 
-// metricOf is what a study's values are: its task's metric (×100), or
+// metricOf is what a study's values are: its task's metric, or
 // "value" for a study of no known task.
 func metricOf(info sweep.StudyInfo) string {
 	if task, err := glue.Lookup(info.Dataset); err == nil {
-		return metricNames[task.Metric] + " ×100"
+		return metricNames[task.Metric]
 	}
 	return "value"
 }

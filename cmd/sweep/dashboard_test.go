@@ -747,7 +747,7 @@ trials: 3
 		t.Errorf("the trial table's state cell: %q, want the reason beside FAIL", state)
 	}
 	navigate(t, bctx, base+"#/study/"+url.PathEscape("lora/rank-4/sst2"))
-	if sub := js[string](t, bctx, `document.querySelector("#view p.muted").textContent`); !strings.Contains(sub, "accuracy ×100") {
+	if sub := js[string](t, bctx, `document.querySelector("#view p.muted").textContent`); !strings.Contains(sub, "MAXIMIZE accuracy") {
 		t.Errorf("the study page does not name its metric: %q", sub)
 	}
 	if link := js[string](t, bctx, `document.querySelector("#trials tbody a").getAttribute("href")`); link != "#/trial/lora%2Frank-4%2Fsst2/0" {
