@@ -57,6 +57,9 @@ func (w *fileWatch) check() error {
 		return fmt.Errorf("%w: %s shrank from %d to %d bytes: it was overwritten; restart the dashboard", errFileChanged, w.path, w.largest, st.Size())
 	}
 	w.largest = st.Size()
+	if st.Size() == 0 {
+		return nil // being created: SQLite writes its header with the first table
+	}
 	f, err := os.Open(w.path)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", errFileChanged, w.path, err)

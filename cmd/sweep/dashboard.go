@@ -108,8 +108,8 @@ func cmdDashboard(args []string) error {
 		go func() {
 			for ctx.Err() == nil {
 				time.Sleep(*poll)
-				if _, err := os.Stat(file); err != nil {
-					continue
+				if st, err := os.Stat(file); err != nil || st.Size() == 0 {
+					continue // not there, or not yet written
 				}
 				db, err := openForReading(url)
 				if err != nil {
