@@ -50,12 +50,13 @@ type Options struct {
 	Label string
 	// Poll is how often an open page asks for the change token (default 1 s).
 	Poll time.Duration
-	// Addr is the address the server listens on: its host, with the
-	// loopback names, is what a request's Host header may name (DNS
+	// Addr is the address the server was asked to listen on (--addr, as
+	// typed) and Listen the one it listens on: their hosts, with the
+	// loopback names, are what a request's Host header may name (DNS
 	// rebinding: a page of any site whose name is made to resolve to
 	// 127.0.0.1 would otherwise read the studies). An unspecified host
-	// (0.0.0.0, ::) admits this machine's names and addresses.
-	Addr string
+	// (0.0.0.0, ::) admits this machine's names and addresses too.
+	Addr, Listen string
 	// AllowHosts are further names the Host header may carry (a reverse
 	// proxy's).
 	AllowHosts []string
@@ -87,7 +88,7 @@ func New(store *storage.DB, opt Options) *Server {
 	if opt.Poll <= 0 {
 		opt.Poll = time.Second
 	}
-	s := &Server{store: store, opt: opt, mux: http.NewServeMux(), hosts: allowedHosts(opt.Addr, opt.AllowHosts)}
+	s := &Server{store: store, opt: opt, mux: http.NewServeMux(), hosts: allowedHosts(opt.AllowHosts, opt.Addr, opt.Listen)}
 	if opt.File != "" && store != nil {
 		s.file = watchFile(opt.File)
 	}
@@ -140,16 +141,24 @@ func hostOf(hostport string) string {
 }
 
 // allowedHosts are the names a request may be addressed to: the loopback
-// names, the listening host (or, listening on every interface, this
-// machine's name and addresses) and extra.
-func allowedHosts(addr string, extra []string) map[string]bool {
+// names, extra, the hosts of addrs (or, for one that listens on every
+// interface, this machine's name and addresses as well).
+func allowedHosts(extra []string, addrs ...string) map[string]bool {
 	hosts := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
 	for _, h := range extra {
 		hosts[hostOf(h)] = true
 	}
-	host := hostOf(addr)
-	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
-		hosts[host] = true
+	everywhere := false
+	for _, addr := range addrs {
+		host := hostOf(addr)
+		if host != "" {
+			hosts[host] = true // the URL printed, even [::] or 0.0.0.0, is one a user will open
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			everywhere = true
+		}
+	}
+	if !everywhere {
 		return hosts
 	}
 	if name, err := os.Hostname(); err == nil {
@@ -844,7 +853,11 @@ func (s *Server) figure(w http.ResponseWriter, r *http.Request) {
 		err = snap.collect(r.Context())
 	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		status := http.StatusInternalServerError
+		if errors.Is(err, errFileChanged) {
+			status = http.StatusServiceUnavailable
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
 	b, ok := snap.figures[r.PathValue("name")]

@@ -97,23 +97,36 @@ func cmdDashboard(args []string) error {
 	if store != nil {
 		label = store.Path()
 	}
-	opt := dashboard.Options{Config: cfg, Label: label, Poll: *poll, Addr: ln.Addr().String(), AllowHosts: allowHosts, File: file,
+	opt := dashboard.Options{Config: cfg, Label: label, Poll: *poll, Addr: *addr, Listen: ln.Addr().String(), AllowHosts: allowHosts, File: file,
 		Waiting: fmt.Sprintf("waiting for %s: no database there yet (`sweep run` creates it); this page shows it once it appears", file)}
 	var current atomic.Pointer[dashboard.Server]
 	current.Store(dashboard.New(store, opt))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if store == nil {
+		waiting := opt
 		fmt.Fprintf(os.Stderr, "sweep: %s\n", opt.Waiting)
 		go func() {
 			for ctx.Err() == nil {
 				time.Sleep(*poll)
-				if st, err := os.Stat(file); err != nil || st.Size() == 0 {
+				st, err := os.Stat(file)
+				if err != nil || st.Size() == 0 {
 					continue // not there, or not yet written
 				}
 				db, err := openForReading(url)
-				if err != nil {
-					continue // being created: a moment later it opens
+				if st.IsDir() || err != nil {
+					// Being created (a moment later it opens), or not a
+					// database: say which, and go on waiting.
+					why := fmt.Sprintf("%s is there but does not open as a database (%v); waiting for it to be one", file, err)
+					if st.IsDir() {
+						why = fmt.Sprintf("%s is a folder, not a database file; waiting for a database there", file)
+					}
+					if why != waiting.Waiting {
+						fmt.Fprintf(os.Stderr, "sweep: %s\n", why)
+						waiting.Waiting = why
+						current.Store(dashboard.New(nil, waiting))
+					}
+					continue
 				}
 				opened.Store(db)
 				current.Store(dashboard.New(db, opt))

@@ -65,7 +65,7 @@ function chart(name, title, opts, data, target) {
   target.append(box);
   dashboard.drawn.add(name);
   const old = dashboard.charts[name];
-  if (old && dashboard.chartsView === dashboard.rendering && old.series.length === data.length) {
+  if (old && dashboard.chartsView === dashboard.rendering && old.series.length === data.length && old.key === opts.key) {
     box.append(old.root);
     old.info = opts.info;
     old.pick = opts.onPick;
@@ -79,6 +79,7 @@ function chart(name, title, opts, data, target) {
   const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: !!opts.onPick, live: true } }, opts), data, box);
   u.pick = opts.onPick;
   u.info = opts.info;
+  u.key = opts.key; // what the chart's options were made from: another key makes a new chart
   // A click on the chart (not the end of a drag that zooms) opens the point under the cursor.
   let down = null;
   u.over.addEventListener("mousedown", e => { down = [e.clientX, e.clientY]; });
@@ -257,6 +258,7 @@ async function study(view, name) {
         { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#7048e8" } }],
       onPick: i => go(trialHref(s.name, pts[i].number)),
       info: pts,
+      key: categorical ? choices.join("\u0000") : "",
     }, [pts.map(x), pts.map(t => t.value)], charts);
   }
   if (names.length > 1) charts.append(parallel(done, names, (s.log_params || []), s.metric, s.direction.toLowerCase() === "maximize"));
@@ -422,7 +424,9 @@ async function render() {
   const parts = hash.slice(2).split("/").map(decodeURIComponent);
   const view = document.getElementById("view");
   const next = el("main", { id: "view" });
-  const focused = document.activeElement && document.activeElement.id; // a filter being typed in keeps its focus
+  // A filter being typed in keeps its focus and caret.
+  const active = document.activeElement, focused = active && active.id;
+  const caret = active && active.selectionStart !== undefined ? [active.selectionStart, active.selectionEnd] : null;
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.getAttribute("href") === "#/" + (parts[0] || ""));
   try {
     if (parts[0] === "live") await live(next);
@@ -440,7 +444,7 @@ async function render() {
   }
   dashboard.chartsView = hash;
   const again = focused && document.getElementById(focused);
-  if (again && again.focus) { again.focus(); if (again.setSelectionRange && again.value) again.setSelectionRange(again.value.length, again.value.length); }
+  if (again && again.focus) { again.focus(); if (again.setSelectionRange && caret) again.setSelectionRange(caret[0], caret[1]); }
   // A log is read from its end: where the trial stopped, and why.
   for (const pre of next.querySelectorAll("pre")) pre.scrollTop = pre.scrollHeight;
   dashboard.view = hash;
@@ -466,6 +470,7 @@ async function follow() {
     wait = t.poll_ms || wait;
     if (dashboard.problem) { dashboard.problem = ""; scheduleRender(); }
     status.textContent = "live, checked " + new Date().toLocaleTimeString();
+    if (!document.getElementById("storage").textContent) api("/api/overview").then(o => { document.getElementById("storage").textContent = o.storage; }).catch(() => {});
     status.className = "live";
     if (dashboard.token && dashboard.token !== t.token) scheduleRender();
     dashboard.token = t.token;
