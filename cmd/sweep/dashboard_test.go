@@ -771,13 +771,7 @@ trials: 3
 func TestDashboardChartsFollowInPlace(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "z.db")
-	s, err := storage.OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	state, value := storage.Complete, 40.0
-	storeTrial(t, s, "lora/r8/sst2", nil, storage.TrialUpdate{State: &state, Value: &value})
-	s.Close()
+	addTrialStudy(t, path)
 	addTrial(t, path, "lora/r8/sst2", 60)
 	addTrial(t, path, "lora/r8/sst2", 50)
 	base := startDashboard(t, dir, io.Discard, "sqlite:///z.db")
