@@ -135,11 +135,7 @@ func writeCheckpoint(path string, c checkpoint, names []string, values [][]float
 	if err != nil {
 		return fmt.Errorf("trial: checkpoint: %w", err)
 	}
-	// The rename is durable once the folder is.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	syncParent(path) // the rename is durable once the folder is
 	return nil
 }
 

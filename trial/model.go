@@ -184,34 +184,49 @@ type savedModel struct {
 	summary map[string]any
 }
 
-// writeModel writes s into dir as a whole: into a temporary folder beside
-// it, every file synced, then renamed into place, so that a trial killed
-// mid-save leaves the previous model or none, never half of one. It
-// returns the bytes written.
-//
-// With replace, dir's previous model is replaced; without, dir must not
-// exist or be an empty folder, and a writer that finds it otherwise
-// (another writer got there first) fails.
+// writeModel writes s into dir as a whole (writeDir), so that a trial
+// killed mid-save leaves the previous model or none, never half of one.
+// It returns the bytes written.
 func writeModel(dir string, s savedModel, replace bool) (int64, error) {
-	dir = filepath.Clean(dir)
-	removeStale(dir)
-	tmp := dir + ".tmp-" + writerID()
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return 0, fmt.Errorf("trial: save model: %w", err)
-	}
-	size, err := fillModel(tmp, s)
-	if err == nil {
-		err = placeDir(tmp, dir, replace)
-	}
+	size, err := writeDir(dir, replace, func(tmp string) error { return fillModel(tmp, s) })
 	if err != nil {
-		os.RemoveAll(tmp)
 		return 0, fmt.Errorf("trial: save model %s: %w", dir, err)
 	}
 	return size, nil
 }
 
-func fillModel(dir string, s savedModel) (int64, error) {
+// writeDir makes the folder dir whole or not at all: fill writes its
+// files into a temporary folder beside it, every file is synced, then the
+// folder is renamed into place. It returns the bytes written.
+//
+// With replace, dir's previous contents are replaced; without, dir must
+// not exist or be an empty folder, and a writer that finds it otherwise
+// (another writer got there first) fails.
+func writeDir(dir string, replace bool, fill func(tmp string) error) (int64, error) {
+	dir = filepath.Clean(dir)
+	removeStale(dir)
+	tmp := dir + ".tmp-" + writerID()
+	os.RemoveAll(tmp)
+	err := os.MkdirAll(tmp, 0o755)
+	if err == nil {
+		err = fill(tmp)
+	}
+	var size int64
+	if err == nil {
+		size, err = syncFiles(tmp)
+	}
+	if err == nil {
+		err = placeDir(tmp, dir, replace)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return 0, err
+	}
+	return size, nil
+}
+
+// fillModel writes s's files into dir.
+func fillModel(dir string, s savedModel) error {
 	layout := s.info.Layout
 	if layout == LayoutHF {
 		s.config, s.names, s.shapes, s.values = t5.HFCheckpoint(s.config, s.names, s.shapes, s.values)
@@ -221,25 +236,25 @@ func fillModel(dir string, s savedModel) (int64, error) {
 		ts[i] = t5.SafetensorsTensor{Name: fileName(layout, name), Shape: fileShape(layout, name, s.shapes[i]), F32: s.values[i]}
 	}
 	if err := t5.WriteSafetensorsTensors(filepath.Join(dir, weightsFile(layout)), ts); err != nil {
-		return 0, err
+		return err
 	}
 	switch layout {
 	case LayoutHF:
 		if err := t5.WriteConfig(dir, s.config); err != nil {
-			return 0, err
+			return err
 		}
 		if err := copyFile(s.spiece, filepath.Join(dir, "spiece.model")); err != nil {
-			return 0, err
+			return err
 		}
 	case LayoutPeftLoRA, LayoutPeftPrompt, LayoutPeftIA3:
 		if err := writeJSON(filepath.Join(dir, "adapter_config.json"), peftConfig(s)); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	if err := writeJSON(filepath.Join(dir, ModelInfoName), s.info); err != nil {
-		return 0, err
+		return err
 	}
-	return syncFiles(dir)
+	return nil
 }
 
 // peftConfig is adapter_config.json as peft's LoraConfig,
@@ -402,8 +417,10 @@ func placeDir(tmp, dir string, replace bool) error {
 	return nil
 }
 
-func syncParent(dir string) {
-	if d, err := os.Open(filepath.Dir(dir)); err == nil {
+// syncParent flushes the folder holding path to disk, so that a rename
+// into it survives a crash.
+func syncParent(path string) {
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
 		d.Close()
 	}
@@ -701,35 +718,25 @@ func whyNoMerge(method string) string {
 	return "it does not implement merging"
 }
 
-// copyModel copies the files of the saved model src into out, through a
-// temporary folder renamed into place.
+// copyModel copies the files of the saved model src into the new folder
+// out, whole or not at all (writeDir).
 func copyModel(src, out string) error {
 	entries, err := os.ReadDir(src)
 	if err != nil {
 		return fmt.Errorf("trial: %w", err)
 	}
-	removeStale(out)
-	tmp := out + ".tmp-" + writerID()
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return fmt.Errorf("trial: export: %w", err)
-	}
-	for _, e := range entries {
-		if st, serr := os.Stat(filepath.Join(src, e.Name())); serr != nil || !st.Mode().IsRegular() {
-			continue // a saved model holds files (a link to one is copied as the file), no folders
+	_, err = writeDir(out, false, func(tmp string) error {
+		for _, e := range entries {
+			if st, serr := os.Stat(filepath.Join(src, e.Name())); serr != nil || !st.Mode().IsRegular() {
+				continue // a saved model holds files (a link to one is copied as the file), no folders
+			}
+			if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
+				return err
+			}
 		}
-		if err = copyFile(filepath.Join(src, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		_, err = syncFiles(tmp)
-	}
-	if err == nil {
-		err = placeDir(tmp, out, false)
-	}
+		return nil
+	})
 	if err != nil {
-		os.RemoveAll(tmp)
 		return fmt.Errorf("trial: export %s to %s: %w", src, out, err)
 	}
 	return nil
