@@ -213,288 +213,374 @@ func (rd *stateDictReader) spend(n int64, what string) error {
 
 // unpickle runs program, the pickle of a state dict, and returns its
 // tensors by name.
-func (rd *stateDictReader) unpickle(p []byte) (map[string]*pickledTensor, error) {
-	var stack []any
-	var marks []int
-	memo := map[uint64]any{}
-	i := 0
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("data.pkl byte %d: "+format, append([]any{i}, args...)...)
-	}
-	take := func(n uint64) ([]byte, error) {
-		if n > uint64(len(p)-i) {
-			return nil, fail("a length of %d, and %d bytes follow", n, len(p)-i)
+func (rd *stateDictReader) unpickle(program []byte) (map[string]*pickledTensor, error) {
+	m := &pickleMachine{rd: rd, p: program, memo: map[uint64]any{}}
+	for m.i < len(m.p) {
+		op := m.p[m.i]
+		m.i++
+		if op == '.' { // STOP
+			if len(m.stack) != 1 || len(m.marks) != 0 {
+				return nil, m.fail("STOP with %d values on the stack", len(m.stack))
+			}
+			return rd.tensorsOf(m.stack[0])
 		}
-		b := p[i : i+int(n)]
-		i += int(n)
-		return b, nil
-	}
-	uint := func(width int) (uint64, error) {
-		b, err := take(uint64(width))
-		if err != nil {
-			return 0, err
-		}
-		var n uint64
-		for k := width - 1; k >= 0; k-- {
-			n = n<<8 | uint64(b[k])
-		}
-		return n, nil
-	}
-	line := func() (string, error) {
-		for k := i; k < len(p) && k-i <= maxPickleStr; k++ {
-			if p[k] == '\n' {
-				s := string(p[i:k])
-				i = k + 1
-				return s, nil
-			}
-		}
-		return "", fail("a line without its end")
-	}
-	pop := func() (any, error) {
-		if len(stack) == 0 || len(marks) > 0 && len(stack) == marks[len(marks)-1] {
-			return nil, fail("pop from an empty stack")
-		}
-		v := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		return v, nil
-	}
-	popMark := func() ([]any, error) {
-		if len(marks) == 0 {
-			return nil, fail("no mark")
-		}
-		at := marks[len(marks)-1]
-		marks = marks[:len(marks)-1]
-		items := append([]any(nil), stack[at:]...)
-		stack = stack[:at]
-		return items, nil
-	}
-	top := func() (any, error) {
-		if len(stack) == 0 {
-			return nil, fail("an empty stack")
-		}
-		return stack[len(stack)-1], nil
-	}
-	setItems := func(d any, kv []any) error {
-		dict, ok := d.(*pyDict)
-		if !ok || len(kv)%2 != 0 {
-			return fail("SETITEMS on a %s", kind(d))
-		}
-		for k := 0; k < len(kv); k += 2 {
-			key, ok := kv[k].(string)
-			if !ok {
-				return fail("a key that is a %s, not a name", kind(kv[k]))
-			}
-			if _, dup := dict.values[key]; !dup {
-				if err := rd.budget.spend(&rd.budget.entries, 1, "entry "+quoteName(key)); err != nil {
-					return err
-				}
-				dict.keys = append(dict.keys, key)
-			}
-			dict.values[key] = kv[k+1]
-		}
-		return nil
-	}
-	for i < len(p) {
-		op := p[i]
-		i++
-		var err error
-		var push any
-		pushed := true
-		switch op {
-		case 0x80: // PROTO
-			_, err = take(1)
-			pushed = false
-		case 0x95: // FRAME: the length of what follows, which must be there
-			var n uint64
-			if n, err = uint(8); err == nil && n > uint64(len(p)-i) {
-				err = fail("a frame of %d bytes, and %d bytes follow", n, len(p)-i)
-			}
-			pushed = false
-		case '.': // STOP
-			if len(stack) != 1 || len(marks) != 0 {
-				return nil, fail("STOP with %d values on the stack", len(stack))
-			}
-			return rd.tensorsOf(stack[0])
-		case '(':
-			marks = append(marks, len(stack))
-			pushed = false
-		case ')':
-			push = pyTuple{}
-		case 't':
-			var items []any
-			if items, err = popMark(); err == nil {
-				if len(items) > maxTuple {
-					err = fail("a tuple of %d elements", len(items))
-				}
-				push = pyTuple(items)
-			}
-		case 0x85, 0x86, 0x87: // TUPLE1..3
-			n := int(op - 0x84)
-			items := make(pyTuple, n)
-			for k := n - 1; k >= 0 && err == nil; k-- {
-				items[k], err = pop()
-			}
-			push = items
-		case '}':
-			push = &pyDict{values: map[string]any{}}
-		case 's', 'u': // SETITEM, SETITEMS
-			var kv []any
-			if op == 's' {
-				var k, v any
-				if v, err = pop(); err == nil {
-					k, err = pop()
-				}
-				kv = []any{k, v}
-			} else {
-				kv, err = popMark()
-			}
-			if err == nil {
-				var d any
-				if d, err = top(); err == nil {
-					err = setItems(d, kv)
-				}
-			}
-			pushed = false
-		case 'J': // BININT
-			var n uint64
-			n, err = uint(4)
-			push = int64(int32(n))
-		case 'K':
-			var n uint64
-			n, err = uint(1)
-			push = int64(n)
-		case 'M':
-			var n uint64
-			n, err = uint(2)
-			push = int64(n)
-		case 0x8a: // LONG1: a little-endian two's-complement integer
-			var n uint64
-			if n, err = uint(1); err == nil {
-				if n > 8 {
-					err = fail("an integer of %d bytes", n)
-					break
-				}
-				var b []byte
-				if b, err = take(n); err == nil {
-					var v uint64
-					for k := len(b) - 1; k >= 0; k-- {
-						v = v<<8 | uint64(b[k])
-					}
-					if len(b) > 0 && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
-						v -= 1 << (8 * len(b))
-					}
-					push = int64(v)
-				}
-			}
-		case 'N':
-			push = nil
-		case 0x88:
-			push = true
-		case 0x89:
-			push = false
-		case 'X', 0x8c, 0x8d: // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
-			width := map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8}[op]
-			var n uint64
-			if n, err = uint(width); err == nil {
-				if n > maxPickleStr {
-					err = fail("a string of %d bytes; a state dict's are names", n)
-					break
-				}
-				var b []byte
-				b, err = take(n)
-				push = string(b)
-			}
-		case 'c': // GLOBAL module\nname\n
-			var module, name string
-			if module, err = line(); err == nil {
-				if name, err = line(); err == nil {
-					push, err = global(module, name)
-				}
-			}
-		case 0x93: // STACK_GLOBAL
-			var m, n any
-			if n, err = pop(); err == nil {
-				if m, err = pop(); err == nil {
-					module, ok1 := m.(string)
-					name, ok2 := n.(string)
-					if !ok1 || !ok2 {
-						err = fail("STACK_GLOBAL of a %s and a %s", kind(m), kind(n))
-						break
-					}
-					push, err = global(module, name)
-				}
-			}
-		case 'q', 'r', 0x94: // BINPUT, LONG_BINPUT, MEMOIZE
-			var at uint64
-			switch op {
-			case 'q':
-				at, err = uint(1)
-			case 'r':
-				at, err = uint(4)
-			default:
-				at = uint64(len(memo))
-			}
-			if err == nil {
-				var v any
-				if v, err = top(); err == nil {
-					if _, ok := memo[at]; !ok && len(memo) >= maxMemo {
-						err = fail("more than %d memo entries", maxMemo)
-					}
-					memo[at] = v
-				}
-			}
-			pushed = false
-		case 'h', 'j': // BINGET, LONG_BINGET
-			var at uint64
-			if op == 'h' {
-				at, err = uint(1)
-			} else {
-				at, err = uint(4)
-			}
-			if err == nil {
-				var ok bool
-				if push, ok = memo[at]; !ok {
-					err = fail("memo entry %d was never stored", at)
-				}
-			}
-		case 'Q': // BINPERSID: the storage a tensor is a view of
-			var id any
-			if id, err = pop(); err == nil {
-				push, err = rd.persistent(id)
-			}
-		case 'R': // REDUCE
-			var f, args any
-			if args, err = pop(); err == nil {
-				if f, err = pop(); err == nil {
-					push, err = rd.call(f, args)
-				}
-			}
-		case 'b': // BUILD: an OrderedDict's attributes (_metadata), which say nothing of the weights
-			var state any
-			if state, err = pop(); err == nil {
-				var obj any
-				if obj, err = top(); err == nil {
-					if _, ok := obj.(*pyDict); !ok {
-						err = fail("BUILD of a %s", kind(obj))
-					}
-				}
-				_ = state
-			}
-			pushed = false
-		default:
-			return nil, fail("opcode 0x%02x, which torch.save does not write for a state dict", op)
-		}
-		if err != nil {
-			if strings.HasPrefix(err.Error(), "data.pkl byte") {
+		if err := m.step(op); err != nil {
+			var pe *pickleError
+			if errors.As(err, &pe) {
 				return nil, err
 			}
-			return nil, fail("%v", err)
-		}
-		if pushed {
-			stack = append(stack, push)
+			return nil, m.fail("%v", err)
 		}
 	}
 	return nil, errors.New("data.pkl ends without STOP: cut short")
+}
+
+// pickleMachine is unpickle's state: the program and where it is, the
+// stack with its marks, and the memo.
+type pickleMachine struct {
+	rd    *stateDictReader
+	p     []byte
+	i     int // the next byte
+	stack []any
+	marks []int // stack heights at each MARK
+	memo  map[uint64]any
+}
+
+// pickleError is an error that already says where in data.pkl it is.
+type pickleError struct{ msg string }
+
+func (e *pickleError) Error() string { return e.msg }
+
+// fail is an error at the machine's place in the program.
+func (m *pickleMachine) fail(format string, args ...any) error {
+	return &pickleError{fmt.Sprintf("data.pkl byte %d: "+format, append([]any{m.i}, args...)...)}
+}
+
+// step runs one opcode, op, whose argument follows it.
+func (m *pickleMachine) step(op byte) error {
+	switch op {
+	case 0x80: // PROTO
+		_, err := m.take(1)
+		return err
+	case 0x95: // FRAME: the length of what follows, which must be there
+		n, err := m.uint(8)
+		if err == nil && n > uint64(len(m.p)-m.i) {
+			err = m.fail("a frame of %d bytes, and %d bytes follow", n, len(m.p)-m.i)
+		}
+		return err
+	case '(':
+		m.marks = append(m.marks, len(m.stack))
+		return nil
+	case ')':
+		return m.push(pyTuple{}, nil)
+	case 't', 0x85, 0x86, 0x87: // TUPLE, TUPLE1..3
+		return m.tuple(op)
+	case '}':
+		return m.push(&pyDict{values: map[string]any{}}, nil)
+	case 's', 'u': // SETITEM, SETITEMS
+		return m.setItems(op)
+	case 'J', 'K', 'M', 0x8a: // BININT, BININT1, BININT2, LONG1
+		return m.push(m.integer(op))
+	case 'N':
+		return m.push(nil, nil)
+	case 0x88:
+		return m.push(true, nil)
+	case 0x89:
+		return m.push(false, nil)
+	case 'X', 0x8c, 0x8d: // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+		return m.push(m.unicode(op))
+	case 'c', 0x93: // GLOBAL module\nname\n, STACK_GLOBAL
+		return m.push(m.global(op))
+	case 'q', 'r', 0x94: // BINPUT, LONG_BINPUT, MEMOIZE
+		return m.memoize(op)
+	case 'h', 'j': // BINGET, LONG_BINGET
+		return m.push(m.get(op))
+	case 'Q': // BINPERSID: the storage a tensor is a view of
+		id, err := m.pop()
+		if err != nil {
+			return err
+		}
+		return m.push(m.rd.persistent(id))
+	case 'R': // REDUCE
+		args, err := m.pop()
+		if err != nil {
+			return err
+		}
+		f, err := m.pop()
+		if err != nil {
+			return err
+		}
+		return m.push(m.rd.call(f, args))
+	case 'b': // BUILD: an OrderedDict's attributes (_metadata), which say nothing of the weights
+		if _, err := m.pop(); err != nil {
+			return err
+		}
+		obj, err := m.top()
+		if err == nil {
+			if _, ok := obj.(*pyDict); !ok {
+				err = m.fail("BUILD of a %s", kind(obj))
+			}
+		}
+		return err
+	}
+	return m.fail("opcode 0x%02x, which torch.save does not write for a state dict", op)
+}
+
+// push puts v on the stack, unless err says the opcode failed.
+func (m *pickleMachine) push(v any, err error) error {
+	if err == nil {
+		m.stack = append(m.stack, v)
+	}
+	return err
+}
+
+// take reads the next n bytes of the program, which must be there.
+func (m *pickleMachine) take(n uint64) ([]byte, error) {
+	if n > uint64(len(m.p)-m.i) {
+		return nil, m.fail("a length of %d, and %d bytes follow", n, len(m.p)-m.i)
+	}
+	b := m.p[m.i : m.i+int(n)]
+	m.i += int(n)
+	return b, nil
+}
+
+// uint reads a little-endian unsigned integer of width bytes.
+func (m *pickleMachine) uint(width int) (uint64, error) {
+	b, err := m.take(uint64(width))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for k := width - 1; k >= 0; k-- {
+		n = n<<8 | uint64(b[k])
+	}
+	return n, nil
+}
+
+// line reads up to a newline, at most a name's length.
+func (m *pickleMachine) line() (string, error) {
+	for k := m.i; k < len(m.p) && k-m.i <= maxPickleStr; k++ {
+		if m.p[k] == '\n' {
+			s := string(m.p[m.i:k])
+			m.i = k + 1
+			return s, nil
+		}
+	}
+	return "", m.fail("a line without its end")
+}
+
+// pop takes the top of the stack, above the last mark.
+func (m *pickleMachine) pop() (any, error) {
+	if len(m.stack) == 0 || len(m.marks) > 0 && len(m.stack) == m.marks[len(m.marks)-1] {
+		return nil, m.fail("pop from an empty stack")
+	}
+	v := m.stack[len(m.stack)-1]
+	m.stack = m.stack[:len(m.stack)-1]
+	return v, nil
+}
+
+// popMark takes everything above the last mark, and the mark.
+func (m *pickleMachine) popMark() ([]any, error) {
+	if len(m.marks) == 0 {
+		return nil, m.fail("no mark")
+	}
+	at := m.marks[len(m.marks)-1]
+	m.marks = m.marks[:len(m.marks)-1]
+	items := append([]any(nil), m.stack[at:]...)
+	m.stack = m.stack[:at]
+	return items, nil
+}
+
+// top is the top of the stack, left there.
+func (m *pickleMachine) top() (any, error) {
+	if len(m.stack) == 0 {
+		return nil, m.fail("an empty stack")
+	}
+	return m.stack[len(m.stack)-1], nil
+}
+
+// tuple builds a tuple of what is above the mark (TUPLE) or of the top one
+// to three values (TUPLE1..3).
+func (m *pickleMachine) tuple(op byte) error {
+	if op == 't' {
+		items, err := m.popMark()
+		if err == nil && len(items) > maxTuple {
+			err = m.fail("a tuple of %d elements", len(items))
+		}
+		return m.push(pyTuple(items), err)
+	}
+	items := make(pyTuple, int(op-0x84))
+	for k := len(items) - 1; k >= 0; k-- {
+		var err error
+		if items[k], err = m.pop(); err != nil {
+			return err
+		}
+	}
+	return m.push(items, nil)
+}
+
+// setItems sets one key and value (SETITEM) or the pairs above the mark
+// (SETITEMS) in the dict below them; each new key spends from the budget
+// of entries.
+func (m *pickleMachine) setItems(op byte) error {
+	var kv []any
+	if op == 's' {
+		v, err := m.pop()
+		if err != nil {
+			return err
+		}
+		k, err := m.pop()
+		if err != nil {
+			return err
+		}
+		kv = []any{k, v}
+	} else {
+		var err error
+		if kv, err = m.popMark(); err != nil {
+			return err
+		}
+	}
+	d, err := m.top()
+	if err != nil {
+		return err
+	}
+	dict, ok := d.(*pyDict)
+	if !ok || len(kv)%2 != 0 {
+		return m.fail("SETITEMS on a %s", kind(d))
+	}
+	for k := 0; k < len(kv); k += 2 {
+		key, ok := kv[k].(string)
+		if !ok {
+			return m.fail("a key that is a %s, not a name", kind(kv[k]))
+		}
+		if _, dup := dict.values[key]; !dup {
+			if err := m.rd.budget.spend(&m.rd.budget.entries, 1, "entry "+quoteName(key)); err != nil {
+				return err
+			}
+			dict.keys = append(dict.keys, key)
+		}
+		dict.values[key] = kv[k+1]
+	}
+	return nil
+}
+
+// integer reads BININT (4 bytes, signed), BININT1, BININT2 or LONG1 (a
+// little-endian two's-complement integer of at most 8 bytes).
+func (m *pickleMachine) integer(op byte) (any, error) {
+	switch op {
+	case 'J':
+		n, err := m.uint(4)
+		return int64(int32(n)), err
+	case 'K':
+		n, err := m.uint(1)
+		return int64(n), err
+	case 'M':
+		n, err := m.uint(2)
+		return int64(n), err
+	}
+	n, err := m.uint(1)
+	if err != nil {
+		return nil, err
+	}
+	if n > 8 {
+		return nil, m.fail("an integer of %d bytes", n)
+	}
+	b, err := m.take(n)
+	if err != nil {
+		return nil, err
+	}
+	var v uint64
+	for k := len(b) - 1; k >= 0; k-- {
+		v = v<<8 | uint64(b[k])
+	}
+	if len(b) > 0 && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
+		v -= 1 << (8 * len(b))
+	}
+	return int64(v), nil
+}
+
+// unicode reads a string of a 4-, 1- or 8-byte length, at most a name's.
+func (m *pickleMachine) unicode(op byte) (any, error) {
+	n, err := m.uint(map[byte]int{'X': 4, 0x8c: 1, 0x8d: 8}[op])
+	if err != nil {
+		return nil, err
+	}
+	if n > maxPickleStr {
+		return nil, m.fail("a string of %d bytes; a state dict's are names", n)
+	}
+	b, err := m.take(n)
+	return string(b), err
+}
+
+// global resolves GLOBAL (the names follow it) or STACK_GLOBAL (they
+// are on the stack): only the names a state dict holds.
+func (m *pickleMachine) global(op byte) (any, error) {
+	if op == 'c' {
+		module, err := m.line()
+		if err != nil {
+			return nil, err
+		}
+		name, err := m.line()
+		if err != nil {
+			return nil, err
+		}
+		return global(module, name)
+	}
+	n, err := m.pop()
+	if err != nil {
+		return nil, err
+	}
+	mod, err := m.pop()
+	if err != nil {
+		return nil, err
+	}
+	module, ok1 := mod.(string)
+	name, ok2 := n.(string)
+	if !ok1 || !ok2 {
+		return nil, m.fail("STACK_GLOBAL of a %s and a %s", kind(mod), kind(n))
+	}
+	return global(module, name)
+}
+
+// memoize keeps the top of the stack in the memo: at the index that
+// follows (BINPUT, LONG_BINPUT) or the next one (MEMOIZE).
+func (m *pickleMachine) memoize(op byte) error {
+	at, err := uint64(len(m.memo)), error(nil)
+	switch op {
+	case 'q':
+		at, err = m.uint(1)
+	case 'r':
+		at, err = m.uint(4)
+	}
+	if err != nil {
+		return err
+	}
+	v, err := m.top()
+	if err != nil {
+		return err
+	}
+	if _, ok := m.memo[at]; !ok && len(m.memo) >= maxMemo {
+		return m.fail("more than %d memo entries", maxMemo)
+	}
+	m.memo[at] = v
+	return nil
+}
+
+// get reads a memo entry (BINGET, LONG_BINGET).
+func (m *pickleMachine) get(op byte) (any, error) {
+	width := 1
+	if op == 'j' {
+		width = 4
+	}
+	at, err := m.uint(width)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := m.memo[at]
+	if !ok {
+		return nil, m.fail("memo entry %d was never stored", at)
+	}
+	return v, nil
 }
 
 // kind names a pickle value's type for an error, never its contents.
