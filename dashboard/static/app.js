@@ -240,40 +240,31 @@ async function study(view, name) {
       " objectives; the dashboard reads the first only: its values, best and charts are the first objective's."), charts);
   }
   // A slice plot per parameter: its value against the trial's (learning
-  // rate first; a log axis where it was sampled on one; categorical
-  // parameters by their choices).
+  // rate first, always on a log axis; the others on one where they were
+  // sampled on one; categorical parameters by their choices).
   const names = [...new Set(done.flatMap(t => Object.keys(t.params)))].sort((a, b) => (a !== "lr") - (b !== "lr") || a.localeCompare(b));
-  for (const p of names.filter(p => p !== "lr")) {
+  for (const p of names) {
     const has = done.filter(t => t.params[p] !== undefined);
     const categorical = has.some(t => typeof t.params[p] !== "number");
+    const lr = p === "lr" && !categorical;
     const choices = categorical ? [...new Set(has.map(t => String(t.params[p])))].sort() : [];
     const x = t => categorical ? choices.indexOf(String(t.params[p])) : t.params[p];
     const pts = has.slice().sort((a, b) => x(a) - x(b));
-    const log = (s.log_params || []).includes(p) && !categorical;
-    chart("slice-" + p, p + " vs value", {
+    const log = lr || (s.log_params || []).includes(p) && !categorical;
+    const ticks = categorical ? (u, vals) => vals.map(v => Number.isInteger(v) && choices[v] !== undefined ? choices[v] : "")
+      : lr ? (u, vals) => vals.map(v => v === null ? "" : Number(v).toExponential(0)) : undefined;
+    chart(lr ? "lr" : "slice-" + p, lr ? "Learning rate vs value" : p + " vs value", {
       scales: { x: { time: false, distr: log ? 3 : 1, range: categorical ? [-0.5, choices.length - 0.5] : undefined } },
-      axes: [{ label: p, values: categorical ? (u, vals) => vals.map(v => Number.isInteger(v) && choices[v] !== undefined ? choices[v] : "") : undefined,
-        incrs: categorical ? [1] : undefined }, { label: s.metric }],
-      series: [{ label: p, value: (u, v, si, i) => i === null || i === undefined || !u.info[i] ? "—" : "#" + u.info[i].number + ", " + p + " " + fmt.param(u.info[i].params[p]) },
-        { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#7048e8" } }],
+      axes: [{ label: lr ? "learning rate" : p, values: ticks, incrs: categorical ? [1] : undefined }, { label: s.metric }],
+      series: [{ label: p, value: (u, v, si, i) => i === null || i === undefined || !u.info[i] ? "—"
+        : "#" + u.info[i].number + ", " + p + " " + (lr ? fmt.lr(v) : fmt.param(u.info[i].params[p])) },
+        { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: lr ? "#e67700" : "#7048e8" } }],
       onPick: i => go(trialHref(s.name, pts[i].number)),
       info: pts,
       key: categorical ? choices.join("\u0000") : "",
     }, [pts.map(x), pts.map(t => t.value)], charts);
   }
   if (names.length > 1) charts.append(parallel(done, names, (s.log_params || []), s.metric, s.direction.toLowerCase() === "maximize"));
-  // Learning rate against value, on a log axis.
-  const withLR = done.filter(t => typeof t.params.lr === "number").sort((a, b) => a.params.lr - b.params.lr);
-  if (withLR.length) {
-    chart("lr", "Learning rate vs value", {
-      scales: { x: { time: false, distr: 3 } },
-      axes: [{ values: (u, vals) => vals.map(v => v === null ? "" : Number(v).toExponential(0)), label: "learning rate" }, { label: s.metric }],
-      series: [{ label: "lr", value: (u, v, si, i) => i === null || i === undefined || !u.info[i] ? "—" : "#" + u.info[i].number + ", lr " + fmt.lr(v) },
-        { label: "value", stroke: "transparent", points: { show: true, size: 6, fill: "#e67700" } }],
-      onPick: i => go(trialHref(s.name, withLR[i].number)),
-      info: withLR,
-    }, [withLR.map(t => t.params.lr), withLR.map(t => t.value)], charts);
-  }
   // Intermediate values of every trial (up to the 40 most recent).
   const withSteps = s.trials.filter(t => t.intermediate.length).slice(-40);
   if (withSteps.length) {
