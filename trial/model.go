@@ -429,17 +429,19 @@ func syncParent(path string) {
 // writerID names this process's temporary folders: its host and
 // process, so that a writer on another machine sharing the folder is not
 // taken for a dead one.
-func writerID() string {
+func writerID() string { return fmt.Sprintf("%s-%d", hostTag(), os.Getpid()) }
+
+// hostTag is this machine's name in writerID, without the '-' that ends it.
+func hostTag() string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d", strings.ReplaceAll(host, "-", "_"), os.Getpid())
+	return strings.ReplaceAll(host, "-", "_")
 }
 
 // removeStale removes the temporary and set-aside folders of dir that
 // writers on this machine left when killed mid-save (their process is
 // gone).
 func removeStale(dir string) {
-	host, _ := os.Hostname()
-	prefix := strings.ReplaceAll(host, "-", "_") + "-"
+	prefix := hostTag() + "-"
 	for _, kind := range []string{".tmp-", ".old-"} {
 		matches, _ := filepath.Glob(dir + kind + "*")
 		for _, m := range matches {
