@@ -607,7 +607,8 @@ func (s *Server) study(ctx context.Context, r *http.Request, snap *snapshot) (an
 	}
 	return map[string]any{"name": st.Name, "method": info.Method, "arch": info.Arch, "dataset": info.Dataset,
 		"direction": st.Direction.String(), "budget": s.budget(info), "user_attrs": cleanJSON(st.UserAttrs), "metric": metricOf(info),
-		"report_unit": info.ReportUnit, "objectives": st.Objectives, "log_params": logParams(full), "trials": trials}, nil
+		"report_unit": info.ReportUnit, "objectives": st.Objectives, "log_params": logParams(full),
+		"importance": Importances(full, st.Direction), "trials": trials}, nil
 }
 
 // logParams lists the parameters sampled on a log scale: their slice

@@ -472,6 +472,20 @@ m.optimize(g, n_trials=8)
 	if note := js[string](t, ctx, `(e => e ? e.textContent : "")(document.querySelector("#objectives"))`); !strings.Contains(note, "2 objectives") {
 		t.Errorf("no notice that only the first of 2 objectives is shown: %q", note)
 	}
+	// Parameter importance (PED-ANOVA, held to Optuna's numbers in
+	// dashboard's TestImportancesAreOptunas): a bar per parameter, the
+	// shares summing to 100 %.
+	wait(t, ctx, `document.querySelector("#importance") !== null`)
+	shares := js[[]string](t, ctx, `[...document.querySelectorAll("#importance tr")].map(r => r.cells[0].textContent + "=" + r.cells[2].textContent)`)
+	sum := 0.0
+	for _, s := range shares {
+		var pct float64
+		fmt.Sscanf(s[strings.Index(s, "=")+1:], "%g", &pct)
+		sum += pct
+	}
+	if len(shares) != 3 || math.Abs(sum-100) > 0.2 {
+		t.Errorf("importance shows %q, want x, layers and act summing to 100 %%", shares)
+	}
 	js[bool](t, ctx, `document.querySelector("#parallel .pc-line").dispatchEvent(new MouseEvent("click", {bubbles: true})); true`)
 	wait(t, ctx, `location.hash.startsWith("#/trial/multi/")`)
 	navigate(t, ctx, base+"#/study/optuna-native")

@@ -265,6 +265,7 @@ async function study(view, name) {
     }, [pts.map(x), pts.map(t => t.value)], charts);
   }
   if (names.length > 1) charts.append(parallel(done, names, (s.log_params || []), s.metric, s.direction.toLowerCase() === "maximize"));
+  if (s.importance && s.importance.length > 1) charts.append(importance(s.importance));
   // Intermediate values of every trial (up to the 40 most recent).
   const withSteps = s.trials.filter(t => t.intermediate.length).slice(-40);
   if (withSteps.length) {
@@ -300,6 +301,19 @@ async function study(view, name) {
     el("td", { class: "state-" + t.state }, t.state, reason(t.fail_reason)), cell(fmt.num(t.value, 4), true),
     cell(Object.entries(t.params).map(([k, v]) => k + "=" + fmt.param(v)).join(" ")), cell(progress(t, s.report_unit), true), cell(fmt.dur(t.seconds), true)));
   view.append(el("table", { id: "trials" }, el("thead", {}, head), el("tbody", {}, rows)));
+}
+
+// importance lists each parameter's share of what made the best 10 % of
+// trials (PED-ANOVA, Optuna's default; computed by the server).
+function importance(list) {
+  const box = el("div", { class: "chart", "data-chart": "importance", id: "importance" },
+    el("h3", { title: "PED-ANOVA, as optuna.importance.get_param_importances computes it: how much each parameter's values among the best 10 % of complete trials differ from its values in all of them" },
+      "Parameter importance (PED-ANOVA, for the best 10 %)"));
+  box.append(el("table", { class: "importance" }, el("tbody", {}, list.map(p => el("tr", { title: p.param + ": " + p.value.toFixed(4) },
+    el("td", { class: "name" }, p.param),
+    el("td", {}, el("div", { class: "bar" }, el("span", { style: "width:" + (100 * p.value).toFixed(1) + "%" }))),
+    el("td", { class: "num" }, (100 * p.value).toFixed(1) + " %"))))));
+  return box;
 }
 
 // parallel draws a parallel-coordinate plot: an axis per parameter and one
