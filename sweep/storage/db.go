@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -542,7 +545,7 @@ func (s *DB) trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
 	defer t.Rollback()
-	out, err := loadTrials(tx{t, s.d}, false, `t.study_id = ?`, studyID)
+	out, err := loadTrials(tx{t, s.d}, false, true, `t.study_id = ?`, studyID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: trials of study %d: %w", studyID, err)
 	}
@@ -550,7 +553,7 @@ func (s *DB) trials(ctx context.Context, studyID int64) ([]FrozenTrial, error) {
 }
 
 // Snapshot returns every study, then every trial (by study id) without
-// intermediate values and attributes, the trials read in one transaction
+// intermediate values and attributes (their maps are nil), the trials read in one transaction
 // (a study created in between has its trials and no entry in the list,
 // and is simply not shown): a summary in a few bulk queries, however many
 // studies there are. Trials gives a study's trials in full.
@@ -564,17 +567,23 @@ func (s *DB) Snapshot(ctx context.Context) ([]Study, map[int64][]FrozenTrial, er
 		return nil, nil, fmt.Errorf("storage: snapshot: %w", err)
 	}
 	defer t.Rollback()
-	all, err := loadTrials(tx{t, s.d}, true, `1 = 1`)
+	all, err := loadTrials(tx{t, s.d}, true, false, `1 = 1`)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storage: snapshot: %w", err)
 	}
-	byStudy := map[int64][]FrozenTrial{}
+	sizes := map[int64]int{}
+	for _, tr := range all {
+		sizes[tr.StudyID]++
+	}
+	byStudy := make(map[int64][]FrozenTrial, len(sizes))
+	for id, n := range sizes {
+		byStudy[id] = make([]FrozenTrial, 0, n)
+	}
 	for _, tr := range all {
 		byStudy[tr.StudyID] = append(byStudy[tr.StudyID], tr)
 	}
-	for id, trials := range byStudy {
-		sort.SliceStable(trials, func(a, b int) bool { return trials[a].Number < trials[b].Number })
-		byStudy[id] = trials
+	for _, trials := range byStudy {
+		sortByNumber(trials)
 	}
 	return studies, byStudy, nil
 }
@@ -611,76 +620,122 @@ func parseTime(v sql.NullString) time.Time {
 
 // loadTrials reads the trials matching where (over alias t) with every
 // dependent row, or, when light, without intermediate values and
-// attributes (a summary of many trials).
-func loadTrials(q querier, light bool, where string, args ...any) ([]FrozenTrial, error) {
-	rows, err := q.Query(`SELECT t.trial_id, t.number, t.study_id, t.state, CAST(t.datetime_start AS TEXT), CAST(t.datetime_complete AS TEXT), CAST(h.heartbeat AS TEXT)
-		FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE `+where+` ORDER BY t.number, t.trial_id`, args...)
+// attributes (a summary of many trials). They come in id order, or by
+// number when ordered.
+func loadTrials(q querier, light, ordered bool, where string, args ...any) ([]FrozenTrial, error) {
+	var n int
+	if err := q.QueryRow(`SELECT COUNT(*) FROM trials t WHERE `+where, args...).Scan(&n); err != nil {
+		return nil, err
+	}
+	// Sized once: at a paper-sized grid's 133k trials, growing the slice
+	// by appends copied it a dozen times over.
+	trials := make([]FrozenTrial, 0, n)
+	index := make(map[int64]int, n)
+	// A trial, its first objective's value and its parameters come in one
+	// query, a row per parameter (one without any), consecutive per trial:
+	// a row costs more than its columns, and a summary of many trials is
+	// mostly rows.
+	rows, err := q.Query(`SELECT t.trial_id, t.number, t.study_id, t.state, CAST(t.datetime_start AS TEXT), CAST(t.datetime_complete AS TEXT), CAST(h.heartbeat AS TEXT),
+		v.value, v.value_type, p.param_name, p.param_value, p.distribution_json
+		FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id
+		LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0
+		LEFT JOIN trial_params p ON p.trial_id = t.trial_id
+		WHERE `+where+` ORDER BY t.trial_id`, args...)
 	if err != nil {
 		return nil, err
 	}
-	var trials []FrozenTrial
-	index := map[int64]int{}
-	for rows.Next() {
-		var t FrozenTrial
-		var state string
-		var start, complete, hb sql.NullString
-		if err := rows.Scan(&t.ID, &t.Number, &t.StudyID, &state, &start, &complete, &hb); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if t.State, err = ParseTrialState(state); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		t.Start, t.Complete, t.Heartbeat = parseTime(start), parseTime(complete), parseTime(hb)
-		t.Params = map[string]float64{}
-		t.Distributions = map[string]Distribution{}
-		t.Intermediate = map[int]float64{}
-		t.UserAttrs = map[string]any{}
-		t.SystemAttrs = map[string]any{}
-		index[t.ID] = len(trials)
-		trials = append(trials, t)
+	defer rows.Close()
+	// A study's trials share a handful of distributions: each is decoded
+	// once, and trials with the same ones share one map (the snapshot's
+	// maps are read-only; a map per trial was most of a large summary's
+	// memory).
+	decoded := map[string]Distribution{}
+	shared := map[string]map[string]Distribution{}
+	type drawn struct {
+		name string
+		d    Distribution
 	}
-	rows.Close()
+	var params []drawn
+	var key []byte
+	closeTrial := func() {
+		if len(trials) == 0 {
+			return
+		}
+		t := &trials[len(trials)-1]
+		m, ok := shared[string(key)]
+		if !ok {
+			m = make(map[string]Distribution, len(params))
+			for _, p := range params {
+				m[p.name] = p.d
+			}
+			shared[string(key)] = m
+		}
+		t.Distributions = m
+		params, key = params[:0], key[:0]
+	}
+	// Scanned into the same variables each row: Scan's pointers would
+	// make a fresh set escape per row.
+	var (
+		id, studyID                           int64
+		number                                int
+		state                                 string
+		start, complete, hb, valueType, param sql.NullString
+		value, paramValue                     sql.NullFloat64
+		dist                                  sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &number, &studyID, &state, &start, &complete, &hb, &value, &valueType, &param, &paramValue, &dist); err != nil {
+			return nil, err
+		}
+		if len(trials) == 0 || trials[len(trials)-1].ID != id {
+			closeTrial()
+			t := FrozenTrial{ID: id, Number: number, StudyID: studyID}
+			if t.State, err = ParseTrialState(state); err != nil {
+				return nil, err
+			}
+			t.Start, t.Complete, t.Heartbeat = parseTime(start), parseTime(complete), parseTime(hb)
+			if valueType.Valid {
+				f := decodeValue(value, valueType.String)
+				t.Value = &f
+			}
+			t.Params = map[string]float64{}
+			if !light { // a summary's trials leave these nil: reading them works, and there are many
+				t.Intermediate = map[int]float64{}
+				t.UserAttrs = map[string]any{}
+				t.SystemAttrs = map[string]any{}
+			}
+			index[id] = len(trials)
+			trials = append(trials, t)
+		}
+		if !param.Valid {
+			continue
+		}
+		d, ok := decoded[string(dist)]
+		if !ok {
+			if err := json.Unmarshal(dist, &d); err != nil {
+				return nil, fmt.Errorf("trial %d param %q: %w", id, param.String, err)
+			}
+			decoded[string(dist)] = d
+		}
+		trials[len(trials)-1].Params[param.String] = paramValue.Float64
+		params = append(params, drawn{param.String, d})
+		key = binary.AppendUvarint(key, uint64(len(param.String)))
+		key = binary.AppendUvarint(append(key, param.String...), uint64(len(dist)))
+		key = append(key, dist...)
+	}
+	closeTrial()
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	rows.Close()
 	if len(trials) == 0 {
 		return trials, nil
 	}
 	sub := `trial_id IN (SELECT t.trial_id FROM trials t WHERE ` + where + `)`
-	// params
-	if err := eachRow(q, `SELECT trial_id, param_name, param_value, distribution_json FROM trial_params WHERE `+sub, args, func(r *sql.Rows) error {
-		var id int64
-		var name, dj string
-		var v float64
-		if err := r.Scan(&id, &name, &v, &dj); err != nil {
-			return err
-		}
-		var d Distribution
-		if err := json.Unmarshal([]byte(dj), &d); err != nil {
-			return fmt.Errorf("trial %d param %q: %w", id, name, err)
-		}
-		t := &trials[index[id]]
-		t.Params[name], t.Distributions[name] = v, d
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if err := eachRow(q, `SELECT trial_id, value, value_type FROM trial_values WHERE objective = 0 AND `+sub, args, func(r *sql.Rows) error {
-		var id int64
-		var v sql.NullFloat64
-		var typ string
-		if err := r.Scan(&id, &v, &typ); err != nil {
-			return err
-		}
-		f := decodeValue(v, typ)
-		trials[index[id]].Value = &f
-		return nil
-	}); err != nil {
-		return nil, err
-	}
 	if light {
+		if ordered {
+			sortByNumber(trials)
+		}
 		return trials, nil
 	}
 	if err := eachRow(q, `SELECT trial_id, step, intermediate_value, intermediate_value_type FROM trial_intermediate_values WHERE `+sub, args, func(r *sql.Rows) error {
@@ -716,7 +771,21 @@ func loadTrials(q querier, light bool, where string, args ...any) ([]FrozenTrial
 			return nil, err
 		}
 	}
+	if !ordered {
+		return trials, nil
+	}
+	sortByNumber(trials)
 	return trials, nil
+}
+
+// sortByNumber orders trials by number (then id). They are read in id
+// order, which within a study is nearly always number order already: the
+// check saves sorting.
+func sortByNumber(trials []FrozenTrial) {
+	byNumber := func(a, b FrozenTrial) int { return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.ID, b.ID)) }
+	if !slices.IsSortedFunc(trials, byNumber) {
+		slices.SortStableFunc(trials, byNumber)
+	}
 }
 
 func eachRow(q querier, query string, args []any, fn func(*sql.Rows) error) error {
@@ -833,7 +902,7 @@ func (s *DB) CreateTrial(ctx context.Context, studyID int64, o TrialOptions) (Fr
 				return err
 			}
 		}
-		trials, err := loadTrials(tx, false, `t.trial_id = ?`, id)
+		trials, err := loadTrials(tx, false, false, `t.trial_id = ?`, id)
 		if err != nil {
 			return err
 		}
@@ -978,7 +1047,7 @@ func (s *DB) FailStaleTrials(ctx context.Context, studyID int64, grace time.Dura
 	var stale []FrozenTrial
 	err := s.tx(ctx, func(tx tx) error {
 		var err error
-		stale, err = loadTrials(tx, false, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
+		stale, err = loadTrials(tx, false, true, `t.study_id = ? AND t.state = 'RUNNING' AND t.trial_id IN
 			(SELECT trial_id FROM trial_heartbeats WHERE `+s.d.staleCond+`)`,
 			append([]any{studyID}, s.d.staleArgs(int(math.Ceil(grace.Seconds())))...)...)
 		if err != nil {

@@ -308,3 +308,82 @@ func TestDistributionJSON(t *testing.T) {
 		t.Error("low > high accepted")
 	}
 }
+
+// TestSnapshotIsTheTrialsInSummary: the snapshot's one bulk read gives
+// each study's trials as Trials does (numbers in order even where ids are
+// not: two studies interleaved, numbers swapped against ids; several
+// parameters, trials without any, shared and differing distributions,
+// non-finite values), less the intermediate values and attributes.
+func TestSnapshotIsTheTrialsInSummary(t *testing.T) {
+	eachEngine(t, func(t *testing.T, url string, _ func(int) string) {
+		s := openURL(t, url)
+		ctx := context.Background()
+		a, _ := s.CreateStudy(ctx, "a", Maximize, nil)
+		b, _ := s.CreateStudy(ctx, "b", Minimize, nil)
+		values := []float64{0.5, math.Inf(1), math.NaN(), -2}
+		for i := range 12 {
+			st := a
+			if i%3 == 1 {
+				st = b
+			}
+			tr, err := s.CreateTrial(ctx, st.ID, TrialOptions{State: Running})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := TrialUpdate{Intermediate: map[int]float64{0: float64(i)}, UserAttrs: map[string]any{"i": i}}
+			if i%4 != 3 {
+				u.Params = map[string]float64{"lr": 1e-4 * float64(i+1), "act": float64(i % 2)}
+				u.Distributions = map[string]Distribution{"lr": Float(1e-6, float64(1+i%2), true), "act": {Kind: CategoricalDist, Choices: []any{"relu", "gelu"}}}
+			}
+			if err := s.UpdateTrial(ctx, tr.ID, u); err != nil {
+				t.Fatal(err)
+			}
+			if i%5 != 4 {
+				state, v := Complete, values[i%len(values)]
+				u := TrialUpdate{State: &state, Value: &v}
+				if math.IsNaN(v) {
+					state, u.Value = Fail, nil
+				}
+				if err := s.UpdateTrial(ctx, tr.ID, u); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// Study a's first two trials trade numbers: ids and numbers disagree.
+		if _, err := s.db.Exec(s.d.bind(`UPDATE trials SET number = CASE number WHEN 0 THEN 1 ELSE 0 END WHERE study_id = ? AND number IN (0, 1)`), a.ID); err != nil {
+			t.Fatal(err)
+		}
+		studies, snap, err := s.Snapshot(ctx)
+		if err != nil || len(studies) != 2 {
+			t.Fatalf("snapshot: %d studies, %v", len(studies), err)
+		}
+		for _, st := range studies {
+			full, err := s.Trials(ctx, st.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := snap[st.ID]
+			if len(sum) != len(full) {
+				t.Fatalf("%s: snapshot has %d trials, Trials %d", st.Name, len(sum), len(full))
+			}
+			for i := range full {
+				f, g := full[i], sum[i]
+				if f.Number != i || g.Number != i || g.ID != f.ID || g.State != f.State || !sameValue(g.Value, f.Value) ||
+					fmt.Sprint(g.Params) != fmt.Sprint(f.Params) || fmt.Sprint(g.Distributions) != fmt.Sprint(f.Distributions) ||
+					!g.Start.Equal(f.Start) || !g.Complete.Equal(f.Complete) {
+					t.Errorf("%s #%d: snapshot %+v\nTrials %+v", st.Name, i, g, f)
+				}
+				if len(f.Intermediate) != 1 || f.UserAttrs["i"] == nil || len(g.Intermediate) != 0 || len(g.UserAttrs) != 0 {
+					t.Errorf("%s #%d: Trials has %v %v, the snapshot %v %v", st.Name, i, f.Intermediate, f.UserAttrs, g.Intermediate, g.UserAttrs)
+				}
+			}
+		}
+	})
+}
+
+func sameValue(a, b *float64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b || math.IsNaN(*a) && math.IsNaN(*b)
+}
