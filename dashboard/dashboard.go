@@ -701,6 +701,7 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		Device     string   `json:"device"`
 		ETASeconds *float64 `json:"eta_seconds"`
 		ReportUnit string   `json:"report_unit"` // of the intermediate values: epoch or step
+		Metric     string   `json:"metric"`
 		trialJSON
 	}
 	maxEpochs := 0
@@ -725,12 +726,13 @@ func (s *Server) live(ctx context.Context, _ *http.Request, snap *snapshot) (any
 		if err != nil {
 			return nil, err
 		}
-		unit := sweep.Identify(st).ReportUnit
+		info := sweep.Identify(st)
+		unit := info.ReportUnit
 		for _, t := range full {
 			if t.State != storage.Running {
 				continue
 			}
-			r := running{Study: st.Name, Device: s.deviceOf(st.Name, t.Number, device), ReportUnit: unit, trialJSON: toTrialJSON(t, false)}
+			r := running{Study: st.Name, Device: s.deviceOf(st.Name, t.Number, device), ReportUnit: unit, Metric: metricOf(info), trialJSON: toTrialJSON(t, false)}
 			if done := len(t.Intermediate); maxEpochs > 0 && done > 0 && unit == sweep.UnitEpoch {
 				eta := r.Seconds / float64(done) * float64(max(0, maxEpochs-done))
 				r.ETASeconds = &eta

@@ -486,6 +486,7 @@ m.optimize(g, n_trials=8)
 	if len(shares) != 3 || math.Abs(sum-100) > 0.2 {
 		t.Errorf("importance shows %q, want x, layers and act summing to 100 %%", shares)
 	}
+	screenshot(t, ctx, "dashboard-optuna-study.png")
 	js[bool](t, ctx, `document.querySelector("#parallel .pc-line").dispatchEvent(new MouseEvent("click", {bubbles: true})); true`)
 	wait(t, ctx, `location.hash.startsWith("#/trial/multi/")`)
 	navigate(t, ctx, base+"#/study/optuna-native")
@@ -807,10 +808,32 @@ func TestDashboardChartsFollowInPlace(t *testing.T) {
 	if legend := js[string](t, bctx, `dashboard.charts.history.root.querySelector(".u-legend").textContent`); !strings.Contains(legend, "#1, lr 1.00e-4") || !strings.Contains(legend, "60") {
 		t.Errorf("hovering trial 1 shows %q", legend)
 	}
-	js[bool](t, bctx, `(u => {
-		const r = u.over.getBoundingClientRect(), at = {bubbles: true, clientX: r.left + u.valToPos(1, "x"), clientY: r.top + u.valToPos(60, "y")};
-		for (const type of ["mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(type, at));
-		return true })(dashboard.charts.history)`)
+	// The intermediate values: one line a trial; hovering names the line
+	// nearest the cursor with its parameters, and a click opens its trial.
+	js[bool](t, bctx, `(u => { u.setCursor({left: u.valToPos(0, "x"), top: u.valToPos(50, "y")}); return true })(dashboard.charts.intermediate)`)
+	if tip := js[string](t, bctx, `dashboard.charts.intermediate.tip.textContent`); !strings.Contains(tip, "#2 (lr 1.00e-4)") || !strings.Contains(tip, ": 50") {
+		t.Errorf("hovering trial 2's line shows %q", tip)
+	}
+	click := func(chart string, x, y float64) {
+		js[bool](t, bctx, fmt.Sprintf(`(u => {
+			const r = u.over.getBoundingClientRect(), at = {bubbles: true, clientX: r.left + u.valToPos(%g, "x"), clientY: r.top + u.valToPos(%g, "y")};
+			for (const type of ["mousemove", "mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(type, at));
+			return true })(dashboard.charts[%q])`, x, y, chart))
+	}
+	click("intermediate", 0, 50)
+	wait(t, bctx, `location.hash === "#/trial/lora%2Fr8%2Fsst2/2"`)
+	// The trial's own chart: axes named, hover gives the epoch's value.
+	wait(t, bctx, `dashboard.charts.trial !== undefined`)
+	if labels := js[string](t, bctx, `dashboard.charts.trial.axes.map(a => a.label).join("|")`); !strings.Contains(labels, "accuracy") {
+		t.Errorf("the trial chart's axes say %q, not the metric", labels)
+	}
+	js[bool](t, bctx, `(u => { u.setCursor({left: u.valToPos(0, "x"), top: u.valToPos(50, "y")}); return true })(dashboard.charts.trial)`)
+	if tip := js[string](t, bctx, `dashboard.charts.trial.tip.textContent`); !strings.Contains(tip, ": 50") {
+		t.Errorf("hovering the trial's point shows %q", tip)
+	}
+	js[bool](t, bctx, `history.back(); true`)
+	wait(t, bctx, `location.hash.startsWith("#/study/") && dashboard.chartsView === location.hash && dashboard.charts.history !== undefined && document.body.contains(dashboard.charts.history.root)`)
+	click("history", 1, 60)
 	wait(t, bctx, `location.hash === "#/trial/lora%2Fr8%2Fsst2/1"`)
 }
 
@@ -837,7 +860,7 @@ device: cuda
 		t.Fatal(err)
 	}
 	running, waiting := storage.Running, storage.Waiting
-	storeTrial(t, s, "lora/rank-4/sst2", nil, storage.TrialUpdate{State: &running})
+	storeTrial(t, s, "lora/rank-4/sst2", nil, storage.TrialUpdate{State: &running, Intermediate: map[int]float64{0: 0.61, 1: 0.72}})
 	storeTrial(t, s, "lora/rank-8/sst2", nil, storage.TrialUpdate{State: &waiting})
 	s.Close()
 	logDir := filepath.Join(dir, "runs", "lora", "rank-4", "sst2", "trial-0")
@@ -866,6 +889,21 @@ device: cuda
 	if device := js[string](t, bctx, `document.querySelector("#view tbody tr").children[3].textContent`); device != "cpu (gonum; no GPU: cuInit failed)" {
 		t.Errorf("the live page's device: %q, want the one the trial's log names", device)
 	}
+	// Its chart: axes named, hover names the trial and its epoch's value,
+	// a click opens it.
+	wait(t, bctx, `dashboard.charts.live0 !== undefined`)
+	if labels := js[string](t, bctx, `dashboard.charts.live0.axes.map(a => a.label).join("|")`); labels != "epoch|accuracy" {
+		t.Errorf("the live chart's axes say %q", labels)
+	}
+	js[bool](t, bctx, `(u => { u.setCursor({left: u.valToPos(1, "x"), top: u.valToPos(0.72, "y")}); return true })(dashboard.charts.live0)`)
+	if tip := js[string](t, bctx, `dashboard.charts.live0.tip.textContent`); tip != "#0 (lr 1.00e-3), epoch 1: 0.7200" {
+		t.Errorf("hovering the live chart shows %q", tip)
+	}
+	js[bool](t, bctx, `(u => {
+		const r = u.over.getBoundingClientRect(), at = {bubbles: true, clientX: r.left + u.valToPos(1, "x"), clientY: r.top + u.valToPos(0.72, "y")};
+		for (const type of ["mousemove", "mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(type, at));
+		return true })(dashboard.charts.live0)`)
+	wait(t, bctx, `location.hash === "#/trial/lora%2Frank-4%2Fsst2/0"`)
 	navigate(t, bctx, base+"#/trial/"+url.PathEscape("lora/rank-8/sst2")+"/0")
 	wait(t, bctx, `document.querySelector("#waiting") !== null`)
 }

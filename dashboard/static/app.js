@@ -67,8 +67,10 @@ function chart(name, title, opts, data, target) {
   const old = dashboard.charts[name];
   if (old && dashboard.chartsView === dashboard.rendering && old.series.length === data.length && old.key === opts.key) {
     box.append(old.root);
+    if (old.tip) box.append(old.tip);
     old.info = opts.info;
     old.pick = opts.onPick;
+    old.hover = opts.hover;
     old.setData(data, false);
     return old;
   }
@@ -76,19 +78,52 @@ function chart(name, title, opts, data, target) {
   // Every x axis here counts (trials, epochs, steps, learning rates): uPlot's
   // default reads x as Unix time and labels it with dates of 1970.
   opts = Object.assign({}, opts, { scales: Object.assign({}, opts.scales, { x: Object.assign({ time: false }, (opts.scales || {}).x) }) });
-  const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: !!opts.onPick, live: true } }, opts), data, box);
+  // uPlot swallows a click whose press and release it saw at different
+  // places (a zoom's drag), and the focus on the nearest line moves them:
+  // the click handler below tells a drag from a click itself.
+  opts.cursor = Object.assign({}, opts.cursor, { drag: { x: true, y: false, setScale: true, click: () => {} } });
+  // A chart of many lines names the one nearest the cursor (uPlot's focus)
+  // in a line under it, instead of a legend of every line.
+  let tip = null;
+  if (opts.hover) {
+    const hint = opts.hint || "hover a point to see its trial; a click opens it";
+    tip = el("div", { class: "hover" }, hint);
+    const show = u => {
+      const text = u.hover(u, u.focused, u.cursor.idx);
+      u.tip.textContent = text || hint;
+      u.tip.classList.toggle("muted", !text);
+    };
+    opts = Object.assign({ focus: { alpha: 0.35 } }, opts, { cursor: Object.assign({ focus: { prox: 24 } }, opts.cursor),
+      hooks: { setCursor: [show], setSeries: [(u, i) => { u.focused = i; show(u); }] } });
+  }
+  const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: !!opts.onPick && !opts.hover, live: true } }, opts), data, box);
   u.pick = opts.onPick;
   u.info = opts.info;
+  u.hover = opts.hover;
+  u.focused = null;
+  u.tip = tip;
+  if (tip) box.append(tip);
   u.key = opts.key; // what the chart's options were made from: another key makes a new chart
-  // A click on the chart (not the end of a drag that zooms) opens the point under the cursor.
+  // A click on the chart (not the end of a drag that zooms) opens the point
+  // under the cursor (on the line nearest it, where there are several).
   let down = null;
   u.over.addEventListener("mousedown", e => { down = [e.clientX, e.clientY]; });
   u.over.addEventListener("click", e => {
     const moved = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 3;
-    if (!moved && u.pick && u.cursor.idx !== null && u.cursor.idx !== undefined) u.pick(u.cursor.idx);
+    if (!moved && u.pick && u.cursor.idx !== null && u.cursor.idx !== undefined) u.pick(u.cursor.idx, u.focused);
   });
   dashboard.charts[name] = u;
   return u;
+}
+
+// paramText is a trial's parameters for a hover line: "lr 1.00e-4, rank 8".
+const paramText = params => Object.entries(params).map(([k, v]) => k + " " + (k === "lr" && typeof v === "number" ? fmt.lr(v) : fmt.param(v))).join(", ");
+
+// pointText is "epoch 3: 0.8123" for series s at index i, or "" off the data.
+function pointText(u, s, i, unit) {
+  if (s === null || s === undefined || i === null || i === undefined || u.data[s] === undefined) return "";
+  const v = u.data[s][i];
+  return v === null || v === undefined ? "" : unit + " " + u.data[0][i] + ": " + fmt.num(v, 4);
 }
 
 function table(headers, rows, opts = {}) {
@@ -203,8 +238,13 @@ async function live(view) {
   view.append(charts);
   o.running.forEach((r, i) => {
     if (!r.intermediate.length) return;
-    chart("live" + i, r.study + " #" + r.number, { width: 360, height: 180, series: [{}, { label: "validation", stroke: "#2f6fdb", points: { show: true } }] },
-      [r.intermediate.map(p => p[0]), r.intermediate.map(p => plottable(p[1]))], charts);
+    chart("live" + i, r.study + " #" + r.number, { width: 360, height: 200,
+      axes: [{ incrs: wholeSteps, label: r.report_unit }, { label: r.metric }],
+      series: [{ label: r.report_unit }, { label: "validation " + r.metric, stroke: "#2f6fdb", points: { show: true } }],
+      hover: (u, f, idx) => (p => p && "#" + r.number + " (" + paramText(r.params) + "), " + p)(pointText(u, 1, idx, r.report_unit)),
+      onPick: () => go(trialHref(r.study, r.number)),
+      key: r.study + "#" + r.number,
+    }, [r.intermediate.map(p => p[0]), r.intermediate.map(p => plottable(p[1]))], charts);
   });
 }
 
@@ -275,10 +315,15 @@ async function study(view, name) {
     withSteps.forEach((t, i) => {
       const m = new Map(t.intermediate.map(p => [p[0], p[1]]));
       data.push(steps.map(x => m.has(x) ? plottable(m.get(x)) : null));
-      series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true });
+      series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true, points: { show: true, size: 4 } });
     });
     chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } },
-      axes: [{ incrs: wholeSteps, label: s.report_unit }, { label: s.metric }], series }, data, charts);
+      axes: [{ incrs: wholeSteps, label: s.report_unit }, { label: s.metric }], series,
+      // Hover names the line nearest the cursor; a click opens its trial.
+      hover: (u, f, idx) => f ? (t => "#" + t.number + " (" + paramText(t.params) + "), " + (pointText(u, f, idx, s.report_unit) || "no value at this " + s.report_unit))(withSteps[f - 1]) : "",
+      onPick: (idx, f) => { if (f) go(trialHref(s.name, withSteps[f - 1].number)); },
+      key: withSteps.map(t => t.number).join(","),
+    }, data, charts);
   }
   // Trial table: filter by state, sort by a column.
   const state = dashboard.stateFilter || "";
@@ -379,8 +424,12 @@ async function trial(view, name, number) {
   if (t.intermediate.length) {
     const charts = el("div", { class: "charts" });
     view.append(charts);
-    chart("trial", "Intermediate values", { series: [{ label: o.report_unit }, { label: "value", stroke: "#2f6fdb", points: { show: true } }] },
-      [t.intermediate.map(p => p[0]), t.intermediate.map(p => plottable(p[1]))], charts);
+    chart("trial", "Intermediate values", {
+      axes: [{ incrs: wholeSteps, label: o.report_unit }, { label: o.metric }],
+      series: [{ label: o.report_unit }, { label: o.metric, stroke: "#2f6fdb", points: { show: true } }],
+      hover: (u, f, idx) => pointText(u, 1, idx, o.report_unit),
+      hint: "hover a point to see its value",
+    }, [t.intermediate.map(p => p[0]), t.intermediate.map(p => plottable(p[1]))], charts);
     const odd = t.intermediate.filter(p => typeof p[1] !== "number");
     if (odd.length) view.append(el("p", { class: "muted", id: "non-finite" }, "Not drawn: " + odd.map(p => o.report_unit + " " + p[0] + " = " + fmt.num(p[1])).join(", ")));
   }
