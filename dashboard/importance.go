@@ -1,8 +1,8 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 
@@ -139,26 +139,39 @@ type regime struct {
 }
 
 // regimes groups trials by the domain they drew name from, in order of
-// first appearance, dropping groups too small to estimate.
+// first appearance, dropping groups too small to estimate. A trial whose
+// stored value lies outside its domain, or whose domain is not one Optuna
+// accepts (a damaged or hand-edited database), is left out of the
+// parameter's estimate rather than allowed to index past a grid.
 func regimes(name string, trials []storage.FrozenTrial) []regime {
 	var out []regime
-	index := map[string]int{}
 	for _, t := range trials {
-		key := "absent"
 		var dist *storage.Distribution
 		if d, ok := t.Distributions[name]; ok {
-			b, _ := json.Marshal(d)
-			key, dist = string(b), &d
+			if d.Validate() != nil || !d.Contains(t.Params[name]) {
+				continue
+			}
+			dist = &d
 		}
-		i, ok := index[key]
-		if !ok {
+		// A study has a handful of domains per parameter: a scan of them
+		// beats encoding each trial's to find its group.
+		i := slices.IndexFunc(out, func(r regime) bool { return sameDomain(r.dist, dist) })
+		if i < 0 {
 			i = len(out)
-			index[key] = i
 			out = append(out, regime{dist: dist})
 		}
 		out[i].trials = append(out[i].trials, t)
 	}
 	return slices.DeleteFunc(out, func(r regime) bool { return len(r.trials) < pedMinInRegime })
+}
+
+// sameDomain is Optuna's distribution equality; nil is "not drawn".
+func sameDomain(a, b *storage.Distribution) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Kind == b.Kind && a.Low == b.Low && a.High == b.High && a.Log == b.Log && a.Step == b.Step &&
+		reflect.DeepEqual(a.Choices, b.Choices)
 }
 
 // pearsonDivergence is Σ p_local·(p_top/p_local − 1)² over the grid.

@@ -109,3 +109,36 @@ func TestImportancesWithoutEnoughTrials(t *testing.T) {
 		t.Errorf("one finished trial: %v, want equal shares", got)
 	}
 }
+
+// TestImportancesOnDamagedTrials: values outside their domain (a choice
+// index past the choices, NaN, beyond the bounds) and domains Optuna
+// rejects, as a hand-edited database may hold, are left out; nothing
+// panics and every share is a number.
+func TestImportancesOnDamagedTrials(t *testing.T) {
+	cat := storage.Distribution{Kind: storage.CategoricalDist, Choices: []any{"a", "b"}}
+	bad := storage.Distribution{Kind: storage.FloatDist, Low: 0, High: 1, Log: true}
+	var trials []storage.FrozenTrial
+	for i := range 40 {
+		v := float64(i)
+		p := map[string]float64{"c": float64(i % 2), "x": float64(i) / 40, "l": 0.5}
+		switch i % 5 {
+		case 0:
+			p["c"] = 7
+		case 1:
+			p["x"] = math.NaN()
+		case 2:
+			p["x"] = 9
+		}
+		trials = append(trials, storage.FrozenTrial{ID: int64(i + 1), Number: i, State: storage.Complete, Value: &v, Params: p,
+			Distributions: map[string]storage.Distribution{"c": cat, "x": storage.Float(0, 1, false), "l": bad}})
+	}
+	got := Importances(trials, storage.Minimize)
+	if len(got) != 3 {
+		t.Fatalf("importances %v", got)
+	}
+	for _, imp := range got {
+		if math.IsNaN(imp.Value) || imp.Value < 0 || imp.Value > 1 {
+			t.Errorf("%s = %v", imp.Param, imp.Value)
+		}
+	}
+}
