@@ -21,6 +21,19 @@ static int rs_sgemm_batched(rs_cuda* c, cublasHandle_t h, int opA, int opB, int 
 	return c->cublasSgemmStridedBatched(h, opA, opB, m, n, k, &alpha, (const float*)A, lda, sA, (const float*)B, ldb, sB,
 		&beta, (float*)C, ldc, sC, batch);
 }
+
+static int rs_gemm_ex(rs_cuda* c, cublasHandle_t h, int opA, int opB, int m, int n, int k, float alpha,
+		CUdeviceptr A, int aType, int lda, CUdeviceptr B, int bType, int ldb, float beta, CUdeviceptr C, int ldc) {
+	return c->cublasGemmEx(h, opA, opB, m, n, k, &alpha, (const void*)A, aType, lda, (const void*)B, bType, ldb,
+		&beta, (void*)C, 0, ldc, 68, -1); // C fp32, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT
+}
+
+static int rs_gemm_batched_ex(rs_cuda* c, cublasHandle_t h, int opA, int opB, int m, int n, int k, float alpha,
+		CUdeviceptr A, int aType, int lda, long long sA, CUdeviceptr B, int bType, int ldb, long long sB, float beta,
+		CUdeviceptr C, int ldc, long long sC, int batch) {
+	return c->cublasGemmStridedBatchedEx(h, opA, opB, m, n, k, &alpha, (const void*)A, aType, lda, sA, (const void*)B, bType, ldb, sB,
+		&beta, (void*)C, 0, ldc, sC, batch, 68, -1);
+}
 */
 import "C"
 
@@ -68,6 +81,11 @@ type CUDA struct {
 	closed bool
 
 	kernels, blasCalls atomic.Int64 // work queued, for Calls
+
+	// precision is what products read their operands at: fp32 and tf32
+	// are cuBLAS math modes; bf16 converts the operands (to_bf16) and
+	// multiplies them with cublasGemmEx, accumulating in fp32.
+	precision Precision
 
 	mem     deviceAllocator
 	staging unsafe.Pointer // pinned host memory for host↔device copies
@@ -685,6 +703,10 @@ func (c *CUDA) gemm(transA, transB bool, m, n, k int, alpha float32, a Buffer, l
 	if c.err != nil || m == 0 || n == 0 {
 		return
 	}
+	if c.precision == BF16 && k > 0 {
+		c.gemmBatched(transA, transB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, out, ldc, 0, 1)
+		return
+	}
 	c.blasCalls.Add(1)
 	c.fail(c.checkBLAS("cublasSgemm", C.rs_sgemm(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
 		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.CUdeviceptr(a.ptr), C.int(lda), C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc))))
@@ -695,10 +717,54 @@ func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Bu
 	if c.err != nil || m == 0 || n == 0 || batch == 0 {
 		return
 	}
+	if c.precision == BF16 && k > 0 {
+		ha := c.bf16Operand(a, transA, m, k, lda, strideA, batch)
+		hb := c.bf16Operand(b, transB, k, n, ldb, strideB, batch)
+		c.blasCalls.Add(1)
+		c.fail(c.checkBLAS("cublasGemmStridedBatchedEx", C.rs_gemm_batched_ex(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
+			C.float(alpha), C.CUdeviceptr(hb.ptr), cudaR16BF, C.int(ldb), C.longlong(strideB), C.CUdeviceptr(ha.ptr), cudaR16BF, C.int(lda), C.longlong(strideA),
+			C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
+		c.release(ha, hb) // the stream runs the product before any later use of the memory
+		return
+	}
 	c.blasCalls.Add(1)
 	c.fail(c.checkBLAS("cublasSgemmStridedBatched", C.rs_sgemm_batched(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
 		C.float(alpha), C.CUdeviceptr(b.ptr), C.int(ldb), C.longlong(strideB), C.CUdeviceptr(a.ptr), C.int(lda), C.longlong(strideA),
 		C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
+}
+
+const cudaR16BF = 14 // cudaDataType CUDA_R_16BF
+
+// bf16Operand converts the elements a product reads of operand x (op(x)
+// rows×cols, stored transposed when trans, leading dimension ld, batch
+// copies stride apart) to bfloat16 in a new buffer at the same offsets.
+func (c *CUDA) bf16Operand(x Buffer, trans bool, rows, cols, ld, stride, batch int) Buffer {
+	if trans {
+		rows, cols = cols, rows
+	}
+	extent := (batch-1)*stride + (rows-1)*ld + cols
+	if extent > x.n {
+		c.fail(fmt.Errorf("nn: CUDA bf16 product: an operand of %d elements read to %d", x.n, extent))
+		return Buffer{}
+	}
+	h := c.alloc((extent + 1) / 2) // two bf16 to a float32 slot
+	c.launch("to_bf16", elementwiseGrid(extent), elementwiseBlock, h, x, extent)
+	return h
+}
+
+// SetPrecision sets what products read their operands at (WithPrecision).
+func (c *CUDA) SetPrecision(p Precision) error {
+	var err error
+	c.do(func() {
+		mode := C.int(0) // CUBLAS_DEFAULT_MATH: fp32 in full
+		if p == TF32 {
+			mode = 3 // CUBLAS_TF32_TENSOR_OP_MATH
+		}
+		if err = c.checkBLAS("cublasSetMathMode", C.rs_cublasSetMathMode(c.lib, c.blas, mode)); err == nil {
+			c.precision = p
+		}
+	})
+	return err
 }
 
 func blasOp(trans bool) C.int {

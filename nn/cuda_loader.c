@@ -85,6 +85,8 @@ rs_cuda* rs_cuda_open(const char* driver, const char* const* blas, int nblas, ch
 	RS_SYM(c->blas, c->blas_path, cublasGetVersion_v2);
 	RS_SYM(c->blas, c->blas_path, cublasSgemm_v2);
 	RS_SYM(c->blas, c->blas_path, cublasSgemmStridedBatched);
+	RS_SYM(c->blas, c->blas_path, cublasGemmEx);
+	RS_SYM(c->blas, c->blas_path, cublasGemmStridedBatchedEx);
 	return c;
 fail:
 	rs_cuda_close(c);

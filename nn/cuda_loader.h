@@ -57,6 +57,11 @@ typedef struct rs_cuda {
 	int (*cublasGetVersion_v2)(cublasHandle_t, int*);
 	int (*cublasSgemm_v2)(cublasHandle_t, int, int, int, int, int, const float*, const float*, int, const float*, int, const float*, float*, int);
 	int (*cublasSgemmStridedBatched)(cublasHandle_t, int, int, int, int, int, const float*, const float*, int, long long, const float*, int, long long, const float*, float*, int, long long, int);
+	// Mixed-precision products (bf16 operands, fp32 output and accumulation):
+	// cublasGemmEx and its strided-batched form, with cudaDataType and
+	// cublasComputeType_t as ints.
+	int (*cublasGemmEx)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int, const void*, void*, int, int, int, int);
+	int (*cublasGemmStridedBatchedEx)(cublasHandle_t, int, int, int, int, int, const void*, const void*, int, int, long long, const void*, int, int, long long, const void*, void*, int, int, long long, int, int, int);
 } rs_cuda;
 
 // rs_cuda_open loads the driver library, then the first of the cuBLAS

@@ -224,6 +224,10 @@ const headGemmMax = 1 << 15
 // trial packed or alone, a row decoded in any group, gets the same
 // arithmetic.
 func headGemm(be Backend, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if _, rounded := be.(roundedBackend); rounded { // its products round their operands
+		be.Sgemm(transA, transB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	if m*n*k <= headGemmMax && (beta == 0 || beta == 1) && smallGemm(transA, transB, m, n, k, a, lda, b, ldb, beta == 1, c, ldc) {
 		return
 	}

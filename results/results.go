@@ -15,6 +15,7 @@ package results
 import (
 	"context"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/readsweep/readsweep/methods/all"
@@ -67,6 +68,9 @@ type Row struct {
 	MemorySource   string  // "GPU" or "RSS"
 	InferenceS     float64 // greedy decoding latency at batch 1, averaged over tasks
 	Runs           int
+	// Precisions are the product precisions (training setting precision)
+	// its runs used, sorted: one, unless runs were mixed.
+	Precisions []string
 }
 
 func num(attrs map[string]any, key string) (float64, bool) {
@@ -148,6 +152,14 @@ func Collect(ctx context.Context, s storage.Storage) ([]Row, []string, error) {
 			}
 			if src, ok := t.UserAttrs["energy_source"].(string); ok {
 				r.EnergySource = src
+			}
+			p, ok := t.UserAttrs["precision"].(string)
+			if !ok {
+				p = "fp32" // runs from before the setting existed
+			}
+			if !slices.Contains(r.Precisions, p) {
+				r.Precisions = append(r.Precisions, p)
+				slices.Sort(r.Precisions)
 			}
 		}
 	}

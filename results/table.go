@@ -98,6 +98,7 @@ func Table1(rows []Row, datasets []string, withPaper bool) Table {
 	for s := range sources {
 		t.Notes = append(t.Notes, "Energy: "+s+".")
 	}
+	t.Notes = append(t.Notes, precisionNote(rows))
 	t.Notes = append(t.Notes, "Avg. is the plain mean of the task columns shown.")
 	if withPaper {
 		for _, m := range all.Registry().Names() {
@@ -267,4 +268,31 @@ func Render(w io.Writer, t Table, format string) error {
 		return enc.Encode(out)
 	}
 	return fmt.Errorf("results: unknown format %q (want md, csv, latex or json)", format)
+}
+
+// precisionNote says what precision each method's products ran at: one
+// line when every run agrees, else per method.
+func precisionNote(rows []Row) string {
+	var all []string
+	per := make([]string, 0, len(rows))
+	for _, r := range rows {
+		ps := r.Precisions
+		if len(ps) == 0 {
+			ps = []string{"fp32"}
+		}
+		for _, p := range ps {
+			if !slices.Contains(all, p) {
+				all = append(all, p)
+			}
+		}
+		per = append(per, name(r.Method)+" "+strings.Join(ps, " and "))
+	}
+	if len(all) <= 1 {
+		p := "fp32"
+		if len(all) == 1 {
+			p = all[0]
+		}
+		return "Matrix products at " + p + " in every run (training setting precision)."
+	}
+	return "Matrix products (training setting precision): " + strings.Join(per, "; ") + "."
 }

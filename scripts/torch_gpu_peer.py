@@ -1,11 +1,13 @@
 """GPU peer for `sweep bench t5 --backend cuda --peer scripts/torch_gpu_peer.py`: the training step of
 scripts/peers/torch_cpu_peer.py (same plain-PyTorch T5 from torch_t5.py, same LoRA and READ modules, same
-random weights and ids), run on a CUDA device in fp32 with TF32 off, timed with torch.cuda.synchronize and
-measured with torch.cuda.max_memory_allocated.
+random weights and ids), run on a CUDA device in fp32 with TF32 off (or at the precision asked for), timed
+with torch.cuda.synchronize and measured with torch.cuda.max_memory_allocated.
 
 usage: torch_gpu_peer.py SIZE METHOD [batch src tgt steps]   -> one JSON line
 env:   READSWEEP_PEER_DIR  folder holding torch_t5.py (default scripts/peers)
        READSWEEP_PEER_DEVICE  cuda (default) or cpu, to check this script on a machine without a GPU
+       READSWEEP_PEER_PRECISION  fp32 (default: TF32 off), tf32 (allow_tf32) or bf16 (torch.autocast bf16 around
+                                 the forward and loss, fp32 weights and AdamW state): `sweep bench t5 --precision`
 """
 import json, os, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -15,9 +17,12 @@ sys.path.insert(0, os.environ.get("READSWEEP_PEER_DIR", os.path.join(here, "peer
 import torch_t5 as T
 
 dev = torch.device(os.environ.get("READSWEEP_PEER_DEVICE", "cuda"))
+precision = os.environ.get("READSWEEP_PEER_PRECISION", "fp32")
+if precision not in ("fp32", "tf32", "bf16"):
+    sys.exit("READSWEEP_PEER_PRECISION must be fp32, tf32 or bf16")
 if dev.type == "cuda":
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
     torch.set_default_device(dev)  # torch_t5 makes position and mask tensors without a device
 else:
     torch.set_num_threads(2)
@@ -91,6 +96,14 @@ labels = torch.randint(2, 32000, (B, L), device=dev)
 
 
 def step():
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = forward()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def forward():
     if side is None:
         loss, _ = m(ids, am, labels)
     else:
@@ -103,9 +116,7 @@ def step():
         h = m.dec_ln(ds[-1] + side(es, ds, sigma))
         logits = m.head(h)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    return loss
 
 
 def sync():
@@ -122,7 +133,7 @@ sync()
 dt = (time.time() - t0) / steps
 peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
 import resource
-print(json.dumps(dict(size=size, method=method, device=str(dev), batch=B, src=S, tgt=L, step_s=round(dt, 4),
+print(json.dumps(dict(size=size, method=method, device=str(dev), precision=precision, batch=B, src=S, tgt=L, step_s=round(dt, 4),
                       ex_per_s=round(B / dt, 2), peak_gpu_mb=round(peak, 1),
                       peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                       trainable=sum(p.numel() for p in params))))

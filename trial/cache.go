@@ -177,6 +177,12 @@ func cacheDir(set Settings, modelDir string) (dir, digest string, err error) {
 	if digest, err = modelDigest(modelDir); err != nil {
 		return "", "", fmt.Errorf("cannot hash the model: %w", err)
 	}
+	// Every cached state is the backbone's output, which the products'
+	// precision changes: reduced precisions keep states of their own (and
+	// fp32's keys stay what they were).
+	if set.Precision != nn.FP32 {
+		digest += "+" + set.Precision.String()
+	}
 	if dir = set.StateCacheDir; dir == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {

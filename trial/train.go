@@ -69,6 +69,11 @@ type Settings struct {
 	// test split is scored with) or last: what the trial writes to its
 	// folder's model/ (docs/models.md). Final runs default to best.
 	SaveModel string
+	// Precision is what matrix products read their operands at (fp32,
+	// tf32 or bf16; nn.Precision): reduced, as a GPU's tensor cores run
+	// under PyTorch's TF32 mode or bf16 autocast, with everything else in
+	// float32. The CPU rounds the operands the same way.
+	Precision nn.Precision
 }
 
 // ParseSettings reads the training settings, rejecting unknown keys so a
@@ -145,6 +150,13 @@ func ParseSettings(m map[string]any) (Settings, error) {
 				return s, fmt.Errorf("trial: training setting save_model = %v, want none, best or last", v)
 			}
 			s.SaveModel = str
+		case k == "precision":
+			str, _ := v.(string)
+			p, err := nn.ParsePrecision(str)
+			if err != nil {
+				return s, fmt.Errorf("trial: training setting precision = %v, want fp32, tf32 or bf16", v)
+			}
+			s.Precision = p
 		case k == "lr_schedule":
 			str, _ := v.(string)
 			if str != "linear" && str != "linear_shifted" {
@@ -417,8 +429,14 @@ func (j *trainJob) openDevice() error {
 		return err
 	}
 	j.releases = append(j.releases, func() { closeBackend() })
+	if be, err = nn.WithPrecision(be, j.set.Precision); err != nil {
+		return fmt.Errorf("trial: precision %s on %s: %w", j.set.Precision, device, err)
+	}
 	j.be, j.device = be, device
 	j.logf("device: %s", device)
+	if j.set.Precision != nn.FP32 {
+		j.logf("precision: products read their operands at %s, everything else is float32", j.set.Precision)
+	}
 	if g, ok := be.(nn.GPU); ok {
 		if s, err := openNVML(g.Info().PCIBusID); err != nil {
 			j.logf("GPU energy: not metered (%v)", err)
@@ -699,6 +717,7 @@ func (j *trainJob) report() error {
 			"trainable_sha256":          trainableDigest(fr.st.trainable),
 			"train_examples_per_second": float64(fr.examples) / math.Max(fr.trainSeconds, 1e-9),
 			"backend":                   j.be.Name(),
+			"precision":                 j.set.Precision.String(),
 			"device":                    j.device,
 			"split_rule":                j.splits.Rule,
 		}

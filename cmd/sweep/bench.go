@@ -114,6 +114,7 @@ func benchT5(args []string) error {
 	steps := fs.Int("steps", 3, "timed steps after one warm-up step")
 	peer := fs.String("peer", "", "a peer to run beside: scripts/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
 	backend := fs.String("backend", "", "openblas, gonum or cuda (default: OpenBLAS where a library opens, else gonum)")
+	precisionName := fs.String("precision", "fp32", "what products read their operands at: fp32, tf32 or bf16 (the training setting precision; the peer runs TF32 or bf16 autocast to match)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -121,6 +122,10 @@ func benchT5(args []string) error {
 	if len(pos) > 0 || *steps < 1 {
 		fs.Usage()
 		return errUsage
+	}
+	precision, err := nn.ParsePrecision(*precisionName)
+	if err != nil {
+		return fmt.Errorf("%w: --precision: %v", errUsage, err)
 	}
 	be, err := benchBackend(*backend)
 	if err != nil {
@@ -130,8 +135,8 @@ func benchT5(args []string) error {
 		fmt.Println("GPU:", g.Info())
 		g.Close() // each method opens it again in its own process
 	}
-	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
-		*size, *batch, *src, *tgt, *steps, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps, %s products; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
+		*size, *batch, *src, *tgt, *steps, precision, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
 	fmt.Println(blasLine(be))
 	_, onGPU := be.(nn.GPU)
 	memHeader, peerMem := "ours RSS MB", "PyTorch RSS MB"
@@ -142,7 +147,7 @@ func benchT5(args []string) error {
 	var calls []string // per method, on a GPU
 	for _, name := range strings.Split(*names, ",") {
 		// Each method runs in a fresh process so peak memory is its own.
-		r, err := benchOne(be.Name(), *size, name, *batch, *src, *tgt, *steps)
+		r, err := benchOne(be.Name(), precision, *size, name, *batch, *src, *tgt, *steps)
 		if err != nil {
 			return err
 		}
@@ -152,7 +157,7 @@ func benchT5(args []string) error {
 		}
 		line := fmt.Sprintf("%-8s %12.3f %12.0f %12.1f", name, r.SecondsPerStep, mem, r.LatencyMS)
 		if *peer != "" && (name == "full" || name == "lora" || name == "read") {
-			p, err := runPeer(*peer, *size, name, *batch, *src, *tgt, *steps)
+			p, err := runPeer(*peer, precision, *size, name, *batch, *src, *tgt, *steps)
 			if err != nil {
 				return err
 			}
@@ -176,17 +181,20 @@ func benchT5(args []string) error {
 		fmt.Println("ours ≤ 1.2× for full and LoRA, ≤ 1.0× for READ, no more memory (the CPU peer does not apply)")
 		return nil
 	}
+	if *peer != "" && precision != nn.FP32 {
+		fmt.Printf("the CPU peer runs fp32 whatever --precision says (PyTorch has no TF32 on a CPU); ours rounds the products' operands to %s\n", precision)
+	}
 	fmt.Println("target: ours ≤ 0.5× PyTorch's time, at no more memory")
 	return nil
 }
 
 // benchOne times one method in a child process (`sweep bench t5-step`).
-func benchOne(backend, size, method string, B, S, T, steps int) (t5.StepBench, error) {
+func benchOne(backend string, precision nn.Precision, size, method string, B, S, T, steps int) (t5.StepBench, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return t5.StepBench{}, err
 	}
-	cmd := exec.Command(exe, "bench", "t5-step", backend, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
+	cmd := exec.Command(exe, "bench", "t5-step", backend, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps), precision.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -201,8 +209,12 @@ func benchOne(backend, size, method string, B, S, T, steps int) (t5.StepBench, e
 
 // benchStep is the child side of benchOne: it prints one StepBench as JSON.
 func benchStep(args []string) error {
-	if len(args) != 7 {
-		return fmt.Errorf("%w: bench t5-step BACKEND SIZE METHOD B S T STEPS", errUsage)
+	if len(args) != 8 {
+		return fmt.Errorf("%w: bench t5-step BACKEND SIZE METHOD B S T STEPS PRECISION", errUsage)
+	}
+	precision, err := nn.ParsePrecision(args[7])
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	var n [4]int
 	for i := range n {
@@ -218,6 +230,9 @@ func benchStep(args []string) error {
 	}
 	if g, ok := be.(nn.GPU); ok {
 		defer g.Close()
+	}
+	if be, err = nn.WithPrecision(be, precision); err != nil {
+		return err
 	}
 	m, err := t5.NewBenchModel(args[1])
 	if err != nil {
@@ -267,8 +282,9 @@ func peerPython() string {
 	return "/usr/bin/python3"
 }
 
-func runPeer(peer, size, method string, B, S, T, steps int) (peerResult, error) {
+func runPeer(peer string, precision nn.Precision, size, method string, B, S, T, steps int) (peerResult, error) {
 	cmd := exec.Command(peerPython(), peer, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps))
+	cmd.Env = append(os.Environ(), "READSWEEP_PEER_PRECISION="+precision.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -305,14 +321,14 @@ func benchRead(args []string) error {
 	for _, size := range strings.Split(*sizes, ",") {
 		res := map[string]t5.StepBench{}
 		for _, meth := range []string{"full", "lora", "read"} {
-			r, err := benchOne(be.Name(), size, meth, B, S, T, *steps)
+			r, err := benchOne(be.Name(), nn.FP32, size, meth, B, S, T, *steps)
 			if err != nil {
 				return err
 			}
 			res[meth] = r
 			line := fmt.Sprintf("%-9s %-5s %7.3f s/step %7.0f MB peak RSS", size, meth, r.SecondsPerStep, r.PeakRSSMB)
 			if *peer != "" && size == "t5-small" {
-				p, err := runPeer(*peer, size, meth, B, S, T, *steps)
+				p, err := runPeer(*peer, nn.FP32, size, meth, B, S, T, *steps)
 				if err != nil {
 					return err
 				}

@@ -197,3 +197,14 @@ RS_EXTERN __global__ void dropout_mask(float* mask, unsigned long long seed, uns
         mask[i] = u >= p ? scale : 0.0f;
     }
 }
+
+// out[i] = x[i] as bfloat16 bits, rounded to nearest, ties to even (NaN
+// stays NaN): the operands of a product at bf16 precision, as
+// torch.autocast converts them (nn.Precision.Round).
+RS_EXTERN __global__ void to_bf16(unsigned short* out, const float* x, long long n) {
+    RS_FOR(i, n) {
+        unsigned int b = __float_as_uint(x[i]);
+        if ((b & 0x7fffffffu) > 0x7f800000u) out[i] = (unsigned short)((b >> 16) | 0x40u);
+        else out[i] = (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    }
+}

@@ -58,7 +58,7 @@ static const std::map<std::string, Kernel> kernels = {
     K(sigmoid_forward), K(sigmoid_backward), K(tanh_forward), K(tanh_backward),
     K(add_forward), K(accumulate), K(accumulate_columns), K(column_partial), K(rmsnorm_dw_partial), K(copy_block), K(mean_heads),
     K(gate_mix_forward), K(gate_mix_backward), K(gate_mix_alpha), K(fill), K(mul_forward), K(mul_backward), K(mul_row_forward), K(mul_row_backward),
-    K(scale_forward), K(scale_backward), K(dropout_mask),
+    K(scale_forward), K(scale_backward), K(dropout_mask), K(to_bf16),
     K(embedding_forward), K(embedding_backward), K(position_bias_forward), K(position_bias_backward),
     K(rmsnorm_forward), K(rmsnorm_backward_x),
     K(adamw_step), K(sum_squares),
@@ -242,17 +242,53 @@ int cuGetErrorString(int e, const char** s) { *s = e == 100 ? "no CUDA-capable d
 int cublasCreate_v2(void** h) { *h = &blasObject; return 0; }
 int cublasDestroy_v2(void*) { return 0; }
 int cublasSetStream_v2(void*, void*) { return 0; }
-int cublasSetMathMode(void*, int mode) { return mode == 0 ? 0 : 7; }  // only CUBLAS_DEFAULT_MATH: fp32
+// CUBLAS_DEFAULT_MATH (0) reads fp32 operands in full; CUBLAS_TF32_TENSOR_OP_MATH
+// (3) at TF32, emulated as operands rounded to 10 significand bits, to
+// nearest even (nn.Precision.Round). Other modes are refused.
+static int mathMode = 0;
+int cublasSetMathMode(void*, int mode) {
+    if (mode != 0 && mode != 3) return 7;
+    mathMode = mode;
+    return 0;
+}
 int cublasGetVersion_v2(void*, int* v) { *v = 130100; return 0; }
 
-static void gemm(int opA, int opB, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+static float roundTF32(float x) {
+    unsigned int b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return x;
+    b = (b + 0xfffu + ((b >> 13) & 1u)) & ~0x1fffu;
+    float r;
+    memcpy(&r, &b, sizeof r);
+    return r;
+}
+
+static float fromBF16(unsigned short h) {
+    unsigned int b = (unsigned int)h << 16;
+    float r;
+    memcpy(&r, &b, sizeof r);
+    return r;
+}
+
+// An operand in one of the types cublasGemmEx takes here: CUDA_R_32F (0)
+// or CUDA_R_16BF (14).
+struct Operand {
+    const void* p;
+    int type;
+    float at(long long i) const {
+        if (type == 14) return fromBF16(static_cast<const unsigned short*>(p)[i]);
+        float x = static_cast<const float*>(p)[i];
+        return mathMode == 3 ? roundTF32(x) : x;
+    }
+};
+
+static void gemm(int opA, int opB, int m, int n, int k, float alpha, Operand A, int lda, Operand B, int ldb,
                  float beta, float* C, int ldc) {
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double s = 0;
             for (int l = 0; l < k; l++) {
-                float a = opA ? A[l + (long long)i * lda] : A[i + (long long)l * lda];
-                float b = opB ? B[j + (long long)l * ldb] : B[l + (long long)j * ldb];
+                float a = opA ? A.at(l + (long long)i * lda) : A.at(i + (long long)l * lda);
+                float b = opB ? B.at(j + (long long)l * ldb) : B.at(l + (long long)j * ldb);
                 s += double(a) * double(b);
             }
             float* c = &C[i + (long long)j * ldc];
@@ -263,7 +299,7 @@ static void gemm(int opA, int opB, int m, int n, int k, float alpha, const float
 int cublasSgemm_v2(void*, int opA, int opB, int m, int n, int k, const float* alpha, const float* A, int lda,
                    const float* B, int ldb, const float* beta, float* C, int ldc) {
     if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;  // CUBLAS_STATUS_INVALID_VALUE
-    gemm(opA, opB, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc);
+    gemm(opA, opB, m, n, k, *alpha, {A, 0}, lda, {B, 0}, ldb, *beta, C, ldc);
     return 0;
 }
 
@@ -271,7 +307,36 @@ int cublasSgemmStridedBatched(void*, int opA, int opB, int m, int n, int k, cons
                               int lda, long long sA, const float* B, int ldb, long long sB, const float* beta,
                               float* C, int ldc, long long sC, int batch) {
     if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
-    for (int b = 0; b < batch; b++) gemm(opA, opB, m, n, k, *alpha, A + b * sA, lda, B + b * sB, ldb, *beta, C + b * sC, ldc);
+    for (int b = 0; b < batch; b++) gemm(opA, opB, m, n, k, *alpha, {A + b * sA, 0}, lda, {B + b * sB, 0}, ldb, *beta, C + b * sC, ldc);
+    return 0;
+}
+
+// Operands of type 0 (fp32) or 14 (bf16), C fp32 (0), compute CUBLAS_COMPUTE_32F (68).
+static bool exTypes(int aType, int bType, int cType, int compute) {
+    return (aType == 0 || aType == 14) && (bType == 0 || bType == 14) && cType == 0 && compute == 68;
+}
+
+static const void* offset(const void* p, int type, long long n) {
+    return static_cast<const char*>(p) + n * (type == 14 ? 2 : 4);
+}
+
+int cublasGemmEx(void*, int opA, int opB, int m, int n, int k, const void* alpha, const void* A, int aType, int lda,
+                 const void* B, int bType, int ldb, const void* beta, void* C, int cType, int ldc, int compute, int) {
+    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    if (!exTypes(aType, bType, cType, compute)) return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
+    gemm(opA, opB, m, n, k, *static_cast<const float*>(alpha), {A, aType}, lda, {B, bType}, ldb,
+         *static_cast<const float*>(beta), static_cast<float*>(C), ldc);
+    return 0;
+}
+
+int cublasGemmStridedBatchedEx(void*, int opA, int opB, int m, int n, int k, const void* alpha, const void* A, int aType,
+                               int lda, long long sA, const void* B, int bType, int ldb, long long sB, const void* beta,
+                               void* C, int cType, int ldc, long long sC, int batch, int compute, int) {
+    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    if (!exTypes(aType, bType, cType, compute)) return 15;
+    for (int b = 0; b < batch; b++)
+        gemm(opA, opB, m, n, k, *static_cast<const float*>(alpha), {offset(A, aType, b * sA), aType}, lda,
+             {offset(B, bType, b * sB), bType}, ldb, *static_cast<const float*>(beta), static_cast<float*>(C) + b * sC, ldc);
     return 0;
 }
 

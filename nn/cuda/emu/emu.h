@@ -32,6 +32,12 @@ using std::log;
 using std::sqrt;
 using std::tanh;
 
+inline unsigned int __float_as_uint(float f) {
+    unsigned int i;
+    std::memcpy(&i, &f, sizeof i);
+    return i;
+}
+
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, sizeof f);

@@ -1,0 +1,70 @@
+//go:build cgo && linux
+
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestGPUPrecisionIsTheCPUs: on the emulated GPU, tf32 (cuBLAS's math
+// mode) and bf16 (operands converted by to_bf16, multiplied by
+// cublasGemmEx and its strided-batched form) give the products the CPU's
+// rounded operands give, for every transpose, plain and batched.
+func TestGPUPrecisionIsTheCPUs(t *testing.T) {
+	c := openEmulated(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	const m, n, k, pad, batch = 6, 4, 19, 2, 3
+	for _, p := range []Precision{TF32, BF16, FP32} {
+		if err := c.SetPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		cpu, _ := WithPrecision(Gonum{}, p)
+		for _, transA := range []bool{false, true} {
+			for _, transB := range []bool{false, true} {
+				aRows, aCols := m, k
+				if transA {
+					aRows, aCols = k, m
+				}
+				bRows, bCols := k, n
+				if transB {
+					bRows, bCols = n, k
+				}
+				lda, ldb := aCols+pad, bCols+pad
+				sa, sb, sc := aRows*lda+1, bRows*ldb+3, m*n
+				a, b := make([]float32, batch*sa), make([]float32, batch*sb)
+				for i := range a {
+					a[i] = float32(r.NormFloat64())
+				}
+				for i := range b {
+					b[i] = float32(r.NormFloat64())
+				}
+				want := make([]float32, batch*sc)
+				for i := range batch {
+					cpu.Sgemm(transA, transB, m, n, k, 1, a[i*sa:], lda, b[i*sb:], ldb, 0, want[i*sc:], n)
+				}
+				da, db, dc := c.Upload(a), c.Upload(b), c.Alloc(batch*sc)
+				d1 := c.Alloc(sc)
+				c.do(func() {
+					c.gemmBatched(transA, transB, m, n, k, 1, da, lda, sa, db, ldb, sb, 0, dc, n, sc, batch)
+					c.gemm(transA, transB, m, n, k, 1, da, lda, db, ldb, 0, d1, n)
+				})
+				got, one := make([]float32, batch*sc), make([]float32, sc)
+				if err := c.Download(got, dc); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Download(one, d1); err != nil {
+					t.Fatal(err)
+				}
+				c.Free(da, db, dc, d1)
+				for i := range want {
+					tol := 1e-5 * (1 + math.Abs(float64(want[i])))
+					if math.Abs(float64(got[i]-want[i])) > tol || i < sc && math.Abs(float64(one[i]-want[i])) > tol {
+						t.Fatalf("%s transA=%v transB=%v: element %d: GPU %g (single %g), CPU %g", p, transA, transB, i, got[i], one[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
