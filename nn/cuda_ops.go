@@ -127,63 +127,84 @@ func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
 // AttentionForward is AttentionForward in kernels.go on the device: probs
 // (B, H, Tq, Tk) and out (B, Tq, H·K); keyMask from UploadMask or nil;
 // drop (B, H, Tq, Tk) of dropout scales or nil, with scratch of the same
-// size holding the dropped probabilities. The products run per head,
-// batched over the batch.
+// size holding the dropped probabilities. q, k and v are copied head-major
+// (split_heads), so each of the two products is one strided batch over
+// B·H: a cuBLAS call where a loop over the heads made H.
 func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMask Buffer, causal bool, qOffset int, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
-	HK := H * K
 	mustBuf("AttentionForward", "probs", probs, B*H*Tq*Tk)
 	c.post(func() {
-		for h := 0; h < H; h++ {
-			c.gemmBatched(false, true, Tq, Tk, K, 1, q.Slice(h*K, q.n), HK, Tq*HK, k.Slice(h*K, k.n), HK, Tk*HK,
-				0, probs.Slice(h*Tq*Tk, probs.n), Tk, H*Tq*Tk, B)
-		}
+		qh, kh := c.splitHeads(q, B, Tq, H, K), c.splitHeads(k, B, Tk, H, K)
+		c.gemmBatched(false, true, Tq, Tk, K, 1, qh, K, Tq*K, kh, K, Tk*K, 0, probs, Tk, Tq*Tk, B*H)
+		c.release(qh, kh)
 		c.launch("attention_softmax", B*H*Tq, rowBlock(Tk), probs, bias, keyMask, causal, qOffset, B, H, Tq, Tk)
 		w := probs
 		if !drop.IsNil() {
 			w = scratch
 			c.launch("mul_forward", elementwiseGrid(B*H*Tq*Tk), elementwiseBlock, w, probs, drop, B*H*Tq*Tk)
 		}
-		for h := 0; h < H; h++ {
-			c.gemmBatched(false, false, Tq, K, Tk, 1, w.Slice(h*Tq*Tk, w.n), Tk, H*Tq*Tk, v.Slice(h*K, v.n), HK, Tk*HK,
-				0, out.Slice(h*K, out.n), HK, Tq*HK, B)
-		}
+		vh := c.splitHeads(v, B, Tk, H, K)
+		oh := c.alloc(B * H * Tq * K)
+		c.gemmBatched(false, false, Tq, K, Tk, 1, w, Tk, Tq*Tk, vh, K, Tk*K, 0, oh, K, Tq*K, B*H)
+		c.mergeHeads(out, oh, B, Tq, H, K, false)
+		c.release(vh, oh)
 	})
 }
 
+// splitHeads returns a new buffer holding x (B, T, H·K) as (B, H, T, K).
+func (c *CUDA) splitHeads(x Buffer, B, T, H, K int) Buffer {
+	n := B * T * H * K
+	mustBuf("splitHeads", "x", x, n)
+	h := c.alloc(n)
+	c.launch("split_heads", elementwiseGrid(n), elementwiseBlock, h, x, B, T, H, K)
+	return h
+}
+
+// mergeHeads writes (or adds, when accumulate) x (B, H, T, K) into out
+// (B, T, H·K).
+func (c *CUDA) mergeHeads(out, x Buffer, B, T, H, K int, accumulate bool) {
+	n := B * T * H * K
+	c.launch("merge_heads", elementwiseGrid(n), elementwiseBlock, out, x, B, T, H, K, accumulate)
+}
+
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
-// sums over the batch). scratch: 2·B·H·Tq·Tk elements.
+// sums over the batch). scratch: 2·B·H·Tq·Tk elements. As forward, each
+// product is one strided batch over B·H on head-major copies; the
+// gradients come back through merge_heads, which adds.
 func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v Buffer, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
-	HK, P := H*K, B*H*Tq*Tk
+	P := B * H * Tq * Tk
 	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
 	ds, pd := scratch.Slice(0, P), scratch.Slice(P, 2*P)
 	c.post(func() {
-		for h := 0; h < H; h++ { // d(dropped probs) = dout·vᵀ
-			c.gemmBatched(false, true, Tq, Tk, K, 1, dout.Slice(h*K, dout.n), HK, Tq*HK, v.Slice(h*K, v.n), HK, Tk*HK,
-				0, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, B)
-		}
+		douth, vh := c.splitHeads(dout, B, Tq, H, K), c.splitHeads(v, B, Tk, H, K)
+		// d(dropped probs) = dout·vᵀ
+		c.gemmBatched(false, true, Tq, Tk, K, 1, douth, K, Tq*K, vh, K, Tk*K, 0, ds, Tk, Tq*Tk, B*H)
+		c.release(vh)
 		if !dv.IsNil() {
 			w := probs
 			if !drop.IsNil() {
 				w = pd
 				c.launch("mul_forward", elementwiseGrid(P), elementwiseBlock, pd, probs, drop, P)
 			}
-			for h := 0; h < H; h++ {
-				c.gemmBatched(true, false, Tk, K, Tq, 1, w.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, dout.Slice(h*K, dout.n), HK, Tq*HK,
-					1, dv.Slice(h*K, dv.n), HK, Tk*HK, B)
-			}
+			dvh := c.alloc(B * H * Tk * K)
+			c.gemmBatched(true, false, Tk, K, Tq, 1, w, Tk, Tq*Tk, douth, K, Tq*K, 0, dvh, K, Tk*K, B*H)
+			c.mergeHeads(dv, dvh, B, Tk, H, K, true)
+			c.release(dvh)
 		}
+		c.release(douth)
 		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop, B*H*Tq, Tk)
-		for h := 0; h < H; h++ {
-			if !dq.IsNil() {
-				c.gemmBatched(false, false, Tq, K, Tk, 1, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, k.Slice(h*K, k.n), HK, Tk*HK,
-					1, dq.Slice(h*K, dq.n), HK, Tq*HK, B)
-			}
-			if !dk.IsNil() {
-				c.gemmBatched(true, false, Tk, K, Tq, 1, ds.Slice(h*Tq*Tk, P), Tk, H*Tq*Tk, q.Slice(h*K, q.n), HK, Tq*HK,
-					1, dk.Slice(h*K, dk.n), HK, Tk*HK, B)
-			}
+		if !dq.IsNil() {
+			kh, dqh := c.splitHeads(k, B, Tk, H, K), c.alloc(B*H*Tq*K)
+			c.gemmBatched(false, false, Tq, K, Tk, 1, ds, Tk, Tq*Tk, kh, K, Tk*K, 0, dqh, K, Tq*K, B*H)
+			c.mergeHeads(dq, dqh, B, Tq, H, K, true)
+			c.release(kh, dqh)
+		}
+		if !dk.IsNil() {
+			qh, dkh := c.splitHeads(q, B, Tq, H, K), c.alloc(B*H*Tk*K)
+			c.gemmBatched(true, false, Tk, K, Tq, 1, ds, Tk, Tq*Tk, qh, K, Tq*K, 0, dkh, K, Tk*K, B*H)
+			c.mergeHeads(dk, dkh, B, Tk, H, K, true)
+			c.release(qh, dkh)
 		}
 		if !dbias.IsNil() {
 			c.accumulateColumns(dbias, ds, B, H*Tq*Tk, H*Tq*Tk)

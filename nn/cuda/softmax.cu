@@ -92,3 +92,23 @@ RS_EXTERN __global__ void cross_entropy_backward(float* dlogits, const float* pr
     const float* p = probs + (long long)n * V;
     for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] += p[i] * scale - (i == t ? scale : 0.0f);
 }
+
+// out (B, H, T, K) = x (B, T, H·K) with its heads made the outer axis, so
+// that attention's products over every batch row and head run as one
+// strided batch of B·H.
+RS_EXTERN __global__ void split_heads(float* out, const float* x, long long B, long long T, long long H, long long K) {
+    RS_FOR(i, B * H * T * K) {
+        long long k = i % K, t = (i / K) % T, h = (i / (K * T)) % H, b = i / (K * T * H);
+        out[i] = x[((b * T + t) * H + h) * K + k];
+    }
+}
+
+// out (B, T, H·K) = x (B, H, T, K) back in the model's layout, or += when
+// accumulate (gradients add into what other ops gave).
+RS_EXTERN __global__ void merge_heads(float* out, const float* x, long long B, long long T, long long H, long long K, int accumulate) {
+    RS_FOR(i, B * T * H * K) {
+        long long k = i % K, h = (i / K) % H, t = (i / (K * H)) % T, b = i / (K * H * T);
+        float v = x[((b * H + h) * T + t) * K + k];
+        out[i] = accumulate ? out[i] + v : v;
+    }
+}
