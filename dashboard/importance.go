@@ -171,7 +171,29 @@ func sameDomain(a, b *storage.Distribution) bool {
 		return a == b
 	}
 	return a.Kind == b.Kind && a.Low == b.Low && a.High == b.High && a.Log == b.Log && a.Step == b.Step &&
-		reflect.DeepEqual(a.Choices, b.Choices)
+		slices.EqualFunc(a.Choices, b.Choices, sameChoice)
+}
+
+// sameChoice is Python's ==, which Optuna's equality of choices uses: True
+// is 1 and False 0, an int equals its float.
+func sameChoice(a, b any) bool {
+	number := func(v any) (float64, bool) {
+		switch x := v.(type) {
+		case bool:
+			if x {
+				return 1, true
+			}
+			return 0, true
+		case float64:
+			return x, true
+		}
+		return 0, false
+	}
+	if x, ok := number(a); ok {
+		y, ok := number(b)
+		return ok && x == y
+	}
+	return reflect.DeepEqual(a, b) // strings and None (and whatever else a damaged row holds, without a panic)
 }
 
 // pearsonDivergence is Σ p_local·(p_top/p_local − 1)² over the grid.
@@ -198,13 +220,16 @@ func gridDensity(name string, d storage.Distribution, trials []storage.FrozenTri
 		}
 		return categoricalDensity(counts)
 	}
-	steps := pedGridSteps
+	// Counted in float64 before the int: a domain of 2^63 steps (an int
+	// seed, a float with step 1e-20) has more cells than an int holds.
+	cells := float64(pedGridSteps)
 	switch {
 	case d.Kind == storage.IntDist && d.Log:
-		steps = min(steps, int(math.Ceil(math.Log(d.High-d.Low+1)/math.Log(2)))+1)
+		cells = min(cells, math.Ceil(math.Log(d.High-d.Low+1)/math.Log(2))+1)
 	case d.Step != 0:
-		steps = min(steps, int(math.RoundToEven((d.High-d.Low)/d.Step))+1)
+		cells = min(cells, math.RoundToEven((d.High-d.Low)/d.Step)+1)
 	}
+	steps := int(cells)
 	low, high := d.Low, d.High
 	if d.Log {
 		low, high = math.Log(low), math.Log(high)

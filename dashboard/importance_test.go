@@ -39,7 +39,7 @@ func TestImportancesAreOptunas(t *testing.T) {
 	if err := json.Unmarshal(b, &ref); err != nil {
 		t.Fatal(err)
 	}
-	if len(ref.Studies) < 8 {
+	if len(ref.Studies) < 9 {
 		t.Fatalf("testdata has %d studies", len(ref.Studies))
 	}
 	worst := 0.0

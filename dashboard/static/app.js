@@ -71,7 +71,9 @@ function chart(name, title, opts, data, target) {
     old.info = opts.info;
     old.pick = opts.onPick;
     old.hover = opts.hover;
-    old.setData(data, false);
+    // A chart the user zoomed into keeps its zoom; any other follows its
+    // data, new points outside the old range included.
+    old.setData(data, !(old.userZoom || zoomedIn(old)));
     return old;
   }
   if (old) old.destroy();
@@ -84,6 +86,13 @@ function chart(name, title, opts, data, target) {
   opts.cursor = Object.assign({}, opts.cursor, { drag: { x: true, y: false, setScale: true, click: () => {} } });
   // A chart of many lines names the one nearest the cursor (uPlot's focus)
   // in a line under it, instead of a legend of every line.
+  // New points may sit before the hovered one (a slice plot is sorted by
+  // the parameter): once new data is in, find what is under the cursor
+  // again, so that the hover text and a click name the same trial.
+  const refind = u => { if (u.cursor.left >= 0) u.setCursor({ left: u.cursor.left, top: u.cursor.top }); };
+  // A drag that zooms marks the chart zoomed until a double click.
+  const zoom = u => { if (u.select.width > 0) u.userZoom = true; };
+  opts = Object.assign({}, opts, { hooks: Object.assign({}, opts.hooks, { setData: [refind], setSelect: [zoom] }) });
   let tip = null;
   if (opts.hover) {
     const hint = opts.hint || "hover a point to see its trial; a click opens it";
@@ -94,7 +103,7 @@ function chart(name, title, opts, data, target) {
       u.tip.classList.toggle("muted", !text);
     };
     opts = Object.assign({ focus: { alpha: 0.35 } }, opts, { cursor: Object.assign({ focus: { prox: 24 } }, opts.cursor),
-      hooks: { setCursor: [show], setSeries: [(u, i) => { u.focused = i; show(u); }] } });
+      hooks: Object.assign({}, opts.hooks, { setCursor: [show], setSeries: [(u, i) => { u.focused = i; show(u); }] }) });
   }
   const u = new uPlot(Object.assign({ width: 520, height: 260, legend: { show: !!opts.onPick && !opts.hover, live: true } }, opts), data, box);
   u.pick = opts.onPick;
@@ -108,9 +117,12 @@ function chart(name, title, opts, data, target) {
   // under the cursor (on the line nearest it, where there are several).
   let down = null;
   u.over.addEventListener("mousedown", e => { down = [e.clientX, e.clientY]; });
+  u.over.addEventListener("dblclick", () => { u.userZoom = false; });
   u.over.addEventListener("click", e => {
     const moved = down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 3;
-    if (!moved && u.pick && u.cursor.idx !== null && u.cursor.idx !== undefined) u.pick(u.cursor.idx, u.focused);
+    if (moved || !u.pick) return;
+    u.setCursor({ left: u.cursor.left, top: u.cursor.top }); // the point under it now, should data have come since
+    if (u.cursor.idx !== null && u.cursor.idx !== undefined) u.pick(u.cursor.idx, u.focused);
   });
   dashboard.charts[name] = u;
   return u;
@@ -118,6 +130,14 @@ function chart(name, title, opts, data, target) {
 
 // paramText is a trial's parameters for a hover line: "lr 1.00e-4, rank 8".
 const paramText = params => Object.entries(params).map(([k, v]) => k + " " + (k === "lr" && typeof v === "number" ? fmt.lr(v) : fmt.param(v))).join(", ");
+
+// zoomedIn reports whether u's x scale shows less than its data's range:
+// the user dragged a zoom (a double click gives the whole range back).
+function zoomedIn(u) {
+  const xs = u.data[0].filter(v => v !== null && Number.isFinite(v));
+  if (!xs.length || u.scales.x.min === null || u.scales.x.min === undefined) return false;
+  return u.scales.x.min > Math.min(...xs) || u.scales.x.max < Math.max(...xs);
+}
 
 // pointText is "epoch 3: 0.8123" for series s at index i, or "" off the data.
 function pointText(u, s, i, unit) {
@@ -307,22 +327,27 @@ async function study(view, name) {
   if (names.length > 1) charts.append(parallel(done, names, (s.log_params || []), s.metric, s.direction.toLowerCase() === "maximize"));
   if (s.importance && s.importance.length > 1) charts.append(importance(s.importance));
   // Intermediate values of every trial (up to the 40 most recent).
-  const withSteps = s.trials.filter(t => t.intermediate.length).slice(-40);
+  const lines = 40;
+  const withSteps = s.trials.filter(t => t.intermediate.length).slice(-lines);
   if (withSteps.length) {
     const steps = [...new Set(withSteps.flatMap(t => t.intermediate.map(p => p[0])))].sort((a, b) => a - b);
     const data = [steps];
     const series = [{ label: s.report_unit }];
-    withSteps.forEach((t, i) => {
-      const m = new Map(t.intermediate.map(p => [p[0], p[1]]));
+    // Always as many series as lines can be (the unused empty): a trial
+    // joining them then changes the data, not the chart, and a zoom stays.
+    for (let i = 0; i < Math.max(lines, withSteps.length); i++) {
+      const t = withSteps[i];
+      const m = new Map(t ? t.intermediate.map(p => [p[0], p[1]]) : []);
       data.push(steps.map(x => m.has(x) ? plottable(m.get(x)) : null));
-      series.push({ label: "#" + t.number, stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true, points: { show: true, size: 4 } });
-    });
+      series.push({ label: t ? "#" + t.number : "", stroke: `hsl(${(i * 47) % 360} 60% 45%)`, spanGaps: true, points: { show: true, size: 4 } });
+    }
     chart("intermediate", "Intermediate values (" + withSteps.length + " trials)", { scales: { x: { time: false } },
       axes: [{ incrs: wholeSteps, label: s.report_unit }, { label: s.metric }], series,
       // Hover names the line nearest the cursor; a click opens its trial.
-      hover: (u, f, idx) => f ? (t => "#" + t.number + " (" + paramText(t.params) + "), " + (pointText(u, f, idx, s.report_unit) || "no value at this " + s.report_unit))(withSteps[f - 1]) : "",
-      onPick: (idx, f) => { if (f) go(trialHref(s.name, withSteps[f - 1].number)); },
-      key: withSteps.map(t => t.number).join(","),
+      hover: (u, f, idx) => f && withSteps[f - 1] ? (t => "#" + t.number + " (" + paramText(t.params) + "), " + (pointText(u, f, idx, s.report_unit) || "no value at this " + s.report_unit))(withSteps[f - 1]) : "",
+      onPick: (idx, f) => { if (f && withSteps[f - 1]) go(trialHref(s.name, withSteps[f - 1].number)); },
+      // No key: a new trial among the lines keeps the chart (and its zoom);
+      // the hover and the click read the trials of the latest poll.
     }, data, charts);
   }
   // Trial table: filter by state, sort by a column.

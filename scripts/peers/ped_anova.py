@@ -74,6 +74,14 @@ def two_objectives(t):
     return x + 0.1 * y, y
 
 
+def extremes(t):
+    seed = t.suggest_int("seed", -2**62, 2**62)  # more grid steps than a 64-bit int holds
+    q = t.suggest_float("q", 0, 1, step=1e-20)
+    two = t.suggest_float("two", 0.1, 0.3, step=0.2)  # two values, though 0.1 + 0.2 > 0.3 in binary
+    flag = t.suggest_categorical("flag", [True, False] if t.number % 2 else [1, 0])  # Python: True == 1
+    return abs(seed) / 2**62 + q + (0.5 if two > 0.2 else 0) + (0.3 if flag else 0)
+
+
 def build(name, objective, n, directions, sampler):
     study = optuna.create_study(study_name=name, directions=directions, sampler=sampler)
     study.optimize(objective, n_trials=n)
@@ -103,6 +111,7 @@ studies = [
     build("lr-only", lr_only, 30, ["minimize"], optuna.samplers.TPESampler(seed=5)),
     build("few", mixed, 6, ["minimize"], optuna.samplers.RandomSampler(seed=6)),
     build("two-objectives", two_objectives, 50, ["maximize", "minimize"], optuna.samplers.RandomSampler(seed=7)),
+    build("extremes", extremes, 60, ["minimize"], optuna.samplers.RandomSampler(seed=8)),
 ]
 json.dump({"optuna": optuna.__version__, "evaluator": "PedAnovaImportanceEvaluator()", "studies": studies},
           sys.stdout, separators=(",", ":"))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -712,7 +711,7 @@ func loadTrials(q querier, light, ordered bool, where string, args ...any) ([]Fr
 		}
 		d, ok := decoded[string(dist)]
 		if !ok {
-			if err := json.Unmarshal(dist, &d); err != nil {
+			if err := d.UnmarshalJSON(dist); err != nil { // directly: json.Unmarshal refuses the NaN Python writes before asking it
 				return nil, fmt.Errorf("trial %d param %q: %w", id, param.String, err)
 			}
 			decoded[string(dist)] = d

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 )
 
@@ -73,12 +74,21 @@ func (d Distribution) Single() bool {
 	case CategoricalDist:
 		return len(d.Choices) == 1
 	case IntDist:
-		return d.Low == d.High || d.Low+d.Step > d.High
+		return d.Low == d.High || !d.Log && d.High-d.Low < d.Step
 	}
 	if d.Step != 0 {
-		return d.Low == d.High || d.Low+d.Step > d.High
+		// Optuna compares the decimal forms: 0.3 − 0.1 < 0.2 is false there,
+		// though true in binary floating point.
+		return d.Low == d.High || decimal(d.High).Sub(decimal(d.High), decimal(d.Low)).Cmp(decimal(d.Step)) < 0
 	}
 	return d.Low == d.High
+}
+
+// decimal is x as Python's str prints it (the shortest form that reads back
+// as x), exactly.
+func decimal(x float64) *big.Rat {
+	r, _ := new(big.Rat).SetString(strconv.FormatFloat(x, 'g', -1, 64))
+	return r
 }
 
 // Contains reports whether internal value v lies in the distribution.
@@ -173,11 +183,19 @@ func (d Distribution) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads Optuna's distribution JSON, including the pre-3.0
-// names (UniformDistribution, LogUniformDistribution, ...).
+// names (UniformDistribution, LogUniformDistribution, ...), the
+// abbreviated form Optuna also reads ({"type": "float", "low": ...}), and
+// the NaN and Infinity that Python's json writes for such choices.
 func (d *Distribution) UnmarshalJSON(data []byte) error {
+	data = quoteNonFinite(data)
 	var raw distJSON
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return fmt.Errorf("storage: distribution: %w", err)
+	}
+	if raw.Name == "" {
+		if err := raw.fromAbbreviated(data); err != nil {
+			return err
+		}
 	}
 	get := func(key string, dst any) error {
 		v, ok := raw.Attributes[key]
@@ -203,7 +221,13 @@ func (d *Distribution) UnmarshalJSON(data []byte) error {
 		err = firstErr(get("low", &d.Low), get("high", &d.High), get("log", &d.Log), get("step", &d.Step))
 	case "CategoricalDistribution":
 		d.Kind = CategoricalDist
-		err = get("choices", &d.Choices)
+		if err = get("choices", &d.Choices); err == nil {
+			for i, c := range d.Choices {
+				if f, ok := nonFinite[fmt.Sprint(c)]; ok {
+					d.Choices[i] = f
+				}
+			}
+		}
 	default:
 		return fmt.Errorf("storage: unknown distribution %q", raw.Name)
 	}
@@ -222,5 +246,62 @@ func firstErr(errs ...error) error {
 			return e
 		}
 	}
+	return nil
+}
+
+// Python's json writes NaN, Infinity and -Infinity as bare words, which
+// Go's refuses; quoteNonFinite turns them (outside strings) into these
+// strings, which the choices turn back into numbers.
+var nonFinite = map[string]float64{"\x00NaN": math.NaN(), "\x00Infinity": math.Inf(1), "\x00-Infinity": math.Inf(-1)}
+
+func quoteNonFinite(data []byte) []byte {
+	if !bytes.Contains(data, []byte("NaN")) && !bytes.Contains(data, []byte("Infinity")) {
+		return data
+	}
+	var out []byte
+	inString, escaped := false, false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		switch {
+		case inString:
+			inString = escaped || c != '"'
+			escaped = !escaped && c == '\\'
+		case c == '"':
+			inString = true
+		default:
+			for _, word := range []string{"NaN", "Infinity", "-Infinity"} {
+				if bytes.HasPrefix(data[i:], []byte(word)) {
+					out = append(out, `"\u0000`+word+`"`...)
+					i += len(word) - 1
+					c = 0
+					break
+				}
+			}
+			if c == 0 {
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// fromAbbreviated reads {"type": "float" | "int" | "categorical", ...}
+// into the full form.
+func (raw *distJSON) fromAbbreviated(data []byte) error {
+	var short map[string]json.RawMessage
+	if err := json.Unmarshal(data, &short); err != nil {
+		return fmt.Errorf("storage: distribution: %w", err)
+	}
+	var typ string
+	if err := json.Unmarshal(short["type"], &typ); err != nil {
+		return fmt.Errorf("storage: distribution %s has neither a name nor a type", data)
+	}
+	delete(short, "type")
+	names := map[string]string{"float": "FloatDistribution", "int": "IntDistribution", "categorical": "CategoricalDistribution"}
+	if raw.Name = names[typ]; raw.Name == "" {
+		return fmt.Errorf("storage: unknown distribution type %q", typ)
+	}
+	raw.Attributes = short
 	return nil
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -386,4 +387,45 @@ func sameValue(a, b *float64) bool {
 		return a == b
 	}
 	return *a == *b || math.IsNaN(*a) && math.IsNaN(*b)
+}
+
+// TestDistributionsOptunaWrites: what Optuna writes or reads and Go's JSON
+// does not take as it is (NaN and Infinity among the choices, the
+// abbreviated form), and Optuna's decimal rule for a single-valued stepped
+// float.
+func TestDistributionsOptunaWrites(t *testing.T) {
+	var d Distribution
+	if err := d.UnmarshalJSON([]byte(`{"name": "CategoricalDistribution", "attributes": {"choices": [1.0, NaN, "NaN", -Infinity, "a\"NaN"]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Choices) != 5 || !math.IsNaN(d.Choices[1].(float64)) || d.Choices[2] != "NaN" || !math.IsInf(d.Choices[3].(float64), -1) || d.Choices[4] != `a"NaN` {
+		t.Errorf("choices %#v", d.Choices)
+	}
+	for text, want := range map[string]Distribution{
+		`{"type": "float", "low": 0.5, "high": 2, "log": true}`: {Kind: FloatDist, Low: 0.5, High: 2, Log: true},
+		`{"type": "int", "low": 1, "high": 9}`:                  {Kind: IntDist, Low: 1, High: 9, Step: 1},
+		`{"type": "categorical", "choices": ["a", null]}`:       {Kind: CategoricalDist, Choices: []any{"a", nil}},
+	} {
+		var got Distribution
+		if err := json.Unmarshal([]byte(text), &got); err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: %+v, %v; want %+v", text, got, err, want)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"type": "normal"}`), &d); err == nil {
+		t.Error("an unknown abbreviated type was read")
+	}
+	for _, c := range []struct {
+		d      Distribution
+		single bool
+	}{
+		{Distribution{Kind: FloatDist, Low: 0.1, High: 0.3, Step: 0.2}, false}, // 0.1 + 0.2 > 0.3 in binary
+		{Distribution{Kind: FloatDist, Low: 0.2, High: 0.3, Step: 0.1}, false},
+		{Distribution{Kind: FloatDist, Low: 0.2, High: 0.3, Step: 0.2}, true},
+		{Distribution{Kind: IntDist, Low: 1, High: 4, Step: 4}, true},
+		{Distribution{Kind: IntDist, Low: 1, High: 2, Step: 1, Log: true}, false},
+	} {
+		if got := c.d.Single(); got != c.single {
+			t.Errorf("%+v: Single() = %v, Optuna says %v", c.d, got, c.single)
+		}
+	}
 }
