@@ -233,6 +233,13 @@ func TestDashboardInBrowser(t *testing.T) {
 // addTrial writes one COMPLETE trial into a study, as a sweep would.
 func addTrial(t *testing.T, path, study string, value float64) {
 	t.Helper()
+	addTrialLR(t, path, study, value, 1e-4, 1)
+}
+
+// addTrialLR adds a COMPLETE trial of learning rate lr that reported value
+// at each of steps epochs.
+func addTrialLR(t *testing.T, path, study string, value, lr float64, steps int) {
+	t.Helper()
 	s, err := storage.OpenSQLite(path)
 	if err != nil {
 		t.Fatal(err)
@@ -246,13 +253,17 @@ func addTrial(t *testing.T, path, study string, value float64) {
 			id = st.ID
 		}
 	}
-	tr, err := s.CreateTrial(ctx, id, storage.TrialOptions{Params: map[string]float64{"lr": 1e-4},
+	tr, err := s.CreateTrial(ctx, id, storage.TrialOptions{Params: map[string]float64{"lr": lr},
 		Distributions: map[string]storage.Distribution{"lr": storage.Float(1e-6, 3e-3, true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	state := storage.Complete
-	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: map[int]float64{0: value}}); err != nil {
+	reports := map[int]float64{}
+	for i := range steps {
+		reports[i] = value
+	}
+	if err := s.UpdateTrial(ctx, tr.ID, storage.TrialUpdate{State: &state, Value: &value, Intermediate: reports}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -831,6 +842,35 @@ func TestDashboardChartsFollowInPlace(t *testing.T) {
 	if tip := js[string](t, bctx, `dashboard.charts.trial.tip.textContent`); !strings.Contains(tip, ": 50") {
 		t.Errorf("hovering the trial's point shows %q", tip)
 	}
+	js[bool](t, bctx, `history.back(); true`)
+	// Polls under a zoom and a hover: the intermediate values keep their
+	// zoom when a trial joins them, and the learning-rate plot, sorted by
+	// lr, still names and opens the hovered trial when a trial of smaller
+	// lr arrives before it.
+	wait(t, bctx, `location.hash.startsWith("#/study/") && dashboard.chartsView === location.hash && dashboard.charts.lr !== undefined && document.body.contains(dashboard.charts.lr.root)`)
+	addTrialLR(t, path, "lora/r8/sst2", 42, 2e-3, 4)
+	wait(t, bctx, `dashboard.charts.lr.data[0].length === 7`)
+	js[bool](t, bctx, `(u => { window.zi = u; u.setScale("x", {min: 1, max: 2}); window.zoomX = [1, 2]; return true })(dashboard.charts.intermediate)`)
+	js[bool](t, bctx, `(u => { u.setCursor({left: u.valToPos(2e-3, "x"), top: u.valToPos(42, "y")}); return true })(dashboard.charts.lr)`)
+	addTrialLR(t, path, "lora/r8/sst2", 43, 2e-6, 4)
+	wait(t, bctx, `dashboard.charts.lr.data[0].length === 8 && dashboard.charts.intermediate.data[7].some(v => v !== null)`)
+	if !js[bool](t, bctx, `dashboard.charts.intermediate === zi && zi.scales.x.min === zoomX[0] && zi.scales.x.max === zoomX[1]`) {
+		t.Errorf("the intermediate values lost their zoom when a trial joined them: %v", js[any](t, bctx, `[zoomX, zi.scales.x.min, zi.scales.x.max, dashboard.charts.intermediate === zi]`))
+	}
+	// The lr plot was not zoomed: its range grew to the new point, and what
+	// is under the cursor now is what its legend names and a click opens.
+	if !js[bool](t, bctx, `dashboard.charts.lr.scales.x.min <= 2e-6`) {
+		t.Error("the unzoomed lr plot did not widen to a new point")
+	}
+	legend := js[string](t, bctx, `dashboard.charts.lr.root.querySelector(".u-legend").textContent`)
+	var hovered int
+	if i := strings.Index(legend, "#"); i < 0 {
+		t.Fatalf("the lr legend names no trial: %q", legend)
+	} else {
+		fmt.Sscanf(legend[i+1:], "%d", &hovered)
+	}
+	js[bool](t, bctx, `(u => { u.over.dispatchEvent(new MouseEvent("mousedown", {bubbles: true})); u.over.dispatchEvent(new MouseEvent("click", {bubbles: true})); return true })(dashboard.charts.lr)`)
+	wait(t, bctx, fmt.Sprintf(`location.hash === "#/trial/lora%%2Fr8%%2Fsst2/%d"`, hovered))
 	js[bool](t, bctx, `history.back(); true`)
 	wait(t, bctx, `location.hash.startsWith("#/study/") && dashboard.chartsView === location.hash && dashboard.charts.history !== undefined && document.body.contains(dashboard.charts.history.root)`)
 	click("history", 1, 60)
