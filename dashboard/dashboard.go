@@ -189,6 +189,14 @@ func (s *Server) jsonHandler(fn func(ctx context.Context, r *http.Request, snap 
 		if err == nil {
 			v, err = fn(r.Context(), r, snap)
 		}
+		var body []byte
+		if err == nil {
+			// Encoded whole before the status goes out: a value JSON cannot
+			// hold is a 500 that says so, not a 200 with an empty body.
+			if body, err = json.Marshal(v); err != nil {
+				err = fmt.Errorf("dashboard: %s: %w", r.URL.Path, err)
+			}
+		}
 		if err != nil {
 			status := http.StatusInternalServerError
 			if errors.Is(err, errFileChanged) {
@@ -203,7 +211,7 @@ func (s *Server) jsonHandler(fn func(ctx context.Context, r *http.Request, snap 
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		json.NewEncoder(w).Encode(v)
+		w.Write(append(body, '\n'))
 	}
 }
 
@@ -578,7 +586,13 @@ func toTrialJSON(t storage.FrozenTrial, attrs bool) trialJSON {
 	if attrs {
 		j.UserAttrs = cleanJSON(t.UserAttrs).(map[string]any)
 		j.SystemAttrs = cleanJSON(t.SystemAttrs).(map[string]any)
-		j.Distribution = t.Distributions
+		j.Distribution = map[string]storage.Distribution{}
+		for name, d := range t.Distributions {
+			if d.Choices != nil { // a NaN choice (Optuna writes one) has no JSON: its text instead
+				d.Choices = cleanJSON(d.Choices).([]any)
+			}
+			j.Distribution[name] = d
+		}
 	}
 	return j
 }

@@ -454,6 +454,8 @@ def g(trial):
     act = trial.suggest_categorical("act", ["relu", "gelu", "tanh"])
     return x * n, len(act) - x
 m.optimize(g, n_trials=8)
+n = optuna.create_study(study_name="nan-choice", storage="sqlite:///" + sys.argv[1], sampler=optuna.samplers.RandomSampler(seed=3))
+n.optimize(lambda t: t.suggest_float("x", 0, 1) + (t.suggest_categorical("c", [1.0, float("nan")]) == 1.0), n_trials=4)
 `
 	if out, err := exec.Command("/usr/bin/python3", "-c", script, filepath.Join(dir, "optuna.db")).CombinedOutput(); err != nil {
 		t.Fatalf("Optuna (apt-get install python3-optuna) could not write the database: %v\n%s", err, out)
@@ -461,8 +463,14 @@ m.optimize(g, n_trials=8)
 	base := startDashboard(t, dir, io.Discard, "sqlite:///optuna.db")
 	ctx := browser(t)
 	navigate(t, ctx, base)
-	if n := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); n != 2 {
-		t.Fatalf("overview lists %d studies, want 2:\n%s", n, text(t, ctx))
+	if n := js[int](t, ctx, `document.querySelectorAll("tr.study-row").length`); n != 3 {
+		t.Fatalf("overview lists %d studies, want 3:\n%s", n, text(t, ctx))
+	}
+	// A categorical with a NaN choice (Python's json writes it bare): its
+	// study and trials open like any other.
+	navigate(t, ctx, base+"#/trial/nan-choice/0")
+	if !js[bool](t, ctx, `[...document.querySelectorAll("table.kv td.name")].some(td => td.textContent === "c")`) {
+		t.Errorf("the trial of a study with a NaN choice shows no parameter c:\n%.600s", text(t, ctx))
 	}
 	// Several parameters and objectives: a slice plot per parameter (a
 	// categorical one by its choices), parallel coordinates with a line
