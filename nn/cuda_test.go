@@ -43,6 +43,7 @@ func TestCUDAMissingDriver(t *testing.T) {
 		t.Fatalf("err = %v, want a no-GPU error naming the library", err)
 	}
 	lib := cudatest.Emulator(t)
+	t.Logf("CPU emulator library: %s", lib) // scripts/gpu-check.sh rehearse reads it
 	_, err = OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{"/nonexistent/libcublas.so.12"}})
 	if err == nil || !strings.Contains(err.Error(), "no cuBLAS library opens") {
 		t.Fatalf("err = %v, want the cuBLAS libraries named", err)

@@ -7,7 +7,11 @@
 # `run` needs the NVIDIA driver, cuBLAS (a pip nvidia-cublas wheel on LD_LIBRARY_PATH will do) and, for
 # the same-run PyTorch baseline, python3 with torch ($READSWEEP_PYTHON, default python3). It prints the op
 # checks against the CPU kernels on the device, the T5 goldens on the device, a tiny sweep with NVML energy,
-# and the t5-base training step against PyTorch (issue 9's shapes).
+# and the t5-base training step against PyTorch (issue 9's shapes) at fp32 with TF32 off and at bf16 against
+# torch.autocast(bfloat16).
+#
+#   scripts/gpu-check.sh rehearse  # here, without a GPU: build, then run on the CPU emulator of CUDA (the
+#                                  # current sources' build of it), the peer on the CPU, at t5-tiny shapes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bin/gpu
@@ -34,22 +38,33 @@ run)
 	echo "gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ), build $(cat "$out/COMMIT" 2>/dev/null || echo unknown)"
 	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 	echo "== op checks and goldens on the GPU"
-	(cd nn && timeout 90 "../$out/nn.test" -test.run 'TestCUDAOnGPU|TestPTXUpToDate|TestSelectBackend|TestCUDAMissingDriver' -test.v 2>&1 | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok)|GPU:|cuda_test' || true)
+	(cd nn && timeout 75 "../$out/nn.test" -test.run 'TestCUDAOnGPU|TestPTXUpToDate|TestSelectBackend|TestCUDAMissingDriver|TestGPUPrecisionIsTheCPUs' -test.v 2>&1 | grep -E '^(=== RUN|--- |\s+---|PASS|FAIL|ok)|GPU:|cuda_test' || true)
 	(cd t5 && timeout 60 "../$out/t5.test" -test.run 'TestGolden' -test.v 2>&1 | grep -E -- '--- |GPU|FAIL|ok' || true)
 	echo "== a tiny sweep on the GPU (device: auto), with NVML energy"
 	tmp=$(mktemp -d)
 	"$out/sweep" model new --out "$tmp/tiny-t5" --spiece examples/spiece-tiny.model >/dev/null
 	sed -e "s|models/tiny-t5|$tmp/tiny-t5|" -e "s|sqlite:///[^ ]*|sqlite:///$tmp/gpu.db|" -e "s|output_dir: .*|output_dir: $tmp/runs|" examples/tiny.yaml > "$tmp/tiny.yaml"
-	timeout 120 "$out/sweep" run "$tmp/tiny.yaml" --only method=lora >/dev/null 2>"$tmp/run.log" || tail -20 "$tmp/run.log"
+	timeout "${GPU_CHECK_SWEEP_SECONDS:-90}" "$out/sweep" run "$tmp/tiny.yaml" --only method=lora >/dev/null 2>"$tmp/run.log" || tail -20 "$tmp/run.log"
 	study=$("$out/sweep" studies --config "$tmp/tiny.yaml" 2>/dev/null | awk 'NR==2 {print $1}')
 	"$out/sweep" show "$study#0" --config "$tmp/tiny.yaml" | grep -E 'device|gpu|energy|backend' || true
-	echo "== t5-base training step, batch 96 × 128 × 4, against PyTorch on the same GPU"
-	READSWEEP_PEER_DIR="$out/peers" READSWEEP_PYTHON="${READSWEEP_PYTHON:-python3}" \
-		timeout 200 "$out/sweep" bench t5 --backend cuda --size t5-base --batch 96 --src 128 --tgt 4 --steps 5 \
-		--methods full,lora,read --peer scripts/torch_gpu_peer.py
+	bench=(${GPU_CHECK_BENCH:---size t5-base --batch 96 --src 128 --tgt 4 --steps 3})
+	for precision in fp32 bf16; do
+		echo "== training step (${bench[*]}), $precision products, against PyTorch on the same GPU"
+		READSWEEP_PEER_DIR="$out/peers" READSWEEP_PYTHON="${READSWEEP_PYTHON:-python3}" \
+			timeout 150 "$out/sweep" bench t5 --backend cuda "${bench[@]}" --precision "$precision" \
+			--methods full,lora,read --peer scripts/torch_gpu_peer.py || echo "(bench at $precision: exit $?)"
+	done
+	;;
+rehearse)
+	# The emulator library the current sources build (cudatest caches one per source version).
+	emu=$(go test -count=1 -run 'TestCUDAMissingDriver$' -v ./nn | sed -n 's/.*CPU emulator library: //p' | head -1)
+	[ -n "$emu" ] || { echo "gpu-check: the CPU emulator did not build (go test ./nn)" >&2; exit 1; }
+	"$0" build
+	READSWEEP_LIBCUDA=$emu READSWEEP_LIBCUBLAS=$emu RS_EMU_MAX_BLOCK=4 READSWEEP_PEER_DEVICE=cpu \
+		GPU_CHECK_BENCH="--size t5-tiny --batch 2 --src 8 --tgt 2 --steps 1" GPU_CHECK_SWEEP_SECONDS=300 "$0" run
 	;;
 *)
-	echo "usage: $0 build|run" >&2
+	echo "usage: $0 build|run|rehearse" >&2
 	exit 2
 	;;
 esac
