@@ -739,9 +739,7 @@ const cudaR16BF = 14 // cudaDataType CUDA_R_16BF
 // rows×cols, stored transposed when trans, leading dimension ld, batch
 // copies stride apart) to bfloat16 in a new buffer at the same offsets.
 func (c *CUDA) bf16Operand(x Buffer, trans bool, rows, cols, ld, stride, batch int) Buffer {
-	if trans {
-		rows, cols = cols, rows
-	}
+	rows, cols = storedShape(trans, rows, cols)
 	extent := (batch-1)*stride + (rows-1)*ld + cols
 	if extent > x.n {
 		c.fail(fmt.Errorf("nn: CUDA bf16 product: an operand of %d elements read to %d", x.n, extent))

@@ -97,15 +97,8 @@ func (r roundedBackend) Sgemm(transA, transB bool, m, n, k int, alpha float32, a
 		r.Backend.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	// op(a) is m×k: stored as m rows of k (k rows of m when transposed).
-	aRows, aCols := m, k
-	if transA {
-		aRows, aCols = k, m
-	}
-	bRows, bCols := k, n
-	if transB {
-		bRows, bCols = n, k
-	}
+	aRows, aCols := storedShape(transA, m, k)
+	bRows, bCols := storedShape(transB, k, n)
 	ab := r.scratch.Get().(*[]float32)
 	bb := r.scratch.Get().(*[]float32)
 	ra := r.roundInto(ab, a, aRows, aCols, lda)
@@ -132,4 +125,13 @@ func (r roundedBackend) roundInto(buf *[]float32, src []float32, rows, cols, ld 
 		}
 	})
 	return dst
+}
+
+// storedShape is the rows and columns an operand is stored with when the
+// product reads it as op(x), rows×cols: transposed, it is cols rows of rows.
+func storedShape(trans bool, rows, cols int) (int, int) {
+	if trans {
+		return cols, rows
+	}
+	return rows, cols
 }

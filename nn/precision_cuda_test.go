@@ -23,14 +23,8 @@ func TestGPUPrecisionIsTheCPUs(t *testing.T) {
 		cpu, _ := WithPrecision(Gonum{}, p)
 		for _, transA := range []bool{false, true} {
 			for _, transB := range []bool{false, true} {
-				aRows, aCols := m, k
-				if transA {
-					aRows, aCols = k, m
-				}
-				bRows, bCols := k, n
-				if transB {
-					bRows, bCols = n, k
-				}
+				aRows, aCols := storedShape(transA, m, k)
+				bRows, bCols := storedShape(transB, k, n)
 				lda, ldb := aCols+pad, bCols+pad
 				sa, sb, sc := aRows*lda+1, bRows*ldb+3, m*n
 				a, b := make([]float32, batch*sa), make([]float32, batch*sb)

@@ -64,14 +64,8 @@ func TestRoundedProductIsItsReference(t *testing.T) {
 		}
 		for _, transA := range []bool{false, true} {
 			for _, transB := range []bool{false, true} {
-				aRows, aCols := m, k
-				if transA {
-					aRows, aCols = k, m
-				}
-				bRows, bCols := k, n
-				if transB {
-					bRows, bCols = n, k
-				}
+				aRows, aCols := storedShape(transA, m, k)
+				bRows, bCols := storedShape(transB, k, n)
 				lda, ldb := aCols+pad, bCols+pad
 				a, b := make([]float32, aRows*lda), make([]float32, bRows*ldb)
 				for i := range a {
