@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"unsafe"
 
@@ -342,10 +343,16 @@ func CheckpointProgressed(path string) bool {
 // the training batches' token ids.
 func checkpointFingerprint(spec Spec, mb Member, seed int64, modelDigest string, batches [][]example) string {
 	training := map[string]any{}
+	defaults, _ := ParseSettings(nil)
 	for k, v := range spec.Training {
 		switch k {
 		case "checkpoint_every", "latency_examples", "package_watts", "gpu_p0_watts", "state_cache", "state_cache_dir", "state_cache_gb":
 		default:
+			// A setting written at its default (precision: fp32) is the
+			// same training as one left out: the same fingerprint.
+			if one, err := ParseSettings(map[string]any{k: v}); err == nil && reflect.DeepEqual(one, defaults) && k != "seed" && k != "seeds" {
+				continue
+			}
 			training[k] = v
 		}
 	}

@@ -134,3 +134,28 @@ func TestReducedPrecisionCachesItsOwnStates(t *testing.T) {
 		t.Errorf("precision fp16 accepted or not named: %v", err)
 	}
 }
+
+// TestCheckpointFingerprintReadsSettings: a setting written at its default
+// (precision: fp32, patience: 5) is the training it was without it, so a
+// checkpoint still resumes; another precision is another training.
+func TestCheckpointFingerprintReadsSettings(t *testing.T) {
+	spec := Spec{Method: "lora", Dataset: "sst2", Training: map[string]any{"max_epochs": 3, "seeds": []any{0}}}
+	fp := func(extra map[string]any) string {
+		s := spec
+		s.Training = map[string]any{}
+		for k, v := range spec.Training {
+			s.Training[k] = v
+		}
+		for k, v := range extra {
+			s.Training[k] = v
+		}
+		return checkpointFingerprint(s, Member{Params: map[string]any{"lr": 1e-3}}, 1, "digest", nil)
+	}
+	base := fp(nil)
+	if fp(map[string]any{"precision": "fp32", "patience": 5}) != base {
+		t.Error("writing settings at their defaults changed the checkpoint's fingerprint")
+	}
+	if fp(map[string]any{"precision": "bf16"}) == base || fp(map[string]any{"seeds": []any{0, 1}}) == base {
+		t.Error("another precision, or other seeds, kept the fingerprint")
+	}
+}
