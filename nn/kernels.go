@@ -224,7 +224,7 @@ const headGemmMax = 1 << 15
 // trial packed or alone, a row decoded in any group, gets the same
 // arithmetic.
 func headGemm(be Backend, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if _, rounded := be.(roundedBackend); rounded { // its products round their operands
+	if ProductPrecision(be) != FP32 { // the backend's products round their operands: smallGemm would not
 		be.Sgemm(transA, transB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 		return
 	}

@@ -92,6 +92,18 @@ type roundedBackend struct {
 
 func (r roundedBackend) Name() string { return r.Backend.Name() + ", " + r.p.String() + " products" }
 
+// ProductPrecision is what be's products read their operands at. A backend
+// that wraps another (to count or time its products) passes it on by
+// having the same method.
+func ProductPrecision(be Backend) Precision {
+	if r, ok := be.(interface{ ProductPrecision() Precision }); ok {
+		return r.ProductPrecision()
+	}
+	return FP32
+}
+
+func (r roundedBackend) ProductPrecision() Precision { return r.p }
+
 func (r roundedBackend) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 || k == 0 {
 		r.Backend.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

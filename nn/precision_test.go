@@ -115,3 +115,37 @@ func TestRoundedProductIsItsReference(t *testing.T) {
 		t.Errorf("fp32 wraps the backend: %T", be)
 	}
 }
+
+// TestAttentionRoundsBehindAWrapper: attention's small per-head products
+// (smallGemm on an fp32 backend) round their operands too when the rounded
+// backend sits behind another, as `sweep bench t5` counts it.
+func TestAttentionRoundsBehindAWrapper(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const B, Tq, Tk, H, K = 2, 5, 6, 2, 8
+	q, k, v := make([]float32, B*Tq*H*K), make([]float32, B*Tk*H*K), make([]float32, B*Tk*H*K)
+	for _, x := range [][]float32{q, k, v} {
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+	}
+	run := func(be Backend) []float32 {
+		out, probs := make([]float32, B*Tq*H*K), make([]float32, B*H*Tq*Tk)
+		AttentionForward(be, out, probs, nil, nil, q, k, v, nil, nil, false, 0, B, Tq, Tk, H, K)
+		return out
+	}
+	bf16, _ := WithPrecision(Gonum{}, BF16)
+	direct, wrapped, fp32 := run(bf16), run(wrapper{bf16}), run(Gonum{})
+	same, moved := true, false
+	for i := range direct {
+		same = same && direct[i] == wrapped[i]
+		moved = moved || direct[i] != fp32[i]
+	}
+	if !same || !moved {
+		t.Errorf("bf16 attention behind a wrapper equals the unwrapped one: %v; differs from fp32: %v", same, moved)
+	}
+}
+
+// wrapper passes products through, as a counting backend does.
+type wrapper struct{ Backend }
+
+func (w wrapper) ProductPrecision() Precision { return ProductPrecision(w.Backend) }

@@ -31,6 +31,10 @@ type countingBackend struct {
 	flops, nanos atomic.Int64
 }
 
+// ProductPrecision passes on the counted backend's (nn.ProductPrecision),
+// so that attention's small products round their operands too.
+func (c *countingBackend) ProductPrecision() nn.Precision { return nn.ProductPrecision(c.Backend) }
+
 func (c *countingBackend) Sgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, cc []float32, ldc int) {
 	t0 := time.Now()
 	c.Backend.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
