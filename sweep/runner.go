@@ -2,6 +2,7 @@ package sweep
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -141,7 +142,7 @@ func (r *Runner) Run(ctx context.Context, plan []Planned) (Result, error) {
 			}
 		}
 		r.count(ss, trials)
-		if diff := spaceDiff(trials, r.space(ss)); len(diff) > 0 {
+		if diff := append(spaceDiff(trials, r.space(ss)), precisionDiff(trials, r.Config.Training)...); len(diff) > 0 {
 			conflicts = append(conflicts, ss.plan.Name+": "+strings.Join(diff, "; "))
 		}
 		rs.studies = append(rs.studies, ss)
@@ -194,10 +195,29 @@ func spaceConflicts(conflicts []string) error {
 	if len(conflicts) == 0 {
 		return nil
 	}
-	return fmt.Errorf("sweep: %d studies exist with another search space than the sweep file's:\n  %s\n"+
-		"No trial was started. To go on, restore the search: the studies were run with, or start new studies for the new space "+
-		"(a new storage, or new candidate names with name: under methods); trials sampled from different spaces cannot share one TPE model or one budget",
+	return fmt.Errorf("sweep: %d studies exist with another search space or product precision than the sweep file's:\n  %s\n"+
+		"No trial was started. To go on, restore the search: (or training.precision) the studies were run with, or start new studies for the new one "+
+		"(a new storage, or new candidate names with name: under methods); trials sampled from different spaces, or scored at different precisions, cannot share one TPE model or one budget",
 		len(conflicts), strings.Join(conflicts, "\n  "))
+}
+
+// precisionDiff says whether the study's finished trials ran their
+// products at another precision than training sets (trials that did not
+// record one, from before the setting or another trainer, say nothing).
+func precisionDiff(trials []storage.FrozenTrial, training map[string]any) []string {
+	want, _ := training["precision"].(string)
+	want = cmp.Or(want, "fp32")
+	ran := map[string]int{}
+	for _, t := range trials {
+		if p, ok := t.UserAttrs["precision"].(string); ok && p != want {
+			ran[p]++
+		}
+	}
+	var out []string
+	for _, p := range slices.Sorted(maps.Keys(ran)) {
+		out = append(out, fmt.Sprintf("precision: %d trials ran %s products, the sweep file says %s", ran[p], p, want))
+	}
+	return out
 }
 
 // spaceDiff says how the distributions stored with trials differ from
