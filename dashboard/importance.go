@@ -191,7 +191,7 @@ func sameChoice(a, b any) bool {
 	}
 	if x, ok := number(a); ok {
 		y, ok := number(b)
-		return ok && x == y
+		return ok && (x == y || x != x && y != y) // NaN: the same choice in each trial's copy of the list
 	}
 	return reflect.DeepEqual(a, b) // strings and None (and whatever else a damaged row holds, without a panic)
 }

@@ -154,7 +154,7 @@ func ParseSettings(m map[string]any) (Settings, error) {
 			str, _ := v.(string)
 			p, err := nn.ParsePrecision(str)
 			if err != nil {
-				return s, fmt.Errorf("trial: training setting precision = %v, want fp32, tf32 or bf16", v)
+				return s, fmt.Errorf("trial: training setting precision = %#v, want fp32, tf32 or bf16", v)
 			}
 			s.Precision = p
 		case k == "lr_schedule":
