@@ -644,33 +644,11 @@ func loadTrials(q querier, light, ordered bool, where string, args ...any) ([]Fr
 		return nil, err
 	}
 	defer rows.Close()
-	// A study's trials share a handful of distributions: each is decoded
-	// once, and trials with the same ones share one map (the snapshot's
-	// maps are read-only; a map per trial was most of a large summary's
-	// memory).
-	decoded := map[string]Distribution{}
-	shared := map[string]map[string]Distribution{}
-	type drawn struct {
-		name string
-		d    Distribution
-	}
-	var params []drawn
-	var key []byte
+	sets := distributionSets{decoded: map[string]Distribution{}, shared: map[string]map[string]Distribution{}}
 	closeTrial := func() {
-		if len(trials) == 0 {
-			return
+		if len(trials) > 0 {
+			trials[len(trials)-1].Distributions = sets.take()
 		}
-		t := &trials[len(trials)-1]
-		m, ok := shared[string(key)]
-		if !ok {
-			m = make(map[string]Distribution, len(params))
-			for _, p := range params {
-				m[p.name] = p.d
-			}
-			shared[string(key)] = m
-		}
-		t.Distributions = m
-		params, key = params[:0], key[:0]
 	}
 	// Scanned into the same variables each row: Scan's pointers would
 	// make a fresh set escape per row.
@@ -709,18 +687,10 @@ func loadTrials(q querier, light, ordered bool, where string, args ...any) ([]Fr
 		if !param.Valid {
 			continue
 		}
-		d, ok := decoded[string(dist)]
-		if !ok {
-			if err := d.UnmarshalJSON(dist); err != nil { // directly: json.Unmarshal refuses the NaN Python writes before asking it
-				return nil, fmt.Errorf("trial %d param %q: %w", id, param.String, err)
-			}
-			decoded[string(dist)] = d
+		if err := sets.add(param.String, dist); err != nil {
+			return nil, fmt.Errorf("trial %d param %q: %w", id, param.String, err)
 		}
 		trials[len(trials)-1].Params[param.String] = paramValue.Float64
-		params = append(params, drawn{param.String, d})
-		key = binary.AppendUvarint(key, uint64(len(param.String)))
-		key = binary.AppendUvarint(append(key, param.String...), uint64(len(dist)))
-		key = append(key, dist...)
 	}
 	closeTrial()
 	if err := rows.Err(); err != nil {
@@ -775,6 +745,50 @@ func loadTrials(q querier, light, ordered bool, where string, args ...any) ([]Fr
 	}
 	sortByNumber(trials)
 	return trials, nil
+}
+
+// distributionSets gathers one trial's distributions at a time. A study's
+// trials share a handful of distributions: each JSON text is decoded once,
+// and trials that drew from the same ones share one map (read-only, like
+// the rest of a loaded trial; a map per trial was most of a large
+// summary's memory).
+type distributionSets struct {
+	decoded map[string]Distribution
+	shared  map[string]map[string]Distribution
+	names   []string
+	dists   []Distribution
+	key     []byte // the trial's names and texts so far, each length-prefixed
+}
+
+// add records the current trial's distribution of name, from its JSON.
+func (s *distributionSets) add(name string, raw []byte) error {
+	d, ok := s.decoded[string(raw)]
+	if !ok {
+		// Directly: json.Unmarshal refuses the NaN Python writes before asking it.
+		if err := d.UnmarshalJSON(raw); err != nil {
+			return err
+		}
+		s.decoded[string(raw)] = d
+	}
+	s.names, s.dists = append(s.names, name), append(s.dists, d)
+	s.key = binary.AppendUvarint(s.key, uint64(len(name)))
+	s.key = binary.AppendUvarint(append(s.key, name...), uint64(len(raw)))
+	s.key = append(s.key, raw...)
+	return nil
+}
+
+// take returns the current trial's distributions and starts the next.
+func (s *distributionSets) take() map[string]Distribution {
+	m, ok := s.shared[string(s.key)]
+	if !ok {
+		m = make(map[string]Distribution, len(s.names))
+		for i, name := range s.names {
+			m[name] = s.dists[i]
+		}
+		s.shared[string(s.key)] = m
+	}
+	s.names, s.dists, s.key = s.names[:0], s.dists[:0], s.key[:0]
+	return m
 }
 
 // sortByNumber orders trials by number (then id). They are read in id
