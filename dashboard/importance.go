@@ -263,24 +263,26 @@ func categoricalDensity(counts []float64) []float64 {
 	for _, i := range observed {
 		total += counts[i]
 	}
+	rows, sums, weights := make([][]float64, kernels), make([]float64, kernels), make([]float64, kernels)
+	for k := range kernels {
+		rows[k] = make([]float64, len(counts))
+		for j := range rows[k] {
+			rows[k][j] = pedPriorWeight / float64(kernels)
+		}
+		weights[k] = pedPriorWeight / total
+		if k < len(observed) {
+			rows[k][observed[k]]++
+			weights[k] = counts[observed[k]] / total
+		}
+		for _, v := range rows[k] {
+			sums[k] += v
+		}
+	}
 	out := make([]float64, len(counts))
+	logs := make([]float64, kernels)
 	for x := range counts {
-		logs := make([]float64, 0, kernels)
-		for k := 0; k < kernels; k++ {
-			row := make([]float64, len(counts))
-			for j := range row {
-				row[j] = pedPriorWeight / float64(kernels)
-			}
-			weight := pedPriorWeight / total
-			if k < len(observed) {
-				row[observed[k]]++
-				weight = counts[observed[k]] / total
-			}
-			rowSum := 0.0
-			for _, v := range row {
-				rowSum += v
-			}
-			logs = append(logs, math.Log(row[x]/rowSum)+math.Log(weight))
+		for k := range kernels {
+			logs[k] = math.Log(rows[k][x]/sums[k]) + math.Log(weights[k])
 		}
 		out[x] = math.Exp(logSumExp(logs))
 	}
@@ -331,13 +333,18 @@ func numericalDensity(counts []float64) []float64 {
 	sigmas[len(cells)] = high - low + 1
 	mix := append(slices.Clone(weights), pedPriorWeight)
 	mixTotal := total + pedPriorWeight
+	// Each kernel's mass over the whole grid and its mixture weight, once.
+	norms, logMix := make([]float64, len(mus)), make([]float64, len(mus))
+	for k := range mus {
+		norms[k] = logGaussMass((low-0.5-mus[k])/sigmas[k], (high+0.5-mus[k])/sigmas[k])
+		logMix[k] = math.Log(mix[k] / mixTotal)
+	}
 	out := make([]float64, len(counts))
+	logs := make([]float64, len(mus))
 	for x := range counts {
-		logs := make([]float64, len(mus))
 		for k := range mus {
 			mass := logGaussMass((float64(x)-0.5-mus[k])/sigmas[k], (float64(x)+0.5-mus[k])/sigmas[k])
-			norm := logGaussMass((low-0.5-mus[k])/sigmas[k], (high+0.5-mus[k])/sigmas[k])
-			logs[k] = mass - norm + math.Log(mix[k]/mixTotal)
+			logs[k] = mass - norms[k] + logMix[k]
 		}
 		out[x] = math.Exp(logSumExp(logs))
 	}
