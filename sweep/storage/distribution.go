@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/big"
 	"strconv"
+	"strings"
 )
 
 // DistKind names the three distribution classes Optuna stores.
@@ -223,7 +224,7 @@ func (d *Distribution) UnmarshalJSON(data []byte) error {
 		d.Kind = CategoricalDist
 		if err = get("choices", &d.Choices); err == nil {
 			for i, c := range d.Choices {
-				if f, ok := nonFinite[fmt.Sprint(c)]; ok {
+				if f, ok := nonFiniteChoice(c); ok {
 					d.Choices[i] = f
 				}
 			}
@@ -250,9 +251,10 @@ func firstErr(errs ...error) error {
 }
 
 // Python's json writes NaN, Infinity and -Infinity as bare words, which
-// Go's refuses; quoteNonFinite turns them (outside strings) into these
-// strings, which the choices turn back into numbers.
-var nonFinite = map[string]float64{"\x00NaN": math.NaN(), "\x00Infinity": math.Inf(1), "\x00-Infinity": math.Inf(-1)}
+// Go's refuses; quoteNonFinite turns them (outside strings) into strings
+// that start with nonFiniteMark, which nonFiniteChoice turns back into
+// numbers.
+const nonFiniteMark = "\x00"
 
 func quoteNonFinite(data []byte) []byte {
 	if !bytes.Contains(data, []byte("NaN")) && !bytes.Contains(data, []byte("Infinity")) {
@@ -262,28 +264,41 @@ func quoteNonFinite(data []byte) []byte {
 	inString, escaped := false, false
 	for i := 0; i < len(data); i++ {
 		c := data[i]
-		switch {
-		case inString:
+		if inString {
 			inString = escaped || c != '"'
 			escaped = !escaped && c == '\\'
-		case c == '"':
-			inString = true
-		default:
-			for _, word := range []string{"NaN", "Infinity", "-Infinity"} {
-				if bytes.HasPrefix(data[i:], []byte(word)) {
-					out = append(out, `"\u0000`+word+`"`...)
-					i += len(word) - 1
-					c = 0
-					break
-				}
-			}
-			if c == 0 {
-				continue
-			}
+		} else if word := bareNonFinite(data[i:]); word != "" {
+			out = append(out, `"\u0000`+word+`"`...)
+			i += len(word) - 1
+			continue
+		} else {
+			inString = c == '"'
 		}
 		out = append(out, c)
 	}
 	return out
+}
+
+// bareNonFinite is the word of Python's for a non-finite number that b
+// starts with, or "".
+func bareNonFinite(b []byte) string {
+	for _, word := range []string{"NaN", "Infinity", "-Infinity"} {
+		if bytes.HasPrefix(b, []byte(word)) {
+			return word
+		}
+	}
+	return ""
+}
+
+// nonFiniteChoice is the number a choice quoted by quoteNonFinite stands for.
+func nonFiniteChoice(c any) (float64, bool) {
+	s, _ := c.(string)
+	word, marked := strings.CutPrefix(s, nonFiniteMark)
+	if !marked {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(word, 64) // reads NaN, Infinity and -Infinity
+	return f, err == nil
 }
 
 // fromAbbreviated reads {"type": "float" | "int" | "categorical", ...}
