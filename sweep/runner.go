@@ -2,7 +2,6 @@ package sweep
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/readsweep/readsweep/nn"
 	"github.com/readsweep/readsweep/sweep/storage"
 	"github.com/readsweep/readsweep/trial"
 )
@@ -205,8 +205,12 @@ func spaceConflicts(conflicts []string) error {
 // products at another precision than training sets (trials that did not
 // record one, from before the setting or another trainer, say nothing).
 func precisionDiff(trials []storage.FrozenTrial, training map[string]any) []string {
-	want, _ := training["precision"].(string)
-	want = cmp.Or(want, "fp32")
+	want := nn.FP32.String()
+	if p, ok := training["precision"]; ok { // read as the trial reads it (another trainer's other keys aside)
+		if set, err := trial.ParseSettings(map[string]any{"precision": p}); err == nil {
+			want = set.Precision.String()
+		}
+	}
 	ran := map[string]int{}
 	for _, t := range trials {
 		if p, ok := t.UserAttrs["precision"].(string); ok && p != want {
