@@ -99,6 +99,8 @@ def step():
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = forward()
     loss.backward()
+    # As our trials and HF's Trainer do (max_grad_norm 1.0).
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
 

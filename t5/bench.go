@@ -81,8 +81,8 @@ func NewBenchModel(size string) (*Model, error) {
 	return m, nil
 }
 
-// BenchTrainStep times training steps (forward, backward, AdamW over
-// trainable) of m with hooks on random ids without padding, after one
+// BenchTrainStep times training steps as a trial takes them (forward,
+// backward, clipping the gradient norm to 1, AdamW over trainable) of m with hooks on random ids without padding, after one
 // warm-up step.
 func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tensor, size string, B, S, T, steps int) (StepBench, error) {
 	rng := rand.New(rand.NewPCG(0, 1))
@@ -113,6 +113,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 			return err
 		}
 		g.Backward(out.Loss)
+		nn.ClipGradNorm(trainable, 1)
 		opt.Step(trainable)
 		nn.ZeroGrad(trainable)
 		return nil
