@@ -87,9 +87,10 @@ type CUDA struct {
 	// multiplies them with cublasGemmEx, accumulating in fp32.
 	precision Precision
 
-	mem     deviceAllocator
-	staging unsafe.Pointer // pinned host memory for host↔device copies
-	stageN  int            // its size in bytes
+	mem         deviceAllocator
+	chunkTables map[string]Buffer // chunkTable's cache, by content
+	staging     unsafe.Pointer    // pinned host memory for host↔device copies
+	stageN      int               // its size in bytes
 }
 
 // OpenGPU opens the GPU as a Backend.

@@ -4,6 +4,7 @@ package nn
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 )
 
@@ -365,29 +366,93 @@ func (c *CUDA) LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cPrev Buffer, N,
 	})
 }
 
-// AdamWStep applies one AdamW update to p from g with moments m, v, as
-// AdamW.Step does on the CPU; step counts from 1.
-func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v Buffer) {
-	// The kernel still forms 1 − β in float32 and multiplies by 1/√bc₂ (a
-	// change to it needs the PTX regenerated with nvcc); the host path is
-	// torch's to the rounding.
+// chunkElems is RS_CHUNK in cuda/optim.cu: the most elements one block of
+// a whole-model kernel takes.
+const chunkElems = 65536
+
+// maxChunkTables bounds the tables kept on the device; a trial uses two
+// or three (its parameters, its gradients), so more means tensors that
+// come and go, and the cache starts over.
+const maxChunkTables = 16
+
+// chunkTable returns the device table of chunks (cuda/optim.cu's RsChunk:
+// four addresses and a count) that splits the same-length buffers of
+// each column of arrays into pieces of at most chunkElems, and the
+// number of chunks. Tables are cached by content on the device, so a
+// model's optimiser uploads its table once, not at every step; a cached
+// table is right whenever its addresses and lengths are the ones asked
+// for, whatever was freed in between. Run on the CUDA thread.
+func (c *CUDA) chunkTable(arrays ...[]Buffer) (Buffer, int) {
+	var table []uint64
+	for i, b := range arrays[0] {
+		for off := 0; off < b.n; off += chunkElems {
+			var ptrs [4]uint64
+			for j, col := range arrays {
+				if col[i].n != b.n {
+					panic(fmt.Sprintf("nn: CUDA chunk table: buffers of %d and %d values side by side", b.n, col[i].n))
+				}
+				ptrs[j] = col[i].ptr + 4*uint64(off)
+			}
+			table = append(table, ptrs[0], ptrs[1], ptrs[2], ptrs[3], uint64(min(chunkElems, b.n-off)))
+		}
+	}
+	n := len(table) / 5
+	if n == 0 || c.err != nil {
+		return Buffer{}, 0
+	}
+	key := unsafe.String((*byte)(unsafe.Pointer(&table[0])), 8*len(table))
+	if t, ok := c.chunkTables[key]; ok {
+		return t, n
+	}
+	if len(c.chunkTables) >= maxChunkTables {
+		for k, t := range c.chunkTables {
+			c.release(t)
+			delete(c.chunkTables, k)
+		}
+	}
+	t := c.alloc(2 * len(table))
+	c.upload(t.ptr, unsafe.Pointer(&table[0]), 8*len(table))
+	if c.err != nil {
+		return Buffer{}, 0
+	}
+	if c.chunkTables == nil {
+		c.chunkTables = map[string]Buffer{}
+	}
+	c.chunkTables[strings.Clone(key)] = t
+	return t, n
+}
+
+// AdamWStep applies one AdamW update to every p[i] from g[i] with moments
+// m[i], v[i], as AdamW.Step does on the CPU, in one launch; step counts
+// from 1.
+func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v []Buffer) {
 	s := o.scalars(step)
-	invBC2 := 1 / s.bc2Sqrt
 	c.post(func() {
-		c.launch("adamw_step", elementwiseGrid(p.n), elementwiseBlock, p, g, m, v, p.n, s.b1, s.b2, s.eps, s.decay, s.stepSize, invBC2)
+		if len(g) != len(p) || len(m) != len(p) || len(v) != len(p) {
+			c.fail(fmt.Errorf("nn: CUDA AdamW step over %d tensors with %d gradients and %d, %d moments", len(p), len(g), len(m), len(v)))
+			return
+		}
+		table, n := c.chunkTable(p, g, m, v)
+		if n > 0 {
+			c.launch("adamw_chunks", n, elementwiseBlock, table, s.b1, s.c1, s.b2, s.c2, s.eps, s.decay, s.stepSize, s.bc2Sqrt)
+		}
 	})
 }
 
-// SumSquares returns Σ x² in float64 (for gradient-norm clipping).
-func (c *CUDA) SumSquares(x Buffer) (float64, error) {
-	grid := min(elementwiseGrid(x.n), 1024)
-	sums := make([]float64, grid)
+// SumSquares returns Σ x² over every buffer in xs, accumulated in
+// float64, in one launch and one copy back (gradient-norm clipping).
+func (c *CUDA) SumSquares(xs []Buffer) (float64, error) {
+	var sums []float64
 	var err error
 	c.do(func() {
-		sb := c.alloc(2 * grid)
-		c.launch("sum_squares", grid, rowBlockMax, sb, x, x.n)
-		c.download(unsafe.Pointer(&sums[0]), sb.ptr, 8*grid)
-		c.release(sb)
+		table, n := c.chunkTable(xs)
+		if n > 0 {
+			sums = make([]float64, n)
+			sb := c.alloc(2 * n)
+			c.launch("sum_squares_chunks", n, rowBlockMax, sb, table)
+			c.download(unsafe.Pointer(&sums[0]), sb.ptr, 8*n)
+			c.release(sb)
+		}
 		err = c.err
 	})
 	var total float64
@@ -395,4 +460,13 @@ func (c *CUDA) SumSquares(x Buffer) (float64, error) {
 		total += v
 	}
 	return total, err
+}
+
+// ScaleAll multiplies every buffer in xs by s in place, in one launch.
+func (c *CUDA) ScaleAll(xs []Buffer, s float32) {
+	c.post(func() {
+		if table, n := c.chunkTable(xs); n > 0 {
+			c.launch("scale_chunks", n, elementwiseBlock, table, s)
+		}
+	})
 }

@@ -5,6 +5,7 @@ package nn
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -533,27 +534,60 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 	})
 
 	t.Run("adamw", func(t *testing.T) {
+		// Tensors of a chunk, part of one, several (a remainder included)
+		// and none: one launch per whole-model op, whatever the sizes.
 		h.t = t
-		n := 500
-		p, g := h.rand(n), h.rand(n)
-		gp, gg, gm, gv := h.up(p), h.up(g), h.up(make([]float32, n)), h.up(make([]float32, n))
-		o := NewAdamW(1e-3)
-		ts := []*Tensor{{Shape: []int{n}, Data: p, Grad: g}}
-		for step := 1; step <= 3; step++ {
-			o.Step(ts)
-			c.AdamWStep(o, step, gp, gg, gm, gv)
+		sizes := []int{500, 1, 2*chunkElems + 7, 0, chunkElems}
+		var host []*Tensor
+		var gp, gg, gm, gv []Buffer
+		for _, n := range sizes {
+			p, g := h.rand(n), h.rand(n)
+			host = append(host, &Tensor{Shape: []int{n}, Data: p, Grad: g})
+			gp, gg = append(gp, h.up(p)), append(gg, h.up(g))
+			gm, gv = append(gm, h.up(make([]float32, n))), append(gv, h.up(make([]float32, n)))
 		}
-		h.expect("AdamWStep", gp, p, tolPointwise)
+		o := NewAdamW(1e-3)
+		for step := 1; step <= 3; step++ {
+			o.Step(host)
+			if err := c.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			before := c.Calls().Kernels
+			c.AdamWStep(o, step, gp, gg, gm, gv)
+			if err := c.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if k := c.Calls().Kernels - before; k != 1 {
+				t.Errorf("AdamWStep over %d tensors launched %d kernels, want 1", len(sizes), k)
+			}
+		}
+		for i, x := range host {
+			if x.Len() > 0 {
+				h.expect(fmt.Sprintf("AdamWStep tensor %d (%d values)", i, x.Len()), gp[i], x.Data, tolPointwise)
+			}
+		}
 		ss, err := c.SumSquares(gg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var want float64
-		for _, v := range g {
-			want += float64(v) * float64(v)
+		for _, x := range host {
+			for _, v := range x.Grad {
+				want += float64(v) * float64(v)
+			}
 		}
 		if math.Abs(ss-want) > 1e-9*want {
 			t.Errorf("SumSquares = %v, want %v", ss, want)
+		}
+		c.ScaleAll(gg, 0.25)
+		for i, x := range host {
+			if x.Len() > 0 {
+				want := clone(x.Grad)
+				for j := range want {
+					want[j] *= 0.25
+				}
+				h.expect(fmt.Sprintf("ScaleAll tensor %d", i), gg[i], want, 0)
+			}
 		}
 	})
 	if err := c.Sync(); err != nil {

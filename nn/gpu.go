@@ -143,9 +143,11 @@ type tensorDevice interface {
 	Download(dst []float32, b Buffer) error
 	Write(dst Buffer, src []float32)
 	Zero(b Buffer)
-	SumSquares(b Buffer) (float64, error)
-	Scale(out, x Buffer, s float32)
-	AdamWStep(o *AdamW, step int, p, g, m, v Buffer)
+	// The whole-model ops take every tensor at once: one launch, not one
+	// per tensor.
+	SumSquares(xs []Buffer) (float64, error)
+	ScaleAll(xs []Buffer, s float32)
+	AdamWStep(o *AdamW, step int, p, g, m, v []Buffer)
 	Alloc(n int) Buffer
 	Free(bs ...Buffer)
 }

@@ -114,25 +114,36 @@ func ZeroGrad(ts []*Tensor) {
 // norm before clipping. The sum of squares is accumulated in float64.
 func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
 	var ss float64
+	devices := map[tensorDevice][]Buffer{}
+	var order []tensorDevice
 	for _, t := range ts {
 		if t.dev != nil && !t.dev.grad.IsNil() {
-			s, err := t.dev.dev.SumSquares(t.dev.grad)
-			if err != nil {
-				panic(fmt.Sprintf("nn: ClipGradNorm: %v", err))
+			d := t.dev.dev
+			if _, ok := devices[d]; !ok {
+				order = append(order, d)
 			}
-			ss += s
+			devices[d] = append(devices[d], t.dev.grad)
 			continue
 		}
 		for _, g := range t.Grad {
 			ss += float64(g) * float64(g)
 		}
 	}
+	for _, d := range order {
+		s, err := d.SumSquares(devices[d])
+		if err != nil {
+			panic(fmt.Sprintf("nn: ClipGradNorm: %v", err))
+		}
+		ss += s
+	}
 	norm := math.Sqrt(ss)
 	if coef := maxNorm / (norm + 1e-6); coef < 1 {
 		c := float32(coef)
+		for _, d := range order {
+			d.ScaleAll(devices[d], c)
+		}
 		for _, t := range ts {
 			if t.dev != nil && !t.dev.grad.IsNil() {
-				t.dev.dev.Scale(t.dev.grad, t.dev.grad, c)
 				continue
 			}
 			for i := range t.Grad {
@@ -242,9 +253,14 @@ func (o *AdamW) stepDevice(ts []*Tensor) {
 	}
 	mustLen("AdamW.Step", "moments", len(o.dm), len(ts))
 	o.t++
+	p, g := make([]Buffer, len(ts)), make([]Buffer, len(ts))
 	for i, t := range ts {
-		t.dev.dev.AdamWStep(o, o.t, t.dev.data, t.dev.grad, o.dm[i], o.dv[i])
+		if t.dev == nil || t.dev.dev != o.dev {
+			panic("nn: AdamW.Step: tensors on more than one device, or on the host")
+		}
+		p[i], g[i] = t.dev.data, t.dev.grad
 	}
+	o.dev.AdamWStep(o, o.t, p, g, o.dm, o.dv)
 }
 
 // AdamWState is an optimiser's position: the steps taken and the first
