@@ -113,15 +113,38 @@ func (c *CUDA) RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, N, D int) {
 		if !dx.IsNil() {
 			c.launch("rmsnorm_backward_x", N, rowBlockMax, dx, dout, x, w, rstd, N, D)
 		}
-		if dw.IsNil() {
-			return
+		c.rmsnormDW(dw, dout, x, rstd, N, D)
+	})
+}
+
+// rmsnormDW adds the norm weight's gradient into dw (nil: none): the rows
+// of dout·x·rstd summed per chunk, then the chunks as a column sum.
+func (c *CUDA) rmsnormDW(dw, dout, x, rstd Buffer, N, D int) {
+	if dw.IsNil() {
+		return
+	}
+	chunks := (N + columnChunk - 1) / columnChunk
+	partial := c.alloc(chunks * D)
+	c.launch("rmsnorm_dw_partial", elementwiseGrid(chunks*D), elementwiseBlock, partial, dout, x, rstd, N, D, columnChunk)
+	c.accumulateColumns(dw, partial, chunks, D, D)
+	c.release(partial)
+}
+
+// AddRMSNormForward is Add then RMSNormForward in one kernel: sum = x + y,
+// out = rmsnorm(sum)·w, rstd (N) saved for backward.
+func (c *CUDA) AddRMSNormForward(sum, out, rstd, x, y, w Buffer, N, D int, eps float32) {
+	c.post(func() { c.launch("add_rmsnorm_forward", N, rowBlockMax, sum, out, rstd, x, y, w, N, D, eps) })
+}
+
+// AddRMSNormBackward adds the sum's whole gradient (dsum, what its other
+// readers gave, nil for none, plus the norm's from dout) into dx and dy,
+// and the weight's into dw; any of dx, dy, dw may be nil.
+func (c *CUDA) AddRMSNormBackward(dx, dy, dw, dsum, dout, sum, w, rstd Buffer, N, D int) {
+	c.post(func() {
+		if !dx.IsNil() || !dy.IsNil() {
+			c.launch("add_rmsnorm_backward_x", N, rowBlockMax, dx, dy, dsum, dout, sum, w, rstd, N, D)
 		}
-		// The rows of dout·x·rstd summed per chunk, then the chunks as a column sum.
-		chunks := (N + columnChunk - 1) / columnChunk
-		partial := c.alloc(chunks * D)
-		c.launch("rmsnorm_dw_partial", elementwiseGrid(chunks*D), elementwiseBlock, partial, dout, x, rstd, N, D, columnChunk)
-		c.accumulateColumns(dw, partial, chunks, D, D)
-		c.release(partial)
+		c.rmsnormDW(dw, dout, sum, rstd, N, D)
 	})
 }
 

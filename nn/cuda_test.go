@@ -257,6 +257,47 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		}
 	})
 
+	t.Run("add_rmsnorm", func(t *testing.T) {
+		// The fused residual add and norm against the CPU's add, then norm;
+		// the sum's own gradient present or absent, dx or dy not wanted.
+		h.t = t
+		for _, sz := range [][2]int{{5, 37}, {5, 300}, {300, 37}} {
+			N, D := sz[0], sz[1]
+			x, y, w := h.rand(N*D), h.rand(N*D), h.rand(D)
+			sum, want, rstd := make([]float32, N*D), make([]float32, N*D), make([]float32, N)
+			for i := range sum {
+				sum[i] = x[i] + y[i]
+			}
+			RMSNormForward(want, rstd, sum, w, N, D, 1e-6)
+			gsum, out, grstd := h.out(N*D), h.out(N*D), h.out(N)
+			gw := h.up(w)
+			c.AddRMSNormForward(gsum, out, grstd, h.up(x), h.up(y), gw, N, D, 1e-6)
+			h.expect("AddRMSNormForward sum", gsum, sum, 0)
+			h.expect("AddRMSNormForward", out, want, tolReduction)
+			h.expect("AddRMSNormForward rstd", grstd, rstd, tolReduction)
+			for _, withSum := range []bool{true, false} {
+				dout, dsum, dx, dw := h.rand(N*D), h.rand(N*D), h.rand(N*D), h.rand(D)
+				gdx, gdy, gdw := h.up(dx), h.out(N*D), h.up(dw)
+				var gdsum Buffer
+				total := make([]float32, N*D)
+				if withSum {
+					gdsum = h.up(dsum)
+					copy(total, dsum)
+				}
+				RMSNormBackward(total, dw, dout, sum, w, rstd, N, D)
+				for i := range dx {
+					dx[i] += total[i]
+				}
+				c.AddRMSNormBackward(gdx, Buffer{}, gdw, gdsum, h.up(dout), gsum, gw, grstd, N, D)
+				h.expect("AddRMSNormBackward dx", gdx, dx, tolReduction)
+				h.expect("AddRMSNormBackward dw", gdw, dw, tolReduction)
+				c.Zero(gdy)
+				c.AddRMSNormBackward(Buffer{}, gdy, Buffer{}, gdsum, h.up(dout), gsum, gw, grstd, N, D)
+				h.expect("AddRMSNormBackward dy", gdy, total, tolReduction)
+			}
+		}
+	})
+
 	t.Run("attention", func(t *testing.T) {
 		for _, tc := range []struct {
 			name    string

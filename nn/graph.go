@@ -248,6 +248,7 @@ type gpuGraph interface {
 	linear(out, x, w, bias *Tensor, N, C, OC int)
 	embedding(out, table *Tensor, ids []int32, D int)
 	rmsnorm(out, x, w *Tensor, N, D int, eps float32)
+	addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32)
 	attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape)
 	positionBias(out, table *Tensor, buckets []int32, numBuckets, H int)
 	unary(out, x *Tensor, fwd, bwd string, useOut bool)
@@ -502,6 +503,24 @@ func (g *Graph) RMSNorm(x, w *Tensor, eps float32) *Tensor {
 		g.record(func() { RMSNormBackward(x.Grad, grad(w), out.Grad, x.Data, w.Data, rstd, N, D) })
 	}
 	return out
+}
+
+// AddRMSNorm returns sum = x + y and RMSNorm(sum, w): a residual add and
+// the norm that reads the stream next, as T5 does after every sub-layer.
+// Its values and gradients are Add's and RMSNorm's; on a GPU it is one
+// kernel each way instead of four (add, norm; norm, two accumulations).
+func (g *Graph) AddRMSNorm(x, y, w *Tensor, eps float32) (sum, normed *Tensor) {
+	if g.gpu == nil {
+		sum = g.Add(x, y)
+		return sum, g.RMSNorm(sum, w, eps)
+	}
+	mustLen("AddRMSNorm", "y", y.Len(), x.Len())
+	D := x.Dim(-1)
+	mustLen("AddRMSNorm", "w", w.Len(), D)
+	wants := g.wants(x, y, w)
+	sum, normed = g.New(wants, x.Shape...), g.New(wants, x.Shape...)
+	g.gpu.addRMSNorm(sum, normed, x, y, w, x.Rows(), D, eps)
+	return sum, normed
 }
 
 // NormLinear returns Linear(RMSNorm(x, nw), w, bias): x (..., C), nw (C),

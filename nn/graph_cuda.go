@@ -229,6 +229,18 @@ func (cg *cudaGraph) rmsnorm(out, x, w *Tensor, N, D int, eps float32) {
 	}
 }
 
+func (cg *cudaGraph) addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32) {
+	dw := cg.d(w)
+	rstd := cg.arena.alloc(N)
+	cg.c.AddRMSNormForward(sum.dev.data, out.dev.data, rstd, cg.d(x), cg.d(y), dw, N, D, eps)
+	if sum.takesGrad() {
+		cg.record(func() {
+			// The sum's own gradient exists only if something after the op read it.
+			cg.c.AddRMSNormBackward(cg.gr(x), cg.gr(y), cg.gr(w), sum.dev.grad, cg.gr(out), sum.dev.data, dw, rstd, N, D)
+		}, sum, out)
+	}
+}
+
 func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape) {
 	dq, dk, dv, db := cg.d(q), cg.d(k), cg.d(v), cg.d(bias)
 	var mask Buffer

@@ -131,6 +131,20 @@ func opCases() []opCase {
 			x, w := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 8)
 			checkGrad(t, be, []*Tensor{x, w}, 1e-2, func(g *Graph) *Tensor { return g.RMSNorm(x, w, 1e-6) })
 		}},
+		{"residual add and rmsnorm, both read", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, y, w := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 8)
+			checkGrad(t, be, []*Tensor{x, y, w}, 1e-2, func(g *Graph) *Tensor {
+				sum, normed := g.AddRMSNorm(x, y, w, 1e-6)
+				return g.Add(g.Scale(sum, 0.5), normed)
+			})
+		}},
+		{"residual add and rmsnorm, the norm read, x frozen", func(t *testing.T, be Backend, rng *rand.Rand) {
+			x, y, w := randTensor(rng, false, 5, 8), randTensor(rng, true, 5, 8), randTensor(rng, true, 8)
+			checkGrad(t, be, []*Tensor{x, y, w}, 1e-2, func(g *Graph) *Tensor {
+				_, normed := g.AddRMSNorm(x, y, w, 1e-6)
+				return normed
+			})
+		}},
 		{"attention with bias, padding and causal mask", func(t *testing.T, be Backend, rng *rand.Rand) {
 			B, T, H, K := 2, 4, 2, 3
 			q, k, v := randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K)
