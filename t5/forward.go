@@ -256,12 +256,22 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	x = g.Dropout(x, p)
 	bias := g.PositionBias(m.EncRelBias, S, S, 0, true, c.RelMaxDistance)
 	out.EncHidden = append(out.EncHidden, x)
+	var xn *nn.Tensor // x normalised for the next block by the add that made it
 	for i := range m.Enc {
 		mark := g.Mark()
-		var probs *nn.Tensor
-		x, probs = m.EncoderLayer(g, h, i, x, bias, mask)
+		res, y, probs := m.encoderBlock(g, h, i, x, xn, bias, mask)
+		next, nextW := "encoder.final_layer_norm", m.EncFinal
+		if i < len(m.Enc)-1 {
+			next, nextW = fmt.Sprintf("encoder.block.%d.layer.0.layer_norm", i+1), m.Enc[i+1].SelfNorm
+		}
+		x, xn = m.blockEnd(g, h, "encoder", i, res, y, next, nextW)
 		if h.LeanEncoder {
-			g.Keep(mark, x) // a no-op unless the block was tape-free
+			// A no-op unless the block was tape-free.
+			if xn != nil {
+				g.Keep(mark, x, xn)
+			} else {
+				g.Keep(mark, x)
+			}
 		} else {
 			out.EncAttn = append(out.EncAttn, probs)
 		}
@@ -270,7 +280,10 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 			out.EncHidden = append(out.EncHidden, x)
 		}
 	}
-	out.EncOut = g.Dropout(m.norm(g, h, "encoder.final_layer_norm", x, m.EncFinal), p)
+	if xn == nil {
+		xn = m.norm(g, h, "encoder.final_layer_norm", x, m.EncFinal)
+	}
+	out.EncOut = g.Dropout(xn, p)
 	out.EncHidden = append(out.EncHidden, out.EncOut)
 	out.Mask = mask
 	if h.EncoderOutput != nil {
@@ -285,9 +298,14 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 	x := g.Dropout(g.Embedding(m.Shared, ids).View(B, T, c.DModel), p)
 	bias := g.PositionBias(m.DecRelBias, T, T, 0, false, c.RelMaxDistance)
 	out.DecHidden = append(out.DecHidden, x)
+	var xn *nn.Tensor
 	for i := range m.Dec {
-		var probs, cprobs *nn.Tensor
-		x, probs, cprobs = m.DecoderLayer(g, h, i, x, bias, enc, encMask)
+		res, y, probs, cprobs := m.decoderBlock(g, h, i, x, xn, bias, enc, encMask)
+		next, nextW := "decoder.final_layer_norm", m.DecFinal
+		if i < len(m.Dec)-1 {
+			next, nextW = fmt.Sprintf("decoder.block.%d.layer.0.layer_norm", i+1), m.Dec[i+1].SelfNorm
+		}
+		x, xn = m.blockEnd(g, h, "decoder", i, res, y, next, nextW)
 		out.DecAttn = append(out.DecAttn, probs)
 		out.CrossAttn = append(out.CrossAttn, cprobs)
 		out.DecBlockOut = append(out.DecBlockOut, x)
@@ -295,7 +313,10 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 			out.DecHidden = append(out.DecHidden, x)
 		}
 	}
-	out.DecOut = g.Dropout(m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal), p)
+	if xn == nil {
+		xn = m.norm(g, h, "decoder.final_layer_norm", x, m.DecFinal)
+	}
+	out.DecOut = g.Dropout(xn, p)
 	out.DecHidden = append(out.DecHidden, out.DecOut)
 }
 
@@ -303,35 +324,77 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 // position bias and padding mask; it returns the block output (after the
 // Block hook) and its self-attention probabilities.
 func (m *Model) EncoderLayer(g *nn.Graph, h *Hooks, i int, x, bias *nn.Tensor, mask []bool) (out, probs *nn.Tensor) {
-	c := m.Config
-	p := float32(c.DropoutRate)
-	blk := m.Enc[i]
-	name := fmt.Sprintf("encoder.block.%d.layer.", i)
-	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
-		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
-	x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
-	ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, m.norm(g, h, name+"1.layer_norm", x, blk.FFNorm))
-	x = g.Add(x, g.Dropout(m.sub(g, h, name+"1", ff), p))
-	return m.blockOut(g, h, "encoder", i, x), probs
+	res, y, probs := m.encoderBlock(g, h, i, x, nil, bias, mask)
+	return m.blockOut(g, h, "encoder", i, g.Add(res, y)), probs
 }
 
 // DecoderLayer runs decoder block i on x (B, T, D), attending to enc
 // (B, S, D) under encMask; it returns the block output and its self- and
 // cross-attention probabilities.
 func (m *Model) DecoderLayer(g *nn.Graph, h *Hooks, i int, x, bias, enc *nn.Tensor, encMask []bool) (out, probs, cprobs *nn.Tensor) {
+	res, y, probs, cprobs := m.decoderBlock(g, h, i, x, nil, bias, enc, encMask)
+	return m.blockOut(g, h, "decoder", i, g.Add(res, y)), probs, cprobs
+}
+
+// encoderBlock is EncoderLayer up to the block's last residual add: the
+// block output is res + y (blockEnd adds them, fused with the norm that
+// reads the sum next). xn is x normalised by the block's first norm when
+// the previous block's add made it, else nil.
+func (m *Model) encoderBlock(g *nn.Graph, h *Hooks, i int, x, xn, bias *nn.Tensor, mask []bool) (res, y, probs *nn.Tensor) {
+	c := m.Config
+	p := float32(c.DropoutRate)
+	blk := m.Enc[i]
+	name := fmt.Sprintf("encoder.block.%d.layer.", i)
+	if xn == nil {
+		xn = m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
+	}
+	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, xn, nil, bias,
+		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
+	x, xn = m.addNorm(g, h, name+"1.layer_norm", x, g.Dropout(m.sub(g, h, name+"0", a), p), blk.FFNorm)
+	ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, xn)
+	return x, g.Dropout(m.sub(g, h, name+"1", ff), p), probs
+}
+
+// decoderBlock is DecoderLayer up to the block's last residual add, as
+// encoderBlock is EncoderLayer.
+func (m *Model) decoderBlock(g *nn.Graph, h *Hooks, i int, x, xn, bias, enc *nn.Tensor, encMask []bool) (res, y, probs, cprobs *nn.Tensor) {
 	c := m.Config
 	p := float32(c.DropoutRate)
 	blk := m.Dec[i]
 	name := fmt.Sprintf("decoder.block.%d.layer.", i)
-	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm), nil, bias,
+	if xn == nil {
+		xn = m.norm(g, h, name+"0.layer_norm", x, blk.SelfNorm)
+	}
+	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, xn, nil, bias,
 		nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
-	x = g.Add(x, g.Dropout(m.sub(g, h, name+"0", a), p))
-	ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, m.norm(g, h, name+"1.layer_norm", x, blk.CrossNorm), enc, nil,
+	x, xn = m.addNorm(g, h, name+"1.layer_norm", x, g.Dropout(m.sub(g, h, name+"0", a), p), blk.CrossNorm)
+	ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, xn, enc, nil,
 		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
-	x = g.Add(x, g.Dropout(ca, p))
-	ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, m.norm(g, h, name+"2.layer_norm", x, blk.FFNorm))
-	x = g.Add(x, g.Dropout(m.sub(g, h, name+"2", ff), p))
-	return m.blockOut(g, h, "decoder", i, x), probs, cprobs
+	x, xn = m.addNorm(g, h, name+"2.layer_norm", x, g.Dropout(ca, p), blk.FFNorm)
+	ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, xn)
+	return x, g.Dropout(m.sub(g, h, name+"2", ff), p), probs, cprobs
+}
+
+// addNorm adds the sub-layer output y to the residual stream x and
+// normalises the sum by w (the norm called name) for the sub-layer that
+// reads it next: one op, nn.Graph.AddRMSNorm, unless the Norm hook
+// rewrites that norm.
+func (m *Model) addNorm(g *nn.Graph, h *Hooks, name string, x, y, w *nn.Tensor) (sum, normed *nn.Tensor) {
+	if h.Norm != nil {
+		sum = g.Add(x, y)
+		return sum, h.Norm(g, name, sum, w)
+	}
+	return g.AddRMSNorm(x, y, w, float32(m.Config.LayerNormEps))
+}
+
+// blockEnd finishes block i of stack: its output res + y and, fused with
+// the add, that output normalised by the norm read next (next, w), or nil
+// when the Block hook rewrites the output first.
+func (m *Model) blockEnd(g *nn.Graph, h *Hooks, stack string, i int, res, y *nn.Tensor, next string, w *nn.Tensor) (out, normed *nn.Tensor) {
+	if h.Block != nil {
+		return m.blockOut(g, h, stack, i, g.Add(res, y)), nil
+	}
+	return m.addNorm(g, h, next, res, y, w)
 }
 
 // attention projects x (queries) and kv (keys and values; x itself when
