@@ -139,6 +139,7 @@ func Table3(rows []Row, withPaper bool) Table {
 	for c := 1; c <= 4; c++ {
 		markBest(t.Rows, c, true)
 	}
+	t.Notes = append(t.Notes, precisionNote(rows))
 	t.Notes = append(t.Notes, "Training memory is the GPU allocator's peak on a GPU, else the training process's peak RSS; inference time is greedy decoding of one test example at batch 1; inference memory is not measured separately yet. The paper's estimate is sampled GPU utilisation × p₀ (Appendix D, Eq. 15; p₀ = training.gpu_p0_watts, 250 W as in the paper), shown beside NVML's energy counter; it is empty for runs without a GPU.")
 	if withPaper {
 		for _, p := range []struct {

@@ -5,18 +5,27 @@ import (
 	"testing"
 )
 
-// TestTable1SaysThePrecision: Table 1 notes the product precision, once
-// when every run agrees, per method when they differ; runs from before the
-// setting count as fp32.
-func TestTable1SaysThePrecision(t *testing.T) {
-	note := func(rows []Row) string {
-		for _, n := range Table1(rows, nil, false).Notes {
-			if strings.Contains(n, "precision") {
-				return n
+// TestTablesSayThePrecision: Tables 1 and 3 note the product precision,
+// once when every run agrees, per method when they differ; runs from
+// before the setting count as fp32.
+func TestTablesSayThePrecision(t *testing.T) {
+	for _, table := range []func([]Row) Table{
+		func(rows []Row) Table { return Table1(rows, nil, false) },
+		func(rows []Row) Table { return Table3(rows, false) },
+	} {
+		checkPrecisionNote(t, func(rows []Row) string {
+			for _, n := range table(rows).Notes {
+				if strings.Contains(n, "precision") {
+					return n
+				}
 			}
-		}
-		return ""
+			return ""
+		})
 	}
+}
+
+func checkPrecisionNote(t *testing.T, note func([]Row) string) {
+	t.Helper()
 	if got := note([]Row{{Method: "read"}, {Method: "lora", Precisions: []string{"fp32"}}}); got != "Matrix products at fp32 in every run (training setting precision)." {
 		t.Errorf("uniform: %q", got)
 	}

@@ -157,18 +157,22 @@ func printSelection(w io.Writer, sel sweep.Selection) {
 	}
 	fmt.Fprintf(w, "%s: chosen architecture %s (mean best validation %.4f over %d datasets)\n\n", sel.Method, chosen.Arch, chosen.Mean, len(chosen.Best))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DATASET\tLR\tVALIDATION\tTEST\tTRIAL")
+	fmt.Fprintln(tw, "DATASET\tLR\tVALIDATION\tTEST\tPRECISION\tTRIAL")
 	for _, d := range sel.Datasets {
 		b, ok := chosen.Best[d]
 		if !ok {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s (no COMPLETE trial)\n", d, chosen.Study[d])
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t%s (no COMPLETE trial)\n", d, chosen.Study[d])
 			continue
+		}
+		precision, ok := b.UserAttrs["precision"].(string)
+		if !ok {
+			precision = "fp32" // trials from before the training setting existed
 		}
 		test := "-"
 		if v, ok := b.UserAttrs["test"].(float64); ok {
 			test = fmt.Sprintf("%.4f", v)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.4f\t%s\t%s#%d\n", d, formatParam(b, "lr"), *b.Value, test, chosen.Study[d], b.Number)
+		fmt.Fprintf(tw, "%s\t%s\t%.4f\t%s\t%s\t%s#%d\n", d, formatParam(b, "lr"), *b.Value, test, precision, chosen.Study[d], b.Number)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\ncandidates (Appendix D.2: best validation per dataset, averaged):\n")
