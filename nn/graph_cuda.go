@@ -344,7 +344,7 @@ func (cg *cudaGraph) dropout(out, x *Tensor, p float32) {
 	if out.takesGrad() {
 		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.MulBackward(gx, Buffer{}, cg.gr(out), mask, dx)
+				cg.c.MulBackward(gx, Buffer{}, cg.gr(out), dx, mask)
 			}
 		}, out)
 	}
