@@ -371,13 +371,15 @@ func (c *CUDA) Sync() error {
 	return err
 }
 
-// PeakBytes returns the most device memory the allocator has reserved.
 // Calls counts the kernel launches and cuBLAS calls queued so far.
 func (c *CUDA) Calls() GPUCalls { return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load()} }
 
+// PeakBytes returns the most device memory in use at once: blocks handed
+// out and not yet freed, as torch.cuda.max_memory_allocated counts, not
+// what the cache holds besides.
 func (c *CUDA) PeakBytes() int64 {
 	var n int64
-	c.do(func() { n = c.mem.peak })
+	c.do(func() { n = c.mem.peakInUse })
 	return n
 }
 
@@ -429,11 +431,12 @@ func (c *CUDA) Close() error {
 // 4 MiB, then multiples of 2 MiB, which bounds the waste at half a block
 // for small and 2 MiB for large ones.
 type deviceAllocator struct {
-	cuda     *CUDA
-	free     map[int][]uint64 // size class in bytes → blocks
-	size     map[uint64]int   // live block → its class
-	reserved int64            // bytes held from the driver
-	peak     int64
+	cuda      *CUDA
+	free      map[int][]uint64 // size class in bytes → blocks
+	size      map[uint64]int   // live block → its class
+	reserved  int64            // bytes held from the driver
+	inUse     int64            // bytes of the live blocks
+	peakInUse int64
 }
 
 func sizeClass(bytes int) int {
@@ -459,7 +462,7 @@ func (a *deviceAllocator) alloc(bytes int) (uint64, error) {
 	if l := a.free[class]; len(l) > 0 {
 		p := l[len(l)-1]
 		a.free[class] = l[:len(l)-1]
-		a.size[p] = class
+		a.take(p, class)
 		return p, nil
 	}
 	var p C.CUdeviceptr
@@ -471,10 +474,16 @@ func (a *deviceAllocator) alloc(bytes int) (uint64, error) {
 	if err := a.cuda.check(fmt.Sprintf("cuMemAlloc(%d bytes; %d reserved)", class, a.reserved), r); err != nil {
 		return 0, err
 	}
-	a.size[uint64(p)] = class
 	a.reserved += int64(class)
-	a.peak = max(a.peak, a.reserved)
+	a.take(uint64(p), class)
 	return uint64(p), nil
+}
+
+// take marks block p of class bytes live.
+func (a *deviceAllocator) take(p uint64, class int) {
+	a.size[p] = class
+	a.inUse += int64(class)
+	a.peakInUse = max(a.peakInUse, a.inUse)
 }
 
 const cudaErrorOutOfMemory = 2
@@ -485,6 +494,7 @@ func (a *deviceAllocator) put(p uint64) {
 		panic("nn: CUDA: freeing a buffer that is not live")
 	}
 	delete(a.size, p)
+	a.inUse -= int64(class)
 	a.free[class] = append(a.free[class], p)
 }
 
@@ -504,6 +514,7 @@ func (a *deviceAllocator) release() {
 	for p, class := range a.size {
 		C.rs_cuMemFree_v2(a.cuda.lib, C.CUdeviceptr(p))
 		a.reserved -= int64(class)
+		a.inUse -= int64(class)
 		delete(a.size, p)
 	}
 }

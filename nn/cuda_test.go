@@ -704,6 +704,26 @@ func TestCUDACallsCount(t *testing.T) {
 	}
 }
 
+// TestPeakBytesCountsLiveBlocks: the peak is of memory in use, as
+// torch.cuda.max_memory_allocated's: a freed block, kept in the cache and
+// handed out again, is not counted twice.
+func TestPeakBytesCountsLiveBlocks(t *testing.T) {
+	c := openEmulated(t)
+	start := c.PeakBytes()
+	const n = 1 << 20 // 4 MiB, its own size class
+	a := c.Alloc(n)
+	c.Free(a)
+	b := c.Alloc(n)
+	if got := c.PeakBytes() - start; got != 4*n {
+		t.Errorf("one live block at a time: peak grew %d bytes, want %d", got, 4*n)
+	}
+	d := c.Alloc(n)
+	if got := c.PeakBytes() - start; got != 8*n {
+		t.Errorf("two live blocks: peak grew %d bytes, want %d", got, 8*n)
+	}
+	c.Free(b, d)
+}
+
 // TestViewOnDeviceIsItsBase: a view made of a host tensor before the
 // tensor went to the GPU carries the gradient into the tensor itself, as
 // on the CPU; it once went to the device as a copy of its own, and the

@@ -10,7 +10,8 @@ import (
 type GPU interface {
 	Backend
 	Info() GPUInfo
-	// PeakBytes is the most device memory the backend has held.
+	// PeakBytes is the most device memory in use at once (allocated, as
+	// torch.cuda.max_memory_allocated counts; not the cache's reserve).
 	PeakBytes() int64
 	// Sync waits for queued work and returns the first error.
 	Sync() error
