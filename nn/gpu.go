@@ -137,6 +137,19 @@ type devTensor struct {
 	// allocated when backward first reaches it and freed once the op that
 	// made the tensor has run its backward.
 	lazyGrad bool
+	// slot is a graph tensor's place (from 1) in its graph's list of
+	// blocks; 0 for mirrors.
+	slot int
+	// saved marks a tensor whose values a recorded backward reads, which
+	// Graph.Drop must leave alone; dropped, one Drop gave back.
+	saved, dropped bool
+}
+
+// mustLive panics on a tensor whose memory Graph.Drop gave back.
+func (d *devTensor) mustLive() {
+	if d.dropped {
+		panic("nn: a tensor read after Graph.Drop gave its memory back")
+	}
 }
 
 // tensorDevice is what tensors and the optimiser need from a GPU.

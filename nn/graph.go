@@ -58,6 +58,7 @@ func (t *Tensor) Values() []float32 {
 
 // fetch copies device buffer b into *host, sized to t first.
 func (t *Tensor) fetch(host *[]float32, b Buffer) []float32 {
+	t.dev.mustLive()
 	if len(*host) != t.Len() {
 		*host = make([]float32, t.Len())
 	}
@@ -240,8 +241,9 @@ type gpuGraph interface {
 	newTensor(grad bool, shape []int) *Tensor
 	reset()
 	release()
-	mark() arenaPos
-	keep(m arenaPos, ts []*Tensor)
+	mark() devMark
+	keep(m devMark, ts []*Tensor)
+	drop(ts []*Tensor)
 	peakBytes() int64
 	backwardSeed(loss *Tensor)
 	gradBuffer(t *Tensor) Buffer // t's gradient, allocated if need be
@@ -322,8 +324,16 @@ func (g *Graph) Reset() {
 
 // Mark records the graph's allocation point, for Keep.
 type Mark struct {
-	host, dev arenaPos
-	tape      int
+	host arenaPos
+	dev  devMark
+	tape int
+}
+
+// devMark is a GPU graph's allocation point: its arena's and the number
+// of tensor blocks it had made.
+type devMark struct {
+	arena   arenaPos
+	tensors int
 }
 
 // Mark returns the current allocation point.
@@ -370,6 +380,19 @@ func (g *Graph) Keep(m Mark, ts ...*Tensor) {
 		pos = next
 	}
 	a.pos = pos
+}
+
+// Drop tells the graph that the caller will not read ts again. On a GPU,
+// each of them that no recorded backward reads (an output only a residual
+// add or a dropout consumed, say) goes back to the device cache now, not
+// at Reset: PyTorch frees such a tensor when its last reference goes, and
+// a step's peak memory is made of them otherwise. Views, parameters and
+// tensors of other graphs are left alone; reading a dropped tensor
+// panics. On the CPU it does nothing: the arena keeps them to Reset.
+func (g *Graph) Drop(ts ...*Tensor) {
+	if g.gpu != nil {
+		g.gpu.drop(ts)
+	}
 }
 
 // PeakBytes returns the most activation memory the graph has held.

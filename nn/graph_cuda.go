@@ -5,6 +5,7 @@ package nn
 import (
 	"fmt"
 	"runtime"
+	"slices"
 )
 
 // cudaGraph runs a Graph's ops on the GPU: tensors the graph makes live in
@@ -39,11 +40,17 @@ func (cg *cudaGraph) release() {
 }
 
 // devArena hands out zeroed device memory from chunks that survive Reset,
-// as arena does on the host.
+// as arena does on the host, for an op's own bookkeeping (norm scales,
+// masks, ids). The tensors a graph makes each get a block of their own
+// from the device cache instead, listed here, so that Drop can give one
+// back before the step ends.
 type devArena struct {
 	arenaSpace
-	c      *CUDA
-	chunks []Buffer
+	c       *CUDA
+	chunks  []Buffer
+	tensors []Buffer // by slot; nil once dropped
+	// live and peakLive count the tensors' elements.
+	live, peakLive int
 }
 
 // devAlign rounds arena blocks to 64 elements: 256-byte alignment, as
@@ -60,8 +67,38 @@ func (a *devArena) alloc(n int) Buffer {
 	return b
 }
 
-// free returns the arena's chunks to the device cache.
+// tensor returns a zeroed block of n elements for a graph tensor and its
+// slot.
+func (a *devArena) tensor(n int) (Buffer, int) {
+	b := a.c.Alloc(n)
+	a.c.Zero(b)
+	a.tensors = append(a.tensors, b)
+	a.live += n
+	a.peakLive = max(a.peakLive, a.live)
+	return b, len(a.tensors)
+}
+
+// freeTensor gives back the block in slot (from 1), if it is still held.
+func (a *devArena) freeTensor(slot int) {
+	if b := a.tensors[slot-1]; !b.IsNil() {
+		a.c.Free(b)
+		a.live -= b.n
+		a.tensors[slot-1] = Buffer{}
+	}
+}
+
+// freeTensors gives back the blocks from slot from+1 on and forgets them.
+func (a *devArena) freeTensors(from int) {
+	for slot := from + 1; slot <= len(a.tensors); slot++ {
+		a.freeTensor(slot)
+	}
+	a.tensors = a.tensors[:from]
+}
+
+// free returns the arena's chunks and the tensors' blocks to the device
+// cache.
 func (a *devArena) free() {
+	a.freeTensors(0)
 	if len(a.chunks) > 0 {
 		a.c.Free(a.chunks...)
 	}
@@ -71,42 +108,68 @@ func (a *devArena) free() {
 func (cg *cudaGraph) reset() {
 	cg.dropGrads()
 	cg.arena.reset()
+	cg.arena.freeTensors(0)
 	clear(cg.uploads)
 }
 
-func (cg *cudaGraph) mark() arenaPos { return cg.arena.pos }
-
-// keep moves the kept tensors down to mark m (through a temporary, since
-// device copies must not overlap) and frees the rest of the arena above.
-func (cg *cudaGraph) keep(m arenaPos, ts []*Tensor) {
-	a := cg.arena
-	pos := m
-	for _, t := range ts {
-		if t.dev == nil || t.dev.persistent {
-			return
-		}
-		at, next, ok := a.fit(pos, devAlign(t.dev.data.n))
-		if !ok {
-			return
-		}
-		dst := Buffer{ptr: a.chunks[at.chunk].ptr + uint64(at.off)*4, n: t.dev.data.n}
-		if dst.ptr != t.dev.data.ptr {
-			tmp := cg.c.Alloc(t.dev.data.n)
-			cg.c.Copy(tmp, t.dev.data)
-			cg.c.Copy(dst, tmp)
-			cg.c.Free(tmp)
-			t.dev.data = dst
-		}
-		pos = next
-	}
-	a.pos = pos
+func (cg *cudaGraph) mark() devMark {
+	return devMark{arena: cg.arena.pos, tensors: len(cg.arena.tensors)}
 }
 
-func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak) * 4 }
+// keep gives back every tensor made since mark m but those of ts, which
+// move down to m's slots, and the arena above m. Tensors of ts made
+// before m stay where they are.
+func (cg *cudaGraph) keep(m devMark, ts []*Tensor) {
+	a := cg.arena
+	var kept []*devTensor
+	var blocks []Buffer
+	for _, t := range ts {
+		d := t.dev
+		if d == nil || d.persistent || d.owner != gpuGraph(cg) || d.slot <= m.tensors || d.dropped || slices.Contains(kept, d) {
+			continue
+		}
+		kept = append(kept, d)
+		blocks = append(blocks, a.tensors[d.slot-1])
+		a.tensors[d.slot-1] = Buffer{} // not freed below
+	}
+	a.freeTensors(m.tensors)
+	for i, d := range kept {
+		a.tensors = append(a.tensors, blocks[i])
+		d.slot = len(a.tensors)
+	}
+	a.pos = m.arena
+}
+
+// drop gives back the blocks of ts that no recorded backward reads (see
+// Graph.Drop).
+func (cg *cudaGraph) drop(ts []*Tensor) {
+	for _, t := range ts {
+		if t == nil || t.base != nil || t.dev == nil {
+			continue
+		}
+		d := t.dev
+		if d.owner != gpuGraph(cg) || d.slot == 0 || d.saved || d.dropped || d.persistent {
+			continue
+		}
+		cg.arena.freeTensor(d.slot)
+		d.data, d.dropped = Buffer{}, true
+	}
+}
+
+// save marks tensors whose values a backward being recorded reads.
+func (cg *cudaGraph) save(ts ...*Tensor) {
+	for _, t := range ts {
+		if t != nil && t.dev != nil {
+			t.dev.saved = true
+		}
+	}
+}
+
+func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak+cg.arena.peakLive) * 4 }
 
 func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
-	n := numel(shape)
-	d := &devTensor{dev: cg.c, data: cg.arena.alloc(n), lazyGrad: grad, owner: cg}
+	b, slot := cg.arena.tensor(numel(shape))
+	d := &devTensor{dev: cg.c, data: b, lazyGrad: grad, owner: cg, slot: slot}
 	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
 }
 
@@ -117,6 +180,7 @@ func (cg *cudaGraph) d(t *Tensor) Buffer {
 		return Buffer{}
 	}
 	if t.dev != nil {
+		t.dev.mustLive()
 		return t.dev.data
 	}
 	if t.Grad != nil || (t.base != nil && t.base.dev != nil) {
@@ -199,6 +263,7 @@ func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
 	dx, dw, db := cg.d(x), cg.d(w), cg.d(bias)
 	cg.c.MatmulForward(out.dev.data, dx, dw, db, N, C, OC)
 	if out.takesGrad() {
+		cg.save(x, w)
 		cg.record(func() {
 			cg.c.MatmulBackward(cg.gr(x), cg.gr(w), cg.gr(bias), cg.gr(out), dx, dw, N, C, OC)
 		}, out)
@@ -225,6 +290,7 @@ func (cg *cudaGraph) rmsnorm(out, x, w *Tensor, N, D int, eps float32) {
 	rstd := cg.arena.alloc(N)
 	cg.c.RMSNormForward(out.dev.data, rstd, dx, dw, N, D, eps)
 	if out.takesGrad() {
+		cg.save(x, w)
 		cg.record(func() { cg.c.RMSNormBackward(cg.gr(x), cg.gr(w), cg.gr(out), dx, dw, rstd, N, D) }, out)
 	}
 }
@@ -234,6 +300,7 @@ func (cg *cudaGraph) addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32
 	rstd := cg.arena.alloc(N)
 	cg.c.AddRMSNormForward(sum.dev.data, out.dev.data, rstd, cg.d(x), cg.d(y), dw, N, D, eps)
 	if sum.takesGrad() {
+		cg.save(sum, w)
 		cg.record(func() {
 			// The sum's own gradient exists only if something after the op read it.
 			cg.c.AddRMSNormBackward(cg.gr(x), cg.gr(y), cg.gr(w), sum.dev.grad, cg.gr(out), sum.dev.data, dw, rstd, N, D)
@@ -260,6 +327,7 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 	cg.c.AttentionForward(out.dev.data, probs.dev.data, drop, scratch, dq, dk, dv, db, mask, o.Causal, o.QOffset, s)
 	cg.c.Free(scratch)
 	if out.takesGrad() {
+		cg.save(q, k, v, probs)
 		cg.record(func() {
 			work := cg.c.Alloc(2 * P)
 			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), work, cg.gr(out), probs.dev.data, drop, dq, dk, dv, s)
@@ -294,8 +362,10 @@ func (cg *cudaGraph) unary(out, x *Tensor, fwd, bwd string, useOut bool) {
 	cg.c.elementwise(fwd, n, out.dev.data, dx)
 	if out.takesGrad() {
 		saved := dx
+		cg.save(x)
 		if useOut {
 			saved = out.dev.data
+			cg.save(out)
 		}
 		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
@@ -322,6 +392,7 @@ func (cg *cudaGraph) mul(out, a, b *Tensor) {
 	da, db := cg.d(a), cg.d(b)
 	cg.c.Mul(out.dev.data, da, db)
 	if out.takesGrad() {
+		cg.save(a, b)
 		cg.record(func() { cg.c.MulBackward(cg.gr(a), cg.gr(b), cg.gr(out), da, db) }, out)
 	}
 }
@@ -421,6 +492,7 @@ func (cg *cudaGraph) gru(out, gi, gh, h *Tensor, N, R int) {
 	gates := cg.arena.alloc(N * 3 * R)
 	cg.c.GRUGateForward(out.dev.data, gates, dgi, dgh, dh, N, R)
 	if out.takesGrad() {
+		cg.save(gh, h)
 		cg.record(func() {
 			cg.c.GRUGateBackward(cg.gr(gi), cg.gr(gh), cg.gr(h), cg.gr(out), gates, dgh, dh, N, R)
 		}, out)
@@ -432,6 +504,7 @@ func (cg *cudaGraph) lstm(hOut, cOut, gates, cPrev *Tensor, N, R int) {
 	acts, tc := cg.arena.alloc(N*4*R), cg.arena.alloc(N*R)
 	cg.c.LSTMGateForward(hOut.dev.data, cOut.dev.data, acts, tc, dg, dc, N, R)
 	if hOut.takesGrad() {
+		cg.save(cPrev)
 		cg.record(func() {
 			cg.c.LSTMGateBackward(cg.gr(gates), cg.gr(cPrev), cg.gr(hOut), cg.gr(cOut), acts, tc, dc, N, R)
 		}, hOut, cOut)
@@ -456,6 +529,7 @@ func (cg *cudaGraph) mulRow(out, x, b *Tensor, N, C int) {
 	dx, db := cg.d(x), cg.d(b)
 	cg.c.MulRow(out.dev.data, dx, db)
 	if out.takesGrad() {
+		cg.save(x, b)
 		cg.record(func() { cg.c.MulRowBackward(cg.gr(x), cg.gr(b), cg.gr(out), dx, db, N, C) }, out)
 	}
 }
@@ -483,6 +557,7 @@ func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 	o := out.dev.data
 	cg.c.post(func() { cg.c.gemmBatched(false, false, M, N, K, 1, da, K, M*K, db, N, K*N, 0, o, N, M*N, B) })
 	if out.takesGrad() {
+		cg.save(a, b)
 		cg.record(func() {
 			// Operands are read here, on the caller's goroutine; the CUDA
 			// thread sees only buffers.
@@ -511,6 +586,7 @@ func (cg *cudaGraph) gateMix(out, a, b, alpha *Tensor, temp float32) {
 		cg.c.launch("gate_mix_forward", elementwiseGrid(n), elementwiseBlock, o, da, db, dal, temp, n)
 	})
 	if out.takesGrad() {
+		cg.save(a, b, alpha)
 		cg.record(func() {
 			blocks := min(elementwiseGrid(n), 1024)
 			partial := cg.arena.alloc(2 * blocks)
