@@ -112,6 +112,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		if err != nil {
 			return err
 		}
+		g.Drop(out.Logits) // as a trial's step does
 		g.Backward(out.Loss)
 		nn.ClipGradNorm(trainable, 1)
 		opt.Step(trainable)

@@ -325,7 +325,7 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 // Block hook) and its self-attention probabilities.
 func (m *Model) EncoderLayer(g *nn.Graph, h *Hooks, i int, x, bias *nn.Tensor, mask []bool) (out, probs *nn.Tensor) {
 	res, y, probs := m.encoderBlock(g, h, i, x, nil, bias, mask)
-	return m.blockOut(g, h, "encoder", i, g.Add(res, y)), probs
+	return m.blockOut(g, h, "encoder", i, g.Add(res, g.Dropout(y, float32(m.Config.DropoutRate)))), probs
 }
 
 // DecoderLayer runs decoder block i on x (B, T, D), attending to enc
@@ -333,13 +333,13 @@ func (m *Model) EncoderLayer(g *nn.Graph, h *Hooks, i int, x, bias *nn.Tensor, m
 // cross-attention probabilities.
 func (m *Model) DecoderLayer(g *nn.Graph, h *Hooks, i int, x, bias, enc *nn.Tensor, encMask []bool) (out, probs, cprobs *nn.Tensor) {
 	res, y, probs, cprobs := m.decoderBlock(g, h, i, x, nil, bias, enc, encMask)
-	return m.blockOut(g, h, "decoder", i, g.Add(res, y)), probs, cprobs
+	return m.blockOut(g, h, "decoder", i, g.Add(res, g.Dropout(y, float32(m.Config.DropoutRate)))), probs, cprobs
 }
 
 // encoderBlock is EncoderLayer up to the block's last residual add: the
-// block output is res + y (blockEnd adds them, fused with the norm that
-// reads the sum next). xn is x normalised by the block's first norm when
-// the previous block's add made it, else nil.
+// block output is res + dropout(y) (blockEnd adds them, fused with the
+// norm that reads the sum next). xn is x normalised by the block's first
+// norm when the previous block's add made it, else nil.
 func (m *Model) encoderBlock(g *nn.Graph, h *Hooks, i int, x, xn, bias *nn.Tensor, mask []bool) (res, y, probs *nn.Tensor) {
 	c := m.Config
 	p := float32(c.DropoutRate)
@@ -350,9 +350,9 @@ func (m *Model) encoderBlock(g *nn.Graph, h *Hooks, i int, x, xn, bias *nn.Tenso
 	}
 	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, xn, nil, bias,
 		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: mask, Dropout: p})
-	x, xn = m.addNorm(g, h, name+"1.layer_norm", x, g.Dropout(m.sub(g, h, name+"0", a), p), blk.FFNorm)
+	x, xn = m.residual(g, h, name+"1.layer_norm", x, a, m.sub(g, h, name+"0", a), blk.FFNorm)
 	ff := m.ffn(g, h, name+"1.DenseReluDense.", blk, xn)
-	return x, g.Dropout(m.sub(g, h, name+"1", ff), p), probs
+	return x, m.subOut(g, h, name+"1", ff), probs
 }
 
 // decoderBlock is DecoderLayer up to the block's last residual add, as
@@ -367,12 +367,34 @@ func (m *Model) decoderBlock(g *nn.Graph, h *Hooks, i int, x, xn, bias, enc *nn.
 	}
 	a, probs := m.attention(g, h, name+"0.SelfAttention.", blk.Q, blk.K, blk.V, blk.O, xn, nil, bias,
 		nn.AttentionOpts{Heads: c.NumHeads, Causal: true, Dropout: p})
-	x, xn = m.addNorm(g, h, name+"1.layer_norm", x, g.Dropout(m.sub(g, h, name+"0", a), p), blk.CrossNorm)
+	x, xn = m.residual(g, h, name+"1.layer_norm", x, a, m.sub(g, h, name+"0", a), blk.CrossNorm)
 	ca, cprobs := m.attention(g, h, name+"1.EncDecAttention.", blk.CQ, blk.CK, blk.CV, blk.CO, xn, enc, nil,
 		nn.AttentionOpts{Heads: c.NumHeads, KeyMask: encMask, Dropout: p})
-	x, xn = m.addNorm(g, h, name+"2.layer_norm", x, g.Dropout(ca, p), blk.FFNorm)
+	x, xn = m.residual(g, h, name+"2.layer_norm", x, ca, ca, blk.FFNorm)
 	ff := m.ffn(g, h, name+"2.DenseReluDense.", blk, xn)
-	return x, g.Dropout(m.sub(g, h, name+"2", ff), p), probs, cprobs
+	return x, m.subOut(g, h, name+"2", ff), probs, cprobs
+}
+
+// residual adds sub-layer output y (out after the SubLayer hook), with
+// dropout, to the stream x, fused with the norm read next (addNorm), and
+// gives out, y and the dropped y back to the device: no backward reads
+// them, unless a hook's did (nn.Graph.Drop keeps those).
+func (m *Model) residual(g *nn.Graph, h *Hooks, name string, x, out, y, w *nn.Tensor) (sum, normed *nn.Tensor) {
+	d := g.Dropout(y, float32(m.Config.DropoutRate))
+	sum, normed = m.addNorm(g, h, name, x, d, w)
+	g.Drop(out, y, d)
+	return sum, normed
+}
+
+// subOut is a block's last sub-layer output after the SubLayer hook, for
+// blockEnd; the output before the hook goes back to the device when the
+// hook made another.
+func (m *Model) subOut(g *nn.Graph, h *Hooks, name string, out *nn.Tensor) *nn.Tensor {
+	y := m.sub(g, h, name, out)
+	if y != out {
+		g.Drop(out)
+	}
+	return y
 }
 
 // addNorm adds the sub-layer output y to the residual stream x and
@@ -387,14 +409,17 @@ func (m *Model) addNorm(g *nn.Graph, h *Hooks, name string, x, y, w *nn.Tensor) 
 	return g.AddRMSNorm(x, y, w, float32(m.Config.LayerNormEps))
 }
 
-// blockEnd finishes block i of stack: its output res + y and, fused with
-// the add, that output normalised by the norm read next (next, w), or nil
-// when the Block hook rewrites the output first.
+// blockEnd finishes block i of stack: its output res + dropout(y) and,
+// fused with the add, that output normalised by the norm read next (next,
+// w), or nil when the Block hook rewrites the output first.
 func (m *Model) blockEnd(g *nn.Graph, h *Hooks, stack string, i int, res, y *nn.Tensor, next string, w *nn.Tensor) (out, normed *nn.Tensor) {
 	if h.Block != nil {
-		return m.blockOut(g, h, stack, i, g.Add(res, y)), nil
+		d := g.Dropout(y, float32(m.Config.DropoutRate))
+		out = m.blockOut(g, h, stack, i, g.Add(res, d))
+		g.Drop(y, d)
+		return out, nil
 	}
-	return m.addNorm(g, h, next, res, y, w)
+	return m.residual(g, h, next, res, y, y, w)
 }
 
 // attention projects x (queries) and kv (keys and values; x itself when
@@ -421,5 +446,7 @@ func (m *Model) ffn(g *nn.Graph, h *Hooks, name string, blk Block, x *nn.Tensor)
 	} else {
 		hid = g.ReLU(m.linear(g, h, name+"wi", x, blk.Wi))
 	}
-	return m.linear(g, h, name+"wo", g.Dropout(hid, p), blk.Wo)
+	out := m.linear(g, h, name+"wo", g.Dropout(hid, p), blk.Wo)
+	g.Drop(hid) // read again only by a backward, if wo's product saved it
+	return out
 }

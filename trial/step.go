@@ -156,6 +156,7 @@ func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
 			s.cache.add(bi, capture(g, out, bt.B, bt.S, bt.T))
 		}
 	}
+	g.Drop(out.Logits) // the loss has what backward needs from them
 	loss := float64(out.Loss.Values()[0])
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return stepStats{}, fmt.Errorf("the training loss is %v at step %d (lr %.3g too high?)", loss, s.step, s.lr)
