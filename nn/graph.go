@@ -251,6 +251,7 @@ type gpuGraph interface {
 	embedding(out, table *Tensor, ids []int32, D int)
 	rmsnorm(out, x, w *Tensor, N, D int, eps float32)
 	addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32)
+	gatedGelu(out, a, b *Tensor)
 	attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape)
 	positionBias(out, table *Tensor, buckets []int32, numBuckets, H int)
 	unary(out, x *Tensor, fwd, bwd string, useOut bool)
@@ -680,6 +681,20 @@ func (g *Graph) Sigmoid(x *Tensor) *Tensor {
 
 // Tanh returns tanh(x).
 func (g *Graph) Tanh(x *Tensor) *Tensor { return g.unary(x, TanhForward, TanhBackward, true, "tanh") }
+
+// GatedGelu returns gelu_new(a) ⊙ b, T5 v1.1's gated feed-forward. Its
+// values and gradients are GeluNew's then Mul's; on a GPU it is one kernel
+// each way, and gelu_new(a), as large as the FFN's hidden state, is never
+// stored.
+func (g *Graph) GatedGelu(a, b *Tensor) *Tensor {
+	if g.gpu == nil {
+		return g.Mul(g.GeluNew(a), b)
+	}
+	mustLen("GatedGelu", "b", b.Len(), a.Len())
+	out := g.New(g.wants(a, b), a.Shape...)
+	g.gpu.gatedGelu(out, a, b)
+	return out
+}
 
 // Add returns a + b (same shapes).
 func (g *Graph) Add(a, b *Tensor) *Tensor {

@@ -375,6 +375,21 @@ func (cg *cudaGraph) unary(out, x *Tensor, fwd, bwd string, useOut bool) {
 	}
 }
 
+func (cg *cudaGraph) gatedGelu(out, a, b *Tensor) {
+	da, db := cg.d(a), cg.d(b)
+	n := out.Len()
+	cg.c.elementwise("gated_gelu_forward", n, out.dev.data, da, db)
+	if out.takesGrad() {
+		cg.save(a, b)
+		cg.record(func() {
+			ga, gb := cg.gr(a), cg.gr(b)
+			if !ga.IsNil() || !gb.IsNil() {
+				cg.c.elementwise("gated_gelu_backward", n, ga, gb, cg.gr(out), da, db)
+			}
+		}, out)
+	}
+}
+
 func (cg *cudaGraph) add(out, a, b *Tensor) {
 	cg.c.Add(out.dev.data, cg.d(a), cg.d(b))
 	if out.takesGrad() {

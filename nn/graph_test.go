@@ -131,6 +131,14 @@ func opCases() []opCase {
 			x, w := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 8)
 			checkGrad(t, be, []*Tensor{x, w}, 1e-2, func(g *Graph) *Tensor { return g.RMSNorm(x, w, 1e-6) })
 		}},
+		{"gated gelu", func(t *testing.T, be Backend, rng *rand.Rand) {
+			a, b := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 3, 2, 8)
+			checkGrad(t, be, []*Tensor{a, b}, 1e-2, func(g *Graph) *Tensor { return g.GatedGelu(a, b) })
+		}},
+		{"gated gelu, the gate frozen", func(t *testing.T, be Backend, rng *rand.Rand) {
+			a, b := randTensor(rng, true, 5, 8), randTensor(rng, false, 5, 8)
+			checkGrad(t, be, []*Tensor{a, b}, 1e-2, func(g *Graph) *Tensor { return g.GatedGelu(a, b) })
+		}},
 		{"residual add and rmsnorm, both read", func(t *testing.T, be Backend, rng *rand.Rand) {
 			x, y, w := randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 3, 2, 8), randTensor(rng, true, 8)
 			checkGrad(t, be, []*Tensor{x, y, w}, 1e-2, func(g *Graph) *Tensor {

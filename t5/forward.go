@@ -442,7 +442,7 @@ func (m *Model) ffn(g *nn.Graph, h *Hooks, name string, blk Block, x *nn.Tensor)
 	p := float32(m.Config.DropoutRate)
 	var hid *nn.Tensor
 	if m.Config.Gated {
-		hid = g.Mul(g.GeluNew(m.linear(g, h, name+"wi_0", x, blk.Wi0)), m.linear(g, h, name+"wi_1", x, blk.Wi1))
+		hid = g.GatedGelu(m.linear(g, h, name+"wi_0", x, blk.Wi0), m.linear(g, h, name+"wi_1", x, blk.Wi1))
 	} else {
 		hid = g.ReLU(m.linear(g, h, name+"wi", x, blk.Wi))
 	}

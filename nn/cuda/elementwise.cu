@@ -30,6 +30,30 @@ RS_EXTERN __global__ void gelu_backward(float* dx, const float* dout, const floa
     }
 }
 
+// gated_gelu_forward: out = gelu_new(a)·b, T5 v1.1's gated feed-forward,
+// as gelu_forward then mul_forward give it, without storing gelu_new(a).
+RS_EXTERN __global__ void gated_gelu_forward(float* out, const float* a, const float* b, long long n) {
+    RS_FOR(i, n) {
+        double v = a[i];
+        float ga = (float)(0.5 * v * (1.0 + tanh(RS_GELU_C * (v + 0.044715 * v * v * v))));
+        out[i] = ga * b[i];
+    }
+}
+
+// gated_gelu_backward adds into da and db (either may be null) what
+// mul_backward then gelu_backward would.
+RS_EXTERN __global__ void gated_gelu_backward(float* da, float* db, const float* dout, const float* a, const float* b, long long n) {
+    RS_FOR(i, n) {
+        double v = a[i];
+        double t = tanh(RS_GELU_C * (v + 0.044715 * v * v * v));
+        if (da) {
+            double d = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * RS_GELU_C * (1.0 + 3.0 * 0.044715 * v * v);
+            da[i] += (float)d * (dout[i] * b[i]);
+        }
+        if (db) db[i] += dout[i] * (float)(0.5 * v * (1.0 + t));
+    }
+}
+
 RS_EXTERN __global__ void sigmoid_forward(float* out, const float* x, long long n) {
     RS_FOR(i, n) out[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
 }
