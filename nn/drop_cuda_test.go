@@ -64,3 +64,70 @@ func TestDropGivesBackUnsavedTensors(t *testing.T) {
 	}()
 	prod.Values()
 }
+
+// TestFreeSavedDuringBackward: with FreeSaved, Backward gives every
+// activation back once the last backward reading it has run (all of them
+// by the end, here, with the logits dropped as a trial drops them), the
+// gradients stay the CPU's, reading one afterwards panics, and so does a
+// second Backward until Reset.
+func TestFreeSavedDuringBackward(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	const N, C = 32, 48
+	x, w1, w2, nw := randTensor(rng, false, N, C), randTensor(rng, true, C, C), randTensor(rng, true, C, C), randTensor(rng, true, C)
+	targets := make([]int32, N)
+	for i := range targets {
+		targets[i] = int32(i % C)
+	}
+	build := func(g *Graph) (loss, hidden *Tensor) {
+		hidden = g.RMSNorm(g.Linear(x, w1, nil), nw, 1e-6)
+		logits := g.Linear(g.Tanh(hidden), w2, nil)
+		loss = g.CrossEntropy(logits, targets)
+		g.Drop(logits)
+		return loss, hidden
+	}
+	cpu := NewGraph(DefaultBackend())
+	cpuLoss, _ := build(cpu)
+	cpu.Backward(cpuLoss)
+	want := [][]float32{clone(w1.Grad), clone(w2.Grad), clone(nw.Grad)}
+	for _, p := range []*Tensor{w1, w2, nw} {
+		clear(p.Grad)
+	}
+
+	ToDevice(c, x, w1, w2, nw)
+	g := NewGraph(c)
+	defer g.Release()
+	g.FreeSaved = true
+	loss, hidden := build(g)
+	arena := g.gpu.(*cudaGraph).arena
+	before := arena.live
+	g.Backward(loss)
+	if arena.live != 1 {
+		t.Errorf("live tensor elements %d before Backward, %d after: want the loss's 1 alone", before, arena.live)
+	}
+	for i, p := range []*Tensor{w1, w2, nw} {
+		got := p.GradValues()
+		for j := range got {
+			if d := got[j] - want[i][j]; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("gradient %d [%d] = %v with FreeSaved, want %v", i, j, got[j], want[i][j])
+			}
+		}
+	}
+	if got, want := loss.Values()[0], cpuLoss.Data[0]; got-want > 1e-5 || want-got > 1e-5 {
+		t.Errorf("loss %v, want %v", got, want)
+	}
+	mustPanic := func(what string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s did not panic", what)
+			}
+		}()
+		f()
+	}
+	mustPanic("reading a freed activation", func() { hidden.Values() })
+	mustPanic("a second Backward", func() { g.Backward(loss) })
+	g.Reset()
+	again, _ := build(g)
+	g.Backward(again) // after Reset, a new step
+}

@@ -148,7 +148,7 @@ type devTensor struct {
 // mustLive panics on a tensor whose memory Graph.Drop gave back.
 func (d *devTensor) mustLive() {
 	if d.dropped {
-		panic("nn: a tensor read after Graph.Drop gave its memory back")
+		panic("nn: a tensor read after Graph.Drop, or a Backward with FreeSaved, gave its memory back")
 	}
 }
 

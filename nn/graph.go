@@ -228,6 +228,13 @@ type Graph struct {
 	// each keep their own Seed and count and set them before their step.
 	Seed           uint64
 	DropoutStreams uint64
+	// FreeSaved makes Backward on a GPU give each activation a backward
+	// reads back to the device as soon as the last backward reading it has
+	// run, as PyTorch frees saved tensors (retain_graph=False): the
+	// gradients of the parameters grow while the activations shrink, not
+	// on top of them. Reading such a tensor after Backward panics, and so
+	// does a second Backward before Reset. On the CPU it changes nothing.
+	FreeSaved bool
 
 	arena arena
 	tape  []func()

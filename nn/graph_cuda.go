@@ -20,11 +20,16 @@ type cudaGraph struct {
 	arena   *devArena
 	uploads map[*Tensor]Buffer
 	lazy    []*devTensor // tensors whose gradient gr allocated
-	cleanup runtime.Cleanup
+	// lastReader lists, by tape index, the tensors whose values no
+	// backward before that one on the tape reads (the first op to save
+	// them): Backward runs the tape in reverse, so after that entry's
+	// backward nothing reads them again (FreeSaved).
+	lastReader map[int][]*devTensor
+	cleanup    runtime.Cleanup
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
-	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}}
+	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}}
 	// A graph dropped without Release gives its arena back when collected.
 	cg.cleanup = runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
 	return cg
@@ -110,6 +115,7 @@ func (cg *cudaGraph) reset() {
 	cg.arena.reset()
 	cg.arena.freeTensors(0)
 	clear(cg.uploads)
+	clear(cg.lastReader)
 }
 
 func (cg *cudaGraph) mark() devMark {
@@ -156,13 +162,32 @@ func (cg *cudaGraph) drop(ts []*Tensor) {
 	}
 }
 
-// save marks tensors whose values a backward being recorded reads.
+// save marks tensors whose values the backward about to be recorded
+// reads. The first op to save a graph tensor is the last to read it in
+// Backward, which frees it after that (FreeSaved).
 func (cg *cudaGraph) save(ts ...*Tensor) {
+	at := len(cg.g.tape)
 	for _, t := range ts {
-		if t != nil && t.dev != nil {
-			t.dev.saved = true
+		if t == nil || t.dev == nil || t.dev.saved {
+			continue
+		}
+		d := t.dev
+		d.saved = true
+		if d.slot > 0 && d.owner == gpuGraph(cg) {
+			cg.lastReader[at] = append(cg.lastReader[at], d)
 		}
 	}
+}
+
+// freeSaved gives back the tensors whose last reader is tape entry at.
+func (cg *cudaGraph) freeSaved(at int) {
+	for _, d := range cg.lastReader[at] {
+		if !d.dropped && !d.persistent {
+			cg.arena.freeTensor(d.slot)
+			d.data, d.dropped = Buffer{}, true
+		}
+	}
+	delete(cg.lastReader, at)
 }
 
 func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak+cg.arena.peakLive) * 4 }
@@ -251,10 +276,19 @@ func (cg *cudaGraph) backwardSeed(loss *Tensor) {
 // back to the cache for the next gradient. Only the live frontier of
 // gradients is held, as in PyTorch, not one per activation.
 func (cg *cudaGraph) record(backward func(), outs ...*Tensor) {
+	at := len(cg.g.tape)
+	ran := false
 	cg.g.record(func() {
+		if ran && cg.g.FreeSaved {
+			panic("nn: a second Backward on a GPU graph with FreeSaved, whose first gave the activations back")
+		}
+		ran = true
 		backward()
 		for _, o := range outs {
 			cg.dropGrad(o.dev)
+		}
+		if cg.g.FreeSaved {
+			cg.freeSaved(at)
 		}
 	})
 }
