@@ -102,6 +102,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		nn.ToDevice(be, m.Params.Tensors...)
 		nn.ToDevice(be, trainable...)
 		g = nn.NewGraph(be)
+		g.FreeSaved = true // as a trial's steps do
 		defer g.Release()
 	} else {
 		g = nn.NewGraph(cb)

@@ -553,6 +553,7 @@ func (j *trainJob) newFitRuns() {
 	j.beat = heartbeat(j.stdout, heartbeatEvery)
 	j.fruns = make([]*fitRun, len(j.runs))
 	steps := nn.NewGraph(j.be) // the pack's training steps, one at a time
+	steps.FreeSaved = true     // a step reads nothing of the graph after its backward
 	j.releases = append(j.releases, steps.Release)
 	for i, pr := range j.runs {
 		nn.ToDevice(j.be, pr.meth.Trainable()...)
