@@ -152,13 +152,15 @@ func (c *CUDA) AddRMSNormBackward(dx, dy, dw, dsum, dout, sum, w, rstd Buffer, N
 // (B, H, Tq, Tk) and out (B, Tq, H·K); keyMask from UploadMask or nil;
 // drop (B, H, Tq, Tk) of dropout scales or nil, with scratch of the same
 // size holding the dropped probabilities. q, k and v are copied head-major
-// (split_heads), so each of the two products is one strided batch over
-// B·H: a cuBLAS call where a loop over the heads made H.
+// (split_heads, one launch for every tensor of a length), so each of the
+// two products is one strided batch over B·H: a cuBLAS call where a loop
+// over the heads made H.
 func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMask Buffer, causal bool, qOffset int, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	mustBuf("AttentionForward", "probs", probs, B*H*Tq*Tk)
 	c.post(func() {
-		qh, kh := c.splitHeads(q, B, Tq, H, K), c.splitHeads(k, B, Tk, H, K)
+		hq, hk := c.splitHeadsByLength(s, []Buffer{q}, []Buffer{k, v})
+		qh, kh, vh := hq[0], hk[0], hk[1]
 		c.gemmBatched(false, true, Tq, Tk, K, 1, qh, K, Tq*K, kh, K, Tk*K, 0, probs, Tk, Tq*Tk, B*H)
 		c.release(qh, kh)
 		c.launch("attention_softmax", B*H*Tq, rowBlock(Tk), probs, bias, keyMask, causal, qOffset, B, H, Tq, Tk)
@@ -167,41 +169,89 @@ func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMas
 			w = scratch
 			c.launch("mul_forward", elementwiseGrid(B*H*Tq*Tk), elementwiseBlock, w, probs, drop, B*H*Tq*Tk)
 		}
-		vh := c.splitHeads(v, B, Tk, H, K)
 		oh := c.alloc(B * H * Tq * K)
 		c.gemmBatched(false, false, Tq, K, Tk, 1, w, Tk, Tq*Tk, vh, K, Tk*K, 0, oh, K, Tq*K, B*H)
-		c.mergeHeads(out, oh, B, Tq, H, K, false)
+		c.mergeHeads(B, Tq, H, K, false, []Buffer{out}, []Buffer{oh})
 		c.release(vh, oh)
 	})
 }
 
-// splitHeads returns a new buffer holding x (B, T, H·K) as (B, H, T, K).
-func (c *CUDA) splitHeads(x Buffer, B, T, H, K int) Buffer {
-	n := B * T * H * K
-	mustBuf("splitHeads", "x", x, n)
-	h := c.alloc(n)
-	c.launch("split_heads", elementwiseGrid(n), elementwiseBlock, h, x, B, T, H, K)
-	return h
+// splitHeadsByLength copies head-major the tensors of Tq rows (rowsQ) and
+// of Tk rows (rowsK): one launch when the lengths agree (self-attention),
+// else one per length.
+func (c *CUDA) splitHeadsByLength(s AttentionShape, rowsQ, rowsK []Buffer) (hq, hk []Buffer) {
+	if s.Tq == s.Tk {
+		hs := c.splitHeads(s.B, s.Tq, s.H, s.K, append(append([]Buffer(nil), rowsQ...), rowsK...)...)
+		return hs[:len(rowsQ)], hs[len(rowsQ):]
+	}
+	return c.splitHeads(s.B, s.Tq, s.H, s.K, rowsQ...), c.splitHeads(s.B, s.Tk, s.H, s.K, rowsK...)
 }
 
-// mergeHeads writes (or adds, when accumulate) x (B, H, T, K) into out
-// (B, T, H·K).
-func (c *CUDA) mergeHeads(out, x Buffer, B, T, H, K int, accumulate bool) {
+// splitHeads returns new buffers holding each of xs (B, T, H·K) as
+// (B, H, T, K), at most four, in one launch.
+func (c *CUDA) splitHeads(B, T, H, K int, xs ...Buffer) []Buffer {
 	n := B * T * H * K
-	c.launch("merge_heads", elementwiseGrid(n), elementwiseBlock, out, x, B, T, H, K, accumulate)
+	outs := make([]Buffer, len(xs))
+	args := make([]any, 0, 13)
+	for i, x := range xs {
+		mustBuf("splitHeads", "x", x, n)
+		outs[i] = c.alloc(n)
+		args = append(args, outs[i], x)
+	}
+	for len(args) < 8 {
+		args = append(args, Buffer{})
+	}
+	c.launch("split_heads", elementwiseGrid(len(xs)*n), elementwiseBlock, append(args, len(xs), B, T, H, K)...)
+	return outs
+}
+
+// mergeHeads writes (or adds, when accumulate) each xs[i] (B, H, T, K)
+// into outs[i] (B, T, H·K): at most three in one launch, or one launch
+// each where two outs are the same buffer (their adds would race).
+func (c *CUDA) mergeHeads(B, T, H, K int, accumulate bool, outs, xs []Buffer) {
+	for i := range outs {
+		for j := range i {
+			if outs[j].ptr == outs[i].ptr {
+				for k := range outs {
+					c.mergeHeads(B, T, H, K, accumulate, outs[k:k+1], xs[k:k+1])
+				}
+				return
+			}
+		}
+	}
+	n := B * T * H * K
+	args := make([]any, 0, 12)
+	for i := range outs {
+		args = append(args, outs[i], xs[i])
+	}
+	for len(args) < 6 {
+		args = append(args, Buffer{})
+	}
+	c.launch("merge_heads", elementwiseGrid(len(outs)*n), elementwiseBlock, append(args, len(outs), B, T, H, K, accumulate)...)
 }
 
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
 // sums over the batch). scratch: 2·B·H·Tq·Tk elements. As forward, each
-// product is one strided batch over B·H on head-major copies; the
-// gradients come back through merge_heads, which adds.
+// product is one strided batch over B·H on head-major copies (made in one
+// launch per length); the gradients come back through merge_heads, which
+// adds, in one launch per length.
 func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v Buffer, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	P := B * H * Tq * Tk
 	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
 	ds, pd := scratch.Slice(0, P), scratch.Slice(P, 2*P)
 	c.post(func() {
-		douth, vh := c.splitHeads(dout, B, Tq, H, K), c.splitHeads(v, B, Tk, H, K)
+		rowsQ, rowsK := []Buffer{dout}, []Buffer{v}
+		if !dk.IsNil() {
+			rowsQ = append(rowsQ, q)
+		}
+		if !dq.IsNil() {
+			rowsK = append(rowsK, k)
+		}
+		hq, hk := c.splitHeadsByLength(s, rowsQ, rowsK)
+		douth, vh := hq[0], hk[0]
+		// The gradients in (B, H, T, K), merged back at the end by length.
+		var outQ, gradQ, outK, gradK []Buffer
 		// d(dropped probs) = dout·vᵀ
 		c.gemmBatched(false, true, Tq, Tk, K, 1, douth, K, Tq*K, vh, K, Tk*K, 0, ds, Tk, Tq*Tk, B*H)
 		c.release(vh)
@@ -213,23 +263,34 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 			}
 			dvh := c.alloc(B * H * Tk * K)
 			c.gemmBatched(true, false, Tk, K, Tq, 1, w, Tk, Tq*Tk, douth, K, Tq*K, 0, dvh, K, Tk*K, B*H)
-			c.mergeHeads(dv, dvh, B, Tk, H, K, true)
-			c.release(dvh)
+			outK, gradK = append(outK, dv), append(gradK, dvh)
 		}
 		c.release(douth)
 		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop, B*H*Tq, Tk)
 		if !dq.IsNil() {
-			kh, dqh := c.splitHeads(k, B, Tk, H, K), c.alloc(B*H*Tq*K)
+			kh, dqh := hk[1], c.alloc(B*H*Tq*K)
 			c.gemmBatched(false, false, Tq, K, Tk, 1, ds, Tk, Tq*Tk, kh, K, Tk*K, 0, dqh, K, Tq*K, B*H)
-			c.mergeHeads(dq, dqh, B, Tq, H, K, true)
-			c.release(kh, dqh)
+			outQ, gradQ = append(outQ, dq), append(gradQ, dqh)
+			c.release(kh)
 		}
 		if !dk.IsNil() {
-			qh, dkh := c.splitHeads(q, B, Tq, H, K), c.alloc(B*H*Tk*K)
+			qh, dkh := hq[1], c.alloc(B*H*Tk*K)
 			c.gemmBatched(true, false, Tk, K, Tq, 1, ds, Tk, Tq*Tk, qh, K, Tq*K, 0, dkh, K, Tk*K, B*H)
-			c.mergeHeads(dk, dkh, B, Tk, H, K, true)
-			c.release(qh, dkh)
+			outK, gradK = append(outK, dk), append(gradK, dkh)
+			c.release(qh)
 		}
+		if Tq == Tk {
+			outQ, gradQ = append(outQ, outK...), append(gradQ, gradK...)
+			outK, gradK = nil, nil
+		}
+		if len(outQ) > 0 {
+			c.mergeHeads(B, Tq, H, K, true, outQ, gradQ)
+		}
+		if len(outK) > 0 {
+			c.mergeHeads(B, Tk, H, K, true, outK, gradK)
+		}
+		c.release(gradQ...)
+		c.release(gradK...)
 		if !dbias.IsNil() {
 			c.accumulateColumns(dbias, ds, B, H*Tq*Tk, H*Tq*Tk)
 		}

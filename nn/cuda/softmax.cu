@@ -93,20 +93,32 @@ RS_EXTERN __global__ void cross_entropy_backward(float* dlogits, const float* pr
     for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] += p[i] * scale - (i == t ? scale : 0.0f);
 }
 
-// out (B, H, T, K) = x (B, T, H·K) with its heads made the outer axis, so
-// that attention's products over every batch row and head run as one
-// strided batch of B·H.
-RS_EXTERN __global__ void split_heads(float* out, const float* x, long long B, long long T, long long H, long long K) {
-    RS_FOR(i, B * H * T * K) {
+// out_j (B, H, T, K) = x_j (B, T, H·K) with its heads made the outer axis,
+// so that attention's products over every batch row and head run as one
+// strided batch of B·H; up to four tensors of one shape (q, k and v, say)
+// in one launch, j < count.
+RS_EXTERN __global__ void split_heads(float* out0, const float* x0, float* out1, const float* x1, float* out2, const float* x2,
+                                      float* out3, const float* x3, int count, long long B, long long T, long long H, long long K) {
+    long long n = B * H * T * K;
+    RS_FOR(j, count * n) {
+        long long w = j / n, i = j % n;
+        float* out = w == 0 ? out0 : w == 1 ? out1 : w == 2 ? out2 : out3;
+        const float* x = w == 0 ? x0 : w == 1 ? x1 : w == 2 ? x2 : x3;
         long long k = i % K, t = (i / K) % T, h = (i / (K * T)) % H, b = i / (K * T * H);
         out[i] = x[((b * T + t) * H + h) * K + k];
     }
 }
 
-// out (B, T, H·K) = x (B, H, T, K) back in the model's layout, or += when
-// accumulate (gradients add into what other ops gave).
-RS_EXTERN __global__ void merge_heads(float* out, const float* x, long long B, long long T, long long H, long long K, int accumulate) {
-    RS_FOR(i, B * T * H * K) {
+// out_j (B, T, H·K) = x_j (B, H, T, K) back in the model's layout, or +=
+// when accumulate (gradients add into what other ops gave); up to three
+// tensors of one shape in one launch, j < count.
+RS_EXTERN __global__ void merge_heads(float* out0, const float* x0, float* out1, const float* x1, float* out2, const float* x2,
+                                      int count, long long B, long long T, long long H, long long K, int accumulate) {
+    long long n = B * T * H * K;
+    RS_FOR(j, count * n) {
+        long long w = j / n, i = j % n;
+        float* out = w == 0 ? out0 : w == 1 ? out1 : out2;
+        const float* x = w == 0 ? x0 : w == 1 ? x1 : x2;
         long long k = i % K, h = (i / K) % H, t = (i / (K * H)) % T, b = i / (K * H * T);
         float v = x[((b * H + h) * T + t) * K + k];
         out[i] = accumulate ? out[i] + v : v;
