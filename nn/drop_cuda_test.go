@@ -28,10 +28,7 @@ func TestDropGivesBackUnsavedTensors(t *testing.T) {
 	for i := range G {
 		G[i] = float32(rng.NormFloat64())
 	}
-	copy(want.Grad, G)
-	for i := len(cpu.tape) - 1; i >= 0; i-- {
-		cpu.tape[i]()
-	}
+	backwardFrom(cpu, want, G)
 	wantW := clone(w.Grad)
 	clear(w.Grad)
 	clear(x.Grad)
@@ -46,10 +43,7 @@ func TestDropGivesBackUnsavedTensors(t *testing.T) {
 	if freed := live - g.gpu.(*cudaGraph).arena.live; freed != N*C {
 		t.Errorf("Drop gave back %d elements, want %d (the unsaved product alone)", freed, N*C)
 	}
-	c.Write(g.gpu.gradBuffer(sum), G)
-	for i := len(g.tape) - 1; i >= 0; i-- {
-		g.tape[i]()
-	}
+	backwardFrom(g, sum, G)
 	got := w.GradValues()
 	for i := range wantW {
 		if d := got[i] - wantW[i]; d > 1e-3 || d < -1e-3 {

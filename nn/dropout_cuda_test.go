@@ -25,10 +25,7 @@ func TestDropoutOnEmulatedGPU(t *testing.T) {
 	for i := range G {
 		G[i] = float32(rng.NormFloat64())
 	}
-	c.Write(g.gpu.gradBuffer(out), G)
-	for i := len(g.tape) - 1; i >= 0; i-- {
-		g.tape[i]()
-	}
+	backwardFrom(g, out, G)
 	xs, ys, gx := x.Values(), out.Values(), x.GradValues()
 	kept := 0
 	for i := range xs {
@@ -75,10 +72,7 @@ func TestAttentionDropoutOnEmulatedGPU(t *testing.T) {
 			for i := range G {
 				G[i] = float32(rng.NormFloat64())
 			}
-			c.Write(g.gpu.gradBuffer(out), G)
-			for i := len(g.tape) - 1; i >= 0; i-- {
-				g.tape[i]()
-			}
+			backwardFrom(g, out, G)
 			gradOut = G
 		}
 		return s, g

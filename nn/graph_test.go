@@ -39,6 +39,20 @@ func awayFromZero(t *Tensor, m float32) *Tensor {
 	return t
 }
 
+// backwardFrom runs g's tape in reverse from the output gradient G of
+// out (on the host or in out's device gradient), as Backward does from a
+// loss's 1.
+func backwardFrom(g *Graph, out *Tensor, G []float32) {
+	if g.gpu != nil {
+		out.dev.dev.Write(g.gpu.gradBuffer(out), G)
+	} else {
+		copy(out.Grad, G)
+	}
+	for i := len(g.tape) - 1; i >= 0; i-- {
+		g.tape[i]()
+	}
+}
+
 // checkGrad compares the tape's gradients of Σ out⊙G (G fixed random)
 // with central differences for every input with a Grad, and fails with
 // the ∞-norm of the error.
@@ -58,10 +72,7 @@ func checkGrad(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g
 	if out.Grad == nil {
 		t.Fatal("output has no gradient")
 	}
-	copy(out.Grad, G)
-	for i := len(g.tape) - 1; i >= 0; i-- {
-		g.tape[i]()
-	}
+	backwardFrom(g, out, G)
 	objective := func() float64 {
 		h := NewGraph(be)
 		h.NoGrad = true
@@ -478,10 +489,7 @@ func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f fu
 	for i := range G {
 		G[i] = float32(rng.NormFloat64())
 	}
-	copy(out.Grad, G)
-	for i := len(cpu.tape) - 1; i >= 0; i-- {
-		cpu.tape[i]()
-	}
+	backwardFrom(cpu, out, G)
 	wantOut := clone(out.Data)
 	wantGrads := make([][]float32, len(inputs))
 	for i, in := range inputs {
@@ -494,10 +502,7 @@ func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f fu
 	if !dout.OnDevice() || !dout.takesGrad() {
 		t.Fatal("GPU output is not on the device or has no gradient")
 	}
-	dout.dev.dev.Write(g.gpu.gradBuffer(dout), G)
-	for i := len(g.tape) - 1; i >= 0; i-- {
-		g.tape[i]()
-	}
+	backwardFrom(g, dout, G)
 	compare := func(name string, got, want []float32, tol float64) {
 		t.Helper()
 		scale := 0.0
