@@ -8,8 +8,10 @@ import (
 	"slices"
 )
 
-// cudaGraph runs a Graph's ops on the GPU: tensors the graph makes live in
-// a device arena (reset with the graph), parameters are mirrored once
+// cudaGraph runs a Graph's ops on the GPU: tensors the graph makes each
+// have a block from the device cache (given back at reset, or earlier:
+// Drop, FreeSaved), ops' bookkeeping lives in a device arena reset with
+// the graph, parameters are mirrored once
 // (ToDevice, or on first use for tensors that take a gradient), and other
 // host tensors an op reads are uploaded into the arena for this graph's
 // lifetime. Each op mirrors its CPU path in graph.go; backward closures go
