@@ -3,6 +3,7 @@
 package nn
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -124,4 +125,70 @@ func TestFreeSavedDuringBackward(t *testing.T) {
 	g.Reset()
 	again, _ := build(g)
 	g.Backward(again) // after Reset, a new step
+}
+
+// TestDropOfAnEarlierStep: a tensor whose block Reset or Keep gave back
+// does not free the block its slot now holds when dropped (it once freed
+// a live tensor silently), and reading it panics.
+func TestDropOfAnEarlierStep(t *testing.T) {
+	c := openEmulated(t)
+	g := NewGraph(c)
+	defer g.Release()
+	const n = 1000
+	ones := make([]float32, n)
+	for i := range ones {
+		ones[i] = 1
+	}
+	check := func(what string, cur *Tensor) {
+		t.Helper()
+		g.Zeros(n).SetValues(make([]float32, n)) // would take a freed block
+		if v := cur.Values()[0]; v != 1 {
+			t.Errorf("%s: the live tensor reads %v, want 1", what, v)
+		}
+	}
+	old := g.Zeros(n)
+	g.Reset()
+	cur := g.Zeros(n)
+	cur.SetValues(ones)
+	g.Drop(old)
+	check("drop after Reset", cur)
+
+	g.Reset()
+	m := g.Mark()
+	tmp := g.Zeros(n)
+	kept := g.Zeros(n)
+	kept.SetValues(ones)
+	g.Keep(m, kept)
+	g.Drop(tmp)
+	check("drop after Keep", kept)
+
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Reset or Keep") {
+			t.Errorf("reading a tensor Reset gave back: recovered %v, want a panic naming Reset or Keep", r)
+		}
+	}()
+	g.Reset()
+	kept.Values()
+}
+
+// TestKeyMaskUploadedOncePerStep: every attention of a step reads the
+// same mask from one upload (each upload waits for the stream).
+func TestKeyMaskUploadedOncePerStep(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	B, T, H, K := 2, 3, 2, 2
+	q := randTensor(rng, false, B, T, H*K)
+	mask := []bool{true, true, false, true, false, false}
+	g := NewGraph(c)
+	defer g.Release()
+	for range 3 {
+		g.Attention(q, q, q, nil, AttentionOpts{Heads: H, KeyMask: mask})
+	}
+	if n := len(g.gpu.(*cudaGraph).masks); n != 1 {
+		t.Errorf("%d mask uploads for three attentions over one mask, want 1", n)
+	}
+	g.Reset()
+	if n := len(g.gpu.(*cudaGraph).masks); n != 0 {
+		t.Errorf("%d masks held after Reset, want 0", n)
+	}
 }

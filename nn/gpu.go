@@ -138,17 +138,22 @@ type devTensor struct {
 	// made the tensor has run its backward.
 	lazyGrad bool
 	// slot is a graph tensor's place (from 1) in its graph's list of
-	// blocks; 0 for mirrors.
+	// blocks, id its name there; 0 for mirrors.
 	slot int
+	id   uint64
 	// saved marks a tensor whose values a recorded backward reads, which
 	// Graph.Drop must leave alone; dropped, one Drop gave back.
 	saved, dropped bool
 }
 
-// mustLive panics on a tensor whose memory Graph.Drop gave back.
+// mustLive panics on a graph tensor whose memory went back: Graph.Drop, a
+// Backward with FreeSaved, or the graph's Reset or Keep.
 func (d *devTensor) mustLive() {
 	if d.dropped {
 		panic("nn: a tensor read after Graph.Drop, or a Backward with FreeSaved, gave its memory back")
+	}
+	if d.owner != nil && d.slot > 0 && !d.owner.holds(d) {
+		panic("nn: a tensor read after its graph's Reset or Keep gave its memory back")
 	}
 }
 

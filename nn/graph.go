@@ -251,6 +251,7 @@ type gpuGraph interface {
 	mark() devMark
 	keep(m devMark, ts []*Tensor)
 	drop(ts []*Tensor)
+	holds(d *devTensor) bool
 	peakBytes() int64
 	backwardSeed(loss *Tensor)
 	gradBuffer(t *Tensor) Buffer // t's gradient, allocated if need be

@@ -27,11 +27,12 @@ type cudaGraph struct {
 	// them): Backward runs the tape in reverse, so after that entry's
 	// backward nothing reads them again (FreeSaved).
 	lastReader map[int][]*devTensor
+	masks      map[maskKey]Buffer // keyMask's uploads, from the device cache
 	cleanup    runtime.Cleanup
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
-	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}}
+	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}, masks: map[maskKey]Buffer{}}
 	// A graph dropped without Release gives its arena back when collected.
 	cg.cleanup = runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
 	return cg
@@ -43,6 +44,7 @@ func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
 func (cg *cudaGraph) release() {
 	cg.cleanup.Stop()
 	cg.dropGrads()
+	cg.freeMasks()
 	cg.arena.free()
 }
 
@@ -56,6 +58,10 @@ type devArena struct {
 	c       *CUDA
 	chunks  []Buffer
 	tensors []Buffer // by slot; nil once dropped
+	// ids name the tensor in each slot (every tensor gets a new one), so
+	// that a tensor whose slot Reset or Keep gave to another is known.
+	ids    []uint64
+	nextID uint64
 	// live and peakLive count the tensors' elements.
 	live, peakLive int
 }
@@ -74,15 +80,22 @@ func (a *devArena) alloc(n int) Buffer {
 	return b
 }
 
-// tensor returns a zeroed block of n elements for a graph tensor and its
-// slot.
-func (a *devArena) tensor(n int) (Buffer, int) {
-	b := a.c.Alloc(n)
+// tensor returns a zeroed block of n elements for a graph tensor, its
+// slot and its id.
+func (a *devArena) tensor(n int) (b Buffer, slot int, id uint64) {
+	b = a.c.Alloc(n)
 	a.c.Zero(b)
-	a.tensors = append(a.tensors, b)
+	a.nextID++
+	a.tensors, a.ids = append(a.tensors, b), append(a.ids, a.nextID)
 	a.live += n
 	a.peakLive = max(a.peakLive, a.live)
-	return b, len(a.tensors)
+	return b, len(a.tensors), a.nextID
+}
+
+// holds reports whether d's block is still d's: not dropped, and its slot
+// not given to another tensor by Reset or Keep.
+func (a *devArena) holds(d *devTensor) bool {
+	return !d.dropped && d.slot > 0 && d.slot <= len(a.tensors) && a.ids[d.slot-1] == d.id && !a.tensors[d.slot-1].IsNil()
 }
 
 // freeTensor gives back the block in slot (from 1), if it is still held.
@@ -99,7 +112,7 @@ func (a *devArena) freeTensors(from int) {
 	for slot := from + 1; slot <= len(a.tensors); slot++ {
 		a.freeTensor(slot)
 	}
-	a.tensors = a.tensors[:from]
+	a.tensors, a.ids = a.tensors[:from], a.ids[:from]
 }
 
 // free returns the arena's chunks and the tensors' blocks to the device
@@ -118,6 +131,14 @@ func (cg *cudaGraph) reset() {
 	cg.arena.freeTensors(0)
 	clear(cg.uploads)
 	clear(cg.lastReader)
+	cg.freeMasks()
+}
+
+func (cg *cudaGraph) freeMasks() {
+	for k, b := range cg.masks {
+		cg.c.Free(b)
+		delete(cg.masks, k)
+	}
 }
 
 func (cg *cudaGraph) mark() devMark {
@@ -133,7 +154,7 @@ func (cg *cudaGraph) keep(m devMark, ts []*Tensor) {
 	var blocks []Buffer
 	for _, t := range ts {
 		d := t.dev
-		if d == nil || d.persistent || d.owner != gpuGraph(cg) || d.slot <= m.tensors || d.dropped || slices.Contains(kept, d) {
+		if d == nil || d.owner != gpuGraph(cg) || d.slot <= m.tensors || !a.holds(d) || slices.Contains(kept, d) {
 			continue
 		}
 		kept = append(kept, d)
@@ -142,7 +163,7 @@ func (cg *cudaGraph) keep(m devMark, ts []*Tensor) {
 	}
 	a.freeTensors(m.tensors)
 	for i, d := range kept {
-		a.tensors = append(a.tensors, blocks[i])
+		a.tensors, a.ids = append(a.tensors, blocks[i]), append(a.ids, d.id)
 		d.slot = len(a.tensors)
 	}
 	a.pos = m.arena
@@ -156,10 +177,12 @@ func (cg *cudaGraph) drop(ts []*Tensor) {
 			continue
 		}
 		d := t.dev
-		if d.owner != gpuGraph(cg) || d.slot == 0 || d.saved || d.dropped || d.persistent {
+		if d.owner != gpuGraph(cg) || d.slot == 0 || d.saved || d.persistent {
 			continue
 		}
-		cg.arena.freeTensor(d.slot)
+		if cg.arena.holds(d) { // else Reset or Keep gave its block back already
+			cg.arena.freeTensor(d.slot)
+		}
 		d.data, d.dropped = Buffer{}, true
 	}
 }
@@ -184,7 +207,7 @@ func (cg *cudaGraph) save(ts ...*Tensor) {
 // freeSaved gives back the tensors whose last reader is tape entry at.
 func (cg *cudaGraph) freeSaved(at int) {
 	for _, d := range cg.lastReader[at] {
-		if !d.dropped && !d.persistent {
+		if cg.arena.holds(d) {
 			cg.arena.freeTensor(d.slot)
 			d.data, d.dropped = Buffer{}, true
 		}
@@ -192,11 +215,14 @@ func (cg *cudaGraph) freeSaved(at int) {
 	delete(cg.lastReader, at)
 }
 
+// holds reports whether d, a tensor of this graph, still has its block.
+func (cg *cudaGraph) holds(d *devTensor) bool { return cg.arena.holds(d) }
+
 func (cg *cudaGraph) peakBytes() int64 { return int64(cg.arena.peak+cg.arena.peakLive) * 4 }
 
 func (cg *cudaGraph) newTensor(grad bool, shape []int) *Tensor {
-	b, slot := cg.arena.tensor(numel(shape))
-	d := &devTensor{dev: cg.c, data: b, lazyGrad: grad, owner: cg, slot: slot}
+	b, slot, id := cg.arena.tensor(numel(shape))
+	d := &devTensor{dev: cg.c, data: b, lazyGrad: grad, owner: cg, slot: slot, id: id}
 	return &Tensor{Shape: append([]int(nil), shape...), dev: d}
 }
 
@@ -344,13 +370,31 @@ func (cg *cudaGraph) addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32
 	}
 }
 
+// keyMask returns m on the device, uploaded once per step: every layer
+// passes the same slice, and each upload waits for the stream. The graph
+// reads the slice's contents once; they must not change within a step.
+func (cg *cudaGraph) keyMask(m []bool) Buffer {
+	if m == nil {
+		return Buffer{}
+	}
+	key := maskKey{&m[0], len(m)}
+	if b, ok := cg.masks[key]; ok {
+		return b
+	}
+	b := cg.c.UploadMask(m)
+	cg.masks[key] = b
+	return b
+}
+
+// maskKey is a key mask slice's identity.
+type maskKey struct {
+	first *bool
+	n     int
+}
+
 func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpts, s AttentionShape) {
 	dq, dk, dv, db := cg.d(q), cg.d(k), cg.d(v), cg.d(bias)
-	var mask Buffer
-	if o.KeyMask != nil {
-		mask = cg.arena.alloc((len(o.KeyMask) + 3) / 4)
-		cg.c.WriteMask(mask, o.KeyMask)
-	}
+	mask := cg.keyMask(o.KeyMask)
 	P := s.B * s.H * s.Tq * s.Tk
 	// Working memory comes from the cache and goes back after the op (the
 	// frees are queued behind its kernels), not from the arena, which
