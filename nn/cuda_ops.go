@@ -454,10 +454,17 @@ func (c *CUDA) LSTMGateBackward(dg, dc, dhOut, dcOut, acts, tc, cPrev Buffer, N,
 // a whole-model kernel takes.
 const chunkElems = 65536
 
-// maxChunkTables bounds the tables kept on the device; a trial uses two
-// or three (its parameters, its gradients), so more means tensors that
-// come and go, and the cache starts over.
-const maxChunkTables = 16
+// maxChunkTables bounds the tables kept on the device, the least recently
+// used going first. A trial uses up to three (two optimiser groups and its
+// gradients), a pack of 8 trials 24; a table is 40 bytes per 64k elements
+// (136 kB for t5-base).
+const maxChunkTables = 64
+
+// chunkTableEntry is a cached table and when it was last asked for.
+type chunkTableEntry struct {
+	buf  Buffer
+	used uint64
+}
 
 // chunkTable returns the device table of chunks (cuda/optim.cu's RsChunk:
 // four addresses and a count) that splits the same-length buffers of
@@ -473,7 +480,8 @@ func (c *CUDA) chunkTable(arrays ...[]Buffer) (Buffer, int) {
 			var ptrs [4]uint64
 			for j, col := range arrays {
 				if col[i].n != b.n {
-					panic(fmt.Sprintf("nn: CUDA chunk table: buffers of %d and %d values side by side", b.n, col[i].n))
+					c.fail(fmt.Errorf("nn: CUDA chunk table: buffers of %d and %d values side by side", b.n, col[i].n))
+					return Buffer{}, 0
 				}
 				ptrs[j] = col[i].ptr + 4*uint64(off)
 			}
@@ -484,15 +492,21 @@ func (c *CUDA) chunkTable(arrays ...[]Buffer) (Buffer, int) {
 	if n == 0 || c.err != nil {
 		return Buffer{}, 0
 	}
+	c.chunkUses++
 	key := unsafe.String((*byte)(unsafe.Pointer(&table[0])), 8*len(table))
-	if t, ok := c.chunkTables[key]; ok {
-		return t, n
+	if e, ok := c.chunkTables[key]; ok {
+		e.used = c.chunkUses
+		return e.buf, n
 	}
 	if len(c.chunkTables) >= maxChunkTables {
-		for k, t := range c.chunkTables {
-			c.release(t)
-			delete(c.chunkTables, k)
+		var oldest string
+		for k, e := range c.chunkTables {
+			if oldest == "" || e.used < c.chunkTables[oldest].used {
+				oldest = k
+			}
 		}
+		c.release(c.chunkTables[oldest].buf)
+		delete(c.chunkTables, oldest)
 	}
 	t := c.alloc(2 * len(table))
 	c.upload(t.ptr, unsafe.Pointer(&table[0]), 8*len(table))
@@ -500,9 +514,9 @@ func (c *CUDA) chunkTable(arrays ...[]Buffer) (Buffer, int) {
 		return Buffer{}, 0
 	}
 	if c.chunkTables == nil {
-		c.chunkTables = map[string]Buffer{}
+		c.chunkTables = map[string]*chunkTableEntry{}
 	}
-	c.chunkTables[strings.Clone(key)] = t
+	c.chunkTables[strings.Clone(key)] = &chunkTableEntry{buf: t, used: c.chunkUses}
 	return t, n
 }
 

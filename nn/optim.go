@@ -255,8 +255,13 @@ func (o *AdamW) stepDevice(ts []*Tensor) {
 	o.t++
 	p, g := make([]Buffer, len(ts)), make([]Buffer, len(ts))
 	for i, t := range ts {
-		if t.dev == nil || t.dev.dev != o.dev {
+		switch {
+		case t.dev == nil || t.dev.dev != o.dev:
 			panic("nn: AdamW.Step: tensors on more than one device, or on the host")
+		case t.dev.grad.IsNil():
+			panic(fmt.Sprintf("nn: AdamW.Step: tensor %d %v has no gradient on the GPU", i, t.Shape))
+		case t.Len() != o.dm[i].Len():
+			panic(fmt.Sprintf("nn: AdamW.Step: tensor %d has %d values, its moments %d: not the tensors of the first step", i, t.Len(), o.dm[i].Len()))
 		}
 		p[i], g[i] = t.dev.data, t.dev.grad
 	}
