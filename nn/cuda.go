@@ -88,9 +88,10 @@ type CUDA struct {
 	precision Precision
 
 	mem         deviceAllocator
-	chunkTables map[string]Buffer // chunkTable's cache, by content
-	staging     unsafe.Pointer    // pinned host memory for host↔device copies
-	stageN      int               // its size in bytes
+	chunkTables map[string]*chunkTableEntry // chunkTable's cache, by content
+	chunkUses   uint64                      // chunkTable's calls, its LRU clock
+	staging     unsafe.Pointer              // pinned host memory for host↔device copies
+	stageN      int                         // its size in bytes
 }
 
 // OpenGPU opens the GPU as a Backend.
@@ -378,9 +379,9 @@ func (c *CUDA) Calls() GPUCalls { return GPUCalls{Kernels: c.kernels.Load(), BLA
 // out and not yet freed, as torch.cuda.max_memory_allocated counts, not
 // what the cache holds besides.
 func (c *CUDA) PeakBytes() int64 {
-	var n int64
-	c.do(func() { n = c.mem.peakInUse })
-	return n
+	c.mem.mu.Lock()
+	defer c.mem.mu.Unlock()
+	return c.mem.peakInUse
 }
 
 // Close frees the device memory, the modules, the stream and the cuBLAS
@@ -429,8 +430,11 @@ func (c *CUDA) Close() error {
 // list of its size class and is handed out again, so a training step
 // calls cuMemAlloc only while it grows. Classes are powers of two up to
 // 4 MiB, then multiples of 2 MiB, which bounds the waste at half a block
-// for small and 2 MiB for large ones.
+// for small and 2 MiB for large ones. A cached block needs no driver call,
+// so callers take one on their own goroutine (cached), without waiting
+// for the CUDA thread; the rest runs there. mu guards the maps and counts.
 type deviceAllocator struct {
+	mu        sync.Mutex
 	cuda      *CUDA
 	free      map[int][]uint64 // size class in bytes → blocks
 	size      map[uint64]int   // live block → its class
@@ -454,15 +458,36 @@ func sizeClass(bytes int) int {
 	return (bytes + step - 1) / step * step
 }
 
+// cached hands out a cached block for bytes, or reports that none is
+// free (alloc, on the CUDA thread, then asks the driver). Reuse is safe
+// in stream order: a block is back on its free list only once the CUDA
+// thread has queued every kernel that used it, and its next user's
+// kernels are queued after.
+func (a *deviceAllocator) cached(bytes int) (uint64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reuse(sizeClass(bytes))
+}
+
+func (a *deviceAllocator) reuse(class int) (uint64, bool) {
+	l := a.free[class]
+	if len(l) == 0 {
+		return 0, false
+	}
+	p := l[len(l)-1]
+	a.free[class] = l[:len(l)-1]
+	a.take(p, class)
+	return p, true
+}
+
 func (a *deviceAllocator) alloc(bytes int) (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.free == nil {
 		a.free, a.size = map[int][]uint64{}, map[uint64]int{}
 	}
 	class := sizeClass(bytes)
-	if l := a.free[class]; len(l) > 0 {
-		p := l[len(l)-1]
-		a.free[class] = l[:len(l)-1]
-		a.take(p, class)
+	if p, ok := a.reuse(class); ok {
 		return p, nil
 	}
 	var p C.CUdeviceptr
@@ -489,6 +514,8 @@ func (a *deviceAllocator) take(p uint64, class int) {
 const cudaErrorOutOfMemory = 2
 
 func (a *deviceAllocator) put(p uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	class, ok := a.size[p]
 	if !ok {
 		panic("nn: CUDA: freeing a buffer that is not live")
@@ -498,7 +525,7 @@ func (a *deviceAllocator) put(p uint64) {
 	a.free[class] = append(a.free[class], p)
 }
 
-// trim returns every cached block to the driver.
+// trim returns every cached block to the driver; mu is held.
 func (a *deviceAllocator) trim() {
 	for class, l := range a.free {
 		for _, p := range l {
@@ -509,7 +536,11 @@ func (a *deviceAllocator) trim() {
 	}
 }
 
+// release frees every block, live or cached (Close); a later cached
+// finds nothing, so use after Close reaches do, which refuses it.
 func (a *deviceAllocator) release() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.trim()
 	for p, class := range a.size {
 		C.rs_cuMemFree_v2(a.cuda.lib, C.CUdeviceptr(p))
@@ -517,11 +548,15 @@ func (a *deviceAllocator) release() {
 		a.inUse -= int64(class)
 		delete(a.size, p)
 	}
+	a.free = nil
 }
 
 // Alloc returns n elements of device memory, uninitialised (the tests
 // fill outputs with NaN, so that a kernel that fails to write shows).
 func (c *CUDA) Alloc(n int) Buffer {
+	if p, ok := c.mem.cached(max(4*n, 4)); ok {
+		return Buffer{ptr: p, n: n}
+	}
 	var b Buffer
 	c.do(func() { b = c.alloc(n) })
 	return b
