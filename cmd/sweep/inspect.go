@@ -166,7 +166,7 @@ func printSelection(w io.Writer, sel sweep.Selection) {
 		}
 		precision, ok := b.UserAttrs["precision"].(string)
 		if !ok {
-			precision = "fp32" // trials from before the training setting existed
+			precision = "-" // a trainer that does not say (command:, synthetic), or a trial from before the setting
 		}
 		test := "-"
 		if v, ok := b.UserAttrs["test"].(float64); ok {
