@@ -184,11 +184,11 @@ func TestKeyMaskUploadedOncePerStep(t *testing.T) {
 	for range 3 {
 		g.Attention(q, q, q, nil, AttentionOpts{Heads: H, KeyMask: mask})
 	}
-	if n := len(g.gpu.(*cudaGraph).masks); n != 1 {
+	if n := len(g.gpu.(*cudaGraph).arena.masks); n != 1 {
 		t.Errorf("%d mask uploads for three attentions over one mask, want 1", n)
 	}
 	g.Reset()
-	if n := len(g.gpu.(*cudaGraph).masks); n != 0 {
+	if n := len(g.gpu.(*cudaGraph).arena.masks); n != 0 {
 		t.Errorf("%d masks held after Reset, want 0", n)
 	}
 }

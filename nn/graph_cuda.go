@@ -27,12 +27,11 @@ type cudaGraph struct {
 	// them): Backward runs the tape in reverse, so after that entry's
 	// backward nothing reads them again (FreeSaved).
 	lastReader map[int][]*devTensor
-	masks      map[maskKey]Buffer // keyMask's uploads, from the device cache
 	cleanup    runtime.Cleanup
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
-	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}, masks: map[maskKey]Buffer{}}
+	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}}
 	// A graph dropped without Release gives its arena back when collected.
 	cg.cleanup = runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
 	return cg
@@ -44,7 +43,6 @@ func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
 func (cg *cudaGraph) release() {
 	cg.cleanup.Stop()
 	cg.dropGrads()
-	cg.freeMasks()
 	cg.arena.free()
 }
 
@@ -64,6 +62,7 @@ type devArena struct {
 	nextID uint64
 	// live and peakLive count the tensors' elements.
 	live, peakLive int
+	masks          map[maskKey]Buffer // keyMask's uploads, from the device cache
 }
 
 // devAlign rounds arena blocks to 64 elements: 256-byte alignment, as
@@ -119,6 +118,7 @@ func (a *devArena) freeTensors(from int) {
 // cache.
 func (a *devArena) free() {
 	a.freeTensors(0)
+	a.freeMasks()
 	if len(a.chunks) > 0 {
 		a.c.Free(a.chunks...)
 	}
@@ -131,13 +131,13 @@ func (cg *cudaGraph) reset() {
 	cg.arena.freeTensors(0)
 	clear(cg.uploads)
 	clear(cg.lastReader)
-	cg.freeMasks()
+	cg.arena.freeMasks()
 }
 
-func (cg *cudaGraph) freeMasks() {
-	for k, b := range cg.masks {
-		cg.c.Free(b)
-		delete(cg.masks, k)
+func (a *devArena) freeMasks() {
+	for k, b := range a.masks {
+		a.c.Free(b)
+		delete(a.masks, k)
 	}
 }
 
@@ -378,11 +378,14 @@ func (cg *cudaGraph) keyMask(m []bool) Buffer {
 		return Buffer{}
 	}
 	key := maskKey{&m[0], len(m)}
-	if b, ok := cg.masks[key]; ok {
+	if b, ok := cg.arena.masks[key]; ok {
 		return b
 	}
 	b := cg.c.UploadMask(m)
-	cg.masks[key] = b
+	if cg.arena.masks == nil {
+		cg.arena.masks = map[maskKey]Buffer{}
+	}
+	cg.arena.masks[key] = b
 	return b
 }
 
