@@ -48,6 +48,12 @@ run)
 	study=$("$out/sweep" studies --config "$tmp/tiny.yaml" 2>/dev/null | awk 'NR==2 {print $1}')
 	"$out/sweep" show "$study#0" --config "$tmp/tiny.yaml" | grep -E 'device|gpu|energy|backend' || true
 	bench=(${GPU_CHECK_BENCH:---size t5-base --batch 96 --src 128 --tgt 4 --steps 3})
+	# The first python3 that has torch (a pyenv shim on the PATH may not).
+	if [ -z "${READSWEEP_PYTHON:-}" ]; then
+		for py in python3 /usr/bin/python3; do
+			if "$py" -c 'import torch' 2>/dev/null; then READSWEEP_PYTHON=$py; break; fi
+		done
+	fi
 	for precision in fp32 bf16; do
 		echo "== training step (${bench[*]}), $precision products, against PyTorch on the same GPU"
 		READSWEEP_PEER_DIR="$out/peers" READSWEEP_PYTHON="${READSWEEP_PYTHON:-python3}" \
