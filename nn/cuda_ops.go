@@ -560,6 +560,16 @@ func (c *CUDA) SumSquares(xs []Buffer) (float64, error) {
 	return total, err
 }
 
+// ZeroAll sets every buffer in xs to zero, in one launch (a memset each
+// would be a driver call each).
+func (c *CUDA) ZeroAll(xs []Buffer) {
+	c.post(func() {
+		if table, n := c.chunkTable(xs); n > 0 {
+			c.launch("zero_chunks", n, elementwiseBlock, table)
+		}
+	})
+}
+
 // ScaleAll multiplies every buffer in xs by s in place, in one launch.
 func (c *CUDA) ScaleAll(xs []Buffer, s float32) {
 	c.post(func() {

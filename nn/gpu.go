@@ -166,6 +166,7 @@ type tensorDevice interface {
 	// per tensor.
 	SumSquares(xs []Buffer) (float64, error)
 	ScaleAll(xs []Buffer, s float32)
+	ZeroAll(xs []Buffer)
 	AdamWStep(o *AdamW, step int, p, g, m, v []Buffer)
 	Alloc(n int) Buffer
 	Free(bs ...Buffer)

@@ -98,22 +98,22 @@ func (p *Params) EnableGrad(keep func(name string) bool) []*Tensor {
 	return out
 }
 
-// ZeroGrad clears the gradients of ts.
+// ZeroGrad clears the gradients of ts: on a GPU in one launch per device.
 func ZeroGrad(ts []*Tensor) {
+	devices, order := deviceGrads(ts)
+	for _, d := range order {
+		d.ZeroAll(devices[d])
+	}
 	for _, t := range ts {
-		if t.dev != nil && !t.dev.grad.IsNil() {
-			t.dev.dev.Zero(t.dev.grad)
-			continue
+		if t.dev == nil || t.dev.grad.IsNil() {
+			clear(t.Grad)
 		}
-		clear(t.Grad)
 	}
 }
 
-// ClipGradNorm scales the gradients of ts so that their global L2 norm is
-// at most maxNorm, as torch.nn.utils.clip_grad_norm_ does, and returns the
-// norm before clipping. The sum of squares is accumulated in float64.
-func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
-	var ss float64
+// deviceGrads groups the device gradients of ts by device, devices in the
+// order first met.
+func deviceGrads(ts []*Tensor) (map[tensorDevice][]Buffer, []tensorDevice) {
 	devices := map[tensorDevice][]Buffer{}
 	var order []tensorDevice
 	for _, t := range ts {
@@ -123,6 +123,19 @@ func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
 				order = append(order, d)
 			}
 			devices[d] = append(devices[d], t.dev.grad)
+		}
+	}
+	return devices, order
+}
+
+// ClipGradNorm scales the gradients of ts so that their global L2 norm is
+// at most maxNorm, as torch.nn.utils.clip_grad_norm_ does, and returns the
+// norm before clipping. The sum of squares is accumulated in float64.
+func ClipGradNorm(ts []*Tensor, maxNorm float64) float64 {
+	var ss float64
+	devices, order := deviceGrads(ts)
+	for _, t := range ts {
+		if t.dev != nil && !t.dev.grad.IsNil() {
 			continue
 		}
 		for _, g := range t.Grad {
