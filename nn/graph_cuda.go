@@ -180,11 +180,17 @@ func (cg *cudaGraph) drop(ts []*Tensor) {
 		if d.owner != gpuGraph(cg) || d.slot == 0 || d.saved || d.persistent {
 			continue
 		}
-		if cg.arena.holds(d) { // else Reset or Keep gave its block back already
-			cg.arena.freeTensor(d.slot)
-		}
-		d.data, d.dropped = Buffer{}, true
+		cg.arena.giveBack(d)
 	}
+}
+
+// giveBack frees d's block, unless Reset or Keep gave it back already, and
+// marks d dropped.
+func (a *devArena) giveBack(d *devTensor) {
+	if a.holds(d) {
+		a.freeTensor(d.slot)
+	}
+	d.data, d.dropped = Buffer{}, true
 }
 
 // save marks tensors whose values the backward about to be recorded
@@ -207,10 +213,7 @@ func (cg *cudaGraph) save(ts ...*Tensor) {
 // freeSaved gives back the tensors whose last reader is tape entry at.
 func (cg *cudaGraph) freeSaved(at int) {
 	for _, d := range cg.lastReader[at] {
-		if cg.arena.holds(d) {
-			cg.arena.freeTensor(d.slot)
-			d.data, d.dropped = Buffer{}, true
-		}
+		cg.arena.giveBack(d)
 	}
 	delete(cg.lastReader, at)
 }
