@@ -530,11 +530,17 @@ func (c *CUDA) AdamWStep(o *AdamW, step int, p, g, m, v []Buffer) {
 			c.fail(fmt.Errorf("nn: CUDA AdamW step over %d tensors with %d gradients and %d, %d moments", len(p), len(g), len(m), len(v)))
 			return
 		}
-		table, n := c.chunkTable(p, g, m, v)
-		if n > 0 {
-			c.launch("adamw_chunks", n, elementwiseBlock, table, s.b1, s.c1, s.b2, s.c2, s.eps, s.decay, s.stepSize, s.bc2Sqrt)
-		}
+		c.launchOverChunks("adamw_chunks", [][]Buffer{p, g, m, v}, s.b1, s.c1, s.b2, s.c2, s.eps, s.decay, s.stepSize, s.bc2Sqrt)
 	})
+}
+
+// launchOverChunks launches kernel name with one block per chunk of the
+// table over columns (see chunkTable), the table first, then args. Run on
+// the CUDA thread.
+func (c *CUDA) launchOverChunks(name string, columns [][]Buffer, args ...any) {
+	if table, n := c.chunkTable(columns...); n > 0 {
+		c.launch(name, n, elementwiseBlock, append([]any{table}, args...)...)
+	}
 }
 
 // SumSquares returns Σ x² over every buffer in xs, accumulated in
@@ -563,18 +569,10 @@ func (c *CUDA) SumSquares(xs []Buffer) (float64, error) {
 // ZeroAll sets every buffer in xs to zero, in one launch (a memset each
 // would be a driver call each).
 func (c *CUDA) ZeroAll(xs []Buffer) {
-	c.post(func() {
-		if table, n := c.chunkTable(xs); n > 0 {
-			c.launch("zero_chunks", n, elementwiseBlock, table)
-		}
-	})
+	c.post(func() { c.launchOverChunks("zero_chunks", [][]Buffer{xs}) })
 }
 
 // ScaleAll multiplies every buffer in xs by s in place, in one launch.
 func (c *CUDA) ScaleAll(xs []Buffer, s float32) {
-	c.post(func() {
-		if table, n := c.chunkTable(xs); n > 0 {
-			c.launch("scale_chunks", n, elementwiseBlock, table, s)
-		}
-	})
+	c.post(func() { c.launchOverChunks("scale_chunks", [][]Buffer{xs}, s) })
 }
