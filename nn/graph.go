@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"slices"
 )
 
 // Tensor is a float32 array with a shape. Data and Grad are row-major.
@@ -359,12 +360,14 @@ func (g *Graph) Mark() Mark {
 // reference to them stays valid). It does nothing when a backward was
 // recorded since m. Tensors allocated since m other than ts must not be
 // used afterwards: this is for tape-free stretches such as a frozen
-// backbone block, whose output alone matters.
+// backbone block, whose output alone matters. Nil entries are skipped (a
+// tensor the caller may or may not have made).
 func (g *Graph) Keep(m Mark, ts ...*Tensor) {
 	a := &g.arena
 	if len(g.tape) != m.tape {
 		return
 	}
+	ts = slices.DeleteFunc(slices.Clone(ts), func(t *Tensor) bool { return t == nil })
 	for _, t := range ts {
 		if t.takesGrad() {
 			return

@@ -455,7 +455,7 @@ func TestKeepReleasesTapeFreeWork(t *testing.T) {
 	h := g.ReLU(g.Linear(g.Linear(x, w, nil), w, nil))
 	want := append([]float32(nil), h.Data...)
 	before := g.arena.pos.used
-	g.Keep(m, h)
+	g.Keep(m, nil, h, nil) // nil entries are skipped
 	if g.arena.pos.used != m.host.used+h.Len() || g.arena.pos.used >= before {
 		t.Errorf("arena holds %d after Keep, want %d", g.arena.pos.used, m.host.used+h.Len())
 	}

@@ -266,12 +266,7 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 		}
 		x, xn = m.blockEnd(g, h, "encoder", i, res, y, next, nextW)
 		if h.LeanEncoder {
-			// A no-op unless the block was tape-free.
-			if xn != nil {
-				g.Keep(mark, x, xn)
-			} else {
-				g.Keep(mark, x)
-			}
+			g.Keep(mark, x, xn) // a no-op unless the block was tape-free; xn is nil after a Block hook
 		} else {
 			out.EncAttn = append(out.EncAttn, probs)
 		}
