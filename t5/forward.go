@@ -260,10 +260,7 @@ func (m *Model) encode(g *nn.Graph, ids []int32, mask []bool, B, S int, h *Hooks
 	for i := range m.Enc {
 		mark := g.Mark()
 		res, y, probs := m.encoderBlock(g, h, i, x, xn, bias, mask)
-		next, nextW := "encoder.final_layer_norm", m.EncFinal
-		if i < len(m.Enc)-1 {
-			next, nextW = fmt.Sprintf("encoder.block.%d.layer.0.layer_norm", i+1), m.Enc[i+1].SelfNorm
-		}
+		next, nextW := nextNorm("encoder", i, m.Enc, m.EncFinal)
 		x, xn = m.blockEnd(g, h, "encoder", i, res, y, next, nextW)
 		if h.LeanEncoder {
 			g.Keep(mark, x, xn) // a no-op unless the block was tape-free; xn is nil after a Block hook
@@ -296,10 +293,7 @@ func (m *Model) decode(g *nn.Graph, ids []int32, enc *nn.Tensor, encMask []bool,
 	var xn *nn.Tensor
 	for i := range m.Dec {
 		res, y, probs, cprobs := m.decoderBlock(g, h, i, x, xn, bias, enc, encMask)
-		next, nextW := "decoder.final_layer_norm", m.DecFinal
-		if i < len(m.Dec)-1 {
-			next, nextW = fmt.Sprintf("decoder.block.%d.layer.0.layer_norm", i+1), m.Dec[i+1].SelfNorm
-		}
+		next, nextW := nextNorm("decoder", i, m.Dec, m.DecFinal)
 		x, xn = m.blockEnd(g, h, "decoder", i, res, y, next, nextW)
 		out.DecAttn = append(out.DecAttn, probs)
 		out.CrossAttn = append(out.CrossAttn, cprobs)
@@ -402,6 +396,15 @@ func (m *Model) addNorm(g *nn.Graph, h *Hooks, name string, x, y, w *nn.Tensor) 
 		return sum, h.Norm(g, name, sum, w)
 	}
 	return g.AddRMSNorm(x, y, w, float32(m.Config.LayerNormEps))
+}
+
+// nextNorm names the norm that reads block i's output of stack, and gives
+// its weight: the next block's first, or the stack's final norm.
+func nextNorm(stack string, i int, blocks []Block, final *nn.Tensor) (string, *nn.Tensor) {
+	if i < len(blocks)-1 {
+		return fmt.Sprintf("%s.block.%d.layer.0.layer_norm", stack, i+1), blocks[i+1].SelfNorm
+	}
+	return stack + ".final_layer_norm", final
 }
 
 // blockEnd finishes block i of stack: its output res + dropout(y) and,
