@@ -754,6 +754,40 @@ func TestPeakBytesCountsLiveBlocks(t *testing.T) {
 	c.Free(b, d)
 }
 
+// TestSizeClass: a block wastes less than an eighth of itself (or 256
+// bytes), classes grow with the request, and T5's tensors fill theirs.
+func TestSizeClass(t *testing.T) {
+	prev := 0
+	for bytes := 1; bytes <= 64<<20; bytes += 1 + bytes/97 {
+		c := sizeClass(bytes)
+		if c < bytes || c-bytes >= max(256, bytes/8+1) || c < prev {
+			t.Fatalf("sizeClass(%d) = %d (previous class %d): want at least the request, under an eighth more, never less than a smaller request's", bytes, c, prev)
+		}
+		if bytes > 16<<20 && c%(2<<20) != 0 {
+			t.Fatalf("sizeClass(%d) = %d: large blocks come in 2 MiB steps", bytes, c)
+		}
+		prev = c
+	}
+	for _, floats := range []int{768 * 768, 768 * 3072, 8 * 128 * 768, 8 * 12 * 128 * 128, 512 * 2048} {
+		if c := sizeClass(4 * floats); c != 4*floats {
+			t.Errorf("%d floats (%d bytes) take a %d-byte block", floats, 4*floats, c)
+		}
+	}
+}
+
+// TestPeakBytesCountsTheBlock: a t5-base weight is counted at its size,
+// not at a power of two.
+func TestPeakBytesCountsTheBlock(t *testing.T) {
+	c := openEmulated(t)
+	start := c.PeakBytes()
+	const n = 768 * 768
+	b := c.Alloc(n)
+	defer c.Free(b)
+	if got := c.PeakBytes() - start; got != 4*n {
+		t.Errorf("a 768 × 768 block: peak grew %d bytes, want %d", got, 4*n)
+	}
+}
+
 // TestViewOnDeviceIsItsBase: a view made of a host tensor before the
 // tensor went to the GPU carries the gradient into the tensor itself, as
 // on the CPU; it once went to the device as a copy of its own, and the
