@@ -9,22 +9,23 @@ import (
 	"testing"
 )
 
-// TestDropGivesBackUnsavedTensors: Drop frees a tensor no backward reads
-// (a product only a residual add consumed), leaves the ones a backward
+// TestDropGivesBackUnsavedTensors: Drop frees tensors no backward reads
+// (a product only a residual add consumed, ReLU's input), leaves the ones a backward
 // reads, parameters and views alone, the gradients stay the CPU's, and
 // reading a dropped tensor panics instead of reading freed memory.
 func TestDropGivesBackUnsavedTensors(t *testing.T) {
 	c := openEmulated(t)
 	rng := rand.New(rand.NewPCG(7, 7))
 	const N, C = 64, 96
-	build := func(g *Graph, x, w, r *Tensor) (sum, prod, hidden *Tensor) {
-		hidden = g.ReLU(g.Linear(x, w, nil)) // ReLU's input is saved; its output is Linear's input, saved
-		prod = g.Linear(hidden, w, nil)      // read by the add only: unsaved
-		return g.Add(prod, r), prod, hidden
+	build := func(g *Graph, x, w, r *Tensor) (sum, prod, hidden, pre *Tensor) {
+		pre = g.Linear(x, w, nil)
+		hidden = g.ReLU(pre)            // ReLU's backward reads its output, not pre
+		prod = g.Linear(hidden, w, nil) // read by the add only: unsaved
+		return g.Add(prod, r), prod, hidden, pre
 	}
 	x, w, r := randTensor(rng, true, N, C), randTensor(rng, true, C, C), randTensor(rng, true, N, C)
 	cpu := NewGraph(DefaultBackend())
-	want, _, _ := build(cpu, x, w, r)
+	want, _, _, _ := build(cpu, x, w, r)
 	G := make([]float32, want.Len())
 	for i := range G {
 		G[i] = float32(rng.NormFloat64())
@@ -38,11 +39,11 @@ func TestDropGivesBackUnsavedTensors(t *testing.T) {
 	ToDevice(c, x, w, r)
 	g := NewGraph(c)
 	defer g.Release()
-	sum, prod, hidden := build(g, x, w, r)
+	sum, prod, hidden, pre := build(g, x, w, r)
 	live := g.gpu.(*cudaGraph).arena.live
-	g.Drop(prod, hidden, w, sum.View(C, N))
-	if freed := live - g.gpu.(*cudaGraph).arena.live; freed != N*C {
-		t.Errorf("Drop gave back %d elements, want %d (the unsaved product alone)", freed, N*C)
+	g.Drop(prod, hidden, pre, w, sum.View(C, N))
+	if freed := live - g.gpu.(*cudaGraph).arena.live; freed != 2*N*C {
+		t.Errorf("Drop gave back %d elements, want %d (the unsaved product and ReLU's input)", freed, 2*N*C)
 	}
 	backwardFrom(g, sum, G)
 	got := w.GradValues()
@@ -76,7 +77,7 @@ func TestFreeSavedDuringBackward(t *testing.T) {
 	}
 	build := func(g *Graph) (loss, hidden *Tensor) {
 		hidden = g.RMSNorm(g.Linear(x, w1, nil), nw, 1e-6)
-		logits := g.Linear(g.Tanh(hidden), w2, nil)
+		logits := g.Linear(g.Mul(g.Tanh(hidden), hidden), w2, nil) // Tanh saves its output, Mul hidden
 		loss = g.CrossEntropy(logits, targets)
 		g.Drop(logits)
 		return loss, hidden

@@ -678,7 +678,12 @@ func (g *Graph) unary(x *Tensor, fwd func(out, x []float32), bwd func(dx, dout, 
 }
 
 // ReLU returns max(x, 0).
-func (g *Graph) ReLU(x *Tensor) *Tensor { return g.unary(x, ReLUForward, ReLUBackward, false, "relu") }
+//
+// Its backward reads the output (x > 0 exactly where max(x, 0) > 0, NaN
+// included), as PyTorch's does, so that x can go back to a GPU once the
+// caller is done with it (Graph.Drop): in T5's feed-forward x is as large
+// as the hidden state, the largest activation of a block.
+func (g *Graph) ReLU(x *Tensor) *Tensor { return g.unary(x, ReLUForward, ReLUBackward, true, "relu") }
 
 // GeluNew returns the tanh approximation of GELU.
 func (g *Graph) GeluNew(x *Tensor) *Tensor {

@@ -447,12 +447,11 @@ func (cg *cudaGraph) unary(out, x *Tensor, fwd, bwd string, useOut bool) {
 	n := out.Len()
 	cg.c.elementwise(fwd, n, out.dev.data, dx)
 	if out.takesGrad() {
-		saved := dx
-		cg.save(x)
+		saved, keep := dx, x
 		if useOut {
-			saved = out.dev.data
-			cg.save(out)
+			saved, keep = out.dev.data, out
 		}
+		cg.save(keep)
 		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
 				cg.c.elementwise(bwd, n, gx, cg.gr(out), saved)

@@ -400,7 +400,8 @@ func ReLUForward(out, x []float32) {
 	})
 }
 
-// ReLUBackward adds dout where x > 0 into dx.
+// ReLUBackward adds dout where x > 0 into dx; x may be ReLU's output,
+// which is > 0 in the same places.
 func ReLUBackward(dx, dout, x []float32) {
 	parallelFor(len(x), elementwiseGrain, func(lo, hi int) {
 		for i := lo; i < hi; i++ {

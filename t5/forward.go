@@ -442,7 +442,9 @@ func (m *Model) ffn(g *nn.Graph, h *Hooks, name string, blk Block, x *nn.Tensor)
 	if m.Config.Gated {
 		hid = g.GatedGelu(m.linear(g, h, name+"wi_0", x, blk.Wi0), m.linear(g, h, name+"wi_1", x, blk.Wi1))
 	} else {
-		hid = g.ReLU(m.linear(g, h, name+"wi", x, blk.Wi))
+		pre := m.linear(g, h, name+"wi", x, blk.Wi)
+		hid = g.ReLU(pre)
+		g.Drop(pre) // ReLU's backward reads its output, not pre
 	}
 	out := m.linear(g, h, name+"wo", g.Dropout(hid, p), blk.Wo)
 	g.Drop(hid) // read again only by a backward, if wo's product saved it
