@@ -212,7 +212,14 @@ func newLoRA(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, err
 		if a == nil {
 			return y
 		}
-		return g.Add(y, g.Scale(g.Linear(g.Linear(x, a, nil), o.params.Get(name+".lora_B"), nil), scale))
+		z := g.Linear(g.Linear(x, a, nil), o.params.Get(name+".lora_B"), nil)
+		scaled := g.Scale(z, scale)
+		out := g.Add(y, scaled)
+		// No backward reads the three: on a GPU they would otherwise hold
+		// three times the layer's output to the end of the step (peft's
+		// are freed as soon as Python drops them).
+		g.Drop(y, z, scaled)
+		return out
 	}}
 	return &lora{own: o, scale: float64(alpha) / float64(r)}, nil
 }
