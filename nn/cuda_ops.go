@@ -150,14 +150,18 @@ func (c *CUDA) AddRMSNormBackward(dx, dy, dw, dsum, dout, sum, w, rstd Buffer, N
 
 // AttentionForward is AttentionForward in kernels.go on the device: probs
 // (B, H, Tq, Tk) and out (B, Tq, H·K); keyMask from UploadMask or nil;
-// drop (B, H, Tq, Tk) of dropout scales or nil, with scratch of the same
-// size holding the dropped probabilities. q, k and v are copied head-major
+// drop the keys of the probabilities' dropout mask (P 0 for none), drawn
+// in the kernels, with scratch (B, H, Tq, Tk) holding the dropped
+// probabilities. q, k and v are copied head-major
 // (split_heads, one launch for every tensor of a length), so each of the
 // two products is one strided batch over B·H: a cuBLAS call where a loop
 // over the heads made H.
-func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMask Buffer, causal bool, qOffset int, s AttentionShape) {
+func (c *CUDA) AttentionForward(out, probs, scratch, q, k, v, bias, keyMask Buffer, drop DropoutKeys, causal bool, qOffset int, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	mustBuf("AttentionForward", "probs", probs, B*H*Tq*Tk)
+	if drop.P > 0 {
+		mustBuf("AttentionForward", "scratch", scratch, B*H*Tq*Tk)
+	}
 	c.post(func() {
 		hq, hk := c.splitHeadsByLength(s, []Buffer{q}, []Buffer{k, v})
 		qh, kh, vh := hq[0], hk[0], hk[1]
@@ -165,9 +169,9 @@ func (c *CUDA) AttentionForward(out, probs, drop, scratch, q, k, v, bias, keyMas
 		c.release(qh, kh)
 		c.launch("attention_softmax", B*H*Tq, rowBlock(Tk), probs, bias, keyMask, causal, qOffset, B, H, Tq, Tk)
 		w := probs
-		if !drop.IsNil() {
+		if drop.P > 0 {
 			w = scratch
-			c.launch("mul_forward", elementwiseGrid(B*H*Tq*Tk), elementwiseBlock, w, probs, drop, B*H*Tq*Tk)
+			c.dropoutApply(w, probs, drop, false)
 		}
 		oh := c.alloc(B * H * Tq * K)
 		c.gemmBatched(false, false, Tq, K, Tk, 1, w, Tk, Tq*Tk, vh, K, Tk*K, 0, oh, K, Tq*K, B*H)
@@ -235,7 +239,7 @@ func (c *CUDA) mergeHeads(B, T, H, K int, accumulate bool, outs, xs []Buffer) {
 // product is one strided batch over B·H on head-major copies (made in one
 // launch per length); the gradients come back through merge_heads, which
 // adds, in one launch per length.
-func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, q, k, v Buffer, s AttentionShape) {
+func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v Buffer, drop DropoutKeys, s AttentionShape) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	P := B * H * Tq * Tk
 	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
@@ -257,16 +261,16 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, drop, 
 		c.release(vh)
 		if !dv.IsNil() {
 			w := probs
-			if !drop.IsNil() {
+			if drop.P > 0 {
 				w = pd
-				c.launch("mul_forward", elementwiseGrid(P), elementwiseBlock, pd, probs, drop, P)
+				c.dropoutApply(pd, probs, drop, false)
 			}
 			dvh := c.alloc(B * H * Tk * K)
 			c.gemmBatched(true, false, Tk, K, Tq, 1, w, Tk, Tq*Tk, douth, K, Tq*K, 0, dvh, K, Tk*K, B*H)
 			outK, gradK = append(outK, dv), append(gradK, dvh)
 		}
 		c.release(douth)
-		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop, B*H*Tq, Tk)
+		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop.Seed, drop.Stream, drop.P, B*H*Tq, Tk)
 		if !dq.IsNil() {
 			kh, dqh := hk[1], c.alloc(B*H*Tq*K)
 			c.gemmBatched(false, false, Tq, K, Tk, 1, ds, Tk, Tq*Tk, kh, K, Tk*K, 0, dqh, K, Tq*K, B*H)
@@ -382,14 +386,34 @@ func (c *CUDA) ScaleBackward(dx, dout Buffer, s float32) {
 	c.elementwise("scale_backward", dout.n, dx, dout, s)
 }
 
-// DropoutMask fills mask with inverted-dropout scales (0 with probability
-// p, else 1/(1−p)) from a counter-based generator keyed by (seed, stream):
-// the same keys give the same mask on any GPU and launch shape. The CPU
-// backend draws from another generator, so the two masks differ.
-func (c *CUDA) DropoutMask(mask Buffer, seed, stream uint64, p float32) {
+// DropoutKeys name a dropout mask on the device: inverted-dropout scales
+// (0 with probability P, else 1/(1−P)) from a counter-based generator
+// keyed by (Seed, Stream), so the same keys give the same mask on any GPU
+// and launch shape, and a backward draws its forward's mask again instead
+// of storing it. P 0 is no dropout. The CPU backend draws from another
+// generator, so the two masks differ.
+type DropoutKeys struct {
+	Seed, Stream uint64
+	P            float32
+}
+
+// DropoutMask fills mask with the scales the keys name: what DropoutApply
+// and attention multiply by, for a test to read.
+func (c *CUDA) DropoutMask(mask Buffer, k DropoutKeys) {
 	c.post(func() {
-		c.launch("dropout_mask", elementwiseGrid(mask.n), elementwiseBlock, mask, seed, stream, p, mask.n)
+		c.launch("dropout_mask", elementwiseGrid(mask.n), elementwiseBlock, mask, k.Seed, k.Stream, k.P, mask.n)
 	})
+}
+
+// DropoutApply sets out to x ⊙ mask, or with accumulate adds it to out:
+// dropout's forward and, on the output's gradient, its backward.
+func (c *CUDA) DropoutApply(out, x Buffer, k DropoutKeys, accumulate bool) {
+	mustBuf("DropoutApply", "out", out, x.n)
+	c.post(func() { c.dropoutApply(out, x, k, accumulate) })
+}
+
+func (c *CUDA) dropoutApply(out, x Buffer, k DropoutKeys, accumulate bool) {
+	c.launch("dropout_apply", elementwiseGrid(x.n), elementwiseBlock, out, x, k.Seed, k.Stream, k.P, x.n, accumulate)
 }
 
 // CrossEntropyForward computes softmax probs (N, V) and returns the mean

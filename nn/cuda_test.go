@@ -335,6 +335,7 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 				}
 				var bias, drop []float32
 				var mask []bool
+				var keys DropoutKeys
 				if tc.bias {
 					bias = h.rand(s.H * s.Tq * s.Tk)
 				}
@@ -342,11 +343,13 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 					mask = []bool{true, true, true, false, false, true, true, true, true, true}
 				}
 				if tc.dropout {
+					// The CPU reads the mask the kernels draw from the keys.
+					keys = DropoutKeys{Seed: 9, Stream: 4, P: 0.25}
 					drop = make([]float32, P)
-					for i := range drop {
-						if h.rng.Float32() >= 0.25 {
-							drop[i] = 1 / 0.75
-						}
+					gm := h.out(P)
+					c.DropoutMask(gm, keys)
+					if err := c.Download(drop, gm); err != nil {
+						t.Fatal(err)
 					}
 				}
 				want, probs := make([]float32, s.B*s.Tq*HK), make([]float32, P)
@@ -355,15 +358,15 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 				if tc.sharedQK {
 					gk = gq
 				}
-				var gbias, gdrop, gscratch Buffer
+				var gbias, gscratch Buffer
 				if bias != nil {
 					gbias = h.up(bias)
 				}
 				if drop != nil {
-					gdrop, gscratch = h.up(drop), h.out(P)
+					gscratch = h.out(P)
 				}
 				out, gprobs := h.out(len(want)), h.out(P)
-				c.AttentionForward(out, gprobs, gdrop, gscratch, gq, gk, gv, gbias, c.UploadMask(mask), tc.causal, tc.qOffset, s)
+				c.AttentionForward(out, gprobs, gscratch, gq, gk, gv, gbias, c.UploadMask(mask), keys, tc.causal, tc.qOffset, s)
 				h.expect("AttentionForward probs", gprobs, probs, tolReduction)
 				h.expect("AttentionForward out", out, want, tolProduct)
 
@@ -383,7 +386,7 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 					dk, gdk = dq, gdq
 				}
 				AttentionBackward(cpu, dq, dk, dv, dbias, make([]float32, 2*s.Tq*s.Tk), dout, probs, drop, q, k, v, s.B, s.Tq, s.Tk, s.H, s.K)
-				c.AttentionBackward(gdq, gdk, gdv, gdbias, h.out(2*P), h.up(dout), gprobs, gdrop, gq, gk, gv, s)
+				c.AttentionBackward(gdq, gdk, gdv, gdbias, h.out(2*P), h.up(dout), gprobs, gq, gk, gv, keys, s)
 				h.expect("AttentionBackward dq", gdq, dq, tolProduct)
 				if dk != nil {
 					h.expect("AttentionBackward dk", gdk, dk, tolProduct)
@@ -500,9 +503,9 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		h.t = t
 		n, p := 8000, float32(0.1)
 		m1, m2, m3 := h.out(n), h.out(n), h.out(n)
-		c.DropoutMask(m1, 42, 1, p)
-		c.DropoutMask(m2, 42, 1, p)
-		c.DropoutMask(m3, 42, 2, p)
+		c.DropoutMask(m1, DropoutKeys{Seed: 42, Stream: 1, P: p})
+		c.DropoutMask(m2, DropoutKeys{Seed: 42, Stream: 1, P: p})
+		c.DropoutMask(m3, DropoutKeys{Seed: 42, Stream: 2, P: p})
 		a, b, d := make([]float32, n), make([]float32, n), make([]float32, n)
 		for _, x := range []struct {
 			dst []float32
@@ -533,6 +536,21 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		if same > n*9/10 {
 			t.Errorf("another stream agrees on %d of %d", same, n)
 		}
+
+		// DropoutApply multiplies by that mask, drawn again, and adds
+		// when accumulating, as a backward does.
+		x, acc := h.rand(n), h.rand(n)
+		gx, gout, gacc := h.up(x), h.out(n), h.up(acc)
+		keys := DropoutKeys{Seed: 42, Stream: 1, P: p}
+		c.DropoutApply(gout, gx, keys, false)
+		c.DropoutApply(gacc, gx, keys, true)
+		want, wantAcc := make([]float32, n), make([]float32, n)
+		for i := range x {
+			want[i] = x[i] * a[i]
+			wantAcc[i] = acc[i] + x[i]*a[i]
+		}
+		h.expect("DropoutApply", gout, want, 0)
+		h.expect("DropoutApply, accumulating", gacc, wantAcc, 1e-7)
 	})
 
 	t.Run("cross entropy", func(t *testing.T) {

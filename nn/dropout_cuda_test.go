@@ -105,3 +105,28 @@ func TestAttentionDropoutOnEmulatedGPU(t *testing.T) {
 		}
 	}
 }
+
+// TestDropoutStoresNoMask: on a GPU, dropout and attention's dropout hold
+// no mask for their backwards (which draw it again from the keys): a
+// graph's memory is the same with dropout as without, but for dropout's
+// own output. The masks were floats held to the end of the step, as large
+// as the activations they dropped.
+func TestDropoutStoresNoMask(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(6, 6))
+	B, T, H, K := 2, 16, 2, 8
+	q, k, v := randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K), randTensor(rng, true, B, T, H*K)
+	ToDevice(c, q, k, v)
+	peak := func(p float32) int64 {
+		g := NewGraph(c)
+		defer g.Release()
+		g.Train, g.Seed = true, 3
+		out, _ := g.Attention(q, k, v, nil, AttentionOpts{Heads: H, Dropout: p})
+		g.Dropout(out, p)
+		return g.PeakBytes()
+	}
+	without, with := peak(0), peak(0.1)
+	if extra := with - without; extra != 4*int64(B*T*H*K) {
+		t.Errorf("a graph with dropout held %d bytes more than one without, want %d (dropout's output alone)", extra, 4*B*T*H*K)
+	}
+}

@@ -406,29 +406,29 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 	// frees are queued behind its kernels), not from the arena, which
 	// would hold it to the end of the step: 2·B·H·Tq·Tk floats is 150 MB
 	// per attention at t5-base, 96 × 128.
-	var drop, scratch Buffer
+	var drop DropoutKeys
+	var scratch Buffer
 	if cg.g.Train && o.Dropout > 0 {
-		drop, scratch = cg.dropoutMask(P, o.Dropout), cg.c.Alloc(P)
+		drop, scratch = cg.dropoutKeys(o.Dropout), cg.c.Alloc(P)
 	}
-	cg.c.AttentionForward(out.dev.data, probs.dev.data, drop, scratch, dq, dk, dv, db, mask, o.Causal, o.QOffset, s)
+	cg.c.AttentionForward(out.dev.data, probs.dev.data, scratch, dq, dk, dv, db, mask, drop, o.Causal, o.QOffset, s)
 	cg.c.Free(scratch)
 	if out.takesGrad() {
 		cg.save(q, k, v, probs)
 		cg.record(func() {
 			work := cg.c.Alloc(2 * P)
-			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), work, cg.gr(out), probs.dev.data, drop, dq, dk, dv, s)
+			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), work, cg.gr(out), probs.dev.data, dq, dk, dv, drop, s)
 			cg.c.Free(work)
 		}, out)
 	}
 }
 
-// dropoutMask draws n inverted-dropout scales on the device, keyed by the
-// graph's seed and the op's index as on the CPU (the generators differ).
-func (cg *cudaGraph) dropoutMask(n int, p float32) Buffer {
+// dropoutKeys names the next dropout op's mask, keyed by the graph's seed
+// and the op's index as on the CPU (the generators differ). Kernels draw
+// it when they need it; nothing stores it.
+func (cg *cudaGraph) dropoutKeys(p float32) DropoutKeys {
 	cg.g.DropoutStreams++
-	m := cg.arena.alloc(n)
-	cg.c.DropoutMask(m, cg.g.Seed, cg.g.DropoutStreams, p)
-	return m
+	return DropoutKeys{Seed: cg.g.Seed, Stream: cg.g.DropoutStreams, P: p}
 }
 
 func (cg *cudaGraph) positionBias(out, table *Tensor, buckets []int32, numBuckets, H int) {
@@ -509,13 +509,12 @@ func (cg *cudaGraph) scale(out, x *Tensor, s float32) {
 }
 
 func (cg *cudaGraph) dropout(out, x *Tensor, p float32) {
-	dx := cg.d(x)
-	mask := cg.dropoutMask(out.Len(), p)
-	cg.c.Mul(out.dev.data, dx, mask)
+	keys := cg.dropoutKeys(p)
+	cg.c.DropoutApply(out.dev.data, cg.d(x), keys, false)
 	if out.takesGrad() {
 		cg.record(func() {
 			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.MulBackward(gx, Buffer{}, cg.gr(out), dx, mask)
+				cg.c.DropoutApply(gx, cg.gr(out), keys, true)
 			}
 		}, out)
 	}

@@ -47,4 +47,28 @@ __device__ inline float blockMax(float v, float* buf) { return blockReduce(v, bu
 
 __device__ inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+// splitmix64 of (seed, stream, i): a counter-based generator, so each
+// element's draw does not depend on the launch shape.
+__device__ inline unsigned long long rs_mix(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+// RsDropout gives element i's inverted-dropout scale for the op keyed by
+// (seed, stream): 0 with probability p, else 1/(1−p). A backward draws
+// the forward's mask again from the keys instead of storing it, which
+// PyTorch keeps as a byte per element and we kept as a float.
+struct RsDropout {
+    unsigned long long key;
+    float p, scale;
+    __device__ RsDropout(unsigned long long seed, unsigned long long stream, float p)
+        : key(rs_mix(seed ^ rs_mix(stream))), p(p), scale(1.0f / (1.0f - p)) {}
+    __device__ float operator()(long long i) const {
+        float u = (float)(rs_mix(key + (unsigned long long)i) >> 40) * (1.0f / 16777216.0f);
+        return u >= p ? scale : 0.0f;
+    }
+};
+
 #endif

@@ -203,22 +203,22 @@ RS_EXTERN __global__ void scale_backward(float* dx, const float* dout, float s, 
     RS_FOR(i, n) dx[i] += s * dout[i];
 }
 
-// splitmix64 of (seed, stream, i): a counter-based generator, so each
-// element's draw does not depend on the launch shape.
-__device__ inline unsigned long long rs_mix(unsigned long long z) {
-    z += 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+// mask[i] = 0 with probability p, else 1/(1−p): inverted dropout scales,
+// as dropout_apply and attention's kernels draw them.
+RS_EXTERN __global__ void dropout_mask(float* mask, unsigned long long seed, unsigned long long stream, float p, long long n) {
+    RsDropout drop(seed, stream, p);
+    RS_FOR(i, n) mask[i] = drop(i);
 }
 
-// mask[i] = 0 with probability p, else 1/(1−p): inverted dropout scales.
-RS_EXTERN __global__ void dropout_mask(float* mask, unsigned long long seed, unsigned long long stream, float p, long long n) {
-    float scale = 1.0f / (1.0f - p);
-    unsigned long long key = rs_mix(seed ^ rs_mix(stream));
-    RS_FOR(i, n) {
-        float u = (float)(rs_mix(key + (unsigned long long)i) >> 40) * (1.0f / 16777216.0f);
-        mask[i] = u >= p ? scale : 0.0f;
+// out = x ⊙ mask, the mask dropout_mask draws for (seed, stream), or with
+// accumulate out += x ⊙ mask: dropout's forward on its input and its
+// backward on the output's gradient, neither storing the mask.
+RS_EXTERN __global__ void dropout_apply(float* out, const float* x, unsigned long long seed, unsigned long long stream, float p, long long n, int accumulate) {
+    RsDropout drop(seed, stream, p);
+    if (accumulate) {
+        RS_FOR(i, n) out[i] += x[i] * drop(i);
+    } else {
+        RS_FOR(i, n) out[i] = x[i] * drop(i);
     }
 }
 

@@ -39,16 +39,18 @@ RS_EXTERN __global__ void attention_softmax(float* scores, const float* bias, co
 }
 
 // ds (B, H, Tq, Tk) holds d(dropped probs) and becomes d(scores):
-// ds ← p ⊙ (ds⊙drop − Σ p·ds⊙drop). drop is null without dropout.
-RS_EXTERN __global__ void attention_softmax_backward(float* ds, const float* probs, const float* drop, long long rows, int Tk) {
+// ds ← p ⊙ (ds⊙drop − Σ p·ds⊙drop), drop the mask the forward drew for
+// (seed, stream) with probability dropP (none when dropP is 0).
+RS_EXTERN __global__ void attention_softmax_backward(float* ds, const float* probs, unsigned long long seed, unsigned long long stream, float dropP, long long rows, int Tk) {
     __shared__ float buf[RS_BLOCK];
     long long r = blockIdx.x;
     if (r >= rows) return;
     float* d = ds + r * Tk;
     const float* p = probs + r * Tk;
+    RsDropout drop(seed, stream, dropP);
     float dot = 0.0f;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
-        if (drop) d[j] *= drop[r * Tk + j];
+        if (dropP > 0.0f) d[j] *= drop(r * Tk + j);
         dot += p[j] * d[j];
     }
     dot = blockSum(dot, buf);

@@ -58,7 +58,7 @@ static const std::map<std::string, Kernel> kernels = {
     K(sigmoid_forward), K(sigmoid_backward), K(tanh_forward), K(tanh_backward),
     K(add_forward), K(accumulate), K(accumulate_columns), K(column_partial), K(rmsnorm_dw_partial), K(copy_block), K(mean_heads),
     K(gate_mix_forward), K(gate_mix_backward), K(gate_mix_alpha), K(fill), K(mul_forward), K(mul_backward), K(mul_row_forward), K(mul_row_backward),
-    K(scale_forward), K(scale_backward), K(dropout_mask), K(to_bf16),
+    K(scale_forward), K(scale_backward), K(dropout_mask), K(dropout_apply), K(to_bf16),
     K(embedding_forward), K(embedding_backward), K(position_bias_forward), K(position_bias_backward),
     K(rmsnorm_forward), K(rmsnorm_backward_x), K(add_rmsnorm_forward), K(add_rmsnorm_backward_x),
     K(adamw_chunks), K(sum_squares_chunks), K(scale_chunks), K(zero_chunks),
