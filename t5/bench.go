@@ -107,6 +107,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	} else {
 		g = nn.NewGraph(cb)
 	}
+	g.Train = true // dropout, where the model has any, as in a trial's steps
 	step := func() error {
 		g.Reset()
 		out, err := m.Forward(g, bt, hooks)

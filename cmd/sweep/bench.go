@@ -116,6 +116,7 @@ func benchT5(args []string) error {
 	peer := fs.String("peer", "", "a peer to run beside: scripts/peers/torch_cpu_peer.py (Debian python3-torch) or, with --backend cuda, scripts/torch_gpu_peer.py ($READSWEEP_PYTHON picks the interpreter)")
 	backend := fs.String("backend", "", "openblas, gonum or cuda (default: OpenBLAS where a library opens, else gonum)")
 	precisionName := fs.String("precision", "fp32", "what products read their operands at: fp32, tf32 or bf16 (the training setting precision; the peer runs TF32 or bf16 autocast to match)")
+	dropout := fs.Float64("dropout", 0, "dropout rate in training, as a trial's dropout setting (T5's is 0.1); 0, as the peers run, unless asked")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -128,6 +129,12 @@ func benchT5(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --precision: %v", errUsage, err)
 	}
+	if !(*dropout >= 0 && *dropout < 1) {
+		return fmt.Errorf("%w: --dropout %v: want a rate in [0, 1)", errUsage, *dropout)
+	}
+	if *dropout > 0 && *peer != "" {
+		return fmt.Errorf("%w: --dropout %v with --peer: the peers run without dropout, so the two would not be the same step", errUsage, *dropout)
+	}
 	be, err := benchBackend(*backend)
 	if err != nil {
 		return err
@@ -136,8 +143,8 @@ func benchT5(args []string) error {
 		fmt.Println("GPU:", g.Info())
 		g.Close() // each method opens it again in its own process
 	}
-	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps, %s products; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
-		*size, *batch, *src, *tgt, *steps, precision, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
+	fmt.Printf("%s shapes, batch %d × %d source × %d target tokens, %d steps, %s products, dropout %g; OPENBLAS_CORETYPE=%q GOMAXPROCS=%d\n",
+		*size, *batch, *src, *tgt, *steps, precision, *dropout, os.Getenv("OPENBLAS_CORETYPE"), runtime.GOMAXPROCS(0))
 	fmt.Println(blasLine(be))
 	_, onGPU := be.(nn.GPU)
 	memHeader, peerMem := "ours RSS MB", "PyTorch RSS MB"
@@ -149,7 +156,7 @@ func benchT5(args []string) error {
 	peerRan := ""      // where and how, as the peer says
 	for _, name := range strings.Split(*names, ",") {
 		// Each method runs in a fresh process so peak memory is its own.
-		r, err := benchOne(be.Name(), precision, *size, name, *batch, *src, *tgt, *steps)
+		r, err := benchOne(be.Name(), precision, *dropout, *size, name, *batch, *src, *tgt, *steps)
 		if err != nil {
 			return err
 		}
@@ -198,12 +205,12 @@ func benchT5(args []string) error {
 }
 
 // benchOne times one method in a child process (`sweep bench t5-step`).
-func benchOne(backend string, precision nn.Precision, size, method string, B, S, T, steps int) (t5.StepBench, error) {
+func benchOne(backend string, precision nn.Precision, dropout float64, size, method string, B, S, T, steps int) (t5.StepBench, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return t5.StepBench{}, err
 	}
-	cmd := exec.Command(exe, "bench", "t5-step", backend, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps), precision.String())
+	cmd := exec.Command(exe, "bench", "t5-step", backend, size, method, strconv.Itoa(B), strconv.Itoa(S), strconv.Itoa(T), strconv.Itoa(steps), precision.String(), strconv.FormatFloat(dropout, 'g', -1, 64))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -218,12 +225,16 @@ func benchOne(backend string, precision nn.Precision, size, method string, B, S,
 
 // benchStep is the child side of benchOne: it prints one StepBench as JSON.
 func benchStep(args []string) error {
-	if len(args) != 8 {
-		return fmt.Errorf("%w: bench t5-step BACKEND SIZE METHOD B S T STEPS PRECISION", errUsage)
+	if len(args) != 9 {
+		return fmt.Errorf("%w: bench t5-step BACKEND SIZE METHOD B S T STEPS PRECISION DROPOUT", errUsage)
 	}
 	precision, err := nn.ParsePrecision(args[7])
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	dropout, err := strconv.ParseFloat(args[8], 64)
+	if err != nil || !(dropout >= 0 && dropout < 1) {
+		return fmt.Errorf("%w: dropout %q: want a rate in [0, 1)", errUsage, args[8])
 	}
 	var n [4]int
 	for i := range n {
@@ -247,6 +258,7 @@ func benchStep(args []string) error {
 	if err != nil {
 		return err
 	}
+	m.Config.DropoutRate = dropout
 	var arch map[string]any
 	if args[2] == "lora" {
 		// The peer's LoRA: rank 32 on q and v of every attention.
@@ -341,7 +353,7 @@ func benchRead(args []string) error {
 	for _, size := range strings.Split(*sizes, ",") {
 		res := map[string]t5.StepBench{}
 		for _, meth := range []string{"full", "lora", "read"} {
-			r, err := benchOne(be.Name(), nn.FP32, size, meth, B, S, T, *steps)
+			r, err := benchOne(be.Name(), nn.FP32, 0, size, meth, B, S, T, *steps)
 			if err != nil {
 				return err
 			}

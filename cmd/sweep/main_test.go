@@ -532,6 +532,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"best"}, 2, "usage: sweep best"},
 		{[]string{"run", "sweep.yaml", "--only", "colour=red"}, 2, "unknown key \"colour\""},
 		{[]string{"trial"}, 1, "trial: spec from standard input"},
+		{[]string{"bench", "t5", "--dropout", "1"}, 2, "--dropout 1: want a rate in [0, 1)"},
+		{[]string{"bench", "t5", "--dropout", "0.1", "--peer", "scripts/peers/torch_cpu_peer.py"}, 2, "the peers run without dropout"},
 	}
 	writeConfig(t, dir, "datasets: [sst2]\nmethods:\n  read: [{}]\nsearch:\n  lr: {low: 1.0e-6, high: 3.0e-3, log: true}\n")
 	for _, tc := range tests {
