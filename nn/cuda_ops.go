@@ -590,12 +590,6 @@ func (c *CUDA) SumSquares(xs []Buffer) (float64, error) {
 	return total, err
 }
 
-// ZeroAll sets every buffer in xs to zero, in one launch (a memset each
-// would be a driver call each).
-func (c *CUDA) ZeroAll(xs []Buffer) {
-	c.post(func() { c.launchOverChunks("zero_chunks", [][]Buffer{xs}) })
-}
-
 // ScaleAll multiplies every buffer in xs by s in place, in one launch.
 func (c *CUDA) ScaleAll(xs []Buffer, s float32) {
 	c.post(func() { c.launchOverChunks("scale_chunks", [][]Buffer{xs}, s) })

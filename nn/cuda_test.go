@@ -672,12 +672,6 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 				h.expect(fmt.Sprintf("ScaleAll tensor %d", i), gg[i], want, 0)
 			}
 		}
-		c.ZeroAll(gg)
-		for i, x := range host {
-			if x.Len() > 0 {
-				h.expect(fmt.Sprintf("ZeroAll tensor %d", i), gg[i], make([]float32, x.Len()), 0)
-			}
-		}
 	})
 	if err := c.Sync(); err != nil {
 		t.Fatal(err)

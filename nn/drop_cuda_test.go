@@ -193,3 +193,65 @@ func TestKeyMaskUploadedOncePerStep(t *testing.T) {
 		t.Errorf("%d masks held after Reset, want 0", n)
 	}
 }
+
+// TestZeroGradGivesGradientsBack: on a GPU, ZeroGrad gives a parameter's
+// gradient back to the device (set_to_none), reading it then gives zeros,
+// the next backward allocates it zeroed (its gradient is that step's
+// alone, not added to the last), and AdamW steps a parameter the backward
+// did not reach on a zero gradient, as the CPU does.
+func TestZeroGradGivesGradientsBack(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	const N, C = 16, 64
+	x := randTensor(rng, false, N, C)
+	w, unused := randTensor(rng, true, C, C), randTensor(rng, true, C)
+	cpuW, cpuUnused := &Tensor{Shape: w.Shape, Data: clone(w.Data), Grad: make([]float32, w.Len())}, &Tensor{Shape: unused.Shape, Data: clone(unused.Data), Grad: make([]float32, unused.Len())}
+	G := make([]float32, N*C)
+	for i := range G {
+		G[i] = float32(rng.NormFloat64())
+	}
+	cpu := NewGraph(DefaultBackend())
+	backwardFrom(cpu, cpu.Linear(x, cpuW, nil), G)
+	want := clone(cpuW.Grad)
+
+	ToDevice(c, w, unused)
+	inUse := func() int64 {
+		if err := c.Sync(); err != nil { // frees are queued behind the stream's work
+			t.Fatal(err)
+		}
+		c.mem.mu.Lock()
+		defer c.mem.mu.Unlock()
+		return c.mem.inUse
+	}
+	g := NewGraph(c)
+	defer g.Release()
+	opt, cpuOpt := NewAdamW(1e-2), NewAdamW(1e-2)
+	for step := range 2 {
+		g.Reset()
+		backwardFrom(g, g.Linear(x, w, nil), G)
+		got := w.GradValues()
+		for i := range want {
+			if d := got[i] - want[i]; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("step %d: gradient [%d] = %v, want %v (one step's)", step, i, got[i], want[i])
+			}
+		}
+		opt.Step([]*Tensor{w, unused})
+		cpuOpt.Step([]*Tensor{cpuW, cpuUnused})
+		before := inUse()
+		ZeroGrad([]*Tensor{w, unused})
+		if freed := before - inUse(); freed != int64(4*(w.Len()+unused.Len())) {
+			t.Errorf("step %d: ZeroGrad gave back %d bytes, want the two gradients' %d", step, freed, 4*(w.Len()+unused.Len()))
+		}
+		for i, v := range w.GradValues() {
+			if v != 0 {
+				t.Fatalf("step %d: gradient [%d] = %v after ZeroGrad, want 0", step, i, v)
+			}
+		}
+		ZeroGrad([]*Tensor{cpuW, cpuUnused})
+	}
+	for i, v := range unused.Values() {
+		if d := v - cpuUnused.Data[i]; d > 1e-6 || d < -1e-6 {
+			t.Fatalf("the parameter no backward reached: [%d] = %v after two steps, want the CPU's %v", i, v, cpuUnused.Data[i])
+		}
+	}
+}

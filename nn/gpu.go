@@ -137,6 +137,11 @@ type devTensor struct {
 	// allocated when backward first reaches it and freed once the op that
 	// made the tensor has run its backward.
 	lazyGrad bool
+	// paramGrad marks a mirror that takes a gradient: ZeroGrad gives its
+	// buffer back, and the next backward allocates it again, zeroed, when
+	// it first reaches the tensor (as PyTorch's zero_grad(set_to_none=True)
+	// leaves p.grad None until backward fills it).
+	paramGrad bool
 	// slot is a graph tensor's place (from 1) in its graph's list of
 	// blocks, id its name there; 0 for mirrors.
 	slot int
@@ -144,6 +149,24 @@ type devTensor struct {
 	// saved marks a tensor whose values a recorded backward reads, which
 	// Graph.Drop must leave alone; dropped, one Drop gave back.
 	saved, dropped bool
+}
+
+// gradOrZero returns d's gradient, allocated and zeroed first where it
+// has none yet.
+func (d *devTensor) gradOrZero(n int) Buffer {
+	if d.grad.IsNil() {
+		d.grad = d.dev.Alloc(n)
+		d.dev.Zero(d.grad)
+	}
+	return d.grad
+}
+
+// freeGrad gives d's gradient back to its device.
+func (d *devTensor) freeGrad() {
+	if !d.grad.IsNil() {
+		d.dev.Free(d.grad)
+		d.grad = Buffer{}
+	}
 }
 
 // mustLive panics on a graph tensor whose memory went back: Graph.Drop, a
@@ -166,7 +189,6 @@ type tensorDevice interface {
 	// per tensor.
 	SumSquares(xs []Buffer) (float64, error)
 	ScaleAll(xs []Buffer, s float32)
-	ZeroAll(xs []Buffer)
 	AdamWStep(o *AdamW, step int, p, g, m, v []Buffer)
 	Alloc(n int) Buffer
 	Free(bs ...Buffer)

@@ -72,10 +72,17 @@ func (t *Tensor) fetch(host *[]float32, b Buffer) []float32 {
 // GradValues returns t's gradient on the host (nil without one), copying
 // it from the GPU first where t lives there. A GPU graph keeps an
 // intermediate tensor's gradient only until the op that made it has run
-// its backward (parameters keep theirs); after that this returns nil.
+// its backward; after that this returns nil. A mirrored parameter's is
+// zeros between ZeroGrad and the backward that reaches it.
 func (t *Tensor) GradValues() []float32 {
 	t.adoptBase()
-	if t.dev == nil || t.dev.grad.IsNil() {
+	switch {
+	case t.dev == nil:
+		return t.Grad
+	case t.dev.grad.IsNil() && t.dev.paramGrad:
+		clear(t.Grad)
+		return t.Grad
+	case t.dev.grad.IsNil():
 		return t.Grad
 	}
 	return t.fetch(&t.Grad, t.dev.grad)

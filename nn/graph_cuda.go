@@ -261,10 +261,10 @@ func (cg *cudaGraph) gr(t *Tensor) Buffer {
 	}
 	d := t.dev
 	if d.grad.IsNil() && d.lazyGrad {
-		n := t.Len()
-		d.grad = cg.c.Alloc(n)
-		cg.c.Zero(d.grad)
 		cg.lazy = append(cg.lazy, d)
+	}
+	if d.lazyGrad || d.paramGrad {
+		return d.gradOrZero(t.Len())
 	}
 	return d.grad
 }
@@ -280,11 +280,11 @@ func (cg *cudaGraph) dropGrads() {
 	cg.lazy = cg.lazy[:0]
 }
 
-// dropGrad frees a graph tensor's gradient (parameters keep theirs).
+// dropGrad frees a graph tensor's gradient (parameters keep theirs to
+// the optimiser's step; ZeroGrad frees them).
 func (cg *cudaGraph) dropGrad(d *devTensor) {
-	if d.lazyGrad && !d.grad.IsNil() {
-		cg.c.Free(d.grad)
-		d.grad = Buffer{}
+	if d.lazyGrad {
+		d.freeGrad()
 	}
 }
 
@@ -713,7 +713,7 @@ func (c *CUDA) mirror(t *Tensor) {
 		t.dev = t.base.dev
 		return
 	}
-	d := &devTensor{dev: c, data: c.Upload(t.Data), persistent: true}
+	d := &devTensor{dev: c, data: c.Upload(t.Data), persistent: true, paramGrad: t.Grad != nil}
 	if t.Grad != nil {
 		d.grad = c.Upload(t.Grad)
 	}

@@ -53,10 +53,3 @@ RS_EXTERN __global__ void scale_chunks(const RsChunk* chunks, float s) {
     float* x = (float*)ch.a;
     for (long long i = threadIdx.x; i < ch.n; i += blockDim.x) x[i] *= s;
 }
-
-// a ← 0 over every chunk (the gradients, after the step).
-RS_EXTERN __global__ void zero_chunks(const RsChunk* chunks) {
-    RsChunk ch = chunks[blockIdx.x];
-    float* x = (float*)ch.a;
-    for (long long i = threadIdx.x; i < ch.n; i += blockDim.x) x[i] = 0.0f;
-}
