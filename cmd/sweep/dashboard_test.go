@@ -834,6 +834,9 @@ func TestDashboardChartsFollowInPlace(t *testing.T) {
 		t.Errorf("hovering trial 2's line shows %q", tip)
 	}
 	click := func(chart string, x, y float64) {
+		// A poll may redraw the view between the caller's wait and this
+		// click (seen once under a loaded CI machine): click what is there.
+		wait(t, bctx, fmt.Sprintf(`dashboard.charts[%q] !== undefined && document.body.contains(dashboard.charts[%q].root)`, chart, chart))
 		js[bool](t, bctx, fmt.Sprintf(`(u => {
 			const r = u.over.getBoundingClientRect(), at = {bubbles: true, clientX: r.left + u.valToPos(%g, "x"), clientY: r.top + u.valToPos(%g, "y")};
 			for (const type of ["mousemove", "mousedown", "mouseup", "click"]) u.over.dispatchEvent(new MouseEvent(type, at));
