@@ -87,6 +87,10 @@ type CUDA struct {
 	// are cuBLAS math modes; bf16 converts the operands (to_bf16) and
 	// multiplies them with cublasGemmEx, accumulating in fp32.
 	precision Precision
+	// sharedBF16, inside sharingOperands, keeps the bf16 copies of the
+	// operands one op's products read, so that one two of them read is
+	// converted once. CUDA thread only.
+	sharedBF16 map[bf16Key]Buffer
 
 	mem         deviceAllocator
 	chunkTables map[string]*chunkTableEntry // chunkTable's cache, by content
@@ -773,7 +777,9 @@ func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Bu
 		c.fail(c.checkBLAS("cublasGemmStridedBatchedEx", C.rs_gemm_batched_ex(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
 			C.float(alpha), C.CUdeviceptr(hb.ptr), cudaR16BF, C.int(ldb), C.longlong(strideB), C.CUdeviceptr(ha.ptr), cudaR16BF, C.int(lda), C.longlong(strideA),
 			C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
-		c.release(ha, hb) // the stream runs the product before any later use of the memory
+		if c.sharedBF16 == nil {
+			c.release(ha, hb) // the stream runs the product before any later use of the memory
+		}
 		return
 	}
 	c.blasCalls.Add(1)
@@ -794,9 +800,41 @@ func (c *CUDA) bf16Operand(x Buffer, trans bool, rows, cols, ld, stride, batch i
 		c.fail(fmt.Errorf("nn: CUDA bf16 product: an operand of %d elements read to %d", x.n, extent))
 		return Buffer{}
 	}
+	key := bf16Key{x.ptr, extent}
+	if h, ok := c.sharedBF16[key]; ok {
+		return h
+	}
 	h := c.alloc((extent + 1) / 2) // two bf16 to a float32 slot
 	c.launch("to_bf16", elementwiseGrid(extent), elementwiseBlock, h, x, extent)
+	if c.sharedBF16 != nil {
+		c.sharedBF16[key] = h
+	}
 	return h
+}
+
+// bf16Key names the elements of a buffer an operand's conversion read.
+type bf16Key struct {
+	ptr    uint64
+	extent int
+}
+
+// sharingOperands runs f, the products of one op's backward, on the CUDA
+// thread with each bf16 operand converted once: the output's gradient,
+// which both the input's and the weight's products read, is converted for
+// the first and reused by the second (autocast's backward reuses its
+// saved bf16 operands too). f must not write a buffer it has already read
+// as an operand, nor free one and read a new buffer in its place.
+func (c *CUDA) sharingOperands(f func()) {
+	if c.precision != BF16 {
+		f()
+		return
+	}
+	c.sharedBF16 = map[bf16Key]Buffer{}
+	f()
+	for _, h := range c.sharedBF16 {
+		c.release(h)
+	}
+	c.sharedBF16 = nil
 }
 
 // SetPrecision sets what products read their operands at (WithPrecision).

@@ -78,12 +78,14 @@ func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
 // MatmulBackward adds into dinp, dw and dbias; any may be nil.
 func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int) {
 	c.post(func() {
-		if !dinp.IsNil() {
-			c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
-		}
-		if !dw.IsNil() {
-			c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
-		}
+		c.sharingOperands(func() {
+			if !dinp.IsNil() {
+				c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
+			}
+			if !dw.IsNil() {
+				c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
+			}
+		})
 		if !dbias.IsNil() {
 			c.accumulateColumns(dbias, dout, N, OC, OC)
 		}

@@ -662,12 +662,14 @@ func (cg *cudaGraph) batchMatmul(out, a, b *Tensor, B, M, K, N int) {
 			// thread sees only buffers.
 			d, ga, gb := cg.gr(out), cg.gr(a), cg.gr(b)
 			cg.c.post(func() {
-				if !ga.IsNil() {
-					cg.c.gemmBatched(false, true, M, K, N, 1, d, N, M*N, db, N, K*N, 1, ga, K, M*K, B)
-				}
-				if !gb.IsNil() {
-					cg.c.gemmBatched(true, false, K, N, M, 1, da, K, M*K, d, N, M*N, 1, gb, N, K*N, B)
-				}
+				cg.c.sharingOperands(func() {
+					if !ga.IsNil() {
+						cg.c.gemmBatched(false, true, M, K, N, 1, d, N, M*N, db, N, K*N, 1, ga, K, M*K, B)
+					}
+					if !gb.IsNil() {
+						cg.c.gemmBatched(true, false, K, N, M, 1, da, K, M*K, d, N, M*N, 1, gb, N, K*N, B)
+					}
+				})
 			})
 		}, out)
 	}

@@ -62,3 +62,41 @@ func TestGPUPrecisionIsTheCPUs(t *testing.T) {
 		}
 	}
 }
+
+// TestBF16BackwardConvertsEachOperandOnce: a product's backward at bf16
+// converts the output's gradient once for both of its products (three
+// conversions, not four), and its gradients are the CPU's with rounded
+// operands.
+func TestBF16BackwardConvertsEachOperandOnce(t *testing.T) {
+	c := openEmulated(t)
+	if err := c.SetPrecision(BF16); err != nil {
+		t.Fatal(err)
+	}
+	defer c.SetPrecision(FP32)
+	rng := rand.New(rand.NewPCG(7, 8))
+	const N, C, OC = 5, 7, 3
+	x, w := randTensor(rng, true, N, C), randTensor(rng, true, OC, C)
+	G := make([]float32, N*OC)
+	for i := range G {
+		G[i] = float32(rng.NormFloat64())
+	}
+	cpuBE, _ := WithPrecision(Gonum{}, BF16)
+	cpu := NewGraph(cpuBE)
+	backwardFrom(cpu, cpu.Linear(x, w, nil), G)
+	wantX, wantW := clone(x.Grad), clone(w.Grad)
+	clear(x.Grad)
+	clear(w.Grad)
+
+	dx, dw, dout := c.Upload(make([]float32, N*C)), c.Upload(make([]float32, OC*C)), c.Upload(G)
+	before := c.Calls()
+	c.MatmulBackward(dx, dw, Buffer{}, dout, c.Upload(x.Data), c.Upload(w.Data), N, C, OC)
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if k := c.Calls().Kernels - before.Kernels; k != 3 {
+		t.Errorf("a bf16 product's backward launched %d conversions, want 3 (the output's gradient once)", k)
+	}
+	h := &gpuCheck{t: t, c: c}
+	h.expect("dx", dx, wantX, 1e-6)
+	h.expect("dw", dw, wantW, 1e-6)
+}
