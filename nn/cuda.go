@@ -81,7 +81,7 @@ type CUDA struct {
 	life   sync.RWMutex // held to use the device, taken exclusively to close it
 	closed bool
 
-	kernels, blasCalls atomic.Int64 // work queued, for Calls
+	kernels, blasCalls, syncs atomic.Int64 // work queued and waits, for Calls
 
 	// precision is what products read their operands at: fp32 and tf32
 	// are cuBLAS math modes; bf16 converts the operands (to_bf16) and
@@ -370,15 +370,25 @@ func (c *CUDA) Sync() error {
 	var err error
 	c.do(func() {
 		if c.err == nil {
-			c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+			c.streamSync()
 		}
 		err = c.err
 	})
 	return err
 }
 
-// Calls counts the kernel launches and cuBLAS calls queued so far.
-func (c *CUDA) Calls() GPUCalls { return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load()} }
+// Calls counts the kernel launches, cuBLAS calls and host waits so far.
+func (c *CUDA) Calls() GPUCalls {
+	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load()}
+}
+
+// streamSync waits for the stream on the CUDA thread: a copy back, a
+// staged upload or Sync. Each one stops the host from queueing work ahead
+// of the GPU, so Calls counts them.
+func (c *CUDA) streamSync() {
+	c.syncs.Add(1)
+	c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+}
 
 // PeakBytes returns the most device memory in use at once: blocks handed
 // out and not yet freed, as torch.cuda.max_memory_allocated counts, not
@@ -407,7 +417,7 @@ func (c *CUDA) Close() error {
 	done := make(chan struct{})
 	c.calls <- func() {
 		defer close(done)
-		c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+		c.streamSync()
 		c.mem.release()
 		if c.staging != nil {
 			C.rs_cuMemFreeHost(c.lib, c.staging)
@@ -637,7 +647,7 @@ func (c *CUDA) upload(dst uint64, src unsafe.Pointer, bytes int) {
 	C.memcpy(st, src, C.size_t(bytes))
 	c.fail(c.check("cuMemcpyHtoDAsync", C.rs_cuMemcpyHtoDAsync_v2(c.lib, C.CUdeviceptr(dst), st, C.size_t(bytes), c.stream)))
 	// The staging buffer is reused by the next copy: wait for this one.
-	c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+	c.streamSync()
 }
 
 func (c *CUDA) download(dst unsafe.Pointer, src uint64, bytes int) {
@@ -649,7 +659,7 @@ func (c *CUDA) download(dst unsafe.Pointer, src uint64, bytes int) {
 		return
 	}
 	c.fail(c.check("cuMemcpyDtoHAsync", C.rs_cuMemcpyDtoHAsync_v2(c.lib, st, C.CUdeviceptr(src), C.size_t(bytes), c.stream)))
-	c.fail(c.check("cuStreamSynchronize", C.rs_cuStreamSynchronize(c.lib, c.stream)))
+	c.streamSync()
 	if c.err == nil {
 		C.memcpy(dst, st, C.size_t(bytes))
 	}

@@ -418,36 +418,36 @@ func (c *CUDA) dropoutApply(out, x Buffer, k DropoutKeys, accumulate bool) {
 	c.launch("dropout_apply", elementwiseGrid(x.n), elementwiseBlock, out, x, k.Seed, k.Stream, k.P, x.n, accumulate)
 }
 
-// CrossEntropyForward computes softmax probs (N, V) and returns the mean
-// of −log p[target] over rows whose target is not ignore, summed in
-// float64 on the host, and the count of such rows. targets: int32 buffer.
-func (c *CUDA) CrossEntropyForward(probs, logits, targets Buffer, hostTargets []int32, N, V int, ignore int32) (float64, int, error) {
-	losses := make([]float64, N)
-	var err error
-	c.do(func() {
+// CrossEntropyForward computes softmax probs (N, V) and, into loss (one
+// value), the mean of −log p[target] over rows whose target is not
+// ignore, summed in float64 as on the host; it returns the count of such
+// rows, from hostTargets (targets is their int32 buffer). Nothing comes
+// back to the host: the step waits for the loss only where it is read.
+func (c *CUDA) CrossEntropyForward(loss, probs, logits, targets Buffer, hostTargets []int32, N, V int, ignore int32) (count int) {
+	mustBuf("CrossEntropyForward", "loss", loss, 1)
+	for _, t := range hostTargets {
+		if t != ignore {
+			count++
+		}
+	}
+	c.post(func() {
 		// The per-row losses are doubles: 2 float32 slots each.
 		lb := c.alloc(2 * N)
 		c.launch("cross_entropy_forward", N, rowBlock(V), probs, lb, logits, targets, N, V, int(ignore))
-		if N > 0 {
-			c.download(unsafe.Pointer(&losses[0]), lb.ptr, 8*N)
-		}
+		c.launch("cross_entropy_mean", 1, 1, loss, lb, targets, N, int(ignore))
 		c.release(lb)
-		err = c.err
 	})
-	if err != nil {
-		return 0, 0, err
-	}
-	mean, count := meanLoss(losses, hostTargets, ignore)
-	return mean, count, nil
+	return count
 }
 
-// CrossEntropyBackward adds (softmax − onehot)·dloss/count into dlogits.
-func (c *CUDA) CrossEntropyBackward(dlogits, probs, targets Buffer, N, V int, ignore int32, dloss float32, count int) {
+// CrossEntropyBackward adds (softmax − onehot)·dloss[0]/count into
+// dlogits, count the rows not ignored (CrossEntropyForward's).
+func (c *CUDA) CrossEntropyBackward(dlogits, probs, targets, dloss Buffer, N, V int, ignore int32, count int) {
 	if count == 0 {
 		return
 	}
 	c.post(func() {
-		c.launch("cross_entropy_backward", N, rowBlock(V), dlogits, probs, targets, N, V, int(ignore), dloss/float32(count))
+		c.launch("cross_entropy_backward", N, rowBlock(V), dlogits, probs, targets, N, V, int(ignore), dloss, count)
 	})
 }
 

@@ -561,19 +561,27 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		probs := make([]float32, N*V)
 		loss, count := CrossEntropyForward(probs, logits, targets, N, V, -100)
 		gt := c.UploadInt32(targets)
-		gp := h.out(N * V)
-		gloss, gcount, err := c.CrossEntropyForward(gp, h.up(logits), gt, targets, N, V, -100)
-		if err != nil {
+		gp, gl := h.out(N*V), h.out(1)
+		dl := h.rand(N * V)
+		glogits, gdl, gdloss := h.up(logits), h.up(dl), h.up([]float32{0.7})
+		before := c.Calls()
+		gcount := c.CrossEntropyForward(gl, gp, glogits, gt, targets, N, V, -100)
+		c.CrossEntropyBackward(gdl, gp, gt, gdloss, N, V, -100, gcount)
+		if err := c.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		if gcount != count || math.Abs(gloss-loss) > 1e-6*math.Abs(loss) {
-			t.Errorf("loss %v over %d, want %v over %d", gloss, gcount, loss, count)
+		if s := c.Calls().Syncs - before.Syncs; s != 1 {
+			t.Errorf("the loss and its gradient waited for the stream %d times, want none (1 with the test's Sync)", s)
+		}
+		gloss := make([]float32, 1)
+		if err := c.Download(gloss, gl); err != nil {
+			t.Fatal(err)
+		}
+		if gcount != count || gloss[0] != float32(loss) && math.Abs(float64(gloss[0])-loss) > 1e-6*math.Abs(loss) {
+			t.Errorf("loss %v over %d, want %v over %d", gloss[0], gcount, loss, count)
 		}
 		h.expect("CrossEntropyForward probs", gp, probs, tolReduction)
-		dl := h.rand(N * V)
-		gdl := h.up(dl)
 		CrossEntropyBackward(dl, probs, targets, N, V, -100, 0.7, count)
-		c.CrossEntropyBackward(gdl, gp, gt, N, V, -100, 0.7, count)
 		h.expect("CrossEntropyBackward", gdl, dl, tolReduction)
 	})
 

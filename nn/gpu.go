@@ -25,6 +25,7 @@ type GPU interface {
 type GPUCalls struct {
 	Kernels int64 // kernel launches
 	BLAS    int64 // cuBLAS calls (a strided-batched product is one)
+	Syncs   int64 // waits for the stream: copies back, staged uploads, Sync
 }
 
 // GPUInfo describes an opened GPU.

@@ -3,7 +3,6 @@
 package nn
 
 import (
-	"fmt"
 	"runtime"
 	"slices"
 )
@@ -520,25 +519,17 @@ func (cg *cudaGraph) dropout(out, x *Tensor, p float32) {
 	}
 }
 
-// crossEntropy returns the loss; the sum over rows comes back to the host
-// in float64, as on the CPU.
+// crossEntropy returns the loss, summed over rows in float64 as on the
+// CPU, on the device: neither it nor its gradient is copied back here.
 func (cg *cudaGraph) crossEntropy(out, logits *Tensor, targets []int32, N, V int) {
 	dl := cg.d(logits)
 	probs := cg.arena.alloc(N * V)
 	tb := cg.ints(targets)
-	loss, count, err := cg.c.CrossEntropyForward(probs, dl, tb, targets, N, V, -100)
-	if err != nil {
-		panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
-	}
-	cg.c.Write(out.dev.data, []float32{float32(loss)})
+	count := cg.c.CrossEntropyForward(out.dev.data, probs, dl, tb, targets, N, V, -100)
 	if out.takesGrad() {
 		cg.record(func() {
-			var dloss [1]float32
-			if err := cg.c.Download(dloss[:], cg.gr(out)); err != nil {
-				panic(fmt.Sprintf("nn: CUDA CrossEntropy: %v", err))
-			}
 			if gl := cg.gr(logits); !gl.IsNil() {
-				cg.c.CrossEntropyBackward(gl, probs, tb, N, V, -100, dloss[0], count)
+				cg.c.CrossEntropyBackward(gl, probs, tb, cg.gr(out), N, V, -100, count)
 			}
 		}, out)
 	}

@@ -58,6 +58,9 @@ type StepBench struct {
 	// KernelsPerStep and BLASPerStep count the device calls of one step on
 	// a GPU: what its host overhead scales with (0 on the CPU).
 	KernelsPerStep, BLASPerStep float64
+	// SyncsPerStep counts the step's waits for the GPU (copies back,
+	// staged uploads): each stops the host from queueing work ahead.
+	SyncsPerStep float64
 	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
 	// new tokens), when the caller measured it.
 	LatencyMS float64
@@ -136,7 +139,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 			return StepBench{}, err
 		}
 	}
-	var devicePeak, kernels, blasCalls float64
+	var devicePeak, kernels, blasCalls, syncs float64
 	if onGPU {
 		if err := gpu.Sync(); err != nil {
 			return StepBench{}, err
@@ -145,6 +148,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		calls := gpu.Calls()
 		kernels = float64(calls.Kernels-calls0.Kernels) / float64(steps)
 		blasCalls = float64(calls.BLAS-calls0.BLAS) / float64(steps)
+		syncs = float64(calls.Syncs-calls0.Syncs-1) / float64(steps) // less the Sync above
 	}
 	elapsed := time.Since(t0).Seconds()
 	var ru syscall.Rusage
@@ -169,5 +173,6 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		DevicePeakMB:     devicePeak,
 		KernelsPerStep:   kernels,
 		BLASPerStep:      blasCalls,
+		SyncsPerStep:     syncs,
 	}, nil
 }

@@ -179,11 +179,11 @@ func benchT5(args []string) error {
 		}
 		fmt.Println(line)
 		if onGPU {
-			calls = append(calls, fmt.Sprintf("%s %.0f kernels + %.0f cuBLAS calls", name, r.KernelsPerStep, r.BLASPerStep))
+			calls = append(calls, fmt.Sprintf("%s %.0f kernels + %.0f cuBLAS calls, %.0f waits", name, r.KernelsPerStep, r.BLASPerStep, r.SyncsPerStep))
 		}
 	}
 	if onGPU {
-		fmt.Println("device calls per step:", strings.Join(calls, "; "))
+		fmt.Println("device calls per step (waits: the host waiting for the GPU, to copy back or upload):", strings.Join(calls, "; "))
 	}
 	if peerRan != "" {
 		fmt.Printf("ours ran %s products; %s\n", precision, peerRan)

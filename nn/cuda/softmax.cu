@@ -84,10 +84,28 @@ RS_EXTERN __global__ void cross_entropy_forward(float* probs, double* losses, co
     }
 }
 
-// dlogits += (probs − onehot(target))·scale on rows not ignored.
-RS_EXTERN __global__ void cross_entropy_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int ignore, float scale) {
+// loss[0] = the mean of losses over the rows whose target is not ignore
+// (0 when none), summed in order in double as meanLoss does on the host,
+// so that the loss stays on the device until someone reads it. One thread.
+RS_EXTERN __global__ void cross_entropy_mean(float* loss, const double* losses, const int* targets, int N, int ignore) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double total = 0.0;
+    int count = 0;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] != ignore) {
+            total += losses[n];
+            count++;
+        }
+    }
+    loss[0] = count == 0 ? 0.0f : (float)(total / (double)count);
+}
+
+// dlogits += (softmax − onehot)·dloss[0]/count on rows not ignored; the
+// loss's gradient is read on the device, not copied back first.
+RS_EXTERN __global__ void cross_entropy_backward(float* dlogits, const float* probs, const int* targets, int N, int V, int ignore, const float* dloss, int count) {
     int n = blockIdx.x;
     if (n >= N) return;
+    float scale = dloss[0] / (float)count;
     int t = targets[n];
     if (t == ignore) return;
     float* d = dlogits + (long long)n * V;

@@ -63,7 +63,7 @@ static const std::map<std::string, Kernel> kernels = {
     K(rmsnorm_forward), K(rmsnorm_backward_x), K(add_rmsnorm_forward), K(add_rmsnorm_backward_x),
     K(adamw_chunks), K(sum_squares_chunks), K(scale_chunks),
     K(gru_gate_forward), K(gru_gate_backward), K(lstm_gate_forward), K(lstm_gate_backward),
-    K(attention_softmax), K(attention_softmax_backward), K(split_heads), K(merge_heads), K(cross_entropy_forward), K(cross_entropy_backward),
+    K(attention_softmax), K(attention_softmax_backward), K(split_heads), K(merge_heads), K(cross_entropy_forward), K(cross_entropy_mean), K(cross_entropy_backward),
 };
 #undef K
 
