@@ -131,6 +131,12 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 	cb.nanos.Store(0)
 	var calls0 nn.GPUCalls
 	if onGPU {
+		// The warm-up's work may still be queued for the CUDA thread, which
+		// counts a launch when it makes it: wait, or the timed steps would
+		// count some of it (and their time start under it).
+		if err := gpu.Sync(); err != nil {
+			return StepBench{}, err
+		}
 		calls0 = gpu.Calls()
 	}
 	t0 := time.Now()
