@@ -255,3 +255,33 @@ func TestZeroGradGivesGradientsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestAddLinearOnDevice: AddLinear on the GPU gives the CPU's values and
+// gradients with one product and one kernel forward, and a backward of
+// two products and the base gradient's accumulation.
+func TestAddLinearOnDevice(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(12, 12))
+	x, w, y := randTensor(rng, true, 2, 3, 5), randTensor(rng, true, 4, 5), randTensor(rng, true, 2, 3, 4)
+	checkOnDevice(t, c, []*Tensor{x, w, y}, 1e-5, func(g *Graph) *Tensor { return g.AddLinear(y, x, w, 0.37) })
+
+	g := NewGraph(c)
+	defer g.Release()
+	before := c.Calls()
+	out := g.AddLinear(y, x, w, 0.37)
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mid := c.Calls()
+	backwardFrom(g, out, make([]float32, out.Len()))
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	after := c.Calls()
+	if k, b := mid.Kernels-before.Kernels, mid.BLAS-before.BLAS; k != 1 || b != 1 {
+		t.Errorf("forward: %d kernels and %d cuBLAS calls, want 1 and 1", k, b)
+	}
+	if k, b := after.Kernels-mid.Kernels, after.BLAS-mid.BLAS; k != 1 || b != 2 {
+		t.Errorf("backward: %d kernels and %d cuBLAS calls, want 1 (y's gradient) and 2", k, b)
+	}
+}

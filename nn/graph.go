@@ -264,6 +264,7 @@ type gpuGraph interface {
 	backwardSeed(loss *Tensor)
 	gradBuffer(t *Tensor) Buffer // t's gradient, allocated if need be
 	linear(out, x, w, bias *Tensor, N, C, OC int)
+	addLinear(out, y, x, w *Tensor, s float32, N, C, OC int)
 	embedding(out, table *Tensor, ids []int32, D int)
 	rmsnorm(out, x, w *Tensor, N, D int, eps float32)
 	addRMSNorm(sum, out, x, y, w *Tensor, N, D int, eps float32)
@@ -492,6 +493,49 @@ func data(t *Tensor) []float32 {
 		return nil
 	}
 	return t.Data
+}
+
+// AddLinear returns y + s·(x·wᵀ), with x (…, C), w (OC, C) and y shaped
+// like the product: LoRA's update on top of its base product. Its values
+// and gradients are those of Add(y, Scale(Linear(x, w, nil), s)), rounded
+// the same way; on a GPU it is one product and one kernel forward, cuBLAS
+// scales the backward's products by s, and neither x·wᵀ nor its scaled
+// copy outlives the op.
+func (g *Graph) AddLinear(y, x, w *Tensor, s float32) *Tensor {
+	C, OC := x.Dim(-1), w.Dim(0)
+	if w.Dim(1) != C {
+		panic(fmt.Sprintf("nn: AddLinear: x has %d features, w is %v", C, w.Shape))
+	}
+	N := x.Rows()
+	mustLen("AddLinear", "y", y.Len(), N*OC)
+	out := g.New(g.wants(y, x, w), y.Shape...)
+	if g.gpu != nil {
+		g.gpu.addLinear(out, y, x, w, s, N, C, OC)
+		return out
+	}
+	z := g.New(false, N, OC) // x·wᵀ, then s·dout in the backward
+	MatmulForward(g.Backend, z.Data, x.Data, w.Data, nil, N, C, OC)
+	parallelFor(len(out.Data), elementwiseGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out.Data[i] = y.Data[i] + float32(s*z.Data[i]) // rounded, as Scale rounds it
+		}
+	})
+	if out.Grad != nil {
+		g.record(func() {
+			parallelFor(len(out.Grad), elementwiseGrain, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					if y.Grad != nil {
+						y.Grad[i] += out.Grad[i]
+					}
+					z.Data[i] = s * out.Grad[i]
+				}
+			})
+			if x.Grad != nil || w.Grad != nil {
+				MatmulBackward(g.Backend, x.Grad, w.Grad, nil, z.Data, x.Data, w.Data, N, C, OC)
+			}
+		})
+	}
+	return out
 }
 
 // Linear returns x·wᵀ (+ bias) over the last dimension of x.

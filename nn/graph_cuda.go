@@ -334,6 +334,21 @@ func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
 	}
 }
 
+func (cg *cudaGraph) addLinear(out, y, x, w *Tensor, s float32, N, C, OC int) {
+	dx, dw := cg.d(x), cg.d(w)
+	cg.c.MatmulForward(out.dev.data, dx, dw, Buffer{}, N, C, OC)
+	cg.c.AddScaled(out.dev.data, cg.d(y), s)
+	if out.takesGrad() {
+		cg.save(x, w)
+		cg.record(func() {
+			if gy := cg.gr(y); !gy.IsNil() {
+				cg.c.Accumulate(gy, cg.gr(out))
+			}
+			cg.c.MatmulBackwardScaled(cg.gr(x), cg.gr(w), cg.gr(out), dx, dw, s, N, C, OC)
+		}, out)
+	}
+}
+
 func (cg *cudaGraph) embedding(out, table *Tensor, ids []int32, D int) {
 	dt := cg.d(table)
 	V := table.Dim(0)

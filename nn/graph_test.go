@@ -613,3 +613,38 @@ func TestAttentionPartsMatchSerial(t *testing.T) {
 		}
 	}
 }
+
+// TestAddLinearIsAddScaleLinear: AddLinear's values and gradients are
+// those of Add(y, Scale(Linear(x, w), s)), bit for bit, for a y and an x
+// that take gradients and for ones that do not.
+func TestAddLinearIsAddScaleLinear(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 11))
+	const N, C, OC, s = 6, 5, 4, float32(0.37)
+	for _, grads := range []bool{true, false} {
+		x, w, y := randTensor(rng, grads, 2, N/2, C), randTensor(rng, true, OC, C), randTensor(rng, grads, 2, N/2, OC)
+		G := make([]float32, N*OC)
+		for i := range G {
+			G[i] = float32(rng.NormFloat64())
+		}
+		run := func(f func(g *Graph) *Tensor) (out []float32, grads [][]float32) {
+			g := NewGraph(DefaultBackend())
+			o := f(g)
+			backwardFrom(g, o, G)
+			for _, in := range []*Tensor{x, w, y} {
+				grads = append(grads, clone(in.Grad))
+				clear(in.Grad)
+			}
+			return clone(o.Data), grads
+		}
+		want, wantGrads := run(func(g *Graph) *Tensor { return g.Add(y, g.Scale(g.Linear(x, w, nil), s)) })
+		got, gotGrads := run(func(g *Graph) *Tensor { return g.AddLinear(y, x, w, s) })
+		if !slices.Equal(got, want) {
+			t.Fatalf("grads %v: AddLinear %v, want %v", grads, got, want)
+		}
+		for i, name := range []string{"x", "w", "y"} {
+			if !slices.Equal(gotGrads[i], wantGrads[i]) {
+				t.Errorf("grads %v: %s's gradient %v, want %v", grads, name, gotGrads[i], wantGrads[i])
+			}
+		}
+	}
+}

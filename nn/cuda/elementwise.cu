@@ -76,6 +76,12 @@ RS_EXTERN __global__ void add_forward(float* out, const float* a, const float* b
     RS_FOR(i, n) out[i] = a[i] + b[i % nb];
 }
 
+// out = y + s·out, the product rounded before the sum (no fused
+// multiply-add), as Scale then Add round it: AddLinear's second half.
+RS_EXTERN __global__ void add_scaled(float* out, const float* y, float s, long long n) {
+    RS_FOR(i, n) out[i] = y[i] + __fmul_rn(s, out[i]);
+}
+
 // dst += src
 RS_EXTERN __global__ void accumulate(float* dst, const float* src, long long n) {
     RS_FOR(i, n) dst[i] += src[i];

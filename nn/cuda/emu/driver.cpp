@@ -56,7 +56,7 @@ struct Kernel {
 static const std::map<std::string, Kernel> kernels = {
     K(relu_forward), K(relu_backward), K(gelu_forward), K(gelu_backward), K(gated_gelu_forward), K(gated_gelu_backward),
     K(sigmoid_forward), K(sigmoid_backward), K(tanh_forward), K(tanh_backward),
-    K(add_forward), K(accumulate), K(accumulate_columns), K(column_partial), K(rmsnorm_dw_partial), K(copy_block), K(mean_heads),
+    K(add_forward), K(add_scaled), K(accumulate), K(accumulate_columns), K(column_partial), K(rmsnorm_dw_partial), K(copy_block), K(mean_heads),
     K(gate_mix_forward), K(gate_mix_backward), K(gate_mix_alpha), K(fill), K(mul_forward), K(mul_backward), K(mul_row_forward), K(mul_row_backward),
     K(scale_forward), K(scale_backward), K(dropout_mask), K(dropout_apply), K(to_bf16),
     K(embedding_forward), K(embedding_backward), K(position_bias_forward), K(position_bias_backward),

@@ -38,6 +38,10 @@ inline unsigned int __float_as_uint(float f) {
     return i;
 }
 
+// x86-64's baseline g++ does not contract a·b + c, so a product rounds
+// on its own, as __fmul_rn makes nvcc's.
+inline float __fmul_rn(float a, float b) { return a * b; }
+
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, sizeof f);
