@@ -212,13 +212,11 @@ func newLoRA(m *t5.Model, s *methods.Settings, seed uint64) (methods.Method, err
 		if a == nil {
 			return y
 		}
-		z := g.Linear(g.Linear(x, a, nil), o.params.Get(name+".lora_B"), nil)
-		scaled := g.Scale(z, scale)
-		out := g.Add(y, scaled)
-		// No backward reads the three: on a GPU they would otherwise hold
-		// three times the layer's output to the end of the step (peft's
-		// are freed as soon as Python drops them).
-		g.Drop(y, z, scaled)
+		out := g.AddLinear(y, g.Linear(x, a, nil), o.params.Get(name+".lora_B"), scale)
+		// No backward reads the base product: on a GPU it would otherwise
+		// stay to the end of the step (peft's is freed as soon as Python
+		// drops it).
+		g.Drop(y)
 		return out
 	}}
 	return &lora{own: o, scale: float64(alpha) / float64(r)}, nil
