@@ -5,6 +5,7 @@ package nn
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -283,5 +284,53 @@ func TestAddLinearOnDevice(t *testing.T) {
 	}
 	if k, b := after.Kernels-mid.Kernels, after.BLAS-mid.BLAS; k != 1 || b != 2 {
 		t.Errorf("backward: %d kernels and %d cuBLAS calls, want 1 (y's gradient) and 2", k, b)
+	}
+}
+
+// TestEnableGradFollowsOnTheMirror: EnableGrad on a tensor already on the
+// GPU turns its gradient on there too, across ZeroGrad and AdamW steps,
+// and off again: a frozen mirror gets no gradient from later backwards
+// (LST freezes the backbone after its Fisher pass ran on the GPU).
+func TestEnableGradFollowsOnTheMirror(t *testing.T) {
+	c := openEmulated(t)
+	rng := rand.New(rand.NewPCG(13, 13))
+	const N, C = 4, 8
+	x := randTensor(rng, false, N, C)
+	p := NewParams([]string{"w"}, [][]int{{C, C}})
+	w := p.Tensors[0]
+	copy(w.Data, randTensor(rng, false, C, C).Data)
+	G := make([]float32, N*C)
+	for i := range G {
+		G[i] = float32(rng.NormFloat64())
+	}
+	ToDevice(c, w)
+	train := p.EnableGrad(func(string) bool { return true })
+	g := NewGraph(c)
+	defer g.Release()
+	opt := NewAdamW(1e-2)
+	var first []float32
+	for step := range 2 {
+		g.Reset()
+		backwardFrom(g, g.Linear(x, w, nil), G)
+		got := clone(w.GradValues())
+		if step == 0 {
+			first = got
+		}
+		if !slices.Equal(got, first) || slices.Equal(got, make([]float32, len(got))) {
+			t.Fatalf("step %d: gradient %v, want %v again (and not zeros)", step, got, first)
+		}
+		opt.Step(train)
+		ZeroGrad(train)
+	}
+	p.EnableGrad(func(string) bool { return false })
+	g.Reset()
+	if g.Linear(x, w, nil).takesGrad() {
+		t.Error("a product of a frozen mirror and a constant takes a gradient")
+	}
+	// Reached from an input that takes one, the frozen mirror still gets none.
+	g.Reset()
+	backwardFrom(g, g.Linear(randTensor(rng, true, N, C), w, nil), G)
+	if !w.dev.grad.IsNil() {
+		t.Error("a frozen mirror was given a gradient by a backward that passed through it")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 )
 
 // GPU is a Backend on an NVIDIA GPU, with what a trial reports about it.
@@ -143,6 +144,9 @@ type devTensor struct {
 	// it first reaches the tensor (as PyTorch's zero_grad(set_to_none=True)
 	// leaves p.grad None until backward fills it).
 	paramGrad bool
+	// gradMu guards grad where graphs allocate it (gradOrZero): two
+	// graphs may run backward into one parameter at once.
+	gradMu sync.Mutex
 	// slot is a graph tensor's place (from 1) in its graph's list of
 	// blocks, id its name there; 0 for mirrors.
 	slot int
@@ -155,6 +159,8 @@ type devTensor struct {
 // gradOrZero returns d's gradient, allocated and zeroed first where it
 // has none yet.
 func (d *devTensor) gradOrZero(n int) Buffer {
+	d.gradMu.Lock()
+	defer d.gradMu.Unlock()
 	if d.grad.IsNil() {
 		d.grad = d.dev.Alloc(n)
 		d.dev.Zero(d.grad)
@@ -164,6 +170,8 @@ func (d *devTensor) gradOrZero(n int) Buffer {
 
 // freeGrad gives d's gradient back to its device.
 func (d *devTensor) freeGrad() {
+	d.gradMu.Lock()
+	defer d.gradMu.Unlock()
 	if !d.grad.IsNil() {
 		d.dev.Free(d.grad)
 		d.grad = Buffer{}

@@ -81,18 +81,12 @@ func (p *Params) EnableGrad(keep func(name string) bool) []*Tensor {
 			off += t.Len()
 			out = append(out, t)
 		}
-		if t.dev != nil { // a GPU mirror follows: a zeroed gradient, or none
-			d := t.dev
-			switch {
-			case t.Grad != nil && d.grad.IsNil():
-				d.grad = d.dev.Alloc(t.Len())
-				d.dev.Zero(d.grad)
-			case t.Grad != nil:
-				d.dev.Zero(d.grad)
-			case !d.grad.IsNil():
-				d.dev.Free(d.grad)
-				d.grad = Buffer{}
-			}
+		if t.dev != nil {
+			// A GPU mirror follows: with a gradient, the next backward
+			// allocates it zeroed (as after ZeroGrad); without, none is
+			// allocated or computed again.
+			t.dev.paramGrad = t.Grad != nil
+			t.dev.freeGrad()
 		}
 	}
 	return out
