@@ -5,7 +5,10 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/readsweep/readsweep/nn/cudatest"
 )
 
 // TestGPUPrecisionIsTheCPUs: on the emulated GPU, tf32 (cuBLAS's math
@@ -99,4 +102,24 @@ func TestBF16BackwardConvertsEachOperandOnce(t *testing.T) {
 	h := &gpuCheck{t: t, c: c}
 	h.expect("dx", dx, wantX, 1e-6)
 	h.expect("dw", dw, wantW, 1e-6)
+}
+
+// TestBF16ConversionFailureIsAnError: an operand too short for its
+// product fails the conversion, and the device's sticky error says so;
+// cuBLAS is not handed the nil operand (it crashed the process).
+func TestBF16ConversionFailureIsAnError(t *testing.T) {
+	lib := cudatest.Emulator(t)
+	c, err := OpenCUDA(CUDAOptions{Driver: lib, BLAS: []string{lib}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // it reports the failure again
+	if err := c.SetPrecision(BF16); err != nil {
+		t.Fatal(err)
+	}
+	const N, C, OC = 2, 3, 4
+	c.MatmulBackward(c.Alloc(N*C), c.Alloc(OC*C), Buffer{}, c.Alloc(3), c.Alloc(N*C), c.Alloc(OC*C), N, C, OC)
+	if err := c.Sync(); err == nil || !strings.Contains(err.Error(), "bf16") {
+		t.Errorf("a 3-value output gradient for a 2 × 4 product: %v, want an error naming the bf16 product", err)
+	}
 }
