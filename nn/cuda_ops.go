@@ -78,28 +78,16 @@ func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
 // MatmulBackward adds into dinp, dw and dbias; any may be nil.
 func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int) {
 	c.post(func() {
-		c.matmulBackward(dinp, dw, dout, inp, w, 1, N, C, OC)
+		c.sharingOperands(func() {
+			if !dinp.IsNil() {
+				c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
+			}
+			if !dw.IsNil() {
+				c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
+			}
+		})
 		if !dbias.IsNil() {
 			c.accumulateColumns(dbias, dout, N, OC, OC)
-		}
-	})
-}
-
-// MatmulBackwardScaled is MatmulBackward of out = s·inp·wᵀ without a
-// bias: cuBLAS scales the products by s, so s·dout is never stored.
-func (c *CUDA) MatmulBackwardScaled(dinp, dw, dout, inp, w Buffer, s float32, N, C, OC int) {
-	c.post(func() { c.matmulBackward(dinp, dw, dout, inp, w, s, N, C, OC) })
-}
-
-// matmulBackward adds s·dout·w into dinp and s·doutᵀ·inp into dw, the
-// nil ones skipped; CUDA thread.
-func (c *CUDA) matmulBackward(dinp, dw, dout, inp, w Buffer, s float32, N, C, OC int) {
-	c.sharingOperands(func() {
-		if !dinp.IsNil() {
-			c.gemm(false, false, N, C, OC, s, dout, OC, w, C, 1, dinp, C)
-		}
-		if !dw.IsNil() {
-			c.gemm(true, false, OC, C, N, s, dout, OC, inp, C, 1, dw, C)
 		}
 	})
 }

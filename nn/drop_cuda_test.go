@@ -282,8 +282,22 @@ func TestAddLinearOnDevice(t *testing.T) {
 	if k, b := mid.Kernels-before.Kernels, mid.BLAS-before.BLAS; k != 1 || b != 1 {
 		t.Errorf("forward: %d kernels and %d cuBLAS calls, want 1 and 1", k, b)
 	}
-	if k, b := after.Kernels-mid.Kernels, after.BLAS-mid.BLAS; k != 1 || b != 2 {
-		t.Errorf("backward: %d kernels and %d cuBLAS calls, want 1 (y's gradient) and 2", k, b)
+	if k, b := after.Kernels-mid.Kernels, after.BLAS-mid.BLAS; k != 2 || b != 2 {
+		t.Errorf("backward: %d kernels and %d cuBLAS calls, want 2 (y's gradient, s·dout) and 2", k, b)
+	}
+	// At tf32 and bf16 too the products read s·dout rounded first, as on
+	// the CPU; scaling in cuBLAS would round dout before s was applied,
+	// 1e-3 apart at bf16 for an s that is not a power of two.
+	for _, p := range []Precision{TF32, BF16} {
+		if err := c.SetPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		x, w, y := randTensor(rng, true, 6, 64), randTensor(rng, true, 48, 64), randTensor(rng, true, 6, 48)
+		cpu, _ := WithPrecision(DefaultBackend(), p)
+		checkOnDeviceWith(t, cpu, c, []*Tensor{x, w, y}, 1e-5, func(g *Graph) *Tensor { return g.AddLinear(y, x, w, 7.0/3) })
+	}
+	if err := c.SetPrecision(FP32); err != nil {
+		t.Fatal(err)
 	}
 }
 

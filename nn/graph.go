@@ -498,9 +498,8 @@ func data(t *Tensor) []float32 {
 // AddLinear returns y + s·(x·wᵀ), with x (…, C), w (OC, C) and y shaped
 // like the product: LoRA's update on top of its base product. Its values
 // and gradients are those of Add(y, Scale(Linear(x, w, nil), s)), rounded
-// the same way; on a GPU it is one product and one kernel forward, cuBLAS
-// scales the backward's products by s, and neither x·wᵀ nor its scaled
-// copy outlives the op.
+// the same way; on a GPU it is one product and one kernel forward, and
+// neither x·wᵀ nor its scaled copy outlives the op.
 func (g *Graph) AddLinear(y, x, w *Tensor, s float32) *Tensor {
 	C, OC := x.Dim(-1), w.Dim(0)
 	if w.Dim(1) != C {

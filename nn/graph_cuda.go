@@ -341,10 +341,21 @@ func (cg *cudaGraph) addLinear(out, y, x, w *Tensor, s float32, N, C, OC int) {
 	if out.takesGrad() {
 		cg.save(x, w)
 		cg.record(func() {
+			gout := cg.gr(out)
 			if gy := cg.gr(y); !gy.IsNil() {
-				cg.c.Accumulate(gy, cg.gr(out))
+				cg.c.Accumulate(gy, gout)
 			}
-			cg.c.MatmulBackwardScaled(cg.gr(x), cg.gr(w), cg.gr(out), dx, dw, s, N, C, OC)
+			gx, gw := cg.gr(x), cg.gr(w)
+			if gx.IsNil() && gw.IsNil() {
+				return
+			}
+			// s·dout, rounded before the products read it, as the CPU
+			// rounds it: cuBLAS's alpha would scale after a tf32 or bf16
+			// product rounded dout instead.
+			dz := cg.c.Alloc(N * OC)
+			cg.c.Scale(dz, gout, s)
+			cg.c.MatmulBackward(gx, gw, Buffer{}, dz, dx, dw, N, C, OC)
+			cg.c.Free(dz)
 		}, out)
 	}
 }

@@ -481,9 +481,16 @@ func TestKeepReleasesTapeFreeWork(t *testing.T) {
 // GPU's gradients are checked by central differences on the GPU instead.
 func checkOnDevice(t *testing.T, be Backend, inputs []*Tensor, eps float64, f func(g *Graph) *Tensor) {
 	t.Helper()
+	checkOnDeviceWith(t, DefaultBackend(), be, inputs, eps, f)
+}
+
+// checkOnDeviceWith is checkOnDevice against the CPU backend cpuBE (one
+// that rounds products' operands as the GPU's precision does, say).
+func checkOnDeviceWith(t *testing.T, cpuBE, be Backend, inputs []*Tensor, eps float64, f func(g *Graph) *Tensor) {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(9, 9))
 	// The CPU reference, on copies made before the GPU mirrors the inputs.
-	cpu := NewGraph(DefaultBackend())
+	cpu := NewGraph(cpuBE)
 	out := f(cpu)
 	G := make([]float32, out.Len())
 	for i := range G {
