@@ -159,3 +159,19 @@ func TestCheckpointFingerprintReadsSettings(t *testing.T) {
 		t.Error("another precision, or other seeds, kept the fingerprint")
 	}
 }
+
+// TestDropoutSettingIsARate: dropout must be a rate in [0, 1) as the
+// model holds it (a float32), so one that rounds to 1 is refused, and so
+// is a negative one; the error names the setting.
+func TestDropoutSettingIsARate(t *testing.T) {
+	for _, d := range []float64{-0.1, 1, 0.99999999999, math.NaN()} {
+		if _, err := ParseSettings(map[string]any{"dropout": d}); err == nil || !strings.Contains(err.Error(), "dropout") {
+			t.Errorf("dropout %v: %v, want an error naming dropout", d, err)
+		}
+	}
+	for _, d := range []float64{0, 0.1, 0.9} {
+		if _, err := ParseSettings(map[string]any{"dropout": d}); err != nil {
+			t.Errorf("dropout %v: %v", d, err)
+		}
+	}
+}
