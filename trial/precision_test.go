@@ -162,8 +162,14 @@ func TestCheckpointFingerprintReadsSettings(t *testing.T) {
 
 // TestDropoutSettingIsARate: dropout must be a rate in [0, 1) as the
 // model holds it (a float32), so one that rounds to 1 is refused, and so
-// is a negative one; the error names the setting.
+// is a negative one but -1, the default's marker; the error names the
+// setting, and settings that leave dropout out parse.
 func TestDropoutSettingIsARate(t *testing.T) {
+	for _, m := range []map[string]any{nil, {"max_epochs": 2}, {"dropout": -1}} {
+		if s, err := ParseSettings(m); err != nil || s.Dropout != -1 {
+			t.Errorf("%v: dropout %v, %v; want the default, -1", m, s.Dropout, err)
+		}
+	}
 	for _, d := range []float64{-0.1, 1, 0.99999999999, math.NaN()} {
 		if _, err := ParseSettings(map[string]any{"dropout": d}); err == nil || !strings.Contains(err.Error(), "dropout") {
 			t.Errorf("dropout %v: %v, want an error naming dropout", d, err)
