@@ -144,8 +144,10 @@ type devTensor struct {
 	// it first reaches the tensor (as PyTorch's zero_grad(set_to_none=True)
 	// leaves p.grad None until backward fills it).
 	paramGrad bool
-	// gradMu guards grad where graphs allocate it (gradOrZero): two
-	// graphs may run backward into one parameter at once.
+	// gradMu guards a parameter's grad where graphs allocate it
+	// (gradOrZero), so that two graphs' backwards into one parameter
+	// allocate it once. (Graphs sharing a parameter at once still race on
+	// saved; nothing runs them so.)
 	gradMu sync.Mutex
 	// slot is a graph tensor's place (from 1) in its graph's list of
 	// blocks, id its name there; 0 for mirrors.

@@ -259,7 +259,7 @@ func (cg *cudaGraph) gr(t *Tensor) Buffer {
 		return Buffer{}
 	}
 	d := t.dev
-	if d.grad.IsNil() && d.lazyGrad {
+	if d.lazyGrad && d.grad.IsNil() { // a parameter's is read under its lock alone
 		cg.lazy = append(cg.lazy, d)
 	}
 	if d.lazyGrad || d.paramGrad {
