@@ -783,16 +783,12 @@ func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Bu
 	if c.precision == BF16 && k > 0 {
 		ha := c.bf16Operand(a, transA, m, k, lda, strideA, batch)
 		hb := c.bf16Operand(b, transB, k, n, ldb, strideB, batch)
-		if c.err != nil { // a conversion failed: cuBLAS must not read nil operands
-			if c.sharedBF16 == nil {
-				c.release(ha, hb)
-			}
-			return
+		if c.err == nil { // a failed conversion left a nil operand, which cuBLAS must not read
+			c.blasCalls.Add(1)
+			c.fail(c.checkBLAS("cublasGemmStridedBatchedEx", C.rs_gemm_batched_ex(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
+				C.float(alpha), C.CUdeviceptr(hb.ptr), cudaR16BF, C.int(ldb), C.longlong(strideB), C.CUdeviceptr(ha.ptr), cudaR16BF, C.int(lda), C.longlong(strideA),
+				C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
 		}
-		c.blasCalls.Add(1)
-		c.fail(c.checkBLAS("cublasGemmStridedBatchedEx", C.rs_gemm_batched_ex(c.lib, c.blas, blasOp(transB), blasOp(transA), C.int(n), C.int(m), C.int(k),
-			C.float(alpha), C.CUdeviceptr(hb.ptr), cudaR16BF, C.int(ldb), C.longlong(strideB), C.CUdeviceptr(ha.ptr), cudaR16BF, C.int(lda), C.longlong(strideA),
-			C.float(beta), C.CUdeviceptr(out.ptr), C.int(ldc), C.longlong(strideC), C.int(batch))))
 		if c.sharedBF16 == nil {
 			c.release(ha, hb) // the stream runs the product before any later use of the memory
 		}
