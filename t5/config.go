@@ -102,6 +102,11 @@ func ParseConfig(path string, raw []byte) (Config, error) {
 	return c, nil
 }
 
+// DropoutRateValid reports whether p is a dropout rate the model can
+// hold: in [0, 1) once rounded to the float32 its ops take, so that one
+// like 0.99999999999, which rounds to 1 and drops everything, is not.
+func DropoutRateValid(p float64) bool { return p >= 0 && float32(p) < 1 }
+
 // LoadConfig reads dir/config.json.
 func LoadConfig(dir string) (Config, error) {
 	path := strings.TrimSuffix(dir, "/") + "/config.json"

@@ -185,7 +185,7 @@ func ParseSettings(m map[string]any) (Settings, error) {
 		}
 	}
 	switch {
-	case s.Dropout != -1 && !(s.Dropout >= 0 && float32(s.Dropout) < 1): // the model holds it as a float32
+	case s.Dropout != -1 && !t5.DropoutRateValid(s.Dropout):
 		return s, fmt.Errorf("trial: dropout %v must be in [0, 1), or -1 for the default (the backbone's rate for full fine-tuning, 0 for the others)", s.Dropout)
 	case s.WarmupRatio < 0 || s.WarmupRatio >= 1:
 		return s, fmt.Errorf("trial: warmup_ratio %v must be in [0, 1)", s.WarmupRatio)

@@ -129,7 +129,7 @@ func benchT5(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: --precision: %v", errUsage, err)
 	}
-	if !(*dropout >= 0 && float32(*dropout) < 1) { // the model holds it as a float32
+	if !t5.DropoutRateValid(*dropout) {
 		return fmt.Errorf("%w: --dropout %v: want a rate in [0, 1)", errUsage, *dropout)
 	}
 	if *dropout > 0 && *peer != "" {
@@ -233,7 +233,7 @@ func benchStep(args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	dropout, err := strconv.ParseFloat(args[8], 64)
-	if err != nil || !(dropout >= 0 && float32(dropout) < 1) {
+	if err != nil || !t5.DropoutRateValid(dropout) {
 		return fmt.Errorf("%w: dropout %q: want a rate in [0, 1)", errUsage, args[8])
 	}
 	var n [4]int
