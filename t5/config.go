@@ -96,7 +96,7 @@ func ParseConfig(path string, raw []byte) (Config, error) {
 	if params := int64(c.VocabSize)*int64(c.DModel)*2 + int64(c.NumLayers+c.NumDecoderLayers)*int64(c.DModel)*int64(4*c.NumHeads*c.DKV+3*c.DFF); params > 1<<36 {
 		return c, fmt.Errorf("t5: %s: the config makes %d parameters, far more than any T5 (t5-11b: 1.1e10)", path, params)
 	}
-	if c.DropoutRate < 0 || c.DropoutRate >= 1 {
+	if !DropoutRateValid(c.DropoutRate) {
 		return c, fmt.Errorf("t5: %s: dropout_rate = %g, want [0, 1)", path, c.DropoutRate)
 	}
 	return c, nil

@@ -154,6 +154,11 @@ func TestConfigDefaults(t *testing.T) {
 	if _, err := ParseConfig("config.json", []byte(`{"feed_forward_proj": "gated-swish"}`)); err == nil || !strings.Contains(err.Error(), "feed_forward_proj") {
 		t.Errorf("unsupported activation: %v", err)
 	}
+	for _, rate := range []string{"-0.1", "1", "0.99999999999"} {
+		if _, err := ParseConfig("config.json", []byte(`{"dropout_rate": `+rate+`}`)); err == nil || !strings.Contains(err.Error(), "dropout_rate") {
+			t.Errorf("dropout_rate %s: %v, want an error naming it", rate, err)
+		}
+	}
 }
 
 func TestParameterCounts(t *testing.T) {
