@@ -839,3 +839,75 @@ func TestViewOnDeviceIsItsBase(t *testing.T) {
 		t.Errorf("a view set before its base was mirrored: on device %v, base %v", early.OnDevice(), u.Values())
 	}
 }
+
+// TestUploadsDoNotWait: uploads queue their copies without waiting for the
+// stream, each from its own bytes of the staging buffer, so a later upload
+// cannot overwrite one the stream has not copied yet; only a full buffer
+// waits. The values must arrive intact either way.
+func TestUploadsDoNotWait(t *testing.T) {
+	c := openEmulated(t)
+	vals := func(n int, seed float32) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = seed + float32(i)
+		}
+		return x
+	}
+	check := func(b Buffer, want []float32) {
+		t.Helper()
+		got := make([]float32, len(want))
+		if err := c.Download(got, b); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("buffer of %d: got %v…, want %v…", len(want), got[:3], want[:3])
+		}
+	}
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Calls()
+	small := [][]float32{vals(7, 1), vals(64, 100), vals(1000, 1e4)}
+	var bufs []Buffer
+	for _, x := range small {
+		bufs = append(bufs, c.Upload(x))
+		x[0] = -1 // the caller's slice is free again at once
+	}
+	ids := c.UploadInt32([]int32{3, 1, 4, 1, 5})
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Calls().Syncs - before.Syncs; s != 1 {
+		t.Errorf("four uploads and a Sync waited %d times, want 1 (the Sync)", s)
+	}
+	for i, b := range bufs {
+		want := vals(len(small[i]), small[i][1]-1)
+		check(b, want)
+	}
+	gotIDs := make([]float32, 5)
+	if err := c.Download(gotIDs, ids); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int32{3, 1, 4, 1, 5} {
+		if int32(math.Float32bits(gotIDs[i])) != want {
+			t.Errorf("id %d: %d, want %d", i, int32(math.Float32bits(gotIDs[i])), want)
+		}
+	}
+
+	// More than the buffer holds, and one upload larger than it: the
+	// stream must have copied the earlier bytes before they are reused.
+	before = c.Calls()
+	big := [][]float32{vals(200_000, 1), vals(200_000, 2), vals(200_000, 3), vals(700_000, 4)}
+	bufs = bufs[:0]
+	for _, x := range big {
+		bufs = append(bufs, c.Upload(x))
+	}
+	for i, b := range bufs {
+		check(b, vals(len(big[i]), float32(i+1)))
+	}
+	// A wait each for the copies back, and at most one per upload after
+	// the first.
+	if s := c.Calls().Syncs - before.Syncs; s > int64(2*len(big)-1) {
+		t.Errorf("%d waits for %d uploads past the buffer's size and %d copies back", s, len(big), len(big))
+	}
+}

@@ -76,6 +76,25 @@ static bool noDevice() {
     return v && std::string(v) == "0";
 }
 
+// Host-to-device copies are queued, as a GPU's are, and run at the next
+// call that touches the stream: a caller that rewrites the host bytes of a
+// copy before then, as a GPU could still be reading them, gets the new
+// bytes on the device and fails its checks, where copying at once would
+// hide the race.
+struct PendingCopy {
+    void* dst;
+    const void* src;
+    size_t n;
+};
+static std::mutex copiesMu;
+static std::vector<PendingCopy> pendingCopies;
+
+static void runCopies() {
+    std::lock_guard<std::mutex> l(copiesMu);
+    for (const auto& c : pendingCopies) memcpy(c.dst, c.src, c.n);
+    pendingCopies.clear();
+}
+
 static std::mutex allocMu;
 static std::map<uint64_t, size_t> allocations;
 
@@ -106,7 +125,7 @@ static int contextObject, streamObject, blasObject;
 int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = &contextObject; return 0; }
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 int cuCtxSetCurrent(void*) { return 0; }
-int cuCtxSynchronize() { return 0; }
+int cuCtxSynchronize() { runCopies(); return 0; }
 int cuMemGetInfo_v2(size_t* free, size_t* total) { *free = *total = size_t(1) << 32; return 0; }
 
 int cuModuleLoadData(void** mod, const void* image) {
@@ -183,6 +202,7 @@ int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
                    unsigned shmem, void*, void** params, void**) {
     if (gy != 1 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024 || gx == 0 || shmem != 0)
         return 1;  // CUDA_ERROR_INVALID_VALUE: the kernels are one-dimensional
+    runCopies();
     // RS_EMU_MAX_BLOCK=n runs at most n threads per block. The kernels
     // stride by blockDim, so any block size computes the same; large
     // tests cap it for speed, the op tests run the sizes the host chose.
@@ -216,24 +236,30 @@ int cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
     return 0;
 }
 int cuMemFree_v2(CUdeviceptr p) {
+    runCopies();
     std::lock_guard<std::mutex> l(allocMu);
     if (!allocations.erase(p)) return 1;
     free(reinterpret_cast<void*>(p));
     return 0;
 }
 int cuMemAllocHost_v2(void** p, size_t n) { *p = malloc(n ? n : 1); return *p ? 0 : 2; }
-int cuMemFreeHost(void* p) { free(p); return 0; }
-int cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { memcpy(reinterpret_cast<void*>(d), h, n); return 0; }
-int cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, void*) { memcpy(h, reinterpret_cast<void*>(d), n); return 0; }
-int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { memmove(reinterpret_cast<void*>(d), reinterpret_cast<void*>(s), n); return 0; }
+int cuMemFreeHost(void* p) { runCopies(); free(p); return 0; }
+int cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) {
+    std::lock_guard<std::mutex> l(copiesMu);
+    pendingCopies.push_back({reinterpret_cast<void*>(d), h, n});
+    return 0;
+}
+int cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, void*) { runCopies(); memcpy(h, reinterpret_cast<void*>(d), n); return 0; }
+int cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { runCopies(); memmove(reinterpret_cast<void*>(d), reinterpret_cast<void*>(s), n); return 0; }
 int cuMemsetD32Async(CUdeviceptr d, unsigned v, size_t n, void*) {
+    runCopies();
     auto* p = reinterpret_cast<unsigned*>(d);
     for (size_t i = 0; i < n; i++) p[i] = v;
     return 0;
 }
 int cuStreamCreate(void** s, unsigned) { *s = &streamObject; return 0; }
 int cuStreamDestroy_v2(void*) { return 0; }
-int cuStreamSynchronize(void*) { return 0; }
+int cuStreamSynchronize(void*) { runCopies(); return 0; }
 int cuGetErrorName(int e, const char** s) { *s = e == 100 ? "CUDA_ERROR_NO_DEVICE" : "CUDA_ERROR_EMULATED"; return 0; }
 int cuGetErrorString(int e, const char** s) { *s = e == 100 ? "no CUDA-capable device is detected" : "emulated error"; return 0; }
 
@@ -295,6 +321,7 @@ static bool noProducts() {
 
 static void gemm(int opA, int opB, int m, int n, int k, float alpha, Operand A, int lda, Operand B, int ldb,
                  float beta, float* C, int ldc) {
+    runCopies();
     if (noProducts()) k = 0;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
