@@ -1,9 +1,13 @@
 // Elementwise ops: activations, sums, products, scaling, dropout.
 #include "common.cuh"
 
-// out = max(x, 0)
+// out = max(x, 0), NaN passed on as the CPU's max and torch.relu pass it
+// (fmaxf would give 0).
 RS_EXTERN __global__ void relu_forward(float* out, const float* x, long long n) {
-    RS_FOR(i, n) out[i] = fmaxf(x[i], 0.0f);
+    RS_FOR(i, n) {
+        float v = x[i];
+        out[i] = v > 0.0f || v != v ? v : 0.0f;
+    }
 }
 
 // dx += dout where x > 0
