@@ -157,11 +157,14 @@ func (s *stepper) run(bi int, bt t5.Batch) (stepStats, error) {
 		}
 	}
 	g.Drop(out.Logits) // the loss has what backward needs from them
+	g.Backward(out.Loss)
+	// Read after the backward is queued, so that on a GPU the host does not
+	// wait for the forward before queueing it; a bad loss still stops the
+	// trial before the optimiser touches the weights.
 	loss := float64(out.Loss.Values()[0])
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return stepStats{}, fmt.Errorf("the training loss is %v at step %d (lr %.3g too high?)", loss, s.step, s.lr)
 	}
-	g.Backward(out.Loss)
 	clip := s.clip
 	if clip <= 0 {
 		clip = math.Inf(1) // the norm is still reported
