@@ -387,8 +387,8 @@ func (c *CUDA) Calls() GPUCalls {
 	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load()}
 }
 
-// streamSync waits for the stream on the CUDA thread: a copy back, a
-// staged upload or Sync. Each one stops the host from queueing work ahead
+// streamSync waits for the stream on the CUDA thread: a copy back, a full
+// staging buffer or Sync. Each one stops the host from queueing work ahead
 // of the GPU, so Calls counts them.
 func (c *CUDA) streamSync() {
 	c.syncs.Add(1)

@@ -26,7 +26,7 @@ type GPU interface {
 type GPUCalls struct {
 	Kernels int64 // kernel launches
 	BLAS    int64 // cuBLAS calls (a strided-batched product is one)
-	Syncs   int64 // waits for the stream: copies back, staged uploads, Sync
+	Syncs   int64 // waits for the stream: copies back, a full staging buffer, Sync
 }
 
 // GPUInfo describes an opened GPU.

@@ -183,7 +183,7 @@ func benchT5(args []string) error {
 		}
 	}
 	if onGPU {
-		fmt.Println("device calls per step (waits: the host waiting for the GPU, to copy back or upload):", strings.Join(calls, "; "))
+		fmt.Println("device calls per step (waits: the host waiting for the GPU):", strings.Join(calls, "; "))
 	}
 	if peerRan != "" {
 		fmt.Printf("ours ran %s products; %s\n", precision, peerRan)
