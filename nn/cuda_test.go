@@ -915,3 +915,22 @@ func TestUploadsDoNotWait(t *testing.T) {
 		t.Errorf("%d waits for %d uploads past the buffer's size and %d copies back", s, len(big), len(big))
 	}
 }
+
+// TestZerosOnGPUAreZero: new GPU tensors are not cleared (an op writes
+// them whole), but Zeros, READ's initial state, must be: with poison on,
+// a Zeros left uncleared would hold NaN.
+func TestZerosOnGPUAreZero(t *testing.T) {
+	c := openEmulated(t)
+	g := NewGraph(c)
+	defer g.Release()
+	g.poison, g.gpu.(*cudaGraph).arena.poison = true, true
+	z := g.Zeros(3, 5)
+	for i, v := range z.Values() {
+		if v != 0 {
+			t.Fatalf("Zeros[%d] = %v", i, v)
+		}
+	}
+	if v := g.New(false, 2).Values(); !math.IsNaN(float64(v[0])) {
+		t.Errorf("a new output holds %v under poison, want NaN: the check above proves nothing", v[0])
+	}
+}

@@ -442,7 +442,9 @@ func (g *Graph) New(grad bool, shape ...int) *Tensor {
 // recurrent state). New's values are undefined until an op writes them.
 func (g *Graph) Zeros(shape ...int) *Tensor {
 	if g.gpu != nil {
-		return g.gpu.newTensor(false, shape)
+		t := g.gpu.newTensor(false, shape) // not cleared, as New's
+		t.dev.dev.Zero(t.dev.data)
+		return t
 	}
 	return &Tensor{Shape: append([]int(nil), shape...), Data: g.arena.alloc(numel(shape))}
 }

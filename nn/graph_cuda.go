@@ -3,6 +3,7 @@
 package nn
 
 import (
+	"math"
 	"runtime"
 	"slices"
 )
@@ -30,7 +31,7 @@ type cudaGraph struct {
 }
 
 func (c *CUDA) newGraphOps(g *Graph) gpuGraph {
-	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}}
+	cg := &cudaGraph{g: g, c: c, arena: &devArena{c: c, poison: g.poison}, uploads: map[*Tensor]Buffer{}, lastReader: map[int][]*devTensor{}}
 	// A graph dropped without Release gives its arena back when collected.
 	cg.cleanup = runtime.AddCleanup(g, func(a *devArena) { a.free() }, cg.arena)
 	return cg
@@ -53,6 +54,7 @@ func (cg *cudaGraph) release() {
 type devArena struct {
 	arenaSpace
 	c       *CUDA
+	poison  bool // fill new blocks with NaN (see fresh)
 	chunks  []Buffer
 	tensors []Buffer // by slot; nil once dropped
 	// ids name the tensor in each slot (every tensor gets a new one), so
@@ -68,21 +70,34 @@ type devArena struct {
 // cuBLAS and vector loads like.
 func devAlign(n int) int { return (n + 63) &^ 63 }
 
+// alloc returns a block of n elements that the caller's kernel or upload
+// overwrites whole: it is not cleared (see fresh).
 func (a *devArena) alloc(n int) Buffer {
 	c, off, grow := a.take(devAlign(n), 1<<20)
 	if grow > 0 {
 		a.chunks = append(a.chunks, a.c.Alloc(grow))
 	}
 	b := Buffer{ptr: a.chunks[c].ptr + uint64(off)*4, n: n}
-	a.c.Zero(b)
+	a.fresh(b)
 	return b
 }
 
-// tensor returns a zeroed block of n elements for a graph tensor, its
-// slot and its id.
+// fresh leaves a new block as the allocator gave it, as the CPU graph's
+// allocOut does: every op writes its outputs whole, and clearing them took a
+// memset per op, the most numerous device call of a step. With poison
+// (READSWEEP_POISON_OUTPUTS=1) it fills them with NaN, so that an op reading
+// its output before writing it fails its checks.
+func (a *devArena) fresh(b Buffer) {
+	if a.poison {
+		a.c.Fill(b, float32(math.NaN()))
+	}
+}
+
+// tensor returns a block of n elements for a graph tensor (not cleared:
+// see fresh), its slot and its id.
 func (a *devArena) tensor(n int) (b Buffer, slot int, id uint64) {
 	b = a.c.Alloc(n)
-	a.c.Zero(b)
+	a.fresh(b)
 	a.nextID++
 	a.tensors, a.ids = append(a.tensors, b), append(a.ids, a.nextID)
 	a.live += n
