@@ -81,7 +81,7 @@ type CUDA struct {
 	life   sync.RWMutex // held to use the device, taken exclusively to close it
 	closed bool
 
-	kernels, blasCalls, syncs atomic.Int64 // work queued and waits, for Calls
+	kernels, blasCalls, syncs, memsets atomic.Int64 // work queued and waits, for Calls
 
 	// precision is what products read their operands at: fp32 and tf32
 	// are cuBLAS math modes; bf16 converts the operands (to_bf16) and
@@ -384,7 +384,7 @@ func (c *CUDA) Sync() error {
 
 // Calls counts the kernel launches, cuBLAS calls and host waits so far.
 func (c *CUDA) Calls() GPUCalls {
-	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load()}
+	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load(), Memsets: c.memsets.Load()}
 }
 
 // streamSync waits for the stream on the CUDA thread: a copy back, a full
@@ -618,6 +618,7 @@ func (c *CUDA) fill(b Buffer, bits uint32) {
 	if c.err != nil || b.n == 0 {
 		return
 	}
+	c.memsets.Add(1)
 	c.fail(c.check("cuMemsetD32Async", C.rs_cuMemsetD32Async(c.lib, C.CUdeviceptr(b.ptr), C.uint(bits), C.size_t(b.n), c.stream)))
 }
 

@@ -27,6 +27,7 @@ type GPUCalls struct {
 	Kernels int64 // kernel launches
 	BLAS    int64 // cuBLAS calls (a strided-batched product is one)
 	Syncs   int64 // waits for the stream: copies back, a full staging buffer, Sync
+	Memsets int64 // fills (zeroing a new gradient or output), driver calls beside the kernels
 }
 
 // GPUInfo describes an opened GPU.

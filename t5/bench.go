@@ -58,9 +58,12 @@ type StepBench struct {
 	// KernelsPerStep and BLASPerStep count the device calls of one step on
 	// a GPU: what its host overhead scales with (0 on the CPU).
 	KernelsPerStep, BLASPerStep float64
-	// SyncsPerStep counts the step's waits for the GPU (copies back,
-	// staged uploads): each stops the host from queueing work ahead.
+	// SyncsPerStep counts the step's waits for the GPU (copies back, a
+	// full staging buffer): each stops the host from queueing work ahead.
 	SyncsPerStep float64
+	// MemsetsPerStep counts the fills that zero new gradients and outputs:
+	// driver calls that queue work as a kernel launch does.
+	MemsetsPerStep float64
 	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
 	// new tokens), when the caller measured it.
 	LatencyMS float64
@@ -145,7 +148,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 			return StepBench{}, err
 		}
 	}
-	var devicePeak, kernels, blasCalls, syncs float64
+	var devicePeak, kernels, blasCalls, syncs, memsets float64
 	if onGPU {
 		if err := gpu.Sync(); err != nil {
 			return StepBench{}, err
@@ -155,6 +158,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		kernels = float64(calls.Kernels-calls0.Kernels) / float64(steps)
 		blasCalls = float64(calls.BLAS-calls0.BLAS) / float64(steps)
 		syncs = float64(calls.Syncs-calls0.Syncs-1) / float64(steps) // less the Sync above
+		memsets = float64(calls.Memsets-calls0.Memsets) / float64(steps)
 	}
 	elapsed := time.Since(t0).Seconds()
 	var ru syscall.Rusage
@@ -180,5 +184,6 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		KernelsPerStep:   kernels,
 		BLASPerStep:      blasCalls,
 		SyncsPerStep:     syncs,
+		MemsetsPerStep:   memsets,
 	}, nil
 }
