@@ -77,13 +77,26 @@ func (c *CUDA) MatmulForward(out, inp, w, bias Buffer, N, C, OC int) {
 
 // MatmulBackward adds into dinp, dw and dbias; any may be nil.
 func (c *CUDA) MatmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int) {
+	c.matmulBackward(dinp, dw, dbias, dout, inp, w, N, C, OC, false, false)
+}
+
+// matmulBackward is MatmulBackward that sets dinp (setInp) or dw (setW)
+// instead of adding into them: a gradient allocated just now, which
+// cuBLAS's beta 0 overwrites without a memset first.
+func (c *CUDA) matmulBackward(dinp, dw, dbias, dout, inp, w Buffer, N, C, OC int, setInp, setW bool) {
+	beta := func(set bool) float32 {
+		if set {
+			return 0
+		}
+		return 1
+	}
 	c.post(func() {
 		c.sharingOperands(func() {
 			if !dinp.IsNil() {
-				c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, 1, dinp, C)
+				c.gemm(false, false, N, C, OC, 1, dout, OC, w, C, beta(setInp), dinp, C)
 			}
 			if !dw.IsNil() {
-				c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dw, C)
+				c.gemm(true, false, OC, C, N, 1, dout, OC, inp, C, beta(setW), dw, C)
 			}
 		})
 		if !dbias.IsNil() {

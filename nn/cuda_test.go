@@ -219,6 +219,20 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		h.expect("MatmulBackward dinp", gdinp, dinp, tolProduct)
 		h.expect("MatmulBackward dw", gdw, dw, tolProduct)
 		h.expect("MatmulBackward dbias", gdb, db, tolReduction)
+
+		// A new gradient is set, not added to: what it held (NaN here)
+		// must not show.
+		nan := make([]float32, OC*C)
+		for i := range nan {
+			nan[i] = float32(math.NaN())
+		}
+		clear(dinp)
+		clear(dw)
+		MatmulBackward(cpu, dinp, dw, nil, dout, inp, w, N, C, OC)
+		gdinp, gdw = h.up(nan[:N*C]), h.up(nan)
+		c.matmulBackward(gdinp, gdw, Buffer{}, h.up(dout), h.up(inp), h.up(w), N, C, OC, true, true)
+		h.expect("matmulBackward setting dinp", gdinp, dinp, tolProduct)
+		h.expect("matmulBackward setting dw", gdw, dw, tolProduct)
 	})
 
 	t.Run("embedding", func(t *testing.T) {

@@ -28,6 +28,7 @@ type GPUCalls struct {
 	BLAS    int64 // cuBLAS calls (a strided-batched product is one)
 	Syncs   int64 // waits for the stream: copies back, a full staging buffer, Sync
 	Memsets int64 // fills (zeroing a new gradient or output), driver calls beside the kernels
+	Copies  int64 // device-to-device copies (a new gradient set from another)
 }
 
 // GPUInfo describes an opened GPU.
@@ -169,6 +170,21 @@ func (d *devTensor) gradOrZero(n int) Buffer {
 		d.dev.Zero(d.grad)
 	}
 	return d.grad
+}
+
+// gradWrite calls write with d's gradient, allocating it first where d has
+// none (fresh: write must then set it whole, not add to it, which spares
+// the memset gradOrZero would queue). It holds d's lock while write queues
+// its work, so that another graph's backward into the same parameter
+// queues its additions after the write that sets the gradient.
+func (d *devTensor) gradWrite(n int, write func(g Buffer, fresh bool)) {
+	d.gradMu.Lock()
+	defer d.gradMu.Unlock()
+	fresh := d.grad.IsNil()
+	if fresh {
+		d.grad = d.dev.Alloc(n)
+	}
+	write(d.grad, fresh)
 }
 
 // freeGrad gives d's gradient back to its device.

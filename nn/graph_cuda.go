@@ -283,6 +283,61 @@ func (cg *cudaGraph) gr(t *Tensor) Buffer {
 	return d.grad
 }
 
+// gradFlows reports whether gr gives t a gradient.
+func gradFlows(t *Tensor) bool {
+	return t != nil && t.dev != nil && (t.dev.lazyGrad || t.dev.paramGrad || !t.dev.grad.IsNil())
+}
+
+// grWrite calls write with t's device gradient, as gr returns it, and
+// whether it was allocated just now: then write must set it whole (a
+// product with beta 0, a copy) instead of adding to it. Without a gradient
+// it gets the nil Buffer.
+func (cg *cudaGraph) grWrite(t *Tensor, write func(g Buffer, fresh bool)) {
+	if !gradFlows(t) || !(t.dev.lazyGrad || t.dev.paramGrad) {
+		write(cg.gr(t), false)
+		return
+	}
+	d := t.dev
+	if d.lazyGrad && d.grad.IsNil() {
+		cg.lazy = append(cg.lazy, d)
+	}
+	d.gradWrite(t.Len(), func(g Buffer, fresh bool) {
+		if fresh {
+			cg.arena.fresh(g) // NaN under poison: a write that adds shows
+		}
+		write(g, fresh)
+	})
+}
+
+// grWrite2 is grWrite for two tensors written by one call (a product's
+// input and weight), which may be the same tensor: its second write adds.
+func (cg *cudaGraph) grWrite2(a, b *Tensor, write func(ga Buffer, freshA bool, gb Buffer, freshB bool)) {
+	cg.grWrite(a, func(ga Buffer, freshA bool) {
+		if b != nil && a != nil && b.dev != nil && b.dev == a.dev {
+			write(ga, freshA, ga, false)
+			return
+		}
+		cg.grWrite(b, func(gb Buffer, freshB bool) { write(ga, freshA, gb, freshB) })
+	})
+}
+
+// accumulateInto adds src into t's gradient, or copies it there when the
+// gradient is new (same size only: a broadcast adds).
+func (cg *cudaGraph) accumulateInto(t *Tensor, src Buffer) {
+	cg.grWrite(t, func(g Buffer, fresh bool) {
+		switch {
+		case g.IsNil():
+		case fresh && g.n == src.n:
+			cg.c.Copy(g, src)
+		case fresh:
+			cg.c.Zero(g)
+			cg.c.Accumulate(g, src)
+		default:
+			cg.c.Accumulate(g, src)
+		}
+	})
+}
+
 func (cg *cudaGraph) gradBuffer(t *Tensor) Buffer { return cg.gr(t) }
 
 // dropGrads frees the gradients still held (a backward that did not run,
@@ -344,7 +399,10 @@ func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
 	if out.takesGrad() {
 		cg.save(x, w)
 		cg.record(func() {
-			cg.c.MatmulBackward(cg.gr(x), cg.gr(w), cg.gr(bias), cg.gr(out), dx, dw, N, C, OC)
+			gout, gbias := cg.gr(out), cg.gr(bias)
+			cg.grWrite2(x, w, func(gx Buffer, setX bool, gw Buffer, setW bool) {
+				cg.c.matmulBackward(gx, gw, gbias, gout, dx, dw, N, C, OC, setX, setW)
+			})
 		}, out)
 	}
 }
@@ -357,11 +415,8 @@ func (cg *cudaGraph) addLinear(out, y, x, w *Tensor, s float32, N, C, OC int) {
 		cg.save(x, w)
 		cg.record(func() {
 			gout := cg.gr(out)
-			if gy := cg.gr(y); !gy.IsNil() {
-				cg.c.Accumulate(gy, gout)
-			}
-			gx, gw := cg.gr(x), cg.gr(w)
-			if gx.IsNil() && gw.IsNil() {
+			cg.accumulateInto(y, gout)
+			if !gradFlows(x) && !gradFlows(w) {
 				return
 			}
 			// s·dout, rounded before the products read it, as the CPU
@@ -369,7 +424,9 @@ func (cg *cudaGraph) addLinear(out, y, x, w *Tensor, s float32, N, C, OC int) {
 			// product rounded dout instead.
 			dz := cg.c.Alloc(N * OC)
 			cg.c.Scale(dz, gout, s)
-			cg.c.MatmulBackward(gx, gw, Buffer{}, dz, dx, dw, N, C, OC)
+			cg.grWrite2(x, w, func(gx Buffer, setX bool, gw Buffer, setW bool) {
+				cg.c.matmulBackward(gx, gw, Buffer{}, dz, dx, dw, N, C, OC, setX, setW)
+			})
 			cg.c.Free(dz)
 		}, out)
 	}
@@ -519,11 +576,9 @@ func (cg *cudaGraph) add(out, a, b *Tensor) {
 	cg.c.Add(out.dev.data, cg.d(a), cg.d(b))
 	if out.takesGrad() {
 		cg.record(func() {
-			for _, t := range []*Tensor{a, b} {
-				if gt := cg.gr(t); !gt.IsNil() {
-					cg.c.Accumulate(gt, cg.gr(out))
-				}
-			}
+			gout := cg.gr(out)
+			cg.accumulateInto(a, gout)
+			cg.accumulateInto(b, gout)
 		}, out)
 	}
 }
@@ -646,9 +701,7 @@ func (cg *cudaGraph) addRow(out, x, b *Tensor, N, C int) {
 	cg.c.Add(out.dev.data, cg.d(x), cg.d(b))
 	if out.takesGrad() {
 		cg.record(func() {
-			if gx := cg.gr(x); !gx.IsNil() {
-				cg.c.Accumulate(gx, cg.gr(out))
-			}
+			cg.accumulateInto(x, cg.gr(out))
 			if gb := cg.gr(b); !gb.IsNil() {
 				cg.c.AccumulateRows(gb, cg.gr(out), N, C)
 			}
