@@ -81,7 +81,7 @@ type CUDA struct {
 	life   sync.RWMutex // held to use the device, taken exclusively to close it
 	closed bool
 
-	kernels, blasCalls, syncs, memsets atomic.Int64 // work queued and waits, for Calls
+	kernels, blasCalls, syncs, memsets, copies atomic.Int64 // work queued and waits, for Calls
 
 	// precision is what products read their operands at: fp32 and tf32
 	// are cuBLAS math modes; bf16 converts the operands (to_bf16) and
@@ -384,7 +384,7 @@ func (c *CUDA) Sync() error {
 
 // Calls counts the kernel launches, cuBLAS calls and host waits so far.
 func (c *CUDA) Calls() GPUCalls {
-	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load(), Memsets: c.memsets.Load()}
+	return GPUCalls{Kernels: c.kernels.Load(), BLAS: c.blasCalls.Load(), Syncs: c.syncs.Load(), Memsets: c.memsets.Load(), Copies: c.copies.Load()}
 }
 
 // streamSync waits for the stream on the CUDA thread: a copy back, a full
@@ -750,6 +750,7 @@ func (c *CUDA) Copy(dst, src Buffer) {
 			c.fail(fmt.Errorf("nn: CUDA Copy: %d values into %d", src.n, dst.n))
 			return
 		}
+		c.copies.Add(1)
 		c.fail(c.check("cuMemcpyDtoDAsync", C.rs_cuMemcpyDtoDAsync_v2(c.lib, C.CUdeviceptr(dst.ptr), C.CUdeviceptr(src.ptr), C.size_t(4*src.n), c.stream)))
 	})
 }

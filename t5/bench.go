@@ -61,9 +61,10 @@ type StepBench struct {
 	// SyncsPerStep counts the step's waits for the GPU (copies back, a
 	// full staging buffer): each stops the host from queueing work ahead.
 	SyncsPerStep float64
-	// MemsetsPerStep counts the fills that zero new gradients and outputs:
-	// driver calls that queue work as a kernel launch does.
-	MemsetsPerStep float64
+	// MemsetsPerStep counts the fills that zero new gradients and outputs,
+	// CopiesPerStep the device-to-device copies: driver calls that queue
+	// work as a kernel launch does.
+	MemsetsPerStep, CopiesPerStep float64
 	// LatencyMS is greedy decoding of one example (batch 1, Src tokens, Tgt
 	// new tokens), when the caller measured it.
 	LatencyMS float64
@@ -148,7 +149,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 			return StepBench{}, err
 		}
 	}
-	var devicePeak, kernels, blasCalls, syncs, memsets float64
+	var devicePeak, kernels, blasCalls, syncs, memsets, copies float64
 	if onGPU {
 		if err := gpu.Sync(); err != nil {
 			return StepBench{}, err
@@ -159,6 +160,7 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		blasCalls = float64(calls.BLAS-calls0.BLAS) / float64(steps)
 		syncs = float64(calls.Syncs-calls0.Syncs-1) / float64(steps) // less the Sync above
 		memsets = float64(calls.Memsets-calls0.Memsets) / float64(steps)
+		copies = float64(calls.Copies-calls0.Copies) / float64(steps)
 	}
 	elapsed := time.Since(t0).Seconds()
 	var ru syscall.Rusage
@@ -185,5 +187,6 @@ func BenchTrainStep(be nn.Backend, m *Model, hooks *Hooks, trainable []*nn.Tenso
 		BLASPerStep:      blasCalls,
 		SyncsPerStep:     syncs,
 		MemsetsPerStep:   memsets,
+		CopiesPerStep:    copies,
 	}, nil
 }

@@ -179,7 +179,7 @@ func benchT5(args []string) error {
 		}
 		fmt.Println(line)
 		if onGPU {
-			calls = append(calls, fmt.Sprintf("%s %.0f kernels + %.0f cuBLAS calls + %.0f memsets, %.0f waits", name, r.KernelsPerStep, r.BLASPerStep, r.MemsetsPerStep, r.SyncsPerStep))
+			calls = append(calls, fmt.Sprintf("%s %.0f kernels + %.0f cuBLAS calls + %.0f memsets + %.0f copies, %.0f waits", name, r.KernelsPerStep, r.BLASPerStep, r.MemsetsPerStep, r.CopiesPerStep, r.SyncsPerStep))
 		}
 	}
 	if onGPU {
