@@ -802,7 +802,11 @@ func (c *CUDA) gemm(transA, transB bool, m, n, k int, alpha float32, a Buffer, l
 	if c.err != nil || m == 0 || n == 0 {
 		return
 	}
-	if c.precision == BF16 && k > 0 {
+	if k == 0 {
+		c.gemmZeroK(m, n, beta, out, ldc, 0, 1)
+		return
+	}
+	if c.precision == BF16 {
 		c.gemmBatched(transA, transB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, out, ldc, 0, 1)
 		return
 	}
@@ -816,7 +820,11 @@ func (c *CUDA) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a Bu
 	if c.err != nil || m == 0 || n == 0 || batch == 0 {
 		return
 	}
-	if c.precision == BF16 && k > 0 {
+	if k == 0 {
+		c.gemmZeroK(m, n, beta, out, ldc, strideC, batch)
+		return
+	}
+	if c.precision == BF16 {
 		ha := c.bf16Operand(a, transA, m, k, lda, strideA, batch)
 		hb := c.bf16Operand(b, transB, k, n, ldb, strideB, batch)
 		if c.err == nil { // a failed conversion left a nil operand, which cuBLAS must not read
@@ -938,11 +946,7 @@ func (c *CUDA) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 		if beta != 0 || ldc != n { // c's old values, or the gaps between its rows, must survive
 			c.upload(dc.ptr, unsafe.Pointer(&out[0]), 4*nc)
 		}
-		if k == 0 {
-			c.gemmZeroK(m, n, beta, dc, ldc)
-		} else {
-			c.gemm(transA, transB, m, n, k, alpha, da, lda, db, ldb, beta, dc, ldc)
-		}
+		c.gemm(transA, transB, m, n, k, alpha, da, lda, db, ldb, beta, dc, ldc)
 		c.download(unsafe.Pointer(&out[0]), dc.ptr, 4*nc)
 		c.release(da, db, dc)
 		err = c.err
@@ -954,15 +958,28 @@ func (c *CUDA) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float3
 	}
 }
 
-// gemmZeroK scales c by beta: a product over an empty inner dimension.
-func (c *CUDA) gemmZeroK(m, n int, beta float32, out Buffer, ldc int) {
-	for i := 0; i < m; i++ {
-		row := Buffer{ptr: out.ptr + uint64(i*ldc)*4, n: n}
+// gemmZeroK scales C by beta: a product over an empty inner dimension,
+// which cuBLAS's documentation leaves open (a gradient set by its first
+// writer, beta 0, over an empty batch must come out zeros).
+func (c *CUDA) gemmZeroK(m, n int, beta float32, out Buffer, ldc, strideC, batch int) {
+	scale := func(b Buffer) {
 		if beta == 0 {
-			c.fill(row, 0)
-			continue
+			c.fill(b, 0)
+			return
 		}
-		c.launch("scale_forward", elementwiseGrid(n), elementwiseBlock, row, row, beta, n)
+		c.launch("scale_forward", elementwiseGrid(b.n), elementwiseBlock, b, b, beta, b.n)
+	}
+	switch {
+	case beta == 1:
+	case ldc == n && (batch == 1 || strideC == m*n):
+		scale(out.Slice(0, batch*m*n))
+	default:
+		for b := range batch {
+			for i := range m {
+				lo := b*strideC + i*ldc
+				scale(out.Slice(lo, lo+n))
+			}
+		}
 	}
 }
 

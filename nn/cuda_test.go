@@ -233,6 +233,12 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 		c.matmulBackward(gdinp, gdw, Buffer{}, h.up(dout), h.up(inp), h.up(w), N, C, OC, true, true)
 		h.expect("matmulBackward setting dinp", gdinp, dinp, tolProduct)
 		h.expect("matmulBackward setting dw", gdw, dw, tolProduct)
+
+		// Over an empty batch the weight's gradient, set, is zeros (cuBLAS
+		// is not asked about an empty inner dimension).
+		gdw = h.up(nan)
+		c.matmulBackward(Buffer{}, gdw, Buffer{}, Buffer{}, Buffer{}, h.up(w), 0, C, OC, false, true)
+		h.expect("matmulBackward setting dw over no rows", gdw, make([]float32, OC*C), 0)
 	})
 
 	t.Run("embedding", func(t *testing.T) {

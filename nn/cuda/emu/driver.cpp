@@ -338,7 +338,9 @@ static void gemm(int opA, int opB, int m, int n, int k, float alpha, Operand A, 
 
 int cublasSgemm_v2(void*, int opA, int opB, int m, int n, int k, const float* alpha, const float* A, int lda,
                    const float* B, int ldb, const float* beta, float* C, int ldc) {
-    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    // k = 0 is refused: cuBLAS's documentation leaves an empty inner
+    // dimension open, so nn must handle it before asking (gemmZeroK).
+    if (k == 0 || lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;  // CUBLAS_STATUS_INVALID_VALUE
     gemm(opA, opB, m, n, k, *alpha, {A, 0}, lda, {B, 0}, ldb, *beta, C, ldc);
     return 0;
 }
@@ -346,7 +348,7 @@ int cublasSgemm_v2(void*, int opA, int opB, int m, int n, int k, const float* al
 int cublasSgemmStridedBatched(void*, int opA, int opB, int m, int n, int k, const float* alpha, const float* A,
                               int lda, long long sA, const float* B, int ldb, long long sB, const float* beta,
                               float* C, int ldc, long long sC, int batch) {
-    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    if (k == 0 || lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
     for (int b = 0; b < batch; b++) gemm(opA, opB, m, n, k, *alpha, {A + b * sA, 0}, lda, {B + b * sB, 0}, ldb, *beta, C + b * sC, ldc);
     return 0;
 }
@@ -362,7 +364,7 @@ static const void* offset(const void* p, int type, long long n) {
 
 int cublasGemmEx(void*, int opA, int opB, int m, int n, int k, const void* alpha, const void* A, int aType, int lda,
                  const void* B, int bType, int ldb, const void* beta, void* C, int cType, int ldc, int compute, int) {
-    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    if (k == 0 || lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
     if (!exTypes(aType, bType, cType, compute)) return 15;  // CUBLAS_STATUS_NOT_SUPPORTED
     gemm(opA, opB, m, n, k, *static_cast<const float*>(alpha), {A, aType}, lda, {B, bType}, ldb,
          *static_cast<const float*>(beta), static_cast<float*>(C), ldc);
@@ -372,7 +374,7 @@ int cublasGemmEx(void*, int opA, int opB, int m, int n, int k, const void* alpha
 int cublasGemmStridedBatchedEx(void*, int opA, int opB, int m, int n, int k, const void* alpha, const void* A, int aType,
                                int lda, long long sA, const void* B, int bType, int ldb, long long sB, const void* beta,
                                void* C, int cType, int ldc, long long sC, int batch, int compute, int) {
-    if (lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
+    if (k == 0 || lda < (opA ? k : m) || ldb < (opB ? n : k) || ldc < m) return 7;
     if (!exTypes(aType, bType, cType, compute)) return 15;
     for (int b = 0; b < batch; b++)
         gemm(opA, opB, m, n, k, *static_cast<const float*>(alpha), {offset(A, aType, b * sA), aType}, lda,
