@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"unsafe"
 )
 
 // cudaGraph runs a Graph's ops on the GPU: tensors the graph makes each
@@ -311,12 +312,20 @@ func (cg *cudaGraph) grWrite(t *Tensor, write func(g Buffer, fresh bool)) {
 
 // grWrite2 is grWrite for two tensors written by one call (a product's
 // input and weight), which may be the same tensor: its second write adds.
+// The two locks are taken in the tensors' address order, so that graphs
+// writing (p, q) and (q, p) at once cannot wait on each other.
 func (cg *cudaGraph) grWrite2(a, b *Tensor, write func(ga Buffer, freshA bool, gb Buffer, freshB bool)) {
+	if a != nil && b != nil && a.dev != nil && a.dev == b.dev {
+		cg.grWrite(a, func(ga Buffer, freshA bool) { write(ga, freshA, ga, false) })
+		return
+	}
+	if a != nil && b != nil && a.dev != nil && b.dev != nil && uintptr(unsafe.Pointer(b.dev)) < uintptr(unsafe.Pointer(a.dev)) {
+		cg.grWrite(b, func(gb Buffer, freshB bool) {
+			cg.grWrite(a, func(ga Buffer, freshA bool) { write(ga, freshA, gb, freshB) })
+		})
+		return
+	}
 	cg.grWrite(a, func(ga Buffer, freshA bool) {
-		if b != nil && a != nil && b.dev != nil && b.dev == a.dev {
-			write(ga, freshA, ga, false)
-			return
-		}
 		cg.grWrite(b, func(gb Buffer, freshB bool) { write(ga, freshA, gb, freshB) })
 	})
 }
