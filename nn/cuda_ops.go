@@ -196,7 +196,7 @@ func (c *CUDA) AttentionForward(out, probs, scratch, q, k, v, bias, keyMask Buff
 		}
 		oh := c.alloc(B * H * Tq * K)
 		c.gemmBatched(false, false, Tq, K, Tk, 1, w, Tk, Tq*Tk, vh, K, Tk*K, 0, oh, K, Tq*K, B*H)
-		c.mergeHeads(B, Tq, H, K, false, []Buffer{out}, []Buffer{oh})
+		c.mergeHeads(B, Tq, H, K, []bool{false}, []Buffer{out}, []Buffer{oh})
 		c.release(vh, oh)
 	})
 }
@@ -233,12 +233,12 @@ func (c *CUDA) splitHeads(B, T, H, K int, xs ...Buffer) []Buffer {
 // mergeHeads writes (or adds, when accumulate) each xs[i] (B, H, T, K)
 // into outs[i] (B, T, H·K): at most three in one launch, or one launch
 // each where two outs are the same buffer (their adds would race).
-func (c *CUDA) mergeHeads(B, T, H, K int, accumulate bool, outs, xs []Buffer) {
+func (c *CUDA) mergeHeads(B, T, H, K int, adds []bool, outs, xs []Buffer) {
 	for i := range outs {
 		for j := range i {
 			if outs[j].ptr == outs[i].ptr {
 				for k := range outs {
-					c.mergeHeads(B, T, H, K, accumulate, outs[k:k+1], xs[k:k+1])
+					c.mergeHeads(B, T, H, K, adds[k:k+1], outs[k:k+1], xs[k:k+1])
 				}
 				return
 			}
@@ -246,13 +246,17 @@ func (c *CUDA) mergeHeads(B, T, H, K int, accumulate bool, outs, xs []Buffer) {
 	}
 	n := B * T * H * K
 	args := make([]any, 0, 12)
+	mask := 0
 	for i := range outs {
 		args = append(args, outs[i], xs[i])
+		if adds[i] {
+			mask |= 1 << i
+		}
 	}
 	for len(args) < 6 {
 		args = append(args, Buffer{})
 	}
-	c.launch("merge_heads", elementwiseGrid(len(outs)*n), elementwiseBlock, append(args, len(outs), B, T, H, K, accumulate)...)
+	c.launch("merge_heads", elementwiseGrid(len(outs)*n), elementwiseBlock, append(args, len(outs), B, T, H, K, mask)...)
 }
 
 // AttentionBackward adds into dq, dk, dv and dbias (any may be nil; dbias
@@ -261,6 +265,12 @@ func (c *CUDA) mergeHeads(B, T, H, K int, accumulate bool, outs, xs []Buffer) {
 // launch per length); the gradients come back through merge_heads, which
 // adds, in one launch per length.
 func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v Buffer, drop DropoutKeys, s AttentionShape) {
+	c.attentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v, drop, s, [3]bool{})
+}
+
+// attentionBackward is AttentionBackward that sets dq, dk or dv (set[0],
+// [1], [2]) instead of adding into them: gradients allocated just now.
+func (c *CUDA) attentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, v Buffer, drop DropoutKeys, s AttentionShape, set [3]bool) {
 	B, Tq, Tk, H, K := s.B, s.Tq, s.Tk, s.H, s.K
 	P := B * H * Tq * Tk
 	mustBuf("AttentionBackward", "scratch", scratch, 2*P)
@@ -277,6 +287,7 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, 
 		douth, vh := hq[0], hk[0]
 		// The gradients in (B, H, T, K), merged back at the end by length.
 		var outQ, gradQ, outK, gradK []Buffer
+		var addQ, addK []bool
 		// d(dropped probs) = dout·vᵀ
 		c.gemmBatched(false, true, Tq, Tk, K, 1, douth, K, Tq*K, vh, K, Tk*K, 0, ds, Tk, Tq*Tk, B*H)
 		c.release(vh)
@@ -288,31 +299,31 @@ func (c *CUDA) AttentionBackward(dq, dk, dv, dbias, scratch, dout, probs, q, k, 
 			}
 			dvh := c.alloc(B * H * Tk * K)
 			c.gemmBatched(true, false, Tk, K, Tq, 1, w, Tk, Tq*Tk, douth, K, Tq*K, 0, dvh, K, Tk*K, B*H)
-			outK, gradK = append(outK, dv), append(gradK, dvh)
+			outK, gradK, addK = append(outK, dv), append(gradK, dvh), append(addK, !set[2])
 		}
 		c.release(douth)
 		c.launch("attention_softmax_backward", B*H*Tq, rowBlock(Tk), ds, probs, drop.Seed, drop.Stream, drop.P, B*H*Tq, Tk)
 		if !dq.IsNil() {
 			kh, dqh := hk[1], c.alloc(B*H*Tq*K)
 			c.gemmBatched(false, false, Tq, K, Tk, 1, ds, Tk, Tq*Tk, kh, K, Tk*K, 0, dqh, K, Tq*K, B*H)
-			outQ, gradQ = append(outQ, dq), append(gradQ, dqh)
+			outQ, gradQ, addQ = append(outQ, dq), append(gradQ, dqh), append(addQ, !set[0])
 			c.release(kh)
 		}
 		if !dk.IsNil() {
 			qh, dkh := hq[1], c.alloc(B*H*Tk*K)
 			c.gemmBatched(true, false, Tk, K, Tq, 1, ds, Tk, Tq*Tk, qh, K, Tq*K, 0, dkh, K, Tk*K, B*H)
-			outK, gradK = append(outK, dk), append(gradK, dkh)
+			outK, gradK, addK = append(outK, dk), append(gradK, dkh), append(addK, !set[1])
 			c.release(qh)
 		}
 		if Tq == Tk {
-			outQ, gradQ = append(outQ, outK...), append(gradQ, gradK...)
-			outK, gradK = nil, nil
+			outQ, gradQ, addQ = append(outQ, outK...), append(gradQ, gradK...), append(addQ, addK...)
+			outK, gradK, addK = nil, nil, nil
 		}
 		if len(outQ) > 0 {
-			c.mergeHeads(B, Tq, H, K, true, outQ, gradQ)
+			c.mergeHeads(B, Tq, H, K, addQ, outQ, gradQ)
 		}
 		if len(outK) > 0 {
-			c.mergeHeads(B, Tk, H, K, true, outK, gradK)
+			c.mergeHeads(B, Tk, H, K, addK, outK, gradK)
 		}
 		c.release(gradQ...)
 		c.release(gradK...)

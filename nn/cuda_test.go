@@ -418,6 +418,28 @@ func checkCUDAOps(t *testing.T, c *CUDA) {
 				if bias != nil {
 					h.expect("AttentionBackward dbias", gdbias, dbias, tolProduct)
 				}
+				if tc.frozenK || tc.sharedQK {
+					return
+				}
+
+				// New gradients are set, not added to: what they held (NaN
+				// here) must not show.
+				nans := func(n int) Buffer {
+					x := make([]float32, n)
+					for i := range x {
+						x[i] = float32(math.NaN())
+					}
+					return h.up(x)
+				}
+				clear(dq)
+				clear(dk)
+				clear(dv)
+				AttentionBackward(cpu, dq, dk, dv, nil, make([]float32, 2*s.Tq*s.Tk), dout, probs, drop, q, k, v, s.B, s.Tq, s.Tk, s.H, s.K)
+				gdq, gdk, gdv = nans(len(dq)), nans(len(dk)), nans(len(dv))
+				c.attentionBackward(gdq, gdk, gdv, Buffer{}, h.out(2*P), h.up(dout), gprobs, gq, gk, gv, keys, s, [3]bool{true, true, true})
+				h.expect("attentionBackward setting dq", gdq, dq, tolProduct)
+				h.expect("attentionBackward setting dk", gdk, dk, tolProduct)
+				h.expect("attentionBackward setting dv", gdv, dv, tolProduct)
 			})
 		}
 	})

@@ -3,6 +3,7 @@
 package nn
 
 import (
+	"cmp"
 	"math"
 	"runtime"
 	"slices"
@@ -294,40 +295,65 @@ func gradFlows(t *Tensor) bool {
 // product with beta 0, a copy) instead of adding to it. Without a gradient
 // it gets the nil Buffer.
 func (cg *cudaGraph) grWrite(t *Tensor, write func(g Buffer, fresh bool)) {
-	if !gradFlows(t) || !(t.dev.lazyGrad || t.dev.paramGrad) {
-		write(cg.gr(t), false)
-		return
-	}
-	d := t.dev
-	if d.lazyGrad && d.grad.IsNil() {
-		cg.lazy = append(cg.lazy, d)
-	}
-	d.gradWrite(t.Len(), func(g Buffer, fresh bool) {
-		if fresh {
-			cg.arena.fresh(g) // NaN under poison: a write that adds shows
-		}
-		write(g, fresh)
-	})
+	cg.grWriteAll([]*Tensor{t}, func(gs []Buffer, fresh []bool) { write(gs[0], fresh[0]) })
 }
 
-// grWrite2 is grWrite for two tensors written by one call (a product's
-// input and weight), which may be the same tensor: its second write adds.
-// The two locks are taken in the tensors' address order, so that graphs
-// writing (p, q) and (q, p) at once cannot wait on each other.
-func (cg *cudaGraph) grWrite2(a, b *Tensor, write func(ga Buffer, freshA bool, gb Buffer, freshB bool)) {
-	if a != nil && b != nil && a.dev != nil && a.dev == b.dev {
-		cg.grWrite(a, func(ga Buffer, freshA bool) { write(ga, freshA, ga, false) })
-		return
+// grWriteAll is grWrite for the tensors one call writes (a product's input
+// and weight; attention's q, k and v). A tensor named twice (Linear(x, x))
+// is zeroed and added to by both writes, whichever runs first. The locks
+// are taken in the tensors' address order, so that graphs writing (p, q)
+// and (q, p) at once cannot wait on each other.
+func (cg *cudaGraph) grWriteAll(ts []*Tensor, write func(gs []Buffer, fresh []bool)) {
+	gs, fresh := make([]Buffer, len(ts)), make([]bool, len(ts))
+	var order []int // the tensors that take a gradient gr allocates, each once
+	twice := map[*devTensor]bool{}
+	for i, t := range ts {
+		if !gradFlows(t) || !(t.dev.lazyGrad || t.dev.paramGrad) {
+			gs[i] = cg.gr(t)
+			continue
+		}
+		seen := false
+		for _, j := range order {
+			if ts[j].dev == t.dev {
+				seen, twice[t.dev] = true, true
+			}
+		}
+		if !seen {
+			order = append(order, i)
+		}
 	}
-	if a != nil && b != nil && a.dev != nil && b.dev != nil && uintptr(unsafe.Pointer(b.dev)) < uintptr(unsafe.Pointer(a.dev)) {
-		cg.grWrite(b, func(gb Buffer, freshB bool) {
-			cg.grWrite(a, func(ga Buffer, freshA bool) { write(ga, freshA, gb, freshB) })
-		})
-		return
-	}
-	cg.grWrite(a, func(ga Buffer, freshA bool) {
-		cg.grWrite(b, func(gb Buffer, freshB bool) { write(ga, freshA, gb, freshB) })
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Compare(uintptr(unsafe.Pointer(ts[a].dev)), uintptr(unsafe.Pointer(ts[b].dev)))
 	})
+	var lockNext func(k int)
+	lockNext = func(k int) {
+		if k == len(order) {
+			for i, t := range ts { // the second naming of a tensor
+				if gs[i].IsNil() && gradFlows(t) {
+					gs[i] = t.dev.grad
+				}
+			}
+			write(gs, fresh)
+			return
+		}
+		i := order[k]
+		d := ts[i].dev
+		if d.lazyGrad && d.grad.IsNil() {
+			cg.lazy = append(cg.lazy, d)
+		}
+		d.gradWrite(ts[i].Len(), func(g Buffer, isNew bool) {
+			switch {
+			case isNew && twice[d]:
+				cg.c.Zero(g)
+			case isNew:
+				cg.arena.fresh(g) // NaN under poison: a write that adds shows
+				fresh[i] = true
+			}
+			gs[i] = g
+			lockNext(k + 1)
+		})
+	}
+	lockNext(0)
 }
 
 // accumulateInto adds src into t's gradient, or copies it there when the
@@ -409,8 +435,8 @@ func (cg *cudaGraph) linear(out, x, w, bias *Tensor, N, C, OC int) {
 		cg.save(x, w)
 		cg.record(func() {
 			gout, gbias := cg.gr(out), cg.gr(bias)
-			cg.grWrite2(x, w, func(gx Buffer, setX bool, gw Buffer, setW bool) {
-				cg.c.matmulBackward(gx, gw, gbias, gout, dx, dw, N, C, OC, setX, setW)
+			cg.grWriteAll([]*Tensor{x, w}, func(g []Buffer, set []bool) {
+				cg.c.matmulBackward(g[0], g[1], gbias, gout, dx, dw, N, C, OC, set[0], set[1])
 			})
 		}, out)
 	}
@@ -433,8 +459,8 @@ func (cg *cudaGraph) addLinear(out, y, x, w *Tensor, s float32, N, C, OC int) {
 			// product rounded dout instead.
 			dz := cg.c.Alloc(N * OC)
 			cg.c.Scale(dz, gout, s)
-			cg.grWrite2(x, w, func(gx Buffer, setX bool, gw Buffer, setW bool) {
-				cg.c.matmulBackward(gx, gw, Buffer{}, dz, dx, dw, N, C, OC, setX, setW)
+			cg.grWriteAll([]*Tensor{x, w}, func(g []Buffer, set []bool) {
+				cg.c.matmulBackward(g[0], g[1], Buffer{}, dz, dx, dw, N, C, OC, set[0], set[1])
 			})
 			cg.c.Free(dz)
 		}, out)
@@ -523,7 +549,10 @@ func (cg *cudaGraph) attention(out, probs, q, k, v, bias *Tensor, o AttentionOpt
 		cg.save(q, k, v, probs)
 		cg.record(func() {
 			work := cg.c.Alloc(2 * P)
-			cg.c.AttentionBackward(cg.gr(q), cg.gr(k), cg.gr(v), cg.gr(bias), work, cg.gr(out), probs.dev.data, dq, dk, dv, drop, s)
+			gbias, gout := cg.gr(bias), cg.gr(out)
+			cg.grWriteAll([]*Tensor{q, k, v}, func(g []Buffer, set []bool) {
+				cg.c.attentionBackward(g[0], g[1], g[2], gbias, work, gout, probs.dev.data, dq, dk, dv, drop, s, [3]bool{set[0], set[1], set[2]})
+			})
 			cg.c.Free(work)
 		}, out)
 	}

@@ -133,7 +133,7 @@ RS_EXTERN __global__ void split_heads(float* out0, const float* x0, float* out1,
 // when accumulate (gradients add into what other ops gave); up to three
 // tensors of one shape in one launch, j < count.
 RS_EXTERN __global__ void merge_heads(float* out0, const float* x0, float* out1, const float* x1, float* out2, const float* x2,
-                                      int count, long long B, long long T, long long H, long long K, int accumulate) {
+                                      int count, long long B, long long T, long long H, long long K, int adds) {
     long long n = B * T * H * K;
     RS_FOR(j, count * n) {
         long long w = j / n, i = j % n;
@@ -141,6 +141,6 @@ RS_EXTERN __global__ void merge_heads(float* out0, const float* x0, float* out1,
         const float* x = w == 0 ? x0 : w == 1 ? x1 : x2;
         long long k = i % K, h = (i / K) % H, t = (i / (K * H)) % T, b = i / (K * H * T);
         float v = x[((b * H + h) * T + t) * K + k];
-        out[i] = accumulate ? out[i] + v : v;
+        out[i] = (adds >> w) & 1 ? out[i] + v : v;  // bit w: out w is added to, else set
     }
 }
