@@ -8,9 +8,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -471,9 +473,7 @@ func selectBackend(device string, limit uint64) (nn.Backend, string, func() erro
 		var o opened
 		o.be, o.note, o.closeBackend, o.err = nn.SelectBackend(device)
 		if _, gpu := o.be.(nn.GPU); o.err == nil && limit > 0 && !gpu {
-			const n = 128 // above OpenBLAS's threshold for splitting a product
-			a, c := make([]float32, n*n), make([]float32, n*n)
-			o.be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
+			warmUpBLAS(o.be)
 		}
 		ready <- o
 	}()
@@ -487,6 +487,37 @@ func selectBackend(device string, limit uint64) (nn.Backend, string, func() erro
 	case <-timeout:
 		return nil, "", nil, fmt.Errorf("trial: out of memory: the matrix library found no room for its buffers under the memory limit of %d MB (trial_memory_gb); raise it", limit>>20)
 	}
+}
+
+// warmUpBLAS makes the matrix library take, now, a buffer for each of
+// the calls the trainer can have in it at once: OpenBLAS takes one per
+// concurrent call, and a product split across goroutines (GOMAXPROCS
+// parts at most) makes that many calls at once. One product at a time
+// took one buffer, and the second, taken later in training with the model
+// loaded, could find no room under the limit and wait for ever (a trial
+// that stalled instead of ending out of memory, under load). So every
+// goroutine multiplies until all have been at it together for a while.
+func warmUpBLAS(be nn.Backend) {
+	const n = 128 // above OpenBLAS's threshold for splitting a product
+	const overlap = 50 * time.Millisecond
+	workers := runtime.GOMAXPROCS(0)
+	var started sync.WaitGroup
+	started.Add(workers)
+	var done sync.WaitGroup
+	for range workers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			a, c := make([]float32, n*n), make([]float32, n*n)
+			be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
+			started.Done()
+			started.Wait() // every worker is in or past its first product
+			for end := time.Now().Add(overlap); time.Now().Before(end); {
+				be.Sgemm(false, false, n, n, n, 1, a, n, a, n, 0, c, n)
+			}
+		}()
+	}
+	done.Wait()
 }
 
 // initFromData runs a data-driven initialisation (LST's importance) once
