@@ -163,13 +163,14 @@ type devTensor struct {
 // gradOrZero returns d's gradient, allocated and zeroed first where it
 // has none yet.
 func (d *devTensor) gradOrZero(n int) Buffer {
-	d.gradMu.Lock()
-	defer d.gradMu.Unlock()
-	if d.grad.IsNil() {
-		d.grad = d.dev.Alloc(n)
-		d.dev.Zero(d.grad)
-	}
-	return d.grad
+	var g Buffer
+	d.gradWrite(n, func(grad Buffer, fresh bool) {
+		if fresh {
+			d.dev.Zero(grad)
+		}
+		g = grad
+	})
+	return g
 }
 
 // gradWrite calls write with d's gradient, allocating it first where d has

@@ -308,7 +308,7 @@ func (cg *cudaGraph) grWriteAll(ts []*Tensor, write func(gs []Buffer, fresh []bo
 	var order []int // the tensors that take a gradient gr allocates, each once
 	twice := map[*devTensor]bool{}
 	for i, t := range ts {
-		if !gradFlows(t) || !(t.dev.lazyGrad || t.dev.paramGrad) {
+		if t == nil || t.dev == nil || !(t.dev.lazyGrad || t.dev.paramGrad) {
 			gs[i] = cg.gr(t)
 			continue
 		}
